@@ -1,0 +1,168 @@
+"""A virtual clock for asyncio: time jumps to the next timer when nothing can run.
+
+The loop is an ordinary ``asyncio.SelectorEventLoop`` whose ``time()`` is a
+number it owns. Whenever the loop would block in ``select()`` waiting for the
+next timer, it polls the real selector once (I/O and thread wake-ups still
+work) and, if nothing is ready, moves its clock forward to that timer instead
+of sleeping. Timeouts of an hour take no real time, and durations measured
+with ``loop.time()`` are exact, so tests can assert them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
+
+_T = TypeVar("_T")
+
+__all__ = ["VirtualClockLoop", "VirtualClockPolicy", "run", "wait_all_tasks_blocked"]
+
+
+class _JumpingSelector(selectors.BaseSelector):
+    """Delegates to a real selector but turns idle waits into clock jumps."""
+
+    def __init__(self, loop: VirtualClockLoop, inner: selectors.BaseSelector) -> None:
+        self._loop = loop
+        self._inner = inner
+
+    def register(
+        self, fileobj: FileDescriptorLike, events: int, data: Any = None
+    ) -> selectors.SelectorKey:
+        return self._inner.register(fileobj, events, data)
+
+    def unregister(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
+        return self._inner.unregister(fileobj)
+
+    def modify(
+        self, fileobj: FileDescriptorLike, events: int, data: Any = None
+    ) -> selectors.SelectorKey:
+        return self._inner.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self._inner.select(0)
+        if ready or timeout == 0:
+            return ready
+        loop = self._loop
+        if loop._wake_blocked_waiters():
+            return []
+        threshold = loop.autojump_threshold
+        if timeout is None:
+            # No timer is pending: only I/O or another thread can wake us.
+            return self._inner.select(None)
+        if threshold > 0:
+            ready = self._inner.select(min(timeout, threshold))
+            if ready:
+                return ready
+        loop._advance(timeout)
+        return []
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def get_key(self, fileobj: FileDescriptorLike) -> selectors.SelectorKey:
+        return self._inner.get_key(fileobj)
+
+    def get_map(self) -> Mapping[FileDescriptorLike, selectors.SelectorKey]:
+        return self._inner.get_map()
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An asyncio event loop on virtual time.
+
+    Args:
+        start: the clock's initial reading.
+        autojump_threshold: real seconds to wait for I/O before jumping the
+            clock (0 jumps as soon as nothing is runnable, which is what pure
+            timing tests want; raise it when real processes or sockets must
+            answer before a timeout).
+
+    Example::
+
+        loop = VirtualClockLoop()
+        loop.run_until_complete(asyncio.sleep(3600))   # returns at once
+        assert loop.time() == 3600
+    """
+
+    def __init__(self, *, start: float = 0.0, autojump_threshold: float = 0.0) -> None:
+        self._virtual_now = float(start)
+        self.autojump_threshold = autojump_threshold
+        self._blocked_waiters: list[asyncio.Future[None]] = []
+        super().__init__(selectors.DefaultSelector())
+        inner: selectors.BaseSelector = self._selector  # type: ignore[has-type]
+        self._selector = _JumpingSelector(self, inner)
+        if autojump_threshold < 0:
+            self.close()
+            raise ValueError(f"autojump_threshold must be >= 0, got {autojump_threshold!r}")
+
+    def time(self) -> float:
+        return self._virtual_now
+
+    def _advance(self, seconds: float) -> None:
+        self._virtual_now += seconds
+        scheduled: list[asyncio.TimerHandle] = getattr(self, "_scheduled", [])
+        if scheduled:
+            # Land exactly on the timer, free of float rounding in now + (when - now).
+            self._virtual_now = max(self._virtual_now, scheduled[0].when())
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by hand (timers due by then fire on the next iteration)."""
+        if seconds < 0:
+            raise ValueError(f"cannot move the clock backwards ({seconds!r} s)")
+        self._virtual_now += seconds
+
+    def _wake_blocked_waiters(self) -> bool:
+        waiters, self._blocked_waiters = self._blocked_waiters, []
+        woke = False
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+                woke = True
+        return woke
+
+
+class VirtualClockPolicy(asyncio.DefaultEventLoopPolicy):
+    """An event loop policy whose new loops run on virtual time."""
+
+    def __init__(self, *, autojump_threshold: float = 0.0) -> None:
+        super().__init__()
+        self._threshold = autojump_threshold
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return VirtualClockLoop(autojump_threshold=self._threshold)
+
+
+async def wait_all_tasks_blocked() -> None:
+    """Return once every other task is blocked (before the virtual clock jumps).
+
+    Orders events in tests without sleeping: after it returns, every task
+    that could make progress without time passing or I/O arriving has done so.
+    Only on a ``VirtualClockLoop``.
+    """
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, VirtualClockLoop):
+        raise RuntimeError(
+            f"wait_all_tasks_blocked() needs a VirtualClockLoop, the running loop is {loop!r}; "
+            "run the test with cohort.testing.run() or the virtual_clock marker"
+        )
+    fut: asyncio.Future[None] = loop.create_future()
+    loop._blocked_waiters.append(fut)
+    await fut
+
+
+def run(
+    main: Callable[..., Coroutine[Any, Any, _T]],
+    *args: Any,
+    autojump_threshold: float = 0.0,
+    debug: bool = False,
+) -> _T:
+    """Run ``main(*args)`` to completion on a fresh virtual-clock loop and return its result."""
+    with asyncio.Runner(
+        debug=debug,
+        loop_factory=lambda: VirtualClockLoop(autojump_threshold=autojump_threshold),
+    ) as runner:
+        return runner.run(main(*args))

@@ -1,0 +1,99 @@
+"""pytest plugin: run asyncio tests on chosen loops, virtual time included.
+
+Works through pytest-asyncio's ``pytest_asyncio_loop_factories`` hook:
+
+* ``cohort_loops`` (ini, default ``asyncio``): the loops every async test runs
+  on, among ``asyncio`` (the policy's loop), ``uvloop`` and ``virtual``.
+* ``@pytest.mark.virtual_clock`` (optionally ``autojump_threshold=``): run this
+  test only on a :class:`~cohort.testing.VirtualClockLoop`.
+* ``cohort_strict_loop_errors`` (ini bool): fail a test when an exception
+  reaches the loop's exception handler (a task error nobody retrieved...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from cohort.testing._clock import VirtualClockLoop
+
+_LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+_unhandled: list[dict[str, Any]] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "cohort_loops",
+        "event loops async tests run on: asyncio, uvloop, virtual",
+        type="args",
+        default=["asyncio"],
+    )
+    parser.addini(
+        "cohort_strict_loop_errors",
+        "fail a test when an exception reaches the event loop's exception handler",
+        type="bool",
+        default=False,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "virtual_clock(autojump_threshold=0.0): run the test on cohort's virtual-clock loop",
+    )
+
+
+def _record_unhandled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    _unhandled.append(context)
+    loop.default_exception_handler(context)
+
+
+def _factory(name: str, strict: bool, threshold: float = 0.0) -> _LoopFactory:
+    def make() -> asyncio.AbstractEventLoop:
+        loop: asyncio.AbstractEventLoop
+        if name == "virtual":
+            loop = VirtualClockLoop(autojump_threshold=threshold)
+        elif name == "uvloop":
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        elif name == "asyncio":
+            loop = asyncio.get_event_loop_policy().new_event_loop()
+        else:
+            raise pytest.UsageError(
+                f"cohort_loops: unknown loop {name!r}; use asyncio, uvloop or virtual"
+            )
+        if strict:
+            loop.set_exception_handler(_record_unhandled)
+        return loop
+
+    return make
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, _LoopFactory]:
+    strict = bool(config.getini("cohort_strict_loop_errors"))
+    marker = item.get_closest_marker("virtual_clock")
+    if marker is not None:
+        threshold = float(marker.kwargs.get("autojump_threshold", 0.0))
+        return {"virtual": _factory("virtual", strict, threshold)}
+    names: list[str] = config.getini("cohort_loops") or ["asyncio"]
+    return {name: _factory(name, strict) for name in names}
+
+
+@pytest.fixture(autouse=True)
+def _cohort_fail_on_loop_errors() -> Iterator[None]:
+    _unhandled.clear()
+    yield
+    if _unhandled:
+        contexts = list(_unhandled)
+        _unhandled.clear()
+        pytest.fail(
+            f"an exception reached the event loop's exception handler: {contexts!r}",
+            pytrace=False,
+        )
