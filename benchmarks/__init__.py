@@ -1,0 +1,1 @@
+"""cohort's benchmark suite: `make bench` (or `python -m benchmarks`)."""
