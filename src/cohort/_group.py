@@ -1,0 +1,653 @@
+"""Task groups whose join policy decides when they are done.
+
+Children are plain ``asyncio.Task``s. The group's body runs inside a cancel
+scope of the group's own (carrying the group's ``timeout``), so the group can
+stop its body silently once the policy has decided. Whatever path leaves the
+``async with`` block, every child has finished and every child error was
+raised or recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar, TypeVarTuple
+
+from cohort import _scopes
+from cohort._policies import Decision, Gather, JoinPolicy
+from cohort._scopes import CancelScope, cancel_task
+
+__all__ = ["ChildStatus", "Handle", "Outcome", "TaskGroup"]
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+_CancelledError = asyncio.CancelledError
+
+
+class ChildStatus(enum.Enum):
+    """Where a child is in its life."""
+
+    PENDING = "pending"  #: waiting for a ``limit`` slot
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed out"
+
+
+_PENDING = ChildStatus.PENDING
+_RUNNING = ChildStatus.RUNNING
+_SUCCEEDED = ChildStatus.SUCCEEDED
+_FAILED = ChildStatus.FAILED
+_CANCELLED = ChildStatus.CANCELLED
+_TIMED_OUT = ChildStatus.TIMED_OUT
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one child ended (``g.outcomes``, in spawn order)."""
+
+    name: str
+    status: ChildStatus
+    value: Any
+    error: BaseException | None
+    critical: bool
+    started: float | None
+    ended: float | None
+
+
+class Handle(Generic[T]):
+    """A child of a task group: awaitable, and a view of its state.
+
+    ``await handle`` returns the value or raises what the child raised;
+    awaiting never cancels the child.
+    """
+
+    __slots__ = (
+        "_coro",
+        "_ended",
+        "_error",
+        "_failed",
+        "_group",
+        "_name",
+        "_started",
+        "_status",
+        "_task",
+        "_timed_out",
+        "_timeout",
+        "_value",
+        "_waiter",
+        "critical",
+    )
+
+    def __init__(
+        self,
+        group: TaskGroup,
+        coro: Coroutine[Any, Any, T],
+        name: str | None,
+        timeout: float | None,
+        critical: bool,
+    ) -> None:
+        self._group = group
+        self._coro = coro
+        self._name = name
+        self._timeout = timeout
+        self.critical = critical
+        self._status = _PENDING
+        self._task: asyncio.Task[T] | None = None
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._failed = False
+        self._timed_out = False
+        self._started: float | None = None
+        self._ended: float | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.name!r} {self._status.value}>"
+
+    @property
+    def name(self) -> str:
+        """The name given at spawn, else the coroutine's qualified name."""
+        if self._name is None:
+            self._name = getattr(self._coro, "__qualname__", None) or "child"
+        return self._name
+
+    @property
+    def status(self) -> ChildStatus:
+        return self._status
+
+    def done(self) -> bool:
+        """True once the child has finished, whichever way."""
+        return self._status not in (_PENDING, _RUNNING)
+
+    def result(self) -> T:
+        """The value; raises the child's error, ``CancelledError`` if it was cancelled."""
+        status = self._status
+        if status is _SUCCEEDED:
+            return self._value  # type: ignore[return-value]
+        if status is _CANCELLED:
+            raise _CancelledError(f"child {self.name!r} was cancelled")
+        if status in (_FAILED, _TIMED_OUT):
+            assert self._error is not None
+            raise self._error
+        raise asyncio.InvalidStateError(f"{self!r} has not finished; await it first")
+
+    def exception(self) -> BaseException | None:
+        """The child's error (``None`` on success); ``CancelledError`` raised if cancelled."""
+        status = self._status
+        if status is _SUCCEEDED:
+            return None
+        if status is _CANCELLED:
+            raise _CancelledError(f"child {self.name!r} was cancelled")
+        if status in (_FAILED, _TIMED_OUT):
+            return self._error
+        raise asyncio.InvalidStateError(f"{self!r} has not finished; await it first")
+
+    def cancel(self) -> bool:
+        """Cancel this child (not a failure: it ends CANCELLED). False if already done."""
+        if self.done():
+            return False
+        if self._task is None:
+            self._group._drop_queued(self)
+        else:
+            cancel_task(self._task)
+        return True
+
+    def outcome(self) -> Outcome:
+        return Outcome(
+            self.name,
+            self._status,
+            self._value,
+            self._error,
+            self.critical,
+            self._started,
+            self._ended,
+        )
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if not self.done():
+            if self._waiter is None:
+                self._waiter = self._group._loop.create_future()
+            yield from asyncio.shield(self._waiter).__await__()
+        return self.result()
+
+    def _on_done(self, task: asyncio.Task[T]) -> None:
+        self._group._child_done(self, task)
+
+
+class _GroupScope(CancelScope):
+    """The group's scope around its body: its deadline is the group's timeout."""
+
+    __slots__ = ("_group",)
+
+    def __init__(self, group: TaskGroup, deadline: float) -> None:
+        super().__init__(deadline=deadline)
+        self._group = group
+
+    def _expire(self) -> None:
+        # The group decides (and cancels its body through this scope, if the
+        # body still runs); a policy may also choose to ignore the timeout.
+        self._group._on_timeout()
+        if not self._reason:
+            self._reason = _scopes._Reason.DEADLINE
+
+
+_group_numbers = itertools.count(1)
+_NEW, _OPEN, _EXITING, _CLOSED = "new", "open", "exiting", "closed"
+
+
+class TaskGroup:
+    """A task group whose join policy decides when it is done.
+
+    Args:
+        join: the policy (``Gather()`` by default); see ``Settle``,
+            ``Quorum(k)``, ``FirstWins()`` or write a ``JoinPolicy``.
+        limit: at most this many children run at once; the rest start in
+            spawn order as slots free up (``spawn`` never blocks).
+        timeout: seconds from entry after which everything is cancelled.
+        on_timeout: ``"raise"`` (``TimeoutError``) or ``"partial"`` (exit
+            normally with whatever completed).
+        name: shown in errors, logs and ``task_tree()``.
+
+    Example::
+
+        async with cohort.TaskGroup(join=cohort.Quorum(2), timeout=1.5) as g:
+            for replica in replicas:
+                g.spawn(read, replica, key, name=f"read-{replica}")
+        print(g.results)   # the first two values, in completion order
+    """
+
+    def __init__(
+        self,
+        join: JoinPolicy | None = None,
+        *,
+        limit: int | None = None,
+        timeout: float | None = None,
+        on_timeout: Literal["raise", "partial"] = "raise",
+        name: str | None = None,
+    ) -> None:
+        if join is None:
+            join = Gather()
+        elif isinstance(join, type) and issubclass(join, JoinPolicy):
+            raise TypeError(f"join= takes a policy instance: write join={join.__name__}()")
+        elif not isinstance(join, JoinPolicy):
+            raise TypeError(f"join= must be a cohort.JoinPolicy instance, got {join!r}")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"limit must be an int >= 1 or None, got {limit!r}")
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+        if on_timeout not in ("raise", "partial"):
+            raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
+        self._policy = join
+        self._limit = limit
+        self._timeout = timeout
+        self._on_timeout_mode = on_timeout
+        self._name = name
+        self._phase = _NEW
+        self._handles: list[Handle[Any]] = []
+        self._completed: list[Handle[Any]] = []
+        self._queue: deque[Handle[Any]] = deque()
+        self._running = 0
+        self._spawned = 0
+        self._succeeded = 0
+        self._failed = 0
+        self._decision = Decision.CONTINUE
+        self._timed_out = False
+        self._base_error: BaseException | None = None
+        self._outside_cancel = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_spawn_hook = (
+            join.on_spawn if type(join).on_spawn is not JoinPolicy.on_spawn else None
+        )
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._task: asyncio.Task[Any] | None = None
+        self._scope: _GroupScope | None = None
+        self._entered_at = math.nan
+
+    def __repr__(self) -> str:
+        return (
+            f"<TaskGroup {self.name!r} {self._phase} join={self._policy!r} "
+            f"children={len(self._handles)}>"
+        )
+
+    # -- counters for policies ---------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            self._name = f"TaskGroup-{next(_group_numbers)}"
+        return self._name
+
+    @property
+    def policy(self) -> JoinPolicy:
+        return self._policy
+
+    @property
+    def spawned(self) -> int:
+        """Critical children spawned so far."""
+        return self._spawned
+
+    @property
+    def succeeded(self) -> int:
+        """Critical children that succeeded."""
+        return self._succeeded
+
+    @property
+    def failed(self) -> int:
+        """Critical children that failed, timed out or were cancelled."""
+        return self._failed
+
+    @property
+    def pending(self) -> int:
+        """Critical children not finished yet (queued or running)."""
+        return self._spawned - self._succeeded - self._failed
+
+    @property
+    def body_done(self) -> bool:
+        """True once the ``async with`` body has finished."""
+        return self._phase in (_EXITING, _CLOSED)
+
+    @property
+    def timed_out(self) -> bool:
+        """True if the group's timeout fired."""
+        return self._timed_out
+
+    # -- results ------------------------------------------------------------------
+
+    @property
+    def results(self) -> list[Any]:
+        """Successful values: spawn order, or completion order for quorum policies."""
+        if self._policy.results_order == "completion":
+            values = [h._value for h in self._completed if h._status is _SUCCEEDED]
+            k = getattr(self._policy, "k", None)
+            return values[:k] if k is not None and self._decision is Decision.DONE else values
+        return [h._value for h in self._handles if h._status is _SUCCEEDED]
+
+    @property
+    def result(self) -> Any:
+        """The winner's value (for ``FirstWins``): the first successful result."""
+        values = self.results
+        if not values:
+            raise LookupError(f"no child of {self!r} succeeded")
+        return values[0]
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Errors of children that failed or timed out (critical or not), spawn order."""
+        return [h._error for h in self._handles if h._error is not None]
+
+    def errors_of_critical(self) -> list[Exception]:
+        """Errors of critical children that failed or timed out, in spawn order."""
+        return [
+            h._error
+            for h in self._handles
+            if h.critical and isinstance(h._error, Exception) and h._failed
+        ]
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """One record per child, in spawn order."""
+        return [h.outcome() for h in self._handles]
+
+    @property
+    def handles(self) -> list[Handle[Any]]:
+        return list(self._handles)
+
+    # -- spawning -----------------------------------------------------------------
+
+    def spawn(
+        self,
+        fn: Callable[[*Ts], Awaitable[T]] | Coroutine[Any, Any, T],
+        *args: *Ts,
+        name: str | None = None,
+        timeout: float | None = None,
+        critical: bool = True,
+    ) -> Handle[T]:
+        """Start ``fn(*args)`` as a child (queued if ``limit`` children already run).
+
+        ``fn`` is an async callable, or a coroutine object (then no ``args``).
+        Keyword arguments for ``fn`` go through ``functools.partial``.
+        """
+        if self._phase is not _OPEN and self._phase is not _EXITING:
+            raise RuntimeError(
+                f"cannot spawn into {self!r}: "
+                + ("enter it with `async with` first" if self._phase is _NEW else "it has exited")
+            )
+        if self._decision is not Decision.CONTINUE:
+            raise RuntimeError(
+                f"cannot spawn into {self!r}: its policy has decided "
+                f"({self._decision.value}); spawn into a new group"
+            )
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+        coro = _make_coro(fn, args)
+        handle: Handle[T] = Handle(self, coro, name, timeout, critical)
+        self._handles.append(handle)
+        if critical:
+            self._spawned += 1
+        if self._limit is not None and self._running >= self._limit:
+            self._queue.append(handle)
+        else:
+            self._launch(handle)
+        if critical and self._on_spawn_hook is not None:
+            self._apply(self._on_spawn_hook(self, handle))
+        return handle
+
+    def cancel(self) -> None:
+        """Stop the group now: cancel every child and the body; exit normally."""
+        if self._phase in (_OPEN, _EXITING) and self._decision is Decision.CONTINUE:
+            self._decide(Decision.DONE)
+
+    def _launch(self, handle: Handle[Any]) -> None:
+        coro = handle._coro
+        handle._status = _RUNNING
+        loop = self._loop
+        handle._started = loop.time()
+        if handle._timeout is not None:
+            coro = _run_with_timeout(coro, handle._timeout, handle)
+        task = loop.create_task(coro, name=handle._name)
+        handle._task = task
+        self._running += 1
+        task.add_done_callback(handle._on_done)
+
+    def _drop_queued(self, handle: Handle[Any]) -> None:
+        """A queued child is cancelled before it ever ran."""
+        self._queue.remove(handle)
+        handle._coro.close()
+        self._finish(handle, _CANCELLED)
+
+    # -- completion ---------------------------------------------------------------
+
+    def _child_done(self, handle: Handle[Any], task: asyncio.Task[Any]) -> None:
+        self._running -= 1
+        if task.cancelled():
+            status = _TIMED_OUT if self._timed_out else _CANCELLED
+        else:
+            exc = task.exception()
+            if exc is None:
+                handle._value = task.result()
+                status = _SUCCEEDED
+            else:
+                handle._error = exc
+                status = _TIMED_OUT if handle._timed_out else _FAILED
+                if not isinstance(exc, Exception):
+                    self._base_error = self._base_error or exc
+        queue = self._queue
+        if queue and self._decision is Decision.CONTINUE:
+            while queue and (self._limit is None or self._running < self._limit):
+                self._launch(queue.popleft())
+        self._finish(handle, status)
+
+    def _finish(self, handle: Handle[Any], status: ChildStatus) -> None:
+        handle._status = status
+        handle._ended = self._loop.time()
+        self._completed.append(handle)
+        handle._failed = status is _FAILED or (status is _TIMED_OUT and handle._error is not None)
+        if handle.critical:
+            if status is _SUCCEEDED:
+                self._succeeded += 1
+            else:
+                self._failed += 1
+            if self._decision is Decision.CONTINUE:
+                if self._base_error is not None:
+                    self._decide(Decision.FAIL)
+                else:
+                    self._apply(self._policy.on_child_done(self, handle))
+        elif self._base_error is not None and self._decision is Decision.CONTINUE:
+            self._decide(Decision.FAIL)
+        waiter = handle._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._wake()
+
+    def _apply(self, decision: Decision) -> None:
+        if decision is not Decision.CONTINUE and self._decision is Decision.CONTINUE:
+            self._decide(decision)
+
+    def _decide(self, decision: Decision) -> None:
+        self._decision = decision
+        self._cancel_rest()
+        scope = self._scope
+        if self._phase is _OPEN and scope is not None:
+            scope.cancel()  # the body stops at its next await; the scope catches it
+        self._wake()
+
+    def _cancel_rest(self) -> None:
+        queue = self._queue
+        while queue:
+            handle = queue.popleft()
+            handle._coro.close()
+            self._finish(handle, _TIMED_OUT if self._timed_out else _CANCELLED)
+        for handle in self._handles:
+            if handle._status is _RUNNING and handle._task is not None:
+                cancel_task(handle._task)
+
+    def _on_timeout(self) -> None:
+        if self._decision is not Decision.CONTINUE:
+            return
+        self._timed_out = True
+        decision = self._policy.on_timeout(self)
+        if decision is None:
+            decision = Decision.FAIL if self._on_timeout_mode == "raise" else Decision.DONE
+        if decision is Decision.CONTINUE:
+            self._timed_out = False
+            return
+        self._decide(decision)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and self._exit_ready():
+            waiter.set_result(None)
+
+    def _exit_ready(self) -> bool:
+        """True when __aexit__ has something to do: a decision, or nothing left running."""
+        return (
+            self._decision is not Decision.CONTINUE
+            or self.pending == 0
+            or (self._running == 0 and not self._queue)
+        )
+
+    # -- entering and leaving -----------------------------------------------------
+
+    async def __aenter__(self) -> TaskGroup:
+        if self._phase is not _NEW:
+            raise RuntimeError(f"{self!r} has already been entered; create a new TaskGroup")
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
+        self._task = task
+        self._loop = loop = task.get_loop()
+        self._entered_at = now = loop.time()
+        deadline = math.inf if self._timeout is None else now + self._timeout
+        self._scope = _GroupScope(self, deadline)
+        self._scope.__enter__()
+        self._base_token = _scopes._base_deadline.set(_scopes.current_deadline())
+        self._phase = _OPEN
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._phase = _EXITING
+        try:
+            return await self._exit(exc)
+        finally:
+            self._phase = _CLOSED
+            _scopes._base_deadline.reset(self._base_token)
+
+    async def _exit(self, exc: BaseException | None) -> bool:
+        task = self._task
+        scope = self._scope
+        assert task is not None
+        assert scope is not None
+        saw_cancel = isinstance(exc, _CancelledError)
+        body_error: BaseException | None = None
+        if saw_cancel:
+            if self._is_outside_cancel(task, scope):
+                self._outside()
+        elif exc is not None:
+            body_error = exc
+            if not isinstance(exc, Exception):
+                self._base_error = self._base_error or exc
+            if self._decision is Decision.CONTINUE:
+                self._decide(Decision.FAIL)
+        if self._decision is Decision.CONTINUE:
+            self._apply(self._policy.on_body_done(self))
+        while True:
+            if self._decision is Decision.CONTINUE and self.pending == 0:
+                self._apply(self._policy.on_all_done(self))
+                if self._decision is Decision.CONTINUE:
+                    self._decide(Decision.DONE)
+            if self._running == 0 and not self._queue:
+                break
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            except _CancelledError:
+                saw_cancel = True
+                if self._is_outside_cancel(task, scope):
+                    self._outside()
+            finally:
+                self._waiter = None
+        caught = scope._exit(_CancelledError() if saw_cancel else None)
+        if saw_cancel and not caught:
+            self._outside_cancel = True
+        return self._raise_outcome(exc, body_error)
+
+    def _is_outside_cancel(self, task: asyncio.Task[Any], scope: CancelScope) -> bool:
+        return task.cancelling() > scope._entry_cancelling + scope._cancel_requests
+
+    def _outside(self) -> None:
+        self._outside_cancel = True
+        if self._decision is Decision.CONTINUE:
+            self._decision = Decision.DONE
+        self._cancel_rest()
+
+    def _raise_outcome(self, exc: BaseException | None, body_error: BaseException | None) -> bool:
+        """Raise what the group ended with; return True to swallow the body's exception."""
+        if self._base_error is not None:
+            raise self._base_error
+        policy = self._policy
+        if body_error is not None:
+            errors = [body_error]
+            if policy.raises_child_errors:
+                errors.extend(self.errors_of_critical())
+            raise BaseExceptionGroup(f"{self.name}: the body failed", errors)
+        if self._outside_cancel:
+            child_errors = self.errors_of_critical() if policy.raises_child_errors else []
+            if child_errors:
+                # Errors win over the cancellation, as in asyncio.TaskGroup; an
+                # enclosing cohort scope still gets its cancellation delivered
+                # if the errors are caught inside it.
+                assert self._task is not None
+                _scopes.redeliver(self._task)
+                raise ExceptionGroup(f"{self.name}: children failed", child_errors)
+            if isinstance(exc, _CancelledError):
+                return False
+            raise _CancelledError()
+        if self._decision is Decision.FAIL:
+            if self._timed_out:
+                timeout_error = TimeoutError(
+                    f"{self.name} timed out after {self._timeout} s ({self._policy!r})"
+                )
+                failures = self.errors_of_critical() if policy.raises_child_errors else []
+                if failures:
+                    raise ExceptionGroup(f"{self.name}: timed out", [*failures, timeout_error])
+                raise timeout_error
+            raise policy.error(self)
+        return True
+
+
+async def _run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, handle: Handle[T]) -> T:
+    with _scopes.move_on_after(timeout):
+        return await coro
+    handle._timed_out = True
+    raise TimeoutError(f"child {handle.name!r} timed out after {timeout} s")
+
+
+def _make_coro(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
+    if asyncio.iscoroutine(fn):
+        if args:
+            fn.close()
+            raise TypeError("spawn() got a coroutine object and arguments; pass fn, *args")
+        return fn
+    if not callable(fn):
+        raise TypeError(f"spawn() needs an async callable or a coroutine object, got {fn!r}")
+    coro = fn(*args)
+    if not asyncio.iscoroutine(coro):
+        raise TypeError(
+            f"spawn() needs an async function: {fn!r} returned {type(coro).__name__}, "
+            "not a coroutine (use `async def`, or cohort.to_process/to_thread for plain functions)"
+        )
+    return coro

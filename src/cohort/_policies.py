@@ -1,0 +1,161 @@
+"""Join policies: objects that decide when a task group is done.
+
+A policy is consulted when a critical child finishes, when the body of the
+``async with`` block finishes, when every critical child has finished, and
+when the group's timeout fires. It answers with a :class:`Decision`. Policies
+keep no state of their own (the group counts for them), so one policy object
+can serve many groups.
+
+Writing one::
+
+    class TwoOrThreeStrikes(cohort.JoinPolicy):
+        '''Done when 2 children succeed; failed after 3 failures.'''
+
+        def on_child_done(self, group, handle):
+            if group.succeeded >= 2:
+                return cohort.Decision.DONE
+            if group.failed >= 3:
+                return cohort.Decision.FAIL
+            return cohort.Decision.CONTINUE
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+from cohort._exceptions import CohortError, QuorumError
+
+if TYPE_CHECKING:
+    from cohort._group import Handle, TaskGroup
+
+__all__ = ["Decision", "FirstWins", "Gather", "JoinPolicy", "Quorum", "Settle"]
+
+
+class Decision(enum.Enum):
+    """What a policy says about the group."""
+
+    CONTINUE = "continue"  #: keep going
+    DONE = "done"  #: success: cancel what still runs and exit normally
+    FAIL = "fail"  #: failure: cancel what still runs and raise ``policy.error(group)``
+
+
+class JoinPolicy:
+    """Base class of join policies; every hook may be overridden.
+
+    Hooks receive the group (read its counters: ``spawned``, ``succeeded``,
+    ``failed``, ``pending``, ``body_done``) and return a :class:`Decision`.
+    Only critical children reach the hooks.
+    """
+
+    #: Order of ``group.results``: "spawn" or "completion".
+    results_order: str = "spawn"
+    #: Whether ``error()`` includes every critical failure (and a failing body
+    #: is reported together with them).
+    raises_child_errors: bool = False
+
+    def on_spawn(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
+        """A critical child was spawned."""
+        return Decision.CONTINUE
+
+    def on_child_done(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
+        """A critical child finished (succeeded, failed, cancelled or timed out)."""
+        return Decision.CONTINUE
+
+    def on_body_done(self, group: TaskGroup) -> Decision:
+        """The ``async with`` body finished: no more children will come from it."""
+        return Decision.CONTINUE
+
+    def on_all_done(self, group: TaskGroup) -> Decision:
+        """The body and every critical child finished and nothing decided yet."""
+        return Decision.DONE
+
+    def on_timeout(self, group: TaskGroup) -> Decision | None:
+        """The group's timeout fired; ``None`` applies the group's ``on_timeout``."""
+        return None
+
+    def error(self, group: TaskGroup) -> BaseException:
+        """The exception raised when the policy decided FAIL."""
+        failures = group.errors_of_critical()
+        if not failures:
+            return CohortError(f"{type(self).__name__} failed {group!r} without a child error")
+        return ExceptionGroup(f"{group.name}: {len(failures)} child(ren) failed", failures)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Gather(JoinPolicy):
+    """Wait for every child; the first failure cancels the rest (fail fast).
+
+    Exit raises an ``ExceptionGroup`` of every failure, as ``asyncio.TaskGroup``
+    does; ``group.results`` holds the values in spawn order.
+    """
+
+    raises_child_errors = True
+
+    def on_child_done(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
+        if handle._failed:
+            return Decision.FAIL
+        return Decision.CONTINUE
+
+
+class Settle(JoinPolicy):
+    """Wait for every child and never fail for one; read ``results`` and ``errors``."""
+
+
+class Quorum(JoinPolicy):
+    """Done as soon as ``k`` children succeeded; the rest are cancelled.
+
+    ``group.results`` holds the ``k`` values in completion order. When ``k``
+    can no longer be reached, exit raises :class:`cohort.QuorumError`.
+    """
+
+    results_order = "completion"
+
+    def __init__(self, k: int) -> None:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"Quorum(k) needs an int k >= 1, got {k!r}")
+        self.k = k
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.k})"
+
+    def _judge(self, group: TaskGroup) -> Decision:
+        if group.succeeded >= self.k:
+            return Decision.DONE
+        if group.body_done and group.succeeded + group.pending < self.k:
+            return Decision.FAIL
+        return Decision.CONTINUE
+
+    def on_child_done(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
+        return self._judge(group)
+
+    def on_body_done(self, group: TaskGroup) -> Decision:
+        return self._judge(group)
+
+    def on_all_done(self, group: TaskGroup) -> Decision:
+        return Decision.DONE if group.succeeded >= self.k else Decision.FAIL
+
+    def error(self, group: TaskGroup) -> BaseException:
+        failures = group.errors_of_critical()
+        message = (
+            f"{group.name}: quorum of {self.k} unreachable "
+            f"({group.succeeded} succeeded, {group.failed} failed of {group.spawned})"
+        )
+        if not failures:
+            failures = [CohortError(f"{message}: not enough children, or children cancelled")]
+        return QuorumError(message, failures, needed=self.k, successes=group.results)
+
+
+class FirstWins(Quorum):
+    """The first success wins (``group.result``); the others are cancelled.
+
+    If every child fails, exit raises :class:`cohort.QuorumError`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,478 @@
+"""Cancellation scopes and deadlines on plain asyncio tasks.
+
+A ``CancelScope`` is a ``with`` block inside a task. Cancelling it (by hand or
+because its deadline passed) delivers one ``asyncio.CancelledError`` to the
+task at its current ``await``; the scope catches that error on exit and the
+task goes on after the block. Delivery uses ``task.cancel()``/``uncancel()``
+exactly as ``asyncio.timeout`` does, so the two nest in either order and
+``Task.cancelling()`` is the same after the block as before it.
+
+Cancellation is *edge-triggered*, as everywhere in asyncio: a cancelled scope
+delivers one ``CancelledError``; code that catches it and awaits again inside
+the scope is not cancelled a second time by that scope. The one exception is
+a shield: cancellation that arrives while a shielded block runs is held back
+and delivered when the shield exits (at its exit if it exits normally).
+
+Deadlines of one task share one timer: entering a scope whose deadline is not
+earlier than the timer already armed costs no timer at all (the timer re-arms
+itself for the next deadline when it fires). This is what makes a scope
+cheaper than ``asyncio.timeout``, which schedules and cancels a timer per use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import weakref
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Final
+
+__all__ = [
+    "CancelScope",
+    "cancel_task",
+    "current_deadline",
+    "current_time",
+    "fail_after",
+    "fail_at",
+    "move_on_after",
+    "move_on_at",
+    "redeliver",
+]
+
+_current_task = asyncio.current_task
+_CancelledError = asyncio.CancelledError
+
+
+class _Phase(enum.IntEnum):
+    IDLE = 0
+    ACTIVE = 1
+    EXITED = 2
+
+
+class _Reason(enum.IntEnum):
+    NONE = 0
+    EXPLICIT = 1
+    DEADLINE = 2
+
+
+class _TaskState:
+    """Per-task bookkeeping: the stack of active scopes and the one shared timer."""
+
+    __slots__ = (
+        "__weakref__",
+        "loop",
+        "root_pending",
+        "shields",
+        "stack",
+        "task",
+        "timer",
+        "timer_when",
+    )
+
+    def __init__(self, task: asyncio.Task[object], loop: asyncio.AbstractEventLoop) -> None:
+        self.task = task
+        self.loop = loop
+        self.stack: list[CancelScope] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_when = math.inf
+        self.shields = 0
+        # A whole-task cancellation (from a group) held back by a shield.
+        self.root_pending = False
+
+    def arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_when = when
+        # The timer holds the state weakly: a finished task's state (and the
+        # task) are freed at once, and the stale timer then does nothing.
+        self.timer = self.loop.call_at(when, _fire, weakref.ref(self))
+
+    def on_timer(self) -> None:
+        fired = self.timer_when
+        self.timer = None
+        self.timer_when = math.inf
+        now = max(self.loop.time(), fired)
+        upcoming = math.inf
+        for scope in list(self.stack):
+            if scope._reason:
+                continue
+            if scope._deadline <= now:
+                scope._expire()
+            elif scope._deadline < upcoming:
+                upcoming = scope._deadline
+        if upcoming < math.inf and upcoming < self.timer_when:
+            self.arm(upcoming)
+
+    def shielded_above(self, scope: CancelScope) -> bool:
+        """True when a shield sits between ``scope`` and the top of the stack."""
+        if not self.shields:
+            return False
+        stack = self.stack
+        for i in range(len(stack) - 1, -1, -1):
+            s = stack[i]
+            if s is scope:
+                return False
+            if s._shield:
+                return True
+        return False
+
+    def deliver_later(self, scope: CancelScope) -> None:
+        if scope._phase is _Phase.ACTIVE and not self.shielded_above(scope):
+            scope._deliver()
+
+
+def _fire(ref: weakref.ref[_TaskState]) -> None:
+    state = ref()
+    if state is not None:
+        state.on_timer()
+
+
+_state_var: ContextVar[_TaskState | None] = ContextVar("cohort_task_state", default=None)
+# Deadline in force for tasks started by a group: set in the group's context at
+# entry, copied into each child's context by create_task.
+_base_deadline: ContextVar[float] = ContextVar("cohort_base_deadline", default=math.inf)
+# Tasks currently inside a shield, so that cancel_task() can hold back a
+# whole-task cancellation until the shield exits.
+_shielded: dict[asyncio.Task[object], _TaskState] = {}
+
+
+def _state_for(task: asyncio.Task[object]) -> _TaskState:
+    state = _state_var.get()
+    if state is None or state.task is not task:
+        state = _TaskState(task, task.get_loop())
+        _state_var.set(state)
+    return state
+
+
+def cancel_task(task: asyncio.Task[object], msg: str | None = None) -> None:
+    """Cancel a whole task, unless it is inside a shield: then when the shield exits."""
+    state = _shielded.get(task)
+    if state is not None:
+        state.root_pending = True
+        return
+    task.cancel(msg)
+
+
+class CancelScope:
+    """A block of code that can be cancelled, by hand or by a deadline.
+
+    Args:
+        deadline: absolute time on the loop's clock (``current_time()``) after
+            which the block is cancelled; ``math.inf`` for none.
+        shield: hold back cancellation coming from cohort scopes and groups
+            around this block (its own deadline still applies). A raw
+            ``task.cancel()`` (or ``asyncio.timeout``, or an anyio scope) is
+            not held back: shields protect against cohort's own cancellation.
+
+    Example::
+
+        with cohort.CancelScope() as scope:
+            ...
+            scope.cancel()          # the block ends at its next await
+        if scope.cancelled_caught:
+            ...
+    """
+
+    __slots__ = (
+        "_cancel_requests",
+        "_deadline",
+        "_entry_cancelling",
+        "_fail",
+        "_phase",
+        "_raised",
+        "_reason",
+        "_relative",
+        "_shield",
+        "_state",
+        "cancelled_caught",
+    )
+
+    def __init__(self, *, deadline: float = math.inf, shield: bool = False) -> None:
+        if deadline != deadline:  # NaN
+            raise ValueError("deadline must be a number or math.inf, not NaN")
+        self._deadline = float(deadline)
+        self._relative = math.nan
+        self._shield = shield
+        self._fail = False
+        self._phase = _Phase.IDLE
+        self._reason = _Reason.NONE
+        self._state: _TaskState | None = None
+        self._entry_cancelling = 0
+        self._cancel_requests = 0
+        self._raised = False
+        #: True when the block ended because this scope cancelled it.
+        self.cancelled_caught = False
+
+    def __repr__(self) -> str:
+        state = ("idle", "active", "exited")[self._phase]
+        extra = ", shield=True" if self._shield else ""
+        return (
+            f"<{type(self).__name__} {state}, deadline={self.deadline}"
+            f"{extra}, cancel_called={self.cancel_called}>"
+        )
+
+    @property
+    def deadline(self) -> float:
+        """The absolute deadline (settable; ``math.inf`` for none)."""
+        if self._phase is _Phase.IDLE and self._relative == self._relative:
+            try:
+                return asyncio.get_running_loop().time() + self._relative
+            except RuntimeError:
+                return math.inf
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, value: float) -> None:
+        if value != value:
+            raise ValueError("deadline must be a number or math.inf, not NaN")
+        self._relative = math.nan
+        self._deadline = float(value)
+        state = self._state
+        if self._phase is _Phase.ACTIVE and state is not None and not self._reason:
+            if self._deadline <= state.loop.time():
+                self._expire()
+            elif self._deadline < state.timer_when:
+                state.arm(self._deadline)
+
+    @property
+    def shield(self) -> bool:
+        """Whether cancellation from enclosing cohort scopes and groups is held back."""
+        return self._shield
+
+    @property
+    def cancel_called(self) -> bool:
+        """True once ``cancel()`` was called or the deadline passed."""
+        return self._reason is not _Reason.NONE
+
+    def cancel(self) -> None:
+        """Cancel the block: the task gets ``CancelledError`` at its next await inside it.
+
+        Idempotent. Before the block is entered, it is cancelled as soon as it is.
+        """
+        if self._reason:
+            return
+        self._reason = _Reason.EXPLICIT
+        self._request()
+
+    def _expire(self) -> None:
+        """Called by the task's timer when the deadline has passed."""
+        self._reason = _Reason.DEADLINE
+        self._request()
+
+    def _request(self) -> None:
+        state = self._state
+        if self._phase is not _Phase.ACTIVE or state is None:
+            return
+        if state.shielded_above(self):
+            return  # delivered when the shield exits
+        if state.task is _current_task():
+            # Never cancel the running task synchronously: a block that ends
+            # before its next await must not leave a cancellation behind.
+            state.loop.call_soon(state.deliver_later, self)
+        else:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        state = self._state
+        assert state is not None
+        self._cancel_requests += 1
+        state.task.cancel()
+
+    def __enter__(self) -> CancelScope:
+        task = _current_task()
+        if task is None:
+            raise RuntimeError(
+                f"{self!r} must be entered inside an asyncio task (in a coroutine run by a loop)"
+            )
+        if self._phase is not _Phase.IDLE:
+            raise RuntimeError(f"{self!r} has already been entered; create a new scope each time")
+        state = _state_var.get()
+        if state is None or state.task is not task:
+            state = _state_for(task)
+        self._state = state
+        self._phase = _Phase.ACTIVE
+        self._entry_cancelling = task.cancelling()
+        if self._relative == self._relative:
+            self._deadline = state.loop.time() + self._relative
+        state.stack.append(self)
+        if self._shield:
+            state.shields += 1
+            _shielded[task] = state
+        if self._reason:
+            state.loop.call_soon(state.deliver_later, self)
+        elif self._deadline < state.timer_when:
+            if self._deadline <= state.loop.time():
+                self._reason = _Reason.DEADLINE
+                state.loop.call_soon(state.deliver_later, self)
+            else:
+                state.arm(self._deadline)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if self._exit(exc):
+            if self._fail and self._reason is _Reason.DEADLINE:
+                raise TimeoutError(f"deadline of {self!r} passed") from exc
+            return True
+        return False
+
+    def _exit(self, exc: BaseException | None) -> bool:
+        """Leave the scope; True when ``exc`` is this scope's own cancellation (caught)."""
+        state = self._state
+        if state is None or self._phase is not _Phase.ACTIVE:
+            raise RuntimeError(f"{self!r} exited without being entered")
+        stack = state.stack
+        if not stack or stack[-1] is not self:
+            raise RuntimeError(
+                f"{self!r} exited out of order (inner scope still active: {stack[-1]!r}); "
+                "scopes must nest"
+            )
+        stack.pop()
+        self._phase = _Phase.EXITED
+        self._state = None
+        task = state.task
+        if self._shield:
+            state.shields -= 1
+            if not state.shields:
+                _shielded.pop(task, None)
+            self._release_held(state, exc)
+        caught = False
+        if self._cancel_requests:
+            remaining = 0
+            for _ in range(self._cancel_requests):
+                remaining = task.uncancel()
+            caught = isinstance(exc, _CancelledError) and remaining <= self._entry_cancelling
+        elif self._raised and isinstance(exc, _CancelledError):
+            # Delivered by raising at a shield's exit, not through task.cancel():
+            # the outermost such scope catches it.
+            caught = task.cancelling() <= self._entry_cancelling and not _outer_raised(stack)
+        self.cancelled_caught = caught
+        return caught
+
+    @staticmethod
+    def _release_held(state: _TaskState, exc: BaseException | None) -> None:
+        """A shield exited: deliver what it held back, unless another shield still does.
+
+        Held-back scopes become reachable down to the next shield. If the block
+        ended normally the cancellation is raised right here (there may be no
+        further await before the scopes exit); otherwise it is delivered at the
+        task's next await, if the scope is still active then.
+        """
+        pending: list[CancelScope] = []
+        for scope in reversed(state.stack):
+            if scope._reason and not scope._cancel_requests and not scope._raised:
+                pending.append(scope)
+            if scope._shield:
+                break
+        if pending:
+            if exc is None:
+                for scope in pending:
+                    scope._raised = True
+                raise _CancelledError(_SHIELD_MSG)
+            state.loop.call_soon(state.deliver_later, pending[-1])
+        elif state.root_pending and not state.shields:
+            state.root_pending = False
+            state.task.cancel()
+            if exc is None:
+                raise _CancelledError(_SHIELD_MSG)
+
+
+_SHIELD_MSG: Final = "cohort: cancellation held back by a shield"
+
+
+def _outer_raised(stack: list[CancelScope]) -> bool:
+    """True when an enclosing reachable scope also had a held-back cancellation raised."""
+    for scope in reversed(stack):
+        if scope._raised:
+            return True
+        if scope._shield:
+            return False
+    return False
+
+
+def redeliver(task: asyncio.Task[object]) -> None:
+    """Deliver again, at the task's next await, the cancellation of its innermost
+    cancelled scope (used when errors replaced a cancellation on its way out)."""
+    state = _state_var.get()
+    if state is None or state.task is not task:
+        return
+    for scope in reversed(state.stack):
+        if scope._reason and scope._cancel_requests:
+            state.loop.call_soon(state.deliver_later, scope)
+            return
+        if scope._shield:
+            return
+
+
+def _relative_scope(delay: float, fail: bool) -> CancelScope:
+    if delay != delay:
+        raise ValueError("delay must be a number of seconds, not NaN")
+    scope = CancelScope()
+    scope._relative = float(delay)
+    scope._fail = fail
+    return scope
+
+
+def move_on_after(seconds: float, *, shield: bool = False) -> CancelScope:
+    """A scope cancelled ``seconds`` after it is entered; leaves the block silently.
+
+    Check ``scope.cancelled_caught`` to learn whether time ran out::
+
+        with cohort.move_on_after(0.5) as scope:
+            data = await fetch()
+        if scope.cancelled_caught:
+            data = cached
+    """
+    scope = _relative_scope(seconds, fail=False)
+    scope._shield = shield
+    return scope
+
+
+def move_on_at(deadline: float, *, shield: bool = False) -> CancelScope:
+    """A scope cancelled at the absolute ``deadline``; leaves the block silently."""
+    return CancelScope(deadline=deadline, shield=shield)
+
+
+def fail_after(seconds: float, *, shield: bool = False) -> CancelScope:
+    """A scope cancelled ``seconds`` after it is entered; then raises ``TimeoutError``."""
+    scope = _relative_scope(seconds, fail=True)
+    scope._shield = shield
+    return scope
+
+
+def fail_at(deadline: float, *, shield: bool = False) -> CancelScope:
+    """A scope cancelled at the absolute ``deadline``; then raises ``TimeoutError``."""
+    scope = CancelScope(deadline=deadline, shield=shield)
+    scope._fail = True
+    return scope
+
+
+def current_time() -> float:
+    """The running loop's clock (``loop.time()``), the clock deadlines are on."""
+    return asyncio.get_running_loop().time()
+
+
+def current_deadline() -> float:
+    """The nearest deadline in force for the current task, ``math.inf`` if none.
+
+    Counts the task's enclosing cohort scopes up to the nearest shield and, in a
+    task group's child, the deadlines in force where the group was opened.
+    """
+    task = _current_task()
+    if task is None:
+        raise RuntimeError("current_deadline() must be called inside an asyncio task")
+    deadline = math.inf
+    state = _state_var.get()
+    if state is not None and state.task is task:
+        for scope in reversed(state.stack):
+            if scope._deadline < deadline:
+                deadline = scope._deadline
+            if scope._shield:
+                return deadline
+    return min(deadline, _base_deadline.get())
