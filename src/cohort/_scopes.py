@@ -281,7 +281,10 @@ class CancelScope:
         state.task.cancel()
 
     def __enter__(self) -> CancelScope:
-        task = _current_task()
+        try:
+            task = _current_task()
+        except RuntimeError:  # no running loop
+            task = None
         if task is None:
             raise RuntimeError(
                 f"{self!r} must be entered inside an asyncio task (in a coroutine run by a loop)"
@@ -318,7 +321,12 @@ class CancelScope:
     ) -> bool:
         if self._exit(exc):
             if self._fail and self._reason is _Reason.DEADLINE:
-                raise TimeoutError(f"deadline of {self!r} passed") from exc
+                what = (
+                    f"fail_after({self._relative:g})"
+                    if self._relative == self._relative
+                    else f"fail_at({self._deadline:g})"
+                )
+                raise TimeoutError(f"cohort.{what}: the deadline passed") from exc
             return True
         return False
 

@@ -1,0 +1,674 @@
+"""Task groups and join policies (cohort._group, cohort._policies)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import pytest
+
+import cohort
+from cohort import ChildStatus, Decision
+from cohort.testing import wait_all_tasks_blocked
+
+S = ChildStatus
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def ok(value: Any, delay: float = 1) -> Any:
+    await asyncio.sleep(delay)
+    return value
+
+
+async def bad(message: str, delay: float = 1) -> None:
+    await asyncio.sleep(delay)
+    raise ValueError(message)
+
+
+def statuses(g: cohort.TaskGroup) -> list[ChildStatus]:
+    return [o.status for o in g.outcomes]
+
+
+# -- basics (run on asyncio and uvloop) ------------------------------------------
+
+
+async def test_empty_group_exits_at_once() -> None:
+    async with cohort.TaskGroup() as g:
+        pass
+    assert g.results == []
+    assert g.outcomes == []
+
+
+async def test_gather_results_in_spawn_order() -> None:
+    gate = asyncio.Event()
+
+    async def wait_then(value: int) -> int:
+        await gate.wait()
+        return value
+
+    async with cohort.TaskGroup() as g:
+        for i in range(5):
+            g.spawn(wait_then, i)
+        gate.set()
+    assert g.results == [0, 1, 2, 3, 4]
+    assert statuses(g) == [S.SUCCEEDED] * 5
+
+
+async def test_spawn_accepts_coroutine_objects_and_partial() -> None:
+    async def kw(a: int, *, b: int) -> int:
+        return a + b
+
+    async with cohort.TaskGroup() as g:
+        h1 = g.spawn(ok(1, 0))
+        h2 = g.spawn(functools.partial(kw, 1, b=2))
+    assert h1.result() == 1
+    assert h2.result() == 3
+
+
+async def test_spawn_validates_arguments_at_call_site() -> None:
+    def not_async(x: int) -> int:
+        return x
+
+    async with cohort.TaskGroup() as g:
+        with pytest.raises(TypeError, match="async function"):
+            g.spawn(not_async, 1)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="coroutine object and arguments"):
+            g.spawn(ok(1), 2)  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match="async callable"):
+            g.spawn(42)  # type: ignore[call-overload]
+        with pytest.raises(ValueError, match="timeout"):
+            g.spawn(ok, 1, timeout=-1)
+
+
+def test_constructor_validates_arguments() -> None:
+    with pytest.raises(TypeError, match=r"Gather\(\)"):
+        cohort.TaskGroup(join=cohort.Gather)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="JoinPolicy"):
+        cohort.TaskGroup(join="all")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="limit"):
+        cohort.TaskGroup(limit=0)
+    with pytest.raises(ValueError, match="timeout"):
+        cohort.TaskGroup(timeout=-1)
+    with pytest.raises(ValueError, match="on_timeout"):
+        cohort.TaskGroup(on_timeout="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="k >= 1"):
+        cohort.Quorum(0)
+
+
+async def test_spawn_before_enter_and_after_exit_raise() -> None:
+    g = cohort.TaskGroup(name="g1")
+    with pytest.raises(RuntimeError, match="enter it"):
+        g.spawn(ok, 1)
+    async with g:
+        pass
+    with pytest.raises(RuntimeError, match="'g1'.*exited"):
+        g.spawn(ok, 1)
+    with pytest.raises(RuntimeError, match="already been entered"):
+        async with g:
+            pass
+
+
+async def test_handle_is_awaitable_and_awaiting_never_cancels_the_child() -> None:
+    gate = asyncio.Event()
+
+    async def slow() -> str:
+        await gate.wait()
+        return "done"
+
+    async with cohort.TaskGroup() as g:
+        h = g.spawn(slow, name="slow")
+        waiter = asyncio.create_task(h.__await__().__next__() and asyncio.sleep(0))
+        waiter.cancel()
+        assert h.status is S.RUNNING
+        assert not h.done()
+        with pytest.raises(asyncio.InvalidStateError):
+            h.result()
+        gate.set()
+        assert await h == "done"
+    assert h.name == "slow"
+    assert h.exception() is None
+
+
+async def test_child_failure_cancels_siblings_and_body_gather() -> None:
+    gate = asyncio.Event()
+    body_reached_end = False
+
+    async def wait_forever() -> None:
+        await gate.wait()
+
+    async def fail_now() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with cohort.TaskGroup() as g:
+            g.spawn(wait_forever)
+            g.spawn(fail_now)
+            await gate.wait()
+            body_reached_end = True
+    assert not body_reached_end
+    assert [type(e) for e in info.value.exceptions] == [ValueError]
+    assert statuses(g) == [S.CANCELLED, S.FAILED]
+
+
+async def test_body_error_cancels_children_and_is_raised_in_a_group() -> None:
+    gate = asyncio.Event()
+    with pytest.raises(ExceptionGroup) as info:
+        async with cohort.TaskGroup() as g:
+            g.spawn(gate.wait)
+            await asyncio.sleep(0)
+            raise KeyError("body")
+    assert [type(e) for e in info.value.exceptions] == [KeyError]
+    assert statuses(g) == [S.CANCELLED]
+
+
+async def test_keyboard_interrupt_in_body_is_reraised_bare() -> None:
+    gate = asyncio.Event()
+    with pytest.raises(KeyboardInterrupt):
+        async with cohort.TaskGroup() as g:
+            g.spawn(gate.wait)
+            await asyncio.sleep(0)
+            raise KeyboardInterrupt
+    assert statuses(g) == [S.CANCELLED]
+
+
+def test_keyboard_interrupt_in_child_is_reraised_bare() -> None:
+    async def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    async def main() -> None:
+        async with cohort.TaskGroup() as g:
+            g.spawn(interrupt)
+            g.spawn(asyncio.sleep, 10)
+
+    with pytest.raises(KeyboardInterrupt):
+        cohort.testing.run(main)
+
+
+async def test_handle_cancel_is_not_a_failure() -> None:
+    gate = asyncio.Event()
+    async with cohort.TaskGroup() as g:
+        h = g.spawn(gate.wait)
+        g.spawn(ok, 1, 0)
+        await asyncio.sleep(0)
+        assert h.cancel()
+    assert h.status is S.CANCELLED
+    assert not h.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        h.result()
+    with pytest.raises(asyncio.CancelledError):
+        h.exception()
+    assert g.results == [1]
+
+
+async def test_cancel_the_whole_group_exits_normally() -> None:
+    gate = asyncio.Event()
+    async with cohort.TaskGroup() as g:
+        g.spawn(gate.wait)
+        g.cancel()
+        await gate.wait()  # the body is cancelled too
+    assert statuses(g) == [S.CANCELLED]
+
+
+async def test_errors_raised_while_cancelling_are_not_lost() -> None:
+    gate = asyncio.Event()
+
+    async def bad_cleanup() -> None:
+        try:
+            await gate.wait()
+        finally:
+            raise RuntimeError("cleanup failed")
+
+    async def fail() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("first")
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with cohort.TaskGroup() as g:
+            g.spawn(bad_cleanup)
+            g.spawn(fail)
+    assert {type(e) for e in info.value.exceptions} == {ValueError, RuntimeError}
+
+
+async def test_settle_records_errors_never_raises() -> None:
+    async with cohort.TaskGroup(join=cohort.Settle()) as g:
+        g.spawn(ok, 1, 0)
+        g.spawn(bad, "x", 0)
+        g.spawn(ok, 3, 0)
+    assert g.results == [1, 3]
+    assert [str(e) for e in g.errors] == ["x"]
+    assert statuses(g) == [S.SUCCEEDED, S.FAILED, S.SUCCEEDED]
+
+
+async def test_optional_failure_never_fails_the_group() -> None:
+    async with cohort.TaskGroup() as g:
+        g.spawn(bad, "optional", 0, critical=False)
+        g.spawn(ok, 1, 0)
+    assert g.results == [1]
+    assert [str(e) for e in g.errors] == ["optional"]
+
+
+async def test_only_optional_children_are_tied_to_the_body() -> None:
+    gate = asyncio.Event()
+    async with cohort.TaskGroup() as g:
+        h = g.spawn(gate.wait, critical=False)
+        await asyncio.sleep(0)
+    assert h.status is S.CANCELLED
+
+
+async def test_spawn_from_a_child_after_body_finished() -> None:
+    async def parent(g: cohort.TaskGroup) -> str:
+        await asyncio.sleep(0)
+        g.spawn(ok, "grandchild", 0)
+        return "parent"
+
+    async with cohort.TaskGroup() as g:
+        g.spawn(parent, g)
+    assert g.results == ["parent", "grandchild"]
+
+
+async def test_custom_policy_two_successes_or_three_failures() -> None:
+    class TwoOrThreeStrikes(cohort.JoinPolicy):
+        def on_child_done(self, group: cohort.TaskGroup, handle: cohort.Handle[Any]) -> Decision:
+            if group.succeeded >= 2:
+                return Decision.DONE
+            if group.failed >= 3:
+                return Decision.FAIL
+            return Decision.CONTINUE
+
+    async with cohort.TaskGroup(join=TwoOrThreeStrikes()) as g:
+        for i in range(5):
+            g.spawn(ok, i, i + 1)
+    assert g.results == [0, 1]
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with cohort.TaskGroup(join=TwoOrThreeStrikes()) as g:
+            for i in range(3):
+                g.spawn(bad, str(i), 0)
+            g.spawn(asyncio.Event().wait)
+    assert len(info.value.exceptions) == 3
+    assert statuses(g)[-1] is S.CANCELLED
+
+
+async def test_nested_groups_inner_failure_propagates_out() -> None:
+    async def inner() -> None:
+        async with cohort.TaskGroup(name="inner") as g:
+            g.spawn(bad, "deep", 0)
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with cohort.TaskGroup(name="outer") as g:
+            g.spawn(inner)
+    nested = info.value.exceptions[0]
+    assert isinstance(nested, ExceptionGroup)
+    assert str(nested.exceptions[0]) == "deep"
+
+
+# -- virtual clock: quorum, limits, timeouts, cancellation ------------------------
+
+vc = pytest.mark.virtual_clock
+
+
+@vc
+async def test_quorum_done_when_k_succeed_results_in_completion_order() -> None:
+    async with cohort.TaskGroup(join=cohort.Quorum(2)) as g:
+        for value, delay in (("a", 3), ("b", 1), ("c", 2), ("d", 5)):
+            g.spawn(ok, value, delay)
+    assert g.results == ["b", "c"]
+    assert _now() == 2
+    assert statuses(g) == [S.CANCELLED, S.SUCCEEDED, S.SUCCEEDED, S.CANCELLED]
+
+
+@vc
+async def test_quorum_reached_while_body_still_runs_cancels_body_silently() -> None:
+    after_sleep = False
+    async with cohort.TaskGroup(join=cohort.Quorum(1)) as g:
+        g.spawn(ok, 1, 1)
+        await asyncio.sleep(0.5)
+        g.spawn(ok, 2, 2)
+        await asyncio.sleep(100)
+        after_sleep = True
+    assert not after_sleep
+    assert g.results == [1]
+    assert _now() == 1
+
+
+@vc
+async def test_quorum_unreachable_raises_as_soon_as_certain() -> None:
+    with pytest.raises(cohort.QuorumError) as info:
+        async with cohort.TaskGroup(join=cohort.Quorum(3)) as g:
+            g.spawn(ok, 1, 1)
+            g.spawn(bad, "x", 2)
+            g.spawn(bad, "y", 3)
+            g.spawn(ok, 4, 10)
+    err = info.value
+    assert _now() == 3
+    assert err.needed == 3
+    assert err.successes == [1]
+    assert sorted(str(e) for e in err.exceptions) == ["x", "y"]
+    assert statuses(g)[-1] is S.CANCELLED
+
+
+@vc
+async def test_quorum_larger_than_children_fails_when_the_body_ends() -> None:
+    with pytest.raises(cohort.QuorumError) as info:
+        async with cohort.TaskGroup(join=cohort.Quorum(3)) as g:
+            g.spawn(ok, 1, 1)
+    assert "not enough children" in str(info.value.exceptions[0])
+    assert info.value.successes == []
+    assert _now() == 0
+    assert statuses(g) == [S.CANCELLED]
+
+
+@vc
+async def test_cancelled_child_counts_against_quorum() -> None:
+    with pytest.raises(cohort.QuorumError):
+        async with cohort.TaskGroup(join=cohort.Quorum(2)) as g:
+            g.spawn(ok, 1, 1)
+            h = g.spawn(ok, 2, 5)
+            await asyncio.sleep(0)
+            h.cancel()
+
+
+@vc
+async def test_first_wins_takes_first_success() -> None:
+    async with cohort.TaskGroup(join=cohort.FirstWins()) as g:
+        g.spawn(bad, "fast failure", 0.5)
+        g.spawn(ok, "slow", 3)
+        g.spawn(ok, "winner", 2)
+    assert g.result == "winner"
+    assert _now() == 2
+
+
+@vc
+async def test_first_wins_all_fail_raises_quorum_error() -> None:
+    with pytest.raises(cohort.QuorumError) as info:
+        async with cohort.TaskGroup(join=cohort.FirstWins()) as g:
+            g.spawn(bad, "a", 1)
+            g.spawn(bad, "b", 2)
+    assert _now() == 2
+    assert len(info.value.exceptions) == 2
+    with pytest.raises(LookupError):
+        _ = g.result
+
+
+@vc
+async def test_limit_runs_at_most_n_and_starts_in_spawn_order() -> None:
+    running = 0
+    peak = 0
+    started: list[int] = []
+
+    async def work(i: int) -> int:
+        nonlocal running, peak
+        started.append(i)
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(1)
+        running -= 1
+        return i
+
+    async with cohort.TaskGroup(limit=2) as g:
+        handles = [g.spawn(work, i) for i in range(5)]
+        assert [h.status for h in handles] == [S.RUNNING] * 2 + [S.PENDING] * 3
+    assert peak == 2
+    assert started == [0, 1, 2, 3, 4]
+    assert _now() == 3
+    assert g.results == [0, 1, 2, 3, 4]
+
+
+@vc
+async def test_limit_with_failures_cancels_queued_children() -> None:
+    with pytest.raises(ExceptionGroup):
+        async with cohort.TaskGroup(limit=1) as g:
+            g.spawn(bad, "first", 1)
+            g.spawn(ok, 2, 1)
+            g.spawn(ok, 3, 1)
+    assert statuses(g) == [S.FAILED, S.CANCELLED, S.CANCELLED]
+    assert _now() == 1
+
+
+@vc
+async def test_limit_with_settle_keeps_going_after_failures() -> None:
+    async with cohort.TaskGroup(join=cohort.Settle(), limit=2) as g:
+        for i in range(4):
+            g.spawn(bad if i % 2 else ok, str(i), 1)
+    assert g.results == ["0", "2"]
+    assert len(g.errors) == 2
+    assert _now() == 2
+
+
+@vc
+async def test_cancelling_a_queued_child_never_runs_it() -> None:
+    ran: list[int] = []
+
+    async def work(i: int) -> None:
+        ran.append(i)
+        await asyncio.sleep(1)
+
+    async with cohort.TaskGroup(limit=1) as g:
+        g.spawn(work, 0)
+        queued = g.spawn(work, 1)
+        assert queued.cancel()
+    assert ran == [0]
+    assert queued.status is S.CANCELLED
+
+
+@vc
+async def test_group_timeout_raise() -> None:
+    with pytest.raises(TimeoutError):
+        async with cohort.TaskGroup(timeout=1.5) as g:
+            g.spawn(ok, 1, 1)
+            g.spawn(ok, 2, 5)
+            await asyncio.sleep(10)
+    assert _now() == 1.5
+    assert statuses(g) == [S.SUCCEEDED, S.TIMED_OUT]
+    assert g.timed_out
+
+
+@vc
+async def test_group_timeout_with_failures_raises_group_with_timeout_error() -> None:
+    with pytest.raises(ExceptionGroup) as info:
+        async with cohort.TaskGroup(join=cohort.Gather(), timeout=2) as g:
+            g.spawn(bad, "x", 1, critical=True)
+            g.spawn(ok, 2, 5)
+            await asyncio.sleep(0.5)
+    # Gather fails fast at t=1 on the error: no timeout involved.
+    assert [type(e) for e in info.value.exceptions] == [ValueError]
+    assert _now() == 1
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with cohort.TaskGroup(join=cohort.Gather(), timeout=2) as g:
+            g.spawn(bad, "x", 1, timeout=0.5)
+            g.spawn(ok, 2, 5)
+    assert [type(e) for e in info.value.exceptions] == [TimeoutError]
+
+
+@vc
+async def test_group_timeout_partial_exits_with_what_completed() -> None:
+    async with cohort.TaskGroup(join=cohort.Quorum(3), timeout=2, on_timeout="partial") as g:
+        g.spawn(ok, "a", 1)
+        g.spawn(ok, "b", 3)
+        g.spawn(ok, "c", 4)
+    assert g.results == ["a"]
+    assert statuses(g) == [S.SUCCEEDED, S.TIMED_OUT, S.TIMED_OUT]
+    assert _now() == 2
+
+
+@vc
+async def test_group_timeout_while_waiting_in_exit() -> None:
+    async with cohort.TaskGroup(timeout=3, on_timeout="partial") as g:
+        g.spawn(ok, 1, 10)
+    assert _now() == 3
+    assert statuses(g) == [S.TIMED_OUT]
+
+
+@vc
+async def test_child_timeout_is_a_failure_and_starts_when_the_child_starts() -> None:
+    async with cohort.TaskGroup(join=cohort.Settle(), limit=1) as g:
+        g.spawn(ok, "first", 2)
+        g.spawn(ok, "second", 1, timeout=1.5)  # starts at t=2, so it makes it
+        g.spawn(ok, "third", 5, timeout=1)
+    assert statuses(g) == [S.SUCCEEDED, S.SUCCEEDED, S.TIMED_OUT]
+    assert isinstance(g.errors[0], TimeoutError)
+    assert _now() == 4
+    third = g.outcomes[2]
+    assert (third.started, third.ended) == (3, 4)
+
+
+@vc
+async def test_child_timeout_fails_gather() -> None:
+    with pytest.raises(ExceptionGroup) as info:
+        async with cohort.TaskGroup() as g:
+            g.spawn(ok, 1, 5, timeout=1)
+    assert isinstance(info.value.exceptions[0], TimeoutError)
+    assert _now() == 1
+
+
+@vc
+async def test_outside_cancellation_cancels_children_and_propagates() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    with cohort.move_on_after(2) as outer:
+        async with cohort.TaskGroup() as g:
+            g.spawn(ok, 1, 10)
+            g.spawn(ok, 2, 1)
+    assert outer.cancelled_caught
+    assert statuses(g) == [S.CANCELLED, S.SUCCEEDED]
+    assert task.cancelling() == 0
+    assert _now() == 2
+
+
+@vc
+async def test_outside_cancellation_while_waiting_in_exit() -> None:
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(2), cohort.TaskGroup() as g:
+            g.spawn(ok, 1, 10)
+    assert statuses(g) == [S.CANCELLED]
+
+
+@vc
+async def test_outside_task_cancel_reaches_children() -> None:
+    started = asyncio.Event()
+    child_cancelled = asyncio.Event()
+
+    async def child() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError:
+            child_cancelled.set()
+            raise
+
+    async def run_group() -> None:
+        async with cohort.TaskGroup() as g:
+            g.spawn(child)
+
+    task = asyncio.create_task(run_group())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert child_cancelled.is_set()
+
+
+@vc
+async def test_child_errors_win_over_outside_cancellation() -> None:
+    async def fails_when_cancelled() -> None:
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError:
+            raise ValueError("while cancelling") from None
+
+    with cohort.move_on_after(1) as outer:
+        with pytest.raises(ExceptionGroup):
+            async with cohort.TaskGroup() as g:
+                g.spawn(fails_when_cancelled)
+        await asyncio.sleep(10)  # the enclosing scope still gets its cancellation
+        pytest.fail("outer cancellation was lost")
+    assert outer.cancelled_caught
+    assert _now() == 1
+
+
+@vc
+async def test_deadlines_reach_children() -> None:
+    seen: list[float] = []
+
+    async def child() -> None:
+        seen.append(cohort.current_deadline())
+
+    with cohort.move_on_after(10):
+        async with cohort.TaskGroup(timeout=4) as g:
+            g.spawn(child)
+        async with cohort.TaskGroup() as g:
+            g.spawn(child)
+    assert seen == [4, 10]
+
+
+@vc
+async def test_shielded_child_finishes_its_block_before_cancellation() -> None:
+    finished_shielded_part = False
+
+    async def careful() -> None:
+        nonlocal finished_shielded_part
+        with cohort.CancelScope(shield=True):
+            await asyncio.sleep(2)
+            finished_shielded_part = True
+        await asyncio.sleep(100)
+
+    async with cohort.TaskGroup(timeout=1, on_timeout="partial") as g:
+        g.spawn(careful)
+    assert finished_shielded_part
+    assert _now() == 2
+    assert statuses(g) == [S.TIMED_OUT]
+
+
+@vc
+async def test_cancel_counts_balanced_after_every_exit_path() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    async with cohort.TaskGroup(join=cohort.FirstWins()) as g:
+        g.spawn(ok, 1, 1)
+        await asyncio.sleep(5)
+    assert task.cancelling() == 0
+    with pytest.raises(TimeoutError):
+        async with cohort.TaskGroup(timeout=1):
+            await asyncio.sleep(5)
+    assert task.cancelling() == 0
+    with pytest.raises(ExceptionGroup):
+        async with cohort.TaskGroup() as g:
+            g.spawn(bad, "x", 1)
+            await asyncio.sleep(5)
+    assert task.cancelling() == 0
+
+
+@vc
+async def test_outcome_records_times_and_values() -> None:
+    async with cohort.TaskGroup() as g:
+        g.spawn(ok, "v", 2, name="two")
+    (o,) = g.outcomes
+    assert (o.name, o.status, o.value, o.error, o.critical) == ("two", S.SUCCEEDED, "v", None, True)
+    assert (o.started, o.ended) == (0, 2)
+
+
+@vc
+async def test_wait_all_tasks_blocked_orders_group_events() -> None:
+    progress: list[str] = []
+
+    async def step(name: str) -> None:
+        progress.append(name)
+        await asyncio.sleep(1)
+
+    async with cohort.TaskGroup() as g:
+        g.spawn(step, "a")
+        g.spawn(step, "b")
+        await wait_all_tasks_blocked()
+        assert progress == ["a", "b"]
+        assert _now() == 0
+
+
+def test_repr_names_the_group_and_policy() -> None:
+    g = cohort.TaskGroup(join=cohort.Quorum(2), name="reads")
+    assert "reads" in repr(g)
+    assert "Quorum(2)" in repr(g)

@@ -1,0 +1,334 @@
+"""Cancel scopes, deadlines and shields (cohort._scopes)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+import cohort
+from cohort.testing import wait_all_tasks_blocked
+
+pytestmark = pytest.mark.virtual_clock
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def test_move_on_after_leaves_silently_at_the_deadline() -> None:
+    start = _now()
+    with cohort.move_on_after(1.5) as scope:
+        await asyncio.sleep(10)
+    assert scope.cancelled_caught
+    assert scope.cancel_called
+    assert _now() - start == 1.5
+
+
+async def test_move_on_after_not_expired_is_not_caught() -> None:
+    with cohort.move_on_after(5) as scope:
+        await asyncio.sleep(1)
+    assert not scope.cancelled_caught
+    assert not scope.cancel_called
+
+
+async def test_fail_after_raises_builtin_timeout_error() -> None:
+    start = _now()
+    with pytest.raises(TimeoutError), cohort.fail_after(2):
+        await asyncio.sleep(10)
+    assert _now() - start == 2
+
+
+async def test_fail_at_and_move_on_at_use_absolute_deadlines() -> None:
+    with cohort.move_on_at(_now() + 3) as scope:
+        await asyncio.sleep(10)
+    assert scope.cancelled_caught
+    assert _now() == 3
+    with pytest.raises(TimeoutError), cohort.fail_at(_now() + 1):
+        await asyncio.sleep(10)
+    assert _now() == 4
+
+
+async def test_deadline_already_passed_cancels_at_first_await() -> None:
+    with pytest.raises(TimeoutError), cohort.fail_after(0) as scope:
+        await asyncio.sleep(1)
+    assert scope.cancel_called
+    assert _now() == 0
+
+
+async def test_deadline_passed_but_no_await_leaves_nothing_behind() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    with cohort.move_on_after(0) as scope:
+        pass
+    assert not scope.cancelled_caught
+    await asyncio.sleep(1)  # a stray cancellation would land here
+    assert task.cancelling() == 0
+
+
+async def test_cancel_without_await_does_not_leak_cancellation() -> None:
+    with cohort.CancelScope() as scope:
+        scope.cancel()
+    assert not scope.cancelled_caught
+    await asyncio.sleep(0.5)
+    assert _now() == 0.5
+
+
+async def test_cancel_before_enter_cancels_at_first_await() -> None:
+    scope = cohort.CancelScope()
+    scope.cancel()
+    with scope:
+        await asyncio.sleep(1)
+    assert scope.cancelled_caught
+    assert _now() == 0
+
+
+async def test_cancel_from_another_task() -> None:
+    entered = asyncio.Event()
+    scope = cohort.CancelScope()
+
+    async def worker() -> None:
+        with scope:
+            entered.set()
+            await asyncio.sleep(100)
+
+    task = asyncio.create_task(worker())
+    await entered.wait()
+    scope.cancel()
+    await task
+    assert scope.cancelled_caught
+    assert _now() == 0
+
+
+async def test_nested_outer_deadline_first_is_caught_by_outer() -> None:
+    with cohort.move_on_after(1) as outer:
+        with cohort.move_on_after(5) as inner:
+            await asyncio.sleep(10)
+        pytest.fail("outer cancellation must go past the inner scope")
+    assert outer.cancelled_caught
+    assert not inner.cancelled_caught
+    assert _now() == 1
+
+
+async def test_nested_inner_deadline_first_is_caught_by_inner() -> None:
+    with cohort.move_on_after(5) as outer:
+        with cohort.move_on_after(1) as inner:
+            await asyncio.sleep(10)
+        assert _now() == 1
+        await asyncio.sleep(10)
+    assert inner.cancelled_caught
+    assert outer.cancelled_caught
+    assert _now() == 5
+
+
+async def test_same_deadline_both_cancelled_outer_catches() -> None:
+    with cohort.move_on_after(1) as outer:
+        with cohort.move_on_after(1) as inner:
+            await asyncio.sleep(10)
+    assert outer.cancelled_caught
+    assert not inner.cancelled_caught
+
+
+async def test_cancellation_is_edge_triggered() -> None:
+    """A cancelled scope delivers one CancelledError; later awaits in it run."""
+    with cohort.move_on_after(1) as scope:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(2)  # cleanup that awaits is not cancelled again
+            raise
+    assert scope.cancelled_caught
+    assert _now() == 3
+
+
+async def test_cancel_counts_balanced_after_each_block() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    for delay in (0, 1, 100):
+        with cohort.move_on_after(delay):
+            await asyncio.sleep(2)
+        assert task.cancelling() == 0
+
+
+async def test_asyncio_timeout_outside_still_raises_timeout_error() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1):
+            with cohort.move_on_after(5) as scope:
+                await asyncio.sleep(10)
+    assert not scope.cancelled_caught
+    assert task.cancelling() == 0
+
+
+async def test_cohort_scope_inside_asyncio_timeout_catches_its_own() -> None:
+    async with asyncio.timeout(5):
+        with cohort.move_on_after(1) as scope:
+            await asyncio.sleep(10)
+    assert scope.cancelled_caught
+    assert _now() == 1
+
+
+async def test_raw_task_cancel_goes_through_scopes() -> None:
+    entered = asyncio.Event()
+
+    async def victim() -> None:
+        with cohort.move_on_after(10):
+            entered.set()
+            await asyncio.sleep(100)
+
+    task = asyncio.create_task(victim())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_shield_holds_back_outer_deadline_and_delivers_on_exit() -> None:
+    with cohort.move_on_after(1) as outer:
+        with cohort.CancelScope(shield=True):
+            await asyncio.sleep(2)  # the outer deadline passes here
+            assert _now() == 2
+            await asyncio.sleep(1)  # awaits after the deadline still run
+        pytest.fail("the held cancellation is delivered when the shield exits")
+    assert outer.cancelled_caught
+    assert _now() == 3
+
+
+async def test_shield_own_deadline_still_applies() -> None:
+    with cohort.move_on_after(10) as outer, cohort.move_on_after(1, shield=True) as inner:
+        await asyncio.sleep(5)
+    assert inner.cancelled_caught
+    assert not outer.cancel_called
+    assert _now() == 1
+
+
+async def test_shield_exiting_with_error_keeps_error_and_delivers_later() -> None:
+    with cohort.move_on_after(1) as outer:
+        try:
+            with cohort.CancelScope(shield=True):
+                await asyncio.sleep(2)
+                raise KeyError("boom")
+        except KeyError:
+            pass
+        await asyncio.sleep(5)  # the held cancellation arrives here
+    assert outer.cancelled_caught
+    assert _now() == 2
+
+
+async def test_shield_does_not_stop_raw_task_cancel() -> None:
+    """Shields hold back cohort's own cancellation, not a raw task.cancel()."""
+    entered = asyncio.Event()
+
+    async def victim() -> None:
+        with cohort.CancelScope(shield=True):
+            entered.set()
+            await asyncio.sleep(100)
+
+    task = asyncio.create_task(victim())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_current_deadline_and_time() -> None:
+    assert cohort.current_deadline() == math.inf
+    assert cohort.current_time() == _now()
+    with cohort.move_on_after(5):
+        assert cohort.current_deadline() == 5
+        with cohort.move_on_after(2):
+            assert cohort.current_deadline() == 2
+        with cohort.CancelScope(shield=True):
+            assert cohort.current_deadline() == math.inf
+            with cohort.move_on_after(7):
+                assert cohort.current_deadline() == 7
+    assert cohort.current_deadline() == math.inf
+
+
+async def test_deadline_is_settable_while_active() -> None:
+    with cohort.CancelScope() as scope:
+        scope.deadline = _now() + 2
+        await asyncio.sleep(10)
+    assert scope.cancelled_caught
+    assert _now() == 2
+    with cohort.move_on_after(1) as scope:
+        scope.deadline = _now() + 4
+        await asyncio.sleep(10)
+    assert _now() == 6
+
+
+async def test_deadline_is_computed_at_entry() -> None:
+    scope = cohort.move_on_after(1)
+    await asyncio.sleep(5)
+    with scope:
+        assert scope.deadline == 6
+        await asyncio.sleep(10)
+    assert _now() == 6
+
+
+async def test_scope_cannot_be_entered_twice() -> None:
+    scope = cohort.CancelScope()
+    with scope:
+        pass
+    with pytest.raises(RuntimeError, match="already been entered"), scope:
+        pass
+
+
+async def test_scopes_exited_out_of_order_raise() -> None:
+    a = cohort.CancelScope()
+    b = cohort.CancelScope()
+    a.__enter__()
+    b.__enter__()
+    with pytest.raises(RuntimeError, match="out of order"):
+        a.__exit__(None, None, None)
+    b.__exit__(None, None, None)
+    a.__exit__(None, None, None)
+
+
+def test_scope_outside_a_task_raises() -> None:
+    with pytest.raises(RuntimeError, match="inside an asyncio task"), cohort.CancelScope():
+        pass
+
+
+def test_nan_is_refused() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        cohort.CancelScope(deadline=math.nan)
+    with pytest.raises(ValueError, match="NaN"):
+        cohort.move_on_after(math.nan)
+
+
+async def test_many_sequential_scopes_reuse_one_timer() -> None:
+    loop = asyncio.get_running_loop()
+    for _ in range(100):
+        with cohort.move_on_after(60):
+            await asyncio.sleep(0)
+    scheduled = getattr(loop, "_scheduled", [])
+    assert len([h for h in scheduled if not h.cancelled()]) <= 1
+
+
+async def test_scope_in_child_task_is_independent() -> None:
+    ready = asyncio.Event()
+
+    async def child() -> bool:
+        with cohort.move_on_after(1) as scope:
+            ready.set()
+            await asyncio.sleep(10)
+        return scope.cancelled_caught
+
+    with cohort.move_on_after(5) as outer:
+        task = asyncio.create_task(child())
+        await ready.wait()
+        await wait_all_tasks_blocked()
+        assert await task
+        assert _now() == 1
+    assert not outer.cancel_called
+
+
+async def test_repr_mentions_state() -> None:
+    scope = cohort.move_on_after(1)
+    assert "idle" in repr(scope)
+    with scope:
+        assert "active" in repr(scope)
+    assert "exited" in repr(scope)
