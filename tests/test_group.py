@@ -105,7 +105,7 @@ async def test_spawn_before_enter_and_after_exit_raise() -> None:
         g.spawn(ok, 1)
     async with g:
         pass
-    with pytest.raises(RuntimeError, match="'g1'.*exited"):
+    with pytest.raises(RuntimeError, match=r"'g1'.*exited"):
         g.spawn(ok, 1)
     with pytest.raises(RuntimeError, match="already been entered"):
         async with g:

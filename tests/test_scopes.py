@@ -123,9 +123,8 @@ async def test_nested_inner_deadline_first_is_caught_by_inner() -> None:
 
 
 async def test_same_deadline_both_cancelled_outer_catches() -> None:
-    with cohort.move_on_after(1) as outer:
-        with cohort.move_on_after(1) as inner:
-            await asyncio.sleep(10)
+    with cohort.move_on_after(1) as outer, cohort.move_on_after(1) as inner:
+        await asyncio.sleep(10)
     assert outer.cancelled_caught
     assert not inner.cancelled_caught
 
