@@ -15,11 +15,13 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, TypeVarTuple
 
-from cohort import _scopes
+from cohort import _observe, _scopes
+from cohort._observe import EVENTS
 from cohort._policies import Decision, Gather, JoinPolicy
 from cohort._scopes import CancelScope, cancel_task
 
@@ -201,6 +203,8 @@ class _GroupScope(CancelScope):
 
 
 _group_numbers = itertools.count(1)
+# The group whose child is running (children inherit it through their context).
+_current_group: ContextVar[TaskGroup | None] = ContextVar("cohort_group", default=None)
 _NEW, _OPEN, _EXITING, _CLOSED = "new", "open", "exiting", "closed"
 
 
@@ -271,6 +275,7 @@ class TaskGroup:
         self._task: asyncio.Task[Any] | None = None
         self._scope: _GroupScope | None = None
         self._entered_at = math.nan
+        self._parent: TaskGroup | None = None
 
     def __repr__(self) -> str:
         return (
@@ -417,6 +422,10 @@ class TaskGroup:
         handle._task = task
         self._running += 1
         task.add_done_callback(handle._on_done)
+        if EVENTS.on:
+            EVENTS.log.debug(
+                "child started", child=handle.name, group=self.name, parent=self._parent_name
+            )
 
     def _drop_queued(self, handle: Handle[Any]) -> None:
         """A queued child is cancelled before it ever ran."""
@@ -466,7 +475,23 @@ class TaskGroup:
         waiter = handle._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if EVENTS.on:
+            self._log_child(handle)
         self._wake()
+
+    def _log_child(self, handle: Handle[Any]) -> None:
+        status = handle._status
+        log = EVENTS.log.info if status in (_FAILED, _TIMED_OUT) else EVENTS.log.debug
+        started = handle._started if handle._started is not None else handle._ended
+        log(
+            f"child {status.value}",
+            child=handle.name,
+            group=self.name,
+            parent=self._parent_name,
+            critical=handle.critical,
+            elapsed=(handle._ended or 0.0) - (started or 0.0),
+            error=None if handle._error is None else repr(handle._error),
+        )
 
     def _apply(self, decision: Decision) -> None:
         if decision is not Decision.CONTINUE and self._decision is Decision.CONTINUE:
@@ -530,7 +555,17 @@ class TaskGroup:
         self._scope = _GroupScope(self, deadline)
         self._scope.__enter__()
         self._base_token = _scopes._base_deadline.set(_scopes.current_deadline())
+        self._parent = _current_group.get()
+        self._group_token = _current_group.set(self)
         self._phase = _OPEN
+        _observe._live_groups.add(self)
+        if EVENTS.on:
+            EVENTS.log.debug(
+                "group entered",
+                group=self.name,
+                policy=repr(self._policy),
+                parent=self._parent_name,
+            )
         return self
 
     async def __aexit__(
@@ -544,7 +579,30 @@ class TaskGroup:
             return await self._exit(exc)
         finally:
             self._phase = _CLOSED
+            _current_group.reset(self._group_token)
             _scopes._base_deadline.reset(self._base_token)
+            _observe._live_groups.discard(self)
+            if EVENTS.on:
+                self._log_exit()
+
+    def _log_exit(self) -> None:
+        EVENTS.log.info(
+            "group exited",
+            group=self.name,
+            policy=repr(self._policy),
+            parent=self._parent_name,
+            decision=self._decision.value,
+            timed_out=self._timed_out,
+            cancelled_from_outside=self._outside_cancel,
+            children=len(self._handles),
+            succeeded=self._succeeded,
+            failed=self._failed,
+            elapsed=self._loop.time() - self._entered_at,
+        )
+
+    @property
+    def _parent_name(self) -> str | None:
+        return None if self._parent is None else self._parent.name
 
     async def _exit(self, exc: BaseException | None) -> bool:
         task = self._task
