@@ -13,12 +13,13 @@ import asyncio
 import enum
 import itertools
 import math
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, TypeVarTuple
+from typing import Any, Generic, Literal, NoReturn, TypeVar, TypeVarTuple
 
 from cohort import _observe, _scopes
 from cohort._observe import EVENTS
@@ -44,6 +45,8 @@ class ChildStatus(enum.Enum):
     TIMED_OUT = "timed out"
 
 
+_CONTINUE = Decision.CONTINUE
+_CoroutineType = types.CoroutineType
 _PENDING = ChildStatus.PENDING
 _RUNNING = ChildStatus.RUNNING
 _SUCCEEDED = ChildStatus.SUCCEEDED
@@ -182,7 +185,30 @@ class Handle(Generic[T]):
         return self.result()
 
     def _on_done(self, task: asyncio.Task[T]) -> None:
-        self._group._child_done(self, task)
+        # Hot path (a critical or optional child that succeeded) inlined;
+        # everything else goes through TaskGroup._child_done.
+        group = self._group
+        group._running -= 1
+        if task.cancelled() or task.exception() is not None:
+            group._child_done(self, task)
+            return
+        self._value = task.result()
+        self._status = _SUCCEEDED
+        self._ended = group._loop.time()
+        if group._completion_order:
+            group._completed.append(self)
+        if group._queue:
+            group._launch_queued()
+        if self.critical:
+            group._succeeded += 1
+            if group._consult_on_success and group._decision is _CONTINUE:
+                group._apply(group._policy.on_child_done(group, self))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        if EVENTS.on:
+            group._log_child(self)
+        if group._waiter is not None:
+            group._wake()
 
 
 class _GroupScope(CancelScope):
@@ -268,6 +294,10 @@ class TaskGroup:
         self._base_error: BaseException | None = None
         self._outside_cancel = False
         self._waiter: asyncio.Future[None] | None = None
+        self._completion_order = join.results_order == "completion"
+        self._consult_on_success = join.consults_on_success and (
+            type(join).on_child_done is not JoinPolicy.on_child_done
+        )
         self._on_spawn_hook = (
             join.on_spawn if type(join).on_spawn is not JoinPolicy.on_spawn else None
         )
@@ -381,19 +411,18 @@ class TaskGroup:
         ``fn`` is an async callable, or a coroutine object (then no ``args``).
         Keyword arguments for ``fn`` go through ``functools.partial``.
         """
-        if self._phase is not _OPEN and self._phase is not _EXITING:
-            raise RuntimeError(
-                f"cannot spawn into {self!r}: "
-                + ("enter it with `async with` first" if self._phase is _NEW else "it has exited")
-            )
-        if self._decision is not Decision.CONTINUE:
-            raise RuntimeError(
-                f"cannot spawn into {self!r}: its policy has decided "
-                f"({self._decision.value}); spawn into a new group"
-            )
+        if self._decision is not _CONTINUE or (
+            self._phase is not _OPEN and self._phase is not _EXITING
+        ):
+            self._refuse_spawn()
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
-        coro = _make_coro(fn, args)
+        if callable(fn):
+            coro = fn(*args)
+            if type(coro) is not _CoroutineType:
+                coro = _check_coro(fn, coro)
+        else:
+            coro = _coro_object(fn, args)
         handle: Handle[T] = Handle(self, coro, name, timeout, critical)
         self._handles.append(handle)
         if critical:
@@ -405,6 +434,16 @@ class TaskGroup:
         if critical and self._on_spawn_hook is not None:
             self._apply(self._on_spawn_hook(self, handle))
         return handle
+
+    def _refuse_spawn(self) -> NoReturn:
+        if self._phase is _NEW:
+            raise RuntimeError(f"cannot spawn into {self!r}: enter it with `async with` first")
+        if self._phase is _CLOSED:
+            raise RuntimeError(f"cannot spawn into {self!r}: it has exited")
+        raise RuntimeError(
+            f"cannot spawn into {self!r}: its policy has decided "
+            f"({self._decision.value}); spawn into a new group"
+        )
 
     def cancel(self) -> None:
         """Stop the group now: cancel every child and the body; exit normally."""
@@ -436,7 +475,7 @@ class TaskGroup:
     # -- completion ---------------------------------------------------------------
 
     def _child_done(self, handle: Handle[Any], task: asyncio.Task[Any]) -> None:
-        self._running -= 1
+        """A child failed or was cancelled (``_running`` already counted down)."""
         if task.cancelled():
             status = _TIMED_OUT if self._timed_out else _CANCELLED
         else:
@@ -449,16 +488,21 @@ class TaskGroup:
                 status = _TIMED_OUT if handle._timed_out else _FAILED
                 if not isinstance(exc, Exception):
                     self._base_error = self._base_error or exc
+        if self._queue:
+            self._launch_queued()
+        self._finish(handle, status)
+
+    def _launch_queued(self) -> None:
         queue = self._queue
-        if queue and self._decision is Decision.CONTINUE:
+        if self._decision is Decision.CONTINUE:
             while queue and (self._limit is None or self._running < self._limit):
                 self._launch(queue.popleft())
-        self._finish(handle, status)
 
     def _finish(self, handle: Handle[Any], status: ChildStatus) -> None:
         handle._status = status
         handle._ended = self._loop.time()
-        self._completed.append(handle)
+        if self._completion_order:
+            self._completed.append(handle)
         handle._failed = status is _FAILED or (status is _TIMED_OUT and handle._error is not None)
         if handle.critical:
             if status is _SUCCEEDED:
@@ -694,18 +738,21 @@ async def _run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, handle
     raise TimeoutError(f"child {handle.name!r} timed out after {timeout} s")
 
 
-def _make_coro(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
-    if asyncio.iscoroutine(fn):
-        if args:
-            fn.close()
-            raise TypeError("spawn() got a coroutine object and arguments; pass fn, *args")
-        return fn
-    if not callable(fn):
+def _coro_object(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
+    """``spawn(coroutine_object)``: check it is one, and that no arguments came with it."""
+    if not asyncio.iscoroutine(fn):
         raise TypeError(f"spawn() needs an async callable or a coroutine object, got {fn!r}")
-    coro = fn(*args)
-    if not asyncio.iscoroutine(coro):
-        raise TypeError(
-            f"spawn() needs an async function: {fn!r} returned {type(coro).__name__}, "
-            "not a coroutine (use `async def`, or cohort.to_process/to_thread for plain functions)"
-        )
-    return coro
+    if args:
+        fn.close()
+        raise TypeError("spawn() got a coroutine object and arguments; pass fn, *args")
+    return fn
+
+
+def _check_coro(fn: Any, coro: Any) -> Coroutine[Any, Any, Any]:
+    """``fn(*args)`` did not return a plain coroutine: accept other coroutines only."""
+    if asyncio.iscoroutine(coro):
+        return coro
+    raise TypeError(
+        f"spawn() needs an async function: {fn!r} returned {type(coro).__name__}, "
+        "not a coroutine (use `async def`, or cohort.to_process/to_thread for plain functions)"
+    )

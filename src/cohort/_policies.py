@@ -53,6 +53,9 @@ class JoinPolicy:
     #: Whether ``error()`` includes every critical failure (and a failing body
     #: is reported together with them).
     raises_child_errors: bool = False
+    #: Whether ``on_child_done`` is called for successful children too (a
+    #: policy that only reacts to failures sets False: it saves a call per child).
+    consults_on_success: bool = True
 
     def on_spawn(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
         """A critical child was spawned."""
@@ -93,6 +96,7 @@ class Gather(JoinPolicy):
     """
 
     raises_child_errors = True
+    consults_on_success = False
 
     def on_child_done(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
         if handle._failed:
