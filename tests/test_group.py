@@ -497,6 +497,16 @@ async def test_group_timeout_partial_exits_with_what_completed() -> None:
 
 
 @vc
+async def test_group_timeout_zero_times_out_at_first_await() -> None:
+    with pytest.raises(TimeoutError):
+        async with cohort.TaskGroup(timeout=0) as g:
+            g.spawn(ok, 1, 1)
+            await asyncio.sleep(1)
+    assert statuses(g) == [S.TIMED_OUT]
+    assert _now() == 0
+
+
+@vc
 async def test_group_timeout_while_waiting_in_exit() -> None:
     async with cohort.TaskGroup(timeout=3, on_timeout="partial") as g:
         g.spawn(ok, 1, 10)

@@ -306,11 +306,9 @@ class CancelScope:
         if self._reason:
             state.loop.call_soon(state.deliver_later, self)
         elif self._deadline < state.timer_when:
-            if self._deadline <= state.loop.time():
-                self._reason = _Reason.DEADLINE
-                state.loop.call_soon(state.deliver_later, self)
-            else:
-                state.arm(self._deadline)
+            # A deadline already passed arms a timer in the past: it fires at
+            # the task's next await, and not at all if the block never awaits.
+            state.arm(self._deadline)
         return self
 
     def __exit__(
