@@ -293,6 +293,7 @@ class TaskGroup:
         self._timed_out = False
         self._base_error: BaseException | None = None
         self._outside_cancel = False
+        self._cancel_exc: _CancelledError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._completion_order = join.results_order == "completion"
         self._consult_on_success = join.consults_on_success and (
@@ -676,7 +677,9 @@ class TaskGroup:
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
-            except _CancelledError:
+            except _CancelledError as cancelled:
+                # Keep the instance: anyio recognises its own by the message.
+                self._cancel_exc = cancelled
                 saw_cancel = True
                 if self._is_outside_cancel(task, scope):
                     self._outside()
@@ -717,7 +720,7 @@ class TaskGroup:
                 raise ExceptionGroup(f"{self.name}: children failed", child_errors)
             if isinstance(exc, _CancelledError):
                 return False
-            raise _CancelledError()
+            raise self._cancel_exc or _CancelledError()
         if self._decision is Decision.FAIL:
             if self._timed_out:
                 timeout_error = TimeoutError(
