@@ -1,0 +1,30 @@
+"""Checked by `mypy --strict` in `make test` (not run by pytest): the public API's types."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import assert_type
+
+import cohort
+
+
+async def read(replica: str, key: int) -> bytes:
+    await asyncio.sleep(0)
+    return b""
+
+
+async def main() -> None:
+    async with cohort.TaskGroup(join=cohort.Quorum(2), limit=4, timeout=1.0) as g:
+        h = g.spawn(read, "eu-1", 42, name="read")
+        assert_type(h, cohort.Handle[bytes])
+        g.spawn(read(replica="us-1", key=1))
+    assert_type(await h, bytes)
+    assert_type(h.result(), bytes)
+    assert_type(h.status, cohort.ChildStatus)
+    outcomes: list[cohort.Outcome] = g.outcomes
+    assert outcomes is not None
+    with cohort.move_on_after(1.0) as scope:
+        assert_type(scope, cohort.CancelScope)
+    with cohort.fail_at(cohort.current_time() + 1):
+        pass
+    assert_type(cohort.current_deadline(), float)
