@@ -225,7 +225,9 @@ class _GroupScope(CancelScope):
         # body still runs); a policy may also choose to ignore the timeout.
         self._group._on_timeout()
         if not self._reason:
-            self._reason = _scopes._Reason.DEADLINE
+            # The body had finished, or the policy chose to ignore the timeout:
+            # this deadline is spent, but the scope can still be cancelled.
+            self._deadline = math.inf
 
 
 _group_numbers = itertools.count(1)
@@ -360,9 +362,10 @@ class TaskGroup:
 
     @property
     def results(self) -> list[Any]:
-        """Successful values: spawn order, or completion order for quorum policies."""
+        """Successful values: spawn order; for quorum policies the critical values that
+        made the quorum, in completion order (optional children: see ``outcomes``)."""
         if self._policy.results_order == "completion":
-            values = [h._value for h in self._completed if h._status is _SUCCEEDED]
+            values = [h._value for h in self._completed if h._status is _SUCCEEDED and h.critical]
             k = getattr(self._policy, "k", None)
             return values[:k] if k is not None and self._decision is Decision.DONE else values
         return [h._value for h in self._handles if h._status is _SUCCEEDED]
@@ -477,6 +480,9 @@ class TaskGroup:
 
     def _child_done(self, handle: Handle[Any], task: asyncio.Task[Any]) -> None:
         """A child failed or was cancelled (``_running`` already counted down)."""
+        # A child cancelled before its first step never ran its coroutine (it may
+        # sit inside the timeout wrapper): close it, or Python warns it was never awaited.
+        handle._coro.close()
         if task.cancelled():
             status = _TIMED_OUT if self._timed_out else _CANCELLED
         else:
@@ -694,6 +700,10 @@ class TaskGroup:
         return task.cancelling() > scope._entry_cancelling + scope._cancel_requests
 
     def _outside(self) -> None:
+        # Once only: anyio re-cancels its task every iteration, and children
+        # must be able to await in their cleanup (asyncio.TaskGroup aborts once).
+        if self._outside_cancel:
+            return
         self._outside_cancel = True
         if self._decision is Decision.CONTINUE:
             self._decision = Decision.DONE
@@ -731,6 +741,12 @@ class TaskGroup:
                     raise ExceptionGroup(f"{self.name}: timed out", [*failures, timeout_error])
                 raise timeout_error
             raise policy.error(self)
+        if policy.raises_child_errors:
+            # Decided DONE (partial timeout, g.cancel()) but children failed on
+            # their way out: never swallowed.
+            late = self.errors_of_critical()
+            if late:
+                raise ExceptionGroup(f"{self.name}: children failed", late)
         return True
 
 

@@ -75,7 +75,7 @@ class _TaskState:
         self.task = task
         self.loop = loop
         self.stack: list[CancelScope] = []
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.Handle | None = None
         self.timer_when = math.inf
         self.shields = 0
         # A whole-task cancellation (from a group) held back by a shield.
@@ -87,7 +87,13 @@ class _TaskState:
         self.timer_when = when
         # The timer holds the state weakly: a finished task's state (and the
         # task) are freed at once, and the stale timer then does nothing.
-        self.timer = self.loop.call_at(when, _fire, weakref.ref(self))
+        # A deadline already passed fires with call_soon, so that it runs
+        # before the task's next step even when that await is a bare yield.
+        loop = self.loop
+        if when <= loop.time():
+            self.timer = loop.call_soon(_fire, weakref.ref(self))
+        else:
+            self.timer = loop.call_at(when, _fire, weakref.ref(self))
 
     def on_timer(self) -> None:
         fired = self.timer_when
@@ -370,6 +376,13 @@ class CancelScope:
         further await before the scopes exit); otherwise it is delivered at the
         task's next await, if the scope is still active then.
         """
+        root = state.root_pending and not state.shields
+        if root:
+            # The whole task is being cancelled (by its group): delivered at its
+            # next await, or by the raise below; held scopes see the raised
+            # cancel count and let it pass.
+            state.root_pending = False
+            state.task.cancel()
         pending: list[CancelScope] = []
         for scope in reversed(state.stack):
             if scope._reason and not scope._cancel_requests and not scope._raised:
@@ -381,12 +394,8 @@ class CancelScope:
                 for scope in pending:
                     scope._raised = True
                 raise _CancelledError(_SHIELD_MSG)
-            state.loop.call_soon(state.deliver_later, pending[-1])
-        elif state.root_pending and not state.shields:
-            state.root_pending = False
-            state.task.cancel()
-            if exc is None:
-                raise _CancelledError(_SHIELD_MSG)
+            if not root:
+                state.loop.call_soon(state.deliver_later, pending[-1])
 
 
 _SHIELD_MSG: Final = "cohort: cancellation held back by a shield"
