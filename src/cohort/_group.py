@@ -189,10 +189,11 @@ class Handle(Generic[T]):
         # everything else goes through TaskGroup._child_done.
         group = self._group
         group._running -= 1
-        if task.cancelled() or task.exception() is not None:
+        try:
+            self._value = task.result()
+        except BaseException:  # failed or cancelled: the slow path retrieves it
             group._child_done(self, task)
             return
-        self._value = task.result()
         self._status = _SUCCEEDED
         self._ended = group._loop.time()
         if group._completion_order:
@@ -207,7 +208,9 @@ class Handle(Generic[T]):
             self._waiter.set_result(None)
         if EVENTS.on:
             group._log_child(self)
-        if group._waiter is not None:
+        if group._waiter is not None and (
+            group._running == 0 or group._spawned == group._succeeded + group._failed
+        ):
             group._wake()
 
 
@@ -421,8 +424,11 @@ class TaskGroup:
             self._refuse_spawn()
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
-        if callable(fn):
-            coro = fn(*args)
+        coro: Coroutine[Any, Any, T]
+        if type(fn) is _CoroutineType and not args:
+            coro = fn
+        elif callable(fn):
+            coro = fn(*args)  # type: ignore[assignment]  # checked just below
             if type(coro) is not _CoroutineType:
                 coro = _check_coro(fn, coro)
         else:
@@ -554,7 +560,7 @@ class TaskGroup:
         scope = self._scope
         if self._phase is _OPEN and scope is not None:
             scope.cancel()  # the body stops at its next await; the scope catches it
-        self._wake()
+        self._wake(force=True)
 
     def _cancel_rest(self) -> None:
         queue = self._queue
@@ -578,17 +584,16 @@ class TaskGroup:
             return
         self._decide(decision)
 
-    def _wake(self) -> None:
+    def _wake(self, force: bool = False) -> None:
+        """Wake __aexit__ when it has something to do: a new decision (``force``),
+        every critical child done, or nothing left running (once per wait, not per child)."""
         waiter = self._waiter
-        if waiter is not None and not waiter.done() and self._exit_ready():
+        if waiter is not None and not waiter.done() and (force or self._exit_ready()):
             waiter.set_result(None)
 
     def _exit_ready(self) -> bool:
-        """True when __aexit__ has something to do: a decision, or nothing left running."""
-        return (
-            self._decision is not Decision.CONTINUE
-            or self.pending == 0
-            or (self._running == 0 and not self._queue)
+        return (self._running == 0 and not self._queue) or (
+            self._decision is _CONTINUE and self.pending == 0
         )
 
     # -- entering and leaving -----------------------------------------------------
@@ -605,11 +610,16 @@ class TaskGroup:
         deadline = math.inf if self._timeout is None else now + self._timeout
         self._scope = _GroupScope(self, deadline)
         self._scope.__enter__()
-        self._base_token = _scopes._base_deadline.set(_scopes.current_deadline())
+        deadline_for_children = _scopes.current_deadline()
+        self._base_token = (
+            None
+            if deadline_for_children == _scopes._base_deadline.get()
+            else _scopes._base_deadline.set(deadline_for_children)
+        )
         self._parent = _current_group.get()
         self._group_token = _current_group.set(self)
         self._phase = _OPEN
-        _observe._live_groups.add(self)
+        _observe._live_groups[self] = None
         if EVENTS.on:
             EVENTS.log.debug(
                 "group entered",
@@ -631,8 +641,9 @@ class TaskGroup:
         finally:
             self._phase = _CLOSED
             _current_group.reset(self._group_token)
-            _scopes._base_deadline.reset(self._base_token)
-            _observe._live_groups.discard(self)
+            if self._base_token is not None:
+                _scopes._base_deadline.reset(self._base_token)
+            _observe._live_groups.pop(self, None)
             if EVENTS.on:
                 self._log_exit()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +34,8 @@ class _Events:
 
 EVENTS = _Events()
 
-# Every group that is open, for task_tree(); weak so a forgotten group is freed.
-_live_groups: weakref.WeakSet[TaskGroup] = weakref.WeakSet()
+# Every group that is open, for task_tree() (added at entry, removed at exit).
+_live_groups: dict[TaskGroup, None] = {}
 
 
 def enable_events(on: bool = True) -> None:
