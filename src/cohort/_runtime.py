@@ -1,0 +1,97 @@
+"""``cohort.run``: ``asyncio.run`` that picks uvloop when it is installed.
+
+The loop is chosen once per call: the ``uvloop`` argument when given, else
+the environment variable ``COHORT_LOOP`` (``asyncio`` or ``uvloop``), else
+uvloop if it can be imported and asyncio's default loop otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, TypeVarTuple
+
+__all__ = ["run"]
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+_ENV = "COHORT_LOOP"
+_LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def _uvloop_factory(required: bool, why: str) -> _LoopFactory | None:
+    try:
+        import uvloop
+    except ImportError:
+        if required:
+            raise RuntimeError(
+                f"cohort.run: uvloop was asked for ({why}) but it is not installed; "
+                "`pip install uvloop`, or pass uvloop=None to fall back to asyncio's loop"
+            ) from None
+        return None
+    factory: _LoopFactory = uvloop.new_event_loop
+    return factory
+
+
+def loop_factory(uvloop: bool | None = None) -> _LoopFactory | None:
+    """The loop factory ``cohort.run`` would use (``None``: asyncio's default loop)."""
+    if uvloop is True:
+        return _uvloop_factory(True, "uvloop=True")
+    if uvloop is False:
+        return None
+    if uvloop is not None:
+        raise TypeError(f"uvloop must be True, False or None, got {uvloop!r}")
+    choice = os.environ.get(_ENV, "").strip().lower()
+    if choice == "asyncio":
+        return None
+    if choice == "uvloop":
+        return _uvloop_factory(True, f"{_ENV}=uvloop")
+    if choice:
+        raise ValueError(f"{_ENV} must be 'asyncio' or 'uvloop' (or unset), got {choice!r}")
+    return _uvloop_factory(False, "")
+
+
+def run(
+    main: Callable[[*Ts], Coroutine[Any, Any, T]] | Coroutine[Any, Any, T],
+    *args: *Ts,
+    uvloop: bool | None = None,
+    debug: bool = False,
+) -> T:
+    """Run ``main(*args)`` on a new event loop and return its result, like ``asyncio.run``.
+
+    Uses uvloop when it is importable, unless ``uvloop=False`` or the
+    environment says ``COHORT_LOOP=asyncio``; ``uvloop=True`` without uvloop
+    installed raises ``RuntimeError``. ``main`` may also be a coroutine object
+    (then without ``args``). At the end, the tasks still running are
+    cancelled and async generators closed, as ``asyncio.run`` does.
+
+    Example::
+
+        async def main(n: int) -> list[int]:
+            return await cohort.gather(*(work(i) for i in range(n)), limit=8)
+
+        print(cohort.run(main, 100))
+    """
+    if asyncio.iscoroutine(main):
+        if args:
+            main.close()
+            raise TypeError("cohort.run() got a coroutine object and arguments; pass main, *args")
+        coro = main
+    elif callable(main):
+        coro = main(*args)
+        if not asyncio.iscoroutine(coro):
+            raise TypeError(
+                f"cohort.run() needs an async function: {main!r} returned "
+                f"{type(coro).__name__}, not a coroutine"
+            )
+    else:
+        raise TypeError(f"cohort.run() needs an async function or a coroutine, got {main!r}")
+    try:
+        factory = loop_factory(uvloop)
+    except BaseException:
+        coro.close()
+        raise
+    with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
+        return runner.run(coro)

@@ -1,0 +1,605 @@
+"""gather, race, quorum, hedge, map and as_completed (cohort._helpers)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, assert_type
+
+import pytest
+
+import cohort
+from cohort.testing import wait_all_tasks_blocked
+
+vc = pytest.mark.virtual_clock
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def ok(value: Any, delay: float = 1.0) -> Any:
+    await asyncio.sleep(delay)
+    return value
+
+
+async def bad(message: str, delay: float = 1.0) -> Any:
+    await asyncio.sleep(delay)
+    raise ValueError(message)
+
+
+def closed(coro: Coroutine[Any, Any, Any]) -> bool:
+    return inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+
+
+class Calls:
+    """Records when each call started and ended; a cancelled call cleans up for `cleanup` s."""
+
+    def __init__(self, cleanup: float = 0.0) -> None:
+        self.cleanup = cleanup
+        self.started: dict[Any, float] = {}
+        self.finalized: dict[Any, float] = {}
+        self.running = 0
+        self.peak = 0
+
+    async def __call__(self, key: Any, delay: float = 1.0, fail: bool = False) -> Any:
+        self.started[key] = now()
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(delay)
+            if fail:
+                raise ValueError(f"call {key} failed")
+            return key
+        except asyncio.CancelledError:
+            if self.cleanup:
+                await asyncio.sleep(self.cleanup)  # cleanup that itself awaits
+            raise
+        finally:
+            self.running -= 1
+            self.finalized[key] = now()
+
+
+# -- gather ----------------------------------------------------------------------
+
+
+async def test_gather_returns_values_in_argument_order() -> None:
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result("f")
+    task = asyncio.create_task(ok("t", 0))
+    assert await cohort.gather(ok(1, 0.02), ok(2, 0), fut, task) == [1, 2, "f", "t"]
+    assert await cohort.gather() == []
+
+
+@vc
+async def test_gather_first_failure_cancels_the_rest_and_raises_a_group() -> None:
+    calls = Calls()
+    with pytest.raises(ExceptionGroup) as info:
+        await cohort.gather(calls("a", 1, fail=True), calls("b", 5), calls("c", 5))
+    assert now() == 1
+    assert [str(e) for e in info.value.exceptions] == ["call a failed"]
+    assert set(calls.finalized) == {"a", "b", "c"}
+
+
+@vc
+async def test_gather_limit_caps_concurrency() -> None:
+    calls = Calls()
+    assert await cohort.gather(*(calls(i) for i in range(10)), limit=3) == list(range(10))
+    assert calls.peak == 3
+    assert now() == 4  # ceil(10 / 3) rounds of 1 s
+
+
+@vc
+async def test_gather_timeout_raises_timeout_error_at_the_deadline() -> None:
+    calls = Calls()
+    with pytest.raises(TimeoutError):
+        await cohort.gather(calls("fast", 1), calls("slow", 10), timeout=2.5)
+    assert now() == 2.5
+    assert calls.finalized == {"fast": 1, "slow": 2.5}
+
+
+async def test_gather_bad_input_closes_every_coroutine_given() -> None:
+    first, last = ok(1), ok(2)
+    with pytest.raises(TypeError, match=r"argument 1 is 42"):
+        await cohort.gather(first, 42, last)  # type: ignore[arg-type]
+    assert closed(first)
+    assert closed(last)
+    coro = ok(1)
+    with pytest.raises(ValueError, match="limit"):
+        await cohort.gather(coro, limit=0)
+    assert closed(coro)
+
+
+# -- race --------------------------------------------------------------------------
+
+
+@vc
+async def test_race_awaits_the_losers_before_returning() -> None:
+    calls = Calls(cleanup=2)
+    assert await cohort.race(calls("slow", 5), calls("fast", 1), calls("slower", 9)) == "fast"
+    # The losers' cleanup (2 s of awaiting in their finally blocks) ran before race returned.
+    assert now() == 3
+    assert calls.finalized == {"fast": 1, "slow": 3, "slower": 3}
+
+
+@vc
+async def test_race_a_failure_does_not_end_the_race() -> None:
+    assert await cohort.race(bad("early", 1), ok("late", 2)) == "late"
+    assert now() == 2
+
+
+@vc
+async def test_race_raises_quorum_error_when_every_awaitable_failed() -> None:
+    with pytest.raises(cohort.QuorumError) as info:
+        await cohort.race(bad("a", 1), bad("b", 2))
+    assert sorted(str(e) for e in info.value.exceptions) == ["a", "b"]
+    assert now() == 2
+
+
+async def test_race_needs_an_awaitable() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        await cohort.race()
+
+
+# -- quorum ------------------------------------------------------------------------
+
+
+@vc
+async def test_quorum_returns_the_first_k_values_in_completion_order() -> None:
+    calls = Calls()
+    assert await cohort.quorum(2, calls("a", 3), calls("b", 1), calls("c", 2)) == ["b", "c"]
+    assert now() == 2
+    assert calls.finalized["a"] == 2
+
+
+@vc
+async def test_quorum_raises_as_soon_as_it_is_out_of_reach() -> None:
+    with pytest.raises(cohort.QuorumError) as info:
+        await cohort.quorum(2, bad("a", 1), bad("b", 2), ok("c", 10))
+    assert now() == 2
+    assert info.value.needed == 2
+
+
+async def test_quorum_validates_k_and_closes_the_coroutines() -> None:
+    coros = [ok(1), ok(2)]
+    with pytest.raises(ValueError, match="between 1 and the 2"):
+        await cohort.quorum(3, *coros)
+    assert all(closed(c) for c in coros)
+    with pytest.raises(ValueError, match="k=0"):
+        await cohort.quorum(0)
+
+
+# -- hedge -------------------------------------------------------------------------
+
+
+@vc
+async def test_hedge_starts_a_second_attempt_after_delay_when_the_first_is_slow() -> None:
+    durations = iter([10.0, 1.0])
+    calls = Calls()
+
+    async def read(key: str) -> int:
+        return await calls(len(calls.started), next(durations))  # type: ignore[no-any-return]
+
+    assert await cohort.hedge(read, "k", delay=0.5) == 1
+    assert calls.started == {0: 0, 1: 0.5}  # the second attempt started exactly at the delay
+    assert now() == 1.5
+    assert calls.finalized == {0: 1.5, 1: 1.5}  # the slow one was cancelled and awaited
+
+
+@vc
+async def test_hedge_fast_first_attempt_starts_nothing_else() -> None:
+    calls = Calls()
+    assert await cohort.hedge(calls, "only", 0.2, delay=1, attempts=3) == "only"
+    assert list(calls.started) == ["only"]
+    assert now() == 0.2
+
+
+@vc
+async def test_hedge_a_failed_attempt_starts_the_next_at_once() -> None:
+    plan = iter([(2.0, True), (5.0, False), (1.0, False)])
+    calls = Calls()
+
+    async def attempt() -> Any:
+        delay, fail = next(plan)
+        return await calls(len(calls.started), delay, fail)
+
+    assert await cohort.hedge(attempt, delay=3, attempts=3) == 2
+    # 0 fails at 2 -> 1 starts at 2; 1 is slow -> 2 starts at 2 + 3; 2 wins at 6.
+    assert calls.started == {0: 0, 1: 2, 2: 5}
+    assert now() == 6
+
+
+@vc
+async def test_hedge_raises_quorum_error_when_every_attempt_failed() -> None:
+    calls = Calls()
+    with pytest.raises(cohort.QuorumError) as info:
+        await cohort.hedge(calls, "x", 1, True, delay=10, attempts=3)
+    assert len(info.value.exceptions) == 3
+    assert now() == 3  # each failure started the next attempt immediately
+
+
+async def test_hedge_validates_its_arguments() -> None:
+    with pytest.raises(TypeError, match="async callable"):
+        await cohort.hedge(42, delay=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="attempts"):
+        await cohort.hedge(ok, 1, delay=1, attempts=0)
+    with pytest.raises(ValueError, match="delay"):
+        await cohort.hedge(ok, 1, delay=-1)
+
+
+# -- every one-shot helper: cancellation from outside, and a deadline around it --------
+
+ONE_SHOTS: dict[str, Callable[[Calls], Awaitable[Any]]] = {
+    "gather": lambda c: cohort.gather(c(1, 5), c(2, 9)),
+    "race": lambda c: cohort.race(c(1, 5), c(2, 9)),
+    "quorum": lambda c: cohort.quorum(2, c(1, 5), c(2, 9), c(3, 9)),
+    "hedge": lambda c: cohort.hedge(c, "h", 9, delay=1, attempts=2),
+}
+
+
+@vc
+@pytest.mark.parametrize("helper", ONE_SHOTS)
+async def test_cancelled_from_outside_cancels_and_awaits_everything(helper: str) -> None:
+    calls = Calls(cleanup=1)
+    task = asyncio.ensure_future(ONE_SHOTS[helper](calls))
+    await asyncio.sleep(2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert now() == 3  # cancelled at 2, cleanup took 1
+    assert calls.running == 0
+    assert len(calls.finalized) == len(calls.started) >= 1
+
+
+@vc
+@pytest.mark.parametrize("helper", ONE_SHOTS)
+async def test_a_deadline_around_a_helper_stops_it(helper: str) -> None:
+    calls = Calls()
+    with pytest.raises(TimeoutError), cohort.fail_after(2):
+        await ONE_SHOTS[helper](calls)
+    assert now() == 2
+    assert calls.running == 0
+    assert len(calls.finalized) == len(calls.started)
+
+
+# -- map ---------------------------------------------------------------------------
+
+
+async def double(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+async def test_map_yields_in_input_order_from_sync_and_async_sources() -> None:
+    async def numbers() -> AsyncIterator[int]:
+        for i in range(20):
+            yield i
+
+    async with cohort.map(double, range(20), limit=4) as results:
+        assert [r async for r in results] == [2 * i for i in range(20)]
+    assert [r async for r in cohort.map(double, numbers(), limit=3)] == [2 * i for i in range(20)]
+    assert [r async for r in cohort.map(double, [], limit=3)] == []
+
+
+@vc
+async def test_map_unordered_yields_in_completion_order_and_respects_limit() -> None:
+    calls = Calls()
+
+    async def sleepy(i: int) -> int:
+        return await calls(i, [3, 1, 1.5, 1][i])  # type: ignore[no-any-return]
+
+    got = [r async for r in cohort.map(sleepy, range(4), limit=2, ordered=False)]
+    assert got == [1, 2, 0, 3]
+    assert calls.started == {0: 0, 1: 0, 2: 1, 3: 2.5}
+    assert calls.peak == 2
+
+
+@vc
+async def test_map_pulls_only_when_a_slot_is_free() -> None:
+    pulled = 0
+
+    def items() -> Iterator[int]:
+        nonlocal pulled
+        for i in range(1_000_000):
+            pulled += 1
+            yield i
+
+    stream = cohort.map(ok, items(), limit=3)
+    assert pulled == 0  # nothing happens before iteration starts
+    async with stream as results:
+        await wait_all_tasks_blocked()
+        assert pulled == 3
+        await asyncio.sleep(10)  # the calls finish, but nobody consumes: no more pulls
+        assert pulled == 3
+        assert await anext(results) == 0
+        await wait_all_tasks_blocked()
+        assert pulled == 4  # one slot was freed by consuming
+        seen = [0]
+        async for value in results:
+            seen.append(value)
+            assert pulled <= len(seen) + 3
+            if len(seen) == 10:
+                break
+    assert seen == list(range(10))
+    assert pulled <= 13
+
+
+def test_map_memory_stays_flat_for_many_items() -> None:
+    async def same(x: int) -> int:
+        return x
+
+    async def peak_bytes(n: int) -> int:
+        tracemalloc.start()
+        try:
+            count = 0
+            async with cohort.map(same, (i for i in range(n)), limit=8) as results:
+                async for _ in results:
+                    count += 1
+            assert count == n
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small = cohort.run(peak_bytes, 10_000, uvloop=False)
+    large = cohort.run(peak_bytes, 100_000, uvloop=False)
+    assert large < 2 * small + 64 * 1024, (small, large)
+
+
+def test_map_over_a_million_items_keeps_a_bounded_number_of_tasks() -> None:
+    async def same(x: int) -> int:
+        return x
+
+    async def main() -> tuple[int, int]:
+        most = count = 0
+        async with cohort.map(same, (i for i in range(1_000_000)), limit=8) as results:
+            async for _ in results:
+                count += 1
+                if count % 100_000 == 0:
+                    most = max(most, len(asyncio.all_tasks()))
+        return count, most
+
+    count, most = cohort.run(main)
+    assert count == 1_000_000
+    assert most <= 8 + 2  # the workers, the driver, the consumer
+
+
+@vc
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_map_first_failure_cancels_the_rest_and_is_raised_in_place(ordered: bool) -> None:
+    calls = Calls()
+    plan = {0: (0.5, False), 1: (0.7, False), 2: (1.0, True), 3: (5.0, False)}
+
+    async def work(i: int) -> Any:
+        delay, fail = plan[i]
+        return await calls(i, delay, fail)
+
+    seen = []
+    with pytest.raises(ValueError, match="call 2 failed"):
+        async for value in cohort.map(work, range(4), limit=4, ordered=ordered):
+            seen.append(value)
+    assert seen == [0, 1]
+    assert now() == 1
+    assert calls.finalized[3] == 1  # cancelled and awaited before the error was raised
+
+
+@vc
+async def test_map_an_error_from_the_iterable_is_raised_at_its_position() -> None:
+    def items() -> Iterator[int]:
+        yield 0
+        yield 1
+        raise LookupError("source broke")
+
+    seen = []
+    with pytest.raises(LookupError, match="source broke"):
+        async for value in cohort.map(ok, items(), limit=2):
+            seen.append(value)
+    assert seen == [0, 1]
+
+
+async def test_map_a_call_raising_cancelled_error_by_itself_fails_instead_of_losing_items() -> None:
+    async def odd(i: int) -> int:
+        if i == 2:
+            raise asyncio.CancelledError
+        await asyncio.sleep(0)
+        return i
+
+    seen = []
+    with pytest.raises(RuntimeError, match="item 2 was cancelled"):
+        async for value in cohort.map(odd, range(5), limit=2):
+            seen.append(value)
+    assert seen == [0, 1]
+
+
+@vc
+async def test_map_break_inside_async_with_cancels_and_awaits_the_running_calls() -> None:
+    calls = Calls(cleanup=1)
+
+    async def work(i: int) -> Any:
+        return await calls(i, i + 1)
+
+    async with cohort.map(work, range(100), limit=3) as results:
+        async for value in results:
+            assert value == 0
+            break
+        assert calls.running >= 2  # still running inside the block
+    assert calls.running == 0
+    assert now() == 2  # first result at 1, cleanup of the others took 1
+    assert set(calls.finalized) == set(calls.started)
+
+
+@vc
+async def test_map_aclose_cancels_and_awaits() -> None:
+    calls = Calls()
+    results = cohort.map(calls, range(100), limit=3)
+    assert await anext(results) == 0
+    await results.aclose()
+    assert calls.running == 0
+    assert set(calls.finalized) == set(calls.started)
+    with pytest.raises(StopAsyncIteration):
+        await anext(results)
+
+
+@vc
+async def test_map_bare_async_for_break_cancels_when_the_stream_is_dropped() -> None:
+    calls = Calls()
+    async for value in cohort.map(calls, range(100), limit=3):
+        assert value == 0
+        break
+    gc.collect()
+    await wait_all_tasks_blocked()
+    assert calls.running == 0
+    assert set(calls.finalized) == set(calls.started)
+    assert now() == 1
+
+
+@vc
+async def test_map_cancelled_from_outside_cancels_and_awaits_the_calls() -> None:
+    calls = Calls(cleanup=1)
+    seen: list[int] = []
+
+    async def consume() -> None:
+        async with cohort.map(calls, range(100), limit=3) as results:
+            async for value in results:
+                seen.append(value)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(2.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == [0, 1, 2, 3, 4, 5]
+    assert now() == 3.5
+    assert calls.running == 0
+    assert set(calls.finalized) == set(calls.started)
+
+
+@vc
+async def test_map_under_a_deadline() -> None:
+    calls = Calls()
+    seen: list[int] = []
+    with cohort.move_on_after(2.5) as scope:
+        async with cohort.map(calls, range(100), limit=2) as results:
+            async for value in results:
+                seen.append(value)
+    assert scope.cancelled_caught
+    assert seen == [0, 1, 2, 3]
+    assert now() == 2.5
+    assert calls.running == 0
+
+
+async def test_map_validates_its_arguments() -> None:
+    with pytest.raises(TypeError, match="limit"):
+        cohort.map(double, range(3))  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="limit"):
+        cohort.map(double, range(3), limit=0)
+    with pytest.raises(TypeError, match="async callable"):
+        cohort.map(42, range(3), limit=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="iterable"):
+        cohort.map(double, 42, limit=1)  # type: ignore[arg-type]
+    stream = cohort.map(double, range(3), limit=1)
+    async with stream:
+        with pytest.raises(RuntimeError, match="only once"):
+            await stream.__aenter__()
+
+
+# -- as_completed --------------------------------------------------------------------
+
+
+@vc
+async def test_as_completed_yields_values_in_completion_order() -> None:
+    got = []
+    async with cohort.as_completed([ok("c", 3), ok("a", 1), ok("b", 2)]) as results:
+        async for value in results:
+            got.append((value, now()))
+    assert got == [("a", 1), ("b", 2), ("c", 3)]
+
+
+@vc
+async def test_as_completed_limit_and_early_exit_close_unstarted_coroutines() -> None:
+    calls = Calls()
+    coros = [calls(i, 1) for i in range(5)]
+    async with cohort.as_completed(coros, limit=2) as results:
+        async for value in results:
+            assert value == 0
+            break
+    assert calls.peak == 2
+    assert all(closed(c) for c in coros)
+    assert calls.running == 0
+
+
+@vc
+async def test_as_completed_failure_is_raised_where_it_would_be_yielded() -> None:
+    calls = Calls()
+    got = []
+    with pytest.raises(ValueError, match="call 2 failed"):
+        async for value in cohort.as_completed([calls(1, 1), calls(2, 2, True), calls(3, 9)]):
+            got.append(value)
+    assert got == [1]
+    assert now() == 2
+    assert calls.finalized[3] == 2
+
+
+@vc
+async def test_as_completed_cancelled_from_outside_and_under_a_deadline() -> None:
+    calls = Calls()
+    with cohort.move_on_after(1.5):
+        async with cohort.as_completed([calls(i, i + 1) for i in range(4)]) as results:
+            async for _ in results:
+                pass
+    assert now() == 1.5
+    assert calls.running == 0
+
+    async def consume() -> None:
+        async with cohort.as_completed([calls(i, 5) for i in range(10, 13)]) as results:
+            async for _ in results:
+                pass
+
+    task = asyncio.create_task(consume())
+    await wait_all_tasks_blocked()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls.running == 0
+    assert set(calls.finalized) == set(calls.started)
+
+
+async def test_as_completed_bad_input_and_dropped_streams_leave_nothing_unawaited() -> None:
+    single = ok(1)
+    with pytest.raises(TypeError, match="iterable of awaitables"):
+        cohort.as_completed(single)  # type: ignore[arg-type]
+    assert closed(single)
+    good = ok(1)
+    with pytest.raises(TypeError, match="argument 1"):
+        cohort.as_completed([good, 42])  # type: ignore[arg-type]
+    assert closed(good)
+    never = [ok(1), ok(2)]
+    stream = cohort.as_completed(never)
+    del stream
+    gc.collect()
+    assert all(closed(c) for c in never)
+    closing = [ok(1)]
+    await cohort.as_completed(closing).aclose()
+    assert closed(closing[0])
+
+
+# -- types (checked by mypy --strict; run as an ordinary test too) ---------------------
+
+
+async def test_result_types_follow_the_awaitables() -> None:
+    async def num(i: int) -> int:
+        return i
+
+    async def read(replica: str, key: int) -> bytes:
+        return replica.encode() + bytes([key])
+
+    assert_type(await cohort.gather(num(1), num(2), limit=2), list[int])
+    assert_type(await cohort.race(read("a", 1), read("b", 1)), bytes)
+    assert_type(await cohort.quorum(1, num(1), num(2)), list[int])
+    assert_type(await cohort.hedge(read, "a", 1, delay=0.1), bytes)
+    async with cohort.map(num, range(3), limit=2) as results:
+        assert_type(results, cohort.ResultStream[int])
+        assert [assert_type(v, int) async for v in results] == [0, 1, 2]
+    assert [assert_type(b, bytes) async for b in cohort.as_completed([read("a", 1)])] == [b"a\x01"]

@@ -1,0 +1,123 @@
+"""cohort.run: asyncio.run on uvloop when available (cohort._runtime)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+from typing import Any
+
+import pytest
+
+import cohort
+
+
+async def loop_kind() -> str:
+    loop = asyncio.get_running_loop()
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _no_env_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COHORT_LOOP", raising=False)
+
+
+def test_uses_uvloop_when_installed() -> None:
+    assert cohort.run(loop_kind) == "uvloop"
+
+
+def test_uvloop_false_uses_the_default_asyncio_loop() -> None:
+    assert cohort.run(loop_kind, uvloop=False) == "asyncio"
+
+
+def test_environment_variable_chooses_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COHORT_LOOP", "asyncio")
+    assert cohort.run(loop_kind) == "asyncio"
+    assert cohort.run(loop_kind, uvloop=True) == "uvloop"  # an explicit argument wins
+    monkeypatch.setenv("COHORT_LOOP", " UVLOOP ")
+    assert cohort.run(loop_kind) == "uvloop"
+    assert cohort.run(loop_kind, uvloop=False) == "asyncio"
+
+
+def test_unknown_environment_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COHORT_LOOP", "trio")
+    coro = loop_kind()
+    with pytest.raises(ValueError, match="COHORT_LOOP must be 'asyncio' or 'uvloop'"):
+        cohort.run(coro)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+
+
+def test_uvloop_true_without_uvloop_installed_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail
+    with pytest.raises(RuntimeError, match=r"uvloop=True.*not installed"):
+        cohort.run(loop_kind, uvloop=True)
+    monkeypatch.setenv("COHORT_LOOP", "uvloop")
+    with pytest.raises(RuntimeError, match=r"COHORT_LOOP=uvloop.*not installed"):
+        cohort.run(loop_kind)
+    monkeypatch.delenv("COHORT_LOOP")
+    assert cohort.run(loop_kind) == "asyncio"  # uvloop=None falls back quietly
+
+
+def test_passes_arguments_returns_the_result_and_propagates_errors() -> None:
+    async def add(a: int, b: int) -> int:
+        await asyncio.sleep(0)
+        return a + b
+
+    async def fail() -> None:
+        raise KeyError("boom")
+
+    assert cohort.run(add, 2, 3) == 5
+    assert cohort.run(add(4, 5), uvloop=False) == 9
+    with pytest.raises(KeyError, match="boom"):
+        cohort.run(fail)
+
+
+def test_debug_mode_reaches_the_loop() -> None:
+    async def debug() -> bool:
+        return asyncio.get_running_loop().get_debug()
+
+    assert cohort.run(debug, debug=True) is True
+    assert cohort.run(debug, uvloop=False, debug=True) is True
+    assert cohort.run(debug, uvloop=False) is False
+
+
+def test_tasks_left_running_are_cancelled_at_the_end() -> None:
+    cleaned: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.append("done")
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(forever())
+        await asyncio.sleep(0)
+
+    cohort.run(main)
+    assert cleaned == ["done"]
+
+
+def test_bad_main_is_refused_at_the_call_site() -> None:
+    def not_async() -> int:
+        return 1
+
+    coro = loop_kind()
+    with pytest.raises(TypeError, match="coroutine object and arguments"):
+        cohort.run(coro, 1)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+    with pytest.raises(TypeError, match="async function"):
+        cohort.run(not_async)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="async function or a coroutine"):
+        cohort.run(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="uvloop must be"):
+        cohort.run(loop_kind, uvloop="yes")  # type: ignore[arg-type]
+
+
+def test_helpers_run_under_cohort_run() -> None:
+    async def main(n: int) -> list[Any]:
+        return await cohort.gather(*(asyncio.sleep(0, i) for i in range(n)), limit=3)
+
+    assert cohort.run(main, 5) == [0, 1, 2, 3, 4]
