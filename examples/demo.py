@@ -61,4 +61,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     random.seed(7)
-    asyncio.run(main())
+    cohort.run(main)
