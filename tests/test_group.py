@@ -270,6 +270,7 @@ async def test_spawn_from_a_child_after_body_finished() -> None:
     assert g.results == ["parent", "grandchild"]
 
 
+@pytest.mark.virtual_clock
 async def test_custom_policy_two_successes_or_three_failures() -> None:
     class TwoOrThreeStrikes(cohort.JoinPolicy):
         def on_child_done(self, group: cohort.TaskGroup, handle: cohort.Handle[Any]) -> Decision:
