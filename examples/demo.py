@@ -56,7 +56,8 @@ async def main() -> None:
         async with cohort.TaskGroup(join=cohort.Settle()) as g:
             for replica in REPLICAS:
                 g.spawn(read, replica, "late")
-    print(f"  timed out: {scope.cancelled_caught}; statuses: {[o.status.value for o in g.outcomes]}")
+    statuses = [o.status.value for o in g.outcomes]
+    print(f"  timed out: {scope.cancelled_caught}; statuses: {statuses}")
 
 
 if __name__ == "__main__":

@@ -133,6 +133,16 @@ async def test_handle_is_awaitable_and_awaiting_never_cancels_the_child() -> Non
     assert h.exception() is None
 
 
+async def test_handle_wait_returns_the_outcome_without_raising() -> None:
+    async with cohort.TaskGroup(join=cohort.Settle()) as g:
+        failing = g.spawn(bad, "x", 0)
+        fine = g.spawn(ok, 7, 0)
+        outcome = await failing.wait()
+        assert outcome.status is S.FAILED
+        assert isinstance(outcome.error, ValueError)
+        assert (await fine.wait()).value == 7
+
+
 async def test_child_failure_cancels_siblings_and_body_gather() -> None:
     gate = asyncio.Event()
     body_reached_end = False

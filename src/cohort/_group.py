@@ -178,11 +178,24 @@ class Handle(Generic[T]):
         )
 
     def __await__(self) -> Generator[Any, None, T]:
+        yield from self._finished().__await__()
+        return self.result()
+
+    async def wait(self) -> Outcome:
+        """Wait for the child to finish and return its outcome; never raises for it.
+
+        Useful for optional children and graceful shutdowns, where a failure or
+        a cancellation of the child is an answer, not an error of the waiter.
+        """
+        await self._finished()
+        return self.outcome()
+
+    async def _finished(self) -> None:
         if not self.done():
             if self._waiter is None:
                 self._waiter = self._group._loop.create_future()
-            yield from asyncio.shield(self._waiter).__await__()
-        return self.result()
+            # Shielded: a cancelled waiter must not cancel the shared future.
+            await asyncio.shield(self._waiter)
 
     def _on_done(self, task: asyncio.Task[T]) -> None:
         # Hot path (a critical or optional child that succeeded) inlined;

@@ -1,0 +1,46 @@
+"""Everything started together: the backends, the fan-out service, and the comparison."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import httpx
+
+from fanout.backends import DEFAULT_BACKENDS, Backend, backend_app
+from fanout.load import Record, run_load
+from fanout.servers import serve
+from fanout.service import FanoutService, Strategy
+
+__all__ = ["STRATEGIES", "compare", "local_stack"]
+
+STRATEGIES = {
+    "plain (one replica each)": Strategy(quorum=False, hedge=False, mirrors=False),
+    "+ quorum reads": Strategy(quorum=True, hedge=False, mirrors=False),
+    "+ hedging, mirror race": Strategy(quorum=True, hedge=True, mirrors=True),
+}
+"""The strategies ``compare`` runs, from the plain approach to all of cohort's tactics."""
+
+
+@contextlib.asynccontextmanager
+async def local_stack(
+    seed: int, backends: Sequence[Backend] = DEFAULT_BACKENDS
+) -> AsyncIterator[str]:
+    """Start the backends, then the fan-out service over them; yield the service's URL."""
+    async with serve({b.name: backend_app(b, seed) for b in backends}) as backend_urls:
+        service = FanoutService(backend_urls)
+        async with serve({"fanout": service.app}) as urls:
+            yield urls["fanout"]
+
+
+async def compare(
+    url: str, keys: Sequence[str], *, concurrency: int, max_seconds: float = 60.0
+) -> dict[str, list[Record]]:
+    """Send the same requests once per strategy of ``STRATEGIES``; the records by strategy."""
+    runs: dict[str, list[Record]] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for label, strategy in STRATEGIES.items():
+            runs[label] = await run_load(
+                client, url, keys, strategy, concurrency=concurrency, max_seconds=max_seconds
+            )
+    return runs
