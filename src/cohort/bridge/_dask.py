@@ -1,0 +1,242 @@
+"""DaskExecutor: the bridge's executor interface on a Dask distributed cluster.
+
+Uses Dask's native asyncio API (``Client(asynchronous=True)``) on the running
+loop. ``distributed`` is imported only when an executor starts, so the
+optional extra (``cohort[dask]``) costs nothing when unused.
+
+Semantics differ from ``ProcessPool`` where Dask differs, and say so:
+
+* **At-least-once.** Dask may run a task again when a worker dies (it
+  reschedules the task's key elsewhere), so a function may run more than
+  once for one call. Use idempotent functions.
+* **Cancellation stops waiting, not running.** A cancelled call is
+  ``client.cancel``-ed: the caller gets ``CancelledError`` at once and the
+  result is discarded, but a task already running on a worker runs to its
+  end. With ``hard_stop=True`` the workers that were running cancelled tasks
+  are restarted, which stops the work (and anything else they were running,
+  which Dask then reschedules: at-least-once again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import math
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sized
+from typing import Any, TypeVar
+
+from cohort._exceptions import ClosedError
+from cohort.bridge._chunks import taker
+from cohort.bridge._pool import _emit
+
+# ``distributed`` is optional and only partly typed: its objects are ``Any`` here.
+Client = Any
+Future = Any
+
+
+def _distributed() -> Any:
+    try:
+        return importlib.import_module("distributed")
+    except ImportError as exc:
+        raise ImportError(
+            "cohort.bridge.DaskExecutor needs Dask distributed: pip install 'cohort[dask]'"
+        ) from exc
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _apply_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """Runs on a Dask worker: one task for a whole chunk of small calls."""
+    return [fn(x) for x in items]
+
+
+class DaskExecutor:
+    """Runs calls on a Dask distributed cluster, with the same interface as ``ProcessPool``.
+
+    Args:
+        address_or_client: a scheduler address, an asynchronous ``distributed.Client``
+            (not closed by this executor), or ``None`` to start a ``LocalCluster``
+            (closed by ``aclose()``).
+        hard_stop: on cancellation, restart the workers running the cancelled tasks
+            so the work really stops (default: only stop waiting).
+        cluster_options: keyword arguments for ``LocalCluster`` when one is started.
+
+    At-least-once: a task may run again if a worker dies. See the module docs.
+
+    Example::
+
+        async with cohort.bridge.DaskExecutor("tcp://scheduler:8786") as dask:
+            total = sum(await dask.map(score, rows))
+            best = await dask.run(search, space)
+    """
+
+    def __init__(
+        self,
+        address_or_client: str | Client | None = None,
+        *,
+        hard_stop: bool = False,
+        cluster_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._target = address_or_client
+        self._hard_stop = hard_stop
+        self._cluster_options = dict(cluster_options or {})
+        self._client: Client | None = None
+        self._cluster: Any = None
+        self._owns_client = False
+        self._closed = False
+        self._starting: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<cohort.bridge.DaskExecutor {self._target!r} {state}>"
+
+    async def __aenter__(self) -> DaskExecutor:
+        await self._ensure_client()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def client(self) -> Client:
+        """The ``distributed.Client`` in use (after the executor started)."""
+        if self._client is None:
+            raise RuntimeError(f"{self!r} has not started; use `async with` or call it first")
+        return self._client
+
+    async def _ensure_client(self) -> Client:
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed; create a new executor")
+        if self._client is not None:
+            return self._client
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._client is None:
+                self._client = await self._connect()
+        return self._client
+
+    async def _connect(self) -> Client:
+        dd = _distributed()
+        target = self._target
+        if isinstance(target, dd.Client):
+            if not target.asynchronous:
+                raise ValueError(
+                    f"{self!r} needs an asynchronous client: Client(..., asynchronous=True)"
+                )
+            return target
+        self._owns_client = True
+        if target is None:
+            options: dict[str, Any] = {"processes": True, "dashboard_address": ":0"}
+            options.update(self._cluster_options)
+            self._cluster = await dd.LocalCluster(asynchronous=True, **options)
+            target = self._cluster
+        return await dd.Client(target, asynchronous=True)
+
+    async def aclose(self) -> None:
+        """Close the client and cluster this executor started (not a client it was given)."""
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            await client.close()
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            await cluster.close()
+
+    # -- calls -----------------------------------------------------------------------
+
+    async def run(self, fn: Callable[..., _R], *args: Any) -> _R:
+        """Run ``fn(*args)`` as one Dask task and return its result (re-raising its error)."""
+        client = await self._ensure_client()
+        future = client.submit(fn, *args, pure=False)
+        return await self._wait(client, [future], future.result)  # type: ignore[no-any-return]
+
+    async def map(
+        self,
+        fn: Callable[[_T], _R],
+        iterable: Iterable[_T] | AsyncIterable[_T],
+        *,
+        chunksize: int | None = None,
+        ordered: bool = True,
+    ) -> list[_R]:
+        """``fn`` over every item, small calls batched into chunks (one Dask task each)."""
+        out: list[_R] = []
+        async for values in self._chunks(fn, iterable, chunksize, ordered):
+            out += values
+        return out
+
+    async def imap(
+        self,
+        fn: Callable[[_T], _R],
+        iterable: Iterable[_T] | AsyncIterable[_T],
+        *,
+        chunksize: int | None = None,
+        ordered: bool = True,
+    ) -> AsyncGenerator[_R, None]:
+        """Yield ``fn(item)`` for each item; a bounded number of chunks is in flight."""
+        async for values in self._chunks(fn, iterable, chunksize, ordered):
+            for v in values:
+                yield v
+
+    async def _chunks(
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        chunksize: int | None,
+        ordered: bool,
+    ) -> AsyncGenerator[list[Any], None]:
+        as_completed = _distributed().as_completed
+        client = await self._ensure_client()
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        if chunksize is None:
+            total = len(iterable) if isinstance(iterable, Sized) else None
+            chunksize = max(1, math.ceil(total / (4 * workers))) if total else 64
+        take = taker(iterable)
+        window = 4 * workers
+        pending: list[Future] = []
+        done_queue: Any = as_completed([], with_results=False)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < window:
+                    items = await take(chunksize)
+                    if not items:
+                        exhausted = True
+                        break
+                    (fut,) = client.map(_apply_chunk, [fn], [items], pure=False)
+                    pending.append(fut)
+                    if not ordered:
+                        done_queue.add(fut)
+                if not pending:
+                    return
+                if ordered:
+                    fut = pending[0]
+                else:
+                    fut = await done_queue.__anext__()
+                values = await self._wait(client, [fut], fut.result)
+                pending.remove(fut)
+                yield values
+        finally:
+            if pending:
+                await self._cancel(client, pending)
+
+    async def _wait(self, client: Client, futures: list[Future], result: Callable[[], Any]) -> Any:
+        try:
+            return await result()
+        except asyncio.CancelledError:
+            await self._cancel(client, futures)
+            raise
+
+    async def _cancel(self, client: Client, futures: list[Future]) -> None:
+        """Stop waiting (``client.cancel``); with ``hard_stop``, restart their workers."""
+        keys = {f.key for f in futures}
+        running: list[str] = []
+        if self._hard_stop:
+            processing = await client.processing()
+            running = [addr for addr, tasks in processing.items() if keys.intersection(tasks)]
+        await client.cancel(futures, force=True)
+        _emit("info", "bridge.dask_cancelled", tasks=len(keys), restarted=running)
+        if running:
+            await client.restart_workers(running)

@@ -1,0 +1,707 @@
+"""ProcessPool: CPU-bound calls in worker processes, cancellable like any other child.
+
+Design, cheapest path first:
+
+* each worker owns two ``os.pipe()``s; the parent reads replies with
+  ``loop.add_reader`` (no feeder or result threads, no shared queue), so a
+  round trip is one write, one wake-up and one read;
+* a worker runs one call or chunk at a time; a call waits in the parent
+  until a worker is ready, so a call cancelled before it was sent never runs;
+* a running call that is cancelled kills its worker (SIGTERM, then SIGKILL
+  after ``kill_grace``) and a replacement starts at once;
+* a dead worker is noticed by its process sentinel; its pipe is drained first
+  (it may have written its reply and then died), then only its own call fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import random
+import sys
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sized
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar, TypeVarTuple, Unpack
+
+from cohort._exceptions import (
+    ClosedError,
+    PoolBrokenError,
+    SerializationError,
+    WorkerCrashedError,
+)
+from cohort._observe import EVENTS
+from cohort.bridge import _wire
+from cohort.bridge._chunks import ChunkSizer, taker
+from cohort.bridge._procs import (
+    Worker,
+    default_start_method,
+    exit_description,
+    preload_worker_in_forkserver,
+    sigkill,
+    terminate_all,
+    usable_cpus,
+)
+from cohort.bridge._worker import worker_main
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+_Ts = TypeVarTuple("_Ts")
+
+_EXIT_FRAME = _wire.frame((_wire.EXIT, None, None))
+RETIRE_GRACE = 5.0  # seconds a retired worker gets to exit before it is killed
+
+
+def _emit(level: str, event: str, **fields: Any) -> None:
+    """A structlog event on logger ``cohort``, only while cohort's events are switched on."""
+    if EVENTS.on:
+        getattr(EVENTS.log, level)(event, **fields)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """A snapshot of a pool, from :meth:`ProcessPool.statistics`."""
+
+    workers: int  # live workers, started or starting (dying ones excluded)
+    idle: int  # ready and waiting for a call
+    busy: int  # running a call or a chunk
+    queued: int  # calls and chunks waiting for a worker
+    calls_completed: int  # replies received (values and exceptions)
+    calls_cancelled: int  # calls abandoned by their caller (running ones killed a worker)
+    crashes: int  # workers that died without being asked to
+    workers_started: int
+    broken: bool
+    closed: bool
+
+
+@dataclass(eq=False, slots=True)
+class _Call:
+    kind: int
+    fn: Any
+    payload: bytes
+    future: asyncio.Future[Any]
+    size: int
+    worker: Worker | None = None
+
+
+class ProcessPool:
+    """A pool of worker processes for CPU-bound calls, cancellable like any other child.
+
+    Args:
+        workers: number of worker processes (default: the CPUs this process may use).
+        max_tasks_per_worker: replace a worker after it ran this many items.
+        initializer, initargs: run ``initializer(*initargs)`` in each new worker; if
+            it fails, the pool is broken (``PoolBrokenError`` with the cause).
+        start_method: ``"forkserver"`` (default where available) or ``"spawn"``;
+            ``"fork"`` works but is unsafe with threads.
+        max_crashes, crash_window: the pool gives up (``PoolBrokenError``) after this
+            many worker crashes within this many seconds; before that, crashed
+            workers are restarted with exponential backoff and jitter.
+        kill_grace: seconds between SIGTERM and SIGKILL when a call is cancelled.
+
+    Example::
+
+        async with cohort.ProcessPool(workers=4) as pool:
+            digest = await pool.run(sha, blob)        # cancelling kills the worker
+            sizes = await pool.map(len_of, paths)     # auto-chunked
+            async for doc in pool.imap(parse, lines, ordered=False):
+                ...
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        max_tasks_per_worker: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        start_method: str | None = None,
+        max_crashes: int = 5,
+        crash_window: float = 30.0,
+        kill_grace: float = 0.1,
+    ) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers!r}")
+        if max_tasks_per_worker is not None and max_tasks_per_worker < 1:
+            raise ValueError(f"max_tasks_per_worker must be at least 1, got {max_tasks_per_worker}")
+        if initializer is not None:
+            _wire.check_callable(initializer)
+        self._size = workers or usable_cpus()
+        self._max_tasks = max_tasks_per_worker
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._method = start_method or default_start_method()
+        self._ctx = multiprocessing.get_context(self._method)
+        self._max_crashes = max_crashes
+        self._crash_window = crash_window
+        self._kill_grace = kill_grace
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._workers: set[Worker] = set()
+        self._idle: list[Worker] = []
+        self._queue: collections.deque[_Call] = collections.deque()
+        self._spawns_pending = 0
+        self._crash_times: collections.deque[float] = collections.deque()
+        self._ever_ready = False
+        self._broken: BaseException | None = None
+        self._closed = False
+        self._all_exited: asyncio.Future[None] | None = None
+        self._n_completed = self._n_cancelled = self._n_crashes = self._n_started = 0
+        # Safety net when a pool is dropped without aclose() (or at interpreter exit).
+        self._finalizer = weakref.finalize(self, terminate_all, self._workers)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "broken" if self._broken else "open"
+        return f"<cohort.ProcessPool workers={self._size} method={self._method!r} {state}>"
+
+    # -- lifetime -----------------------------------------------------------------
+
+    async def __aenter__(self) -> ProcessPool:
+        self._ensure_started()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _ensure_started(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return loop
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed; create a new pool")
+        if self._loop is not None:
+            raise RuntimeError(
+                f"{self!r} belongs to the event loop it was started on; create one pool per loop"
+            )
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            raise RuntimeError(
+                "cohort.ProcessPool started while a worker process was importing the main "
+                'module: guard the code that starts your program with `if __name__ == "__main__":`'
+            )
+        self._loop = loop
+        if self._method == "forkserver":
+            preload_worker_in_forkserver()
+        for _ in range(self._size):
+            self._spawn()
+        return loop
+
+    async def aclose(self) -> None:
+        """Stop the pool: idle workers exit, running calls are killed and fail with ``ClosedError``.
+
+        Waits until every worker has exited and been reaped. Idempotent.
+        """
+        if self._loop is None:
+            self._closed = True
+            return
+        if not self._closed:
+            self._closed = True
+            msg = f"{self!r} was closed while the call was pending"
+            self._fail_everything(lambda: ClosedError(msg))
+        if self._workers:
+            if self._all_exited is None or self._all_exited.done():
+                self._all_exited = self._loop.create_future()
+            try:
+                await asyncio.shield(self._all_exited)
+            except asyncio.CancelledError:
+                terminate_all(self._workers)
+                raise
+        self._finalizer.detach()
+
+    def _fail_everything(self, error: Callable[[], BaseException]) -> None:
+        """Fail every pending call (each with its own exception object) and stop every worker."""
+        while self._queue:
+            call = self._queue.popleft()
+            if not call.future.done():
+                call.future.set_exception(error())
+        self._idle.clear()
+        for w in list(self._workers):
+            if w.call is not None and not w.call.future.done():
+                w.call.future.set_exception(error())
+            if w.call is not None or not w.ready:
+                self._kill(w)
+            else:
+                self._retire(w)
+
+    # -- public calls -----------------------------------------------------------
+
+    async def run(self, fn: Callable[[Unpack[_Ts]], _R], *args: *_Ts) -> _R:
+        """Run ``fn(*args)`` in a worker process and return its result.
+
+        Cancelling the caller while the call runs kills that worker (and starts a
+        replacement); a call cancelled before it was sent never runs. The function's
+        exception is re-raised here with the remote traceback as a note.
+
+        Raises:
+            WorkerCrashedError: the worker died while running this call.
+            SerializationError: ``fn``, an argument or the result cannot be pickled.
+            ClosedError, PoolBrokenError: the pool cannot take calls.
+        """
+        call = self._submit(_wire.CALL, fn, args, 1)
+        try:
+            kind, value = await call.future
+        except asyncio.CancelledError:
+            # Wait for the worker to die, so that once the caller's scope has
+            # exited the CPU work has stopped (the wait is short: SIGTERM,
+            # then SIGKILL after kill_grace).
+            await _wait_exits([self._abandon(call)])
+            raise
+        if kind == _wire.OK:
+            return value  # type: ignore[no-any-return]
+        raise _reply_error(kind, value)
+
+    def imap(
+        self,
+        fn: Callable[[_T], _R],
+        iterable: Iterable[_T] | AsyncIterable[_T],
+        *,
+        chunksize: int | None = None,
+        ordered: bool = True,
+    ) -> AsyncGenerator[_R, None]:
+        """Yield ``fn(item)`` for each item, computed in workers, few chunks at a time.
+
+        ``chunksize=None`` sizes chunks from measured per-item cost so tiny calls are
+        batched. At most two chunks per worker are in flight, so memory stays flat
+        over any number of items. Leaving the loop early cancels the chunks in flight.
+        """
+        return self._items(self._chunks(fn, iterable, chunksize, ordered))
+
+    async def map(
+        self,
+        fn: Callable[[_T], _R],
+        iterable: Iterable[_T] | AsyncIterable[_T],
+        *,
+        chunksize: int | None = None,
+        ordered: bool = True,
+    ) -> list[_R]:
+        """``[fn(item) for item in iterable]`` in workers, auto-chunked (see :meth:`imap`).
+
+        ``ordered=False`` returns results in completion order. The first failure
+        cancels the rest and is raised.
+        """
+        out: list[_R] = []
+        async with contextlib.aclosing(self._chunks(fn, iterable, chunksize, ordered)) as chunks:
+            async for values in chunks:
+                out += values  # whole chunks: no per-item await on the hot path
+        return out
+
+    @staticmethod
+    async def _items(chunks: AsyncGenerator[list[Any], None]) -> AsyncGenerator[Any, None]:
+        async with contextlib.aclosing(chunks):
+            async for values in chunks:
+                for v in values:
+                    yield v
+
+    def _chunks(
+        self,
+        fn: Any,
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        chunksize: int | None,
+        ordered: bool,
+    ) -> AsyncGenerator[list[Any], None]:
+        """Check the arguments now (at the call site), then stream result chunks."""
+        self._check_usable()
+        _wire.check_callable(fn)
+        if chunksize is not None and chunksize < 1:
+            raise ValueError(f"chunksize must be at least 1, got {chunksize!r}")
+        total = len(iterable) if isinstance(iterable, Sized) else None
+        sizer = ChunkSizer(chunksize, total, self._size)
+        return self._stream_chunks(fn, iterable, sizer, ordered)
+
+    async def _stream_chunks(
+        self,
+        fn: Any,
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        sizer: ChunkSizer,
+        ordered: bool,
+    ) -> AsyncGenerator[list[Any], None]:
+        """Yield each chunk's results; at most two chunks per worker in flight."""
+        take = taker(iterable)
+        inflight: collections.deque[_Call] = collections.deque()
+        limit = 2 * self._size  # bounded: memory stays flat however long the input
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(inflight) < limit:
+                    items = await take(sizer.next())
+                    if items:
+                        inflight.append(self._submit(_wire.CHUNK, fn, items, len(items)))
+                    else:
+                        exhausted = True
+                if not inflight:
+                    return
+                call = await _next_done(inflight, ordered)
+                kind, value = call.future.result()
+                if kind != _wire.OK:
+                    raise _reply_error(kind, value)
+                values, failure, elapsed = value
+                sizer.observe(len(values) + (failure is not None), elapsed)
+                if values:
+                    yield values
+                if failure is not None:
+                    raise failure.rebuild()
+        finally:
+            await _wait_exits([self._abandon(call) for call in inflight])
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot of the pool's workers, queue and counters."""
+        live = [w for w in self._workers if not w.dying and not w.retiring]
+        return PoolStatistics(
+            workers=len(live),
+            idle=len(self._idle),
+            busy=sum(1 for w in live if w.call is not None),
+            queued=sum(1 for c in self._queue if not c.future.done()),
+            calls_completed=self._n_completed,
+            calls_cancelled=self._n_cancelled,
+            crashes=self._n_crashes,
+            workers_started=self._n_started,
+            broken=self._broken is not None,
+            closed=self._closed,
+        )
+
+    # -- submission and dispatch ---------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed; create a new pool")
+        if self._broken is not None:
+            raise PoolBrokenError(f"{self!r} is broken: {self._broken}") from self._broken
+
+    def _submit(self, kind: int, fn: Any, args: Any, size: int) -> _Call:
+        self._check_usable()
+        loop = self._ensure_started()
+        _wire.check_callable(fn)
+        fn = _by_reference(fn)
+        call = _Call(kind, fn, _wire.dumps_request(kind, fn, args), loop.create_future(), size)
+        self._queue.append(call)
+        if self._idle:
+            self._dispatch()
+        return call
+
+    def _dispatch(self) -> None:
+        queue, idle = self._queue, self._idle
+        while queue and idle:
+            call = queue.popleft()
+            if call.future.done():
+                continue  # cancelled before it was sent: it never runs
+            self._send(idle.pop(), call)
+
+    def _send(self, w: Worker, call: _Call) -> None:
+        w.call = call
+        call.worker = w
+        data = call.payload
+        try:
+            n = os.write(w.wfd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            return  # the worker is gone; its sentinel will report it
+        if n < len(data):
+            w.wbuf = memoryview(data)[n:]  # a view: no copy per partial write
+            assert self._loop is not None
+            self._loop.add_writer(w.wfd, self._on_writable, w)
+
+    def _on_writable(self, w: Worker) -> None:
+        try:
+            n = os.write(w.wfd, w.wbuf[: _wire.READ_SIZE])
+        except BlockingIOError:
+            return
+        except OSError:
+            n = len(w.wbuf)
+        w.wbuf = w.wbuf[n:]
+        if not w.wbuf:
+            assert self._loop is not None
+            self._loop.remove_writer(w.wfd)
+
+    def _abandon(self, call: _Call) -> asyncio.Future[None] | None:
+        """The caller gave up on ``call``: never send it, or kill the worker running it.
+
+        Returns a future for the killed worker's exit, if one was killed.
+        """
+        if not call.future.done():
+            call.future.cancel()
+        elif not call.future.cancelled():
+            call.future.exception()  # mark retrieved: nobody will look at it now
+        w = call.worker
+        if w is None or w.call is not call:
+            return None
+        self._n_cancelled += 1
+        _emit("info", "bridge.call_cancelled", pid=w.pid, fn=_wire.describe(call.fn))
+        self._kill(w)
+        self._replenish()
+        if w.exited is None:
+            assert self._loop is not None
+            w.exited = self._loop.create_future()
+        return w.exited
+
+    # -- worker processes ----------------------------------------------------------
+
+    def _spawn(self) -> None:
+        assert self._loop is not None
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        child_req = Connection(req_r, writable=False)
+        child_rep = Connection(rep_w, readable=False)
+        process = self._ctx.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            args=(child_req, child_rep, os.getpid(), self._initializer, self._initargs),
+            name="cohort-worker",
+        )
+        try:
+            process.start()
+        except Exception as exc:
+            os.close(req_w)
+            os.close(rep_r)
+            self._break(PoolBrokenError(_wire.main_module_hint()), cause=exc)
+            return
+        finally:
+            child_req.close()
+            child_rep.close()
+        os.set_blocking(req_w, False)
+        os.set_blocking(rep_r, False)
+        w = Worker(process, req_w, rep_r)
+        self._workers.add(w)
+        self._n_started += 1
+        self._loop.add_reader(rep_r, self._on_readable, w)
+        self._loop.add_reader(process.sentinel, self._on_exit, w)
+
+    def _replenish(self) -> None:
+        """Start workers until the pool has its size again (counting ones about to start)."""
+        if self._closed or self._broken is not None:
+            return
+        live = sum(1 for w in self._workers if not w.dying and not w.retiring)
+        for _ in range(self._size - live - self._spawns_pending):
+            self._spawn()
+
+    def _kill(self, w: Worker) -> None:
+        if w.dying or w.process.exitcode is not None:
+            return
+        w.dying = True
+        if w.kill_timer is not None:
+            w.kill_timer.cancel()
+        if w in self._idle:
+            self._idle.remove(w)
+        try:
+            w.process.terminate()
+        except (OSError, ValueError):
+            return
+        assert self._loop is not None
+        w.kill_timer = self._loop.call_later(self._kill_grace, sigkill, w)
+
+    def _retire(self, w: Worker) -> None:
+        """Ask an idle worker to exit; kill it if it has not after ``RETIRE_GRACE``.
+
+        An explicit exit request, not just closing the pipe: a process the
+        parent forked since may hold the pipe open, so end-of-file may never come.
+        """
+        if w.retiring or w.dying:
+            return
+        w.retiring = True
+        if w in self._idle:
+            self._idle.remove(w)
+        assert self._loop is not None
+        self._loop.remove_writer(w.wfd)
+        with contextlib.suppress(OSError):
+            os.write(w.wfd, _EXIT_FRAME)
+        os.close(w.wfd)
+        w.wfd = -1
+        w.kill_timer = self._loop.call_later(RETIRE_GRACE, self._kill, w)
+
+    def _on_readable(self, w: Worker) -> None:
+        try:
+            data = os.read(w.rfd, _wire.READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            # End of file: stop watching; the sentinel says when and how it exited.
+            assert self._loop is not None
+            self._loop.remove_reader(w.rfd)
+            return
+        for msg in w.reader.feed(data):
+            self._on_message(w, msg)
+
+    def _on_message(self, w: Worker, msg: bytes) -> None:
+        if not w.ready:
+            self._on_hello(w, msg)
+            return
+        call = w.call
+        if call is None or w.dying:
+            return
+        w.call = None
+        call.worker = None
+        self._n_completed += 1
+        # Give the worker its next request before unpickling this reply: the
+        # worker computes while the parent reads.
+        w.items += call.size
+        if self._max_tasks is not None and w.items >= self._max_tasks:
+            self._retire(w)
+            self._replenish()
+        elif not w.retiring:
+            self._idle.append(w)
+            self._dispatch()
+        if not call.future.done():
+            call.future.set_result(_wire.loads_reply(msg, call.fn))
+
+    def _on_hello(self, w: Worker, msg: bytes) -> None:
+        kind, value = _wire.loads_reply(msg, None)
+        if kind == _wire.READY:
+            w.ready = True
+            self._ever_ready = True
+            _emit("debug", "bridge.worker_started", pid=w.pid)
+            if self._closed:
+                self._retire(w)
+                return
+            self._idle.append(w)
+            self._dispatch()
+        elif kind == _wire.INIT_FAILED:
+            cause = value.rebuild()
+            self._break(PoolBrokenError(f"the worker initializer failed: {cause!r}"), cause=cause)
+
+    def _on_exit(self, w: Worker) -> None:
+        loop = self._loop
+        assert loop is not None
+        loop.remove_reader(w.process.sentinel)
+        self._drain(w)
+        w.process.join(1.0)  # the sentinel fired: this returns at once (reaps, no zombie)
+        exitcode = w.process.exitcode
+        if w.kill_timer is not None:
+            w.kill_timer.cancel()
+        self._release(w)
+        _emit("debug", "bridge.worker_exited", pid=w.pid, exitcode=exitcode)
+        expected = w.dying or w.retiring
+        if w.exited is not None and not w.exited.done():
+            w.exited.set_result(None)
+        if not expected:
+            self._on_crash(w, exitcode)
+        if not self._workers and self._all_exited is not None and not self._all_exited.done():
+            self._all_exited.set_result(None)
+
+    def _drain(self, w: Worker) -> None:
+        """Read what the dead worker wrote before dying: a finished reply still counts."""
+        while w.rfd >= 0:
+            try:
+                data = os.read(w.rfd, _wire.READ_SIZE)
+            except OSError:
+                return
+            if not data:
+                return
+            for msg in w.reader.feed(data):
+                self._on_message(w, msg)
+
+    def _release(self, w: Worker) -> None:
+        assert self._loop is not None
+        self._workers.discard(w)
+        if w in self._idle:
+            self._idle.remove(w)
+        self._loop.remove_reader(w.rfd)
+        os.close(w.rfd)
+        w.rfd = -1
+        if w.wfd >= 0:
+            self._loop.remove_writer(w.wfd)
+            os.close(w.wfd)
+            w.wfd = -1
+        w.process.close()
+
+    def _on_crash(self, w: Worker, exitcode: int | None) -> None:
+        self._n_crashes += 1
+        if not w.ready and not self._ever_ready:
+            self._break(PoolBrokenError(_wire.main_module_hint()), cause=None)
+            return
+        call = w.call
+        if call is not None:
+            how = exit_description(exitcode)
+            _emit("warning", "bridge.call_crashed", pid=w.pid, exitcode=exitcode)
+            err = WorkerCrashedError(
+                f"the worker process (pid {w.pid}) running {_wire.describe(call.fn)} {how}",
+                exitcode=exitcode,
+            )
+            if not call.future.done():
+                call.future.set_exception(err)
+        assert self._loop is not None
+        now = self._loop.time()
+        self._crash_times.append(now)
+        while self._crash_times and self._crash_times[0] < now - self._crash_window:
+            self._crash_times.popleft()
+        recent = len(self._crash_times)
+        if recent >= self._max_crashes:
+            msg = f"{recent} worker crashes within {self._crash_window} s; the pool gave up"
+            self._break(PoolBrokenError(msg), cause=None)
+            return
+        self._restart_later(0.0 if recent <= 1 else min(2.0, 0.05 * 2 ** (recent - 2)))
+
+    def _restart_later(self, delay: float) -> None:
+        if self._closed or self._broken is not None:
+            return
+        assert self._loop is not None
+        delay *= random.uniform(0.5, 1.0)  # jitter: do not restart in lockstep
+        self._spawns_pending += 1
+        self._loop.call_later(delay, self._spawn_pending)
+
+    def _spawn_pending(self) -> None:
+        self._spawns_pending -= 1
+        self._replenish()
+
+    def _break(self, exc: PoolBrokenError, *, cause: BaseException | None) -> None:
+        if self._broken is not None or self._closed:
+            return
+        exc.__cause__ = cause
+        self._broken = exc
+        _emit("error", "bridge.pool_broken", reason=str(exc))
+
+        def error() -> PoolBrokenError:
+            err = PoolBrokenError(str(exc))
+            err.__cause__ = cause
+            return err
+
+        self._fail_everything(error)
+
+
+async def _next_done(inflight: collections.deque[_Call], ordered: bool) -> _Call:
+    """The next finished chunk: the oldest one if ordered, else whichever finishes first."""
+    if ordered:
+        call = inflight[0]
+        if not call.future.done():
+            await asyncio.wait([call.future])
+        inflight.popleft()
+        return call
+    for call in inflight:
+        if call.future.done():
+            break
+    else:
+        await asyncio.wait([c.future for c in inflight], return_when=asyncio.FIRST_COMPLETED)
+        call = next(c for c in inflight if c.future.done())
+    inflight.remove(call)
+    return call
+
+
+async def _wait_exits(exits: list[asyncio.Future[None] | None]) -> None:
+    """Wait for killed workers to be gone; a second cancellation stops the wait, not the kill."""
+    pending = [f for f in exits if f is not None and not f.done()]
+    if pending:
+        await asyncio.shield(asyncio.gather(*pending))
+
+
+def _by_reference(fn: Any) -> Any:
+    """A function that a ``@cohort.cpu`` wrapper shadows is sent as that wrapper."""
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None)
+    if module and name and "." not in name:
+        holder = getattr(sys.modules.get(module), name, None)
+        if getattr(holder, "_cohort_cpu_target", None) is fn:
+            return holder
+    return fn
+
+
+def _reply_error(kind: int, value: Any) -> BaseException:
+    if isinstance(value, BaseException):
+        return value
+    if kind == _wire.UNPICKLABLE:
+        return SerializationError(value)
+    if isinstance(value, _wire.RemoteFailure):
+        return value.rebuild()
+    return RuntimeError(f"unexpected reply from a worker: {kind!r}")

@@ -1,0 +1,194 @@
+"""What travels over a worker's pipes: length-prefixed pickles, and how errors are packed.
+
+A frame is a 4-byte little-endian length followed by a pickle. Both sides
+read in pieces smaller than 128 KiB: larger ``os.read`` buffers go through
+malloc's mmap path and cost ~15 us each, more than a whole small call.
+
+Exceptions cross as :class:`RemoteFailure` (type name, message, formatted
+traceback and, when it pickles, the exception itself) so that the parent
+can rebuild the same type or, failing that, raise ``RemoteError`` without
+losing anything the worker said.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import struct
+import sys
+import traceback
+import types
+from dataclasses import dataclass
+from typing import Any
+
+from cohort._exceptions import RemoteError, SerializationError
+
+HEADER = struct.Struct("<I")
+READ_SIZE = 64 * 1024  # below 128 KiB on purpose, see the module docstring
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+# Request kinds (parent -> worker) and reply kinds (worker -> parent).
+CALL = 0  # (CALL, fn, args) -> (OK, value) | (FAIL, RemoteFailure)
+CHUNK = 1  # (CHUNK, fn, items) -> (OK, (values, failure_or_None, elapsed))
+EXIT = 2  # (EXIT, None, None): finish and exit (no reply)
+OK = 0
+FAIL = 1
+READY = 2  # (READY, pid)
+INIT_FAILED = 3  # (INIT_FAILED, RemoteFailure)
+UNPICKLABLE = 4  # (UNPICKLABLE, message): result or request could not be (un)pickled
+
+
+def frame(obj: Any) -> bytes:
+    """Pickle ``obj`` and prefix it with its length."""
+    payload = pickle.dumps(obj, PROTOCOL)
+    return HEADER.pack(len(payload)) + payload
+
+
+class FrameReader:
+    """Collects bytes and yields complete frames, whatever the read boundaries."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        pos = 0
+        size = len(buf)
+        while size - pos >= 4:
+            (n,) = HEADER.unpack_from(buf, pos)
+            if size - pos - 4 < n:
+                break
+            out.append(bytes(buf[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
+        if pos:
+            del buf[:pos]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFailure:
+    """An exception raised in a worker, packed so that nothing is lost in transit."""
+
+    type_name: str
+    message: str
+    traceback: str
+    pickled: bytes | None  # the exception itself, when it pickles
+
+    @classmethod
+    def capture(cls, exc: BaseException) -> RemoteFailure:
+        tb = "".join(traceback.format_exception(exc))
+        pickled: bytes | None = None
+        if isinstance(exc, Exception):
+            try:
+                pickled = pickle.dumps(exc, PROTOCOL)
+            except Exception:
+                pickled = None
+        return cls(_type_name(type(exc)), str(exc), tb, pickled)
+
+    def rebuild(self) -> BaseException:
+        """The same exception type with the remote traceback noted, else ``RemoteError``."""
+        if self.pickled is not None:
+            try:
+                exc = pickle.loads(self.pickled)
+            except Exception as e:
+                reason = f"(not rebuilt here: {type(e).__name__}: {e})"
+                return RemoteError(self.type_name, f"{self.message} {reason}", self.traceback)
+            if isinstance(exc, Exception):
+                exc.add_note(f"\nRemote traceback (from the worker process):\n{self.traceback}")
+                return exc
+        return RemoteError(self.type_name, self.message, self.traceback)
+
+
+def _type_name(tp: type) -> str:
+    module = tp.__module__
+    return tp.__qualname__ if module == "builtins" else f"{module}.{tp.__qualname__}"
+
+
+def describe(fn: Any) -> str:
+    """A short name for ``fn`` in messages."""
+    if isinstance(fn, functools.partial):
+        return f"functools.partial({describe(fn.func)}, ...)"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    module = getattr(fn, "__module__", None)
+    if name is None:
+        return repr(fn)
+    return f"{module}.{name}" if module else str(name)
+
+
+def check_callable(fn: Any) -> None:
+    """Refuse at submit time what cannot reach a worker by reference: lambdas and closures."""
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    if not callable(inner):
+        raise TypeError(f"{inner!r} is not callable")
+    if isinstance(inner, types.FunctionType):
+        qualname = inner.__qualname__
+        if inner.__name__ == "<lambda>":
+            raise SerializationError(
+                f"cannot send the lambda {describe(inner)} to a worker process: lambdas are "
+                "not picklable; use a module-level def (with functools.partial for bound "
+                "arguments)"
+            )
+        if "<locals>" in qualname:
+            raise SerializationError(
+                f"cannot send the nested function {describe(inner)} to a worker process: "
+                "functions defined inside another function (closures) are not picklable; "
+                "move it to module level and pass what it captured as arguments "
+                "(or bind them with functools.partial)"
+            )
+
+
+def dumps_request(kind: int, fn: Any, args: Any) -> bytes:
+    """A framed request; unpicklable pieces raise ``SerializationError`` naming the culprit."""
+    try:
+        return frame((kind, fn, args))
+    except Exception as exc:
+        raise _request_error(kind, fn, args, exc) from exc
+
+
+def _request_error(kind: int, fn: Any, args: Any, exc: Exception) -> SerializationError:
+    try:
+        pickle.dumps(fn, PROTOCOL)
+    except Exception as e:
+        return SerializationError(f"cannot pickle the function {describe(fn)}: {e}")
+    label = "argument" if kind == CALL else "item"
+    for i, arg in enumerate(args):
+        try:
+            pickle.dumps(arg, PROTOCOL)
+        except Exception as e:
+            return SerializationError(
+                f"cannot pickle {label} {i} ({type(arg).__name__}) for {describe(fn)}: {e}"
+            )
+    return SerializationError(f"cannot pickle the call to {describe(fn)}: {exc}")
+
+
+def loads_reply(data: bytes, fn: Any) -> tuple[int, Any]:
+    """Unpickle a reply; a result that cannot be rebuilt here becomes ``SerializationError``."""
+    try:
+        kind, value = pickle.loads(data)
+    except Exception as exc:
+        err = SerializationError(
+            f"the result of {describe(fn)} could not be unpickled in the parent: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        return FAIL, err
+    return kind, value
+
+
+def main_module_hint() -> str:
+    """Why workers may fail at start: the usual cause is a missing ``__main__`` guard."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    where = f" ({path})" if path else ""
+    return (
+        "worker processes exited before they were ready. With the 'spawn' and "
+        "'forkserver' start methods every worker imports your main module"
+        f"{where}; if it starts the pool at import time, add an "
+        '`if __name__ == "__main__":` guard around the code that runs your program. '
+        "The workers' stderr shows the error they met."
+    )

@@ -1,0 +1,162 @@
+"""The worker process: read a request, run it, write the reply, repeat.
+
+Kept small and free of heavy imports, because a replacement worker's start
+time is part of cancel latency. The worker talks to its parent over two
+pipes of its own (no shared queue), so killing it mid-write can only
+corrupt its own channel.
+
+It exits on its own when the parent goes away: a watchdog thread polls the
+request pipe for hang-up (the parent's write end closed, which also happens
+when the parent is SIGKILLed) even while the main thread is busy running a
+call.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cohort.bridge import _wire
+from cohort.bridge._wire import READ_SIZE, FrameReader, RemoteFailure
+
+POLL_AFTER_REPLY = 100e-6  # seconds to spin for the next request before blocking
+
+
+def worker_main(
+    requests: Any,
+    replies: Any,
+    parent_pid: int,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+) -> None:
+    """Entry point of a worker process (``requests``/``replies`` are pipe connections)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    rfd, wfd = requests.fileno(), replies.fileno()
+    os.set_blocking(rfd, True)
+    os.set_blocking(wfd, True)
+    _start_watchdog(rfd, parent_pid)
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as exc:
+            _write(wfd, _wire.frame((_wire.INIT_FAILED, RemoteFailure.capture(exc))))
+            return
+    _write(wfd, _wire.frame((_wire.READY, os.getpid())))
+    _serve(rfd, wfd)
+
+
+def _start_watchdog(rfd: int, parent_pid: int) -> None:
+    """Exit the process when the parent dies, even while a call is running.
+
+    Watches the parent itself (a pidfd where the kernel has them, else a
+    liveness check every second) and the request pipe's hang-up. The pipe
+    alone is not enough: a child that the parent forks later inherits its
+    write end and keeps the pipe open after the parent is gone.
+    """
+    try:
+        pidfd: int | None = os.pidfd_open(parent_pid)
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):
+        pidfd = None
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(rfd, 0)  # only POLLHUP/POLLERR, never wakes for data
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)  # readable once the parent exited
+        while True:
+            events = poller.poll(None if pidfd is not None else 1000)
+            if events or not _alive(parent_pid):
+                os._exit(0)
+
+    threading.Thread(target=watch, name="cohort-parent-watchdog", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _serve(rfd: int, wfd: int) -> None:
+    reader = FrameReader()
+    poller = select.poll()
+    poller.register(rfd, select.POLLIN)
+    pending: list[bytes] = []
+    while True:
+        while not pending:
+            # Spin briefly for the next request: waking a sleeping process on
+            # the other core costs more than a whole small call.
+            deadline = time.perf_counter() + POLL_AFTER_REPLY
+            while not poller.poll(0) and time.perf_counter() < deadline:
+                os.sched_yield()
+            data = os.read(rfd, READ_SIZE)
+            if not data:
+                return  # parent closed the pipe: retire
+            pending = reader.feed(data)
+        reply = _handle(pending.pop(0))
+        if reply is None:
+            return  # asked to exit
+        _write(wfd, reply)
+
+
+def _handle(data: bytes) -> bytes | None:
+    try:
+        kind, fn, args = pickle.loads(data)
+    except BaseException as exc:
+        msg = f"the worker could not unpickle the request: {type(exc).__name__}: {exc}"
+        return _wire.frame((_wire.UNPICKLABLE, msg))
+    if kind == _wire.EXIT:
+        return None
+    fn = getattr(fn, "_cohort_cpu_target", fn)
+    if kind == _wire.CALL:
+        try:
+            reply: tuple[int, Any] = (_wire.OK, fn(*args))
+        except BaseException as exc:
+            reply = (_wire.FAIL, RemoteFailure.capture(exc))
+    else:
+        reply = (_wire.OK, _run_chunk(fn, args))
+    try:
+        return _wire.frame(reply)
+    except BaseException as exc:
+        msg = (
+            f"the result of {_wire.describe(fn)} could not be pickled in the worker: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        return _wire.frame((_wire.UNPICKLABLE, msg))
+
+
+def _run_chunk(
+    fn: Callable[..., object], items: Sequence[Any]
+) -> tuple[list[object], RemoteFailure | None, float]:
+    """Apply ``fn`` to each item; stop at the first failure (results so far are kept)."""
+    out: list[object] = []
+    failure = None
+    t0 = time.perf_counter()
+    try:
+        # extend() keeps the results obtained before an exception, in a C loop.
+        out.extend(map(fn, items))
+    except BaseException as exc:
+        failure = RemoteFailure.capture(exc)
+    return out, failure, time.perf_counter() - t0
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view[:READ_SIZE])
+        view = view[n:]
+
+
+__all__ = ["worker_main"]

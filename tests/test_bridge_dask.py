@@ -1,0 +1,98 @@
+"""DaskExecutor on a real LocalCluster (worker processes, scratch space in a temp dir)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import _bridge_funcs as f
+import cohort
+from _bridge_util import WorkerSignal, gone
+from cohort.bridge import DaskExecutor, Executor
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One LocalCluster for the module: 1 worker process, 1 thread, scratch in a temp dir."""
+    scratch = tmp_path_factory.mktemp("dask-scratch")
+    with distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        local_directory=str(scratch),
+        worker_class=distributed.Nanny,
+    ) as c:
+        yield c
+
+
+async def test_run_map_and_imap_on_the_cluster(cluster: Any) -> None:
+    async with DaskExecutor(cluster.scheduler_address) as dask:
+        assert isinstance(dask, Executor)
+        assert await dask.run(f.add, 2, 3) == 5
+        assert await dask.map(f.square, range(200)) == [x * x for x in range(200)]
+        assert sorted(await dask.map(f.square, range(50), ordered=False)) == [
+            x * x for x in range(50)
+        ]
+        got = [v async for v in dask.imap(f.square, iter(range(30)), chunksize=4)]
+        assert got == [x * x for x in range(30)]
+
+
+async def test_remote_exception_keeps_its_type(cluster: Any) -> None:
+    async with DaskExecutor(cluster.scheduler_address) as dask:
+        with pytest.raises(ValueError, match="boom"):
+            await dask.run(f.fail, "boom")
+        with pytest.raises(KeyError):
+            await dask.map(f.fail_at, range(20), chunksize=5)
+
+
+async def test_cancellation_cancels_the_dask_future(cluster: Any, tmp_path: Path) -> None:
+    sig = WorkerSignal(tmp_path, "running")
+    try:
+        async with DaskExecutor(cluster.scheduler_address, hard_stop=True) as dask:
+            task = asyncio.create_task(dask.run(f.mark_and_sleep, str(sig)))
+            pid = await sig.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The hard stop restarted the worker: the work stopped, the cluster keeps serving.
+            assert gone(pid)
+            assert await dask.run(f.add, 1, 1) == 2
+    finally:
+        sig.close()
+
+
+async def test_default_executor_can_be_the_cluster(cluster: Any) -> None:
+    async with DaskExecutor(cluster.scheduler_address) as dask:
+        cohort.set_default_executor(dask)
+        try:
+            assert await cohort.to_process(f.add, 20, 22) == 42
+        finally:
+            cohort.set_default_executor(None)
+
+
+async def test_closed_executor_refuses_calls(cluster: Any) -> None:
+    dask = DaskExecutor(cluster.scheduler_address)
+    async with dask:
+        pass
+    with pytest.raises(cohort.ClosedError):
+        await dask.run(f.add, 1, 1)
+    with pytest.raises(RuntimeError, match="has not started"):
+        _ = dask.client
+
+
+async def test_none_starts_and_closes_a_local_cluster(tmp_path: Path) -> None:
+    options = {"n_workers": 1, "threads_per_worker": 1, "local_directory": str(tmp_path)}
+    async with DaskExecutor(cluster_options=options) as dask:
+        assert await dask.run(f.square, 7) == 49
+        cluster = dask._cluster
+    assert cluster is not None
+    assert cluster.status.name == "closed"
