@@ -6,6 +6,7 @@ synchronisation primitives, a process bridge and a pipeline DSL.
 
 from __future__ import annotations
 
+from cohort._barrier import Barrier, BarrierStatistics
 from cohort._exceptions import (
     BrokenBarrierError,
     ClosedError,
@@ -17,8 +18,19 @@ from cohort._exceptions import (
     SerializationError,
     WorkerCrashedError,
 )
+from cohort._flags import EventFlags, EventFlagsStatistics
 from cohort._group import ChildStatus, Handle, Outcome, TaskGroup
+from cohort._helpers import ResultStream, as_completed, gather, hedge, map, quorum, race
+from cohort._latch import Latch, LatchStatistics
+from cohort._observe import (
+    GroupSnapshot,
+    TaskTree,
+    configure_logging,
+    enable_events,
+    task_tree,
+)
 from cohort._policies import Decision, FirstWins, Gather, JoinPolicy, Quorum, Settle
+from cohort._runtime import run
 from cohort._scopes import (
     CancelScope,
     current_deadline,
@@ -28,34 +40,67 @@ from cohort._scopes import (
     move_on_after,
     move_on_at,
 )
+from cohort.bridge import (
+    Executor,
+    PoolStatistics,
+    ProcessPool,
+    cpu,
+    set_default_executor,
+    to_process,
+)
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted() order (tests/test_public_api.py)
+    "Barrier",
+    "BarrierStatistics",
     "BrokenBarrierError",
     "CancelScope",
     "ChildStatus",
     "ClosedError",
     "CohortError",
     "Decision",
+    "EventFlags",
+    "EventFlagsStatistics",
+    "Executor",
     "FirstWins",
     "Gather",
+    "GroupSnapshot",
     "Handle",
     "JoinPolicy",
+    "Latch",
+    "LatchStatistics",
     "Outcome",
     "PipelineError",
     "PoolBrokenError",
+    "PoolStatistics",
+    "ProcessPool",
     "Quorum",
     "QuorumError",
     "RemoteError",
+    "ResultStream",
     "SerializationError",
     "Settle",
     "TaskGroup",
+    "TaskTree",
     "WorkerCrashedError",
+    "as_completed",
+    "configure_logging",
+    "cpu",
     "current_deadline",
     "current_time",
+    "enable_events",
     "fail_after",
     "fail_at",
+    "gather",
+    "hedge",
+    "map",
     "move_on_after",
     "move_on_at",
+    "quorum",
+    "race",
+    "run",
+    "set_default_executor",
+    "task_tree",
+    "to_process",
 ]
 
 for _name in __all__:
