@@ -49,7 +49,7 @@ from cohort.bridge import (
     to_process,
 )
 
-__all__ = [  # noqa: RUF022 - plain sorted() order (tests/test_public_api.py)
+__all__ = [
     "Barrier",
     "BarrierStatistics",
     "BrokenBarrierError",
