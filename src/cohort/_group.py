@@ -452,6 +452,15 @@ class TaskGroup:
             self._spawned += 1
         if self._limit is not None and self._running >= self._limit:
             self._queue.append(handle)
+        elif timeout is None and not EVENTS.on:
+            # _launch() inlined for the common case (no child timeout, events off).
+            loop = self._loop
+            handle._status = _RUNNING
+            handle._started = loop.time()
+            task = loop.create_task(coro, name=name)
+            handle._task = task
+            self._running += 1
+            task.add_done_callback(handle._on_done)
         else:
             self._launch(handle)
         if critical and self._on_spawn_hook is not None:
