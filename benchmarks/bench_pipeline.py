@@ -1,0 +1,346 @@
+"""Pipeline throughput, memory and task counts (cohort.pipeline).
+
+* Throughput: a 3-stage async pipeline (trivial ``async def`` stages), 4
+  workers per stage, over N items (100k; quick 10k): a hand-written
+  per-item ``asyncio.Queue`` pipeline (the baseline: 4 long-lived workers
+  per stage, queues of 8), cohort with defaults (ordered, buffer = 2 x
+  workers), cohort with ``buffer=64``, cohort unordered, pypeln
+  (``pl.task.map``), aiostream (``pipe.map(task_limit=4)``) and pyper
+  (``task(workers=4)``), same run, interleaved rounds. The slow peers run in
+  their own (fewer) rounds, against the same baseline. Then the asyncio
+  cases again on uvloop.
+* Mixed async + cpu: async -> cpu (about 0.3 ms of Python per item, 2
+  processes) -> async, against the same pipeline hand-written with
+  ``asyncio.Queue`` and ``loop.run_in_executor(ProcessPoolExecutor)``.
+* Memory: peak RSS of a fresh process running the 3-stage pipeline (no
+  outputs kept) over 100k and 1M items (quick: 10k and 100k), and the
+  tracemalloc peak in that run.
+* Tasks: the most tasks alive during a run, for 1k and 100k items.
+
+Targets (issue 6): >= 1.5x the hand-written pipeline's throughput (>= 10x
+pypeln and aiostream) with ordering and per-item error handling on; flat
+peak memory from 100k to 1M items; a bounded number of tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import cohort
+from benchmarks._harness import CaseResult, compare, table, versions
+
+_Factory = Callable[[], asyncio.AbstractEventLoop]
+_STOP = object()
+
+
+async def f1(x: int) -> int:
+    return x + 1
+
+
+async def f2(x: int) -> int:
+    return x * 2
+
+
+async def f3(x: int) -> int:
+    return x - 1
+
+
+def cpu_work(x: int) -> int:
+    """About 0.3 ms of pure Python."""
+    total = 0
+    for i in range(3000):
+        total += (i * x) % 7
+    return total
+
+
+# -- the hand-written baseline ------------------------------------------------------------
+
+
+async def _hand_stage(
+    fn: Callable[[Any], Coroutine[Any, Any, Any]],
+    qin: asyncio.Queue[Any],
+    qout: asyncio.Queue[Any] | None,
+    out: list[Any],
+    workers: int,
+) -> None:
+    async def worker() -> None:
+        while (x := await qin.get()) is not _STOP:
+            y = await fn(x)
+            if qout is None:
+                out.append(y)
+            else:
+                await qout.put(y)
+
+    async with asyncio.TaskGroup() as g:
+        for _ in range(workers):
+            g.create_task(worker())
+    if qout is not None:
+        for _ in range(workers):
+            await qout.put(_STOP)
+
+
+async def hand_written(n: int, fns: list[Callable[[Any], Coroutine[Any, Any, Any]]]) -> int:
+    queues: list[asyncio.Queue[Any]] = [asyncio.Queue(8) for _ in fns]
+    out: list[Any] = []
+
+    async def source() -> None:
+        for i in range(n):
+            await queues[0].put(i)
+        for _ in range(4):
+            await queues[0].put(_STOP)
+
+    async with asyncio.TaskGroup() as g:
+        g.create_task(source())
+        for i, fn in enumerate(fns):
+            nxt = queues[i + 1] if i + 1 < len(fns) else None
+            g.create_task(_hand_stage(fn, queues[i], nxt, out, 4))
+    return len(out)
+
+
+# -- cohort and the peers -------------------------------------------------------------------
+
+
+def cohort_pipe(**options: Any) -> cohort.Pipeline[Any]:
+    return (
+        cohort.stage(workers=4, **options)(f1)
+        | cohort.stage(workers=4, **options)(f2)
+        | cohort.stage(workers=4, **options)(f3)
+    )
+
+
+async def run_cohort(n: int, pipe: cohort.Pipeline[Any]) -> int:
+    report = await pipe.run(range(n))
+    assert report.outputs is not None
+    return len(report.outputs)
+
+
+async def run_pypeln(n: int) -> int:
+    import pypeln as pl
+
+    out = await (
+        range(n)
+        | pl.task.map(f1, workers=4)
+        | pl.task.map(f2, workers=4)
+        | pl.task.map(f3, workers=4)
+    )
+    return len(list(out))
+
+
+async def run_aiostream(n: int) -> int:
+    from aiostream import pipe, stream
+
+    xs = (
+        stream.iterate(range(n))
+        | pipe.map(f1, task_limit=4)
+        | pipe.map(f2, task_limit=4)
+        | pipe.map(f3, task_limit=4)
+    )
+    return len(await stream.list(xs))
+
+
+async def _numbers(n: int) -> Any:
+    for i in range(n):
+        yield i
+
+
+async def run_pyper(n: int) -> int:
+    from pyper import task
+
+    p = task(_numbers, branch=True) | task(f1, workers=4) | task(f2, workers=4)
+    p = p | task(f3, workers=4)
+    return len([x async for x in p(n)])
+
+
+def _loops() -> list[tuple[str, _Factory]]:
+    loops: list[tuple[str, _Factory]] = [("asyncio", asyncio.new_event_loop)]
+    try:
+        import uvloop
+    except ImportError:
+        return loops
+    loops.append(("uvloop", uvloop.new_event_loop))
+    return loops
+
+
+def _case(
+    factory: _Factory, fn: Callable[..., Coroutine[Any, Any, int]], *args: Any
+) -> Callable[[], object]:
+    def run() -> object:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(fn(*args))
+
+    return run
+
+
+def _throughput(results: list[CaseResult], n: int) -> str:
+    lines = ["", "| case | items/s (median) |", "|---|---|"]
+    for r in results:
+        lines.append(f"| {r.name} | {1 / r.median:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def throughput(quick: bool) -> str:
+    n = 10_000 if quick else 100_000
+    fns = [f1, f2, f3]
+    out = []
+    for loop_name, factory in _loops():
+        fast = [
+            ("hand-written asyncio.Queue", _case(factory, hand_written, n, fns)),
+            ("cohort (defaults: ordered)", _case(factory, run_cohort, n, cohort_pipe())),
+            ("cohort (ordered, buffer=64)", _case(factory, run_cohort, n, cohort_pipe(buffer=64))),
+            ("cohort (unordered)", _case(factory, run_cohort, n, cohort_pipe(ordered=False))),
+        ]
+        results = compare(fast, rounds=3 if quick else 5, per=n)
+        out.append(
+            table(f"3 async stages x 4 workers, {n:,} items, {loop_name}", results, "per item")
+        )
+        out.append(_throughput(results, n))
+        if loop_name != "asyncio":
+            continue
+        slow = [
+            fast[0],
+            fast[1],
+            ("pypeln pl.task", _case(factory, run_pypeln, n)),
+            ("aiostream pipe.map", _case(factory, run_aiostream, n)),
+            ("pyper", _case(factory, run_pyper, n)),
+        ]
+        results = compare(slow, rounds=2, per=n)
+        out.append(table(f"against the peers, {n:,} items, {loop_name}", results, "per item"))
+        out.append(_throughput(results, n))
+    return "\n".join(out)
+
+
+# -- mixed async + cpu ----------------------------------------------------------------------
+
+
+async def mixed_cohort(n: int) -> int:
+    async with cohort.ProcessPool(2) as pool:
+        pipe = (
+            cohort.stage(workers=4)(f1)
+            | cohort.stage(workers=4, executor=pool)(cpu_work)
+            | cohort.stage(workers=4)(f3)
+        )
+        return await run_cohort(n, pipe)
+
+
+async def mixed_hand(n: int) -> int:
+    loop = asyncio.get_running_loop()
+    with concurrent.futures.ProcessPoolExecutor(2) as ppe:
+
+        async def in_process(x: int) -> int:
+            return await loop.run_in_executor(ppe, cpu_work, x)
+
+        return await hand_written(n, [f1, in_process, f3])
+
+
+def mixed(quick: bool) -> str:
+    n = 500 if quick else 3000
+    factory = asyncio.new_event_loop
+    cases = [
+        ("asyncio.Queue + ProcessPoolExecutor", _case(factory, mixed_hand, n)),
+        ("cohort cpu stage (ProcessPool)", _case(factory, mixed_cohort, n)),
+    ]
+    results = compare(cases, rounds=2 if quick else 3, per=n)
+    title = f"async -> cpu (2 processes) -> async, {n:,} items, pool start included"
+    return table(title, results, "per item")
+
+
+# -- memory and tasks -----------------------------------------------------------------------
+
+_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, resource, sys, tracemalloc
+    sys.path.insert(0, {root!r})
+    from benchmarks.bench_pipeline import cohort_pipe
+    n, trace = int(sys.argv[1]), sys.argv[2] == "1"
+    if trace:
+        tracemalloc.start()
+    report = asyncio.run(cohort_pipe().run(iter(range(n)), collect=False))
+    assert report.succeeded == n
+    peak = tracemalloc.get_traced_memory()[1] if trace else 0
+    try:  # this process's own peak (ru_maxrss may include the parent's, from before exec)
+        with open("/proc/self/status") as status:
+            hwm = next(line for line in status if line.startswith("VmHWM:"))
+        rss = int(hwm.split()[1])
+    except OSError:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(rss, peak)
+    """
+)
+
+
+def _measure(n: int, trace: bool) -> tuple[int, int]:
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = _MEMORY_SCRIPT.format(root=root)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(n), "1" if trace else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rss, peak = done.stdout.split()
+    return int(rss), int(peak)
+
+
+def memory(quick: bool) -> str:
+    sizes = [10_000, 100_000] if quick else [100_000, 1_000_000]
+    lines = [
+        "## Memory: 3 stages x 4 workers, outputs not kept, fresh process each",
+        "",
+        "| items | peak RSS | tracemalloc peak |",
+        "|---|---|---|",
+    ]
+    for n in sizes:
+        rss = _measure(n, False)[0]
+        _, peak = _measure(n, True)
+        lines.append(f"| {n:,} | {rss / 1024:.1f} MiB | {peak / 1024:.1f} KiB |")
+    return "\n".join(lines) + "\n"
+
+
+async def _max_tasks(n: int) -> int:
+    peak = 0
+
+    @cohort.stage(workers=4)
+    async def probe(x: int) -> int:
+        nonlocal peak
+        if x % 97 == 0:
+            peak = max(peak, len(asyncio.all_tasks()))
+        return x
+
+    await (probe | probe.with_options(name="probe2") | probe.with_options(name="probe3")).run(
+        range(n), collect=False
+    )
+    return peak
+
+
+def tasks() -> str:
+    lines = ["## Tasks alive during a run (3 stages x 4 workers)", "", "| items | most tasks |"]
+    lines.append("|---|---|")
+    for n in (1_000, 100_000):
+        lines.append(f"| {n:,} | {asyncio.run(_max_tasks(n))} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(quick: bool) -> str:
+    parts = [
+        "# Pipelines",
+        "",
+        versions("pypeln", "aiostream", "python-pyper", "uvloop"),
+        "",
+        throughput(quick),
+        mixed(quick),
+        memory(quick),
+        tasks(),
+    ]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(main("--quick" in sys.argv))

@@ -1,0 +1,47 @@
+"""cohort.pipeline: the pipeline DSL (``@cohort.stage``, ``|``, ``cohort.fork``).
+
+Stages are functions with options; ``a | b | c`` composes them into an
+immutable ``Pipeline`` run by long-lived workers per stage connected by
+bounded queues, all inside one task group. Every item read from the source
+ends exactly once as output(s), dropped, done, failed or cancelled, and the
+``Report`` says which. The names are re-exported from ``cohort``.
+
+Example::
+
+    @cohort.stage(workers=32, timeout=2.0, retry=cohort.Retry(attempts=3, backoff=0.05))
+    async def fetch(url: str) -> bytes: ...
+
+    @cohort.stage(cpu=True, workers=2)
+    def parse(raw: bytes) -> Doc: ...
+
+    report = await (fetch | parse).run(urls)
+"""
+
+from __future__ import annotations
+
+from cohort.pipeline._fork import fork
+from cohort.pipeline._pipeline import Pipeline, PipelineStream
+from cohort.pipeline._report import ErrorRecord, Report, StageStats
+from cohort.pipeline._retry import DROP, Many, Retry
+from cohort.pipeline._stage import Stage, StageOptions, stage
+
+__all__ = [
+    "DROP",
+    "ErrorRecord",
+    "Many",
+    "Pipeline",
+    "PipelineStream",
+    "Report",
+    "Retry",
+    "Stage",
+    "StageOptions",
+    "StageStats",
+    "fork",
+    "stage",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("cohort.pipeline."):
+        _obj.__module__ = "cohort.pipeline"
+del _name, _obj

@@ -1,0 +1,582 @@
+"""The engine: long-lived workers per stage, bounded channels, one task group.
+
+No task per item. A feeder reads the source in chunks into the first stage's
+channel; each stage's workers take chunks (sharing what is queued between the
+idle workers, up to ``CHUNK`` items), call the stage function item by item,
+and put their outputs into the next channel. An ordered stage releases
+finished chunks in sequence through a reorder window bounded by its
+``window`` option: a worker does not take items beyond it.
+
+Accounting: each source item has an index; every item ends exactly once
+(``settle``) as output, dropped, done or failed; what never ended is
+cancelled. An item that a stage fanned out (``Many``) ends when all its
+descendants have ended: failed if one failed (at once), else output if one
+was output, else done, else dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import reprlib
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cohort._exceptions import PipelineError
+from cohort._group import TaskGroup
+from cohort._observe import EVENTS
+from cohort.pipeline._channel import Channel
+from cohort.pipeline._report import ErrorRecord, LatencySampler, Report, StageStats
+from cohort.pipeline._retry import DROP, ItemFailed, Many, call_with_policy
+
+if TYPE_CHECKING:
+    from cohort.pipeline._stage import Stage
+
+CHUNK = 64  # most items a worker takes at once
+FAST = 50e-6  # mean seconds per call under which a stage's workers stop sharing chunks out
+OUTPUT, DROPPED, DONE, FAILED = 0, 1, 2, 3
+_MIN_RATE_SAMPLE = 10  # items a stage must have seen before max_error_rate is judged mid-run
+_reprer = reprlib.Repr()
+_reprer.maxstring = _reprer.maxother = 60
+_repr = _reprer.repr
+
+
+class _Collector:
+    """The last stage's output when running with ``run()``: outputs are settled at once."""
+
+    __slots__ = ("engine", "outputs")
+
+    def __init__(self, engine: Engine, collect: bool) -> None:
+        self.engine = engine
+        self.outputs: list[Any] | None = [] if collect else None
+
+    async def put(self, idxs: list[int], vals: list[Any]) -> None:
+        if self.outputs is not None:
+            self.outputs.extend(vals)
+        self.engine.settle_outputs(idxs)
+
+    def close(self, error: BaseException | None = None) -> None:
+        pass
+
+
+class Engine:
+    """One run of a pipeline: the counters, the channels and the stages' workers."""
+
+    def __init__(self, stages: Sequence[Stage[Any, Any]], *, collect: bool, stream: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.read = 0
+        self.counts = [0, 0, 0, 0]  # OUTPUT, DROPPED, DONE, FAILED
+        self.fanout: dict[int, list[int]] = {}  # index -> [live, fates bitmask, settled]
+        self.errors: list[ErrorRecord] = []
+        self.fatal: BaseException | None = None
+        self.started = loop.time()
+        self.ended: float | None = None
+        self.collector: _Collector | None = None
+        labels = _labels(stages)
+        first = Channel(stages[0].options.capacity, loop)
+        self.source_channel = first
+        self.runs: list[StageRun] = []
+        inp = first
+        for i, st in enumerate(stages):
+            out: Channel | _Collector
+            if i + 1 < len(stages):
+                out = Channel(stages[i + 1].options.capacity, loop)
+            elif stream:
+                out = Channel(max(CHUNK, st.options.capacity), loop)
+            else:
+                out = self.collector = _Collector(self, collect)
+            self.runs.append(StageRun(self, st, labels[i], inp, out))
+            if isinstance(out, Channel):
+                inp = out
+        self.output_channel = inp if stream else None
+
+    # -- accounting ----------------------------------------------------------------
+
+    def settle_outputs(self, idxs: list[int]) -> None:
+        if not self.fanout:
+            self.counts[OUTPUT] += len(idxs)
+            return
+        for i in idxs:
+            self.settle(i, OUTPUT)
+
+    def settle(self, index: int, fate: int) -> None:
+        fan = self.fanout.get(index)
+        if fan is None:
+            self.counts[fate] += 1
+            return
+        fan[0] -= 1
+        fan[1] |= 1 << fate
+        if fate == FAILED and not fan[2]:
+            fan[2] = 1
+            self.counts[FAILED] += 1
+        if fan[0] == 0:
+            del self.fanout[index]
+            if not fan[2]:
+                fates = fan[1]
+                for f in (OUTPUT, DONE, DROPPED):
+                    if fates & (1 << f):
+                        self.counts[f] += 1
+                        break
+
+    def fan(self, index: int, n: int) -> None:
+        """Item ``index`` became ``n`` (> 1) items."""
+        fan = self.fanout.get(index)
+        if fan is None:
+            self.fanout[index] = [n, 0, 0]
+        else:
+            fan[0] += n - 1
+
+    # -- running ---------------------------------------------------------------------
+
+    async def execute(
+        self, source: Any, progress: Callable[[Engine], Awaitable[None]] | None
+    ) -> None:
+        """Run to the end; raise the fatal error (bare) if the run failed."""
+        if EVENTS.on:
+            EVENTS.log.info("pipeline.started", stages=[r.name for r in self.runs])
+        fatal: BaseException | None = None
+        try:
+            async with TaskGroup(name="pipeline") as g:
+                g.spawn(self.feed, source, name="pipeline-source")
+                for run in self.runs:
+                    for w in range(run.options.workers):
+                        g.spawn(run.worker, name=f"pipeline-{run.name}-{w}")
+                if progress is not None:
+                    g.spawn(progress, self, name="pipeline-progress", critical=False)
+        except BaseExceptionGroup:
+            if self.fatal is None:
+                raise
+            fatal = self.fatal
+        finally:
+            self.ended = self.loop.time()
+        if fatal is None:
+            fatal = self.fatal = self._judge_rates()
+        if EVENTS.on:
+            EVENTS.log.info("pipeline.finished", ok=fatal is None, **self._summary())
+        if fatal is not None:
+            raise fatal
+
+    async def feed(self, source: Any) -> None:
+        first = self.source_channel
+        try:
+            if isinstance(source, AsyncIterable):
+                await self._feed_async(source, first)
+            else:
+                it = iter(source)
+                while vals := list(itertools.islice(it, CHUNK)):
+                    start = self.read
+                    self.read = start + len(vals)
+                    await first.put(list(range(start, self.read)), vals)
+        except Exception as exc:
+            if self.fatal is None:
+                self.fatal = exc
+            raise
+        first.close()
+
+    async def _feed_async(self, source: AsyncIterable[Any], first: Channel) -> None:
+        idxs: list[int] = []
+        vals: list[Any] = []
+        async for value in source:
+            idxs.append(self.read)
+            vals.append(value)
+            self.read += 1
+            # Hand items over at once while the first stage has room (it may be
+            # idle); accumulate a chunk while it is busy.
+            if len(idxs) >= CHUNK or first.size < first.capacity:
+                await first.put(idxs, vals)
+                idxs, vals = [], []
+        if idxs:
+            await first.put(idxs, vals)
+
+    def fail_fast(self, error: BaseException) -> BaseException:
+        if self.fatal is None:
+            self.fatal = error
+        return error
+
+    def _judge_rates(self) -> BaseException | None:
+        for run in self.runs:
+            error = run.rate_exceeded(final=True)
+            if error is not None:
+                return error
+        return None
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def _summary(self) -> dict[str, int]:
+        out, dropped, done, failed = self.counts
+        cancelled = self.read - out - dropped - done - failed
+        return {
+            "read": self.read,
+            "succeeded": out,
+            "dropped": dropped,
+            "done": done,
+            "failed": failed,
+            "cancelled": cancelled,
+        }
+
+    def report(self, outputs: list[Any] | None = None) -> Report[Any]:
+        if self.collector is not None:
+            outputs = self.collector.outputs
+        end = self.ended if self.ended is not None else self.loop.time()
+        s = self._summary()
+        return Report(
+            outputs=outputs,
+            errors=list(self.errors),
+            read=s["read"],
+            succeeded=s["succeeded"],
+            dropped=s["dropped"],
+            done=s["done"],
+            failed=s["failed"],
+            cancelled=s["cancelled"],
+            stages=tuple(run.stats() for run in self.runs),
+            elapsed=end - self.started,
+        )
+
+
+def _labels(stages: Sequence[Stage[Any, Any]]) -> list[str]:
+    """Stage names for reports: a name used twice gets ``#2``, ``#3``..."""
+    seen: dict[str, int] = {}
+    labels = []
+    for st in stages:
+        n = seen[st.name] = seen.get(st.name, 0) + 1
+        labels.append(st.name if n == 1 else f"{st.name}#{n}")
+    return labels
+
+
+class StageRun:
+    """One stage inside one run: its workers, reorder window and statistics."""
+
+    def __init__(
+        self, engine: Engine, stage: Stage[Any, Any], name: str, inp: Channel, out: Any
+    ) -> None:
+        opts = stage.options
+        self.engine = engine
+        self.options = opts
+        self.name = name
+        self.inp = inp
+        self.out: Channel | _Collector = out
+        self.call = stage.engine_call()
+        self.slow = opts.timeout is not None or opts.retry is not None
+        self.window = opts.window if opts.ordered else 0
+        self.limit = opts.batch or CHUNK
+        self.next_release = 0
+        self.pending: dict[int, tuple[int, list[int], list[Any]]] = {}
+        self.releasing = False
+        self.window_waiters: list[asyncio.Future[None]] = []
+        self.alive = opts.workers
+        self.active = 0  # workers calling the function (the others share what is queued)
+        self.items_in = self.items_out = self.failed = self.retried = self.dropped = 0
+        self.processed = 0  # items whose call finished (in flight: items_in - processed)
+        self.busy = 0.0
+        self.sampler = LatencySampler()
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def worker(self) -> None:
+        process = self.process_batch if self.options.batch else self.process_items
+        if EVENTS.on and self.alive == self.options.workers:
+            EVENTS.log.debug("pipeline.stage.started", stage=self.name)
+        while (got := await self.take()) is not None:
+            seq, idxs, vals = got
+            self.items_in += len(idxs)
+            self.active += 1
+            oi, ov = await process(idxs, vals)
+            self.processed += len(idxs)
+            self.active -= 1
+            await self.emit(seq, len(idxs), oi, ov)
+        self.alive -= 1
+        if not self.alive:
+            self.out.close()
+            if EVENTS.on:
+                EVENTS.log.info("pipeline.stage.finished", **self._stats_fields())
+
+    async def take(self) -> tuple[int, list[int], list[Any]] | None:
+        inp = self.inp
+        batch = self.options.batch
+        deadline: float | None = None
+        while True:
+            room = self.limit
+            if self.window:
+                room = min(room, self.next_release + self.window - inp.head_seq)
+                if room < (batch or 1):
+                    await self._wait_window()
+                    continue
+            size = inp.size
+            if not size:
+                if self.window_waiters:
+                    self._wake_one()  # not using the room: pass the wake-up on
+                if inp.closed:
+                    return None
+                await inp.wait_readable()
+                continue
+            if batch is None:
+                n = min(room, size) if self._fast() else 1
+                if self.window_waiters and n < room and n < size:
+                    self._wake_one()
+                return inp.take_now(n)
+            if size < room and not inp.closed:
+                timeout = self.options.batch_timeout
+                if self.window_waiters:
+                    self._wake_one()
+                if timeout is None:
+                    await inp.wait_readable()
+                    continue
+                if deadline is None:
+                    deadline = self.engine.loop.time() + timeout
+                if self.engine.loop.time() < deadline:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            await inp.wait_readable()
+                    except TimeoutError:
+                        pass
+                    continue
+            return inp.take_now(min(room, size))
+
+    def _fast(self) -> bool:
+        """True once this stage's calls are known to be quick (mean under ``FAST``).
+
+        Quick calls barely wait, so one worker taking all that is queued (up to
+        ``CHUNK``) beats sharing it out: fewer, larger chunks. Slower calls are
+        taken one at a time, so that every idle worker gets one and they all
+        run concurrently (and a small input spreads over all workers).
+        """
+        processed = self.processed
+        return processed >= CHUNK and self.busy < FAST * processed
+
+    async def _wait_window(self) -> None:
+        fut = self.engine.loop.create_future()
+        self.window_waiters.append(fut)
+        await fut
+
+    def _wake_one(self) -> None:
+        # One at a time: the woken worker wakes the next if room is left after
+        # its take, so a release does not wake workers that would find none.
+        waiters = self.window_waiters
+        while waiters:
+            fut = waiters.pop(0)
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    async def emit(self, seq: int, k: int, oi: list[int], ov: list[Any]) -> None:
+        if not self.window:
+            if oi:
+                await self.out.put(oi, ov)
+            return
+        pending = self.pending
+        pending[seq] = (k, oi, ov)
+        if self.releasing:
+            return  # the releasing worker picks this chunk up when its turn comes
+        self.releasing = True
+        try:
+            while (entry := pending.pop(self.next_release, None)) is not None:
+                k, oi, ov = entry
+                if oi:
+                    await self.out.put(oi, ov)
+                self.next_release += k
+                if self.window_waiters:
+                    self._wake_one()
+        finally:
+            self.releasing = False
+
+    # -- calling the stage function ------------------------------------------------------
+
+    def _on_retry(self, exc: Exception, attempt: int) -> None:
+        self.retried += 1
+        if EVENTS.on:
+            EVENTS.log.info(
+                "pipeline.item.retried", stage=self.name, attempt=attempt, error=repr(exc)
+            )
+
+    async def _call(self, value: Any) -> Any:
+        opts = self.options
+        return await call_with_policy(self.call, value, opts.timeout, opts.retry, self._on_retry)
+
+    async def process_items(self, idxs: list[int], vals: list[Any]) -> tuple[list[int], list[Any]]:
+        call = self._call if self.slow else self.call
+        clock = self.engine.loop.time
+        oi: list[int] = []
+        ov: list[Any] = []
+        # One clock reading per chunk for busy time; the latency sample is the
+        # chunk's first item (chunks of slow stages are small, so most are sampled).
+        start = clock()
+        sampled = False
+        for i, x in zip(idxs, vals, strict=True):
+            try:
+                y = await call(x)
+            except Exception as exc:
+                sampled = True
+                await self.fail([i], [x], exc)
+                continue
+            if not sampled:
+                sampled = True
+                self.sampler.add(clock() - start)
+            if y is DROP:
+                self.drop(i)
+            elif type(y) is Many:
+                self.many(i, y, oi, ov)
+            else:
+                oi.append(i)
+                ov.append(y)
+        self.busy += clock() - start
+        self.items_out += len(ov)
+        return oi, ov
+
+    async def process_batch(self, idxs: list[int], vals: list[Any]) -> tuple[list[int], list[Any]]:
+        clock = self.engine.loop.time
+        t0 = clock()
+        try:
+            result = await (self._call(vals) if self.slow else self.call(vals))
+            self._check_batch_result(vals, result)
+        except Exception as exc:
+            self.busy += clock() - t0
+            await self.fail(idxs, vals, exc)
+            return [], []
+        t = clock() - t0
+        self.busy += t
+        self.sampler.add(t)
+        if result is None:
+            for i in idxs:
+                self.engine.settle(i, DONE)
+            return [], []
+        oi: list[int] = []
+        ov: list[Any] = []
+        for i, y in zip(idxs, result, strict=True):
+            if y is DROP:
+                self.drop(i)
+            elif type(y) is Many:
+                self.many(i, y, oi, ov)
+            else:
+                oi.append(i)
+                ov.append(y)
+        self.items_out += len(ov)
+        return oi, ov
+
+    def _check_batch_result(self, vals: list[Any], result: Any) -> None:
+        if result is not None and (not isinstance(result, list) or len(result) != len(vals)):
+            raise TypeError(
+                f"batch stage {self.name!r} got {len(vals)} items and returned "
+                f"{_repr(result)}: return a list of the same length (an output or "
+                "cohort.DROP per item) or None"
+            )
+
+    def drop(self, index: int) -> None:
+        self.dropped += 1
+        self.engine.settle(index, DROPPED)
+        if EVENTS.on:
+            EVENTS.log.debug("pipeline.item.dropped", stage=self.name, index=index)
+
+    def many(self, index: int, many: Many[Any], oi: list[int], ov: list[Any]) -> None:
+        values = many.values
+        if not values:
+            self.drop(index)
+            return
+        if len(values) > 1:
+            self.engine.fan(index, len(values))
+        oi.extend([index] * len(values))
+        ov.extend(values)
+
+    async def fail(self, idxs: list[int], vals: list[Any], exc: Exception) -> None:
+        """Record the failure of these items, then apply the stage's error policy."""
+        attempts = 1
+        if isinstance(exc, ItemFailed):
+            attempts = exc.attempts
+            exc = exc.exc
+        engine = self.engine
+        for i, x in zip(idxs, vals, strict=True):
+            self.failed += 1
+            engine.errors.append(ErrorRecord(x, i, self.name, exc, attempts))
+            engine.settle(i, FAILED)
+            if EVENTS.on:
+                EVENTS.log.warning(
+                    "pipeline.item.failed", stage=self.name, index=i, error=repr(exc)
+                )
+        on_error = self.options.on_error
+        if on_error == "raise":
+            error = PipelineError(
+                f"stage {self.name!r} failed on item {idxs[0]} ({_repr(vals[0])}): "
+                f"{type(exc).__name__}: {exc}",
+                stage=self.name,
+                item=vals[0],
+                index=idxs[0],
+            )
+            raise engine.fail_fast(error) from exc
+        if callable(on_error):
+            for i, x in zip(idxs, vals, strict=True):
+                await self._dead_letter(on_error, i, x, exc)
+        too_many = self.rate_exceeded(final=False)
+        if too_many is not None:
+            raise engine.fail_fast(too_many) from exc
+
+    async def _dead_letter(
+        self, sink: Callable[[Any, BaseException], Any], index: int, item: Any, exc: Exception
+    ) -> None:
+        try:
+            result = sink(item, exc)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as sink_error:
+            error = PipelineError(
+                f"the dead-letter sink of stage {self.name!r} failed on item {index}: "
+                f"{type(sink_error).__name__}: {sink_error}",
+                stage=self.name,
+                item=item,
+                index=index,
+            )
+            raise self.engine.fail_fast(error) from sink_error
+
+    def rate_exceeded(self, *, final: bool) -> PipelineError | None:
+        opts = self.options
+        if opts.max_errors is not None and self.failed > opts.max_errors:
+            reason = f"{self.failed} errors, more than max_errors={opts.max_errors}"
+        elif (
+            opts.max_error_rate is not None
+            and self.items_in
+            and (final or self.items_in >= _MIN_RATE_SAMPLE)
+            and self.failed / self.items_in > opts.max_error_rate
+        ):
+            reason = (
+                f"{self.failed} errors in {self.items_in} items, more than "
+                f"max_error_rate={opts.max_error_rate}"
+            )
+        else:
+            return None
+        last = self.engine.errors[-1] if self.engine.errors else None
+        error = PipelineError(
+            f"stage {self.name!r} failed: {reason}",
+            stage=self.name,
+            item=last.item if last else None,
+            index=last.index if last else None,
+        )
+        if last is not None:
+            error.__cause__ = last.exception
+        return error
+
+    # -- statistics ----------------------------------------------------------------------
+
+    def stats(self) -> StageStats:
+        return StageStats(
+            name=self.name,
+            workers=self.options.workers,
+            items_in=self.items_in,
+            items_out=self.items_out,
+            failed=self.failed,
+            retried=self.retried,
+            dropped=self.dropped,
+            latency_p50=self.sampler.quantile(0.5),
+            latency_p99=self.sampler.quantile(0.99),
+            busy=self.busy,
+        )
+
+    def _stats_fields(self) -> dict[str, Any]:
+        s = self.stats()
+        return {
+            "stage": s.name,
+            "items_in": s.items_in,
+            "items_out": s.items_out,
+            "failed": s.failed,
+            "retried": s.retried,
+            "dropped": s.dropped,
+        }

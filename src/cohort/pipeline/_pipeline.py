@@ -1,0 +1,211 @@
+"""``Pipeline``: stages composed with ``|``, run to a ``Report`` or streamed.
+
+Pipelines are immutable values: ``a | b`` builds a new one, and the same
+pipeline may run many times, concurrently, on any event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import reprlib
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from cohort.pipeline._report import Report
+
+if TYPE_CHECKING:
+    from cohort.pipeline._engine import Engine
+    from cohort.pipeline._stage import Stage
+
+__all__ = ["Pipeline", "PipelineStream"]
+
+R = TypeVar("R")
+R2 = TypeVar("R2")
+
+
+class Pipeline(Generic[R]):
+    """Stages run one after the other, each by its own long-lived workers.
+
+    Build with ``|`` from stages (``fetch | parse | store``); compose further
+    (``pipe | more``) and reuse freely.
+
+    Example::
+
+        report = await (fetch | parse | store).run(urls, progress=True)
+        async with (fetch | parse).stream(urls) as docs:
+            async for doc in docs:
+                ...
+    """
+
+    __slots__ = ("_stages",)
+    _stages: tuple[Stage[Any, Any], ...]
+
+    def __init__(self, stages: Iterable[Stage[Any, Any]]) -> None:
+        stages = tuple(stages)
+        if not stages:
+            raise ValueError("a Pipeline needs at least one stage")
+        object.__setattr__(self, "_stages", stages)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{self!r} is immutable; compose a new one with |")
+
+    @property
+    def stages(self) -> tuple[Stage[Any, Any], ...]:
+        return self._stages
+
+    def __repr__(self) -> str:
+        return f"<cohort.Pipeline {' | '.join(s.name for s in self._stages)}>"
+
+    def __or__(self, other: Pipeline[R2]) -> Pipeline[R2]:
+        if not isinstance(other, Pipeline):
+            return NotImplemented
+        return Pipeline((*self._stages, *other._stages))
+
+    def __ror__(self, other: object) -> Pipeline[R]:
+        # `plain_function | stage`: say what to do instead of a bare TypeError.
+        raise TypeError(
+            f"cannot compose {other!r} with {self!r}: decorate it with @cohort.stage first"
+        )
+
+    async def run(
+        self,
+        source: Iterable[Any] | AsyncIterable[Any],
+        *,
+        collect: bool = True,
+        progress: bool = False,
+    ) -> Report[R]:
+        """Run every item of ``source`` through the pipeline and report.
+
+        Args:
+            source: a sync or async iterable, consumed lazily.
+            collect: keep the outputs in ``report.outputs`` (``False`` for a run
+                whose last stage is a sink, or to keep memory flat).
+            progress: show live per-stage progress (a terminal display, or a
+                periodic log line on stderr when not on a terminal).
+
+        Raises:
+            cohort.PipelineError: a stage failed under ``on_error="raise"``, or
+                ``max_errors``/``max_error_rate`` was exceeded (the stage's
+                exception is the ``__cause__``).
+            Exception: what the source raised, unchanged.
+        """
+        from cohort.pipeline._engine import Engine
+        from cohort.pipeline._progress import progress_task
+
+        check_source(source, self)
+        engine = Engine(self._stages, collect=collect, stream=False)
+        await engine.execute(source, progress_task() if progress else None)
+        return engine.report()
+
+    def stream(
+        self, source: Iterable[Any] | AsyncIterable[Any], *, progress: bool = False
+    ) -> PipelineStream[R]:
+        """An async context manager giving the outputs as an async iterator.
+
+        The pipeline runs while the block runs; leaving the block stops it
+        (items not yet delivered count as cancelled). ``.report`` is filled
+        when the block ends. A fail-fast error raises from the iteration.
+
+        Example::
+
+            async with pipe.stream(urls) as docs:
+                async for doc in docs:
+                    index(doc)
+        """
+        check_source(source, self)
+        return PipelineStream(self, source, progress)
+
+
+class PipelineStream(Generic[R]):
+    """The ``async with pipe.stream(source) as outputs`` context and its iterator."""
+
+    def __init__(
+        self, pipe: Pipeline[R], source: Iterable[Any] | AsyncIterable[Any], progress: bool
+    ) -> None:
+        self._pipe = pipe
+        self._source = source
+        self._progress = progress
+        self._engine: Engine | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._buffer: deque[tuple[int, Any]] = deque()
+        self._delivered: BaseException | None = None
+        self.report: Report[R] | None = None
+
+    def __repr__(self) -> str:
+        return f"<PipelineStream of {self._pipe!r}>"
+
+    async def __aenter__(self) -> AsyncIterator[R]:
+        from cohort.pipeline._engine import Engine
+        from cohort.pipeline._progress import progress_task
+
+        if self._engine is not None:
+            raise RuntimeError(f"{self!r} was already entered; call pipe.stream() again")
+        engine = self._engine = Engine(self._pipe.stages, collect=False, stream=True)
+        progress = progress_task() if self._progress else None
+        self._task = asyncio.get_running_loop().create_task(
+            self._drive(engine, progress), name="pipeline-stream"
+        )
+        return self._outputs()
+
+    async def _drive(self, engine: Engine, progress: Any) -> None:
+        assert engine.output_channel is not None
+        try:
+            await engine.execute(self._source, progress)
+        except Exception as exc:
+            # Delivered to the reader through the output channel.
+            engine.output_channel.close(exc)
+
+    async def _outputs(self) -> AsyncIterator[R]:
+        engine = self._engine
+        assert engine is not None
+        assert engine.output_channel is not None
+        channel = engine.output_channel
+        buffer = self._buffer
+        while True:
+            while buffer:
+                index, value = buffer.popleft()
+                engine.settle_outputs([index])
+                yield value
+            if channel.error is not None:
+                self._delivered = channel.error
+                raise channel.error
+            if channel.size:
+                _, idxs, vals = channel.take_now(channel.size)
+                buffer.extend(zip(idxs, vals, strict=True))
+            elif channel.closed:
+                return
+            else:
+                await channel.wait_readable()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task, engine = self._task, self._engine
+        assert task is not None
+        assert engine is not None
+        if not task.done():
+            task.cancel()
+        await asyncio.wait({task})
+        self._buffer.clear()
+        self.report = engine.report()
+        error = engine.output_channel.error if engine.output_channel is not None else None
+        if exc is None and error is not None and self._delivered is None:
+            raise error
+
+
+def check_source(source: object, pipe: object) -> None:
+    """A clear error at the call site when the source cannot be iterated."""
+    if not isinstance(source, AsyncIterable | Iterable):
+        raise TypeError(
+            f"{pipe!r}.run() needs an iterable or async iterable source, got {reprlib.repr(source)}"
+        )
+    if isinstance(source, str | bytes):
+        raise TypeError(
+            f"{pipe!r} got a {type(source).__name__} as its source, which would feed one "
+            "character at a time; pass a list of them"
+        )

@@ -1,0 +1,344 @@
+"""``@cohort.stage``: a function plus the options that say how a pipeline runs it.
+
+A stage is still the function: ``await fetch(url)`` runs it once with the
+stage's ``timeout`` and ``retry`` (so stages are unit-testable), and it is a
+one-stage ``Pipeline`` (``fetch.run(urls)``, ``fetch | parse``).
+
+How the function runs:
+
+* ``async def``: on the event loop;
+* ``async def`` generator: each yielded value is an output (collected per
+  attempt, so a retry never duplicates an output);
+* plain ``def`` with ``cpu=True`` or ``executor=``: in the process bridge;
+* plain ``def`` otherwise: in a thread (``asyncio.to_thread``), since it may block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
+
+from cohort.bridge import CpuFunction, Executor
+from cohort.pipeline._pipeline import Pipeline
+from cohort.pipeline._retry import ItemFailed, Many, Retry, call_with_policy
+
+__all__ = ["Stage", "stage"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+
+OnError = Literal["raise", "skip"] | Callable[[Any, BaseException], Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StageOptions:
+    """The options of a stage, validated once (see ``stage`` for their meaning)."""
+
+    name: str
+    workers: int = 1
+    buffer: int | None = None
+    timeout: float | None = None
+    retry: Retry | None = None
+    on_error: OnError = "raise"
+    ordered: bool = True
+    batch: int | None = None
+    batch_timeout: float | None = None
+    cpu: bool = False
+    executor: Executor | None = None
+    max_errors: int | None = None
+    max_error_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("workers", self.workers, 1)
+        if self.buffer is not None:
+            _check_int("buffer", self.buffer, 1)
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be seconds > 0 or None, got {self.timeout!r}")
+        if self.retry is not None and not isinstance(self.retry, Retry):
+            raise TypeError(f"retry= takes cohort.Retry(...), got {self.retry!r}")
+        if not (self.on_error in ("raise", "skip") or callable(self.on_error)):
+            raise ValueError(
+                f'on_error must be "raise", "skip" or a callable (item, exception), '
+                f"got {self.on_error!r}"
+            )
+        if self.batch is not None:
+            _check_int("batch", self.batch, 1)
+            if self.buffer is not None and self.buffer < self.batch:
+                raise ValueError(
+                    f"buffer={self.buffer} is smaller than batch={self.batch}: "
+                    "a full batch could never wait in the queue; raise buffer or omit it"
+                )
+        if self.batch_timeout is not None:
+            if self.batch is None:
+                raise ValueError("batch_timeout= needs batch=n: it flushes a partial batch")
+            if not self.batch_timeout >= 0:
+                raise ValueError(f"batch_timeout must be >= 0, got {self.batch_timeout!r}")
+        if self.executor is not None and not isinstance(self.executor, Executor):
+            raise TypeError(f"executor= takes a cohort.Executor, got {self.executor!r}")
+        if self.max_errors is not None:
+            _check_int("max_errors", self.max_errors, 0)
+        rate = self.max_error_rate
+        if rate is not None and not (0 <= rate < 1):
+            raise ValueError(f"max_error_rate is a fraction in [0, 1), got {rate!r}")
+
+    @property
+    def capacity(self) -> int:
+        """Items the stage's input queue holds (default: twice its workers, or batches)."""
+        if self.buffer is not None:
+            return self.buffer
+        return 2 * self.workers * (self.batch or 1)
+
+    @property
+    def window(self) -> int:
+        """Bound of the reorder window, in items (buffer + workers, in batches if batching)."""
+        return self.capacity + self.workers * (self.batch or 1)
+
+
+def _check_int(name: str, value: object, least: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+
+
+async def _collect(agen: AsyncIterator[Any]) -> list[Any]:
+    return [value async for value in agen]
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
+def _classify(fn: Callable[..., Any], opts: StageOptions) -> tuple[str, Callable[..., Any]]:
+    """How to call ``fn``: its kind and an async callable taking the same arguments."""
+    off_loop = opts.cpu or opts.executor is not None
+    if isinstance(fn, CpuFunction):
+        return "cpu", fn
+    if inspect.isasyncgenfunction(fn) or _is_async(fn):
+        if off_loop:
+            raise TypeError(
+                f"cpu=True/executor= need a plain def, but {fn!r} is async; "
+                "drop cpu= (it runs on the loop) or make it a plain def"
+            )
+        if inspect.isasyncgenfunction(fn):
+
+            def agen(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, list[Any]]:
+                return _collect(fn(*args, **kwargs))
+
+            return "agen", agen
+        return "async", fn
+    if not callable(fn):
+        raise TypeError(f"@cohort.stage decorates a function, got {fn!r}")
+    if inspect.isgeneratorfunction(fn):
+        if off_loop:
+            raise TypeError(
+                f"{fn!r} is a generator: a cpu stage must return its values "
+                "(return cohort.Many(list_of_values))"
+            )
+
+        def gen(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, list[Any]]:
+            return asyncio.to_thread(lambda: list(fn(*args, **kwargs)))
+
+        return "agen", gen
+    if off_loop:
+        return "cpu", CpuFunction(fn, opts.executor)
+    return "thread", functools.partial(asyncio.to_thread, fn)
+
+
+class Stage(Pipeline[R], Generic[P, R]):
+    """A stage of a pipeline: a function plus how to run it. Immutable; reusable.
+
+    Build one with ``@cohort.stage``. ``await stage(*args)`` calls the function
+    once with the stage's ``timeout`` and ``retry``; ``stage | other`` builds a
+    ``Pipeline``; ``stage.run(source)`` runs it as a one-stage pipeline.
+    """
+
+    fn: Callable[P, Any]
+    options: StageOptions
+    kind: str
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, Any]
+    _invoke_args: Callable[..., Any]
+
+    def __init__(self, fn: Callable[P, Any], options: StageOptions) -> None:
+        kind, invoke = _classify(fn, options)
+        setattr_ = object.__setattr__
+        setattr_(self, "_stages", (self,))
+        setattr_(self, "fn", fn)
+        setattr_(self, "options", options)
+        setattr_(self, "kind", kind)
+        setattr_(self, "_invoke_args", invoke)
+        # Worker processes find a cpu stage's plain function through the module
+        # attribute that holds this stage (see CpuFunction's pickling).
+        setattr_(self, "_cohort_cpu_target", fn)
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            if hasattr(fn, attr):
+                setattr_(self, attr, getattr(fn, attr))
+        setattr_(self, "__wrapped__", fn)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(
+            f"{self!r} is immutable; use .with_options({name}=...) to get a changed copy"
+        )
+
+    def __repr__(self) -> str:
+        return f"<cohort.Stage {self.name!r} {self.kind} workers={self.options.workers}>"
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    def with_options(self, **changes: Any) -> Stage[P, R]:
+        """A copy of this stage with some options changed (``workers=8``, ``name=``...)."""
+        return Stage(self.fn, dataclasses.replace(self.options, **changes))
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        """Call the function once, with the stage's timeout and retry."""
+        return self._direct(args, kwargs)
+
+    async def _direct(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        opts = self.options
+        invoke = self._invoke_args
+        if opts.timeout is None and opts.retry is None:
+            result: R = await invoke(*args, **kwargs)
+            return result
+        try:
+            return await call_with_policy(  # type: ignore[no-any-return]
+                lambda _: invoke(*args, **kwargs), None, opts.timeout, opts.retry
+            )
+        except ItemFailed as failed:
+            exc = failed.exc
+        raise exc
+
+    # -- what the engine uses ----------------------------------------------------------
+
+    def engine_call(self) -> Callable[[Any], Awaitable[Any]]:
+        """An async callable of one item whose result is a value, ``Many`` or ``DROP``."""
+        invoke: Callable[[Any], Awaitable[Any]] = self._invoke_args
+        if self.kind == "agen":
+
+            async def many(item: Any) -> Many[Any]:
+                return Many(await invoke(item))
+
+            return many
+        return invoke
+
+    @property
+    def workers(self) -> int:
+        return self.options.workers
+
+
+class _StageDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, AsyncIterator[Y]], /) -> Stage[P, list[Y]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Stage[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Stage[P, R]: ...
+
+
+@overload
+def stage(fn: Callable[P, AsyncIterator[Y]], /) -> Stage[P, list[Y]]: ...
+@overload
+def stage(fn: Callable[P, Awaitable[R]], /) -> Stage[P, R]: ...
+@overload
+def stage(fn: Callable[P, R], /) -> Stage[P, R]: ...
+@overload
+def stage(
+    *,
+    workers: int = 1,
+    buffer: int | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    on_error: OnError = "raise",
+    ordered: bool = True,
+    batch: int | None = None,
+    batch_timeout: float | None = None,
+    cpu: bool = False,
+    executor: Executor | None = None,
+    max_errors: int | None = None,
+    max_error_rate: float | None = None,
+    name: str | None = None,
+) -> _StageDecorator: ...
+def stage(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    workers: int = 1,
+    buffer: int | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    on_error: OnError = "raise",
+    ordered: bool = True,
+    batch: int | None = None,
+    batch_timeout: float | None = None,
+    cpu: bool = False,
+    executor: Executor | None = None,
+    max_errors: int | None = None,
+    max_error_rate: float | None = None,
+    name: str | None = None,
+) -> Any:
+    """Make a function a pipeline stage (``@cohort.stage`` or ``@cohort.stage(...)``).
+
+    Args:
+        workers: long-lived workers running the function concurrently.
+        buffer: items the stage's input queue holds (default ``2 * workers``).
+        timeout: seconds per attempt (``TimeoutError`` when exceeded).
+        retry: a ``cohort.Retry``; retries never duplicate an output.
+        on_error: ``"raise"`` (fail fast with ``cohort.PipelineError``),
+            ``"skip"`` (record in ``report.errors`` and go on), or a callable
+            (sync or async) dead-letter sink called with ``(item, exception)``.
+        ordered: emit outputs in input order (a bounded reorder window).
+        batch: call the function with lists of up to ``batch`` items; it returns
+            a list of the same length (an output or ``DROP`` per item) or
+            ``None`` (a sink: every item done).
+        batch_timeout: flush a partial batch after this many seconds (default:
+            wait for a full batch or the end of the input).
+        cpu: run a plain ``def`` in worker processes (the default executor).
+        executor: run a plain ``def`` on this ``cohort.Executor``.
+        max_errors / max_error_rate: fail the run once more errors than this
+            (or a larger fraction of the items entering the stage) were skipped.
+        name: the stage's name in reports, logs and errors (default: the
+            function's ``__name__``).
+
+    Example::
+
+        @cohort.stage(workers=32, timeout=2.0, retry=cohort.Retry(attempts=3, backoff=0.05))
+        async def fetch(url: str) -> bytes: ...
+
+        report = await (fetch | parse | store).run(urls)
+    """
+    options = {
+        "workers": workers,
+        "buffer": buffer,
+        "timeout": timeout,
+        "retry": retry,
+        "on_error": on_error,
+        "ordered": ordered,
+        "batch": batch,
+        "batch_timeout": batch_timeout,
+        "cpu": cpu,
+        "executor": executor,
+        "max_errors": max_errors,
+        "max_error_rate": max_error_rate,
+    }
+
+    def decorate(f: Callable[..., Any]) -> Stage[Any, Any]:
+        if isinstance(f, Stage):
+            f = f.fn
+        if not callable(f):
+            raise TypeError(f"@cohort.stage decorates a function, got {f!r}")
+        label = name if name is not None else getattr(f, "__name__", None)
+        if not isinstance(label, str) or not label:
+            raise TypeError(f"cannot name a stage after {f!r}; pass name=")
+        return Stage(f, StageOptions(name=label, **options))  # type: ignore[arg-type]
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate

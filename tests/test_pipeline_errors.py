@@ -1,0 +1,227 @@
+"""Pipelines: error policies, retries, timeouts, source errors, fail-fast accounting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+import cohort
+
+vc = pytest.mark.virtual_clock
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def failing_on(*bad: int, on_error: Any = "raise", workers: int = 2, **options: Any) -> Any:
+    @cohort.stage(workers=workers, on_error=on_error, name="check", **options)
+    async def check(x: int) -> int:
+        await asyncio.sleep(0)
+        if x in bad:
+            raise ValueError(f"bad {x}")
+        return x
+
+    return check
+
+
+@cohort.stage(workers=2)
+async def plus_ten(x: int) -> int:
+    return x + 10
+
+
+async def test_raise_fails_fast_with_a_bare_pipeline_error() -> None:
+    with pytest.raises(cohort.PipelineError) as info:
+        await (plus_ten | failing_on(17)).run(range(1000))
+    error = info.value
+    assert (error.stage, error.item, error.index) == ("check", 17, 7)
+    assert isinstance(error.__cause__, ValueError)
+    assert "check" in str(error)
+    assert "bad 17" in str(error)
+
+
+async def test_raise_never_hangs_whatever_the_buffers() -> None:
+    @cohort.stage(workers=1, buffer=1)
+    async def stuck_downstream(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    for bad in (0, 1, 50, 999):
+        with pytest.raises(cohort.PipelineError):
+            await (failing_on(bad, buffer=1, workers=3) | stuck_downstream).run(range(1000))
+
+
+async def test_skip_records_errors_and_goes_on() -> None:
+    report = await (plus_ten | failing_on(12, 15, on_error="skip")).run(range(10))
+    assert report.outputs == [10, 11, 13, 14, 16, 17, 18, 19]
+    assert report.failed == 2
+    assert [(e.item, e.index, e.stage, e.attempts) for e in report.errors] == [
+        (12, 2, "check", 1),
+        (15, 5, "check", 1),
+    ]
+    assert all(isinstance(e.exception, ValueError) for e in report.errors)
+    assert report.stage("check").failed == 2
+    assert report.counts_add_up()
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_a_dead_letter_sink_gets_item_and_exception(is_async: bool) -> None:
+    dead: list[tuple[Any, str]] = []
+
+    def sink(item: Any, exc: BaseException) -> None:
+        dead.append((item, str(exc)))
+
+    async def async_sink(item: Any, exc: BaseException) -> None:
+        await asyncio.sleep(0)
+        dead.append((item, str(exc)))
+
+    report = await failing_on(3, 4, on_error=async_sink if is_async else sink).run(range(6))
+    assert sorted(dead) == [(3, "bad 3"), (4, "bad 4")]
+    assert report.outputs == [0, 1, 2, 5]
+    assert report.failed == 2
+
+
+async def test_a_failing_dead_letter_sink_fails_the_run() -> None:
+    def sink(item: Any, exc: BaseException) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(cohort.PipelineError, match="dead-letter") as info:
+        await failing_on(3, on_error=sink).run(range(6))
+    assert isinstance(info.value.__cause__, OSError)
+
+
+async def test_max_errors_turns_skipped_errors_into_a_failure() -> None:
+    stage = failing_on(1, 2, 3, on_error="skip", max_errors=2, workers=1)
+    with pytest.raises(cohort.PipelineError, match="max_errors=2") as info:
+        await stage.run(range(10))
+    assert isinstance(info.value.__cause__, ValueError)
+    report = await failing_on(1, 2, on_error="skip", max_errors=2).run(range(10))
+    assert report.failed == 2
+
+
+async def test_max_error_rate_is_judged_during_and_after_the_run() -> None:
+    many_bad = failing_on(*range(0, 100, 2), on_error="skip", max_error_rate=0.2)
+    with pytest.raises(cohort.PipelineError, match="max_error_rate"):
+        await many_bad.run(range(100))
+    few = failing_on(1, on_error="skip", max_error_rate=0.2)
+    with pytest.raises(cohort.PipelineError, match="max_error_rate"):
+        await few.run(range(3))  # 1 in 3, judged at the end
+    report = await failing_on(1, on_error="skip", max_error_rate=0.2).run(range(10))
+    assert report.failed == 1
+
+
+@vc
+async def test_retries_back_off_and_are_counted() -> None:
+    attempts: dict[int, list[float]] = {}
+
+    @cohort.stage(
+        workers=1, retry=cohort.Retry(attempts=3, backoff=1.0, jitter=False), on_error="skip"
+    )
+    async def flaky(x: int) -> int:
+        attempts.setdefault(x, []).append(now())
+        if x == 1 and len(attempts[x]) < 3:
+            raise ConnectionError("try again")
+        if x == 2:
+            raise ConnectionError("never")
+        return x
+
+    report = await flaky.run(range(4))
+    assert report.outputs == [0, 1, 3]
+    assert attempts[1] == [0.0, 1.0, 3.0]
+    assert len(attempts[2]) == 3
+    assert report.stage("flaky").retried == 4
+    assert [(e.item, e.attempts) for e in report.errors] == [(2, 3)]
+
+
+@vc
+async def test_only_listed_exceptions_are_retried() -> None:
+    calls = 0
+
+    @cohort.stage(retry=cohort.Retry(attempts=5, backoff=0, on=(ConnectionError,)))
+    async def picky(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        raise KeyError(x)
+
+    with pytest.raises(cohort.PipelineError) as info:
+        await picky.run([1])
+    assert calls == 1
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+@vc
+async def test_timeout_is_per_attempt_and_fails_with_timeout_error() -> None:
+    @cohort.stage(workers=2, timeout=1.0, on_error="skip", retry=cohort.Retry(2, backoff=0))
+    async def slow(x: int) -> int:
+        await asyncio.sleep(x)
+        return x
+
+    start = now()
+    report = await slow.run([0.5, 5, 0.25])
+    assert report.outputs == [0.5, 0.25]
+    assert isinstance(report.errors[0].exception, TimeoutError)
+    assert report.errors[0].attempts == 2
+    assert now() - start == pytest.approx(2.0)
+
+
+@vc
+async def test_retries_never_duplicate_outputs() -> None:
+    tries = 0
+
+    @cohort.stage(retry=cohort.Retry(attempts=3, backoff=0.1))
+    async def gen(x: int) -> AsyncIterator[int]:
+        nonlocal tries
+        yield x
+        tries += 1
+        if tries < 3:
+            raise ConnectionError("half way")
+        yield x + 100
+
+    report = await gen.run([1])
+    outputs: Any = report.outputs
+    assert outputs == [1, 101]
+
+
+async def test_a_source_error_fails_the_run_with_that_error() -> None:
+    def source() -> Iterator[int]:
+        yield from range(100)
+        raise LookupError("source broke")
+
+    with pytest.raises(LookupError, match="source broke"):
+        await plus_ten.run(source())
+
+    async def asource() -> AsyncIterator[int]:
+        yield 1
+        raise LookupError("async source broke")
+
+    with pytest.raises(LookupError, match="async source broke"):
+        await plus_ten.run(asource())
+
+
+async def test_fail_fast_reports_in_flight_items_as_cancelled() -> None:
+    stream = (plus_ten | failing_on(500, workers=4)).stream(range(10_000))
+    with pytest.raises(cohort.PipelineError):
+        async with stream as outputs:
+            async for _ in outputs:
+                pass
+    report = stream.report
+    assert report is not None
+    assert report.failed == 1
+    assert report.cancelled > 0
+    assert report.counts_add_up()
+    assert report.read < 10_000  # the source stopped being read
+
+
+async def test_a_fanned_out_item_fails_once() -> None:
+    @cohort.stage
+    async def triple(x: int) -> Any:
+        return cohort.Many([x, x, x])
+
+    report = await (triple | failing_on(1, on_error="skip")).run(range(3))
+    assert report.failed == 1
+    assert len(report.errors) == 3  # each failure recorded, the item counted once
+    assert report.succeeded == 2
+    assert report.counts_add_up()
