@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import anyio
@@ -11,34 +11,15 @@ import pytest
 import structlog
 
 import cohort
+from _util import until
 from cohort.testing import VirtualClockLoop, wait_all_tasks_blocked
-
-
-@pytest.fixture
-def events() -> Iterator[list[MutableMapping[str, Any]]]:
-    """Cohort's structlog events, switched on and captured for one test."""
-    with structlog.testing.capture_logs() as logs:
-        cohort.enable_events()
-        try:
-            yield logs
-        finally:
-            cohort.enable_events(False)
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    """Yield to the loop until ``predicate()`` holds: ordering by state, not by sleeping."""
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never became true")
 
 
 async def _spawn_waiters(barrier: cohort.Barrier, n: int) -> list[asyncio.Task[int]]:
     """Start ``n`` tasks in ``barrier.wait()`` and return once they all block there."""
     target = barrier.n_waiting + n
     tasks = [asyncio.create_task(barrier.wait()) for _ in range(n)]
-    await _until(lambda: barrier.n_waiting >= target)
+    await until(lambda: barrier.n_waiting >= target)
     return tasks
 
 

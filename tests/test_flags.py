@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import pytest
-import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cohort
+from _util import until
 from cohort.testing import VirtualClockLoop, run, wait_all_tasks_blocked
-
-
-@pytest.fixture
-def events() -> Iterator[list[MutableMapping[str, Any]]]:
-    """Cohort's structlog events, switched on and captured for one test."""
-    with structlog.testing.capture_logs() as logs:
-        cohort.enable_events()
-        try:
-            yield logs
-        finally:
-            cohort.enable_events(False)
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    """Yield to the loop until ``predicate()`` holds: ordering by state, not by sleeping."""
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never became true")
 
 
 async def _start(
@@ -47,7 +27,7 @@ async def _start(
 
     before = flags.statistics().n_waiting
     task = asyncio.create_task(call())
-    await _until(lambda: task.done() or flags.statistics().n_waiting > before)
+    await until(lambda: task.done() or flags.statistics().n_waiting > before)
     return task
 
 
@@ -167,7 +147,7 @@ async def test_set_only_looks_at_waiters_of_the_flags_it_sets() -> None:
     flags = cohort.EventFlags("a", "b", "c")
     b_waiters = [asyncio.create_task(flags.wait_all("b", "c")) for _ in range(1000)]
     a_waiter = asyncio.create_task(flags.wait_all("a"))
-    await _until(lambda: flags.statistics().n_waiting == 1001)
+    await until(lambda: flags.statistics().n_waiting == 1001)
     on_c = flags._on_set.get(2)  # "b" is bit 2: every ("b", "c") waiter watches it
     assert on_c is not None
     assert len(on_c) == 1000

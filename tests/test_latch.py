@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import anyio
 import pytest
-import structlog
 
 import cohort
+from _util import until
 from cohort.testing import VirtualClockLoop
-
-
-@pytest.fixture
-def events() -> Iterator[list[MutableMapping[str, Any]]]:
-    """Cohort's structlog events, switched on and captured for one test."""
-    with structlog.testing.capture_logs() as logs:
-        cohort.enable_events()
-        try:
-            yield logs
-        finally:
-            cohort.enable_events(False)
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    """Yield to the loop until ``predicate()`` holds: ordering by state, not by sleeping."""
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never became true")
 
 
 async def test_count_down_to_zero_releases_every_waiter() -> None:
     latch = cohort.Latch(3)
     waiters = [asyncio.create_task(latch.wait()) for _ in range(4)]
-    await _until(lambda: latch.statistics().n_waiting == 4)
+    await until(lambda: latch.statistics().n_waiting == 4)
     latch.count_down()
     latch.count_down(1)
     assert latch.statistics() == cohort.LatchStatistics(count=1, n_waiting=4)
@@ -71,7 +51,7 @@ def test_bad_counts_raise_value_error_and_change_nothing() -> None:
 async def test_cancelled_waiter_leaves_nothing_behind() -> None:
     latch = cohort.Latch(1)
     waiter = asyncio.create_task(latch.wait())
-    await _until(lambda: latch.statistics().n_waiting == 1)
+    await until(lambda: latch.statistics().n_waiting == 1)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -11,16 +10,6 @@ from structlog.testing import capture_logs
 
 import cohort
 from cohort.testing import wait_all_tasks_blocked
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, object]]]:
-    with capture_logs() as logs:
-        cohort.enable_events()
-        try:
-            yield logs
-        finally:
-            cohort.enable_events(False)
 
 
 async def ok(value: int) -> int:

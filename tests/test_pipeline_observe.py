@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -14,16 +14,6 @@ import cohort
 from cohort.pipeline._progress import progress_task
 
 vc = pytest.mark.virtual_clock
-
-
-@pytest.fixture
-def events() -> Iterator[list[MutableMapping[str, Any]]]:
-    with capture_logs() as logs:
-        cohort.enable_events()
-        try:
-            yield logs
-        finally:
-            cohort.enable_events(False)
 
 
 @vc
