@@ -30,6 +30,7 @@ from cohort._observe import (
     task_tree,
 )
 from cohort._policies import Decision, FirstWins, Gather, JoinPolicy, Quorum, Settle
+from cohort._public import publish as _publish
 from cohort._runtime import run
 from cohort._scopes import (
     CancelScope,
@@ -125,8 +126,4 @@ __all__ = [
     "to_process",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("cohort."):
-        _obj.__module__ = "cohort"
-del _name, _obj
+_publish(globals(), "cohort")

@@ -8,6 +8,7 @@ on a Dask cluster (optional extra ``cohort[dask]``). ``to_process`` and
 
 from __future__ import annotations
 
+from cohort._public import publish as _publish
 from cohort.bridge._dask import DaskExecutor
 from cohort.bridge._default import (
     CpuFunction,
@@ -31,8 +32,4 @@ __all__ = [
     "to_process",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("cohort.bridge."):
-        _obj.__module__ = "cohort.bridge"
-del _name, _obj
+_publish(globals(), "cohort.bridge")

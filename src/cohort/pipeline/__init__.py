@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+from cohort._public import publish as _publish
 from cohort.pipeline._fork import fork
 from cohort.pipeline._pipeline import Pipeline, PipelineStream
 from cohort.pipeline._report import ErrorRecord, Report, StageStats
@@ -40,8 +41,4 @@ __all__ = [
     "stage",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("cohort.pipeline."):
-        _obj.__module__ = "cohort.pipeline"
-del _name, _obj
+_publish(globals(), "cohort.pipeline")

@@ -1,0 +1,18 @@
+"""Making re-exported names look public."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def publish(namespace: dict[str, Any], module: str) -> None:
+    """Set ``__module__`` of the names in ``namespace["__all__"]`` to ``module``.
+
+    Tracebacks, reprs and docs then show ``cohort.TaskGroup`` rather than
+    ``cohort._group.TaskGroup``, and pickles refer to the public path.
+    """
+    prefix = module + "."
+    for name in namespace["__all__"]:
+        obj = namespace[name]
+        if getattr(obj, "__module__", "").startswith(prefix):
+            obj.__module__ = module
