@@ -20,6 +20,7 @@ Semantics differ from ``ProcessPool`` where Dask differs, and say so:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import math
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sized
@@ -131,9 +132,19 @@ class DaskExecutor:
         if target is None:
             options: dict[str, Any] = {"processes": True, "dashboard_address": ":0"}
             options.update(self._cluster_options)
-            self._cluster = await dd.LocalCluster(asynchronous=True, **options)
-            target = self._cluster
-        return await dd.Client(target, asynchronous=True)
+            # Kept before it is awaited: a start cancelled half-way is still
+            # closed by aclose(), so no worker process outlives the executor.
+            cluster = dd.LocalCluster(asynchronous=True, **options)
+            self._cluster = cluster
+            await cluster
+            target = cluster
+        client = dd.Client(target, asynchronous=True)
+        try:
+            return await client
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(client.close())
+            raise
 
     async def aclose(self) -> None:
         """Close the client and cluster this executor started (not a client it was given)."""
