@@ -7,6 +7,7 @@ taken per round against the baseline of that same round, then summarised.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import statistics
 import time
@@ -85,3 +86,17 @@ def versions(*dists: str) -> str:
         except PackageNotFoundError:
             out.append(f"{d} (not installed)")
     return ", ".join(out)
+
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def loops() -> list[tuple[str, LoopFactory]]:
+    """The event loops every suite is measured on: asyncio's own, and uvloop if installed."""
+    found: list[tuple[str, LoopFactory]] = [("asyncio", asyncio.new_event_loop)]
+    try:
+        import uvloop
+    except ImportError:
+        return found
+    found.append(("uvloop", uvloop.new_event_loop))
+    return found

@@ -28,19 +28,9 @@ import anyio
 import trio
 
 import cohort
-from benchmarks._harness import compare, table, versions
+from benchmarks._harness import LoopFactory, compare, loops, table, versions
 
-_Factory = Callable[[], asyncio.AbstractEventLoop]
-
-
-def _loops() -> list[tuple[str, _Factory]]:
-    loops: list[tuple[str, _Factory]] = [("asyncio", asyncio.new_event_loop)]
-    try:
-        import uvloop
-    except ImportError:
-        return loops
-    loops.append(("uvloop", uvloop.new_event_loop))
-    return loops
+_Factory = LoopFactory
 
 
 def _on(
@@ -278,7 +268,7 @@ def main(quick: bool) -> str:
     race_rounds = 5 if quick else 15
     uses = 2_000 if quick else 10_000
     scope_rounds = 7 if quick else 21
-    for loop_name, factory in _loops():
+    for loop_name, factory in loops():
         for n, rounds, repeat in sizes:
             cases = _spawn_cases(n)
             if repeat > 1:

@@ -33,9 +33,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import cohort
-from benchmarks._harness import CaseResult, compare, table, versions
+from benchmarks._harness import CaseResult, LoopFactory, compare, loops, table, versions
 
-_Factory = Callable[[], asyncio.AbstractEventLoop]
+_Factory = LoopFactory
 _STOP = object()
 
 
@@ -157,16 +157,6 @@ async def run_pyper(n: int) -> int:
     return len([x async for x in p(n)])
 
 
-def _loops() -> list[tuple[str, _Factory]]:
-    loops: list[tuple[str, _Factory]] = [("asyncio", asyncio.new_event_loop)]
-    try:
-        import uvloop
-    except ImportError:
-        return loops
-    loops.append(("uvloop", uvloop.new_event_loop))
-    return loops
-
-
 def _case(
     factory: _Factory, fn: Callable[..., Coroutine[Any, Any, int]], *args: Any
 ) -> Callable[[], object]:
@@ -188,7 +178,7 @@ def throughput(quick: bool) -> str:
     n = 10_000 if quick else 100_000
     fns = [f1, f2, f3]
     out = []
-    for loop_name, factory in _loops():
+    for loop_name, factory in loops():
         fast = [
             ("hand-written asyncio.Queue", _case(factory, hand_written, n, fns)),
             ("cohort (defaults: ordered)", _case(factory, run_cohort, n, cohort_pipe())),

@@ -18,21 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 import cohort
-from benchmarks._harness import CaseResult, compare, table, versions
+from benchmarks._harness import CaseResult, compare, loops, table, versions
 
 _WAITERS = 1000
-
-
-def _loops() -> list[tuple[str, Callable[[], asyncio.AbstractEventLoop]]]:
-    loops: list[tuple[str, Callable[[], asyncio.AbstractEventLoop]]] = [
-        ("asyncio", asyncio.new_event_loop)
-    ]
-    try:
-        import uvloop
-    except ImportError:
-        return loops
-    loops.append(("uvloop", uvloop.new_event_loop))
-    return loops
 
 
 # -- barrier ------------------------------------------------------------------
@@ -195,7 +183,7 @@ def main(quick: bool = False) -> str:
         f"Peers: {versions('uvloop', 'anyio')}; cohort.Barrier/EventFlags/Latch "
         "against asyncio.Barrier/asyncio.Event (baseline) in the same run.\n",
     ]
-    for loop_name, factory in _loops():
+    for loop_name, factory in loops():
         for parties in (10, 100, 1000):
             out.append(_bench_barrier(loop_name, factory, parties, quick))
         out.append(_bench_wake(loop_name, factory, quick))
