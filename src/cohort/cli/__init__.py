@@ -1,0 +1,119 @@
+"""The ``cohort`` command: ``cohort run``, ``cohort bench`` and ``cohort demo``.
+
+Built on the standard library's :mod:`argparse`, so the core keeps its
+dependency list short (structlog only); the command has three subcommands and
+a handful of flags, which argparse handles with ``--help`` for each and
+``--progress/--no-progress`` through ``BooleanOptionalAction``.
+
+Exit status: 0 on success, 1 when a run failed, 2 for bad usage (a one-line
+``cohort: error: ...`` on stderr, no traceback), 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """Bad arguments or a target that cannot be run: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with bad arguments reported in one line like every other usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"cohort: error: {message} (see: {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cohort",
+        description="Structured concurrency for asyncio: run pipelines, benchmarks, a demo.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = sub.add_parser(
+        "run",
+        help="run a pipeline over input lines, writing outputs as JSON lines",
+        description=(
+            "Run the pipeline MODULE:PIPELINE (a cohort.Pipeline or cohort.Stage) over "
+            "the input lines, write each output as one JSON line and print the report "
+            "on stderr. Exit status 1 when the run failed beyond the pipeline's error policy."
+        ),
+    )
+    run.add_argument(
+        "target",
+        metavar="MODULE:PIPELINE",
+        help="a module (dotted name or path to a .py file) and the pipeline's name in it",
+    )
+    run.add_argument("--input", "-i", default="-", metavar="FILE", help="input file (- = stdin)")
+    run.add_argument("--output", "-o", default="-", metavar="FILE", help="output file (- = stdout)")
+    run.add_argument(
+        "--json-lines",
+        action="store_true",
+        help="parse each input line as JSON (blank lines skipped)",
+    )
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show per-stage progress on stderr (default: when stderr is a terminal)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        default=None,
+        help="switch cohort's structured events on, rendered this way on stderr",
+    )
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=None,
+        help="lowest event level shown (default: info once --log-format is given)",
+    )
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmark suite (from a source checkout)",
+        description="Run the benchmark suite (python -m benchmarks) and print its tables.",
+    )
+    bench.add_argument("--quick", action="store_true", help="fewer rounds and sizes")
+    bench.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
+    sub.add_parser(
+        "demo",
+        help="a short offline demo: quorum fan-out under a deadline, a pipeline with progress",
+        description="A short offline demo (a few seconds): quorum fan-out, then a pipeline.",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``cohort`` command on ``argv`` (default ``sys.argv[1:]``); return its exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            from cohort.cli._run import run_command
+
+            return run_command(args)
+        if args.command == "bench":
+            from cohort.cli._bench import bench_command
+
+            return bench_command(args.names, quick=args.quick)
+        from cohort.cli._demo import demo_command
+
+        return demo_command()
+    except UsageError as exc:
+        print(f"cohort: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("cohort: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
