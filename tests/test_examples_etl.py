@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from _bridge_util import start_forkserver
+from _util import live_children
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -31,18 +31,6 @@ import etl  # noqa: E402
 from etl_server import DocSpec, plan  # noqa: E402
 
 DOCS, SEED = 60, 3
-
-
-def live_children() -> set[int]:
-    """Our descendant processes that still run (a forkserver's workers included)."""
-    alive = set()
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                alive.add(p.pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 # -- an oracle: what must land where, from the plan ------------------------------------

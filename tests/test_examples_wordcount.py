@@ -20,11 +20,11 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 import cohort
 from _bridge_util import start_forkserver
+from _util import live_children
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -43,18 +43,6 @@ def count_by_splitting(paths: Iterable[Path]) -> Counter[str]:
     for path in paths:
         counts.update(w.strip(".,?!") for w in path.read_text(encoding="utf-8").lower().split())
     return counts
-
-
-def live_children() -> set[int]:
-    """Our descendant processes that still run (a forkserver's workers included)."""
-    alive = set()
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                alive.add(p.pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 @pytest.fixture(scope="module")
