@@ -3,7 +3,8 @@
 Starts 10 simulated backends (real HTTP servers on 127.0.0.1, with a slow
 tail and injected failures, deterministic for a seed) and a Starlette
 fan-out service on uvicorn whose ``GET /product/{key}`` asks them all at
-once with cohort (see ``examples/fanout/service.py``). Then it sends the same
+once with cohort (see ``cohort/examples/fanout/service.py``, shipped in the
+package so that ``cohort demo`` runs it too). Then it sends the same
 requests three times, from the plain approach (one replica of everything) to
 all of cohort's tactics, and prints latency percentiles and error rates: the
 quorum masks failing replicas, hedging and the mirror race cut the tail.
@@ -18,16 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import httpx
 
 import cohort
-
-sys.path.insert(0, str(Path(__file__).parent))  # for `fanout`, also when imported
-
-from fanout.load import format_table, summarize
-from fanout.stack import compare, local_stack
+from cohort.examples.fanout.load import format_table, summarize
+from cohort.examples.fanout.stack import compare, local_stack
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_python(
+    *args: str, stdin: str = "", cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python *args`` to the end (a script, ``-m module`` or ``-c code``); text output."""
+    return subprocess.run(
+        [sys.executable, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
 
 
 async def until(predicate: Callable[[], bool]) -> None:

@@ -1,6 +1,6 @@
 """Example 2, the ETL pipeline (examples/etl.py), end to end on a real local server.
 
-The document server's behaviour follows from a seed (``etl_server.plan``):
+The document server's behaviour follows from a seed (``cohort.examples.etl.server.plan``):
 which documents are fine or slow (they become rows), transient (503 once,
 then retried: rows too), missing (404: dead letter from fetch) or malformed
 (dead letter from parse). The tests derive every expected count, id and row
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +20,9 @@ import httpx
 import pytest
 
 from _bridge_util import start_forkserver
-from _util import live_children
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-sys.path.insert(0, str(EXAMPLES))
-
-import etl  # noqa: E402
-from etl_server import DocSpec, plan  # noqa: E402
+from _util import EXAMPLES, live_children, run_python
+from cohort.examples.etl import pipeline as etl
+from cohort.examples.etl.server import DocSpec, plan
 
 DOCS, SEED = 60, 3
 
@@ -211,10 +205,9 @@ def test_the_script_prints_the_report_and_fills_its_files(tmp_path: Path) -> Non
     with sqlite3.connect(db) as conn:
         conn.execute("INSERT INTO docs VALUES (999, 't', 'a', 1, 'w', 'u')")
     conn.close()  # an earlier run's table is replaced, not appended to
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "etl.py"), "--docs", str(docs), "--seed", str(seed),
-         "--db", str(db), "--dead-letter", str(dead_path)],
-        capture_output=True, text=True, timeout=60, check=False,
+    done = run_python(
+        str(EXAMPLES / "etl.py"), "--docs", str(docs), "--seed", str(seed),
+        "--db", str(db), "--dead-letter", str(dead_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     want = expected(plan(docs, seed))
@@ -228,10 +221,7 @@ def test_the_script_prints_the_report_and_fills_its_files(tmp_path: Path) -> Non
 
 
 def test_bad_arguments_exit_2() -> None:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "etl.py"), "--docs", "0"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+    done = run_python(str(EXAMPLES / "etl.py"), "--docs", "0")
     assert done.returncode == 2
     assert "--docs must be at least 1" in done.stderr
 

@@ -1,4 +1,4 @@
-"""Example 1, the web fan-out service (examples/fanout), end to end on real local servers.
+"""Example 1, the web fan-out service (cohort.examples.fanout), end to end on real local servers.
 
 The async tests run on cohort's virtual clock: the backends' simulated
 service times are the only thing that takes time, so every request's status,
@@ -18,18 +18,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import httpx
 import pytest
 
 import cohort
 import cohort.testing
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-sys.path.insert(0, str(EXAMPLES))
-
-from fanout.backends import (  # noqa: E402
+from _util import EXAMPLES, run_python
+from cohort.examples.fanout.backends import (
     CATALOG,
     DEFAULT_BACKENDS,
     GRACE,
@@ -40,10 +36,10 @@ from fanout.backends import (  # noqa: E402
     backend_app,
     plan,
 )
-from fanout.load import Record, percentile, run_load, summarize  # noqa: E402
-from fanout.servers import serve  # noqa: E402
-from fanout.service import CALL_TIMEOUT, DEADLINE, HEDGE_DELAY, Strategy  # noqa: E402
-from fanout.stack import STRATEGIES, compare, local_stack  # noqa: E402
+from cohort.examples.fanout.load import Record, percentile, run_load, summarize
+from cohort.examples.fanout.service import CALL_TIMEOUT, DEADLINE, HEDGE_DELAY, Strategy
+from cohort.examples.fanout.stack import STRATEGIES, compare, local_stack
+from cohort.examples.servers import serve
 
 SEED = 1
 KEYS = [f"sku-{i}" for i in range(30)]
@@ -260,13 +256,7 @@ async def test_a_backend_stops_working_soon_after_its_callers_deadline() -> None
 
 
 def test_the_script_runs_and_prints_the_comparison() -> None:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "fanout_service.py"), "--requests", "12"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(str(EXAMPLES / "fanout_service.py"), "--requests", "12")
     assert result.returncode == 0, result.stderr
     assert "GET /product/sku-0 -> " in result.stdout
     for label in STRATEGIES:

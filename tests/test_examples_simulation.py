@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import cohort
+from _util import EXAMPLES, run_python
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-import phased_simulation as sim  # noqa: E402
+import phased_simulation as sim
 
 virtual_clock = pytest.mark.virtual_clock
 
@@ -132,13 +131,7 @@ async def test_a_config_that_never_loads_fails_at_the_config_timeout() -> None:
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / "phased_simulation.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python(str(EXAMPLES / "phased_simulation.py"), *args)
 
 
 def test_the_script_prints_what_happened() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -24,13 +23,12 @@ import pytest
 
 import cohort
 from _bridge_util import start_forkserver
-from _util import live_children
+from _util import EXAMPLES, live_children, run_python
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-import wordcount as wc  # noqa: E402
-from wordcount_corpus import write_corpus  # noqa: E402
+import wordcount as wc
+from wordcount_corpus import write_corpus
 
 DOCS, SHARD, SEED = 24, 4, 3
 
@@ -167,13 +165,7 @@ def test_the_dask_flag_runs_the_same_map_reduce_on_a_local_cluster(
 def test_the_script_prints_the_counts_the_timings_and_the_top_words(corpus: list[Path]) -> None:
     args = ["--docs", str(DOCS), "--workers", "2", "--shard-size", str(SHARD)]
     args += ["--seed", str(SEED), "--top", "3"]
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "wordcount.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(str(EXAMPLES / "wordcount.py"), *args)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Sequence
 
 import httpx
 
-from fanout.backends import DEFAULT_BACKENDS, Backend, backend_app
-from fanout.load import Record, run_load
-from fanout.servers import serve
-from fanout.service import FanoutService, Strategy
+from cohort.examples.fanout.backends import DEFAULT_BACKENDS, Backend, backend_app
+from cohort.examples.fanout.load import Record, run_load
+from cohort.examples.fanout.service import FanoutService, Strategy
+from cohort.examples.servers import serve
 
 __all__ = ["STRATEGIES", "compare", "local_stack"]
 

@@ -1,8 +1,8 @@
 """A load generator for the fan-out service, and its latency summary.
 
-``run_load`` sends one request per key with at most ``concurrency`` in
-flight (``cohort.map``), timing each on the event loop's clock; ``summarize``
-turns the records into p50/p95/p99 latency and an error rate.
+``request`` sends one request, timed on the event loop's clock; ``run_load``
+sends one per key with at most ``concurrency`` in flight (``cohort.map``);
+``summarize`` turns the records into p50/p95/p99 latency and an error rate.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 import cohort
-from fanout.service import Strategy
+from cohort.examples.fanout.service import Strategy
 
-__all__ = ["Record", "Summary", "format_table", "percentile", "run_load", "summarize"]
+__all__ = ["Record", "Summary", "format_table", "percentile", "request", "run_load", "summarize"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,13 @@ class Summary:
         return self.errors / self.requests if self.requests else 0.0
 
 
+async def request(client: httpx.AsyncClient, url: str, key: str, strategy: Strategy) -> Record:
+    """GET ``{url}/product/{key}`` with ``strategy``, timed on the event loop's clock."""
+    start = cohort.current_time()
+    response = await client.get(f"{url}/product/{key}", params=strategy.params())
+    return Record(key, response.status_code, cohort.current_time() - start, response.json())
+
+
 async def run_load(
     client: httpx.AsyncClient,
     url: str,
@@ -63,9 +70,7 @@ async def run_load(
     """
 
     async def get(key: str) -> Record:
-        start = cohort.current_time()
-        response = await client.get(f"{url}/product/{key}", params=strategy.params())
-        return Record(key, response.status_code, cohort.current_time() - start, response.json())
+        return await request(client, url, key, strategy)
 
     records: list[Record] = []
     with cohort.move_on_after(max_seconds):

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import cohort
-from fanout.backends import CATALOG, MIRRORS, PRICING, REVIEWS
+from cohort.examples.fanout.backends import CATALOG, MIRRORS, PRICING, REVIEWS
 
 __all__ = [
     "CALL_TIMEOUT",

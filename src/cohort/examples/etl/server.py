@@ -3,8 +3,8 @@
 Everything follows from a seed (``plan``): which documents are fine, slow,
 transiently unavailable (503 on the first request, 200 afterwards), missing
 (always 404) or malformed (200 with a body the parser rejects), and the text
-of each. The app is a Starlette app; ``examples/fanout/servers.serve`` runs it
-on uvicorn on 127.0.0.1 on a port the kernel picks.
+of each. The app is a Starlette app; ``cohort.examples.servers.serve`` runs
+it on uvicorn on 127.0.0.1 on a port the kernel picks.
 
 A document is a small structured text: ``key: value`` header lines, a blank
 line, then the body::

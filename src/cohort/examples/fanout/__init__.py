@@ -16,8 +16,8 @@ also travels to the backends in an ``x-timeout`` header computed from
 ``cohort.current_deadline()``.
 
 Modules: ``backends`` (simulated backends: real HTTP servers whose latency
-and failures are a deterministic function of a seed), ``servers`` (uvicorn on
-127.0.0.1 ephemeral ports), ``service`` (the fan-out API), ``load`` (a load
-generator and its latency summary) and ``stack`` (all of it started together).
+and failures are a deterministic function of a seed), ``service`` (the
+fan-out API), ``load`` (a load generator and its latency summary) and
+``stack`` (all of it started together, on ``cohort.examples.servers``).
 Run ``python examples/fanout_service.py``.
 """
