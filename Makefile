@@ -24,7 +24,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/cohort demo
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

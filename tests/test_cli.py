@@ -9,24 +9,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = str(ROOT / "examples" / "cli_pipeline.py")
+from _util import EXAMPLES, run_python
+from cohort.examples.etl.server import plan
+
+EXAMPLE = str(EXAMPLES / "cli_pipeline.py")
 
 
 def cohort_cli(
-    *args: str, stdin: str = "", cwd: Path | None = None, timeout: float = 60
+    *args: str, stdin: str = "", cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cohort.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        check=False,
-    )
+    return run_python("-m", "cohort.cli", *args, stdin=stdin, cwd=cwd)
 
 
 def json_lines(text: str) -> list[Any]:
@@ -242,17 +237,89 @@ def test_bench_without_the_suite_is_a_one_line_error() -> None:
         "b.find_benchmarks = lambda: None\n"
         "sys.exit(cohort.cli.main(['bench']))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = run_python("-c", code)
     assert_usage_error(result, "benchmark suite is not installed")
 
 
-def test_demo_exits_0_and_prints_its_summary() -> None:
-    result = cohort_cli("demo")
+def demo_expectations(docs: int, seed: int) -> tuple[int, int]:
+    """SQLite rows and dead letters of the demo's ETL part, from the document server's plan."""
+    specs = plan(docs, seed)
+    dead = sum(spec.kind in ("missing", "malformed") for spec in specs)
+    return docs - dead, dead
+
+
+def test_demo_runs_the_fanout_load_and_the_etl_and_prints_its_summary() -> None:
+    result = cohort_cli("demo", "--requests", "12", "--docs", "40", "--seed", "3")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "quorum reached in" in out
-    assert "read 600: 594 succeeded, 0 dropped, 0 done, 6 failed, 0 cancelled" in out
-    assert out.rstrip().endswith("nothing left running.")
-    assert "(end)" in result.stderr  # the progress display's last line
+    assert "1. Web fan-out: a Starlette service on http://127.0.0.1:" in out
+    table = [line.split() for line in out.splitlines() if line.startswith("   plain")]
+    table += [line.split() for line in out.splitlines() if line.startswith("   + ")]
+    assert [row[-5] for row in table] == ["12", "12", "12"]  # every request ended, per strategy
+    assert "2. ETL: fetch 40 documents" in out
+    rows, dead = demo_expectations(40, 3)
+    assert f"read 40: 0 succeeded, 0 dropped, {rows} done, {dead} failed, 0 cancelled" in out
+    summary = out[out.index("\nsummary\n") :].splitlines()[2:]
+    assert summary[0].startswith("  fan-out: 12 requests per strategy; with all tactics p99 ")
+    assert summary[1].startswith(f"  etl: 40 documents -> {rows} SQLite rows, {dead} dead letters")
+    assert summary[2] == "  every request, child task, server and worker process has ended."
+    assert len(summary) == 3
+    # live progress, one plain line per run's end when stderr is not a terminal
+    ends = [line for line in result.stderr.splitlines() if line.endswith("(end)")]
+    assert len(ends) == 4, result.stderr
+    assert "| fetch in=40 " in ends[-1]
+
+
+def test_demo_no_progress_writes_nothing_on_stderr() -> None:
+    result = cohort_cli("demo", "--requests", "2", "--docs", "10", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("flag", ["--requests", "--concurrency", "--docs"])
+def test_demo_rejects_a_count_below_1(flag: str) -> None:
+    assert_usage_error(cohort_cli("demo", flag, "0"), f"{flag} must be at least 1")
+
+
+def test_demo_without_the_web_extras_says_what_to_install() -> None:
+    code = (
+        "import sys, cohort.cli\n"
+        "sys.modules['uvicorn'] = None  # as if it were not installed\n"
+        "sys.exit(cohort.cli.main(['demo']))\n"
+    )
+    result = run_python("-c", code)
+    assert_usage_error(result, "the demo needs uvicorn", "pip install 'cohort[cli]'")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT stands for Ctrl-C on POSIX")
+def test_demo_ctrl_c_prints_what_finished_and_stops_every_process() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "cohort.cli", "demo", "--requests", "1", "--docs", "5000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the ETL's first progress line: its worker pool is running
+            if "| fetch in=" in line:
+                break
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert workers  # the parse stage's worker processes
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    summary = out[out.index("\nsummary (interrupted during the ETL pipeline)\n") :]
+    assert "  fan-out: 1 requests per strategy" in summary
+    assert "  etl:" not in summary
+    assert out.rstrip().endswith("cohort: demo interrupted")
+    assert "Traceback" not in out
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert alive == []
+
+
+def test_quorum_read_example_runs() -> None:
+    result = run_python(str(EXAMPLES / "quorum_read.py"))
+    assert result.returncode == 0, result.stderr
+    assert "quorum of 2 reached in" in result.stdout
+    assert "winner: mirror=42 (from us-2)" in result.stdout
+    assert "timed out: True" in result.stdout

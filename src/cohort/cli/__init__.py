@@ -87,11 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--quick", action="store_true", help="fewer rounds and sizes")
     bench.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
-    sub.add_parser(
+    demo = sub.add_parser(
         "demo",
-        help="a short offline demo: quorum fan-out under a deadline, a pipeline with progress",
-        description="A short offline demo (a few seconds): quorum fan-out, then a pipeline.",
+        help="the web fan-out service under load, then an ETL pipeline (offline, seconds)",
+        description=(
+            "Start local HTTP backends and the fan-out service on 127.0.0.1, send a short "
+            "load with three strategies (plain, quorum, hedging and mirror races), then run "
+            "a small ETL pipeline, with live progress, and print a summary. Needs no "
+            "network; needs the web extras (pip install 'cohort[cli]')."
+        ),
     )
+    from cohort.cli._demo import add_demo_arguments
+
+    add_demo_arguments(demo)
     return parser
 
 
@@ -110,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return bench_command(args.names, quick=args.quick)
         from cohort.cli._demo import demo_command
 
-        return demo_command()
+        return demo_command(args)
     except UsageError as exc:
         print(f"cohort: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

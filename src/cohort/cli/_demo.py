@@ -1,111 +1,171 @@
-"""``cohort demo``: a few seconds of cohort, offline, from an installed package.
+"""``cohort demo``: the fan-out service under load, then an ETL pipeline, offline.
 
-Two parts: a quorum read fanned out to simulated replicas under a deadline
-(the first two answers win, the rest are cancelled, every child's fate is
-shown), then a small pipeline over generated orders with retries, a skipped
-bad record and live progress. Everything is simulated in-process, so it needs
-no network and nothing from ``examples/``.
+Part 1 starts ten simulated backends and the web fan-out service
+(``cohort.examples.fanout``: Starlette on uvicorn, 127.0.0.1 only) and sends
+the same short load three times, from one replica of everything to quorum
+reads, hedging and mirror races, with live progress; a latency table shows
+what each tactic buys. Part 2 runs the ETL pipeline (``cohort.examples.etl``:
+fetch over HTTP with retries, parse in worker processes, store in SQLite in
+batches, dead letters) with live progress. A summary ends it; on Ctrl-C the
+summary says what had finished, and every server and worker process stops.
 
-The fuller demo of issue 7 (the local backends and the HTTP fan-out service
-under load, then an ETL pipeline) is for a later session.
+It needs the web extras (``pip install 'cohort[cli]'``) and no network.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
+import argparse
 import sys
-from typing import Any
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import cohort
-from cohort.cli import EXIT_INTERRUPTED, EXIT_OK
+from cohort.cli import EXIT_INTERRUPTED, EXIT_OK, UsageError
 
-__all__ = ["demo_command"]
-
-# Simulated replicas: seconds to answer, or None for one that is down.
-REPLICAS: dict[str, float | None] = {
-    "eu-1": 0.12,
-    "eu-2": None,
-    "us-1": 0.30,
-    "us-2": 0.08,
-    "ap-1": 2.00,
-}
-ORDERS = 600
+__all__ = ["add_demo_arguments", "demo_command"]
 
 
-async def _read(rng: random.Random, replica: str, key: str) -> str:
-    delay = REPLICAS[replica]
-    if delay is None:
-        await asyncio.sleep(0.01)
-        raise ConnectionError(f"{replica} is down")
-    await asyncio.sleep(delay * rng.uniform(0.9, 1.1))
-    return f"{key}=42 via {replica}"
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options, with small defaults: the whole demo takes a few seconds."""
+    parser.add_argument(
+        "--requests", type=int, default=60, metavar="N", help="requests per strategy (default 60)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, metavar="N", help="requests in flight (default 8)"
+    )
+    parser.add_argument(
+        "--docs", type=int, default=120, metavar="N", help="documents for the ETL (default 120)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, metavar="S", help="seed of the backends' behaviour"
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show live progress on stderr (default: on)",
+    )
 
 
-async def quorum_part(rng: random.Random) -> None:
-    print("1. Quorum read: 5 replicas, 2 answers needed, 0.5 s deadline")
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    async with cohort.TaskGroup(join=cohort.Quorum(2), timeout=0.5, name="quorum") as g:
-        for replica in REPLICAS:
-            g.spawn(_read, rng, replica, "answer", name=replica)
-    took = (loop.time() - start) * 1e3
-    print(f"   quorum reached in {took:.0f} ms: {g.results}")
-    for o in g.outcomes:
-        ms = "" if o.ended is None or o.started is None else f"{(o.ended - o.started) * 1e3:.0f}"
-        detail = o.value if o.error is None else f"{type(o.error).__name__}: {o.error}"
-        print(f"   {o.name:<6} {o.status.value:<10} {ms:>5} ms  {detail or ''}")
+@dataclass
+class _Summary:
+    """What the demo has shown so far, printed at the end and on Ctrl-C."""
+
+    lines: list[str] = field(default_factory=list)
+    part: str = "starting"
+
+    def print(self, *, interrupted: bool) -> None:
+        title = f"summary (interrupted during {self.part})" if interrupted else "summary"
+        print(f"\n{title}")
+        for line in self.lines or ["nothing finished"]:
+            print(f"  {line}")
+        print("  every request, child task, server and worker process has ended.", flush=True)
 
 
-def _orders_pipeline(rng: random.Random) -> cohort.Pipeline[dict[str, Any]]:
-    hiccups: set[int] = set()
-
-    @cohort.stage(workers=16, retry=cohort.Retry(attempts=3, backoff=0.01))
-    async def fetch(order_id: int) -> dict[str, Any]:
-        await asyncio.sleep(rng.uniform(0.02, 0.08))
-        if order_id % 19 == 0 and order_id not in hiccups:
-            hiccups.add(order_id)
-            raise ConnectionError(f"order {order_id}: backend hiccup")  # retried once
-        return {"id": order_id, "amount": round(rng.uniform(5, 500), 2)}
-
-    @cohort.stage(on_error="skip")
-    async def validate(order: dict[str, Any]) -> dict[str, Any]:
-        if order["id"] % 97 == 0:
-            raise ValueError(f"order {order['id']}: malformed record")  # skipped, reported
-        return order
-
-    @cohort.stage(workers=4)
-    async def price(order: dict[str, Any]) -> dict[str, Any]:
-        await asyncio.sleep(0.002)
-        return {**order, "total": round(order["amount"] * 1.2, 2)}
-
-    return fetch | validate | price
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
 
 
-async def pipeline_part(rng: random.Random) -> None:
+async def _fanout(args: argparse.Namespace, summary: _Summary) -> None:
+    import httpx
+
+    from cohort.examples.fanout.backends import DEFAULT_BACKENDS
+    from cohort.examples.fanout.load import Record, format_table, request, summarize
+    from cohort.examples.fanout.service import Strategy
+    from cohort.examples.fanout.stack import STRATEGIES, local_stack
+
+    async def load(
+        client: httpx.AsyncClient, url: str, label: str, strategy: Strategy
+    ) -> list[Record]:
+        @cohort.stage(workers=args.concurrency, name=label)
+        async def get(key: str) -> Record:
+            return await request(client, url, key, strategy)
+
+        report = await get.run(keys, progress=args.progress)
+        return report.outputs or []
+
+    summary.part = "the fan-out load"
+    keys = [f"sku-{i}" for i in range(args.requests)]
+    async with local_stack(args.seed) as url:
+        print(
+            f"1. Web fan-out: a Starlette service on {url} asks {len(DEFAULT_BACKENDS)} "
+            "backends (127.0.0.1) per request:\n"
+            "   quorum of 2 catalog replicas, hedged pricing, first-wins image mirrors,\n"
+            "   optional reviews, one deadline per request. Same load, three strategies:",
+            flush=True,
+        )
+        async with httpx.AsyncClient(timeout=10) as client:
+            results = [
+                summarize(label, await load(client, url, label, strategy))
+                for label, strategy in STRATEGIES.items()
+            ]
+    table = format_table(results)
+    print("\n".join(f"   {line}" for line in table.splitlines()), flush=True)
+    plain, best = results[0], results[-1]
+    summary.lines.append(
+        f"fan-out: {args.requests} requests per strategy; with all tactics p99 "
+        f"{_ms(best.p99)} (plain {_ms(plain.p99)}), errors {best.error_rate:.1%} "
+        f"(plain {plain.error_rate:.1%})"
+    )
+
+
+async def _etl(args: argparse.Namespace, summary: _Summary) -> None:
+    from cohort.examples.etl.pipeline import run_etl
+
+    summary.part = "the ETL pipeline"
     print(
-        f"\n2. Pipeline fetch | validate | price over {ORDERS} orders (progress on stderr)",
+        f"\n2. ETL: fetch {args.docs} documents from a local server (async, retried), "
+        "parse them in 2 worker processes,\n"
+        "   store them in SQLite in batches; what fails for good goes to a dead-letter file:",
         flush=True,
     )
-    report = await _orders_pipeline(rng).run(range(1, ORDERS + 1), progress=True)
-    total = sum(o["total"] for o in report.outputs or [])
-    print("\n".join(f"   {line}" for line in str(report).splitlines()))
-    print(f"   skipped: {[f'{e.stage}: {e.exception}' for e in report.errors][:3]}")
-    print(f"   revenue {total:,.2f} over {report.succeeded} orders")
+    with tempfile.TemporaryDirectory(prefix="cohort-demo-") as tmp:
+        result = await run_etl(
+            args.docs,
+            args.seed,
+            Path(tmp) / "etl.sqlite",
+            Path(tmp) / "dead.jsonl",
+            progress=args.progress,
+        )
+    print("\n".join(f"   {line}" for line in str(result.report).splitlines()))
+    kinds = ", ".join(f"{what} x{n}" for what, n in result.errors_by_kind().items())
+    retried = sum(s.retried for s in result.report.stages)
+    summary.lines.append(
+        f"etl: {args.docs} documents -> {result.rows} SQLite rows, "
+        f"{result.dead_letters} dead letters ({kinds or 'none'}), {retried} retries"
+    )
 
 
-async def _main() -> None:
-    rng = random.Random(7)
-    await quorum_part(rng)
-    await pipeline_part(rng)
-    print("\ndemo done: every child ended exactly once, nothing left running.")
+async def _demo(args: argparse.Namespace, summary: _Summary) -> None:
+    await _fanout(args, summary)
+    await _etl(args, summary)
+    summary.part = "the end"
 
 
-def demo_command() -> int:
+def _check(args: argparse.Namespace) -> None:
+    for name in ("requests", "concurrency", "docs"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be at least 1")
+    missing: list[str] = []
+    for module in ("starlette", "uvicorn", "httpx"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise UsageError(f"the demo needs {', '.join(missing)}: pip install 'cohort[cli]'")
+
+
+def demo_command(args: argparse.Namespace) -> int:
     """Run the demo; return its exit status."""
+    _check(args)
+    summary = _Summary()
     try:
-        cohort.run(_main)
+        cohort.run(_demo, args, summary)
     except KeyboardInterrupt:
+        summary.print(interrupted=True)
         print("cohort: demo interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    summary.print(interrupted=False)
     return EXIT_OK

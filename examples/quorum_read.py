@@ -1,9 +1,12 @@
-"""cohort demo: a quorum read fanned out to replicas, under a deadline.
+"""The smallest example: a quorum read fanned out to replicas, under a deadline.
 
 Five simulated replicas answer after different delays (one is down, one is
 very slow). We need two agreeing answers within 0.5 s: cohort starts all
 reads, returns as soon as two succeed, cancels the rest, and shows how every
-child ended.
+child ended. Then the same replicas as mirrors (first answer wins, each
+call limited to 0.2 s), and a deadline around a whole group.
+
+    python examples/quorum_read.py
 """
 
 from __future__ import annotations
