@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 from typing import Any
 
 import pytest
@@ -693,3 +694,59 @@ def test_repr_names_the_group_and_policy() -> None:
     g = cohort.TaskGroup(join=cohort.Quorum(2), name="reads")
     assert "reads" in repr(g)
     assert "Quorum(2)" in repr(g)
+
+
+async def _ok() -> int:
+    return 1
+
+
+async def _boom() -> int:
+    raise ValueError("boom")
+
+
+async def _sleep_forever() -> None:
+    await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize(
+    ("join", "children"),
+    [
+        (cohort.Gather(), [_ok, _ok, _ok]),
+        (cohort.Settle(), [_ok, _boom, _ok]),
+        (cohort.FirstWins(), [_ok, _sleep_forever, _sleep_forever]),
+        (cohort.Quorum(1), [_boom, _ok, _sleep_forever]),
+    ],
+)
+async def test_a_finished_group_is_freed_by_reference_counting(
+    join: cohort.JoinPolicy, children: list[Any]
+) -> None:
+    # A finished handle refers to neither its group nor its task, and the group
+    # drops its scope: no reference cycle is left for the collector, which would
+    # otherwise hold every child's task and coroutine until a collection runs.
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        async with cohort.TaskGroup(join=join, limit=2) as g:
+            for child in children:
+                g.spawn(child)
+        assert len(g.outcomes) == len(children)
+        del g
+        gc.collect()
+        leaked = [o for o in gc.garbage if isinstance(o, cohort.TaskGroup | cohort.Handle)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert leaked == []
+
+
+async def test_a_child_error_keeps_its_own_traceback() -> None:
+    async with cohort.TaskGroup(join=cohort.Settle()) as g:
+        g.spawn(_boom)
+    frames = []
+    tb = g.errors[0].__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert frames == ["_boom"]  # nothing of cohort's own machinery

@@ -13,6 +13,8 @@ import asyncio
 import enum
 import itertools
 import math
+import sys
+import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -100,7 +102,10 @@ class Handle(Generic[T]):
         timeout: float | None,
         critical: bool,
     ) -> None:
-        self._group = group
+        # _group and _task are dropped when the child finishes: a finished handle
+        # refers to neither, so a group and its children are freed by reference
+        # counting when the last reference goes, not left for the cycle collector.
+        self._group: TaskGroup | None = group
         self._coro = coro
         self._name = name
         self._timeout = timeout
@@ -161,6 +166,7 @@ class Handle(Generic[T]):
         if self.done():
             return False
         if self._task is None:
+            assert self._group is not None  # unfinished
             self._group._drop_queued(self)
         else:
             cancel_task(self._task)
@@ -193,6 +199,7 @@ class Handle(Generic[T]):
     async def _finished(self) -> None:
         if not self.done():
             if self._waiter is None:
+                assert self._group is not None  # unfinished
                 self._waiter = self._group._loop.create_future()
             # Shielded: a cancelled waiter must not cancel the shared future.
             await asyncio.shield(self._waiter)
@@ -201,14 +208,17 @@ class Handle(Generic[T]):
         # Hot path (a critical or optional child that succeeded) inlined;
         # everything else goes through TaskGroup._child_done.
         group = self._group
+        assert group is not None  # unfinished
         group._running -= 1
         try:
             self._value = task.result()
-        except BaseException:  # failed or cancelled: the slow path retrieves it
+        except BaseException as exc:  # failed or cancelled: the slow path records it
+            _pop_caller_frame(exc)
             group._child_done(self, task)
             return
         self._status = _SUCCEEDED
-        self._ended = group._loop.time()
+        self._group = self._task = None
+        self._ended = group._clock()
         if group._completion_order:
             group._completed.append(self)
         if group._queue:
@@ -300,6 +310,7 @@ class TaskGroup:
         self._on_timeout_mode = on_timeout
         self._name = name
         self._phase = _NEW
+        self._accepting = False  # open and undecided: spawn() is allowed
         self._handles: list[Handle[Any]] = []
         self._completed: list[Handle[Any]] = []
         self._queue: deque[Handle[Any]] = deque()
@@ -321,6 +332,7 @@ class TaskGroup:
             join.on_spawn if type(join).on_spawn is not JoinPolicy.on_spawn else None
         )
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
         self._task: asyncio.Task[Any] | None = None
         self._scope: _GroupScope | None = None
         self._entered_at = math.nan
@@ -431,19 +443,17 @@ class TaskGroup:
         ``fn`` is an async callable, or a coroutine object (then no ``args``).
         Keyword arguments for ``fn`` go through ``functools.partial``.
         """
-        if self._decision is not _CONTINUE or (
-            self._phase is not _OPEN and self._phase is not _EXITING
-        ):
+        if not self._accepting:
             self._refuse_spawn()
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
         coro: Coroutine[Any, Any, T]
-        if type(fn) is _CoroutineType and not args:
-            coro = fn
-        elif callable(fn):
+        if callable(fn):
             coro = fn(*args)  # type: ignore[assignment]  # checked just below
             if type(coro) is not _CoroutineType:
                 coro = _check_coro(fn, coro)
+        elif type(fn) is _CoroutineType and not args:
+            coro = fn
         else:
             coro = _coro_object(fn, args)
         handle: Handle[T] = Handle(self, coro, name, timeout, critical)
@@ -456,7 +466,7 @@ class TaskGroup:
             # _launch() inlined for the common case (no child timeout, events off).
             loop = self._loop
             handle._status = _RUNNING
-            handle._started = loop.time()
+            handle._started = self._clock()
             task = loop.create_task(coro, name=name)
             handle._task = task
             self._running += 1
@@ -486,7 +496,7 @@ class TaskGroup:
         coro = handle._coro
         handle._status = _RUNNING
         loop = self._loop
-        handle._started = loop.time()
+        handle._started = self._clock()
         if handle._timeout is not None:
             coro = _run_with_timeout(coro, handle._timeout, handle)
         task = loop.create_task(coro, name=handle._name)
@@ -535,7 +545,8 @@ class TaskGroup:
 
     def _finish(self, handle: Handle[Any], status: ChildStatus) -> None:
         handle._status = status
-        handle._ended = self._loop.time()
+        handle._group = handle._task = None
+        handle._ended = self._clock()
         if self._completion_order:
             self._completed.append(handle)
         handle._failed = status is _FAILED or (status is _TIMED_OUT and handle._error is not None)
@@ -578,6 +589,7 @@ class TaskGroup:
 
     def _decide(self, decision: Decision) -> None:
         self._decision = decision
+        self._accepting = False
         self._cancel_rest()
         scope = self._scope
         if self._phase is _OPEN and scope is not None:
@@ -628,6 +640,7 @@ class TaskGroup:
             raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
         self._task = task
         self._loop = loop = task.get_loop()
+        self._clock = _clock_of(loop)
         self._entered_at = now = loop.time()
         deadline = math.inf if self._timeout is None else now + self._timeout
         self._scope = _GroupScope(self, deadline)
@@ -641,6 +654,7 @@ class TaskGroup:
         self._parent = _current_group.get()
         self._group_token = _current_group.set(self)
         self._phase = _OPEN
+        self._accepting = True
         _observe._live_groups[self] = None
         if EVENTS.on:
             EVENTS.log.debug(
@@ -662,6 +676,8 @@ class TaskGroup:
             return await self._exit(exc)
         finally:
             self._phase = _CLOSED
+            self._accepting = False
+            self._scope = None  # it refers to the group: no cycle left behind
             _current_group.reset(self._group_token)
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
@@ -740,6 +756,7 @@ class TaskGroup:
         self._outside_cancel = True
         if self._decision is Decision.CONTINUE:
             self._decision = Decision.DONE
+            self._accepting = False
         self._cancel_rest()
 
     def _raise_outcome(self, exc: BaseException | None, body_error: BaseException | None) -> bool:
@@ -788,6 +805,29 @@ async def _run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, handle
         return await coro
     handle._timed_out = True
     raise TimeoutError(f"child {handle.name!r} timed out after {timeout} s")
+
+
+def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time``, or ``time.monotonic`` itself where that is all ``loop.time`` does.
+
+    Children are timed on the loop's clock (a virtual clock included); calling
+    the C function directly saves a Python method call per timestamp.
+    """
+    if type(loop).time is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
+
+
+def _pop_caller_frame(exc: BaseException) -> None:
+    """Take the caller's frame off ``exc``'s traceback, where re-raising put it.
+
+    ``task.result()`` re-raises a child's error in ``Handle._on_done``; left on
+    the traceback, that frame would show cohort's internals to the user and
+    keep the handle and its group alive in a reference cycle.
+    """
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame is sys._getframe(1):
+        exc.__traceback__ = tb.tb_next
 
 
 def _coro_object(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
