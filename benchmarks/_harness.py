@@ -52,6 +52,22 @@ def compare(
     ]
 
 
+def cyclic_garbage(fn: Callable[[], object]) -> int:
+    """Objects one run of ``fn`` leaves for the cycle collector.
+
+    ``compare`` collects before each round, outside the timing, so a case that
+    leaves reference cycles behind does not pay for their collection there;
+    printing this count next to a table shows whether that flatters a case.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        fn()
+        return gc.collect()
+    finally:
+        gc.enable()
+
+
 def _fmt_seconds(s: float) -> str:
     if s >= 1:
         return f"{s:.2f} s"

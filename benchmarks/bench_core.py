@@ -28,7 +28,7 @@ import anyio
 import trio
 
 import cohort
-from benchmarks._harness import LoopFactory, compare, loops, table, versions
+from benchmarks._harness import LoopFactory, compare, cyclic_garbage, loops, table, versions
 
 _Factory = LoopFactory
 
@@ -248,10 +248,12 @@ def _measure(
         for fn in extra.values():
             fn()
         results = compare([*timed, *extra.items()], rounds=rounds, per=per)
+        garbage = {name: cyclic_garbage(fn) for name, fn in timed}
     finally:
         for r in runners:
             r.close()
-    return table(title, results, unit)
+    left = ", ".join(f"{name} {count:,}" for name, count in garbage.items())
+    return table(title, results, unit) + f"\n- cyclic garbage left per round: {left}\n"
 
 
 def main(quick: bool) -> str:
@@ -261,7 +263,7 @@ def main(quick: bool) -> str:
         + versions("cohort", "anyio", "trio", "uvloop")
         + "\n\nRatios are paired per round against the first row (same loop, same run).\n",
     ]
-    sizes = [(1_000, 11, 3), (10_000, 5, 1)] if quick else [(1_000, 21, 5), (10_000, 9, 1)]
+    sizes = [(1_000, 11, 5), (10_000, 5, 1)] if quick else [(1_000, 21, 20), (10_000, 9, 2)]
     if not quick:
         sizes.append((100_000, 3, 1))
     race_sizes = [(10, 200), (100, 40), (1000, 4)]
