@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def popen_python(*args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    """Start ``python *args`` (text mode) with Ctrl-C, SIGINT, at its default action.
+
+    A shell starts background jobs with SIGINT ignored and children inherit
+    that; Python then installs no KeyboardInterrupt handler, and a test's
+    SIGINT would do nothing. POSIX only, like the tests that send SIGINT.
+    """
+    return subprocess.Popen(
+        [sys.executable, *args], text=True, preexec_fn=_default_sigint, **kwargs
+    )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_python(

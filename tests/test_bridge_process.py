@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import psutil
 import pytest
 
 from _bridge_util import gone
+from _util import popen_python
 
 TESTS = Path(__file__).parent
 
@@ -31,11 +31,10 @@ def _script(tmp_path: Path, body: str) -> Path:
 
 
 def _start(path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(path)],
+    return popen_python(
+        str(path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         start_new_session=True,  # its own process group, like a program in a terminal
     )
 

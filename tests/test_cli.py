@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
-from _util import EXAMPLES, run_python
+from _util import EXAMPLES, popen_python, run_python
 from cohort.examples.etl.server import plan
 
 EXAMPLE = str(EXAMPLES / "cli_pipeline.py")
@@ -197,12 +197,14 @@ def test_ctrl_c_stops_the_run_with_a_one_line_summary_and_status_130(tmp_path: P
         "        await asyncio.sleep(60)\n"
         "    return line\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cohort.cli", "run", "slow:pipe"],
+    proc = popen_python(
+        "-m",
+        "cohort.cli",
+        "run",
+        "slow:pipe",
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         cwd=tmp_path,
     )
     assert proc.stdin is not None
@@ -293,11 +295,10 @@ def test_demo_without_the_web_extras_says_what_to_install() -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT stands for Ctrl-C on POSIX")
 def test_demo_ctrl_c_prints_what_finished_and_stops_every_process() -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "cohort.cli", "demo", "--requests", "1", "--docs", "5000"],
+    with popen_python(
+        *("-m", "cohort.cli", "demo", "--requests", "1", "--docs", "5000"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:  # the ETL's first progress line: its worker pool is running

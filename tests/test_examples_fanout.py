@@ -15,7 +15,6 @@ import asyncio
 import math
 import signal
 import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -24,7 +23,7 @@ import pytest
 
 import cohort
 import cohort.testing
-from _util import EXAMPLES, run_python
+from _util import EXAMPLES, popen_python, run_python
 from cohort.examples.fanout.backends import (
     CATALOG,
     DEFAULT_BACKENDS,
@@ -266,11 +265,8 @@ def test_the_script_runs_and_prints_the_comparison() -> None:
 
 def test_ctrl_c_shuts_the_servers_down_cleanly() -> None:
     script = str(EXAMPLES / "fanout_service.py")
-    with subprocess.Popen(
-        [sys.executable, "-u", script, "--requests", "100000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    with popen_python(
+        "-u", script, "--requests", "100000", stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:
         assert process.stdout is not None
         for line in process.stdout:  # the load starts right after the sample request
