@@ -46,6 +46,23 @@ def run_python(
     )
 
 
+def now() -> float:
+    """The running loop's clock (virtual under ``@pytest.mark.virtual_clock``)."""
+    return asyncio.get_running_loop().time()
+
+
+async def ok(value: Any, delay: float = 1.0) -> Any:
+    """A child that returns ``value`` after ``delay`` seconds."""
+    await asyncio.sleep(delay)
+    return value
+
+
+async def bad(message: str, delay: float = 1.0) -> Any:
+    """A child that raises ``ValueError(message)`` after ``delay`` seconds."""
+    await asyncio.sleep(delay)
+    raise ValueError(message)
+
+
 async def until(predicate: Callable[[], bool]) -> None:
     """Yield to the loop until ``predicate()`` holds: ordering by state, not by sleeping."""
     for _ in range(1000):

@@ -10,24 +10,11 @@ from typing import Any
 import pytest
 
 import cohort
+from _util import bad, now, ok
 from cohort import ChildStatus, Decision
 from cohort.testing import wait_all_tasks_blocked
 
 S = ChildStatus
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
-
-
-async def ok(value: Any, delay: float = 1) -> Any:
-    await asyncio.sleep(delay)
-    return value
-
-
-async def bad(message: str, delay: float = 1) -> None:
-    await asyncio.sleep(delay)
-    raise ValueError(message)
 
 
 def statuses(g: cohort.TaskGroup) -> list[ChildStatus]:
@@ -329,7 +316,7 @@ async def test_quorum_done_when_k_succeed_results_in_completion_order() -> None:
         for value, delay in (("a", 3), ("b", 1), ("c", 2), ("d", 5)):
             g.spawn(ok, value, delay)
     assert g.results == ["b", "c"]
-    assert _now() == 2
+    assert now() == 2
     assert statuses(g) == [S.CANCELLED, S.SUCCEEDED, S.SUCCEEDED, S.CANCELLED]
 
 
@@ -344,7 +331,7 @@ async def test_quorum_reached_while_body_still_runs_cancels_body_silently() -> N
         after_sleep = True
     assert not after_sleep
     assert g.results == [1]
-    assert _now() == 1
+    assert now() == 1
 
 
 @vc
@@ -356,7 +343,7 @@ async def test_quorum_unreachable_raises_as_soon_as_certain() -> None:
             g.spawn(bad, "y", 3)
             g.spawn(ok, 4, 10)
     err = info.value
-    assert _now() == 3
+    assert now() == 3
     assert err.needed == 3
     assert err.successes == [1]
     assert sorted(str(e) for e in err.exceptions) == ["x", "y"]
@@ -370,7 +357,7 @@ async def test_quorum_larger_than_children_fails_when_the_body_ends() -> None:
             g.spawn(ok, 1, 1)
     assert "not enough children" in str(info.value.exceptions[0])
     assert info.value.successes == []
-    assert _now() == 0
+    assert now() == 0
     assert statuses(g) == [S.CANCELLED]
 
 
@@ -391,7 +378,7 @@ async def test_first_wins_takes_first_success() -> None:
         g.spawn(ok, "slow", 3)
         g.spawn(ok, "winner", 2)
     assert g.result == "winner"
-    assert _now() == 2
+    assert now() == 2
 
 
 @vc
@@ -400,7 +387,7 @@ async def test_first_wins_all_fail_raises_quorum_error() -> None:
         async with cohort.TaskGroup(join=cohort.FirstWins()) as g:
             g.spawn(bad, "a", 1)
             g.spawn(bad, "b", 2)
-    assert _now() == 2
+    assert now() == 2
     assert len(info.value.exceptions) == 2
     with pytest.raises(LookupError):
         _ = g.result
@@ -426,7 +413,7 @@ async def test_limit_runs_at_most_n_and_starts_in_spawn_order() -> None:
         assert [h.status for h in handles] == [S.RUNNING] * 2 + [S.PENDING] * 3
     assert peak == 2
     assert started == [0, 1, 2, 3, 4]
-    assert _now() == 3
+    assert now() == 3
     assert g.results == [0, 1, 2, 3, 4]
 
 
@@ -438,7 +425,7 @@ async def test_limit_with_failures_cancels_queued_children() -> None:
             g.spawn(ok, 2, 1)
             g.spawn(ok, 3, 1)
     assert statuses(g) == [S.FAILED, S.CANCELLED, S.CANCELLED]
-    assert _now() == 1
+    assert now() == 1
 
 
 @vc
@@ -448,7 +435,7 @@ async def test_limit_with_settle_keeps_going_after_failures() -> None:
             g.spawn(bad if i % 2 else ok, str(i), 1)
     assert g.results == ["0", "2"]
     assert len(g.errors) == 2
-    assert _now() == 2
+    assert now() == 2
 
 
 @vc
@@ -474,7 +461,7 @@ async def test_group_timeout_raise() -> None:
             g.spawn(ok, 1, 1)
             g.spawn(ok, 2, 5)
             await asyncio.sleep(10)
-    assert _now() == 1.5
+    assert now() == 1.5
     assert statuses(g) == [S.SUCCEEDED, S.TIMED_OUT]
     assert g.timed_out
 
@@ -488,7 +475,7 @@ async def test_group_timeout_with_failures_raises_group_with_timeout_error() -> 
             await asyncio.sleep(0.5)
     # Gather fails fast at t=1 on the error: no timeout involved.
     assert [type(e) for e in info.value.exceptions] == [ValueError]
-    assert _now() == 1
+    assert now() == 1
 
     with pytest.raises(ExceptionGroup) as info:
         async with cohort.TaskGroup(join=cohort.Gather(), timeout=2) as g:
@@ -505,7 +492,7 @@ async def test_group_timeout_partial_exits_with_what_completed() -> None:
         g.spawn(ok, "c", 4)
     assert g.results == ["a"]
     assert statuses(g) == [S.SUCCEEDED, S.TIMED_OUT, S.TIMED_OUT]
-    assert _now() == 2
+    assert now() == 2
 
 
 @vc
@@ -515,14 +502,14 @@ async def test_group_timeout_zero_times_out_at_first_await() -> None:
             g.spawn(ok, 1, 1)
             await asyncio.sleep(1)
     assert statuses(g) == [S.TIMED_OUT]
-    assert _now() == 0
+    assert now() == 0
 
 
 @vc
 async def test_group_timeout_while_waiting_in_exit() -> None:
     async with cohort.TaskGroup(timeout=3, on_timeout="partial") as g:
         g.spawn(ok, 1, 10)
-    assert _now() == 3
+    assert now() == 3
     assert statuses(g) == [S.TIMED_OUT]
 
 
@@ -534,7 +521,7 @@ async def test_child_timeout_is_a_failure_and_starts_when_the_child_starts() -> 
         g.spawn(ok, "third", 5, timeout=1)
     assert statuses(g) == [S.SUCCEEDED, S.SUCCEEDED, S.TIMED_OUT]
     assert isinstance(g.errors[0], TimeoutError)
-    assert _now() == 4
+    assert now() == 4
     third = g.outcomes[2]
     assert (third.started, third.ended) == (3, 4)
 
@@ -545,7 +532,7 @@ async def test_child_timeout_fails_gather() -> None:
         async with cohort.TaskGroup() as g:
             g.spawn(ok, 1, 5, timeout=1)
     assert isinstance(info.value.exceptions[0], TimeoutError)
-    assert _now() == 1
+    assert now() == 1
 
 
 @vc
@@ -559,7 +546,7 @@ async def test_outside_cancellation_cancels_children_and_propagates() -> None:
     assert outer.cancelled_caught
     assert statuses(g) == [S.CANCELLED, S.SUCCEEDED]
     assert task.cancelling() == 0
-    assert _now() == 2
+    assert now() == 2
 
 
 @vc
@@ -610,7 +597,7 @@ async def test_child_errors_win_over_outside_cancellation() -> None:
         await asyncio.sleep(10)  # the enclosing scope still gets its cancellation
         pytest.fail("outer cancellation was lost")
     assert outer.cancelled_caught
-    assert _now() == 1
+    assert now() == 1
 
 
 @vc
@@ -642,7 +629,7 @@ async def test_shielded_child_finishes_its_block_before_cancellation() -> None:
     async with cohort.TaskGroup(timeout=1, on_timeout="partial") as g:
         g.spawn(careful)
     assert finished_shielded_part
-    assert _now() == 2
+    assert now() == 2
     assert statuses(g) == [S.TIMED_OUT]
 
 
@@ -687,7 +674,7 @@ async def test_wait_all_tasks_blocked_orders_group_events() -> None:
         g.spawn(step, "b")
         await wait_all_tasks_blocked()
         assert progress == ["a", "b"]
-        assert _now() == 0
+        assert now() == 0
 
 
 def test_repr_names_the_group_and_policy() -> None:

@@ -12,23 +12,10 @@ from typing import Any, assert_type
 import pytest
 
 import cohort
+from _util import bad, now, ok
 from cohort.testing import wait_all_tasks_blocked
 
 vc = pytest.mark.virtual_clock
-
-
-def now() -> float:
-    return asyncio.get_running_loop().time()
-
-
-async def ok(value: Any, delay: float = 1.0) -> Any:
-    await asyncio.sleep(delay)
-    return value
-
-
-async def bad(message: str, delay: float = 1.0) -> Any:
-    await asyncio.sleep(delay)
-    raise ValueError(message)
 
 
 def closed(coro: Coroutine[Any, Any, Any]) -> bool:

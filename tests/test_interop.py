@@ -29,6 +29,7 @@ import anyio
 import pytest
 
 import cohort
+from _util import now
 from cohort.testing import VirtualClockLoop, run, wait_all_tasks_blocked
 
 T = TypeVar("T")
@@ -37,10 +38,6 @@ T = TypeVar("T")
 def anyio_run(main: Callable[[], Awaitable[T]]) -> T:
     """``anyio.run`` on the asyncio backend, on a virtual-clock loop."""
     return anyio.run(main, backend="asyncio", backend_options={"loop_factory": VirtualClockLoop})
-
-
-def now() -> float:
-    return asyncio.get_running_loop().time()
 
 
 def cancelling() -> int:

@@ -10,13 +10,10 @@ from typing import Any, assert_type
 import pytest
 
 import cohort
+from _util import now
 from cohort.testing import wait_all_tasks_blocked
 
 vc = pytest.mark.virtual_clock
-
-
-def now() -> float:
-    return asyncio.get_running_loop().time()
 
 
 @cohort.stage(workers=4)

@@ -9,12 +9,9 @@ from typing import Any
 import pytest
 
 import cohort
+from _util import now
 
 vc = pytest.mark.virtual_clock
-
-
-def now() -> float:
-    return asyncio.get_running_loop().time()
 
 
 def failing_on(*bad: int, on_error: Any = "raise", workers: int = 2, **options: Any) -> Any:

@@ -8,22 +8,19 @@ import math
 import pytest
 
 import cohort
+from _util import now
 from cohort.testing import wait_all_tasks_blocked
 
 pytestmark = pytest.mark.virtual_clock
 
 
-def _now() -> float:
-    return asyncio.get_running_loop().time()
-
-
 async def test_move_on_after_leaves_silently_at_the_deadline() -> None:
-    start = _now()
+    start = now()
     with cohort.move_on_after(1.5) as scope:
         await asyncio.sleep(10)
     assert scope.cancelled_caught
     assert scope.cancel_called
-    assert _now() - start == 1.5
+    assert now() - start == 1.5
 
 
 async def test_move_on_after_not_expired_is_not_caught() -> None:
@@ -34,27 +31,27 @@ async def test_move_on_after_not_expired_is_not_caught() -> None:
 
 
 async def test_fail_after_raises_builtin_timeout_error() -> None:
-    start = _now()
+    start = now()
     with pytest.raises(TimeoutError), cohort.fail_after(2):
         await asyncio.sleep(10)
-    assert _now() - start == 2
+    assert now() - start == 2
 
 
 async def test_fail_at_and_move_on_at_use_absolute_deadlines() -> None:
-    with cohort.move_on_at(_now() + 3) as scope:
+    with cohort.move_on_at(now() + 3) as scope:
         await asyncio.sleep(10)
     assert scope.cancelled_caught
-    assert _now() == 3
-    with pytest.raises(TimeoutError), cohort.fail_at(_now() + 1):
+    assert now() == 3
+    with pytest.raises(TimeoutError), cohort.fail_at(now() + 1):
         await asyncio.sleep(10)
-    assert _now() == 4
+    assert now() == 4
 
 
 async def test_deadline_already_passed_cancels_at_first_await() -> None:
     with pytest.raises(TimeoutError), cohort.fail_after(0) as scope:
         await asyncio.sleep(1)
     assert scope.cancel_called
-    assert _now() == 0
+    assert now() == 0
 
 
 async def test_deadline_passed_but_no_await_leaves_nothing_behind() -> None:
@@ -72,7 +69,7 @@ async def test_cancel_without_await_does_not_leak_cancellation() -> None:
         scope.cancel()
     assert not scope.cancelled_caught
     await asyncio.sleep(0.5)
-    assert _now() == 0.5
+    assert now() == 0.5
 
 
 async def test_cancel_before_enter_cancels_at_first_await() -> None:
@@ -81,7 +78,7 @@ async def test_cancel_before_enter_cancels_at_first_await() -> None:
     with scope:
         await asyncio.sleep(1)
     assert scope.cancelled_caught
-    assert _now() == 0
+    assert now() == 0
 
 
 async def test_cancel_from_another_task() -> None:
@@ -98,7 +95,7 @@ async def test_cancel_from_another_task() -> None:
     scope.cancel()
     await task
     assert scope.cancelled_caught
-    assert _now() == 0
+    assert now() == 0
 
 
 async def test_nested_outer_deadline_first_is_caught_by_outer() -> None:
@@ -108,18 +105,18 @@ async def test_nested_outer_deadline_first_is_caught_by_outer() -> None:
         pytest.fail("outer cancellation must go past the inner scope")
     assert outer.cancelled_caught
     assert not inner.cancelled_caught
-    assert _now() == 1
+    assert now() == 1
 
 
 async def test_nested_inner_deadline_first_is_caught_by_inner() -> None:
     with cohort.move_on_after(5) as outer:
         with cohort.move_on_after(1) as inner:
             await asyncio.sleep(10)
-        assert _now() == 1
+        assert now() == 1
         await asyncio.sleep(10)
     assert inner.cancelled_caught
     assert outer.cancelled_caught
-    assert _now() == 5
+    assert now() == 5
 
 
 async def test_same_deadline_both_cancelled_outer_catches() -> None:
@@ -138,7 +135,7 @@ async def test_cancellation_is_edge_triggered() -> None:
             await asyncio.sleep(2)  # cleanup that awaits is not cancelled again
             raise
     assert scope.cancelled_caught
-    assert _now() == 3
+    assert now() == 3
 
 
 async def test_cancel_counts_balanced_after_each_block() -> None:
@@ -166,7 +163,7 @@ async def test_cohort_scope_inside_asyncio_timeout_catches_its_own() -> None:
         with cohort.move_on_after(1) as scope:
             await asyncio.sleep(10)
     assert scope.cancelled_caught
-    assert _now() == 1
+    assert now() == 1
 
 
 @pytest.mark.parametrize("shield", [False, True])
@@ -190,11 +187,11 @@ async def test_shield_holds_back_outer_deadline_and_delivers_on_exit() -> None:
     with cohort.move_on_after(1) as outer:
         with cohort.CancelScope(shield=True):
             await asyncio.sleep(2)  # the outer deadline passes here
-            assert _now() == 2
+            assert now() == 2
             await asyncio.sleep(1)  # awaits after the deadline still run
         pytest.fail("the held cancellation is delivered when the shield exits")
     assert outer.cancelled_caught
-    assert _now() == 3
+    assert now() == 3
 
 
 async def test_shield_own_deadline_still_applies() -> None:
@@ -202,7 +199,7 @@ async def test_shield_own_deadline_still_applies() -> None:
         await asyncio.sleep(5)
     assert inner.cancelled_caught
     assert not outer.cancel_called
-    assert _now() == 1
+    assert now() == 1
 
 
 async def test_shield_exiting_with_error_keeps_error_and_delivers_later() -> None:
@@ -215,12 +212,12 @@ async def test_shield_exiting_with_error_keeps_error_and_delivers_later() -> Non
             pass
         await asyncio.sleep(5)  # the held cancellation arrives here
     assert outer.cancelled_caught
-    assert _now() == 2
+    assert now() == 2
 
 
 async def test_current_deadline_and_time() -> None:
     assert cohort.current_deadline() == math.inf
-    assert cohort.current_time() == _now()
+    assert cohort.current_time() == now()
     with cohort.move_on_after(5):
         assert cohort.current_deadline() == 5
         with cohort.move_on_after(2):
@@ -234,14 +231,14 @@ async def test_current_deadline_and_time() -> None:
 
 async def test_deadline_is_settable_while_active() -> None:
     with cohort.CancelScope() as scope:
-        scope.deadline = _now() + 2
+        scope.deadline = now() + 2
         await asyncio.sleep(10)
     assert scope.cancelled_caught
-    assert _now() == 2
+    assert now() == 2
     with cohort.move_on_after(1) as scope:
-        scope.deadline = _now() + 4
+        scope.deadline = now() + 4
         await asyncio.sleep(10)
-    assert _now() == 6
+    assert now() == 6
 
 
 async def test_deadline_is_computed_at_entry() -> None:
@@ -250,7 +247,7 @@ async def test_deadline_is_computed_at_entry() -> None:
     with scope:
         assert scope.deadline == 6
         await asyncio.sleep(10)
-    assert _now() == 6
+    assert now() == 6
 
 
 async def test_scope_cannot_be_entered_twice() -> None:
@@ -307,7 +304,7 @@ async def test_scope_in_child_task_is_independent() -> None:
         await ready.wait()
         await wait_all_tasks_blocked()
         assert await task
-        assert _now() == 1
+        assert now() == 1
     assert not outer.cancel_called
 
 
