@@ -1,0 +1,75 @@
+"""One validator for counts and durations, used at every call site.
+
+Bad input raises where it is given, with a message that names the argument,
+what it must be and what came: ``TypeError`` for a value of the wrong kind
+(``True``, ``"1"``, ``2.5`` for a count), ``ValueError`` for one of the right
+kind out of range (``0``, ``-1``, NaN). ``bool`` is never a number here,
+though Python makes it an ``int``: ``limit=True`` is a mistake, not ``1``.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Literal, overload
+
+__all__ = ["check_count", "check_seconds"]
+
+
+@overload
+def check_count(
+    name: str, value: object, *, least: int = ..., none: Literal[False] = ...
+) -> int: ...
+@overload
+def check_count(name: str, value: object, *, least: int = ..., none: bool) -> int | None: ...
+def check_count(name: str, value: object, *, least: int = 1, none: bool = False) -> int | None:
+    """``value`` as a count: an ``int`` (not a ``bool``) ``>= least``; ``None`` if ``none``."""
+    if value is None and none:
+        return None
+    if type(value) is not int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int >= {least}{_or_none(none)}, got {value!r}")
+        value = int(value)
+    if value < least:
+        raise ValueError(f"{name} must be an int >= {least}{_or_none(none)}, got {value!r}")
+    return value
+
+
+@overload
+def check_seconds(
+    name: str,
+    value: object,
+    *,
+    none: Literal[False] = ...,
+    zero: bool = ...,
+    inf: bool = ...,
+) -> float: ...
+@overload
+def check_seconds(
+    name: str, value: object, *, none: bool, zero: bool = ..., inf: bool = ...
+) -> float | None: ...
+def check_seconds(
+    name: str,
+    value: object,
+    *,
+    none: bool = False,
+    zero: bool = True,
+    inf: bool = True,
+) -> float | None:
+    """``value`` as a duration in seconds: a real number ``>= 0`` (``> 0`` unless
+    ``zero``), not NaN, ``math.inf`` only if ``inf``; ``None`` if ``none``."""
+    if value is None and none:
+        return None
+    what = f"a number of seconds {'>= 0' if zero else '> 0'}{_or_none(none)}"
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    seconds = float(value)
+    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not zero):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    if math.isinf(seconds) and not inf:
+        raise ValueError(f"{name} must be {what} and finite, got {value!r}")
+    return seconds
+
+
+def _or_none(none: bool) -> str:
+    return " or None" if none else ""
