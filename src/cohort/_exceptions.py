@@ -5,7 +5,7 @@ Hierarchy::
     Exception
     └── CohortError                      every error cohort itself raises
         ├── ClosedError (RuntimeError)   a group, pool or primitive used after it closed
-        ├── BrokenBarrierError (RuntimeError)
+        ├── BrokenBarrierError (asyncio.BrokenBarrierError)
         │                                a barrier broken by abort(), reset(), a cancelled
         │                                waiter or a failing action
         ├── WorkerCrashedError           a worker process died while running a call
@@ -26,6 +26,7 @@ collapsed single error).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -38,7 +39,7 @@ class ClosedError(CohortError, RuntimeError):
     """An object was used after it was closed or had finished."""
 
 
-class BrokenBarrierError(CohortError, RuntimeError):
+class BrokenBarrierError(CohortError, asyncio.BrokenBarrierError):
     """A barrier was broken while (or before) the caller waited on it."""
 
 

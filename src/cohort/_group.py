@@ -27,6 +27,7 @@ from cohort import _observe, _scopes
 from cohort._observe import EVENTS
 from cohort._policies import Decision, Gather, JoinPolicy
 from cohort._scopes import CancelScope, cancel_task
+from cohort._validate import check_count, check_seconds
 
 __all__ = ["ChildStatus", "Handle", "Outcome", "TaskGroup"]
 
@@ -34,6 +35,7 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _CancelledError = asyncio.CancelledError
+_get_running_loop = asyncio._get_running_loop
 
 
 class ChildStatus(enum.Enum):
@@ -214,7 +216,7 @@ class Handle(Generic[T]):
             self._value = task.result()
         except BaseException as exc:  # failed or cancelled: the slow path records it
             _pop_caller_frame(exc)
-            group._child_done(self, task)
+            group._child_done(self, task, exc)
             return
         self._status = _SUCCEEDED
         self._group = self._task = None
@@ -254,6 +256,10 @@ class _GroupScope(CancelScope):
             # The body had finished, or the policy chose to ignore the timeout:
             # this deadline is spent, but the scope can still be cancelled.
             self._deadline = math.inf
+
+    def _held_back(self) -> None:
+        # The body sits in a shield, the children do not: they are cancelled now.
+        self._group._outside()
 
 
 _group_numbers = itertools.count(1)
@@ -298,10 +304,8 @@ class TaskGroup:
             raise TypeError(f"join= takes a policy instance: write join={join.__name__}()")
         elif not isinstance(join, JoinPolicy):
             raise TypeError(f"join= must be a cohort.JoinPolicy instance, got {join!r}")
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"limit must be an int >= 1 or None, got {limit!r}")
-        if timeout is not None and not timeout >= 0:
-            raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+        limit = check_count("limit", limit, none=True)
+        timeout = check_seconds("timeout", timeout, none=True)
         if on_timeout not in ("raise", "partial"):
             raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
         self._policy = join
@@ -320,7 +324,11 @@ class TaskGroup:
         self._failed = 0
         self._decision = Decision.CONTINUE
         self._timed_out = False
+        # KeyboardInterrupt/SystemExit seen in the body or a child: re-raised bare.
         self._base_error: BaseException | None = None
+        # Any error that is not an Exception (those two included): no policy
+        # may swallow it, the group fails.
+        self._fatal = False
         self._outside_cancel = False
         self._cancel_exc: _CancelledError | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -443,10 +451,14 @@ class TaskGroup:
         ``fn`` is an async callable, or a coroutine object (then no ``args``).
         Keyword arguments for ``fn`` go through ``functools.partial``.
         """
-        if not self._accepting:
-            self._refuse_spawn()
-        if timeout is not None and not timeout >= 0:
-            raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+        if not self._accepting or _get_running_loop() is not self._loop:
+            self._refuse_spawn(fn)
+        if timeout is not None:
+            try:
+                timeout = check_seconds("timeout", timeout)
+            except (TypeError, ValueError):
+                _close_if_coroutine(fn)
+                raise
         coro: Coroutine[Any, Any, T]
         if callable(fn):
             coro = fn(*args)  # type: ignore[assignment]  # checked just below
@@ -457,27 +469,36 @@ class TaskGroup:
         else:
             coro = _coro_object(fn, args)
         handle: Handle[T] = Handle(self, coro, name, timeout, critical)
-        self._handles.append(handle)
-        if critical:
-            self._spawned += 1
         if self._limit is not None and self._running >= self._limit:
             self._queue.append(handle)
         elif timeout is None and not EVENTS.on:
             # _launch() inlined for the common case (no child timeout, events off).
-            loop = self._loop
+            try:
+                task = self._loop.create_task(coro, name=name)
+            except BaseException:
+                coro.close()  # no task, no child: nothing is recorded
+                raise
             handle._status = _RUNNING
             handle._started = self._clock()
-            task = loop.create_task(coro, name=name)
             handle._task = task
             self._running += 1
             task.add_done_callback(handle._on_done)
         else:
             self._launch(handle)
+        self._handles.append(handle)
+        if critical:
+            self._spawned += 1
         if critical and self._on_spawn_hook is not None:
             self._apply(self._on_spawn_hook(self, handle))
         return handle
 
-    def _refuse_spawn(self) -> NoReturn:
+    def _refuse_spawn(self, fn: object) -> NoReturn:
+        _close_if_coroutine(fn)
+        if self._accepting:  # open, but called from another thread
+            raise RuntimeError(
+                f"cannot spawn into {self!r} from outside its event loop's thread; "
+                "use loop.call_soon_threadsafe or asyncio.run_coroutine_threadsafe"
+            )
         if self._phase is _NEW:
             raise RuntimeError(f"cannot spawn into {self!r}: enter it with `async with` first")
         if self._phase is _CLOSED:
@@ -493,13 +514,18 @@ class TaskGroup:
             self._decide(Decision.DONE)
 
     def _launch(self, handle: Handle[Any]) -> None:
+        """Start a child's task; raises (closing its coroutine) if it cannot be created."""
         coro = handle._coro
-        handle._status = _RUNNING
-        loop = self._loop
-        handle._started = self._clock()
         if handle._timeout is not None:
             coro = _run_with_timeout(coro, handle._timeout, handle)
-        task = loop.create_task(coro, name=handle._name)
+        try:
+            task = self._loop.create_task(coro, name=handle._name)
+        except BaseException:
+            coro.close()
+            handle._coro.close()
+            raise
+        handle._status = _RUNNING
+        handle._started = self._clock()
         handle._task = task
         self._running += 1
         task.add_done_callback(handle._on_done)
@@ -516,32 +542,45 @@ class TaskGroup:
 
     # -- completion ---------------------------------------------------------------
 
-    def _child_done(self, handle: Handle[Any], task: asyncio.Task[Any]) -> None:
+    def _child_done(self, handle: Handle[Any], task: asyncio.Task[Any], exc: BaseException) -> None:
         """A child failed or was cancelled (``_running`` already counted down)."""
         # A child cancelled before its first step never ran its coroutine (it may
         # sit inside the timeout wrapper): close it, or Python warns it was never awaited.
         handle._coro.close()
-        if task.cancelled():
+        if task.cancelled() and task.cancelling():
             status = _TIMED_OUT if self._timed_out else _CANCELLED
         else:
-            exc = task.exception()
-            if exc is None:
-                handle._value = task.result()
-                status = _SUCCEEDED
-            else:
-                handle._error = exc
-                status = _TIMED_OUT if handle._timed_out else _FAILED
-                if not isinstance(exc, Exception):
-                    self._base_error = self._base_error or exc
+            if task.cancelled():
+                # Nobody cancelled the child: it raised CancelledError on its own
+                # (it awaited a future cancelled elsewhere). That is a failure, or
+                # its value would silently go missing from the results.
+                error = RuntimeError(
+                    f"child {handle.name!r} raised CancelledError without being cancelled "
+                    "(did it await something that was cancelled elsewhere?)"
+                )
+                error.__cause__ = exc
+                exc = error
+            handle._error = exc
+            status = _TIMED_OUT if handle._timed_out else _FAILED
+            if not isinstance(exc, Exception):
+                self._on_fatal(exc)
         if self._queue:
             self._launch_queued()
         self._finish(handle, status)
 
     def _launch_queued(self) -> None:
         queue = self._queue
-        if self._decision is Decision.CONTINUE:
-            while queue and (self._limit is None or self._running < self._limit):
-                self._launch(queue.popleft())
+        while (
+            queue
+            and self._decision is _CONTINUE
+            and (self._limit is None or self._running < self._limit)
+        ):
+            handle = queue.popleft()
+            try:
+                self._launch(handle)
+            except Exception as exc:  # no task could be made: the child failed
+                handle._error = exc
+                self._finish(handle, _FAILED)
 
     def _finish(self, handle: Handle[Any], status: ChildStatus) -> None:
         handle._status = status
@@ -556,11 +595,11 @@ class TaskGroup:
             else:
                 self._failed += 1
             if self._decision is Decision.CONTINUE:
-                if self._base_error is not None:
+                if self._fatal:
                     self._decide(Decision.FAIL)
                 else:
                     self._apply(self._policy.on_child_done(self, handle))
-        elif self._base_error is not None and self._decision is Decision.CONTINUE:
+        elif self._fatal and self._decision is Decision.CONTINUE:
             self._decide(Decision.FAIL)
         waiter = handle._waiter
         if waiter is not None and not waiter.done():
@@ -717,7 +756,7 @@ class TaskGroup:
         elif exc is not None:
             body_error = exc
             if not isinstance(exc, Exception):
-                self._base_error = self._base_error or exc
+                self._on_fatal(exc)
             if self._decision is Decision.CONTINUE:
                 self._decide(Decision.FAIL)
         if self._decision is Decision.CONTINUE:
@@ -745,8 +784,23 @@ class TaskGroup:
             self._outside_cancel = True
         return self._raise_outcome(exc, body_error)
 
+    def _on_fatal(self, exc: BaseException) -> None:
+        self._fatal = True
+        if self._base_error is None and isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            self._base_error = exc
+
     def _is_outside_cancel(self, task: asyncio.Task[Any], scope: CancelScope) -> bool:
-        return task.cancelling() > scope._entry_cancelling + scope._cancel_requests
+        """Whether a ``CancelledError`` the group saw is not its own scope's.
+
+        Counted cancellations beyond the scope's own requests come from outside;
+        so does one the scope never asked for at all: a cancellation raised at
+        the exit of a shield in the body (``move_on_after(1): async with
+        TaskGroup(): with CancelScope(shield=True): await sleep(2)``) is
+        raised, not delivered, and bumps no count.
+        """
+        if task.cancelling() > scope._entry_cancelling + scope._cancel_requests:
+            return True
+        return not (scope._cancel_requests or scope._raised)
 
     def _outside(self) -> None:
         # Once only: anyio re-cancels its task every iteration, and children
@@ -764,20 +818,17 @@ class TaskGroup:
         if self._base_error is not None:
             raise self._base_error
         policy = self._policy
+        child_errors = self._errors_to_raise()
         if body_error is not None:
-            errors = [body_error]
-            if policy.raises_child_errors:
-                errors.extend(self.errors_of_critical())
-            raise BaseExceptionGroup(f"{self.name}: the body failed", errors)
+            raise BaseExceptionGroup(f"{self.name}: the body failed", [body_error, *child_errors])
         if self._outside_cancel:
-            child_errors = self.errors_of_critical() if policy.raises_child_errors else []
             if child_errors:
                 # Errors win over the cancellation, as in asyncio.TaskGroup; an
                 # enclosing cohort scope still gets its cancellation delivered
                 # if the errors are caught inside it.
                 assert self._task is not None
                 _scopes.redeliver(self._task)
-                raise ExceptionGroup(f"{self.name}: children failed", child_errors)
+                raise BaseExceptionGroup(f"{self.name}: children failed", child_errors)
             if isinstance(exc, _CancelledError):
                 return False
             raise self._cancel_exc or _CancelledError()
@@ -786,18 +837,31 @@ class TaskGroup:
                 timeout_error = TimeoutError(
                     f"{self.name} timed out after {self._timeout} s ({self._policy!r})"
                 )
-                failures = self.errors_of_critical() if policy.raises_child_errors else []
-                if failures:
-                    raise ExceptionGroup(f"{self.name}: timed out", [*failures, timeout_error])
+                if child_errors:
+                    raise BaseExceptionGroup(
+                        f"{self.name}: timed out", [*child_errors, timeout_error]
+                    )
                 raise timeout_error
+            if self._fatal:
+                raise BaseExceptionGroup(f"{self.name}: children failed", child_errors)
             raise policy.error(self)
-        if policy.raises_child_errors:
+        if child_errors:
             # Decided DONE (partial timeout, g.cancel()) but children failed on
             # their way out: never swallowed.
-            late = self.errors_of_critical()
-            if late:
-                raise ExceptionGroup(f"{self.name}: children failed", late)
+            raise BaseExceptionGroup(f"{self.name}: children failed", child_errors)
         return True
+
+    def _errors_to_raise(self) -> list[BaseException]:
+        """Child errors the group raises, in spawn order: critical failures if the
+        policy raises them, and any child error that is not an ``Exception``."""
+        raises = self._policy.raises_child_errors
+        return [
+            h._error
+            for h in self._handles
+            if h._failed
+            and h._error is not None
+            and (not isinstance(h._error, Exception) or (raises and h.critical))
+        ]
 
 
 async def _run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, handle: Handle[T]) -> T:
@@ -828,6 +892,12 @@ def _pop_caller_frame(exc: BaseException) -> None:
     tb = exc.__traceback__
     if tb is not None and tb.tb_frame is sys._getframe(1):
         exc.__traceback__ = tb.tb_next
+
+
+def _close_if_coroutine(fn: object) -> None:
+    """A coroutine object that will never run is closed (else Python warns it was never awaited)."""
+    if asyncio.iscoroutine(fn):
+        fn.close()
 
 
 def _coro_object(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:

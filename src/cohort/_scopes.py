@@ -26,6 +26,7 @@ import enum
 import math
 import weakref
 from contextvars import ContextVar
+from numbers import Real
 from types import TracebackType
 from typing import Final
 
@@ -125,8 +126,26 @@ class _TaskState:
         return False
 
     def deliver_later(self, scope: CancelScope) -> None:
-        if scope._phase is _Phase.ACTIVE and not self.shielded_above(scope):
-            scope._deliver()
+        if scope._phase is _Phase.ACTIVE:
+            if self.shielded_above(scope):
+                self.hold(scope)
+            else:
+                scope._deliver()
+
+    def hold(self, scope: CancelScope | None) -> None:
+        """A shield holds back the cancellation of ``scope`` (``None``: of the whole task).
+
+        What lies between them and the shield is still cancelled: a task group
+        opened there cancels its children now, since no shield covers them
+        (``move_on_after(1): async with TaskGroup() as g: g.spawn(work); with
+        CancelScope(shield=True): ...`` stops ``work`` after 1 s, as anyio does).
+        """
+        stack = self.stack
+        for i in range(0 if scope is None else stack.index(scope) + 1, len(stack)):
+            inner = stack[i]
+            if inner._shield:
+                return
+            inner._held_back()
 
 
 def _fire(ref: weakref.ref[_TaskState]) -> None:
@@ -157,6 +176,7 @@ def cancel_task(task: asyncio.Task[object], msg: str | None = None) -> None:
     state = _shielded.get(task)
     if state is not None:
         state.root_pending = True
+        state.hold(None)
         return
     task.cancel(msg)
 
@@ -196,9 +216,7 @@ class CancelScope:
     )
 
     def __init__(self, *, deadline: float = math.inf, shield: bool = False) -> None:
-        if deadline != deadline:  # NaN
-            raise ValueError("deadline must be a number or math.inf, not NaN")
-        self._deadline = float(deadline)
+        self._deadline = _check_deadline(deadline)
         self._relative = math.nan
         self._shield = shield
         self._fail = False
@@ -231,10 +249,16 @@ class CancelScope:
 
     @deadline.setter
     def deadline(self, value: float) -> None:
-        if value != value:
-            raise ValueError("deadline must be a number or math.inf, not NaN")
+        if self._phase is _Phase.EXITED:
+            raise RuntimeError(f"{self!r} has exited: its deadline can no longer change")
+        if self._reason is _Reason.DEADLINE:
+            raise RuntimeError(
+                f"{self!r} has already expired: its deadline can no longer change "
+                "(as asyncio.Timeout.reschedule); enter a new scope"
+            )
+        value = _check_deadline(value)
         self._relative = math.nan
-        self._deadline = float(value)
+        self._deadline = value
         state = self._state
         if self._phase is _Phase.ACTIVE and state is not None and not self._reason:
             if self._deadline <= state.loop.time():
@@ -272,13 +296,17 @@ class CancelScope:
         if self._phase is not _Phase.ACTIVE or state is None:
             return
         if state.shielded_above(self):
-            return  # delivered when the shield exits
+            state.hold(self)  # delivered when the shield exits
+            return
         if state.task is _current_task():
             # Never cancel the running task synchronously: a block that ends
             # before its next await must not leave a cancellation behind.
             state.loop.call_soon(state.deliver_later, self)
         else:
             self._deliver()
+
+    def _held_back(self) -> None:
+        """An enclosing scope's cancellation is held back by a shield inside this one."""
 
     def _deliver(self) -> None:
         state = self._state
@@ -339,6 +367,18 @@ class CancelScope:
         state = self._state
         if state is None or self._phase is not _Phase.ACTIVE:
             raise RuntimeError(f"{self!r} exited without being entered")
+        try:
+            here = _current_task()
+        except RuntimeError:  # no running loop
+            here = None
+        if here is not state.task:
+            self._abandon(state)
+            raise RuntimeError(
+                f"{self!r} was entered in task {state.task.get_name()!r} and exited in "
+                f"{'no task' if here is None else repr(here.get_name())}: a scope must be "
+                "exited by the task that entered it (do not carry it across an await in "
+                "another task, e.g. an async generator closed elsewhere)"
+            )
         stack = state.stack
         if not stack or stack[-1] is not self:
             raise RuntimeError(
@@ -366,6 +406,17 @@ class CancelScope:
             caught = task.cancelling() <= self._entry_cancelling and not _outer_raised(stack)
         self.cancelled_caught = caught
         return caught
+
+    def _abandon(self, state: _TaskState) -> None:
+        """Take the scope off its task's stack without delivering anything."""
+        if self in state.stack:
+            state.stack.remove(self)
+            if self._shield:
+                state.shields -= 1
+                if not state.shields:
+                    _shielded.pop(state.task, None)
+        self._phase = _Phase.EXITED
+        self._state = None
 
     @staticmethod
     def _release_held(state: _TaskState, exc: BaseException | None) -> None:
@@ -425,9 +476,19 @@ def redeliver(task: asyncio.Task[object]) -> None:
             return
 
 
+def _check_deadline(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"deadline must be a number on the loop's clock or math.inf, got {value!r}")
+    if value != value:
+        raise ValueError("deadline must be a number or math.inf, not NaN")
+    return float(value)
+
+
 def _relative_scope(delay: float, fail: bool) -> CancelScope:
+    if isinstance(delay, bool) or not isinstance(delay, Real):
+        raise TypeError(f"the delay must be a number of seconds, got {delay!r}")
     if delay != delay:
-        raise ValueError("delay must be a number of seconds, not NaN")
+        raise ValueError("the delay must be a number of seconds, not NaN")
     scope = CancelScope()
     scope._relative = float(delay)
     scope._fail = fail
