@@ -22,7 +22,6 @@ dead-letter file as JSON lines; everything else ends up as a row. The report
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 from pathlib import Path
 
@@ -61,5 +60,4 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        cohort.run(main, parse_args())
+    cohort.run(main, parse_args())  # Ctrl-C: the partial report, one line, exit status 130

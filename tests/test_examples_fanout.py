@@ -274,4 +274,7 @@ def test_ctrl_c_shuts_the_servers_down_cleanly() -> None:
                 break
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
-    assert (process.returncode, stderr) == (1, "interrupted\n")
+    assert (process.returncode, stderr) == (
+        130,
+        "cohort: interrupted (Ctrl-C); every task was stopped\n",
+    )

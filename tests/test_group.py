@@ -83,7 +83,7 @@ def test_constructor_validates_arguments() -> None:
         cohort.TaskGroup(timeout=-1)
     with pytest.raises(ValueError, match="on_timeout"):
         cohort.TaskGroup(on_timeout="ignore")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="k >= 1"):
+    with pytest.raises(ValueError, match=r"Quorum\(k\) must be an int >= 1"):
         cohort.Quorum(0)
 
 

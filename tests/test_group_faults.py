@@ -216,7 +216,7 @@ async def test_spawn_propagates_task_creation_failure_and_records_nothing() -> N
         assert g.handles == []
         assert g.pending == 0
     assert g.outcomes == []
-    assert inspect.getcoroutinestate(made[0]) == inspect.CORO_CLOSED  # closed, never "never awaited"
+    assert inspect.getcoroutinestate(made[0]) == inspect.CORO_CLOSED
 
 
 async def test_queued_child_whose_task_cannot_be_made_fails() -> None:

@@ -590,3 +590,30 @@ async def test_result_types_follow_the_awaitables() -> None:
         assert_type(results, cohort.ResultStream[int])
         assert [assert_type(v, int) async for v in results] == [0, 1, 2]
     assert [assert_type(b, bytes) async for b in cohort.as_completed([read("a", 1)])] == [b"a\x01"]
+
+
+async def test_a_spent_stream_refuses_a_second_iteration() -> None:
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    stream = cohort.map(double, range(3), limit=2)
+    assert [x async for x in stream] == [0, 2, 4]
+    with pytest.raises(
+        RuntimeError, match=r"already iterated to its end or closed; call cohort\.map\(\)"
+    ):
+        async for _ in stream:
+            pass
+    closed = cohort.as_completed([double(1), double(2)])
+    async with closed:
+        async for _ in closed:
+            break
+    with pytest.raises(RuntimeError, match=r"call cohort\.as_completed\(\) again"):
+        async for _ in closed:
+            pass
+    # a bare `async for` left by `break` resumes where it stopped, like a generator
+    resumed = cohort.map(double, range(3), limit=1)
+    first = await anext(resumed)
+    async for _ in resumed:
+        break
+    assert [first, *[x async for x in resumed]] == [0, 4]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
+import subprocess
 import sys
 from typing import Any
 
 import pytest
 
 import cohort
+from _util import popen_python
 
 
 async def loop_kind() -> str:
@@ -121,3 +124,56 @@ def test_helpers_run_under_cohort_run() -> None:
         return await cohort.gather(*(asyncio.sleep(0, i) for i in range(n)), limit=3)
 
     assert cohort.run(main, 5) == [0, 1, 2, 3, 4]
+
+
+_INTERRUPTED_SCRIPT = """
+import asyncio, sys, cohort
+
+@cohort.stage(workers=2)
+async def slow(x: int) -> int:
+    if x >= 3:
+        await asyncio.sleep(3600)
+    return x
+
+async def main() -> None:
+    async with cohort.TaskGroup() as g:
+        g.spawn(asyncio.sleep, 3600)
+        async with (slow | slow).stream(range(10)) as out:
+            async for x in out:
+                if x == 2:
+                    print("ready", flush=True)
+
+cohort.run(main, on_interrupt=sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT stands for Ctrl-C on POSIX")
+@pytest.mark.parametrize("mode", ["exit", "raise"])
+def test_ctrl_c_stops_everything_and_exits_130_with_a_short_summary(mode: str) -> None:
+    proc = popen_python(
+        "-c", _INTERRUPTED_SCRIPT, mode, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"  # the group and the stream are under way
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if mode == "raise":
+        assert proc.returncode != 0
+        assert err.rstrip().endswith("KeyboardInterrupt"), err
+        return
+    assert proc.returncode == 130, err
+    lines = err.splitlines()
+    assert lines[-1] == "cohort: interrupted (Ctrl-C); every task was stopped"
+    assert lines[0].startswith("cohort: cut short: <cohort.Pipeline slow | slow>: read 10: ")
+    assert "3 succeeded" in lines[0]
+    assert len(lines) == 2, err  # no traceback
+
+
+def test_on_interrupt_must_be_exit_or_raise() -> None:
+    async def main() -> None:
+        pass
+
+    coro = main()
+    with pytest.raises(ValueError, match='on_interrupt must be "exit" or "raise"'):
+        cohort.run(coro, on_interrupt="quit")  # type: ignore[arg-type]
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED

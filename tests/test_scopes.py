@@ -314,3 +314,43 @@ async def test_repr_mentions_state() -> None:
     with scope:
         assert "active" in repr(scope)
     assert "exited" in repr(scope)
+
+
+async def test_a_scope_exited_by_another_task_raises_and_leaves_the_owner_clean() -> None:
+    scope = cohort.move_on_after(1)
+    scope.__enter__()
+
+    async def other() -> None:
+        scope.__exit__(None, None, None)
+
+    with pytest.raises(RuntimeError, match="exited in 'intruder'"):
+        await asyncio.get_running_loop().create_task(other(), name="intruder")
+    # The owner's scope stack no longer holds it: a new scope nests and its
+    # deadline works, and the abandoned deadline cancels nothing.
+    with cohort.move_on_after(2) as inner:
+        await asyncio.sleep(5)
+    assert inner.cancelled_caught
+    assert cohort.current_deadline() == math.inf
+    await asyncio.sleep(1)
+
+
+async def test_a_deadline_cannot_change_after_exit_or_expiry() -> None:
+    with cohort.move_on_after(1) as scope:
+        await asyncio.sleep(2)
+        with pytest.raises(RuntimeError, match="already expired"):
+            scope.deadline = now() + 10
+    assert scope.cancelled_caught
+    with pytest.raises(RuntimeError, match="has exited"):
+        scope.deadline = math.inf
+    with cohort.CancelScope() as live:
+        live.deadline = now() + 3  # before expiry it moves freely
+        await asyncio.sleep(10)
+    assert live.cancelled_caught
+
+
+async def test_broken_barrier_error_is_also_asyncios() -> None:
+    barrier = cohort.Barrier(2)
+    barrier.abort()
+    with pytest.raises(asyncio.BrokenBarrierError):
+        await barrier.wait()
+    assert issubclass(cohort.BrokenBarrierError, cohort.CohortError)

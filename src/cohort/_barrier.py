@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from cohort._exceptions import BrokenBarrierError
 from cohort._observe import EVENTS
+from cohort._validate import check_count
 
 __all__ = ["Barrier", "BarrierStatistics"]
 
@@ -94,9 +95,9 @@ class Barrier:
     def __init__(
         self, parties: int, *, action: Callable[[], Awaitable[object] | object] | None = None
     ) -> None:
-        if parties < 1:
-            raise ValueError(f"Barrier parties must be >= 1, got {parties!r}")
-        self._parties = parties
+        self._parties = check_count("Barrier parties", parties)
+        if action is not None and not callable(action):
+            raise TypeError(f"Barrier action must be a callable or None, got {action!r}")
         self._action = action
         # The futures of the current generation, in arrival order. The list object
         # is swapped (never cleared) when a generation ends, so a waiter can tell
@@ -192,9 +193,7 @@ class Barrier:
 
     def add_parties(self, n: int = 1) -> None:
         """Add ``n`` parties; the current generation then needs ``n`` more arrivals."""
-        if n < 1:
-            raise ValueError(f"{self!r}: add_parties(n) needs n >= 1, got {n!r}")
-        self._parties += n
+        self._parties += check_count(f"{self!r}: add_parties(n)", n)
 
     def abort(self) -> None:
         """Break the barrier: every waiter gets ``BrokenBarrierError``, and so do later

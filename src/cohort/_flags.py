@@ -143,6 +143,12 @@ class EventFlags:
     def __init__(self, *names: str) -> None:
         if not names:
             raise ValueError("EventFlags needs at least one flag name, e.g. EventFlags('ready')")
+        bad = [name for name in names if not isinstance(name, str)]
+        if bad:
+            raise TypeError(
+                f"EventFlags takes flag names (str), got {bad[0]!r}: "
+                "write EventFlags('ready', 'done')"
+            )
         if len(set(names)) != len(names):
             dupes = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"EventFlags names must be unique; given more than once: {dupes}")

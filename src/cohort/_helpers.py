@@ -35,6 +35,7 @@ from typing import Any, Generic, TypeVar, TypeVarTuple
 from cohort import _scopes
 from cohort._group import TaskGroup
 from cohort._policies import FirstWins, Quorum, Settle
+from cohort._validate import check_count, check_seconds
 
 __all__ = ["ResultStream", "as_completed", "gather", "hedge", "map", "quorum", "race"]
 
@@ -215,10 +216,8 @@ async def hedge(
     """
     if not callable(fn):
         raise TypeError(f"hedge() needs an async callable, got {fn!r}")
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise ValueError(f"attempts must be an int >= 1, got {attempts!r}")
-    if not delay >= 0:
-        raise ValueError(f"delay must be a number of seconds >= 0, got {delay!r}")
+    attempts = check_count("attempts", attempts)
+    delay = check_seconds("delay", delay)
     state = _Hedge()
     async with TaskGroup(join=_FIRST_WINS, name="cohort.hedge") as group:
         for n in range(1, attempts + 1):
@@ -489,6 +488,12 @@ class ResultStream(AsyncIterator[R], Generic[R]):
         await self.aclose()
 
     def __aiter__(self) -> ResultStream[R]:
+        if self._core.over:
+            # A second `async for` over a spent stream would silently see nothing.
+            raise RuntimeError(
+                f"{self!r} was already iterated to its end or closed; "
+                f"call {self._core.name}() again for a new stream"
+            )
         return self
 
     async def __anext__(self) -> R:
@@ -558,8 +563,7 @@ def map(
     """
     if not callable(fn):
         raise TypeError(f"map() needs an async callable, got {fn!r}")
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+    limit = check_count("limit", limit)
     if not isinstance(iterable, Iterable | AsyncIterable):
         raise TypeError(f"map() needs an iterable or async iterable of items, got {iterable!r}")
     # Known length: start the workers at once; else grow one per item pulled.
@@ -588,9 +592,11 @@ def as_completed(aws: Iterable[Awaitable[T]], *, limit: int | None = None) -> Re
             f"as_completed() takes an iterable of awaitables, got {aws!r}; "
             "write as_completed([a, b]) rather than as_completed(a, b)"
         )
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+    try:
+        limit = check_count("limit", limit, none=True)
+    except (TypeError, ValueError):
         _close(aws)
-        raise ValueError(f"limit must be an int >= 1 or None, got {limit!r}")
+        raise
     coros = _coros(list(aws), "as_completed")
     cap = _NO_LIMIT if limit is None else limit
     workers = (min(cap, len(coros)),) * 2

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from cohort._observe import EVENTS
+from cohort._validate import check_count
 
 __all__ = ["Latch", "LatchStatistics"]
 
@@ -54,9 +55,7 @@ class Latch:
     __slots__ = ("_count", "_waiters")
 
     def __init__(self, count: int) -> None:
-        if count < 0:
-            raise ValueError(f"Latch count must be >= 0, got {count!r}")
-        self._count = count
+        self._count = check_count("Latch count", count, least=0)
         # Insertion-ordered (FIFO wake-up) and O(1) removal for cancelled waiters.
         self._waiters: dict[asyncio.Future[None], None] = {}
 
@@ -76,8 +75,7 @@ class Latch:
             ValueError: ``n < 1``, or the count would go below zero; the count
                 is left unchanged.
         """
-        if n < 1:
-            raise ValueError(f"{self!r}: count_down(n) needs n >= 1, got {n!r}")
+        n = check_count(f"{self!r}: count_down(n)", n)
         if n > self._count:
             raise ValueError(
                 f"{self!r}: count_down({n}) would go below zero; "

@@ -25,6 +25,7 @@ import enum
 from typing import TYPE_CHECKING, Any
 
 from cohort._exceptions import CohortError, QuorumError
+from cohort._validate import check_count
 
 if TYPE_CHECKING:
     from cohort._group import Handle, TaskGroup
@@ -118,9 +119,7 @@ class Quorum(JoinPolicy):
     results_order = "completion"
 
     def __init__(self, k: int) -> None:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"Quorum(k) needs an int k >= 1, got {k!r}")
-        self.k = k
+        self.k = check_count("Quorum(k)", k)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.k})"

@@ -3,16 +3,29 @@
 The loop is chosen once per call: the ``uvloop`` argument when given, else
 the environment variable ``COHORT_LOOP`` (``asyncio`` or ``uvloop``), else
 uvloop if it can be imported and asyncio's default loop otherwise.
+
+Ctrl-C ends a program the way the ``cohort`` command does: everything is
+stopped, one short summary goes to stderr (with the partial report of each
+pipeline the interrupt cut short), and the exit status is 130, instead of a
+traceback through the loop's internals.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
+from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar, TypeVarTuple
+from contextvars import ContextVar
+from typing import Any, Literal, TypeVar, TypeVarTuple
 
-__all__ = ["run"]
+__all__ = ["note_cut_short", "run"]
+
+EXIT_INTERRUPTED = 130
+# What was cut short by cancellation inside the current cohort.run: shown if
+# the run ends with Ctrl-C (bounded: a long-lived service cancels many runs).
+_cut_short: ContextVar[deque[str] | None] = ContextVar("cohort_cut_short", default=None)
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -58,6 +71,7 @@ def run(
     *args: *Ts,
     uvloop: bool | None = None,
     debug: bool = False,
+    on_interrupt: Literal["exit", "raise"] = "exit",
 ) -> T:
     """Run ``main(*args)`` on a new event loop and return its result, like ``asyncio.run``.
 
@@ -67,6 +81,13 @@ def run(
     (then without ``args``). At the end, the tasks still running are
     cancelled and async generators closed, as ``asyncio.run`` does.
 
+    On Ctrl-C (``KeyboardInterrupt``) the main task is cancelled and awaited,
+    so every group, pool worker and pipeline stops; then, with
+    ``on_interrupt="exit"`` (the default), one summary line (and the partial
+    report of each pipeline run the interrupt cut short) goes to stderr and
+    ``SystemExit(130)`` is raised, as a shell expects of an interrupted
+    program. ``on_interrupt="raise"`` re-raises the ``KeyboardInterrupt``.
+
     Example::
 
         async def main(n: int) -> list[int]:
@@ -74,6 +95,9 @@ def run(
 
         print(cohort.run(main, 100))
     """
+    if on_interrupt not in ("exit", "raise"):
+        _close(main)
+        raise ValueError(f'on_interrupt must be "exit" or "raise", got {on_interrupt!r}')
     if asyncio.iscoroutine(main):
         if args:
             main.close()
@@ -93,5 +117,30 @@ def run(
     except BaseException:
         coro.close()
         raise
-    with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
-        return runner.run(coro)
+    notes: deque[str] = deque(maxlen=4)
+    token = _cut_short.set(notes)
+    try:
+        with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
+            return runner.run(coro)
+    except KeyboardInterrupt:
+        if on_interrupt == "raise":
+            raise
+        for note in notes:
+            print(f"cohort: cut short: {note}", file=sys.stderr)
+        print("cohort: interrupted (Ctrl-C); every task was stopped", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    finally:
+        _cut_short.reset(token)
+
+
+def note_cut_short(what: str) -> None:
+    """Record a one-line account of work that cancellation cut short (a pipeline's
+    partial report); ``cohort.run`` prints the latest few if the run ends on Ctrl-C."""
+    notes = _cut_short.get()
+    if notes is not None:
+        notes.append(what)
+
+
+def _close(main: object) -> None:
+    if asyncio.iscoroutine(main):
+        main.close()

@@ -16,12 +16,13 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from cohort._runtime import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+
 __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):

@@ -162,7 +162,7 @@ def demo_command(args: argparse.Namespace) -> int:
     _check(args)
     summary = _Summary()
     try:
-        cohort.run(_demo, args, summary)
+        cohort.run(_demo, args, summary, on_interrupt="raise")
     except KeyboardInterrupt:
         summary.print(interrupted=True)
         print("cohort: demo interrupted", file=sys.stderr)

@@ -44,7 +44,7 @@ def run_command(args: argparse.Namespace) -> int:
     feed = LineFeed(fd, json_lines=args.json_lines)
     status = EXIT_OK
     try:
-        cohort.run(_execute, pipe, feed, out, progress, outcome)
+        cohort.run(_execute, pipe, feed, out, progress, outcome, on_interrupt="raise")
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
     finally:

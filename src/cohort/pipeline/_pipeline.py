@@ -13,6 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from cohort._runtime import note_cut_short
 from cohort.pipeline._report import Report
 
 if TYPE_CHECKING:
@@ -96,7 +97,11 @@ class Pipeline(Generic[R]):
 
         check_source(source, self)
         engine = Engine(self._stages, collect=collect, stream=False)
-        await engine.execute(source, progress_task() if progress else None)
+        try:
+            await engine.execute(source, progress_task() if progress else None)
+        except asyncio.CancelledError:
+            _note_cut_short(self, engine)
+            raise
         return engine.report()
 
     def stream(
@@ -193,9 +198,17 @@ class PipelineStream(Generic[R]):
         await asyncio.wait({task})
         self._buffer.clear()
         self.report = engine.report()
+        if isinstance(exc, asyncio.CancelledError):
+            _note_cut_short(self._pipe, engine)
         error = engine.output_channel.error if engine.output_channel is not None else None
         if exc is None and error is not None and self._delivered is None:
             raise error
+
+
+def _note_cut_short(pipe: Pipeline[Any], engine: Engine) -> None:
+    """Tell ``cohort.run`` what this cancelled run had done, for its Ctrl-C summary."""
+    headline = str(engine.report()).splitlines()[0]
+    note_cut_short(f"{pipe!r}: {headline}")
 
 
 def check_source(source: object, pipe: object) -> None:

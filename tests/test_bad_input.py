@@ -1,0 +1,128 @@
+"""Bad arguments to the core raise at the call site, with the type of error a
+caller expects (TypeError for the wrong kind of value, ValueError for a value
+out of range) and a message naming the argument; nothing is left half-made."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import cohort
+
+NAN = math.nan
+
+
+async def echo(x: int = 0) -> int:
+    return x
+
+
+def _calls() -> list[tuple[str, Callable[[], object], type[Exception], str]]:
+    """(case, call, error type, text the message must contain)."""
+    return [
+        ("Barrier(True)", lambda: cohort.Barrier(True), TypeError, "parties"),
+        ("Barrier(1.5)", lambda: cohort.Barrier(1.5), TypeError, "parties"),  # type: ignore[arg-type]
+        ("Barrier(nan)", lambda: cohort.Barrier(NAN), TypeError, "parties"),  # type: ignore[arg-type]
+        ("Barrier('2')", lambda: cohort.Barrier("2"), TypeError, "parties"),  # type: ignore[arg-type]
+        ("Barrier(0)", lambda: cohort.Barrier(0), ValueError, ">= 1"),
+        ("Barrier(action=3)", lambda: cohort.Barrier(2, action=3), TypeError, "action"),  # type: ignore[arg-type]
+        ("add_parties(0)", lambda: cohort.Barrier(2).add_parties(0), ValueError, "add_parties"),
+        (
+            "add_parties(True)",
+            lambda: cohort.Barrier(2).add_parties(True),
+            TypeError,
+            "add_parties",
+        ),
+        ("Latch(-1)", lambda: cohort.Latch(-1), ValueError, "count"),
+        ("Latch(nan)", lambda: cohort.Latch(NAN), TypeError, "count"),  # type: ignore[arg-type]
+        ("Latch(True)", lambda: cohort.Latch(True), TypeError, "count"),
+        ("count_down(0)", lambda: cohort.Latch(2).count_down(0), ValueError, "count_down"),
+        ("count_down(1.0)", lambda: cohort.Latch(2).count_down(1.0), TypeError, "count_down"),  # type: ignore[arg-type]
+        ("EventFlags()", lambda: cohort.EventFlags(), ValueError, "at least one"),
+        ("EventFlags(1, 2)", lambda: cohort.EventFlags(1, 2), TypeError, "str"),  # type: ignore[arg-type]
+        ("EventFlags(a, a)", lambda: cohort.EventFlags("a", "a"), ValueError, "unique"),
+        ("Quorum(0)", lambda: cohort.Quorum(0), ValueError, "Quorum(k)"),
+        ("Quorum(True)", lambda: cohort.Quorum(True), TypeError, "Quorum(k)"),
+        ("Quorum(2.0)", lambda: cohort.Quorum(2.0), TypeError, "Quorum(k)"),  # type: ignore[arg-type]
+        ("TaskGroup(limit=True)", lambda: cohort.TaskGroup(limit=True), TypeError, "limit"),
+        ("TaskGroup(limit=0)", lambda: cohort.TaskGroup(limit=0), ValueError, "limit"),
+        ("TaskGroup(limit=2.5)", lambda: cohort.TaskGroup(limit=2.5), TypeError, "limit"),  # type: ignore[arg-type]
+        ("TaskGroup(timeout=nan)", lambda: cohort.TaskGroup(timeout=NAN), ValueError, "timeout"),
+        ("TaskGroup(timeout=-1)", lambda: cohort.TaskGroup(timeout=-1), ValueError, "timeout"),
+        ("TaskGroup(timeout='1')", lambda: cohort.TaskGroup(timeout="1"), TypeError, "timeout"),  # type: ignore[arg-type]
+        ("move_on_after('1')", lambda: cohort.move_on_after("1"), TypeError, "seconds"),  # type: ignore[arg-type]
+        ("move_on_after(nan)", lambda: cohort.move_on_after(NAN), ValueError, "NaN"),
+        ("fail_after(True)", lambda: cohort.fail_after(True), TypeError, "seconds"),
+        ("move_on_at('x')", lambda: cohort.move_on_at("x"), TypeError, "deadline"),  # type: ignore[arg-type]
+        ("fail_at(nan)", lambda: cohort.fail_at(NAN), ValueError, "NaN"),
+        (
+            "CancelScope(deadline=None)",
+            lambda: cohort.CancelScope(deadline=None),
+            TypeError,
+            "deadline",
+        ),  # type: ignore[arg-type]
+        ("map(limit=True)", lambda: cohort.map(echo, [1], limit=True), TypeError, "limit"),
+        ("map(limit=0)", lambda: cohort.map(echo, [1], limit=0), ValueError, "limit"),
+        ("map(3, [])", lambda: cohort.map(3, [], limit=2), TypeError, "async callable"),  # type: ignore[call-overload]
+        ("as_completed(limit=0)", lambda: cohort.as_completed([], limit=0), ValueError, "limit"),
+        ("as_completed(a, b)", lambda: cohort.as_completed(echo()), TypeError, "iterable"),  # type: ignore[arg-type]
+    ]
+
+
+CASES = _calls()
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "text"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a coroutine left never awaited fails
+def test_bad_arguments_raise_at_the_call_site(
+    call: Callable[[], object], error: type[Exception], text: str
+) -> None:
+    with pytest.raises(error, match=None) as info:
+        call()
+    assert text in str(info.value)
+    assert type(info.value) is error
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"delay": 0.1, "attempts": 0}, ValueError),
+        ({"delay": 0.1, "attempts": True}, TypeError),
+        ({"delay": 0.1, "attempts": 1.5}, TypeError),
+        ({"delay": -1}, ValueError),
+        ({"delay": NAN}, ValueError),
+        ({"delay": "0.1"}, TypeError),
+    ],
+)
+async def test_hedge_refuses_bad_attempts_and_delay(kwargs: dict[str, Any], error: type) -> None:
+    with pytest.raises(error, match=r"attempts|delay"):
+        await cohort.hedge(echo, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"), [(NAN, ValueError), (-1, ValueError), ("1", TypeError), (True, TypeError)]
+)
+async def test_spawn_refuses_a_bad_timeout_and_closes_the_coroutine(
+    timeout: object, error: type
+) -> None:
+    coro = echo()
+    async with cohort.TaskGroup() as g:
+        with pytest.raises(error, match="timeout"):
+            g.spawn(coro, timeout=timeout)  # type: ignore[arg-type]
+    assert g.outcomes == []
+    assert coro.cr_frame is None  # closed, so never "never awaited"
+
+
+async def test_a_scope_deadline_must_be_a_number() -> None:
+    with cohort.CancelScope() as scope:
+        with pytest.raises(TypeError, match="deadline"):
+            scope.deadline = "soon"  # type: ignore[assignment]
+        with pytest.raises(ValueError, match="NaN"):
+            scope.deadline = NAN
+        assert scope.deadline == math.inf
+    await asyncio.sleep(0)
