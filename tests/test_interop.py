@@ -12,7 +12,9 @@ from cohort scopes and groups around it (also for awaits after the outer
 deadline passed) and delivers it when the shield exits. It is NOT a
 protection against cancellation from outside cohort: a raw ``task.cancel()``,
 ``asyncio.timeout``, an ``asyncio.TaskGroup`` or an anyio scope cancel the
-task as usual, straight through the shield.
+task as usual, straight through the shield. The other way round, an anyio
+shield entered inside a cohort scope (or in a group's child) holds back
+cohort's cancellation until it exits, as anyio's own scopes would be.
 
 Everything runs on the virtual clock, so times are asserted exactly; events
 order tasks, never sleeps.
@@ -979,3 +981,117 @@ def test_group_cancellation_held_by_a_shield_inside_a_cancelled_scope_is_not_los
         assert log == []
 
     run(main)
+
+
+# ----------------------------------------------------------------- anyio shields inside cohort
+
+
+def test_anyio_shield_holds_back_a_cohort_deadline_until_it_exits() -> None:
+    """A cohort deadline does not pierce an anyio shield entered inside it (httpcore's and
+    Starlette's shielded cleanup): it is delivered shortly after the shield exits."""
+
+    async def main() -> None:
+        finished_shielded_work = False
+        with cohort.move_on_after(1) as scope:
+            with anyio.CancelScope(shield=True):
+                await asyncio.sleep(5)
+                finished_shielded_work = True
+            await asyncio.sleep(100)
+        assert finished_shielded_work
+        assert scope.cancelled_caught
+        assert 5 <= now() < 5.1  # retried every few ms after the shield exits
+        assert cancelling() == 0
+
+    anyio_run(main)
+
+
+def test_cohort_deadline_inside_an_anyio_shield_still_fires() -> None:
+    """Only anyio shields entered inside the cohort scope hold it back."""
+
+    async def main() -> None:
+        with anyio.CancelScope(shield=True), cohort.move_on_after(1) as scope:
+            await asyncio.sleep(10)
+        assert scope.cancelled_caught
+        assert now() == 1
+
+    anyio_run(main)
+
+
+def test_group_child_in_anyio_to_thread_is_not_abandoned_by_its_timeout() -> None:
+    """A child waiting in ``anyio.to_thread.run_sync`` (shielded by anyio) is cancelled
+    after the thread returns, never while it still runs: the group does not return
+    while the thread is working."""
+
+    async def main() -> None:
+        release = __import__("threading").Event()
+        finished: list[str] = []
+
+        def blocking() -> str:
+            release.wait(30)
+            finished.append("thread")
+            return "done"
+
+        async def child() -> str:
+            result = await anyio.to_thread.run_sync(blocking)
+            finished.append("after thread")
+            await asyncio.sleep(100)
+            return result
+
+        async def releaser() -> None:
+            await asyncio.sleep(2)  # well past the child's timeout
+            release.set()
+
+        async with cohort.TaskGroup(cohort.Settle()) as g:
+            h = g.spawn(child, timeout=0.5)
+            g.spawn(releaser)
+        assert finished == ["thread", "after thread"]
+        assert h.status is cohort.ChildStatus.TIMED_OUT
+
+    asyncio.run(main())
+
+
+def test_a_group_cancelling_a_child_waits_for_the_childs_anyio_shield() -> None:
+    async def main() -> None:
+        cleaned: list[float] = []
+
+        async def child() -> None:
+            try:
+                await asyncio.sleep(100)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await asyncio.sleep(3)  # e.g. closing a connection politely
+                    cleaned.append(now())
+
+        async def failing() -> None:
+            await asyncio.sleep(1)
+            raise ValueError("boom")
+
+        async with cohort.TaskGroup(cohort.Settle()) as g:
+            g.spawn(child)
+            g.spawn(failing)
+            await asyncio.sleep(1.5)
+            g.cancel()
+        assert cleaned == [4.5]
+
+    anyio_run(main)
+
+
+def test_a_group_cancel_waits_for_an_anyio_shield_the_child_is_in() -> None:
+    async def main() -> None:
+        done: list[float] = []
+
+        async def child() -> None:
+            with anyio.CancelScope(shield=True):
+                await asyncio.sleep(3)
+                done.append(now())
+            await asyncio.sleep(100)
+
+        async with cohort.TaskGroup() as g:
+            h = g.spawn(child)
+            await asyncio.sleep(1)
+            g.cancel()
+        assert done == [pytest.approx(3)]  # polls on the virtual clock round it
+        assert h.status is cohort.ChildStatus.CANCELLED
+        assert now() < 3.1
+
+    anyio_run(main)

@@ -12,6 +12,10 @@ delivers one ``CancelledError``; code that catches it and awaits again inside
 the scope is not cancelled a second time by that scope. The one exception is
 a shield: cancellation that arrives while a shielded block runs is held back
 and delivered when the shield exits (at its exit if it exits normally).
+An anyio shield entered inside a cohort scope (``anyio.CancelScope(shield=True)``,
+``anyio.to_thread.run_sync``, httpcore's cleanup) holds it back too: anyio keeps
+that state to itself, so the delivery is retried every few milliseconds until the
+anyio shield has exited.
 
 Deadlines of one task share one timer: entering a scope whose deadline is not
 earlier than the timer already armed costs no timer at all (the timer re-arms
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
+import sys
 import weakref
 from contextvars import ContextVar
 from numbers import Real
@@ -43,6 +48,7 @@ __all__ = [
 ]
 
 _current_task = asyncio.current_task
+_modules = sys.modules
 _CancelledError = asyncio.CancelledError
 
 
@@ -132,6 +138,20 @@ class _TaskState:
             else:
                 scope._deliver()
 
+    def hold_for_anyio(self, scope: CancelScope) -> None:
+        """An anyio shield entered inside ``scope`` holds its cancellation back.
+
+        As with a cohort shield, the groups entered between ``scope`` and that
+        shield cancel their children now; the delivery is retried shortly.
+        """
+        stack = self.stack
+        for i in range(stack.index(scope) + 1, len(stack)):
+            inner = stack[i]
+            if inner._shield or not _anyio_shielded(self.task, inner._anyio):
+                break
+            inner._held_back()
+        self.loop.call_later(_ANYIO_POLL, self.deliver_later, scope)
+
     def hold(self, scope: CancelScope | None) -> None:
         """A shield holds back the cancellation of ``scope`` (``None``: of the whole task).
 
@@ -178,7 +198,44 @@ def cancel_task(task: asyncio.Task[object], msg: str | None = None) -> None:
         state.root_pending = True
         state.hold(None)
         return
+    if _anyio_shielded(task, None):
+        task.get_loop().call_later(_ANYIO_POLL, cancel_task, task, msg)
+        return
     task.cancel(msg)
+
+
+# How often a cancellation held back by an anyio shield checks whether it has exited.
+_ANYIO_POLL: Final = 0.002
+_ANYIO_BACKEND: Final = "anyio._backends._asyncio"
+
+
+def _anyio_scope(task: asyncio.Task[object]) -> object:
+    """anyio's innermost cancel scope in ``task`` (None without anyio or outside its scopes)."""
+    backend = _modules.get(_ANYIO_BACKEND)
+    if backend is None:
+        return None
+    try:
+        state = backend._task_states.get(task)
+    except (AttributeError, TypeError):  # an anyio whose internals differ: no deferral
+        return None
+    return None if state is None else getattr(state, "cancel_scope", None)
+
+
+def _anyio_shielded(task: asyncio.Task[object], since: object) -> bool:
+    """True when ``task`` is inside an anyio shield entered after anyio scope ``since``.
+
+    Walks anyio's scopes of this task from the innermost out to ``since`` (the
+    innermost one when the cohort scope was entered); scopes of an enclosing
+    task are anyio's business, not this task's.
+    """
+    scope = _anyio_scope(task)
+    while scope is not None and scope is not since:
+        if getattr(scope, "_host_task", None) is not task:
+            return False
+        if getattr(scope, "_shield", False):
+            return True
+        scope = getattr(scope, "_parent_scope", None)
+    return False
 
 
 class CancelScope:
@@ -202,6 +259,7 @@ class CancelScope:
     """
 
     __slots__ = (
+        "_anyio",
         "_cancel_requests",
         "_deadline",
         "_entry_cancelling",
@@ -226,6 +284,7 @@ class CancelScope:
         self._entry_cancelling = 0
         self._cancel_requests = 0
         self._raised = False
+        self._anyio: object = None  # anyio's innermost scope in the task at entry
         #: True when the block ended because this scope cancelled it.
         self.cancelled_caught = False
 
@@ -311,6 +370,9 @@ class CancelScope:
     def _deliver(self) -> None:
         state = self._state
         assert state is not None
+        if _anyio_shielded(state.task, self._anyio):
+            state.hold_for_anyio(self)
+            return
         self._cancel_requests += 1
         state.task.cancel()
 
@@ -331,6 +393,8 @@ class CancelScope:
         self._state = state
         self._phase = _Phase.ACTIVE
         self._entry_cancelling = task.cancelling()
+        if _ANYIO_BACKEND in _modules:
+            self._anyio = _anyio_scope(task)
         if self._relative == self._relative:
             self._deadline = state.loop.time() + self._relative
         state.stack.append(self)
