@@ -1,0 +1,251 @@
+"""Soak: groups, helpers, sync primitives, pool calls and pipelines, mixed, for minutes.
+
+Each round runs a random mix of the workloads users bring (fan-out under
+deadlines, cancellation churn, failing children, CPU calls that are cancelled
+or crash their worker, pipelines that are cancelled or left early) on uvloop,
+and checks what every round must leave behind: nothing. At the end it
+compares resident memory after warm-up with the end, file descriptors and
+child processes with the start, and counts the tasks still alive.
+
+Usage: ``python -m benchmarks.soak [--minutes 3] [--seed 1]`` (``make soak``).
+Exit status 0 when clean, 1 with the reasons otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psutil
+
+import cohort
+
+WARMUP_ROUNDS = 50
+RSS_GROWTH_LIMIT = 1.25  # end RSS over RSS after warm-up
+
+
+def crunch(n: int) -> int:
+    """CPU work in a worker process."""
+    return sum(i * i for i in range(n))
+
+
+def crash(code: int) -> None:
+    os._exit(code)
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+class Soak:
+    """One soak run: the workloads, the pool they share and the counters."""
+
+    def __init__(self, rng: random.Random, pool: cohort.ProcessPool) -> None:
+        self.rng = rng
+        self.pool = pool
+        self.counts: dict[str, int] = {}
+
+    async def nap(self, most: float = 0.003) -> None:
+        await asyncio.sleep(self.rng.random() * most)
+
+    async def maybe_fail(self, p: float) -> int:
+        await self.nap()
+        if self.rng.random() < p:
+            raise ValueError("child failed")
+        return 1
+
+    async def group_tree(self, depth: int = 0) -> None:
+        rng = self.rng
+        policy = rng.choice(
+            [cohort.Gather(), cohort.Settle(), cohort.Quorum(2), cohort.FirstWins()]
+        )
+        with cohort.move_on_after(rng.choice([0.001, 0.005, 0.05])):
+            try:
+                async with cohort.TaskGroup(policy, limit=rng.choice([None, 2, 5])) as g:
+                    for _ in range(rng.randint(2, 6)):
+                        if depth < 2 and rng.random() < 0.3:
+                            g.spawn(self.group_tree, depth + 1)
+                        else:
+                            g.spawn(self.maybe_fail, 0.2, timeout=rng.choice([None, 0.002]))
+                    if rng.random() < 0.2:
+                        await self.nap()
+                        g.cancel()
+            except ExceptionGroup as eg:
+                _only_expected(eg)
+
+    async def helpers(self) -> None:
+        rng = self.rng
+        with cohort.move_on_after(0.02):
+            try:
+                await cohort.gather(*(self.maybe_fail(0.05) for _ in range(10)), limit=4)
+            except ExceptionGroup as eg:
+                _only_expected(eg)
+        async with cohort.map(self.maybe_fail, [0.0] * 20, limit=5) as stream:
+            async for _ in stream:
+                if rng.random() < 0.1:
+                    break
+        with cohort.move_on_after(0.01), contextlib.suppress(cohort.QuorumError):
+            await cohort.hedge(self.maybe_fail, 0.3, delay=0.001, attempts=3)
+
+    async def sync(self) -> None:
+        barrier = cohort.Barrier(3)
+        latch = cohort.Latch(3)
+        flags = cohort.EventFlags("go", "done")
+
+        async def party() -> None:
+            await barrier.wait()
+            latch.count_down()
+            await flags.wait_all("go")
+
+        with cohort.move_on_after(0.05):
+            async with cohort.TaskGroup() as g:
+                for _ in range(3):
+                    g.spawn(party)
+                await latch.wait()
+                flags.set("go")
+
+    async def pool_calls(self) -> None:
+        rng = self.rng
+        pool = self.pool
+        kind = rng.random()
+        if kind < 0.4:
+            assert await pool.run(crunch, 1000) == crunch(1000)
+        elif kind < 0.7:
+            with cohort.move_on_after(0.002):
+                await pool.run(crunch, 10**8)  # cancelled: the worker is killed
+        elif kind < 0.73:
+            try:
+                await pool.run(crash, 3)
+            except cohort.WorkerCrashedError:
+                self.count("worker crashed (expected)")
+        elif kind < 0.9:
+            with contextlib.suppress(ValueError):
+                await pool.run(fail, "remote")
+        else:
+            async with cohort.TaskGroup(cohort.FirstWins()) as g:
+                g.spawn(pool.run, crunch, 10**8)
+                g.spawn(pool.run, crunch, 10)
+
+    async def pipelines(self) -> None:
+        rng = self.rng
+
+        @cohort.stage(workers=4, on_error="skip", ordered=rng.random() < 0.5)
+        async def first(x: int) -> int:
+            await self.nap(0.001)
+            if x % 17 == 0:
+                raise ValueError("bad item")
+            return x
+
+        @cohort.stage(workers=2)
+        async def second(x: int) -> int | object:
+            await asyncio.sleep(0)
+            return cohort.DROP if x % 5 == 0 else x * 2
+
+        pipe = first | second
+        n = rng.randint(10, 200)
+        if rng.random() < 0.5:
+            with cohort.move_on_after(rng.choice([0.002, 1.0])):
+                report = await pipe.run(range(n))
+                assert report.read == n
+        else:
+            async with pipe.stream(range(n)) as out:
+                async for _ in out:
+                    if rng.random() < 0.05:
+                        break
+
+    def count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    async def round(self) -> None:
+        work: list[Callable[[], Awaitable[None]]] = [
+            self.group_tree,
+            self.helpers,
+            self.sync,
+            self.pool_calls,
+            self.pipelines,
+        ]
+        async with cohort.TaskGroup() as g:
+            for fn in self.rng.sample(work, k=self.rng.randint(1, len(work))):
+                g.spawn(fn)
+                self.count(fn.__name__)
+
+
+def _only_expected(eg: BaseExceptionGroup[Any]) -> None:
+    """Re-raise a group holding anything but the failures the soak provokes."""
+    _, rest = eg.split((ValueError, TimeoutError))
+    if rest is not None:
+        raise rest
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+
+async def soak(minutes: float, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    me = psutil.Process()
+    # The first pool starts multiprocessing's forkserver (and its fds), which
+    # lives as long as the program: part of the baseline, not a leak.
+    async with cohort.ProcessPool(workers=1) as first:
+        await first.run(crunch, 1)
+    fds_start = _fds()
+    baseline = {p.pid for p in me.children(recursive=True)}
+    rss_warm = 0
+    rounds = 0
+    end = time.monotonic() + minutes * 60
+    # Crashes are provoked on purpose: the pool must heal every time, never give up.
+    async with cohort.ProcessPool(workers=2, max_crashes=10**9) as pool:
+        state = Soak(rng, pool)
+        while time.monotonic() < end:
+            await state.round()
+            rounds += 1
+            if rounds == WARMUP_ROUNDS:
+                gc.collect()
+                rss_warm = me.memory_info().rss
+        stats = pool.statistics()
+    gc.collect()
+    await asyncio.sleep(0)
+    problems = []
+    rss_end = me.memory_info().rss
+    if rss_warm and rss_end > rss_warm * RSS_GROWTH_LIMIT:
+        problems.append(f"RSS grew from {rss_warm >> 20} MiB to {rss_end >> 20} MiB")
+    fds_end = _fds()
+    if fds_end > fds_start:
+        problems.append(f"file descriptors: {fds_start} at start, {fds_end} at the end")
+    children = [p for p in me.children(recursive=True) if p.pid not in baseline]
+    if children:
+        problems.append(f"child processes left: {[c.pid for c in children]}")
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    if tasks:
+        problems.append(f"tasks left: {sorted(t.get_name() for t in tasks)}")
+    print(
+        f"soak: {rounds} rounds in {minutes:g} min (seed {seed}); "
+        f"RSS {rss_warm >> 20} MiB after warm-up, {rss_end >> 20} MiB at the end; "
+        f"fds {fds_start} -> {fds_end}; child processes {len(children)}; tasks {len(tasks)}"
+    )
+    print(f"  pool: {stats}")
+    print("  work: " + ", ".join(f"{k} x{v}" for k, v in sorted(state.counts.items())))
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=3.0, help="how long (default 3)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    args = parser.parse_args(argv)
+    problems: Any = cohort.run(soak, args.minutes, args.seed, uvloop=True)
+    for problem in problems:
+        print(f"soak: FAILED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
