@@ -18,7 +18,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests examples benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src tests/typecheck_api.py
+	$(BIN)/mypy --strict src tests
 
 test: lint typecheck
 	$(BIN)/python -m pytest

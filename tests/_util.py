@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,36 @@ def live_children() -> set[int]:
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+def closed(coro: Coroutine[Any, Any, Any]) -> bool:
+    """True when the coroutine object was closed (so never \"never awaited\")."""
+    return inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+
+
+class Calls:
+    """Records when each call started and ended; a cancelled call cleans up for `cleanup` s."""
+
+    def __init__(self, cleanup: float = 0.0) -> None:
+        self.cleanup = cleanup
+        self.started: dict[Any, float] = {}
+        self.finalized: dict[Any, float] = {}
+        self.running = 0
+        self.peak = 0
+
+    async def __call__(self, key: Any, delay: float = 1.0, fail: bool = False) -> Any:
+        self.started[key] = now()
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(delay)
+            if fail:
+                raise ValueError(f"call {key} failed")
+            return key
+        except asyncio.CancelledError:
+            if self.cleanup:
+                await asyncio.sleep(self.cleanup)  # cleanup that itself awaits
+            raise
+        finally:
+            self.running -= 1
+            self.finalized[key] = now()

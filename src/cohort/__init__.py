@@ -7,6 +7,7 @@ synchronisation primitives, a process bridge and a pipeline DSL.
 from __future__ import annotations
 
 from cohort._barrier import Barrier, BarrierStatistics
+from cohort._combinators import gather, hedge, quorum, race
 from cohort._exceptions import (
     BrokenBarrierError,
     ClosedError,
@@ -19,16 +20,10 @@ from cohort._exceptions import (
     WorkerCrashedError,
 )
 from cohort._flags import EventFlags, EventFlagsStatistics
-from cohort._group import ChildStatus, Handle, Outcome, TaskGroup
-from cohort._helpers import ResultStream, as_completed, gather, hedge, map, quorum, race
+from cohort._group import GroupStatistics, TaskGroup
+from cohort._handle import ChildStatus, Handle, Outcome
 from cohort._latch import Latch, LatchStatistics
-from cohort._observe import (
-    GroupSnapshot,
-    TaskTree,
-    configure_logging,
-    enable_events,
-    task_tree,
-)
+from cohort._observe import configure_logging, enable_events
 from cohort._policies import Decision, FirstWins, Gather, JoinPolicy, Quorum, Settle
 from cohort._public import publish as _publish
 from cohort._runtime import run
@@ -41,6 +36,8 @@ from cohort._scopes import (
     move_on_after,
     move_on_at,
 )
+from cohort._stream import ResultStream, as_completed, map
+from cohort._tree import GroupSnapshot, TaskTree, task_tree
 from cohort.bridge import (
     Executor,
     PoolStatistics,
@@ -79,6 +76,7 @@ __all__ = [
     "FirstWins",
     "Gather",
     "GroupSnapshot",
+    "GroupStatistics",
     "Handle",
     "JoinPolicy",
     "Latch",

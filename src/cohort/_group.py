@@ -17,19 +17,20 @@ import sys
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Literal, NoReturn, TypeVar, TypeVarTuple
+from typing import Any, Literal, NoReturn, TypeVar, TypeVarTuple
 
-from cohort import _observe, _scopes
+from cohort import _scopes
+from cohort._handle import ChildStatus, Handle, Outcome
 from cohort._observe import EVENTS
 from cohort._policies import Decision, Gather, JoinPolicy
 from cohort._scopes import CancelScope, cancel_task
 from cohort._validate import check_count, check_seconds
 
-__all__ = ["ChildStatus", "Handle", "Outcome", "TaskGroup"]
+__all__ = ["GroupStatistics", "TaskGroup", "open_groups"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -38,205 +39,12 @@ _CancelledError = asyncio.CancelledError
 _get_running_loop = asyncio._get_running_loop
 
 
-class ChildStatus(enum.Enum):
-    """Where a child is in its life."""
-
-    PENDING = "pending"  #: waiting for a ``limit`` slot
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMED_OUT = "timed out"
-
-
 _CONTINUE = Decision.CONTINUE
 _CoroutineType = types.CoroutineType
-_PENDING = ChildStatus.PENDING
-_RUNNING = ChildStatus.RUNNING
 _SUCCEEDED = ChildStatus.SUCCEEDED
 _FAILED = ChildStatus.FAILED
 _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one child ended (``g.outcomes``, in spawn order)."""
-
-    name: str
-    status: ChildStatus
-    value: Any
-    error: BaseException | None
-    critical: bool
-    started: float | None
-    ended: float | None
-
-
-class Handle(Generic[T]):
-    """A child of a task group: awaitable, and a view of its state.
-
-    ``await handle`` returns the value or raises what the child raised;
-    awaiting never cancels the child.
-    """
-
-    __slots__ = (
-        "_coro",
-        "_ended",
-        "_error",
-        "_failed",
-        "_group",
-        "_name",
-        "_started",
-        "_status",
-        "_task",
-        "_timed_out",
-        "_timeout",
-        "_value",
-        "_waiter",
-        "critical",
-    )
-
-    def __init__(
-        self,
-        group: TaskGroup,
-        coro: Coroutine[Any, Any, T],
-        name: str | None,
-        timeout: float | None,
-        critical: bool,
-    ) -> None:
-        # _group and _task are dropped when the child finishes: a finished handle
-        # refers to neither, so a group and its children are freed by reference
-        # counting when the last reference goes, not left for the cycle collector.
-        self._group: TaskGroup | None = group
-        self._coro = coro
-        self._name = name
-        self._timeout = timeout
-        self.critical = critical
-        self._status = _PENDING
-        self._task: asyncio.Task[T] | None = None
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._failed = False
-        self._timed_out = False
-        self._started: float | None = None
-        self._ended: float | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<Handle {self.name!r} {self._status.value}>"
-
-    @property
-    def name(self) -> str:
-        """The name given at spawn, else the coroutine's qualified name."""
-        if self._name is None:
-            self._name = getattr(self._coro, "__qualname__", None) or "child"
-        return self._name
-
-    @property
-    def status(self) -> ChildStatus:
-        return self._status
-
-    def done(self) -> bool:
-        """True once the child has finished, whichever way."""
-        return self._status not in (_PENDING, _RUNNING)
-
-    def result(self) -> T:
-        """The value; raises the child's error, ``CancelledError`` if it was cancelled."""
-        status = self._status
-        if status is _SUCCEEDED:
-            return self._value  # type: ignore[return-value]
-        if status is _CANCELLED:
-            raise _CancelledError(f"child {self.name!r} was cancelled")
-        if status in (_FAILED, _TIMED_OUT):
-            assert self._error is not None
-            raise self._error
-        raise asyncio.InvalidStateError(f"{self!r} has not finished; await it first")
-
-    def exception(self) -> BaseException | None:
-        """The child's error (``None`` on success); ``CancelledError`` raised if cancelled."""
-        status = self._status
-        if status is _SUCCEEDED:
-            return None
-        if status is _CANCELLED:
-            raise _CancelledError(f"child {self.name!r} was cancelled")
-        if status in (_FAILED, _TIMED_OUT):
-            return self._error
-        raise asyncio.InvalidStateError(f"{self!r} has not finished; await it first")
-
-    def cancel(self) -> bool:
-        """Cancel this child (not a failure: it ends CANCELLED). False if already done."""
-        if self.done():
-            return False
-        if self._task is None:
-            assert self._group is not None  # unfinished
-            self._group._drop_queued(self)
-        else:
-            cancel_task(self._task)
-        return True
-
-    def outcome(self) -> Outcome:
-        return Outcome(
-            self.name,
-            self._status,
-            self._value,
-            self._error,
-            self.critical,
-            self._started,
-            self._ended,
-        )
-
-    def __await__(self) -> Generator[Any, None, T]:
-        yield from self._finished().__await__()
-        return self.result()
-
-    async def wait(self) -> Outcome:
-        """Wait for the child to finish and return its outcome; never raises for it.
-
-        Useful for optional children and graceful shutdowns, where a failure or
-        a cancellation of the child is an answer, not an error of the waiter.
-        """
-        await self._finished()
-        return self.outcome()
-
-    async def _finished(self) -> None:
-        if not self.done():
-            if self._waiter is None:
-                assert self._group is not None  # unfinished
-                self._waiter = self._group._loop.create_future()
-            # Shielded: a cancelled waiter must not cancel the shared future.
-            await asyncio.shield(self._waiter)
-
-    def _on_done(self, task: asyncio.Task[T]) -> None:
-        # Hot path (a critical or optional child that succeeded) inlined;
-        # everything else goes through TaskGroup._child_done.
-        group = self._group
-        assert group is not None  # unfinished
-        group._running -= 1
-        try:
-            self._value = task.result()
-        except BaseException as exc:  # failed or cancelled: the slow path records it
-            _pop_caller_frame(exc)
-            group._child_done(self, task, exc)
-            return
-        self._status = _SUCCEEDED
-        self._group = self._task = None
-        self._ended = group._clock()
-        if group._completion_order:
-            group._completed.append(self)
-        if group._queue:
-            group._launch_queued()
-        if self.critical:
-            group._succeeded += 1
-            if group._consult_on_success and group._decision is _CONTINUE:
-                group._apply(group._policy.on_child_done(group, self))
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-        if EVENTS.on:
-            group._log_child(self)
-        if group._waiter is not None and (
-            group._running == 0 or group._spawned == group._succeeded + group._failed
-        ):
-            group._wake()
 
 
 class _GroupScope(CancelScope):
@@ -262,10 +70,47 @@ class _GroupScope(CancelScope):
         self._group._outside()
 
 
+class _Phase(enum.Enum):
+    """Where a group is in its life (as CPython's ``asyncio.timeouts._State``)."""
+
+    NEW = "new"
+    OPEN = "open"  # the body runs
+    EXITING = "exiting"  # the body has finished; waiting for the children
+    CLOSED = "closed"
+
+
+_NEW, _OPEN, _EXITING, _CLOSED = _Phase.NEW, _Phase.OPEN, _Phase.EXITING, _Phase.CLOSED
+
 _group_numbers = itertools.count(1)
 # The group whose child is running (children inherit it through their context).
 _current_group: ContextVar[TaskGroup | None] = ContextVar("cohort_group", default=None)
-_NEW, _OPEN, _EXITING, _CLOSED = "new", "open", "exiting", "closed"
+# Every open group and the task it runs in, for task_tree() (added at entry,
+# removed at exit).
+_live_groups: dict[TaskGroup, asyncio.Task[Any]] = {}
+
+
+def open_groups(loop: asyncio.AbstractEventLoop) -> list[tuple[TaskGroup, asyncio.Task[Any]]]:
+    """The groups open on ``loop``, each with the task whose body it is, in entry order."""
+    return [(g, task) for g, task in list(_live_groups.items()) if task.get_loop() is loop]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatistics:
+    """A snapshot of a group's counters (``TaskGroup.statistics()``)."""
+
+    name: str
+    policy: JoinPolicy
+    phase: str  #: "new", "open", "exiting" or "closed"
+    decision: Decision
+    children: int  #: spawned so far, critical or not
+    running: int
+    queued: int  #: waiting for a ``limit`` slot
+    spawned: int  #: critical children spawned
+    succeeded: int  #: critical children that succeeded
+    failed: int  #: critical children that failed, timed out or were cancelled
+    timed_out: bool
+    cancelled_from_outside: bool
+    elapsed: float  #: seconds since entry on the loop's clock (0 before)
 
 
 class TaskGroup:
@@ -348,8 +193,27 @@ class TaskGroup:
 
     def __repr__(self) -> str:
         return (
-            f"<TaskGroup {self.name!r} {self._phase} join={self._policy!r} "
+            f"<TaskGroup {self.name!r} {self._phase.value} join={self._policy!r} "
             f"children={len(self._handles)}>"
+        )
+
+    def statistics(self) -> GroupStatistics:
+        """The group's counters now, as a frozen record (for monitoring and policies)."""
+        entered = self._entered_at
+        return GroupStatistics(
+            name=self.name,
+            policy=self._policy,
+            phase=self._phase.value,
+            decision=self._decision,
+            children=len(self._handles),
+            running=self._running,
+            queued=len(self._queue),
+            spawned=self._spawned,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            timed_out=self._timed_out,
+            cancelled_from_outside=self._outside_cancel,
+            elapsed=0.0 if entered != entered else self._loop.time() - entered,
         )
 
     # -- counters for policies ---------------------------------------------------
@@ -400,11 +264,12 @@ class TaskGroup:
     def results(self) -> list[Any]:
         """Successful values: spawn order; for quorum policies the critical values that
         made the quorum, in completion order (optional children: see ``outcomes``)."""
-        if self._policy.results_order == "completion":
-            values = [h._value for h in self._completed if h._status is _SUCCEEDED and h.critical]
-            k = getattr(self._policy, "k", None)
-            return values[:k] if k is not None and self._decision is Decision.DONE else values
-        return [h._value for h in self._handles if h._status is _SUCCEEDED]
+        policy = self._policy
+        if policy.results_order == "completion":
+            values = [h.result() for h in self._completed if h.status is _SUCCEEDED and h.critical]
+            cap = policy.results_limit
+            return values[:cap] if cap is not None and self._decision is Decision.DONE else values
+        return [h.result() for h in self._handles if h.status is _SUCCEEDED]
 
     @property
     def result(self) -> Any:
@@ -417,14 +282,14 @@ class TaskGroup:
     @property
     def errors(self) -> list[BaseException]:
         """Errors of children that failed or timed out (critical or not), spawn order."""
-        return [h._error for h in self._handles if h._error is not None]
+        return [h.error for h in self._handles if h.error is not None]
 
     def errors_of_critical(self) -> list[Exception]:
         """Errors of critical children that failed or timed out, in spawn order."""
         return [
-            h._error
+            h.error
             for h in self._handles
-            if h.critical and isinstance(h._error, Exception) and h._failed
+            if h.critical and isinstance(h.error, Exception) and h.failed
         ]
 
     @property
@@ -468,23 +333,11 @@ class TaskGroup:
             coro = fn
         else:
             coro = _coro_object(fn, args)
-        handle: Handle[T] = Handle(self, coro, name, timeout, critical)
+        handle: Handle[T] = Handle(self, self._loop, coro, name, timeout, critical)
         if self._limit is not None and self._running >= self._limit:
             self._queue.append(handle)
-        elif timeout is None and not EVENTS.on:
-            # _launch() inlined for the common case (no child timeout, events off).
-            try:
-                task = self._loop.create_task(coro, name=name)
-            except BaseException:
-                coro.close()  # no task, no child: nothing is recorded
-                raise
-            handle._status = _RUNNING
-            handle._started = self._clock()
-            handle._task = task
-            self._running += 1
-            task.add_done_callback(handle._on_done)
         else:
-            self._launch(handle)
+            self._launch(handle)  # no task, no child: nothing is recorded
         self._handles.append(handle)
         if critical:
             self._spawned += 1
@@ -515,20 +368,8 @@ class TaskGroup:
 
     def _launch(self, handle: Handle[Any]) -> None:
         """Start a child's task; raises (closing its coroutine) if it cannot be created."""
-        coro = handle._coro
-        if handle._timeout is not None:
-            coro = _run_with_timeout(coro, handle._timeout, handle)
-        try:
-            task = self._loop.create_task(coro, name=handle._name)
-        except BaseException:
-            coro.close()
-            handle._coro.close()
-            raise
-        handle._status = _RUNNING
-        handle._started = self._clock()
-        handle._task = task
+        handle._start(self._clock())
         self._running += 1
-        task.add_done_callback(handle._on_done)
         if EVENTS.on:
             EVENTS.log.debug(
                 "child started", child=handle.name, group=self.name, parent=self._parent_name
@@ -537,36 +378,32 @@ class TaskGroup:
     def _drop_queued(self, handle: Handle[Any]) -> None:
         """A queued child is cancelled before it ever ran."""
         self._queue.remove(handle)
-        handle._coro.close()
+        handle._discard()
         self._finish(handle, _CANCELLED)
 
     # -- completion ---------------------------------------------------------------
 
-    def _child_done(self, handle: Handle[Any], task: asyncio.Task[Any], exc: BaseException) -> None:
-        """A child failed or was cancelled (``_running`` already counted down)."""
-        # A child cancelled before its first step never ran its coroutine (it may
-        # sit inside the timeout wrapper): close it, or Python warns it was never awaited.
-        handle._coro.close()
-        if task.cancelled() and task.cancelling():
-            status = _TIMED_OUT if self._timed_out else _CANCELLED
-        else:
-            if task.cancelled():
-                # Nobody cancelled the child: it raised CancelledError on its own
-                # (it awaited a future cancelled elsewhere). That is a failure, or
-                # its value would silently go missing from the results.
-                error = RuntimeError(
-                    f"child {handle.name!r} raised CancelledError without being cancelled "
-                    "(did it await something that was cancelled elsewhere?)"
-                )
-                error.__cause__ = exc
-                exc = error
-            handle._error = exc
-            status = _TIMED_OUT if handle._timed_out else _FAILED
-            if not isinstance(exc, Exception):
-                self._on_fatal(exc)
+    def _child_done(self, handle: Handle[Any], task: asyncio.Task[Any]) -> None:
+        """A started child's task ended: the one place where that is recorded."""
+        self._running -= 1
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = task.result()
+            status = _SUCCEEDED
+        except BaseException as exc:
+            _pop_caller_frame(exc)
+            handle._discard()
+            if task.cancelled() and task.cancelling():
+                status = _TIMED_OUT if self._timed_out else _CANCELLED
+            else:
+                error = exc if not task.cancelled() else _cancelled_by_itself(handle, exc)
+                status = _FAILED
+                if not isinstance(error, Exception):
+                    self._on_fatal(error)
         if self._queue:
             self._launch_queued()
-        self._finish(handle, status)
+        self._finish(handle, status, value, error)
 
     def _launch_queued(self) -> None:
         queue = self._queue
@@ -579,47 +416,50 @@ class TaskGroup:
             try:
                 self._launch(handle)
             except Exception as exc:  # no task could be made: the child failed
-                handle._error = exc
-                self._finish(handle, _FAILED)
+                self._finish(handle, _FAILED, None, exc)
 
-    def _finish(self, handle: Handle[Any], status: ChildStatus) -> None:
-        handle._status = status
-        handle._group = handle._task = None
-        handle._ended = self._clock()
+    def _finish(
+        self,
+        handle: Handle[Any],
+        status: ChildStatus,
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record how a child ended, count it, and let the policy decide."""
+        handle._settle(status, self._clock(), value, error)
         if self._completion_order:
             self._completed.append(handle)
-        handle._failed = status is _FAILED or (status is _TIMED_OUT and handle._error is not None)
         if handle.critical:
             if status is _SUCCEEDED:
                 self._succeeded += 1
+                consult = self._consult_on_success
             else:
                 self._failed += 1
-            if self._decision is Decision.CONTINUE:
+                consult = True
+            if self._decision is _CONTINUE:
                 if self._fatal:
                     self._decide(Decision.FAIL)
-                else:
+                elif consult:
                     self._apply(self._policy.on_child_done(self, handle))
-        elif self._fatal and self._decision is Decision.CONTINUE:
+        elif self._fatal and self._decision is _CONTINUE:
             self._decide(Decision.FAIL)
-        waiter = handle._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
         if EVENTS.on:
             self._log_child(handle)
         self._wake()
 
     def _log_child(self, handle: Handle[Any]) -> None:
-        status = handle._status
+        status = handle.status
         log = EVENTS.log.info if status in (_FAILED, _TIMED_OUT) else EVENTS.log.debug
-        started = handle._started if handle._started is not None else handle._ended
+        ended = handle.ended or 0.0
+        started = handle.started if handle.started is not None else ended
         log(
             f"child {status.value}",
             child=handle.name,
             group=self.name,
             parent=self._parent_name,
             critical=handle.critical,
-            elapsed=(handle._ended or 0.0) - (started or 0.0),
-            error=None if handle._error is None else repr(handle._error),
+            elapsed=ended - started,
+            error=None if handle.error is None else repr(handle.error),
         )
 
     def _apply(self, decision: Decision) -> None:
@@ -639,11 +479,12 @@ class TaskGroup:
         queue = self._queue
         while queue:
             handle = queue.popleft()
-            handle._coro.close()
+            handle._discard()
             self._finish(handle, _TIMED_OUT if self._timed_out else _CANCELLED)
         for handle in self._handles:
-            if handle._status is _RUNNING and handle._task is not None:
-                cancel_task(handle._task)
+            task = handle.task
+            if task is not None:
+                cancel_task(task)
 
     def _on_timeout(self) -> None:
         if self._decision is not Decision.CONTINUE:
@@ -694,7 +535,7 @@ class TaskGroup:
         self._group_token = _current_group.set(self)
         self._phase = _OPEN
         self._accepting = True
-        _observe._live_groups[self] = None
+        _live_groups[self] = task
         if EVENTS.on:
             EVENTS.log.debug(
                 "group entered",
@@ -720,7 +561,7 @@ class TaskGroup:
             _current_group.reset(self._group_token)
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
-            _observe._live_groups.pop(self, None)
+            _live_groups.pop(self, None)
             if EVENTS.on:
                 self._log_exit()
 
@@ -751,7 +592,7 @@ class TaskGroup:
         saw_cancel = isinstance(exc, _CancelledError)
         body_error: BaseException | None = None
         if saw_cancel:
-            if self._is_outside_cancel(task, scope):
+            if scope._cancelled_from_outside(task):
                 self._outside()
         elif exc is not None:
             body_error = exc
@@ -775,7 +616,7 @@ class TaskGroup:
                 # Keep the instance: anyio recognises its own by the message.
                 self._cancel_exc = cancelled
                 saw_cancel = True
-                if self._is_outside_cancel(task, scope):
+                if scope._cancelled_from_outside(task):
                     self._outside()
             finally:
                 self._waiter = None
@@ -788,19 +629,6 @@ class TaskGroup:
         self._fatal = True
         if self._base_error is None and isinstance(exc, (KeyboardInterrupt, SystemExit)):
             self._base_error = exc
-
-    def _is_outside_cancel(self, task: asyncio.Task[Any], scope: CancelScope) -> bool:
-        """Whether a ``CancelledError`` the group saw is not its own scope's.
-
-        Counted cancellations beyond the scope's own requests come from outside;
-        so does one the scope never asked for at all: a cancellation raised at
-        the exit of a shield in the body (``move_on_after(1): async with
-        TaskGroup(): with CancelScope(shield=True): await sleep(2)``) is
-        raised, not delivered, and bumps no count.
-        """
-        if task.cancelling() > scope._entry_cancelling + scope._cancel_requests:
-            return True
-        return not (scope._cancel_requests or scope._raised)
 
     def _outside(self) -> None:
         # Once only: anyio re-cancels its task every iteration, and children
@@ -856,19 +684,23 @@ class TaskGroup:
         policy raises them, and any child error that is not an ``Exception``."""
         raises = self._policy.raises_child_errors
         return [
-            h._error
+            h.error
             for h in self._handles
-            if h._failed
-            and h._error is not None
-            and (not isinstance(h._error, Exception) or (raises and h.critical))
+            if h.failed
+            and h.error is not None
+            and (not isinstance(h.error, Exception) or (raises and h.critical))
         ]
 
 
-async def _run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, handle: Handle[T]) -> T:
-    with _scopes.move_on_after(timeout):
-        return await coro
-    handle._timed_out = True
-    raise TimeoutError(f"child {handle.name!r} timed out after {timeout} s")
+def _cancelled_by_itself(handle: Handle[Any], exc: BaseException) -> RuntimeError:
+    """A child ended with CancelledError although nothing cancelled it (it awaited a
+    future cancelled elsewhere): a failure, or its value would silently go missing."""
+    error = RuntimeError(
+        f"child {handle.name!r} raised CancelledError without being cancelled "
+        "(did it await something that was cancelled elsewhere?)"
+    )
+    error.__cause__ = exc
+    return error
 
 
 def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
@@ -885,7 +717,7 @@ def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
 def _pop_caller_frame(exc: BaseException) -> None:
     """Take the caller's frame off ``exc``'s traceback, where re-raising put it.
 
-    ``task.result()`` re-raises a child's error in ``Handle._on_done``; left on
+    ``task.result()`` re-raises a child's error in ``TaskGroup._child_done``; left on
     the traceback, that frame would show cohort's internals to the user and
     keep the handle and its group alive in a reference cycle.
     """

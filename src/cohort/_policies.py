@@ -28,7 +28,8 @@ from cohort._exceptions import CohortError, QuorumError
 from cohort._validate import check_count
 
 if TYPE_CHECKING:
-    from cohort._group import Handle, TaskGroup
+    from cohort._group import TaskGroup
+    from cohort._handle import Handle
 
 __all__ = ["Decision", "FirstWins", "Gather", "JoinPolicy", "Quorum", "Settle"]
 
@@ -57,6 +58,10 @@ class JoinPolicy:
     #: Whether ``on_child_done`` is called for successful children too (a
     #: policy that only reacts to failures sets False: it saves a call per child).
     consults_on_success: bool = True
+    #: For "completion" order: once the policy decided DONE, ``group.results``
+    #: holds at most this many values (children that finished in the same
+    #: loop iteration are left out); ``None`` for no cap.
+    results_limit: int | None = None
 
     def on_spawn(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
         """A critical child was spawned."""
@@ -100,7 +105,7 @@ class Gather(JoinPolicy):
     consults_on_success = False
 
     def on_child_done(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
-        if handle._failed:
+        if handle.failed:
             return Decision.FAIL
         return Decision.CONTINUE
 
@@ -120,6 +125,7 @@ class Quorum(JoinPolicy):
 
     def __init__(self, k: int) -> None:
         self.k = check_count("Quorum(k)", k)
+        self.results_limit = self.k
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.k})"

@@ -471,6 +471,19 @@ class CancelScope:
         self.cancelled_caught = caught
         return caught
 
+    def _cancelled_from_outside(self, task: asyncio.Task[object]) -> bool:
+        """Whether a ``CancelledError`` seen inside this active scope is not its own.
+
+        Counted cancellations beyond the scope's own requests come from outside;
+        so does one the scope never asked for at all: a cancellation raised at
+        the exit of a shield in the block (``move_on_after(1): async with
+        TaskGroup(): with CancelScope(shield=True): await sleep(2)``) is
+        raised, not delivered, and bumps no count.
+        """
+        if task.cancelling() > self._entry_cancelling + self._cancel_requests:
+            return True
+        return not (self._cancel_requests or self._raised)
+
     def _abandon(self, state: _TaskState) -> None:
         """Take the scope off its task's stack without delivering anything."""
         if self in state.stack:

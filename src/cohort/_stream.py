@@ -1,22 +1,17 @@
-"""Helpers for the common shapes of concurrency, each one a task group underneath.
+"""``map`` and ``as_completed``: calls whose results are iterated as they come.
 
-``gather``, ``race``, ``quorum`` and ``hedge`` are a ``TaskGroup`` with the
-matching join policy, so they fail, time out and cancel exactly as a group
-does: when they return or raise, nothing they started is still running.
-
-``map`` and ``as_completed`` return a :class:`ResultStream`, an async
-iterator whose calls run in a task group owned by a small driver task (a task
-group cannot stay open across the consumer's ``yield`` points without
-breaking the consumer's own scopes). The stream is also an async context
-manager: leaving ``async with`` cancels and awaits every call still running,
-so leaving a loop early is structured too.
+Both return a :class:`ResultStream`, an async iterator whose calls run in a
+task group owned by a small driver task (a task group cannot stay open across
+the consumer's ``yield`` points without breaking the consumer's own scopes).
+The stream is also an async context manager: leaving ``async with`` cancels
+and awaits every call still running, so leaving a loop early is structured too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
+import enum
 import sys
 from collections import deque
 from collections.abc import (
@@ -24,210 +19,36 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Coroutine,
     Iterable,
     Iterator,
     Sized,
 )
 from types import TracebackType
-from typing import Any, Generic, TypeVar, TypeVarTuple
+from typing import Any, Generic, TypeVar
 
 from cohort import _scopes
+from cohort._combinators import close_coroutines, coroutines_of
 from cohort._group import TaskGroup
-from cohort._policies import FirstWins, Quorum, Settle
-from cohort._validate import check_count, check_seconds
+from cohort._policies import Settle
+from cohort._validate import check_count
 
-__all__ = ["ResultStream", "as_completed", "gather", "hedge", "map", "quorum", "race"]
+__all__ = ["ResultStream", "as_completed", "map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-Ts = TypeVarTuple("Ts")
 
 _CancelledError = asyncio.CancelledError
-# Policies keep no state of their own, so one instance serves every call.
-_FIRST_WINS = FirstWins()
 _SETTLE = Settle()
 
 
-# -- awaitables in, nothing left un-awaited ---------------------------------------
+class _Life(enum.IntEnum):
+    """A stream's life; it only moves forward."""
 
+    NEW = 0  # not started: no driver yet
+    RUNNING = 1  # the driver's group runs the calls
+    FINISHED = 2  # the driver's group has exited; results may wait to be taken
+    OVER = 3  # the consumer has seen the end or an error, or closed the stream
 
-async def _await(aw: Awaitable[T]) -> T:
-    return await aw
-
-
-def _close(items: Iterable[object]) -> None:
-    """Close coroutine objects that will never run (no "never awaited" warning)."""
-    for item in items:
-        if asyncio.iscoroutine(item):
-            item.close()
-
-
-def _coros(aws: Iterable[object], where: str) -> list[Coroutine[Any, Any, Any]]:
-    """Coroutines for the awaitables, all checked before any runs.
-
-    On bad input every coroutine object given is closed before the error is
-    raised, so a failed call leaves nothing un-awaited.
-    """
-    out: list[Coroutine[Any, Any, Any]] = []
-    for i, aw in enumerate(aws):
-        if asyncio.iscoroutine(aw):
-            out.append(aw)
-        elif inspect.isawaitable(aw):
-            out.append(_await(aw))
-        else:
-            _close(out)
-            _close(aws)
-            raise TypeError(
-                f"{where}() takes awaitables (coroutine objects, tasks, futures); "
-                f"argument {i} is {aw!r}: call the async function, e.g. {where}(fetch(url))"
-            )
-    return out
-
-
-async def _run_group(group: TaskGroup, coros: list[Coroutine[Any, Any, Any]]) -> None:
-    spawned = 0
-    try:
-        async with group:
-            for coro in coros:
-                group.spawn(coro)
-                spawned += 1
-    finally:
-        # Only when entering or spawning failed: close what never got a task.
-        _close(coros[spawned:])
-
-
-def _new_group(coros: list[Coroutine[Any, Any, Any]], **options: Any) -> TaskGroup:
-    try:
-        return TaskGroup(**options)
-    except BaseException:
-        _close(coros)
-        raise
-
-
-# -- one-shot helpers ---------------------------------------------------------------
-
-
-async def gather(
-    *aws: Awaitable[T], limit: int | None = None, timeout: float | None = None
-) -> list[T]:
-    """Run the awaitables concurrently; return their values in argument order.
-
-    Fails like ``TaskGroup(Gather())``: the first failure cancels the rest and
-    an ``ExceptionGroup`` of every failure is raised. ``limit`` caps how many
-    run at once; ``timeout`` (seconds) cancels everything and raises
-    ``TimeoutError``. Tasks and futures may be passed too (they are awaited,
-    and cancelled if the gather is).
-
-    Example::
-
-        pages = await cohort.gather(*(fetch(u) for u in urls), limit=10, timeout=5)
-    """
-    coros = _coros(aws, "gather")
-    group = _new_group(coros, limit=limit, timeout=timeout, name="cohort.gather")
-    await _run_group(group, coros)
-    return group.results
-
-
-async def race(*aws: Awaitable[T]) -> T:
-    """Return the first successful value; the losers are cancelled and awaited first.
-
-    A failure does not end the race: the next success still wins. When every
-    awaitable failed, raises :class:`cohort.QuorumError` (an ``ExceptionGroup``
-    of their errors).
-
-    Example::
-
-        answer = await cohort.race(ask(primary), ask(backup))
-    """
-    coros = _coros(aws, "race")
-    if not coros:
-        raise ValueError("race() needs at least one awaitable")
-    group = _new_group(coros, join=_FIRST_WINS, name="cohort.race")
-    await _run_group(group, coros)
-    return group.results[0]  # type: ignore[no-any-return]
-
-
-async def quorum(k: int, *aws: Awaitable[T]) -> list[T]:
-    """Return the first ``k`` successful values (completion order); cancel the rest.
-
-    Raises :class:`cohort.QuorumError` as soon as ``k`` successes are out of
-    reach, and ``ValueError`` at once if ``k`` is not between 1 and the number
-    of awaitables.
-    """
-    coros = _coros(aws, "quorum")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(coros):
-        _close(coros)
-        raise ValueError(
-            f"quorum(k, *aws) needs an int k between 1 and the {len(coros)} awaitable(s) "
-            f"given, got k={k!r}"
-        )
-    group = _new_group(coros, join=Quorum(k), name="cohort.quorum")
-    await _run_group(group, coros)
-    return group.results
-
-
-class _Hedge:
-    """Counts failed attempts and wakes the body, which starts the next attempt."""
-
-    __slots__ = ("failures", "waiter")
-
-    def __init__(self) -> None:
-        self.failures = 0
-        self.waiter: asyncio.Future[None] | None = None
-
-    async def attempt(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
-        try:
-            return await fn(*args)
-        except Exception:
-            self.failures += 1
-            waiter = self.waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-            raise
-
-    async def next_turn(self, delay: float) -> None:
-        """Return after ``delay`` or as soon as an attempt has failed."""
-        if not self.failures:
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                with _scopes.move_on_after(delay):
-                    await self.waiter
-            finally:
-                self.waiter = None
-        if self.failures:
-            self.failures -= 1
-
-
-async def hedge(
-    fn: Callable[[*Ts], Awaitable[T]], *args: *Ts, delay: float, attempts: int = 2
-) -> T:
-    """Call ``fn(*args)``; start another call after ``delay`` if none succeeded yet.
-
-    Up to ``attempts`` calls overlap; the first success wins and the others are
-    cancelled and awaited. A failed attempt starts the next one at once; a
-    slow one starts it after ``delay`` seconds (counted from the latest start).
-    When every attempt failed, raises :class:`cohort.QuorumError`. This cuts
-    tail latency when asking interchangeable replicas.
-
-    Example::
-
-        row = await cohort.hedge(read_replica, key, delay=0.05, attempts=3)
-    """
-    if not callable(fn):
-        raise TypeError(f"hedge() needs an async callable, got {fn!r}")
-    attempts = check_count("attempts", attempts)
-    delay = check_seconds("delay", delay)
-    state = _Hedge()
-    async with TaskGroup(join=_FIRST_WINS, name="cohort.hedge") as group:
-        for n in range(1, attempts + 1):
-            group.spawn(state.attempt, fn, args, name=f"hedge-attempt-{n}")
-            if n < attempts:
-                await state.next_turn(delay)
-    return group.results[0]  # type: ignore[no-any-return]
-
-
-# -- streams: map and as_completed ------------------------------------------------------
 
 _NO_LIMIT = sys.maxsize
 
@@ -276,8 +97,7 @@ class _StreamCore:
         self.waiter: asyncio.Future[None] | None = None
         self.group: TaskGroup | None = None
         self.driver: asyncio.Task[None] | None = None
-        self.finished = False  # the driver's group has exited
-        self.over = False  # the consumer has seen the end (or an error)
+        self.life = _Life.NEW
         self.reported = False  # the driver's own error was raised to the consumer
 
     # -- driver and workers (run in the driver's task group) ----------------------
@@ -294,6 +114,15 @@ class _StreamCore:
         context = contextvars.copy_context()
         context.run(_scopes._base_deadline.set, _scopes.current_deadline())
         self.driver = loop.create_task(self._drive(), name=self.name, context=context)
+        self.life = _Life.RUNNING
+
+    def advance(self, life: _Life) -> None:
+        if life > self.life:
+            self.life = life
+
+    @property
+    def over(self) -> bool:
+        return self.life is _Life.OVER
 
     async def _drive(self) -> None:
         try:
@@ -302,9 +131,9 @@ class _StreamCore:
                 for _ in range(self.initial_workers):
                     self._spawn_worker()
         finally:
-            self.finished = True
+            self.advance(_Life.FINISHED)
             if self.owns_items and self.iter is not None:
-                _close(self.iter)
+                close_coroutines(self.iter)
             self._wake()
 
     def _spawn_worker(self) -> None:
@@ -438,7 +267,7 @@ class _StreamCore:
         driver = self.driver
         if driver is None:
             if self.owns_items:
-                _close(self.source)  # type: ignore[arg-type]
+                close_coroutines(self.source)  # type: ignore[arg-type]
         elif not driver.done() and not driver.get_loop().is_closed():
             driver.cancel()
 
@@ -469,11 +298,11 @@ class ResultStream(AsyncIterator[R], Generic[R]):
 
     def __repr__(self) -> str:
         core = self._core
-        state = "finished" if core.over else "running" if core.driver else "not started"
+        state = {_Life.NEW: "not started", _Life.RUNNING: "running"}.get(core.life, "finished")
         return f"<ResultStream {core.name} {state}, pulled={core.pulled}, limit={core.limit}>"
 
     async def __aenter__(self) -> ResultStream[R]:
-        if self._entered or self._core.driver is not None or self._core.over:
+        if self._entered or self._core.life is not _Life.NEW:
             raise RuntimeError(f"{self!r} has already been started; enter a stream only once")
         self._entered = True
         self._core.start()
@@ -500,7 +329,7 @@ class ResultStream(AsyncIterator[R], Generic[R]):
         core = self._core
         if core.over:
             raise StopAsyncIteration
-        if core.driver is None:
+        if core.life is _Life.NEW:
             core.start()
         while True:
             entry = core.take()
@@ -508,14 +337,14 @@ class ResultStream(AsyncIterator[R], Generic[R]):
                 if entry[0]:
                     return entry[1]  # type: ignore[no-any-return]
                 break  # a failure, at the point it would have been yielded
-            if core.finished or core.failure is not None:
+            if core.life >= _Life.FINISHED or core.failure is not None:
                 await core.join()
                 entry = core.take()
                 if entry is not None and entry[0]:
                     return entry[1]  # type: ignore[no-any-return]
                 break
             await core.wait()
-        core.over = True
+        core.advance(_Life.OVER)
         await core.join()
         if core.failure is not None:
             raise core.error()
@@ -524,7 +353,7 @@ class ResultStream(AsyncIterator[R], Generic[R]):
     async def aclose(self) -> None:
         """Cancel every call still running and wait for them; idempotent."""
         core = self._core
-        core.over = True
+        core.advance(_Life.OVER)
         driver = core.driver
         if driver is None:
             core.abandon()
@@ -587,7 +416,7 @@ def as_completed(aws: Iterable[Awaitable[T]], *, limit: int | None = None) -> Re
                 print(reply)
     """
     if asyncio.iscoroutine(aws) or not isinstance(aws, Iterable):
-        _close([aws])
+        close_coroutines([aws])
         raise TypeError(
             f"as_completed() takes an iterable of awaitables, got {aws!r}; "
             "write as_completed([a, b]) rather than as_completed(a, b)"
@@ -595,9 +424,9 @@ def as_completed(aws: Iterable[Awaitable[T]], *, limit: int | None = None) -> Re
     try:
         limit = check_count("limit", limit, none=True)
     except (TypeError, ValueError):
-        _close(aws)
+        close_coroutines(aws)
         raise
-    coros = _coros(list(aws), "as_completed")
+    coros = coroutines_of(list(aws), "as_completed")
     cap = _NO_LIMIT if limit is None else limit
     workers = (min(cap, len(coros)),) * 2
     core = _StreamCore(None, coros, cap, False, "cohort.as_completed", True, workers)

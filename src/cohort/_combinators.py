@@ -1,0 +1,212 @@
+"""One-shot helpers for the common shapes of concurrency, each a task group underneath.
+
+``gather``, ``race``, ``quorum`` and ``hedge`` are a ``TaskGroup`` with the
+matching join policy, so they fail, time out and cancel exactly as a group
+does: when they return or raise, nothing they started is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, TypeVar, TypeVarTuple
+
+from cohort import _scopes
+from cohort._group import TaskGroup
+from cohort._policies import FirstWins, Quorum
+from cohort._validate import check_count, check_seconds
+
+__all__ = ["close_coroutines", "coroutines_of", "gather", "hedge", "quorum", "race"]
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+# Policies keep no state of their own, so one instance serves every call.
+_FIRST_WINS = FirstWins()
+
+
+# -- awaitables in, nothing left un-awaited ---------------------------------------
+
+
+async def _await(aw: Awaitable[T]) -> T:
+    return await aw
+
+
+def close_coroutines(items: Iterable[object]) -> None:
+    """Close coroutine objects that will never run (no "never awaited" warning)."""
+    for item in items:
+        if asyncio.iscoroutine(item):
+            item.close()
+
+
+def coroutines_of(aws: Iterable[object], where: str) -> list[Coroutine[Any, Any, Any]]:
+    """Coroutines for the awaitables, all checked before any runs.
+
+    On bad input every coroutine object given is closed before the error is
+    raised, so a failed call leaves nothing un-awaited.
+    """
+    out: list[Coroutine[Any, Any, Any]] = []
+    for i, aw in enumerate(aws):
+        if asyncio.iscoroutine(aw):
+            out.append(aw)
+        elif inspect.isawaitable(aw):
+            out.append(_await(aw))
+        else:
+            close_coroutines(out)
+            close_coroutines(aws)
+            raise TypeError(
+                f"{where}() takes awaitables (coroutine objects, tasks, futures); "
+                f"argument {i} is {aw!r}: call the async function, e.g. {where}(fetch(url))"
+            )
+    return out
+
+
+async def _run_group(group: TaskGroup, coros: list[Coroutine[Any, Any, Any]]) -> None:
+    spawned = 0
+    try:
+        async with group:
+            for coro in coros:
+                group.spawn(coro)
+                spawned += 1
+    finally:
+        # Only when entering or spawning failed: close what never got a task.
+        close_coroutines(coros[spawned:])
+
+
+def _new_group(coros: list[Coroutine[Any, Any, Any]], **options: Any) -> TaskGroup:
+    try:
+        return TaskGroup(**options)
+    except BaseException:
+        close_coroutines(coros)
+        raise
+
+
+# -- one-shot helpers ---------------------------------------------------------------
+
+
+async def gather(
+    *aws: Awaitable[T], limit: int | None = None, timeout: float | None = None
+) -> list[T]:
+    """Run the awaitables concurrently; return their values in argument order.
+
+    Fails like ``TaskGroup(Gather())``: the first failure cancels the rest and
+    an ``ExceptionGroup`` of every failure is raised. ``limit`` caps how many
+    run at once; ``timeout`` (seconds) cancels everything and raises
+    ``TimeoutError``. Tasks and futures may be passed too (they are awaited,
+    and cancelled if the gather is).
+
+    Example::
+
+        pages = await cohort.gather(*(fetch(u) for u in urls), limit=10, timeout=5)
+    """
+    coros = coroutines_of(aws, "gather")
+    group = _new_group(coros, limit=limit, timeout=timeout, name="cohort.gather")
+    await _run_group(group, coros)
+    return group.results
+
+
+async def race(*aws: Awaitable[T]) -> T:
+    """Return the first successful value; the losers are cancelled and awaited first.
+
+    A failure does not end the race: the next success still wins. When every
+    awaitable failed, raises :class:`cohort.QuorumError` (an ``ExceptionGroup``
+    of their errors).
+
+    Example::
+
+        answer = await cohort.race(ask(primary), ask(backup))
+    """
+    coros = coroutines_of(aws, "race")
+    if not coros:
+        raise ValueError("race() needs at least one awaitable")
+    group = _new_group(coros, join=_FIRST_WINS, name="cohort.race")
+    await _run_group(group, coros)
+    return group.results[0]  # type: ignore[no-any-return]
+
+
+async def quorum(k: int, *aws: Awaitable[T]) -> list[T]:
+    """Return the first ``k`` successful values (completion order); cancel the rest.
+
+    Raises :class:`cohort.QuorumError` as soon as ``k`` successes are out of
+    reach, and ``ValueError`` at once if ``k`` is not between 1 and the number
+    of awaitables.
+    """
+    coros = coroutines_of(aws, "quorum")
+    try:
+        k = _check_quorum(k, len(coros))
+    except (TypeError, ValueError):
+        close_coroutines(coros)
+        raise
+    group = _new_group(coros, join=Quorum(k), name="cohort.quorum")
+    await _run_group(group, coros)
+    return group.results
+
+
+def _check_quorum(k: object, n: int) -> int:
+    k = check_count("quorum(k, *aws): k", k, least=0)
+    if not 1 <= k <= n:
+        raise ValueError(
+            f"quorum(k, *aws) needs an int k between 1 and the {n} awaitable(s) given, got k={k!r}"
+        )
+    return k
+
+
+class _Hedge:
+    """Counts failed attempts and wakes the body, which starts the next attempt."""
+
+    __slots__ = ("failures", "waiter")
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    async def attempt(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+        try:
+            return await fn(*args)
+        except Exception:
+            self.failures += 1
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            raise
+
+    async def next_turn(self, delay: float) -> None:
+        """Return after ``delay`` or as soon as an attempt has failed."""
+        if not self.failures:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                with _scopes.move_on_after(delay):
+                    await self.waiter
+            finally:
+                self.waiter = None
+        if self.failures:
+            self.failures -= 1
+
+
+async def hedge(
+    fn: Callable[[*Ts], Awaitable[T]], *args: *Ts, delay: float, attempts: int = 2
+) -> T:
+    """Call ``fn(*args)``; start another call after ``delay`` if none succeeded yet.
+
+    Up to ``attempts`` calls overlap; the first success wins and the others are
+    cancelled and awaited. A failed attempt starts the next one at once; a
+    slow one starts it after ``delay`` seconds (counted from the latest start).
+    When every attempt failed, raises :class:`cohort.QuorumError`. This cuts
+    tail latency when asking interchangeable replicas.
+
+    Example::
+
+        row = await cohort.hedge(read_replica, key, delay=0.05, attempts=3)
+    """
+    if not callable(fn):
+        raise TypeError(f"hedge() needs an async callable, got {fn!r}")
+    attempts = check_count("attempts", attempts)
+    delay = check_seconds("delay", delay)
+    state = _Hedge()
+    async with TaskGroup(join=_FIRST_WINS, name="cohort.hedge") as group:
+        for n in range(1, attempts + 1):
+            group.spawn(state.attempt, fn, args, name=f"hedge-attempt-{n}")
+            if n < attempts:
+                await state.next_turn(delay)
+    return group.results[0]  # type: ignore[no-any-return]

@@ -1,0 +1,283 @@
+"""A task group's child: ``Handle``, its ``ChildStatus`` and its final ``Outcome``.
+
+A handle owns its child's life: it makes the task (or closes the coroutine if
+it never runs) and records how the child ended. Its group drives it through
+three package-internal calls, ``_start``, ``_settle`` and ``_discard``, and is
+told when the task ends through ``TaskGroup._child_done``; everything else
+reads the public properties.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Coroutine, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from cohort import _scopes
+from cohort._scopes import cancel_task
+
+if TYPE_CHECKING:
+    from cohort._group import TaskGroup
+
+__all__ = ["ChildStatus", "Handle", "Outcome"]
+
+T = TypeVar("T")
+
+_CancelledError = asyncio.CancelledError
+
+
+class ChildStatus(enum.Enum):
+    """Where a child is in its life."""
+
+    PENDING = "pending"  #: waiting for a ``limit`` slot
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed out"
+
+
+_PENDING = ChildStatus.PENDING
+_RUNNING = ChildStatus.RUNNING
+_SUCCEEDED = ChildStatus.SUCCEEDED
+_FAILED = ChildStatus.FAILED
+_CANCELLED = ChildStatus.CANCELLED
+_TIMED_OUT = ChildStatus.TIMED_OUT
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one child ended (``g.outcomes``, in spawn order)."""
+
+    name: str
+    status: ChildStatus
+    value: Any
+    error: BaseException | None
+    critical: bool
+    started: float | None
+    ended: float | None
+
+
+class Handle(Generic[T]):
+    """A child of a task group: awaitable, and a view of its state.
+
+    ``await handle`` returns the value or raises what the child raised;
+    awaiting never cancels the child.
+    """
+
+    __slots__ = (
+        "_coro",
+        "_ended",
+        "_error",
+        "_failed",
+        "_group",
+        "_loop",
+        "_name",
+        "_started",
+        "_status",
+        "_task",
+        "_timed_out",
+        "_timeout",
+        "_value",
+        "_waiter",
+        "critical",
+    )
+
+    def __init__(
+        self,
+        group: TaskGroup,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, T],
+        name: str | None,
+        timeout: float | None,
+        critical: bool,
+    ) -> None:
+        # _group and _task are dropped when the child finishes: a finished handle
+        # refers to neither, so a group and its children are freed by reference
+        # counting when the last reference goes, not left for the cycle collector.
+        self._group: TaskGroup | None = group
+        self._loop = loop
+        self._coro = coro
+        self._name = name
+        self._timeout = timeout
+        self.critical = critical
+        self._status = _PENDING
+        self._task: asyncio.Task[T] | None = None
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._failed = False
+        self._timed_out = False
+        self._started: float | None = None
+        self._ended: float | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.name!r} {self._status.value}>"
+
+    @property
+    def name(self) -> str:
+        """The name given at spawn, else the coroutine's qualified name."""
+        if self._name is None:
+            self._name = getattr(self._coro, "__qualname__", None) or "child"
+        return self._name
+
+    @property
+    def status(self) -> ChildStatus:
+        return self._status
+
+    @property
+    def failed(self) -> bool:
+        """True if the child raised (a timeout included); not for a cancellation."""
+        return self._failed
+
+    @property
+    def error(self) -> BaseException | None:
+        """What the child failed or timed out with; ``None`` otherwise (never raises)."""
+        return self._error
+
+    @property
+    def started(self) -> float | None:
+        """When the child's task started, on the loop's clock (``None`` while queued)."""
+        return self._started
+
+    @property
+    def ended(self) -> float | None:
+        """When the child finished, on the loop's clock (``None`` until then)."""
+        return self._ended
+
+    @property
+    def task(self) -> asyncio.Task[T] | None:
+        """The task running the child: ``None`` while queued and once finished."""
+        return self._task
+
+    def done(self) -> bool:
+        """True once the child has finished, whichever way."""
+        return self._status not in (_PENDING, _RUNNING)
+
+    def result(self) -> T:
+        """The value; raises the child's error, ``CancelledError`` if it was cancelled."""
+        status = self._status
+        if status is _SUCCEEDED:
+            return self._value  # type: ignore[return-value]
+        if status is _CANCELLED:
+            raise _CancelledError(f"child {self.name!r} was cancelled")
+        if status in (_FAILED, _TIMED_OUT):
+            assert self._error is not None
+            raise self._error
+        raise asyncio.InvalidStateError(f"{self!r} has not finished; await it first")
+
+    def exception(self) -> BaseException | None:
+        """The child's error (``None`` on success); ``CancelledError`` raised if cancelled."""
+        status = self._status
+        if status is _SUCCEEDED:
+            return None
+        if status is _CANCELLED:
+            raise _CancelledError(f"child {self.name!r} was cancelled")
+        if status in (_FAILED, _TIMED_OUT):
+            return self._error
+        raise asyncio.InvalidStateError(f"{self!r} has not finished; await it first")
+
+    def cancel(self) -> bool:
+        """Cancel this child (not a failure: it ends CANCELLED). False if already done."""
+        if self.done():
+            return False
+        if self._task is None:
+            assert self._group is not None  # unfinished
+            self._group._drop_queued(self)
+        else:
+            cancel_task(self._task)
+        return True
+
+    def outcome(self) -> Outcome:
+        return Outcome(
+            self.name,
+            self._status,
+            self._value,
+            self._error,
+            self.critical,
+            self._started,
+            self._ended,
+        )
+
+    def __await__(self) -> Generator[Any, None, T]:
+        yield from self._finished().__await__()
+        return self.result()
+
+    async def wait(self) -> Outcome:
+        """Wait for the child to finish and return its outcome; never raises for it.
+
+        Useful for optional children and graceful shutdowns, where a failure or
+        a cancellation of the child is an answer, not an error of the waiter.
+        """
+        await self._finished()
+        return self.outcome()
+
+    async def _finished(self) -> None:
+        if not self.done():
+            if self._waiter is None:
+                self._waiter = self._loop.create_future()
+            # Shielded: a cancelled waiter must not cancel the shared future.
+            await asyncio.shield(self._waiter)
+
+    # -- driven by the group ---------------------------------------------------------
+
+    def _start(self, now: float) -> None:
+        """Make the child's task; raises (closing the coroutine) if none can be made."""
+        coro = self._coro
+        if self._timeout is not None:
+            coro = _run_with_timeout(coro, self._timeout, self)
+        try:
+            task = self._loop.create_task(coro, name=self._name)
+        except BaseException:
+            coro.close()
+            self._coro.close()
+            raise
+        self._status = _RUNNING
+        self._started = now
+        self._task = task
+        assert self._group is not None
+        task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[T]) -> None:
+        group = self._group
+        assert group is not None  # unfinished
+        group._child_done(self, task)
+
+    def _discard(self) -> None:
+        """The child will never run (or its task ended): close its coroutine.
+
+        A task cancelled before its first step never ran the coroutine (it may
+        sit inside the timeout wrapper); closed, Python does not warn that it
+        was never awaited.
+        """
+        self._coro.close()
+
+    def _settle(
+        self, status: ChildStatus, now: float, value: Any, error: BaseException | None
+    ) -> None:
+        """Record how the child ended and wake whoever awaits it.
+
+        A failure with the ``TimeoutError`` of the child's own ``timeout`` is
+        TIMED_OUT; so is a child cancelled by its group's timeout (no error).
+        """
+        if status is _FAILED:
+            self._failed = True
+            if self._timed_out:
+                status = _TIMED_OUT
+        self._status = status
+        self._value = value
+        self._error = error
+        self._group = self._task = None
+        self._ended = now
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+async def _run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, handle: Handle[T]) -> T:
+    with _scopes.move_on_after(timeout):
+        return await coro
+    handle._timed_out = True
+    raise TimeoutError(f"child {handle.name!r} timed out after {timeout} s")

@@ -1,0 +1,240 @@
+"""gather, race, quorum and hedge (cohort._combinators)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, assert_type
+
+import pytest
+
+import cohort
+from _util import Calls, bad, closed, now, ok
+
+vc = pytest.mark.virtual_clock
+
+
+# -- gather ----------------------------------------------------------------------
+
+
+async def test_gather_returns_values_in_argument_order() -> None:
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result("f")
+    task = asyncio.create_task(ok("t", 0))
+    assert await cohort.gather(ok(1, 0.02), ok(2, 0), fut, task) == [1, 2, "f", "t"]
+    assert await cohort.gather() == []
+
+
+@vc
+async def test_gather_first_failure_cancels_the_rest_and_raises_a_group() -> None:
+    calls = Calls()
+    with pytest.raises(ExceptionGroup) as info:
+        await cohort.gather(calls("a", 1, fail=True), calls("b", 5), calls("c", 5))
+    assert now() == 1
+    assert [str(e) for e in info.value.exceptions] == ["call a failed"]
+    assert set(calls.finalized) == {"a", "b", "c"}
+
+
+@vc
+async def test_gather_limit_caps_concurrency() -> None:
+    calls = Calls()
+    assert await cohort.gather(*(calls(i) for i in range(10)), limit=3) == list(range(10))
+    assert calls.peak == 3
+    assert now() == 4  # ceil(10 / 3) rounds of 1 s
+
+
+@vc
+async def test_gather_timeout_raises_timeout_error_at_the_deadline() -> None:
+    calls = Calls()
+    with pytest.raises(TimeoutError):
+        await cohort.gather(calls("fast", 1), calls("slow", 10), timeout=2.5)
+    assert now() == 2.5
+    assert calls.finalized == {"fast": 1, "slow": 2.5}
+
+
+async def test_gather_bad_input_closes_every_coroutine_given() -> None:
+    first, last = ok(1), ok(2)
+    with pytest.raises(TypeError, match=r"argument 1 is 42"):
+        await cohort.gather(first, 42, last)  # type: ignore[arg-type]
+    assert closed(first)
+    assert closed(last)
+    coro = ok(1)
+    with pytest.raises(ValueError, match="limit"):
+        await cohort.gather(coro, limit=0)
+    assert closed(coro)
+
+
+# -- race --------------------------------------------------------------------------
+
+
+@vc
+async def test_race_awaits_the_losers_before_returning() -> None:
+    calls = Calls(cleanup=2)
+    assert await cohort.race(calls("slow", 5), calls("fast", 1), calls("slower", 9)) == "fast"
+    # The losers' cleanup (2 s of awaiting in their finally blocks) ran before race returned.
+    assert now() == 3
+    assert calls.finalized == {"fast": 1, "slow": 3, "slower": 3}
+
+
+@vc
+async def test_race_a_failure_does_not_end_the_race() -> None:
+    assert await cohort.race(bad("early", 1), ok("late", 2)) == "late"
+    assert now() == 2
+
+
+@vc
+async def test_race_raises_quorum_error_when_every_awaitable_failed() -> None:
+    with pytest.raises(cohort.QuorumError) as info:
+        await cohort.race(bad("a", 1), bad("b", 2))
+    assert sorted(str(e) for e in info.value.exceptions) == ["a", "b"]
+    assert now() == 2
+
+
+async def test_race_needs_an_awaitable() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        await cohort.race()
+
+
+# -- quorum ------------------------------------------------------------------------
+
+
+@vc
+async def test_quorum_returns_the_first_k_values_in_completion_order() -> None:
+    calls = Calls()
+    assert await cohort.quorum(2, calls("a", 3), calls("b", 1), calls("c", 2)) == ["b", "c"]
+    assert now() == 2
+    assert calls.finalized["a"] == 2
+
+
+@vc
+async def test_quorum_raises_as_soon_as_it_is_out_of_reach() -> None:
+    with pytest.raises(cohort.QuorumError) as info:
+        await cohort.quorum(2, bad("a", 1), bad("b", 2), ok("c", 10))
+    assert now() == 2
+    assert info.value.needed == 2
+
+
+async def test_quorum_validates_k_and_closes_the_coroutines() -> None:
+    coros = [ok(1), ok(2)]
+    with pytest.raises(ValueError, match="between 1 and the 2"):
+        await cohort.quorum(3, *coros)
+    assert all(closed(c) for c in coros)
+    with pytest.raises(ValueError, match="k=0"):
+        await cohort.quorum(0)
+    coros = [ok(1)]
+    with pytest.raises(TypeError, match=r"quorum\(k, \*aws\): k must be an int"):
+        await cohort.quorum(True, *coros)
+    assert all(closed(c) for c in coros)
+
+
+# -- hedge -------------------------------------------------------------------------
+
+
+@vc
+async def test_hedge_starts_a_second_attempt_after_delay_when_the_first_is_slow() -> None:
+    durations = iter([10.0, 1.0])
+    calls = Calls()
+
+    async def read(key: str) -> int:
+        return await calls(len(calls.started), next(durations))  # type: ignore[no-any-return]
+
+    assert await cohort.hedge(read, "k", delay=0.5) == 1
+    assert calls.started == {0: 0, 1: 0.5}  # the second attempt started exactly at the delay
+    assert now() == 1.5
+    assert calls.finalized == {0: 1.5, 1: 1.5}  # the slow one was cancelled and awaited
+
+
+@vc
+async def test_hedge_fast_first_attempt_starts_nothing_else() -> None:
+    calls = Calls()
+    assert await cohort.hedge(calls, "only", 0.2, delay=1, attempts=3) == "only"
+    assert list(calls.started) == ["only"]
+    assert now() == 0.2
+
+
+@vc
+async def test_hedge_a_failed_attempt_starts_the_next_at_once() -> None:
+    plan = iter([(2.0, True), (5.0, False), (1.0, False)])
+    calls = Calls()
+
+    async def attempt() -> Any:
+        delay, fail = next(plan)
+        return await calls(len(calls.started), delay, fail)
+
+    assert await cohort.hedge(attempt, delay=3, attempts=3) == 2
+    # 0 fails at 2 -> 1 starts at 2; 1 is slow -> 2 starts at 2 + 3; 2 wins at 6.
+    assert calls.started == {0: 0, 1: 2, 2: 5}
+    assert now() == 6
+
+
+@vc
+async def test_hedge_raises_quorum_error_when_every_attempt_failed() -> None:
+    calls = Calls()
+    with pytest.raises(cohort.QuorumError) as info:
+        await cohort.hedge(calls, "x", 1, True, delay=10, attempts=3)
+    assert len(info.value.exceptions) == 3
+    assert now() == 3  # each failure started the next attempt immediately
+
+
+async def test_hedge_validates_its_arguments() -> None:
+    with pytest.raises(TypeError, match="async callable"):
+        await cohort.hedge(42, delay=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="attempts"):
+        await cohort.hedge(ok, 1, delay=1, attempts=0)
+    with pytest.raises(ValueError, match="delay"):
+        await cohort.hedge(ok, 1, delay=-1)
+
+
+# -- every one-shot helper: cancellation from outside, and a deadline around it --------
+
+ONE_SHOTS: dict[str, Callable[[Calls], Awaitable[Any]]] = {
+    "gather": lambda c: cohort.gather(c(1, 5), c(2, 9)),
+    "race": lambda c: cohort.race(c(1, 5), c(2, 9)),
+    "quorum": lambda c: cohort.quorum(2, c(1, 5), c(2, 9), c(3, 9)),
+    "hedge": lambda c: cohort.hedge(c, "h", 9, delay=1, attempts=2),
+}
+
+
+@vc
+@pytest.mark.parametrize("helper", ONE_SHOTS)
+async def test_cancelled_from_outside_cancels_and_awaits_everything(helper: str) -> None:
+    calls = Calls(cleanup=1)
+    task = asyncio.ensure_future(ONE_SHOTS[helper](calls))
+    await asyncio.sleep(2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert now() == 3  # cancelled at 2, cleanup took 1
+    assert calls.running == 0
+    assert len(calls.finalized) == len(calls.started) >= 1
+
+
+@vc
+@pytest.mark.parametrize("helper", ONE_SHOTS)
+async def test_a_deadline_around_a_helper_stops_it(helper: str) -> None:
+    calls = Calls()
+    with pytest.raises(TimeoutError), cohort.fail_after(2):
+        await ONE_SHOTS[helper](calls)
+    assert now() == 2
+    assert calls.running == 0
+    assert len(calls.finalized) == len(calls.started)
+
+
+# -- types (checked by mypy --strict; run as an ordinary test too) ---------------------
+
+
+async def test_result_types_follow_the_awaitables() -> None:
+    async def num(i: int) -> int:
+        return i
+
+    async def read(replica: str, key: int) -> bytes:
+        return replica.encode() + bytes([key])
+
+    assert_type(await cohort.gather(num(1), num(2), limit=2), list[int])
+    assert_type(await cohort.race(read("a", 1), read("b", 1)), bytes)
+    assert_type(await cohort.quorum(1, num(1), num(2)), list[int])
+    assert_type(await cohort.hedge(read, "a", 1, delay=0.1), bytes)
+    async with cohort.map(num, range(3), limit=2) as results:
+        assert_type(results, cohort.ResultStream[int])
+        assert [assert_type(v, int) async for v in results] == [0, 1, 2]
+    assert [assert_type(b, bytes) async for b in cohort.as_completed([read("a", 1)])] == [b"a\x01"]
