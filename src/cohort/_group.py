@@ -337,7 +337,10 @@ class TaskGroup:
         if self._limit is not None and self._running >= self._limit:
             self._queue.append(handle)
         else:
-            self._launch(handle)  # no task, no child: nothing is recorded
+            handle._start(self._clock())  # no task, no child: nothing is recorded
+            self._running += 1
+            if EVENTS.on:
+                self._log_started(handle)
         self._handles.append(handle)
         if critical:
             self._spawned += 1
@@ -371,9 +374,12 @@ class TaskGroup:
         handle._start(self._clock())
         self._running += 1
         if EVENTS.on:
-            EVENTS.log.debug(
-                "child started", child=handle.name, group=self.name, parent=self._parent_name
-            )
+            self._log_started(handle)
+
+    def _log_started(self, handle: Handle[Any]) -> None:
+        EVENTS.log.debug(
+            "child started", child=handle.name, group=self.name, parent=self._parent_name
+        )
 
     def _drop_queued(self, handle: Handle[Any]) -> None:
         """A queued child is cancelled before it ever ran."""
@@ -445,7 +451,10 @@ class TaskGroup:
             self._decide(Decision.FAIL)
         if EVENTS.on:
             self._log_child(handle)
-        self._wake()
+        if self._waiter is not None and (
+            self._running == 0 or self._spawned == self._succeeded + self._failed
+        ):
+            self._wake()
 
     def _log_child(self, handle: Handle[Any]) -> None:
         status = handle.status

@@ -237,13 +237,10 @@ class Handle(Generic[T]):
         self._status = _RUNNING
         self._started = now
         self._task = task
-        assert self._group is not None
         task.add_done_callback(self._on_done)
 
     def _on_done(self, task: asyncio.Task[T]) -> None:
-        group = self._group
-        assert group is not None  # unfinished
-        group._child_done(self, task)
+        self._group._child_done(self, task)  # type: ignore[union-attr]  # set until settled
 
     def _discard(self) -> None:
         """The child will never run (or its task ended): close its coroutine.
