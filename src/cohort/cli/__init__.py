@@ -16,17 +16,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from cohort._runtime import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from cohort.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 __all__ = ["main"]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad arguments or a target that cannot be run: reported in one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cohort
-from cohort.cli import EXIT_INTERRUPTED, UsageError
+from cohort.cli._common import EXIT_INTERRUPTED, UsageError
 
 __all__ = ["bench_command", "find_benchmarks"]
 

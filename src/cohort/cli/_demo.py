@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cohort
-from cohort.cli import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from cohort.cli._common import EXIT_INTERRUPTED, EXIT_OK, UsageError
 
 __all__ = ["add_demo_arguments", "demo_command"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from cohort.cli import UsageError
+from cohort.cli._common import UsageError
 from cohort.pipeline import Pipeline
 
 __all__ = ["load_pipeline"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import cohort
-from cohort.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from cohort.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from cohort.cli._input import InputError, LineFeed
 from cohort.cli._load import load_pipeline
 from cohort.pipeline import Pipeline, Report
