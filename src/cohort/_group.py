@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeVar, TypeVarTuple
 
-from cohort import _scopes
+from cohort import _observe, _scopes
 from cohort._handle import ChildStatus, Handle, Outcome
 from cohort._observe import EVENTS
 from cohort._policies import Decision, Gather, JoinPolicy
@@ -340,7 +340,7 @@ class TaskGroup:
             handle._start(self._clock())  # no task, no child: nothing is recorded
             self._running += 1
             if EVENTS.on:
-                self._log_started(handle)
+                _observe.child_started(handle, self.name, self._parent_name)
         self._handles.append(handle)
         if critical:
             self._spawned += 1
@@ -374,12 +374,7 @@ class TaskGroup:
         handle._start(self._clock())
         self._running += 1
         if EVENTS.on:
-            self._log_started(handle)
-
-    def _log_started(self, handle: Handle[Any]) -> None:
-        EVENTS.log.debug(
-            "child started", child=handle.name, group=self.name, parent=self._parent_name
-        )
+            _observe.child_started(handle, self.name, self._parent_name)
 
     def _drop_queued(self, handle: Handle[Any]) -> None:
         """A queued child is cancelled before it ever ran."""
@@ -450,26 +445,11 @@ class TaskGroup:
         elif self._fatal and self._decision is _CONTINUE:
             self._decide(Decision.FAIL)
         if EVENTS.on:
-            self._log_child(handle)
+            _observe.child_ended(handle, self.name, self._parent_name)
         if self._waiter is not None and (
             self._running == 0 or self._spawned == self._succeeded + self._failed
         ):
             self._wake()
-
-    def _log_child(self, handle: Handle[Any]) -> None:
-        status = handle.status
-        log = EVENTS.log.info if status in (_FAILED, _TIMED_OUT) else EVENTS.log.debug
-        ended = handle.ended or 0.0
-        started = handle.started if handle.started is not None else ended
-        log(
-            f"child {status.value}",
-            child=handle.name,
-            group=self.name,
-            parent=self._parent_name,
-            critical=handle.critical,
-            elapsed=ended - started,
-            error=None if handle.error is None else repr(handle.error),
-        )
 
     def _apply(self, decision: Decision) -> None:
         if decision is not Decision.CONTINUE and self._decision is Decision.CONTINUE:
@@ -546,12 +526,7 @@ class TaskGroup:
         self._accepting = True
         _live_groups[self] = task
         if EVENTS.on:
-            EVENTS.log.debug(
-                "group entered",
-                group=self.name,
-                policy=repr(self._policy),
-                parent=self._parent_name,
-            )
+            _observe.group_event("group entered", self.statistics(), self._parent_name)
         return self
 
     async def __aexit__(
@@ -572,22 +547,7 @@ class TaskGroup:
                 _scopes._base_deadline.reset(self._base_token)
             _live_groups.pop(self, None)
             if EVENTS.on:
-                self._log_exit()
-
-    def _log_exit(self) -> None:
-        EVENTS.log.info(
-            "group exited",
-            group=self.name,
-            policy=repr(self._policy),
-            parent=self._parent_name,
-            decision=self._decision.value,
-            timed_out=self._timed_out,
-            cancelled_from_outside=self._outside_cancel,
-            children=len(self._handles),
-            succeeded=self._succeeded,
-            failed=self._failed,
-            elapsed=self._loop.time() - self._entered_at,
-        )
+                _observe.group_event("group exited", self.statistics(), self._parent_name)
 
     @property
     def _parent_name(self) -> str | None:

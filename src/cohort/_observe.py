@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from cohort._group import GroupStatistics
+    from cohort._handle import Handle
 
 __all__ = ["configure_logging", "enable_events"]
 
@@ -65,3 +69,47 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
         cache_logger_on_first_use=True,
     )
     enable_events(True)
+
+
+# -- the events of groups and children (called only while EVENTS.on) ------------------
+
+
+def child_started(handle: Handle[Any], group: str, parent: str | None) -> None:
+    EVENTS.log.debug("child started", child=handle.name, group=group, parent=parent)
+
+
+def child_ended(handle: Handle[Any], group: str, parent: str | None) -> None:
+    """``child succeeded`` and ``child cancelled`` at debug, failures and timeouts at info."""
+    status = handle.status
+    log = EVENTS.log.debug if status.value in ("succeeded", "cancelled") else EVENTS.log.info
+    ended = handle.ended or 0.0
+    started = handle.started if handle.started is not None else ended
+    log(
+        f"child {status.value}",
+        child=handle.name,
+        group=group,
+        parent=parent,
+        critical=handle.critical,
+        elapsed=ended - started,
+        error=None if handle.error is None else repr(handle.error),
+    )
+
+
+def group_event(event: str, stats: GroupStatistics, parent: str | None) -> None:
+    """``group entered`` (debug) and ``group exited`` (info, with the counts)."""
+    if event == "group entered":
+        EVENTS.log.debug(event, group=stats.name, policy=repr(stats.policy), parent=parent)
+        return
+    EVENTS.log.info(
+        event,
+        group=stats.name,
+        policy=repr(stats.policy),
+        parent=parent,
+        decision=stats.decision.value,
+        timed_out=stats.timed_out,
+        cancelled_from_outside=stats.cancelled_from_outside,
+        children=stats.children,
+        succeeded=stats.succeeded,
+        failed=stats.failed,
+        elapsed=stats.elapsed,
+    )
