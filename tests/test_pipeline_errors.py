@@ -222,3 +222,87 @@ async def test_a_fanned_out_item_fails_once() -> None:
     assert len(report.errors) == 3  # each failure recorded, the item counted once
     assert report.succeeded == 2
     assert report.counts_add_up()
+
+
+# -- a stage call that ends with CancelledError although nothing cancelled the run -----
+
+
+def _awaiting_a_cancelled_future(**options: Any) -> Any:
+    """Items divisible by 4 await a future that was cancelled elsewhere (a shared cache
+    entry, a pooled connection): their call ends with CancelledError on its own."""
+    shared: asyncio.Future[int] | None = None
+
+    @cohort.stage(name="lookup", **options)
+    async def lookup(x: int) -> int:
+        nonlocal shared
+        if shared is None:
+            shared = asyncio.get_running_loop().create_future()
+            shared.cancel()
+        await asyncio.sleep(0)
+        if x % 4 == 0:
+            return await shared
+        return x
+
+    return lookup
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("options", [{}, {"retry": cohort.Retry(attempts=2, backoff=0)}])
+async def test_a_stray_cancellation_is_a_failure_of_its_item(
+    stages: int, ordered: bool, options: dict[str, Any]
+) -> None:
+    first = _awaiting_a_cancelled_future(workers=4, on_error="skip", ordered=ordered, **options)
+    pipe = first if stages == 1 else first | plus_ten
+    async with asyncio.timeout(30):  # it used to hang with two stages
+        report = await pipe.run(range(20))
+    assert (report.read, report.succeeded, report.failed, report.cancelled) == (20, 15, 5, 0)
+    assert sorted(e.index for e in report.errors) == [0, 4, 8, 12, 16]
+    for record in report.errors:
+        assert isinstance(record.exception, RuntimeError)
+        assert "raised CancelledError without being cancelled" in str(record.exception)
+        assert isinstance(record.exception.__cause__, asyncio.CancelledError)
+        assert record.attempts == (2 if options else 1)
+    offset = 0 if stages == 1 else 10
+    expected = [x + offset for x in range(20) if x % 4]
+    assert report.outputs == expected if ordered else sorted(report.outputs or []) == expected
+
+
+async def test_a_stray_cancellation_fails_the_run_under_raise_and_goes_to_a_dead_letter() -> None:
+    with pytest.raises(cohort.PipelineError) as info:
+        await (_awaiting_a_cancelled_future(workers=2) | plus_ten).run(range(8))
+    assert isinstance(info.value.__cause__, RuntimeError)
+    dead: list[int] = []
+    stage = _awaiting_a_cancelled_future(workers=2, on_error=lambda item, exc: dead.append(item))
+    report = await stage.run(range(8))
+    assert sorted(dead) == [0, 4]
+    assert report.failed == 2
+
+
+async def test_a_stray_cancellation_in_a_batch_stage_fails_the_batch() -> None:
+    shared = asyncio.get_running_loop().create_future()
+    shared.cancel()
+
+    @cohort.stage(batch=4, on_error="skip")
+    async def store(items: list[int]) -> None:
+        if 0 in items:
+            await shared
+
+    report = await store.run(range(8))
+    assert (report.failed, report.done, report.cancelled) == (4, 4, 0)
+
+
+async def test_cancelling_the_run_is_still_a_cancellation_not_a_failure() -> None:
+    started = asyncio.Event()
+
+    @cohort.stage(workers=2)
+    async def slow(x: int) -> int:
+        started.set()
+        await asyncio.sleep(3600)
+        return x
+
+    run = asyncio.ensure_future(slow.run(range(4)))
+    await started.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run

@@ -398,7 +398,9 @@ class TaskGroup:
             if task.cancelled() and task.cancelling():
                 status = _TIMED_OUT if self._timed_out else _CANCELLED
             else:
-                error = exc if not task.cancelled() else _cancelled_by_itself(handle, exc)
+                error = exc
+                if task.cancelled():
+                    error = _scopes.stray_cancellation(f"child {handle.name!r}", exc)
                 status = _FAILED
                 if not isinstance(error, Exception):
                     self._on_fatal(error)
@@ -659,17 +661,6 @@ class TaskGroup:
             and h.error is not None
             and (not isinstance(h.error, Exception) or (raises and h.critical))
         ]
-
-
-def _cancelled_by_itself(handle: Handle[Any], exc: BaseException) -> RuntimeError:
-    """A child ended with CancelledError although nothing cancelled it (it awaited a
-    future cancelled elsewhere): a failure, or its value would silently go missing."""
-    error = RuntimeError(
-        f"child {handle.name!r} raised CancelledError without being cancelled "
-        "(did it await something that was cancelled elsewhere?)"
-    )
-    error.__cause__ = exc
-    return error
 
 
 def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:

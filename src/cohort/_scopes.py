@@ -45,6 +45,8 @@ __all__ = [
     "move_on_after",
     "move_on_at",
     "redeliver",
+    "stray",
+    "stray_cancellation",
 ]
 
 _current_task = asyncio.current_task
@@ -551,6 +553,31 @@ def redeliver(task: asyncio.Task[object]) -> None:
             return
         if scope._shield:
             return
+
+
+def stray_cancellation(what: str, exc: BaseException) -> RuntimeError:
+    """The failure for ``what`` ending with ``CancelledError`` although nothing cancelled it.
+
+    It awaited a future that was cancelled elsewhere (a shared cache entry, a
+    pooled connection). Treated as cancelled, its result or item would go
+    missing without an error; so it is a ``RuntimeError``, the
+    ``CancelledError`` as its cause.
+    """
+    error = RuntimeError(
+        f"{what} raised CancelledError without being cancelled "
+        "(did it await something that was cancelled elsewhere?)"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def stray(exc: BaseException, what: str) -> RuntimeError | None:
+    """In the task that caught ``exc`` (a ``CancelledError``): the failure to report
+    instead, or ``None`` when the task itself is being cancelled (re-raise then)."""
+    task = _current_task()
+    if task is None or task.cancelling():
+        return None
+    return stray_cancellation(what, exc)
 
 
 def _check_deadline(value: object) -> float:

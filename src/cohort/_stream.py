@@ -168,13 +168,9 @@ class _StreamCore:
                 self._fail(index, exc)
                 return
             except _CancelledError as exc:
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
+                error = _scopes.stray(exc, f"{self.name}: the call for item {index}")
+                if error is None:
                     raise  # the stream is being stopped
-                # The call raised CancelledError without being cancelled: an
-                # error, or its item would silently go missing.
-                error = RuntimeError(f"{self.name}: the call for item {index} was cancelled")
-                error.__cause__ = exc
                 self._fail(index, error)
                 return
             self._deliver(index, (True, value))

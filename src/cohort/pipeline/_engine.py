@@ -23,6 +23,7 @@ import reprlib
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cohort import _scopes
 from cohort._exceptions import PipelineError
 from cohort._group import TaskGroup
 from cohort._observe import EVENTS
@@ -410,6 +411,13 @@ class StageRun:
                 sampled = True
                 await self.fail([i], [x], exc)
                 continue
+            except asyncio.CancelledError as exc:
+                stray = _scopes.stray(exc, f"stage {self.name}")
+                if stray is None:
+                    raise  # the run is being cancelled
+                sampled = True
+                await self.fail([i], [x], stray)
+                continue
             if not sampled:
                 sampled = True
                 self.sampler.add(clock() - start)
@@ -430,9 +438,14 @@ class StageRun:
         try:
             result = await (self._call(vals) if self.slow else self.call(vals))
             self._check_batch_result(vals, result)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            error = (
+                exc if isinstance(exc, Exception) else _scopes.stray(exc, f"stage {self.name!r}")
+            )
+            if error is None:
+                raise  # the run is being cancelled
             self.busy += clock() - t0
-            await self.fail(idxs, vals, exc)
+            await self.fail(idxs, vals, error)
             return [], []
         t = clock() - t0
         self.busy += t

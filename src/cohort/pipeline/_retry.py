@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar, final
 
+from cohort import _scopes
+
 __all__ = ["DROP", "Many", "Retry"]
 
 T = TypeVar("T")
@@ -123,16 +125,23 @@ async def call_with_policy(
     retry_on: Any = retry.on if retry is not None else ()
     limit = retry.attempts if retry is not None else 1
     while True:
+        error: Exception
         try:
             if timeout is None:
                 return await invoke(item)
             async with asyncio.timeout(timeout):
                 return await invoke(item)
         except Exception as exc:
-            if attempt >= limit or not isinstance(exc, retry_on):
-                raise ItemFailed(exc, attempt) from None
-            if on_retry is not None:
-                on_retry(exc, attempt)
-            assert retry is not None
-            await asyncio.sleep(retry.delay(attempt))
-            attempt += 1
+            error = exc
+        except asyncio.CancelledError as exc:
+            stray = _scopes.stray(exc, "the stage call")
+            if stray is None:
+                raise  # the run is being cancelled
+            error = stray
+        if attempt >= limit or not isinstance(error, retry_on):
+            raise ItemFailed(error, attempt) from None
+        if on_retry is not None:
+            on_retry(error, attempt)
+        assert retry is not None
+        await asyncio.sleep(retry.delay(attempt))
+        attempt += 1
