@@ -524,3 +524,46 @@ async def test_an_enclosing_timeout_stops_a_run() -> None:
     assert scope.cancel_called
     assert now() == 3.5
     assert len(asyncio.all_tasks()) == 1
+
+
+@vc
+async def test_a_stream_left_while_its_consumer_is_cancelled_again_still_stops_the_run() -> None:
+    release = asyncio.Event()
+    in_cleanup = asyncio.Event()
+    got_one = asyncio.Event()
+
+    @cohort.stage(workers=2)
+    async def slow(x: int) -> int:
+        if x == 0:
+            return x
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            in_cleanup.set()
+            await release.wait()  # cleanup that takes a while (closing a connection)
+            raise
+        return x
+
+    stream = slow.stream(range(4))
+
+    async def consumer() -> None:
+        async with stream as outputs:
+            async for _ in outputs:
+                got_one.set()
+                await asyncio.sleep(3600)
+
+    task = asyncio.ensure_future(consumer())
+    await got_one.wait()
+    task.cancel()  # the block is left: the run is being stopped
+    await in_cleanup.wait()
+    task.cancel()  # and cancelled again while it waits for the run to stop
+    await wait_all_tasks_blocked()
+    assert not task.done()  # still stopping the run, not gone with tasks left behind
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    report = stream.report
+    assert report is not None
+    assert (report.read, report.succeeded) == (4, 1)
+    assert report.succeeded + report.failed + report.cancelled == 4

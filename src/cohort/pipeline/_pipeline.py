@@ -195,11 +195,20 @@ class PipelineStream(Generic[R]):
         assert engine is not None
         if not task.done():
             task.cancel()
-        await asyncio.wait({task})
+        # Stop the run completely even if this task is cancelled meanwhile (the
+        # run's own cancellation is what ends it): then re-raise that cancellation.
+        interrupted: asyncio.CancelledError | None = None
+        while not task.done():
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError as cancelled:
+                interrupted = cancelled
         self._buffer.clear()
         self.report = engine.report()
-        if isinstance(exc, asyncio.CancelledError):
+        if interrupted is not None or isinstance(exc, asyncio.CancelledError):
             _note_cut_short(self._pipe, engine)
+        if interrupted is not None:
+            raise interrupted
         error = engine.output_channel.error if engine.output_channel is not None else None
         if exc is None and error is not None and self._delivered is None:
             raise error
