@@ -127,3 +127,92 @@ async def test_a_scope_deadline_must_be_a_number() -> None:
             scope.deadline = NAN
         assert scope.deadline == math.inf
     await asyncio.sleep(0)
+
+
+# -- pipelines: stage options, Retry, fork, run -----------------------------------------
+
+
+def _stage_option_cases() -> list[tuple[str, dict[str, Any], type[Exception], str]]:
+    cases: list[tuple[str, dict[str, Any], type[Exception], str]] = []
+    table: dict[str, list[tuple[object, type[Exception]]]] = {
+        "workers": [(0, ValueError), (-1, ValueError), (True, TypeError), (2.5, TypeError),
+                    ("4", TypeError), (None, TypeError), (NAN, TypeError)],
+        "buffer": [(0, ValueError), (True, TypeError), (1.5, TypeError)],
+        "timeout": [(0, ValueError), (-1, ValueError), (NAN, ValueError), ("1", TypeError),
+                    (True, TypeError)],
+        "ordered": [("no", TypeError), (None, TypeError), (1, TypeError)],
+        "cpu": [("yes", TypeError), (1, TypeError)],
+        "batch": [(0, ValueError), (True, TypeError), (2.0, TypeError)],
+        "max_errors": [(-1, ValueError), (True, TypeError), (NAN, TypeError)],
+        "max_error_rate": [(1.5, ValueError), (-0.1, ValueError), (NAN, ValueError),
+                           (True, TypeError), ("0.1", TypeError)],
+        "on_error": [("ignore", ValueError), (None, ValueError)],
+        "retry": [(3, TypeError)],
+        "name": [("", TypeError), (3, TypeError)],
+    }  # fmt: skip
+    for option, values in table.items():
+        for value, error in values:
+            cases.append((f"stage({option}={value!r})", {option: value}, error, option))
+    cases.append(("stage(batch_timeout=nan)", {"batch": 2, "batch_timeout": NAN}, ValueError,
+                  "batch_timeout"))  # fmt: skip
+    cases.append(("stage(batch_timeout without batch)", {"batch_timeout": 1}, ValueError, "batch"))
+    return cases
+
+
+STAGE_CASES = _stage_option_cases()
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "text"), [c[1:] for c in STAGE_CASES], ids=[c[0] for c in STAGE_CASES]
+)
+def test_stage_options_are_checked_when_stage_is_called(
+    options: dict[str, Any], error: type[Exception], text: str
+) -> None:
+    with pytest.raises(error) as info:
+        cohort.stage(**options)  # before any function is decorated
+    assert text in str(info.value)
+    assert type(info.value) is error
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"attempts": True}, TypeError),
+        ({"attempts": 0}, ValueError),
+        ({"attempts": 2.0}, TypeError),
+        ({"backoff": NAN}, ValueError),
+        ({"backoff": -1}, ValueError),
+        ({"backoff": math.inf}, ValueError),
+        ({"backoff": "1"}, TypeError),
+        ({"max_backoff": -1}, ValueError),
+        ({"jitter": "no"}, TypeError),
+        ({"on": ValueError()}, TypeError),
+        ({"on": ()}, TypeError),
+    ],
+)
+def test_retry_checks_its_arguments(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error, match="Retry"):
+        cohort.Retry(**kwargs)
+
+
+def test_fork_and_run_check_their_arguments() -> None:
+    with pytest.raises(ValueError, match="at least one branch"):
+        cohort.fork()
+    with pytest.raises(TypeError, match="functions or stages as branches"):
+        cohort.fork(echo, 3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="join"):
+        cohort.fork(echo, join="all")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        cohort.fork(echo, timeout=-1)
+    with pytest.raises(TypeError, match="workers"):
+        cohort.fork(echo, workers="2")
+    stage = cohort.stage(echo)
+    for bad in ({"collect": "yes"}, {"progress": 1}):
+        coro = stage.run([1], **bad)
+        with pytest.raises(TypeError, match="must be True or False"):
+            coro.send(None)
+        coro.close()
+    with pytest.raises(TypeError, match="source"):
+        stage.stream(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="progress"):
+        stage.stream([1], progress="on")  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import math
 from numbers import Real
 from typing import Literal, overload
 
-__all__ = ["check_count", "check_seconds"]
+__all__ = ["check_count", "check_flag", "check_seconds"]
 
 
 @overload
@@ -69,6 +69,13 @@ def check_seconds(
     if math.isinf(seconds) and not inf:
         raise ValueError(f"{name} must be {what} and finite, got {value!r}")
     return seconds
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` as a flag: ``True`` or ``False`` only (``ordered="no"`` is a mistake)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _or_none(none: bool) -> str:

@@ -43,6 +43,9 @@ def fork(
     """
     if not branches:
         raise ValueError("cohort.fork() needs at least one branch")
+    for branch in branches:
+        if not callable(branch):
+            raise TypeError(f"cohort.fork() takes functions or stages as branches, got {branch!r}")
     if "batch" in stage_options:
         raise TypeError("cohort.fork() takes no batch= option")
     TaskGroup(join=join, timeout=timeout, on_timeout=on_timeout)  # validate at the call site

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cohort._runtime import note_cut_short
+from cohort._validate import check_flag
 from cohort.pipeline._report import Report
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ class Pipeline(Generic[R]):
         from cohort.pipeline._progress import progress_task
 
         check_source(source, self)
+        check_flag("collect", collect)
+        check_flag("progress", progress)
         engine = Engine(self._stages, collect=collect, stream=False)
         try:
             await engine.execute(source, progress_task() if progress else None)
@@ -120,6 +123,7 @@ class Pipeline(Generic[R]):
                     index(doc)
         """
         check_source(source, self)
+        check_flag("progress", progress)
         return PipelineStream(self, source, progress)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar, final
 
 from cohort import _scopes
+from cohort._validate import check_count, check_flag, check_seconds
 
 __all__ = ["DROP", "Many", "Retry"]
 
@@ -37,12 +38,11 @@ class Retry:
     on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.attempts, int) or self.attempts < 1:
-            raise ValueError(f"Retry(attempts=) counts every try and must be >= 1, got {self!r}")
-        if not self.backoff >= 0:
-            raise ValueError(f"Retry(backoff=) must be >= 0 seconds, got {self!r}")
-        if self.max_backoff is not None and not self.max_backoff >= 0:
-            raise ValueError(f"Retry(max_backoff=) must be >= 0 seconds or None, got {self!r}")
+        # attempts counts every try, the first included.
+        check_count("Retry(attempts=)", self.attempts)
+        check_seconds("Retry(backoff=)", self.backoff, inf=False)
+        check_seconds("Retry(max_backoff=)", self.max_backoff, none=True)
+        check_flag("Retry(jitter=)", self.jitter)
         on = self.on if isinstance(self.on, tuple) else (self.on,)
         if not on or not all(isinstance(t, type) and issubclass(t, BaseException) for t in on):
             raise TypeError(f"Retry(on=) takes exception classes, got {self.on!r}")

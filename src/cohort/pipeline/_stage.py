@@ -20,8 +20,10 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from numbers import Real
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
+from cohort._validate import check_count, check_flag, check_seconds
 from cohort.bridge import CpuFunction, Executor
 from cohort.pipeline._pipeline import Pipeline
 from cohort.pipeline._retry import ItemFailed, Many, Retry, call_with_policy
@@ -54,11 +56,13 @@ class StageOptions:
     max_error_rate: float | None = None
 
     def __post_init__(self) -> None:
-        _check_int("workers", self.workers, 1)
-        if self.buffer is not None:
-            _check_int("buffer", self.buffer, 1)
-        if self.timeout is not None and not self.timeout > 0:
-            raise ValueError(f"timeout must be seconds > 0 or None, got {self.timeout!r}")
+        check_count("workers", self.workers)
+        check_count("buffer", self.buffer, none=True)
+        check_seconds("timeout", self.timeout, none=True, zero=False)
+        check_flag("ordered", self.ordered)
+        check_flag("cpu", self.cpu)
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"a stage's name must be a non-empty str, got {self.name!r}")
         if self.retry is not None and not isinstance(self.retry, Retry):
             raise TypeError(f"retry= takes cohort.Retry(...), got {self.retry!r}")
         if not (self.on_error in ("raise", "skip") or callable(self.on_error)):
@@ -66,8 +70,8 @@ class StageOptions:
                 f'on_error must be "raise", "skip" or a callable (item, exception), '
                 f"got {self.on_error!r}"
             )
-        if self.batch is not None:
-            _check_int("batch", self.batch, 1)
+        if check_count("batch", self.batch, none=True) is not None:
+            assert self.batch is not None
             if self.buffer is not None and self.buffer < self.batch:
                 raise ValueError(
                     f"buffer={self.buffer} is smaller than batch={self.batch}: "
@@ -76,15 +80,16 @@ class StageOptions:
         if self.batch_timeout is not None:
             if self.batch is None:
                 raise ValueError("batch_timeout= needs batch=n: it flushes a partial batch")
-            if not self.batch_timeout >= 0:
-                raise ValueError(f"batch_timeout must be >= 0, got {self.batch_timeout!r}")
+            check_seconds("batch_timeout", self.batch_timeout)
         if self.executor is not None and not isinstance(self.executor, Executor):
             raise TypeError(f"executor= takes a cohort.Executor, got {self.executor!r}")
-        if self.max_errors is not None:
-            _check_int("max_errors", self.max_errors, 0)
+        check_count("max_errors", self.max_errors, least=0, none=True)
         rate = self.max_error_rate
-        if rate is not None and not (0 <= rate < 1):
-            raise ValueError(f"max_error_rate is a fraction in [0, 1), got {rate!r}")
+        if rate is not None:
+            if isinstance(rate, bool) or not isinstance(rate, Real):
+                raise TypeError(f"max_error_rate is a fraction in [0, 1) or None, got {rate!r}")
+            if not 0 <= rate < 1:
+                raise ValueError(f"max_error_rate is a fraction in [0, 1), got {rate!r}")
 
     @property
     def capacity(self) -> int:
@@ -97,11 +102,6 @@ class StageOptions:
     def window(self) -> int:
         """Bound of the reorder window, in items (buffer + workers, in batches if batching)."""
         return self.capacity + self.workers * (self.batch or 1)
-
-
-def _check_int(name: str, value: object, least: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < least:
-        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
 
 
 async def _collect(agen: AsyncIterator[Any]) -> list[Any]:
@@ -329,6 +329,9 @@ def stage(
         "max_error_rate": max_error_rate,
     }
 
+    # Checked here, at the call, not when the decorator is applied.
+    checked = StageOptions(name="stage" if name is None else name, **options)  # type: ignore[arg-type]
+
     def decorate(f: Callable[..., Any]) -> Stage[Any, Any]:
         if isinstance(f, Stage):
             f = f.fn
@@ -337,7 +340,7 @@ def stage(
         label = name if name is not None else getattr(f, "__name__", None)
         if not isinstance(label, str) or not label:
             raise TypeError(f"cannot name a stage after {f!r}; pass name=")
-        return Stage(f, StageOptions(name=label, **options))  # type: ignore[arg-type]
+        return Stage(f, dataclasses.replace(checked, name=label))
 
     if fn is not None:
         return decorate(fn)
