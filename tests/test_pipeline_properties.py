@@ -1,4 +1,6 @@
-"""Exactly-once accounting under random failures, drops, fan-outs, retries and cancellation."""
+"""Exactly-once accounting under random failures, drops, fan-outs, retries, timeouts,
+stray cancellations and cancellation of the whole run, under every ``on_error`` policy,
+ordered and unordered, through ``run()`` and ``stream()``."""
 
 from __future__ import annotations
 
@@ -7,17 +9,20 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import cohort
 import cohort.testing
 
-# What a stage does with one item: ("ok"|"drop"|"fail"|"flaky"|"many", delay, fan-out)
+# What a stage does with one item, (action, delay, fan-out). Actions: "ok", "drop",
+# "fail", "flaky" (fails once), "many" (fans out), "slow" (outlives the stage's
+# per-attempt timeout), "stray" (awaits a future that was cancelled elsewhere).
 Behaviour = tuple[str, float, int]
+STAGE_TIMEOUT = 3.0
 
 behaviours = st.tuples(
-    st.sampled_from(["ok", "ok", "ok", "drop", "fail", "flaky", "many"]),
+    st.sampled_from(["ok", "ok", "ok", "drop", "fail", "flaky", "many", "slow", "stray"]),
     st.sampled_from([0.0, 0.0, 0.1, 1.0]),
     st.integers(0, 3),
 )
@@ -31,6 +36,7 @@ class Plan:
     ordered: tuple[bool, bool]
     on_error: str
     cancel_at: float | None
+    streamed: bool
 
 
 plans = st.integers(0, 40).flatmap(
@@ -40,8 +46,9 @@ plans = st.integers(0, 40).flatmap(
         second=st.lists(behaviours, min_size=n, max_size=n),
         workers=st.tuples(st.integers(1, 4), st.integers(1, 4)),
         ordered=st.tuples(st.booleans(), st.booleans()),
-        on_error=st.sampled_from(["skip", "skip", "raise"]),
-        cancel_at=st.one_of(st.none(), st.sampled_from([0.0, 0.05, 0.5, 2.0])),
+        on_error=st.sampled_from(["skip", "skip", "raise", "dead letter"]),
+        cancel_at=st.one_of(st.none(), st.sampled_from([0.0, 0.05, 0.5, 2.0, 4.0])),
+        streamed=st.booleans(),
     )
 )
 
@@ -55,6 +62,12 @@ def make_stage(name: str, plan: list[Behaviour], workers: int, ordered: bool, on
         tries[item] += 1
         if delay:
             await asyncio.sleep(delay)
+        if action == "slow":
+            await asyncio.sleep(STAGE_TIMEOUT + 1)
+        if action == "stray":
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
         if action == "drop":
             return cohort.DROP
         if action == "fail" or (action == "flaky" and tries[item] < 2):
@@ -68,38 +81,66 @@ def make_stage(name: str, plan: list[Behaviour], workers: int, ordered: bool, on
         workers=workers,
         ordered=ordered,
         on_error=on_error,
+        timeout=STAGE_TIMEOUT,
         retry=cohort.Retry(attempts=2, backoff=0.01, on=(ValueError,)),
     )(fn)
 
 
-async def execute(plan: Plan) -> tuple[cohort.Report[Any] | None, list[Any], BaseException | None]:
-    pipe = make_stage("one", plan.first, plan.workers[0], plan.ordered[0], plan.on_error) | (
-        make_stage("two", plan.second, plan.workers[1], plan.ordered[1], plan.on_error)
+@dataclass
+class Result:
+    report: cohort.Report[Any] | None
+    outputs: list[Any]
+    error: BaseException | None
+    dead: list[Any]
+
+
+async def execute(plan: Plan) -> Result:
+    dead: list[Any] = []
+    on_error: Any = plan.on_error
+    if on_error == "dead letter":
+        on_error = lambda item, exc: dead.append(item)  # noqa: E731
+    pipe = make_stage("one", plan.first, plan.workers[0], plan.ordered[0], on_error) | (
+        make_stage("two", plan.second, plan.workers[1], plan.ordered[1], on_error)
     )
-    outputs: list[Any] = []
-    stream = pipe.stream([(i, 0) for i in range(len(plan.first))])
-    error: BaseException | None = None
+    source = [(i, 0) for i in range(len(plan.first))]
+    result = Result(None, [], None, dead)
     with cohort.move_on_after(plan.cancel_at if plan.cancel_at is not None else 1e9):
         try:
-            async with stream as items:
-                async for item in items:
-                    outputs.append(item)
+            if plan.streamed:
+                stream = pipe.stream(source)
+                try:
+                    async with stream as items:
+                        async for item in items:
+                            result.outputs.append(item)
+                finally:
+                    result.report = stream.report
+            else:
+                result.report = await pipe.run(source)
+                result.outputs = list(result.report.outputs or [])
         except cohort.PipelineError as exc:
-            error = exc
+            result.error = exc
     assert len(asyncio.all_tasks()) == 1  # nothing left behind
-    return stream.report, outputs, error
+    return result
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plans)
 def test_every_item_ends_exactly_once(plan: Plan) -> None:
-    report, outputs, error = cohort.testing.run(execute, plan)
-    assert report is not None
+    result = cohort.testing.run(execute, plan)
+    report, outputs, error = result.report, result.outputs, result.error
+    if all(plan.ordered):  # in order, also when the run was cut short
+        assert [i for i, _ in outputs] == sorted(i for i, _ in outputs)
+    if report is None:  # run() cancelled or failed: no report to check
+        assert not plan.streamed
+        assert error is not None or plan.cancel_at is not None
+        return
     assert report.counts_add_up()
     n = len(plan.first)
     assert report.read <= n
     failed = {e.index for e in report.errors}
     assert report.failed == len(failed)
+    if plan.on_error == "dead letter":
+        assert len(result.dead) == len(report.errors)
     out_indexes = Counter(index for index, _ in outputs)
     assert not failed & set(out_indexes)
     assert report.succeeded <= len(out_indexes)
@@ -110,6 +151,7 @@ def test_every_item_ends_exactly_once(plan: Plan) -> None:
     if plan.cancel_at is not None and report.cancelled:
         return
     # A complete run: every item accounted for, by exactly the expected fate.
+    event("complete run")
     assert report.read == n
     assert report.cancelled == 0
     assert report.succeeded == len(out_indexes)
