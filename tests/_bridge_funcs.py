@@ -150,3 +150,12 @@ def ignore_sigterm_and_spin(path: str) -> None:
     """A call that shrugs off SIGTERM: only SIGKILL stops it."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     mark_and_spin(path)
+
+
+def zero_or_mark_and_sleep(item: tuple[str, int]) -> int:
+    """Item ``(path, 0)`` returns 0; any other marks ``path`` and never returns."""
+    path, n = item
+    if n == 0:
+        return 0
+    mark_and_sleep(path)
+    return n

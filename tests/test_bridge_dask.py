@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -66,6 +67,26 @@ async def test_cancellation_cancels_the_dask_future(cluster: Any, tmp_path: Path
             with pytest.raises(asyncio.CancelledError):
                 await task
             # The hard stop restarted the worker: the work stopped, the cluster keeps serving.
+            assert gone(pid)
+            assert await dask.run(f.add, 1, 1) == 2
+    finally:
+        sig.close()
+
+
+async def test_leaving_imap_early_cancels_the_chunks_in_flight(
+    cluster: Any, tmp_path: Path
+) -> None:
+    sig = WorkerSignal(tmp_path, "running")
+    items = [(str(sig), n) for n in range(4)]
+    try:
+        async with DaskExecutor(cluster.scheduler_address, hard_stop=True) as dask:
+            results = dask.imap(f.zero_or_mark_and_sleep, items, chunksize=1)
+            async with contextlib.aclosing(results):
+                async for value in results:
+                    assert value == 0
+                    pid = await sig.wait()  # the next chunk is running on the worker
+                    break
+            # Leaving the loop cancelled the chunk in flight and (hard stop) its worker.
             assert gone(pid)
             assert await dask.run(f.add, 1, 1) == 2
     finally:

@@ -1,11 +1,29 @@
-"""Chunking for ``map``/``imap``: how many items per chunk, and taking them from the input."""
+"""Chunked ``map``/``imap`` for every executor: chunk sizes, taking items, streaming results.
+
+One streaming loop serves ``ProcessPool`` and ``DaskExecutor``: an executor
+only says how to submit a chunk, wait for the next finished one, read its
+result and cancel what is still in flight (:class:`ChunkRunner`). So both
+bound what is in flight the same way and both cancel it when the consumer
+leaves early.
+"""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import math
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
+from typing import Any, Generic, Protocol, TypeVar
+
+Token = TypeVar("Token")
 
 
 class ChunkSizer:
@@ -80,3 +98,81 @@ def taker(
         return list(itertools.islice(it, n))
 
     return take
+
+
+class ChunkRunner(Protocol, Generic[Token]):
+    """What the streaming loop needs from an executor, for one ``map``/``imap``."""
+
+    def submit(self, fn: Any, items: Sequence[Any]) -> Token:
+        """Start computing ``[fn(x) for x in items]``; a token for the chunk."""
+        ...
+
+    async def next_done(self, inflight: collections.deque[Token], ordered: bool) -> Token:
+        """Remove and return the next finished chunk (the oldest one if ``ordered``)."""
+        ...
+
+    async def result(self, token: Token) -> tuple[list[Any], BaseException | None, float | None]:
+        """A finished chunk's values, the error that stopped it (after those values)
+        and the seconds it took in the worker, if known. Raises if it failed as a whole."""
+        ...
+
+    async def cancel(self, tokens: list[Token]) -> None:
+        """Stop the chunks still in flight (the consumer left or something failed)."""
+        ...
+
+
+async def stream_chunks(
+    runner: ChunkRunner[Token],
+    fn: Any,
+    iterable: Iterable[Any] | AsyncIterable[Any],
+    sizer: ChunkSizer,
+    window: int,
+    ordered: bool,
+) -> AsyncGenerator[list[Any], None]:
+    """Yield each chunk's results with at most ``window`` chunks in flight.
+
+    Memory stays flat however long the input: it is read only as far as the
+    window reaches. Whatever ends the loop (the end, an error, the consumer
+    leaving, a cancellation), the chunks still in flight are cancelled.
+    """
+    take = taker(iterable)
+    inflight: collections.deque[Token] = collections.deque()
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(inflight) < window:
+                items = await take(sizer.next())
+                if items:
+                    inflight.append(runner.submit(fn, items))
+                else:
+                    exhausted = True
+            if not inflight:
+                return
+            token = await runner.next_done(inflight, ordered)
+            values, failure, elapsed = await runner.result(token)
+            if elapsed is not None:
+                sizer.observe(len(values) + (failure is not None), elapsed)
+            if values:
+                yield values
+            if failure is not None:
+                raise failure
+    finally:
+        if inflight:
+            await runner.cancel(list(inflight))
+
+
+async def iterate_items(chunks: AsyncGenerator[list[Any], None]) -> AsyncGenerator[Any, None]:
+    """``imap``: the items of each chunk; closing it closes the chunk stream at once."""
+    async with contextlib.aclosing(chunks):
+        async for values in chunks:
+            for v in values:
+                yield v
+
+
+async def collect_items(chunks: AsyncGenerator[list[Any], None]) -> list[Any]:
+    """``map``: every item, in whole chunks (no per-item await on the hot path)."""
+    out: list[Any] = []
+    async with contextlib.aclosing(chunks):
+        async for values in chunks:
+            out += values
+    return out

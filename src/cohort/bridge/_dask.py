@@ -20,14 +20,16 @@ Semantics differ from ``ProcessPool`` where Dask differs, and say so:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib
 import math
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sized
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence, Sized
 from typing import Any, TypeVar
 
 from cohort._exceptions import ClosedError
-from cohort.bridge._chunks import taker
+from cohort._validate import check_count, check_flag
+from cohort.bridge._chunks import ChunkSizer, collect_items, iterate_items, stream_chunks
 from cohort.bridge._pool import _emit
 
 # ``distributed`` is optional and only partly typed: its objects are ``Any`` here.
@@ -173,12 +175,9 @@ class DaskExecutor:
         ordered: bool = True,
     ) -> list[_R]:
         """``fn`` over every item, small calls batched into chunks (one Dask task each)."""
-        out: list[_R] = []
-        async for values in self._chunks(fn, iterable, chunksize, ordered):
-            out += values
-        return out
+        return await collect_items(self._chunks(fn, iterable, chunksize, ordered))
 
-    async def imap(
+    def imap(
         self,
         fn: Callable[[_T], _R],
         iterable: Iterable[_T] | AsyncIterable[_T],
@@ -186,52 +185,47 @@ class DaskExecutor:
         chunksize: int | None = None,
         ordered: bool = True,
     ) -> AsyncGenerator[_R, None]:
-        """Yield ``fn(item)`` for each item; a bounded number of chunks is in flight."""
-        async for values in self._chunks(fn, iterable, chunksize, ordered):
-            for v in values:
-                yield v
+        """Yield ``fn(item)`` for each item; a bounded number of chunks is in flight.
 
-    async def _chunks(
+        Leaving the loop early cancels the chunks in flight (``client.cancel``;
+        with ``hard_stop``, their workers are restarted).
+        """
+        return iterate_items(self._chunks(fn, iterable, chunksize, ordered))
+
+    def _chunks(
         self,
         fn: Callable[[Any], Any],
         iterable: Iterable[Any] | AsyncIterable[Any],
         chunksize: int | None,
         ordered: bool,
     ) -> AsyncGenerator[list[Any], None]:
-        as_completed = _distributed().as_completed
+        """Check the arguments now (at the call site), then stream result chunks."""
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed; create a new executor")
+        if not callable(fn):
+            raise TypeError(f"{self!r} needs a function to map, got {fn!r}")
+        check_count("chunksize", chunksize, none=True)
+        check_flag("ordered", ordered)
+        return self._stream(fn, iterable, chunksize, ordered)
+
+    async def _stream(
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        chunksize: int | None,
+        ordered: bool,
+    ) -> AsyncGenerator[list[Any], None]:
         client = await self._ensure_client()
         workers = max(1, len(client.scheduler_info().get("workers", {})))
         if chunksize is None:
             total = len(iterable) if isinstance(iterable, Sized) else None
             chunksize = max(1, math.ceil(total / (4 * workers))) if total else 64
-        take = taker(iterable)
-        window = 4 * workers
-        pending: list[Future] = []
-        done_queue: Any = as_completed([], with_results=False)
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(pending) < window:
-                    items = await take(chunksize)
-                    if not items:
-                        exhausted = True
-                        break
-                    (fut,) = client.map(_apply_chunk, [fn], [items], pure=False)
-                    pending.append(fut)
-                    if not ordered:
-                        done_queue.add(fut)
-                if not pending:
-                    return
-                if ordered:
-                    fut = pending[0]
-                else:
-                    fut = await done_queue.__anext__()
-                values = await self._wait(client, [fut], fut.result)
-                pending.remove(fut)
+        sizer = ChunkSizer(chunksize, None, workers)
+        runner = _DaskChunks(self, client)
+        chunks = stream_chunks(runner, fn, iterable, sizer, 4 * workers, ordered)
+        async with contextlib.aclosing(chunks):
+            async for values in chunks:
                 yield values
-        finally:
-            if pending:
-                await self._cancel(client, pending)
 
     async def _wait(self, client: Client, futures: list[Future], result: Callable[[], Any]) -> Any:
         try:
@@ -251,3 +245,38 @@ class DaskExecutor:
         _emit("info", "bridge.dask_cancelled", tasks=len(keys), restarted=running)
         if running:
             await client.restart_workers(running)
+
+
+class _DaskChunks:
+    """The Dask side of a chunked ``map``/``imap`` (see ``_chunks.stream_chunks``)."""
+
+    def __init__(self, executor: DaskExecutor, client: Client) -> None:
+        self.executor = executor
+        self.client = client
+        self.done: Any = None  # distributed.as_completed, for unordered streams
+        self.watched: set[Any] = set()
+
+    def submit(self, fn: Any, items: Sequence[Any]) -> Future:
+        (future,) = self.client.map(_apply_chunk, [fn], [items], pure=False)
+        return future
+
+    async def next_done(self, inflight: collections.deque[Future], ordered: bool) -> Future:
+        if ordered:
+            return inflight.popleft()  # result() waits for it
+        if self.done is None:
+            self.done = _distributed().as_completed([], with_results=False)
+        for future in inflight:
+            if future.key not in self.watched:
+                self.watched.add(future.key)
+                self.done.add(future)
+        future = await self.done.__anext__()
+        self.watched.discard(future.key)
+        inflight.remove(future)
+        return future
+
+    async def result(self, future: Future) -> tuple[list[Any], BaseException | None, float | None]:
+        values = await self.executor._wait(self.client, [future], future.result)
+        return values, None, None
+
+    async def cancel(self, futures: list[Future]) -> None:
+        await self.executor._cancel(self.client, futures)

@@ -24,7 +24,7 @@ import os
 import random
 import sys
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sized
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar, TypeVarTuple, Unpack
@@ -37,7 +37,7 @@ from cohort._exceptions import (
 )
 from cohort._observe import EVENTS
 from cohort.bridge import _wire
-from cohort.bridge._chunks import ChunkSizer, taker
+from cohort.bridge._chunks import ChunkSizer, collect_items, iterate_items, stream_chunks
 from cohort.bridge._procs import (
     Worker,
     default_start_method,
@@ -267,7 +267,7 @@ class ProcessPool:
         batched. At most two chunks per worker are in flight, so memory stays flat
         over any number of items. Leaving the loop early cancels the chunks in flight.
         """
-        return self._items(self._chunks(fn, iterable, chunksize, ordered))
+        return iterate_items(self._chunks(fn, iterable, chunksize, ordered))
 
     async def map(
         self,
@@ -282,18 +282,7 @@ class ProcessPool:
         ``ordered=False`` returns results in completion order. The first failure
         cancels the rest and is raised.
         """
-        out: list[_R] = []
-        async with contextlib.aclosing(self._chunks(fn, iterable, chunksize, ordered)) as chunks:
-            async for values in chunks:
-                out += values  # whole chunks: no per-item await on the hot path
-        return out
-
-    @staticmethod
-    async def _items(chunks: AsyncGenerator[list[Any], None]) -> AsyncGenerator[Any, None]:
-        async with contextlib.aclosing(chunks):
-            async for values in chunks:
-                for v in values:
-                    yield v
+        return await collect_items(self._chunks(fn, iterable, chunksize, ordered))
 
     def _chunks(
         self,
@@ -309,42 +298,8 @@ class ProcessPool:
             raise ValueError(f"chunksize must be at least 1, got {chunksize!r}")
         total = len(iterable) if isinstance(iterable, Sized) else None
         sizer = ChunkSizer(chunksize, total, self._size)
-        return self._stream_chunks(fn, iterable, sizer, ordered)
-
-    async def _stream_chunks(
-        self,
-        fn: Any,
-        iterable: Iterable[Any] | AsyncIterable[Any],
-        sizer: ChunkSizer,
-        ordered: bool,
-    ) -> AsyncGenerator[list[Any], None]:
-        """Yield each chunk's results; at most two chunks per worker in flight."""
-        take = taker(iterable)
-        inflight: collections.deque[_Call] = collections.deque()
-        limit = 2 * self._size  # bounded: memory stays flat however long the input
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(inflight) < limit:
-                    items = await take(sizer.next())
-                    if items:
-                        inflight.append(self._submit(_wire.CHUNK, fn, items, len(items)))
-                    else:
-                        exhausted = True
-                if not inflight:
-                    return
-                call = await _next_done(inflight, ordered)
-                kind, value = call.future.result()
-                if kind != _wire.OK:
-                    raise _reply_error(kind, value)
-                values, failure, elapsed = value
-                sizer.observe(len(values) + (failure is not None), elapsed)
-                if values:
-                    yield values
-                if failure is not None:
-                    raise failure.rebuild()
-        finally:
-            await _wait_exits([self._abandon(call) for call in inflight])
+        # At most two chunks per worker in flight: memory stays flat however long the input.
+        return stream_chunks(_PoolChunks(self), fn, iterable, sizer, 2 * self._size, ordered)
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool's workers, queue and counters."""
@@ -661,22 +616,42 @@ class ProcessPool:
         self._fail_everything(error)
 
 
-async def _next_done(inflight: collections.deque[_Call], ordered: bool) -> _Call:
-    """The next finished chunk: the oldest one if ordered, else whichever finishes first."""
-    if ordered:
-        call = inflight[0]
-        if not call.future.done():
-            await asyncio.wait([call.future])
-        inflight.popleft()
+class _PoolChunks:
+    """The pool's side of a chunked ``map``/``imap`` (see ``_chunks.stream_chunks``)."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: ProcessPool) -> None:
+        self.pool = pool
+
+    def submit(self, fn: Any, items: Sequence[Any]) -> _Call:
+        return self.pool._submit(_wire.CHUNK, fn, items, len(items))
+
+    async def next_done(self, inflight: collections.deque[_Call], ordered: bool) -> _Call:
+        if ordered:
+            call = inflight[0]
+            if not call.future.done():
+                await asyncio.wait([call.future])
+            inflight.popleft()
+            return call
+        for call in inflight:
+            if call.future.done():
+                break
+        else:
+            await asyncio.wait([c.future for c in inflight], return_when=asyncio.FIRST_COMPLETED)
+            call = next(c for c in inflight if c.future.done())
+        inflight.remove(call)
         return call
-    for call in inflight:
-        if call.future.done():
-            break
-    else:
-        await asyncio.wait([c.future for c in inflight], return_when=asyncio.FIRST_COMPLETED)
-        call = next(c for c in inflight if c.future.done())
-    inflight.remove(call)
-    return call
+
+    async def result(self, call: _Call) -> tuple[list[Any], BaseException | None, float | None]:
+        kind, value = call.future.result()
+        if kind != _wire.OK:
+            raise _reply_error(kind, value)
+        values, failure, elapsed = value
+        return values, None if failure is None else failure.rebuild(), elapsed
+
+    async def cancel(self, calls: list[_Call]) -> None:
+        await _wait_exits([self.pool._abandon(call) for call in calls])
 
 
 async def _wait_exits(exits: list[asyncio.Future[None] | None]) -> None:
