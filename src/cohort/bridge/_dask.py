@@ -12,8 +12,10 @@ Semantics differ from ``ProcessPool`` where Dask differs, and say so:
 * **Cancellation stops waiting, not running.** A cancelled call is
   ``client.cancel``-ed: the caller gets ``CancelledError`` at once and the
   result is discarded, but a task already running on a worker runs to its
-  end. With ``hard_stop=True`` the workers that were running cancelled tasks
-  are restarted, which stops the work (and anything else they were running,
+  end. With ``hard_stop=True`` the worker processes that were running
+  cancelled tasks are killed through their nannies (SIGKILL, then the nanny
+  starts a new worker), which stops the work within milliseconds of the
+  cancellation reaching the scheduler (and anything else they were running,
   which Dask then reschedules: at-least-once again).
 """
 
@@ -50,6 +52,33 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
+async def _stop_workers(client: Client, addresses: list[str]) -> None:
+    """Kill the worker processes at ``addresses`` now; their nannies start new ones.
+
+    Asking the nanny to SIGKILL its worker takes milliseconds, where
+    ``restart_workers`` first asks the worker to close (which a busy task
+    delays by seconds) and then waits for the new one to join. Workers
+    without a nanny are restarted the scheduler's way.
+    """
+    replies = await client.run(
+        _kill_worker_process, workers=addresses, nanny=True, on_error="return"
+    )
+    left = [a for a in addresses if isinstance(replies.get(a), BaseException) or a not in replies]
+    if left:
+        await client.restart_workers(left, raise_for_error=False)
+
+
+async def _kill_worker_process(dask_worker: Any) -> int | None:
+    """Runs on a worker's nanny: SIGKILL the worker process and wait until it is gone."""
+    process = getattr(getattr(dask_worker, "process", None), "process", None)
+    if process is None or not process.is_alive():
+        return None
+    pid: int = process.pid
+    await process.kill()
+    await process.join(timeout=10)
+    return pid
+
+
 def _apply_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     """Runs on a Dask worker: one task for a whole chunk of small calls."""
     return [fn(x) for x in items]
@@ -62,8 +91,9 @@ class DaskExecutor:
         address_or_client: a scheduler address, an asynchronous ``distributed.Client``
             (not closed by this executor), or ``None`` to start a ``LocalCluster``
             (closed by ``aclose()``).
-        hard_stop: on cancellation, restart the workers running the cancelled tasks
-            so the work really stops (default: only stop waiting).
+        hard_stop: on cancellation, kill the worker processes running the cancelled
+            tasks (their nannies start new ones) so the work really stops before
+            the cancellation completes (default: only stop waiting).
         cluster_options: keyword arguments for ``LocalCluster`` when one is started.
 
     At-least-once: a task may run again if a worker dies. See the module docs.
@@ -188,7 +218,7 @@ class DaskExecutor:
         """Yield ``fn(item)`` for each item; a bounded number of chunks is in flight.
 
         Leaving the loop early cancels the chunks in flight (``client.cancel``;
-        with ``hard_stop``, their workers are restarted).
+        with ``hard_stop``, their worker processes are killed).
         """
         return iterate_items(self._chunks(fn, iterable, chunksize, ordered))
 
@@ -235,7 +265,7 @@ class DaskExecutor:
             raise
 
     async def _cancel(self, client: Client, futures: list[Future]) -> None:
-        """Stop waiting (``client.cancel``); with ``hard_stop``, restart their workers."""
+        """Stop waiting (``client.cancel``); with ``hard_stop``, kill their worker processes."""
         keys = {f.key for f in futures}
         running: list[str] = []
         if self._hard_stop:
@@ -244,7 +274,7 @@ class DaskExecutor:
         await client.cancel(futures, force=True)
         _emit("info", "bridge.dask_cancelled", tasks=len(keys), restarted=running)
         if running:
-            await client.restart_workers(running)
+            await _stop_workers(client, running)
 
 
 class _DaskChunks:
