@@ -159,3 +159,12 @@ def zero_or_mark_and_sleep(item: tuple[str, int]) -> int:
         return 0
     mark_and_sleep(path)
     return n
+
+
+def start_sleeper_and_wait(path: str) -> None:
+    """Start a ``sleep`` subprocess, write its pid to ``path`` and wait for it."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "1000"])
+    Path(path).write_text(str(child.pid))
+    child.wait()

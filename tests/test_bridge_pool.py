@@ -450,3 +450,16 @@ async def test_quorum_over_cpu_branches_stops_the_rest(tmp_path: Path) -> None:
             assert gone(await watcher)
     finally:
         spinner.close()
+
+
+async def test_cancelling_a_call_also_stops_the_processes_it_started(sig: WorkerSignal) -> None:
+    async with checked_pool(1) as pool:
+        task = asyncio.create_task(pool.run(f.start_sleeper_and_wait, str(sig)))
+        sleeper = psutil.Process(await sig.wait())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # SIGTERM reached the worker's whole process group, the sleeper included.
+        gone_procs, _ = psutil.wait_procs([sleeper], timeout=30)
+        assert gone_procs == [sleeper] or sleeper.status() == psutil.STATUS_ZOMBIE
+        assert await pool.run(f.add, 1, 2) == 3

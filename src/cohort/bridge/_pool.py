@@ -22,6 +22,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import random
+import signal
 import sys
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence, Sized
@@ -44,6 +45,8 @@ from cohort.bridge._procs import (
     exit_description,
     preload_worker_in_forkserver,
     sigkill,
+    signal_group,
+    terminate,
     terminate_all,
     usable_cpus,
 )
@@ -103,6 +106,13 @@ class ProcessPool:
             many worker crashes within this many seconds; before that, crashed
             workers are restarted with exponential backoff and jitter.
         kill_grace: seconds between SIGTERM and SIGKILL when a call is cancelled.
+
+    Each worker leads its own process group, and the pool signals the whole
+    group: cancelling a call also stops the processes the call started
+    (``subprocess.run`` in the function), and whatever a worker started does
+    not outlive it. A process that leaves the group (``setsid``,
+    ``start_new_session=True``, a daemon) escapes this; stop such processes
+    in the function itself.
 
     Example::
 
@@ -439,10 +449,7 @@ class ProcessPool:
             w.kill_timer.cancel()
         if w in self._idle:
             self._idle.remove(w)
-        try:
-            w.process.terminate()
-        except (OSError, ValueError):
-            return
+        terminate(w)
         assert self._loop is not None
         w.kill_timer = self._loop.call_later(self._kill_grace, sigkill, w)
 
@@ -524,6 +531,7 @@ class ProcessPool:
         self._drain(w)
         w.process.join(1.0)  # the sentinel fired: this returns at once (reaps, no zombie)
         exitcode = w.process.exitcode
+        signal_group(w, signal.SIGKILL)  # what its calls started does not outlive it
         if w.kill_timer is not None:
             w.kill_timer.cancel()
         self._release(w)

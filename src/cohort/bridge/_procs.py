@@ -79,7 +79,29 @@ def exit_description(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+def signal_group(w: Worker, sig: int) -> bool:
+    """Send ``sig`` to the worker's process group: the worker and every process
+    its calls started (unless they left the group with ``setsid``/
+    ``start_new_session``). False when there is no such group any more."""
+    if w.pid is None or not hasattr(os, "killpg"):
+        return False
+    try:
+        os.killpg(w.pid, sig)
+    except OSError:  # no such group (all gone), or not ours
+        return False
+    return True
+
+
+def terminate(w: Worker) -> None:
+    """SIGTERM to the worker and what it started (the pool's first, polite step)."""
+    if not signal_group(w, signal.SIGTERM):
+        with contextlib.suppress(OSError, ValueError):
+            w.process.terminate()
+
+
 def sigkill(w: Worker) -> None:
+    """SIGKILL to the worker and what it started; also what is left after it exited."""
+    signal_group(w, signal.SIGKILL)
     if w.process.exitcode is None:
         with contextlib.suppress(OSError, ValueError):
             w.process.kill()
@@ -89,8 +111,7 @@ def terminate_all(workers: set[Worker]) -> None:
     """Last resort (pool dropped, loop gone, interpreter exiting): SIGKILL and reap."""
     for w in list(workers):
         try:
-            if w.process.exitcode is None:
-                w.process.kill()
+            sigkill(w)
             w.process.join(1.0)
             w.process.close()
         except (OSError, ValueError):

@@ -37,6 +37,10 @@ def worker_main(
 ) -> None:
     """Entry point of a worker process (``requests``/``replies`` are pipe connections)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    if hasattr(os, "setpgid"):
+        # A process group of its own: killing the worker kills what its calls
+        # started too (a subprocess.run() in the call), not only the worker.
+        os.setpgid(0, 0)
     rfd, wfd = requests.fileno(), replies.fileno()
     os.set_blocking(rfd, True)
     os.set_blocking(wfd, True)
