@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import os
 import signal
 import threading
@@ -16,7 +17,7 @@ import pytest
 
 import _bridge_funcs as f
 import cohort
-from _bridge_util import WorkerSignal, checked_pool, gone
+from _bridge_util import WorkerSignal, assert_no_leaks, checked_pool, gone, snapshot
 from cohort.bridge import PoolStatistics, ProcessPool
 
 
@@ -463,3 +464,19 @@ async def test_cancelling_a_call_also_stops_the_processes_it_started(sig: Worker
         gone_procs, _ = psutil.wait_procs([sleeper], timeout=30)
         assert gone_procs == [sleeper] or sleeper.status() == psutil.STATUS_ZOMBIE
         assert await pool.run(f.add, 1, 2) == 3
+
+
+async def test_a_pool_dropped_without_closing_is_reclaimed_with_a_resource_warning() -> None:
+    async with checked_pool(1) as pool:  # the forkserver is up before the snapshot
+        assert await pool.run(f.add, 2, 2) == 4
+    before = snapshot()
+    for _ in range(3):
+        dropped = cohort.ProcessPool(2)
+        assert await dropped.run(f.add, 1, 2) == 3
+        del dropped
+        with pytest.warns(ResourceWarning, match="unclosed <cohort.ProcessPool"):
+            gc.collect()
+    await asyncio.sleep(0)  # the loop forgets the dead workers' pipes
+    assert_no_leaks(before)
+    async with checked_pool(1) as pool:  # and still runs pools normally
+        assert await pool.run(f.add, 2, 2) == 4

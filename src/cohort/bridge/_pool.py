@@ -24,6 +24,7 @@ import os
 import random
 import signal
 import sys
+import warnings
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
@@ -161,8 +162,16 @@ class ProcessPool:
         self._closed = False
         self._all_exited: asyncio.Future[None] | None = None
         self._n_completed = self._n_cancelled = self._n_crashes = self._n_started = 0
-        # Safety net when a pool is dropped without aclose() (or at interpreter exit).
-        self._finalizer = weakref.finalize(self, terminate_all, self._workers)
+        # The loop holds the pool only weakly (its readers, writers and timers
+        # call through these), so a pool dropped without aclose() is collected
+        # and its finalizer kills the workers and releases their pipes.
+        self._on_readable_cb = _weakly(self._on_readable)
+        self._on_exit_cb = _weakly(self._on_exit)
+        self._on_writable_cb = _weakly(self._on_writable)
+        self._kill_cb = _weakly(self._kill)
+        self._spawn_pending_cb = _weakly(self._spawn_pending)
+        self._leftovers = _Leftovers(self._workers, repr(self))
+        self._finalizer = weakref.finalize(self, _reclaim, self._leftovers)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "broken" if self._broken else "open"
@@ -192,7 +201,7 @@ class ProcessPool:
                 "cohort.ProcessPool started while a worker process was importing the main "
                 'module: guard the code that starts your program with `if __name__ == "__main__":`'
             )
-        self._loop = loop
+        self._loop = self._leftovers.loop = loop
         if self._method == "forkserver":
             preload_worker_in_forkserver()
         for _ in range(self._size):
@@ -367,7 +376,7 @@ class ProcessPool:
         if n < len(data):
             w.wbuf = memoryview(data)[n:]  # a view: no copy per partial write
             assert self._loop is not None
-            self._loop.add_writer(w.wfd, self._on_writable, w)
+            self._loop.add_writer(w.wfd, self._on_writable_cb, w)
 
     def _on_writable(self, w: Worker) -> None:
         try:
@@ -430,8 +439,8 @@ class ProcessPool:
         w = Worker(process, req_w, rep_r)
         self._workers.add(w)
         self._n_started += 1
-        self._loop.add_reader(rep_r, self._on_readable, w)
-        self._loop.add_reader(process.sentinel, self._on_exit, w)
+        self._loop.add_reader(rep_r, self._on_readable_cb, w)
+        self._loop.add_reader(process.sentinel, self._on_exit_cb, w)
 
     def _replenish(self) -> None:
         """Start workers until the pool has its size again (counting ones about to start)."""
@@ -470,7 +479,7 @@ class ProcessPool:
             os.write(w.wfd, _EXIT_FRAME)
         os.close(w.wfd)
         w.wfd = -1
-        w.kill_timer = self._loop.call_later(RETIRE_GRACE, self._kill, w)
+        w.kill_timer = self._loop.call_later(RETIRE_GRACE, self._kill_cb, w)
 
     def _on_readable(self, w: Worker) -> None:
         try:
@@ -603,7 +612,7 @@ class ProcessPool:
         assert self._loop is not None
         delay *= random.uniform(0.5, 1.0)  # jitter: do not restart in lockstep
         self._spawns_pending += 1
-        self._loop.call_later(delay, self._spawn_pending)
+        self._loop.call_later(delay, self._spawn_pending_cb)
 
     def _spawn_pending(self) -> None:
         self._spawns_pending -= 1
@@ -622,6 +631,60 @@ class ProcessPool:
             return err
 
         self._fail_everything(error)
+
+
+def _weakly(method: Callable[..., None]) -> Callable[..., None]:
+    """``method``, called through a weak reference to its object (a no-op once it is gone)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args)
+
+    return call
+
+
+class _Leftovers:
+    """What a pool that was dropped without ``aclose()`` must still release."""
+
+    __slots__ = ("loop", "what", "workers")
+
+    def __init__(self, workers: set[Worker], what: str) -> None:
+        self.workers = workers
+        self.what = what
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+
+def _reclaim(leftovers: _Leftovers) -> None:
+    """The pool was garbage-collected while open (or the interpreter exits): kill its
+    workers, take their pipes off the loop, and say so, as asyncio does for transports."""
+    workers = leftovers.workers
+    if not workers:
+        return
+    warnings.warn(
+        f"unclosed {leftovers.what}: its workers were killed when it was garbage-collected; "
+        "use `async with cohort.ProcessPool(...)` or `await pool.aclose()`",
+        ResourceWarning,
+        stacklevel=1,
+    )
+    loop = leftovers.loop
+    if loop is not None and not loop.is_closed():
+        fds = [(w.rfd, w.process.sentinel, w.wfd) for w in workers]
+        if asyncio._get_running_loop() is loop or not loop.is_running():
+            _forget_fds(loop, fds)
+        else:
+            loop.call_soon_threadsafe(_forget_fds, loop, fds)
+    terminate_all(workers)
+
+
+def _forget_fds(loop: asyncio.AbstractEventLoop, fds: list[tuple[int, int, int]]) -> None:
+    for rfd, sentinel, wfd in fds:
+        for fd in (rfd, sentinel):
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(fd)
+        with contextlib.suppress(OSError, ValueError):
+            loop.remove_writer(wfd)
 
 
 class _PoolChunks:
