@@ -471,11 +471,11 @@ async def test_a_pool_dropped_without_closing_is_reclaimed_with_a_resource_warni
         assert await pool.run(f.add, 2, 2) == 4
     before = snapshot()
     for _ in range(3):
-        dropped = cohort.ProcessPool(2)
-        assert await dropped.run(f.add, 1, 2) == 3
-        del dropped
+        dropped = [cohort.ProcessPool(2)]
+        assert await dropped[0].run(f.add, 1, 2) == 3
         with pytest.warns(ResourceWarning, match="unclosed <cohort.ProcessPool"):
-            gc.collect()
+            dropped.clear()  # the last reference: no cycle keeps a pool alive
+        gc.collect()
     await asyncio.sleep(0)  # the loop forgets the dead workers' pipes
     assert_no_leaks(before)
     async with checked_pool(1) as pool:  # and still runs pools normally
