@@ -216,3 +216,75 @@ def test_fork_and_run_check_their_arguments() -> None:
         stage.stream(3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="progress"):
         stage.stream([1], progress="on")  # type: ignore[arg-type]
+
+
+# -- the process bridge -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "text"),
+    [
+        ({"workers": 0}, ValueError, "workers"),
+        ({"workers": 2.5}, TypeError, "workers"),
+        ({"workers": True}, TypeError, "workers"),
+        ({"workers": "2"}, TypeError, "workers"),
+        ({"kill_grace": None}, TypeError, "kill_grace"),
+        ({"kill_grace": -1}, ValueError, "kill_grace"),
+        ({"kill_grace": NAN}, ValueError, "kill_grace"),
+        ({"kill_grace": math.inf}, ValueError, "kill_grace"),
+        ({"max_crashes": 0}, ValueError, "max_crashes"),
+        ({"max_crashes": -1}, ValueError, "max_crashes"),
+        ({"max_crashes": True}, TypeError, "max_crashes"),
+        ({"crash_window": NAN}, ValueError, "crash_window"),
+        ({"crash_window": -1}, ValueError, "crash_window"),
+        ({"crash_window": 0}, ValueError, "crash_window"),
+        ({"max_tasks_per_worker": 0}, ValueError, "max_tasks_per_worker"),
+        ({"max_tasks_per_worker": 1.5}, TypeError, "max_tasks_per_worker"),
+        ({"start_method": "threads"}, ValueError, "start_method"),
+        ({"initializer": 3}, TypeError, "callable"),
+        ({"initargs": 3}, TypeError, "initargs"),
+    ],
+)
+def test_process_pool_checks_its_arguments_when_made(
+    kwargs: dict[str, Any], error: type[Exception], text: str
+) -> None:
+    with pytest.raises(error) as info:
+        cohort.ProcessPool(**kwargs)
+    assert text in str(info.value)
+    assert type(info.value) is error
+
+
+def test_pool_map_and_imap_check_their_arguments_at_the_call() -> None:
+    pool = cohort.ProcessPool(1)  # never started: the checks come first
+    cases: list[tuple[dict[str, Any], type[Exception]]] = [
+        ({"chunksize": 0}, ValueError),
+        ({"chunksize": True}, TypeError),
+        ({"ordered": "no"}, TypeError),
+    ]
+    for kwargs, error in cases:
+        with pytest.raises(error):
+            pool.imap(abs, [1], **kwargs)
+    with pytest.raises(TypeError, match="one character at a time"):
+        pool.imap(len, "abc")
+    with pytest.raises(TypeError, match="iterable"):
+        pool.imap(abs, 3)  # type: ignore[arg-type]
+
+
+def test_executor_hooks_check_their_arguments() -> None:
+    with pytest.raises(TypeError, match=r"cohort\.Executor"):
+        cohort.set_default_executor("dask")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="decorates a function"):
+        cohort.cpu(3)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="executor="):
+        cohort.cpu(executor="dask")(abs)  # type: ignore[call-overload]
+    from cohort.bridge import DaskExecutor
+
+    with pytest.raises(TypeError, match="hard_stop"):
+        DaskExecutor(hard_stop="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="scheduler address"):
+        DaskExecutor(8786)
+    with pytest.raises(TypeError, match="cluster_options"):
+        DaskExecutor(cluster_options=[("n_workers", 2)])  # type: ignore[arg-type]
+    dask = DaskExecutor()
+    with pytest.raises(ValueError, match="chunksize"):
+        dask.imap(abs, [1], chunksize=0)

@@ -100,6 +100,17 @@ def taker(
     return take
 
 
+def check_iterable(iterable: object) -> None:
+    """A clear error at the call when ``map``/``imap`` gets something it cannot iterate."""
+    if isinstance(iterable, str | bytes):
+        raise TypeError(
+            f"map()/imap() got a {type(iterable).__name__} as the items, which would feed "
+            "one character at a time; pass a list of them"
+        )
+    if not isinstance(iterable, Iterable | AsyncIterable):
+        raise TypeError(f"map()/imap() need an iterable or async iterable, got {iterable!r}")
+
+
 class ChunkRunner(Protocol, Generic[Token]):
     """What the streaming loop needs from an executor, for one ``map``/``imap``."""
 

@@ -31,7 +31,13 @@ from typing import Any, TypeVar
 
 from cohort._exceptions import ClosedError
 from cohort._validate import check_count, check_flag
-from cohort.bridge._chunks import ChunkSizer, collect_items, iterate_items, stream_chunks
+from cohort.bridge._chunks import (
+    ChunkSizer,
+    check_iterable,
+    collect_items,
+    iterate_items,
+    stream_chunks,
+)
 from cohort.bridge._pool import _emit
 
 # ``distributed`` is optional and only partly typed: its objects are ``Any`` here.
@@ -113,7 +119,15 @@ class DaskExecutor:
         cluster_options: dict[str, Any] | None = None,
     ) -> None:
         self._target = address_or_client
-        self._hard_stop = hard_stop
+        self._hard_stop = check_flag("hard_stop", hard_stop)
+        if cluster_options is not None and not isinstance(cluster_options, dict):
+            raise TypeError(f"cluster_options must be a dict or None, got {cluster_options!r}")
+        target = address_or_client
+        if target is not None and not isinstance(target, str) and not hasattr(target, "submit"):
+            raise TypeError(
+                "DaskExecutor takes a scheduler address (str), an asynchronous "
+                f"distributed.Client, or None; got {address_or_client!r}"
+            )
         self._cluster_options = dict(cluster_options or {})
         self._client: Client | None = None
         self._cluster: Any = None
@@ -236,6 +250,7 @@ class DaskExecutor:
             raise TypeError(f"{self!r} needs a function to map, got {fn!r}")
         check_count("chunksize", chunksize, none=True)
         check_flag("ordered", ordered)
+        check_iterable(iterable)
         return self._stream(fn, iterable, chunksize, ordered)
 
     async def _stream(

@@ -42,6 +42,11 @@ def set_default_executor(executor: Executor | None) -> None:
             await parse(raw)          # an @cohort.cpu function, now on the cluster
     """
     global _global_executor
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(
+            f"set_default_executor() takes a cohort.Executor (ProcessPool, DaskExecutor) "
+            f"or None, got {executor!r}"
+        )
     _global_executor = executor
 
 
@@ -92,6 +97,10 @@ class CpuFunction(Generic[_P, _R]):
     __qualname__: str
 
     def __init__(self, fn: Callable[_P, _R], executor: Executor | None) -> None:
+        if not callable(fn):
+            raise TypeError(f"@cohort.cpu decorates a function, got {fn!r}")
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(f"executor= takes a cohort.Executor or None, got {executor!r}")
         qualname = getattr(fn, "__qualname__", "")
         if "<locals>" in qualname or "<lambda>" in qualname:
             raise SerializationError(

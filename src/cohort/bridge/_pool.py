@@ -38,8 +38,15 @@ from cohort._exceptions import (
     WorkerCrashedError,
 )
 from cohort._observe import EVENTS
+from cohort._validate import check_count, check_flag, check_seconds
 from cohort.bridge import _wire
-from cohort.bridge._chunks import ChunkSizer, collect_items, iterate_items, stream_chunks
+from cohort.bridge._chunks import (
+    ChunkSizer,
+    check_iterable,
+    collect_items,
+    iterate_items,
+    stream_chunks,
+)
 from cohort.bridge._procs import (
     Worker,
     default_start_method,
@@ -136,12 +143,18 @@ class ProcessPool:
         crash_window: float = 30.0,
         kill_grace: float = 0.1,
     ) -> None:
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers!r}")
-        if max_tasks_per_worker is not None and max_tasks_per_worker < 1:
-            raise ValueError(f"max_tasks_per_worker must be at least 1, got {max_tasks_per_worker}")
+        workers = check_count("workers", workers, none=True)
+        max_tasks_per_worker = check_count("max_tasks_per_worker", max_tasks_per_worker, none=True)
+        max_crashes = check_count("max_crashes", max_crashes)
+        crash_window = check_seconds("crash_window", crash_window, zero=False)
+        kill_grace = check_seconds("kill_grace", kill_grace, inf=False)
         if initializer is not None:
             _wire.check_callable(initializer)
+        if not isinstance(initargs, tuple | list):
+            raise TypeError(f"initargs must be a tuple of arguments, got {initargs!r}")
+        methods = multiprocessing.get_all_start_methods()
+        if start_method is not None and start_method not in methods:
+            raise ValueError(f"start_method must be one of {methods} or None, got {start_method!r}")
         self._size = workers or usable_cpus()
         self._max_tasks = max_tasks_per_worker
         self._initializer = initializer
@@ -313,8 +326,9 @@ class ProcessPool:
         """Check the arguments now (at the call site), then stream result chunks."""
         self._check_usable()
         _wire.check_callable(fn)
-        if chunksize is not None and chunksize < 1:
-            raise ValueError(f"chunksize must be at least 1, got {chunksize!r}")
+        check_count("chunksize", chunksize, none=True)
+        check_flag("ordered", ordered)
+        check_iterable(iterable)
         total = len(iterable) if isinstance(iterable, Sized) else None
         sizer = ChunkSizer(chunksize, total, self._size)
         # At most two chunks per worker in flight: memory stays flat however long the input.
