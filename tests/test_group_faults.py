@@ -308,3 +308,61 @@ async def test_child_cancelled_by_the_group_is_still_cancelled() -> None:
         g.spawn(ok, "a", 0)
         g.spawn(forever)
     assert [o.status for o in g.outcomes] == [S.SUCCEEDED, S.CANCELLED]
+
+
+# -- errors win over a raw outside cancellation, which is not lost (gh-116720) -------------
+
+
+async def test_a_raw_cancel_that_lost_to_child_errors_arrives_at_the_next_await() -> None:
+    ready = asyncio.Event()
+    after: list[str] = []
+
+    async def boom() -> None:
+        ready.set()
+        await asyncio.sleep(0)
+        raise RuntimeError("child failed")
+
+    async def host() -> None:
+        try:
+            async with cohort.TaskGroup() as g:
+                g.spawn(boom)
+                await asyncio.sleep(1)
+        except* RuntimeError:
+            after.append("errors caught")
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 1  # the outside cancellation is still counted
+        await asyncio.sleep(0.1)  # ... and is delivered here
+        after.append("ran on")
+
+    task = asyncio.ensure_future(host())
+    await ready.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert after == ["errors caught"]
+
+
+async def test_a_scope_cancel_that_lost_to_child_errors_is_caught_by_its_scope() -> None:
+    ready = asyncio.Event()
+
+    async def boom() -> None:
+        ready.set()
+        await asyncio.sleep(0)
+        raise RuntimeError("child failed")
+
+    with cohort.CancelScope() as scope:
+        try:
+            async with cohort.TaskGroup() as g:
+                g.spawn(boom)
+                await ready.wait()
+                scope.cancel()
+                await asyncio.sleep(1)
+        except* RuntimeError:
+            pass
+        await asyncio.sleep(1)  # the scope's cancellation, delivered again
+        pytest.fail("the scope's cancellation was lost")
+    assert scope.cancelled_caught
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0

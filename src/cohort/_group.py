@@ -622,11 +622,17 @@ class TaskGroup:
             raise BaseExceptionGroup(f"{self.name}: the body failed", [body_error, *child_errors])
         if self._outside_cancel:
             if child_errors:
-                # Errors win over the cancellation, as in asyncio.TaskGroup; an
-                # enclosing cohort scope still gets its cancellation delivered
-                # if the errors are caught inside it.
-                assert self._task is not None
-                _scopes.redeliver(self._task)
+                # Errors win over the cancellation, as in asyncio.TaskGroup; the
+                # cancellation is not lost: a raw task.cancel() is delivered
+                # again at the next await (uncancel + cancel keeps the count, as
+                # asyncio does since gh-116720), and an enclosing cohort scope
+                # gets its own delivered again if it is still active then.
+                task = self._task
+                assert task is not None
+                if _scopes.foreign_cancels(task):
+                    task.uncancel()
+                    task.cancel()
+                _scopes.redeliver(task)
                 raise BaseExceptionGroup(f"{self.name}: children failed", child_errors)
             if isinstance(exc, _CancelledError):
                 return False

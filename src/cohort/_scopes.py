@@ -40,6 +40,7 @@ __all__ = [
     "cancel_task",
     "current_deadline",
     "current_time",
+    "foreign_cancels",
     "fail_after",
     "fail_at",
     "move_on_after",
@@ -539,6 +540,16 @@ def _outer_raised(stack: list[CancelScope]) -> bool:
         if scope._shield:
             return False
     return False
+
+
+def foreign_cancels(task: asyncio.Task[object]) -> int:
+    """How many of the task's pending cancellation requests no cohort scope made
+    (a raw ``task.cancel()``, ``asyncio.timeout``, anyio)."""
+    state = _state_var.get()
+    ours = 0
+    if state is not None and state.task is task:
+        ours = sum(scope._cancel_requests for scope in state.stack)
+    return max(0, task.cancelling() - ours)
 
 
 def redeliver(task: asyncio.Task[object]) -> None:

@@ -16,7 +16,7 @@ import re
 import sys
 import types
 import unittest
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from peer.allowance import ALLOWANCE, HANGS
 try:
     import uvloop
 except ImportError:  # e.g. on Windows
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 LOOPS = ("asyncio", "uvloop")
 
@@ -133,7 +133,7 @@ def cases(
     return out
 
 
-def _bounded(fn: types.FunctionType, seconds: float) -> types.FunctionType:
+def _bounded(fn: types.FunctionType, seconds: float) -> Callable[[unittest.TestCase], Any]:
     """``fn`` (an async test that never returns on cohort), stopped after ``seconds``.
 
     A loop timer, not pytest-timeout: SIGALRM does not interrupt uvloop's poll.

@@ -69,7 +69,17 @@ async def _stop_workers(client: Client, addresses: list[str]) -> None:
     replies = await client.run(
         _kill_worker_process, workers=addresses, nanny=True, on_error="return"
     )
-    left = [a for a in addresses if isinstance(replies.get(a), BaseException) or a not in replies]
+    failed = {
+        a: replies.get(a)
+        for a in addresses
+        if a not in replies or isinstance(replies[a], BaseException)
+    }
+    if not failed:
+        return
+    _emit("warning", "bridge.dask_kill_failed", replies={a: repr(r) for a, r in failed.items()})
+    # Those that are still there (no nanny, or it did not answer): the scheduler's way.
+    present = (await client.scheduler.identity()).get("workers", {})
+    left = [a for a in failed if a in present]
     if left:
         await client.restart_workers(left, raise_for_error=False)
 
@@ -261,7 +271,7 @@ class DaskExecutor:
         ordered: bool,
     ) -> AsyncGenerator[list[Any], None]:
         client = await self._ensure_client()
-        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        workers = max(1, len((await client.scheduler.identity()).get("workers", {})))
         if chunksize is None:
             total = len(iterable) if isinstance(iterable, Sized) else None
             chunksize = max(1, math.ceil(total / (4 * workers))) if total else 64
