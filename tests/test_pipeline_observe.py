@@ -86,7 +86,7 @@ async def test_progress_on_a_terminal_draws_a_live_table() -> None:
 
     from cohort.pipeline._engine import Engine
 
-    engine = Engine([slow], collect=True, stream=False)
+    engine = Engine(slow._plans(), collect=True, stream=False)
     await engine.execute(range(4), progress_task(term))
     drawn = term.getvalue()
     assert "slow" in drawn

@@ -20,10 +20,10 @@ from cohort._exceptions import (
     WorkerCrashedError,
 )
 from cohort._flags import EventFlags, EventFlagsStatistics
-from cohort._group import GroupStatistics, TaskGroup
+from cohort._group import TaskGroup
 from cohort._handle import ChildStatus, Handle, Outcome
 from cohort._latch import Latch, LatchStatistics
-from cohort._observe import configure_logging, enable_events
+from cohort._observe import GroupStatistics, configure_logging, enable_events
 from cohort._policies import Decision, FirstWins, Gather, JoinPolicy, Quorum, Settle
 from cohort._public import publish as _publish
 from cohort._runtime import run

@@ -19,18 +19,17 @@ import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeVar, TypeVarTuple
 
 from cohort import _observe, _scopes
 from cohort._handle import ChildStatus, Handle, Outcome
-from cohort._observe import EVENTS
+from cohort._observe import EVENTS, GroupStatistics
 from cohort._policies import Decision, Gather, JoinPolicy
 from cohort._scopes import CancelScope, cancel_task
 from cohort._validate import check_count, check_seconds
 
-__all__ = ["GroupStatistics", "TaskGroup", "open_groups"]
+__all__ = ["TaskGroup", "open_groups"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -92,25 +91,6 @@ _live_groups: dict[TaskGroup, asyncio.Task[Any]] = {}
 def open_groups(loop: asyncio.AbstractEventLoop) -> list[tuple[TaskGroup, asyncio.Task[Any]]]:
     """The groups open on ``loop``, each with the task whose body it is, in entry order."""
     return [(g, task) for g, task in list(_live_groups.items()) if task.get_loop() is loop]
-
-
-@dataclass(frozen=True, slots=True)
-class GroupStatistics:
-    """A snapshot of a group's counters (``TaskGroup.statistics()``)."""
-
-    name: str
-    policy: JoinPolicy
-    phase: str  #: "new", "open", "exiting" or "closed"
-    decision: Decision
-    children: int  #: spawned so far, critical or not
-    running: int
-    queued: int  #: waiting for a ``limit`` slot
-    spawned: int  #: critical children spawned
-    succeeded: int  #: critical children that succeeded
-    failed: int  #: critical children that failed, timed out or were cancelled
-    timed_out: bool
-    cancelled_from_outside: bool
-    elapsed: float  #: seconds since entry on the loop's clock (0 before)
 
 
 class TaskGroup:

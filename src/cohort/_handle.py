@@ -13,13 +13,19 @@ import asyncio
 import enum
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from cohort import _scopes
 from cohort._scopes import cancel_task
 
-if TYPE_CHECKING:
-    from cohort._group import TaskGroup
+
+class _Parent(Protocol):
+    """What a handle needs of its group (``TaskGroup``)."""
+
+    def _child_done(self, handle: Handle[Any], task: asyncio.Task[Any]) -> None: ...
+
+    def _drop_queued(self, handle: Handle[Any]) -> None: ...
+
 
 __all__ = ["ChildStatus", "Handle", "Outcome"]
 
@@ -87,7 +93,7 @@ class Handle(Generic[T]):
 
     def __init__(
         self,
-        group: TaskGroup,
+        group: _Parent,
         loop: asyncio.AbstractEventLoop,
         coro: Coroutine[Any, Any, T],
         name: str | None,
@@ -97,7 +103,7 @@ class Handle(Generic[T]):
         # _group and _task are dropped when the child finishes: a finished handle
         # refers to neither, so a group and its children are freed by reference
         # counting when the last reference goes, not left for the cycle collector.
-        self._group: TaskGroup | None = group
+        self._group: _Parent | None = group
         self._loop = loop
         self._coro = coro
         self._name = name

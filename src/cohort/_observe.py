@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 if TYPE_CHECKING:
-    from cohort._group import GroupStatistics
     from cohort._handle import Handle
+    from cohort._policies import Decision, JoinPolicy
 
-__all__ = ["configure_logging", "enable_events"]
+__all__ = ["GroupStatistics", "configure_logging", "enable_events"]
 
 
 class _Events:
@@ -69,6 +70,25 @@ def configure_logging(level: str = "info", *, json: bool = False) -> None:
         cache_logger_on_first_use=True,
     )
     enable_events(True)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatistics:
+    """A snapshot of a group's counters (``TaskGroup.statistics()``)."""
+
+    name: str
+    policy: JoinPolicy
+    phase: str  #: "new", "open", "exiting" or "closed"
+    decision: Decision
+    children: int  #: spawned so far, critical or not
+    running: int
+    queued: int  #: waiting for a ``limit`` slot
+    spawned: int  #: critical children spawned
+    succeeded: int  #: critical children that succeeded
+    failed: int  #: critical children that failed, timed out or were cancelled
+    timed_out: bool
+    cancelled_from_outside: bool
+    elapsed: float  #: seconds since entry on the loop's clock (0 before)
 
 
 # -- the events of groups and children (called only while EVENTS.on) ------------------

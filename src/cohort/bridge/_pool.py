@@ -48,6 +48,7 @@ from cohort.bridge._chunks import (
     stream_chunks,
 )
 from cohort.bridge._procs import (
+    Call,
     Worker,
     default_start_method,
     exit_description,
@@ -88,16 +89,6 @@ class PoolStatistics:
     workers_started: int
     broken: bool
     closed: bool
-
-
-@dataclass(eq=False, slots=True)
-class _Call:
-    kind: int
-    fn: Any
-    payload: bytes
-    future: asyncio.Future[Any]
-    size: int
-    worker: Worker | None = None
 
 
 class ProcessPool:
@@ -167,7 +158,7 @@ class ProcessPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: set[Worker] = set()
         self._idle: list[Worker] = []
-        self._queue: collections.deque[_Call] = collections.deque()
+        self._queue: collections.deque[Call] = collections.deque()
         self._spawns_pending = 0
         self._crash_times: collections.deque[float] = collections.deque()
         self._ever_ready = False
@@ -358,12 +349,12 @@ class ProcessPool:
         if self._broken is not None:
             raise PoolBrokenError(f"{self!r} is broken: {self._broken}") from self._broken
 
-    def _submit(self, kind: int, fn: Any, args: Any, size: int) -> _Call:
+    def _submit(self, kind: int, fn: Any, args: Any, size: int) -> Call:
         self._check_usable()
         loop = self._ensure_started()
         _wire.check_callable(fn)
         fn = _by_reference(fn)
-        call = _Call(kind, fn, _wire.dumps_request(kind, fn, args), loop.create_future(), size)
+        call = Call(kind, fn, _wire.dumps_request(kind, fn, args), loop.create_future(), size)
         self._queue.append(call)
         if self._idle:
             self._dispatch()
@@ -377,7 +368,7 @@ class ProcessPool:
                 continue  # cancelled before it was sent: it never runs
             self._send(idle.pop(), call)
 
-    def _send(self, w: Worker, call: _Call) -> None:
+    def _send(self, w: Worker, call: Call) -> None:
         w.call = call
         call.worker = w
         data = call.payload
@@ -404,7 +395,7 @@ class ProcessPool:
             assert self._loop is not None
             self._loop.remove_writer(w.wfd)
 
-    def _abandon(self, call: _Call) -> asyncio.Future[None] | None:
+    def _abandon(self, call: Call) -> asyncio.Future[None] | None:
         """The caller gave up on ``call``: never send it, or kill the worker running it.
 
         Returns a future for the killed worker's exit, if one was killed.
@@ -709,10 +700,10 @@ class _PoolChunks:
     def __init__(self, pool: ProcessPool) -> None:
         self.pool = pool
 
-    def submit(self, fn: Any, items: Sequence[Any]) -> _Call:
+    def submit(self, fn: Any, items: Sequence[Any]) -> Call:
         return self.pool._submit(_wire.CHUNK, fn, items, len(items))
 
-    async def next_done(self, inflight: collections.deque[_Call], ordered: bool) -> _Call:
+    async def next_done(self, inflight: collections.deque[Call], ordered: bool) -> Call:
         if ordered:
             call = inflight[0]
             if not call.future.done():
@@ -728,14 +719,14 @@ class _PoolChunks:
         inflight.remove(call)
         return call
 
-    async def result(self, call: _Call) -> tuple[list[Any], BaseException | None, float | None]:
+    async def result(self, call: Call) -> tuple[list[Any], BaseException | None, float | None]:
         kind, value = call.future.result()
         if kind != _wire.OK:
             raise _reply_error(kind, value)
         values, failure, elapsed = value
         return values, None if failure is None else failure.rebuild(), elapsed
 
-    async def cancel(self, calls: list[_Call]) -> None:
+    async def cancel(self, calls: list[Call]) -> None:
         await _wait_exits([self.pool._abandon(call) for call in calls])
 
 

@@ -8,13 +8,11 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING
+from typing import Any
 
 from cohort.bridge import _wire
-
-if TYPE_CHECKING:
-    from cohort.bridge._pool import _Call
 
 _WORKER_MODULE = "cohort.bridge._worker"
 
@@ -30,6 +28,18 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+@dataclass(eq=False, slots=True)
+class Call:
+    """One request to a worker: a call or a chunk, its pickled bytes and its future."""
+
+    kind: int
+    fn: Any
+    payload: bytes
+    future: asyncio.Future[Any]
+    size: int  # items: 1 for a call
+    worker: Worker | None = None  # the worker running it, once sent
 
 
 class Worker:
@@ -58,7 +68,7 @@ class Worker:
         self.rfd = rfd  # replies, worker -> parent (non-blocking)
         self.reader = _wire.FrameReader()
         self.wbuf: bytes | memoryview = b""  # request bytes the pipe could not take yet
-        self.call: _Call | None = None
+        self.call: Call | None = None
         self.ready = False
         self.dying = False  # killed by the pool: its exit is not a crash
         self.retiring = False  # asked to exit (pipe closed): its exit is not a crash

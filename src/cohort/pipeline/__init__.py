@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from cohort._public import publish as _publish
 from cohort.pipeline._fork import fork
+from cohort.pipeline._options import StageOptions
 from cohort.pipeline._pipeline import Pipeline, PipelineStream
 from cohort.pipeline._report import ErrorRecord, Report, StageStats
 from cohort.pipeline._retry import DROP, Many, Retry
-from cohort.pipeline._stage import Stage, StageOptions, stage
+from cohort.pipeline._stage import Stage, stage
 
 __all__ = [
     "DROP",

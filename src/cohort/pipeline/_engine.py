@@ -17,30 +17,109 @@ was output, else done, else dropped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import enum
 import inspect
 import itertools
 import reprlib
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cohort import _scopes
 from cohort._exceptions import PipelineError
 from cohort._group import TaskGroup
 from cohort._observe import EVENTS
 from cohort.pipeline._channel import Channel
+from cohort.pipeline._options import StageOptions
 from cohort.pipeline._report import ErrorRecord, LatencySampler, Report, StageStats
 from cohort.pipeline._retry import DROP, ItemFailed, Many, call_with_policy
 
-if TYPE_CHECKING:
-    from cohort.pipeline._stage import Stage
+# What the engine needs of a stage: its options and how to call it on one item.
+StagePlan = tuple[StageOptions, Callable[[Any], Awaitable[Any]]]
 
 CHUNK = 64  # most items a worker takes at once
 FAST = 50e-6  # mean seconds per call under which a stage's workers stop sharing chunks out
-OUTPUT, DROPPED, DONE, FAILED = 0, 1, 2, 3
+
+
+class Fate(enum.IntEnum):
+    """How a source item ended (its index in ``Tally.counts``); cancelled is what is left."""
+
+    OUTPUT = 0
+    DROPPED = 1
+    DONE = 2
+    FAILED = 3
+
+
+OUTPUT, DROPPED, DONE, FAILED = Fate.OUTPUT, Fate.DROPPED, Fate.DONE, Fate.FAILED
 _MIN_RATE_SAMPLE = 10  # items a stage must have seen before max_error_rate is judged mid-run
 _reprer = reprlib.Repr()
 _reprer.maxstring = _reprer.maxother = 60
 _repr = _reprer.repr
+
+
+@dataclasses.dataclass(slots=True)
+class _Fan:
+    """A source item that became several: how many parts are still live, and how they ended."""
+
+    live: int
+    fates: int = 0  # bitmask of the parts' fates
+    failed: bool = False  # counted as failed once, whatever its other parts do
+
+
+class Tally:
+    """Counts every source item's fate exactly once, fanned-out items included."""
+
+    __slots__ = ("counts", "fanout", "read")
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.counts = [0, 0, 0, 0]  # by Fate
+        self.fanout: dict[int, _Fan] = {}
+
+    def settle_outputs(self, idxs: list[int]) -> None:
+        if not self.fanout:
+            self.counts[OUTPUT] += len(idxs)
+            return
+        for i in idxs:
+            self.settle(i, OUTPUT)
+
+    def settle(self, index: int, fate: Fate) -> None:
+        fan = self.fanout.get(index)
+        if fan is None:
+            self.counts[fate] += 1
+            return
+        fan.live -= 1
+        fan.fates |= 1 << fate
+        if fate == FAILED and not fan.failed:
+            fan.failed = True
+            self.counts[FAILED] += 1
+        if fan.live == 0:
+            del self.fanout[index]
+            if not fan.failed:
+                # One fate per item: output if any part came out, else done, else dropped.
+                for f in (OUTPUT, DONE, DROPPED):
+                    if fan.fates & (1 << f):
+                        self.counts[f] += 1
+                        break
+
+    def fan(self, index: int, n: int) -> None:
+        """Item ``index`` became ``n`` (> 1) items."""
+        fan = self.fanout.get(index)
+        if fan is None:
+            self.fanout[index] = _Fan(n)
+        else:
+            fan.live += n - 1
+
+    def summary(self) -> dict[str, int]:
+        out, dropped, done, failed = self.counts
+        return {
+            "read": self.read,
+            "succeeded": out,
+            "dropped": dropped,
+            "done": done,
+            "failed": failed,
+            "cancelled": self.read - out - dropped - done - failed,
+        }
 
 
 class _Collector:
@@ -55,7 +134,7 @@ class _Collector:
     async def put(self, idxs: list[int], vals: list[Any]) -> None:
         if self.outputs is not None:
             self.outputs.extend(vals)
-        self.engine.settle_outputs(idxs)
+        self.engine.tally.settle_outputs(idxs)
 
     def close(self, error: BaseException | None = None) -> None:
         pass
@@ -64,70 +143,32 @@ class _Collector:
 class Engine:
     """One run of a pipeline: the counters, the channels and the stages' workers."""
 
-    def __init__(self, stages: Sequence[Stage[Any, Any]], *, collect: bool, stream: bool) -> None:
+    def __init__(self, stages: Sequence[StagePlan], *, collect: bool, stream: bool) -> None:
         loop = asyncio.get_running_loop()
         self.loop = loop
-        self.read = 0
-        self.counts = [0, 0, 0, 0]  # OUTPUT, DROPPED, DONE, FAILED
-        self.fanout: dict[int, list[int]] = {}  # index -> [live, fates bitmask, settled]
+        self.tally = Tally()
         self.errors: list[ErrorRecord] = []
         self.fatal: BaseException | None = None
         self.started = loop.time()
         self.ended: float | None = None
         self.collector: _Collector | None = None
-        labels = _labels(stages)
-        first = Channel(stages[0].options.capacity, loop)
+        labels = _labels([options.name for options, _ in stages])
+        first = Channel(stages[0][0].capacity, loop)
         self.source_channel = first
         self.runs: list[StageRun] = []
         inp = first
-        for i, st in enumerate(stages):
+        for i, (options, call) in enumerate(stages):
             out: Channel | _Collector
             if i + 1 < len(stages):
-                out = Channel(stages[i + 1].options.capacity, loop)
+                out = Channel(stages[i + 1][0].capacity, loop)
             elif stream:
-                out = Channel(max(CHUNK, st.options.capacity), loop)
+                out = Channel(max(CHUNK, options.capacity), loop)
             else:
                 out = self.collector = _Collector(self, collect)
-            self.runs.append(StageRun(self, st, labels[i], inp, out))
+            self.runs.append(StageRun(self, options, call, labels[i], inp, out))
             if isinstance(out, Channel):
                 inp = out
         self.output_channel = inp if stream else None
-
-    # -- accounting ----------------------------------------------------------------
-
-    def settle_outputs(self, idxs: list[int]) -> None:
-        if not self.fanout:
-            self.counts[OUTPUT] += len(idxs)
-            return
-        for i in idxs:
-            self.settle(i, OUTPUT)
-
-    def settle(self, index: int, fate: int) -> None:
-        fan = self.fanout.get(index)
-        if fan is None:
-            self.counts[fate] += 1
-            return
-        fan[0] -= 1
-        fan[1] |= 1 << fate
-        if fate == FAILED and not fan[2]:
-            fan[2] = 1
-            self.counts[FAILED] += 1
-        if fan[0] == 0:
-            del self.fanout[index]
-            if not fan[2]:
-                fates = fan[1]
-                for f in (OUTPUT, DONE, DROPPED):
-                    if fates & (1 << f):
-                        self.counts[f] += 1
-                        break
-
-    def fan(self, index: int, n: int) -> None:
-        """Item ``index`` became ``n`` (> 1) items."""
-        fan = self.fanout.get(index)
-        if fan is None:
-            self.fanout[index] = [n, 0, 0]
-        else:
-            fan[0] += n - 1
 
     # -- running ---------------------------------------------------------------------
 
@@ -155,7 +196,7 @@ class Engine:
         if fatal is None:
             fatal = self.fatal = self._judge_rates()
         if EVENTS.on:
-            EVENTS.log.info("pipeline.finished", ok=fatal is None, **self._summary())
+            EVENTS.log.info("pipeline.finished", ok=fatal is None, **self.tally.summary())
         if fatal is not None:
             raise fatal
 
@@ -166,10 +207,11 @@ class Engine:
                 await self._feed_async(source, first)
             else:
                 it = iter(source)
+                tally = self.tally
                 while vals := list(itertools.islice(it, CHUNK)):
-                    start = self.read
-                    self.read = start + len(vals)
-                    await first.put(list(range(start, self.read)), vals)
+                    start = tally.read
+                    tally.read = start + len(vals)
+                    await first.put(list(range(start, tally.read)), vals)
         except Exception as exc:
             if self.fatal is None:
                 self.fatal = exc
@@ -179,10 +221,11 @@ class Engine:
     async def _feed_async(self, source: AsyncIterable[Any], first: Channel) -> None:
         idxs: list[int] = []
         vals: list[Any] = []
+        tally = self.tally
         async for value in source:
-            idxs.append(self.read)
+            idxs.append(tally.read)
             vals.append(value)
-            self.read += 1
+            tally.read += 1
             # Hand items over at once while the first stage has room (it may be
             # idle); accumulate a chunk while it is busy.
             if len(idxs) >= CHUNK or first.size < first.capacity:
@@ -205,23 +248,11 @@ class Engine:
 
     # -- reporting ------------------------------------------------------------------------
 
-    def _summary(self) -> dict[str, int]:
-        out, dropped, done, failed = self.counts
-        cancelled = self.read - out - dropped - done - failed
-        return {
-            "read": self.read,
-            "succeeded": out,
-            "dropped": dropped,
-            "done": done,
-            "failed": failed,
-            "cancelled": cancelled,
-        }
-
     def report(self, outputs: list[Any] | None = None) -> Report[Any]:
         if self.collector is not None:
             outputs = self.collector.outputs
         end = self.ended if self.ended is not None else self.loop.time()
-        s = self._summary()
+        s = self.tally.summary()
         return Report(
             outputs=outputs,
             errors=list(self.errors),
@@ -236,13 +267,13 @@ class Engine:
         )
 
 
-def _labels(stages: Sequence[Stage[Any, Any]]) -> list[str]:
+def _labels(names: Sequence[str]) -> list[str]:
     """Stage names for reports: a name used twice gets ``#2``, ``#3``..."""
     seen: dict[str, int] = {}
     labels = []
-    for st in stages:
-        n = seen[st.name] = seen.get(st.name, 0) + 1
-        labels.append(st.name if n == 1 else f"{st.name}#{n}")
+    for name in names:
+        n = seen[name] = seen.get(name, 0) + 1
+        labels.append(name if n == 1 else f"{name}#{n}")
     return labels
 
 
@@ -250,15 +281,20 @@ class StageRun:
     """One stage inside one run: its workers, reorder window and statistics."""
 
     def __init__(
-        self, engine: Engine, stage: Stage[Any, Any], name: str, inp: Channel, out: Any
+        self,
+        engine: Engine,
+        opts: StageOptions,
+        call: Callable[[Any], Awaitable[Any]],
+        name: str,
+        inp: Channel,
+        out: Any,
     ) -> None:
-        opts = stage.options
         self.engine = engine
         self.options = opts
         self.name = name
         self.inp = inp
         self.out: Channel | _Collector = out
-        self.call = stage.engine_call()
+        self.call = call
         self.slow = opts.timeout is not None or opts.retry is not None
         self.window = opts.window if opts.ordered else 0
         self.limit = opts.batch or CHUNK
@@ -452,7 +488,7 @@ class StageRun:
         self.sampler.add(t)
         if result is None:
             for i in idxs:
-                self.engine.settle(i, DONE)
+                self.engine.tally.settle(i, DONE)
             return [], []
         oi: list[int] = []
         ov: list[Any] = []
@@ -477,7 +513,7 @@ class StageRun:
 
     def drop(self, index: int) -> None:
         self.dropped += 1
-        self.engine.settle(index, DROPPED)
+        self.engine.tally.settle(index, DROPPED)
         if EVENTS.on:
             EVENTS.log.debug("pipeline.item.dropped", stage=self.name, index=index)
 
@@ -487,7 +523,7 @@ class StageRun:
             self.drop(index)
             return
         if len(values) > 1:
-            self.engine.fan(index, len(values))
+            self.engine.tally.fan(index, len(values))
         oi.extend([index] * len(values))
         ov.extend(values)
 
@@ -501,7 +537,7 @@ class StageRun:
         for i, x in zip(idxs, vals, strict=True):
             self.failed += 1
             engine.errors.append(ErrorRecord(x, i, self.name, exc, attempts))
-            engine.settle(i, FAILED)
+            engine.tally.settle(i, FAILED)
             if EVENTS.on:
                 EVENTS.log.warning(
                     "pipeline.item.failed", stage=self.name, index=i, error=repr(exc)

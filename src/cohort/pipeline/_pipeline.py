@@ -18,7 +18,7 @@ from cohort._validate import check_flag
 from cohort.pipeline._report import Report
 
 if TYPE_CHECKING:
-    from cohort.pipeline._engine import Engine
+    from cohort.pipeline._engine import Engine, StagePlan
     from cohort.pipeline._stage import Stage
 
 __all__ = ["Pipeline", "PipelineStream"]
@@ -56,6 +56,10 @@ class Pipeline(Generic[R]):
     @property
     def stages(self) -> tuple[Stage[Any, Any], ...]:
         return self._stages
+
+    def _plans(self) -> list[StagePlan]:
+        """What the engine runs: each stage's options and its call on one item."""
+        return [(st.options, st.engine_call()) for st in self._stages]
 
     def __repr__(self) -> str:
         return f"<cohort.Pipeline {' | '.join(s.name for s in self._stages)}>"
@@ -99,7 +103,7 @@ class Pipeline(Generic[R]):
         check_source(source, self)
         check_flag("collect", collect)
         check_flag("progress", progress)
-        engine = Engine(self._stages, collect=collect, stream=False)
+        engine = Engine(self._plans(), collect=collect, stream=False)
         try:
             await engine.execute(source, progress_task() if progress else None)
         except asyncio.CancelledError:
@@ -151,7 +155,7 @@ class PipelineStream(Generic[R]):
 
         if self._engine is not None:
             raise RuntimeError(f"{self!r} was already entered; call pipe.stream() again")
-        engine = self._engine = Engine(self._pipe.stages, collect=False, stream=True)
+        engine = self._engine = Engine(self._pipe._plans(), collect=False, stream=True)
         progress = progress_task() if self._progress else None
         self._task = asyncio.get_running_loop().create_task(
             self._drive(engine, progress), name="pipeline-stream"
@@ -175,7 +179,7 @@ class PipelineStream(Generic[R]):
         while True:
             while buffer:
                 index, value = buffer.popleft()
-                engine.settle_outputs([index])
+                engine.tally.settle_outputs([index])
                 yield value
             if channel.error is not None:
                 self._delivered = channel.error

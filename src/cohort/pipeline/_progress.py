@@ -59,7 +59,7 @@ def line(engine: Engine, table: list[dict[str, Any]]) -> str:
         f"err={r['errors']} {r['rate']:.0f}/s"
         for r in table
     ]
-    return f"pipeline read={engine.read} | " + " | ".join(parts)
+    return f"pipeline read={engine.tally.read} | " + " | ".join(parts)
 
 
 async def _lines(engine: Engine, out: TextIO) -> None:
@@ -80,7 +80,7 @@ async def _live(engine: Engine, out: TextIO) -> None:
     previous: dict[str, int] = {}
 
     def render() -> Table:
-        table = Table(title=f"pipeline: {engine.read} read")
+        table = Table(title=f"pipeline: {engine.tally.read} read")
         for column in ("stage", "in", "out", "in flight", "errors", "items/s"):
             table.add_column(column, justify="left" if column == "stage" else "right")
         for r in rows(engine, previous, LIVE_INTERVAL):
