@@ -53,6 +53,18 @@ def _calls() -> list[tuple[str, Callable[[], object], type[Exception], str]]:
         ("TaskGroup(limit=2.5)", lambda: cohort.TaskGroup(limit=2.5), TypeError, "limit"),  # type: ignore[arg-type]
         ("TaskGroup(timeout=nan)", lambda: cohort.TaskGroup(timeout=NAN), ValueError, "timeout"),
         ("TaskGroup(timeout=-1)", lambda: cohort.TaskGroup(timeout=-1), ValueError, "timeout"),
+        (
+            "TaskGroup(on_timeout=None)",
+            lambda: cohort.TaskGroup(on_timeout=None),
+            TypeError,
+            "on_timeout",
+        ),  # type: ignore[arg-type]
+        (
+            "TaskGroup(on_timeout='x')",
+            lambda: cohort.TaskGroup(on_timeout="x"),
+            ValueError,
+            "on_timeout",
+        ),  # type: ignore[arg-type]
         ("TaskGroup(timeout='1')", lambda: cohort.TaskGroup(timeout="1"), TypeError, "timeout"),  # type: ignore[arg-type]
         ("move_on_after('1')", lambda: cohort.move_on_after("1"), TypeError, "seconds"),  # type: ignore[arg-type]
         ("move_on_after(nan)", lambda: cohort.move_on_after(NAN), ValueError, "NaN"),

@@ -567,3 +567,24 @@ async def test_a_stream_left_while_its_consumer_is_cancelled_again_still_stops_t
     assert report is not None
     assert (report.read, report.succeeded) == (4, 1)
     assert report.succeeded + report.failed + report.cancelled == 4
+
+
+@vc
+async def test_leaving_a_stream_early_closes_its_iterator() -> None:
+    # Not closed by the block, the iterator (an async generator) was closed by
+    # the loop's finalizer in a task of its own once the consumer was gone.
+    stream = inc.stream(range(100))
+    iterator: Any = None
+
+    async def consumer() -> None:
+        nonlocal iterator
+        async with stream as items:
+            iterator = items
+            async for _ in items:
+                break
+
+    await asyncio.create_task(consumer())
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert iterator.ag_frame is None  # closed
+    assert stream.report is not None
+    assert stream.report.counts_add_up()

@@ -131,6 +131,8 @@ class TaskGroup:
             raise TypeError(f"join= must be a cohort.JoinPolicy instance, got {join!r}")
         limit = check_count("limit", limit, none=True)
         timeout = check_seconds("timeout", timeout, none=True)
+        if not isinstance(on_timeout, str):
+            raise TypeError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
         if on_timeout not in ("raise", "partial"):
             raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
         self._policy = join

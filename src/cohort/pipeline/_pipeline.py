@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import reprlib
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -143,6 +143,7 @@ class PipelineStream(Generic[R]):
         self._engine: Engine | None = None
         self._task: asyncio.Task[None] | None = None
         self._buffer: deque[tuple[int, Any]] = deque()
+        self._iterator: AsyncGenerator[R, None] | None = None
         self._delivered: BaseException | None = None
         self.report: Report[R] | None = None
 
@@ -160,7 +161,8 @@ class PipelineStream(Generic[R]):
         self._task = asyncio.get_running_loop().create_task(
             self._drive(engine, progress), name="pipeline-stream"
         )
-        return self._outputs()
+        self._iterator = self._outputs()
+        return self._iterator
 
     async def _drive(self, engine: Engine, progress: Any) -> None:
         assert engine.output_channel is not None
@@ -170,7 +172,7 @@ class PipelineStream(Generic[R]):
             # Delivered to the reader through the output channel.
             engine.output_channel.close(exc)
 
-    async def _outputs(self) -> AsyncIterator[R]:
+    async def _outputs(self) -> AsyncGenerator[R, None]:
         engine = self._engine
         assert engine is not None
         assert engine.output_channel is not None
@@ -211,6 +213,9 @@ class PipelineStream(Generic[R]):
                 await asyncio.wait({task})
             except asyncio.CancelledError as cancelled:
                 interrupted = cancelled
+        if self._iterator is not None:
+            # Closed here, not later by the loop's finalizer in a task of its own.
+            await self._iterator.aclose()
         self._buffer.clear()
         self.report = engine.report()
         if interrupted is not None or isinstance(exc, asyncio.CancelledError):
