@@ -55,16 +55,16 @@ def _calls() -> list[tuple[str, Callable[[], object], type[Exception], str]]:
         ("TaskGroup(timeout=-1)", lambda: cohort.TaskGroup(timeout=-1), ValueError, "timeout"),
         (
             "TaskGroup(on_timeout=None)",
-            lambda: cohort.TaskGroup(on_timeout=None),
+            lambda: cohort.TaskGroup(on_timeout=None),  # type: ignore[arg-type]
             TypeError,
             "on_timeout",
-        ),  # type: ignore[arg-type]
+        ),
         (
             "TaskGroup(on_timeout='x')",
-            lambda: cohort.TaskGroup(on_timeout="x"),
+            lambda: cohort.TaskGroup(on_timeout="x"),  # type: ignore[arg-type]
             ValueError,
             "on_timeout",
-        ),  # type: ignore[arg-type]
+        ),
         ("TaskGroup(timeout='1')", lambda: cohort.TaskGroup(timeout="1"), TypeError, "timeout"),  # type: ignore[arg-type]
         ("move_on_after('1')", lambda: cohort.move_on_after("1"), TypeError, "seconds"),  # type: ignore[arg-type]
         ("move_on_after(nan)", lambda: cohort.move_on_after(NAN), ValueError, "NaN"),
