@@ -168,3 +168,36 @@ def start_sleeper_and_wait(path: str) -> None:
     child = subprocess.Popen(["sleep", "1000"])
     Path(path).write_text(str(child.pid))
     child.wait()
+
+
+def sys_exit(code: int) -> None:
+    import sys
+
+    sys.exit(code)
+
+
+def segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def exhaust_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+    blocks = []
+    while True:
+        blocks.append(bytearray(1 << 26))
+
+
+class UnpicklableError(Exception):
+    """An exception that cannot be pickled back to the parent."""
+
+    def __init__(self) -> None:
+        super().__init__("cannot travel")
+        self.lock = __import__("threading").Lock()
+
+
+def raise_unpicklable() -> None:
+    raise UnpicklableError

@@ -11,6 +11,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -480,3 +481,49 @@ async def test_a_pool_dropped_without_closing_is_reclaimed_with_a_resource_warni
     assert_no_leaks(before)
     async with checked_pool(1) as pool:  # and still runs pools normally
         assert await pool.run(f.add, 2, 2) == 4
+
+
+# -- the crash matrix: each kind fails only its own call, with a clear type; the pool heals --
+
+
+CRASHES: list[tuple[str, Any, tuple[Any, ...], type[BaseException], str | None]] = [
+    ("sys.exit", f.sys_exit, (4,), cohort.RemoteError, "SystemExit: 4"),
+    ("os._exit", f.exit_now, (3,), cohort.WorkerCrashedError, "exited with code 3"),
+    ("SIGKILL", f.kill_self, (signal.SIGKILL,), cohort.WorkerCrashedError, "SIGKILL"),
+    ("segfault", f.segfault, (), cohort.WorkerCrashedError, "SIGSEGV"),
+    ("RLIMIT_AS", f.exhaust_memory, (), MemoryError, None),
+    ("unpicklable exception", f.raise_unpicklable, (), cohort.RemoteError, "cannot travel"),
+    ("unpicklable result", f.return_unpicklable, (), cohort.SerializationError, "result"),
+]
+
+
+async def test_every_kind_of_crash_fails_only_its_call_and_the_pool_heals() -> None:
+    async with checked_pool(2, max_crashes=100) as pool:
+        for what, fn, args, error, text in CRASHES:
+            bystander = asyncio.create_task(pool.run(f.add, 20, 22))
+            with pytest.raises(error, match=text):
+                await pool.run(fn, *args)
+            assert await bystander == 42, what
+            assert await pool.run(f.add, 1, 2) == 3, what
+        with pytest.raises(cohort.SerializationError, match="argument 1"):
+            await pool.run(f.add, 1, threading.Lock())  # type: ignore[arg-type]
+        assert pool.statistics().crashes == 3  # os._exit, SIGKILL, segfault
+
+
+async def test_create_use_cancel_close_cycles_leave_nothing_behind() -> None:
+    async with checked_pool(1) as warm:  # the forkserver is up before the snapshot
+        await warm.run(f.add, 1, 1)
+    before = snapshot()
+    for cycle in range(20):
+        async with cohort.ProcessPool(2) as pool:
+            assert await pool.run(f.add, cycle, 1) == cycle + 1
+            if cycle % 4 == 0:
+                with cohort.move_on_after(0):  # cancelled at its first await
+                    await pool.run(f.add, 1, 1)
+            elif cycle % 4 == 1:
+                with pytest.raises(cohort.WorkerCrashedError):
+                    await pool.run(f.exit_now, 1)
+            elif cycle % 4 == 2:
+                with pytest.raises(ValueError):
+                    await pool.run(f.fail, "boom")
+    assert_no_leaks(before)
