@@ -50,6 +50,7 @@ from cohort.bridge._chunks import (
 from cohort.bridge._procs import (
     Call,
     Worker,
+    WorkerState,
     default_start_method,
     exit_description,
     preload_worker_in_forkserver,
@@ -60,6 +61,13 @@ from cohort.bridge._procs import (
     usable_cpus,
 )
 from cohort.bridge._worker import worker_main
+
+STARTING, READY, RETIRING, DYING = (
+    WorkerState.STARTING,
+    WorkerState.READY,
+    WorkerState.RETIRING,
+    WorkerState.DYING,
+)
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -244,7 +252,7 @@ class ProcessPool:
         for w in list(self._workers):
             if w.call is not None and not w.call.future.done():
                 w.call.future.set_exception(error())
-            if w.call is not None or not w.ready:
+            if w.call is not None or w.state is STARTING:
                 self._kill(w)
             else:
                 self._retire(w)
@@ -327,7 +335,7 @@ class ProcessPool:
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool's workers, queue and counters."""
-        live = [w for w in self._workers if not w.dying and not w.retiring]
+        live = [w for w in self._workers if w.live]
         return PoolStatistics(
             workers=len(live),
             idle=len(self._idle),
@@ -451,14 +459,14 @@ class ProcessPool:
         """Start workers until the pool has its size again (counting ones about to start)."""
         if self._closed or self._broken is not None:
             return
-        live = sum(1 for w in self._workers if not w.dying and not w.retiring)
+        live = sum(1 for w in self._workers if w.live)
         for _ in range(self._size - live - self._spawns_pending):
             self._spawn()
 
     def _kill(self, w: Worker) -> None:
-        if w.dying or w.process.exitcode is not None:
+        if w.state is DYING or w.process.exitcode is not None:
             return
-        w.dying = True
+        w.state = DYING
         if w.kill_timer is not None:
             w.kill_timer.cancel()
         if w in self._idle:
@@ -473,9 +481,9 @@ class ProcessPool:
         An explicit exit request, not just closing the pipe: a process the
         parent forked since may hold the pipe open, so end-of-file may never come.
         """
-        if w.retiring or w.dying:
+        if not w.live:
             return
-        w.retiring = True
+        w.state = RETIRING
         if w in self._idle:
             self._idle.remove(w)
         assert self._loop is not None
@@ -502,11 +510,11 @@ class ProcessPool:
             self._on_message(w, msg)
 
     def _on_message(self, w: Worker, msg: bytes) -> None:
-        if not w.ready:
+        if w.state is STARTING:
             self._on_hello(w, msg)
             return
         call = w.call
-        if call is None or w.dying:
+        if call is None or w.state is DYING:
             return
         w.call = None
         call.worker = None
@@ -517,7 +525,7 @@ class ProcessPool:
         if self._max_tasks is not None and w.items >= self._max_tasks:
             self._retire(w)
             self._replenish()
-        elif not w.retiring:
+        elif w.state is READY:
             self._idle.append(w)
             self._dispatch()
         if not call.future.done():
@@ -526,7 +534,7 @@ class ProcessPool:
     def _on_hello(self, w: Worker, msg: bytes) -> None:
         kind, value = _wire.loads_reply(msg, None)
         if kind == _wire.READY:
-            w.ready = True
+            w.state = READY
             self._ever_ready = True
             _emit("debug", "bridge.worker_started", pid=w.pid)
             if self._closed:
@@ -550,7 +558,7 @@ class ProcessPool:
             w.kill_timer.cancel()
         self._release(w)
         _emit("debug", "bridge.worker_exited", pid=w.pid, exitcode=exitcode)
-        expected = w.dying or w.retiring
+        expected = not w.live
         if w.exited is not None and not w.exited.done():
             w.exited.set_result(None)
         if not expected:
@@ -586,7 +594,7 @@ class ProcessPool:
 
     def _on_crash(self, w: Worker, exitcode: int | None) -> None:
         self._n_crashes += 1
-        if not w.ready and not self._ever_ready:
+        if w.state is STARTING and not self._ever_ready:
             self._break(PoolBrokenError(_wire.main_module_hint()), cause=None)
             return
         call = w.call

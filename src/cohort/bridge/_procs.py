@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -42,21 +43,28 @@ class Call:
     worker: Worker | None = None  # the worker running it, once sent
 
 
+class WorkerState(enum.Enum):
+    """Where a worker is in its life; only STARTING and READY workers count as live."""
+
+    STARTING = "starting"  # started, has not said hello yet
+    READY = "ready"  # takes calls (idle, or running ``Worker.call``)
+    RETIRING = "retiring"  # asked to exit: its exit is not a crash
+    DYING = "dying"  # killed by the pool: its exit is not a crash
+
+
 class Worker:
     """One worker process and the parent's ends of its two pipes."""
 
     __slots__ = (
         "call",
-        "dying",
         "exited",
         "items",
         "kill_timer",
         "pid",
         "process",
         "reader",
-        "ready",
-        "retiring",
         "rfd",
+        "state",
         "wbuf",
         "wfd",
     )
@@ -69,12 +77,15 @@ class Worker:
         self.reader = _wire.FrameReader()
         self.wbuf: bytes | memoryview = b""  # request bytes the pipe could not take yet
         self.call: Call | None = None
-        self.ready = False
-        self.dying = False  # killed by the pool: its exit is not a crash
-        self.retiring = False  # asked to exit (pipe closed): its exit is not a crash
+        self.state = WorkerState.STARTING
         self.items = 0
         self.kill_timer: asyncio.TimerHandle | None = None
         self.exited: asyncio.Future[None] | None = None  # made when someone waits for the exit
+
+    @property
+    def live(self) -> bool:
+        """Starting or ready: neither retiring nor being killed."""
+        return self.state is WorkerState.STARTING or self.state is WorkerState.READY
 
 
 def exit_description(exitcode: int | None) -> str:
