@@ -7,6 +7,7 @@ phantom child behind.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
 from typing import Any
@@ -54,16 +55,19 @@ async def test_held_back_cancellation_raised_at_shield_exit_stops_the_group(kind
 # -- children of a group whose host sits in a shield --------------------------------
 
 
+async def sleep_and_note_the_end(ended: list[float]) -> None:
+    """Sleep 10 s; note when the sleep ended, whichever way."""
+    try:
+        await asyncio.sleep(10)
+    finally:
+        ended.append(now())
+
+
 @pytest.mark.virtual_clock
 async def test_outer_deadline_cancels_children_while_the_host_is_shielded() -> None:
     """anyio's test_cancel_child_task_when_host_is_shielded: children are not shielded."""
     cancelled_at: list[float] = []
-
-    async def child() -> None:
-        try:
-            await asyncio.sleep(10)
-        finally:
-            cancelled_at.append(now())
+    child = functools.partial(sleep_and_note_the_end, cancelled_at)
 
     with cohort.move_on_after(1) as outer:
         async with cohort.TaskGroup() as g:
@@ -81,12 +85,7 @@ async def test_outer_deadline_cancels_children_while_the_host_is_shielded() -> N
 async def test_parent_group_cancelling_a_shielded_host_cancels_its_children() -> None:
     """A whole-task cancellation held back by the host's shield still stops the children."""
     cancelled_at: list[float] = []
-
-    async def child() -> None:
-        try:
-            await asyncio.sleep(10)
-        finally:
-            cancelled_at.append(now())
+    child = functools.partial(sleep_and_note_the_end, cancelled_at)
 
     async def host() -> None:
         async with cohort.TaskGroup() as inner:

@@ -48,6 +48,7 @@ __all__ = [
     "redeliver",
     "stray",
     "stray_cancellation",
+    "wait_finished",
 ]
 
 _current_task = asyncio.current_task
@@ -540,6 +541,22 @@ def _outer_raised(stack: list[CancelScope]) -> bool:
         if scope._shield:
             return False
     return False
+
+
+async def wait_finished(task: asyncio.Task[object]) -> _CancelledError | None:
+    """Wait until ``task`` has finished, even if the waiter is cancelled meanwhile.
+
+    For cleanup that must not leave work behind (a stream stopping its run):
+    returns the cancellation that arrived while waiting, for the caller to
+    re-raise once the task is done, else ``None``.
+    """
+    interrupted: _CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait((task,))
+        except _CancelledError as cancelled:
+            interrupted = cancelled
+    return interrupted
 
 
 def foreign_cancels(task: asyncio.Task[object]) -> int:

@@ -234,14 +234,9 @@ class _StreamCore:
         """Wait until the driver (and so every call) has finished, even if cancelled meanwhile."""
         driver = self.driver
         assert driver is not None
-        cancelled = False
-        while not driver.done():
-            try:
-                await asyncio.wait((driver,))
-            except _CancelledError:
-                cancelled = True
-        if cancelled:
-            raise _CancelledError
+        interrupted = await _scopes.wait_finished(driver)
+        if interrupted is not None:
+            raise interrupted
         if not self.reported and not driver.cancelled() and driver.exception() is not None:
             self.reported = True  # raise it once, not again from aclose()
             raise driver.exception()  # type: ignore[misc]

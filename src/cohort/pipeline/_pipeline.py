@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterab
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from cohort import _scopes
 from cohort._runtime import note_cut_short
 from cohort._validate import check_flag
 from cohort.pipeline._report import Report
@@ -207,12 +208,7 @@ class PipelineStream(Generic[R]):
             task.cancel()
         # Stop the run completely even if this task is cancelled meanwhile (the
         # run's own cancellation is what ends it): then re-raise that cancellation.
-        interrupted: asyncio.CancelledError | None = None
-        while not task.done():
-            try:
-                await asyncio.wait({task})
-            except asyncio.CancelledError as cancelled:
-                interrupted = cancelled
+        interrupted = await _scopes.wait_finished(task)
         if self._iterator is not None:
             # Closed here, not later by the loop's finalizer in a task of its own.
             await self._iterator.aclose()
