@@ -13,7 +13,6 @@ import asyncio
 import enum
 import itertools
 import math
-import sys
 import time
 import types
 from collections import deque
@@ -315,14 +314,24 @@ class TaskGroup:
             coro = fn
         else:
             coro = _coro_object(fn, args)
-        handle: Handle[T] = Handle(self, self._loop, coro, name, timeout, critical)
+        handle: Handle[T]
         if self._limit is not None and self._running >= self._limit:
+            handle = Handle(self, self._loop, self._clock, coro, name, timeout, critical)
             self._queue.append(handle)
-        else:
-            handle._start(self._clock())  # no task, no child: nothing is recorded
+        elif timeout is None:
+            # The common case, made fast: the task is made here and handed to the handle.
+            try:
+                task = self._loop.create_task(coro, name=name)
+            except BaseException:
+                coro.close()  # no task, no child: nothing is recorded
+                raise
+            handle = Handle(self, self._loop, self._clock, coro, name, None, critical, task)
             self._running += 1
             if EVENTS.on:
                 _observe.child_started(handle, self.name, self._parent_name)
+        else:
+            handle = Handle(self, self._loop, self._clock, coro, name, timeout, critical)
+            self._launch(handle)
         self._handles.append(handle)
         if critical:
             self._spawned += 1
@@ -353,7 +362,7 @@ class TaskGroup:
 
     def _launch(self, handle: Handle[Any]) -> None:
         """Start a child's task; raises (closing its coroutine) if it cannot be created."""
-        handle._start(self._clock())
+        handle._start()
         self._running += 1
         if EVENTS.on:
             _observe.child_started(handle, self.name, self._parent_name)
@@ -362,33 +371,9 @@ class TaskGroup:
         """A queued child is cancelled before it ever ran."""
         self._queue.remove(handle)
         handle._discard()
-        self._finish(handle, _CANCELLED)
+        self._child_ended(handle, handle._settle(_CANCELLED, None, None), False)
 
     # -- completion ---------------------------------------------------------------
-
-    def _child_done(self, handle: Handle[Any], task: asyncio.Task[Any]) -> None:
-        """A started child's task ended: the one place where that is recorded."""
-        self._running -= 1
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            value = task.result()
-            status = _SUCCEEDED
-        except BaseException as exc:
-            _pop_caller_frame(exc)
-            handle._discard()
-            if task.cancelled() and task.cancelling():
-                status = _TIMED_OUT if self._timed_out else _CANCELLED
-            else:
-                error = exc
-                if task.cancelled():
-                    error = _scopes.stray_cancellation(f"child {handle.name!r}", exc)
-                status = _FAILED
-                if not isinstance(error, Exception):
-                    self._on_fatal(error)
-        if self._queue:
-            self._launch_queued()
-        self._finish(handle, status, value, error)
 
     def _launch_queued(self) -> None:
         queue = self._queue
@@ -401,17 +386,20 @@ class TaskGroup:
             try:
                 self._launch(handle)
             except Exception as exc:  # no task could be made: the child failed
-                self._finish(handle, _FAILED, None, exc)
+                self._child_ended(handle, handle._settle(_FAILED, None, exc), False)
 
-    def _finish(
-        self,
-        handle: Handle[Any],
-        status: ChildStatus,
-        value: Any = None,
-        error: BaseException | None = None,
-    ) -> None:
-        """Record how a child ended, count it, and let the policy decide."""
-        handle._settle(status, self._clock(), value, error)
+    def _child_ended(self, handle: Handle[Any], status: ChildStatus, started: bool) -> None:
+        """A child ended (its handle has recorded how): count it and let the policy decide.
+
+        The one place where the group learns of an end: a task that finished
+        (``started``), or a queued child that never ran or could not start.
+        """
+        if started:
+            self._running -= 1
+            if status is not _SUCCEEDED and not isinstance(handle.error, Exception | None):
+                self._on_fatal(handle.error)  # KeyboardInterrupt and other BaseExceptions
+            if self._queue:
+                self._launch_queued()
         if self._completion_order:
             self._completed.append(handle)
         if handle.critical:
@@ -453,7 +441,8 @@ class TaskGroup:
         while queue:
             handle = queue.popleft()
             handle._discard()
-            self._finish(handle, _TIMED_OUT if self._timed_out else _CANCELLED)
+            status = _TIMED_OUT if self._timed_out else _CANCELLED
+            self._child_ended(handle, handle._settle(status, None, None), False)
         for handle in self._handles:
             task = handle.task
             if task is not None:
@@ -660,18 +649,6 @@ def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     if type(loop).time is asyncio.BaseEventLoop.time:
         return time.monotonic
     return loop.time
-
-
-def _pop_caller_frame(exc: BaseException) -> None:
-    """Take the caller's frame off ``exc``'s traceback, where re-raising put it.
-
-    ``task.result()`` re-raises a child's error in ``TaskGroup._child_done``; left on
-    the traceback, that frame would show cohort's internals to the user and
-    keep the handle and its group alive in a reference cycle.
-    """
-    tb = exc.__traceback__
-    if tb is not None and tb.tb_frame is sys._getframe(1):
-        exc.__traceback__ = tb.tb_next
 
 
 def _close_if_coroutine(fn: object) -> None:

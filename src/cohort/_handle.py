@@ -1,28 +1,32 @@
 """A task group's child: ``Handle``, its ``ChildStatus`` and its final ``Outcome``.
 
 A handle owns its child's life: it makes the task (or closes the coroutine if
-it never runs) and records how the child ended. Its group drives it through
-three package-internal calls, ``_start``, ``_settle`` and ``_discard``, and is
-told when the task ends through ``TaskGroup._child_done``; everything else
-reads the public properties.
+it never runs) and records how the child ended (``_settle``; ``_on_done``
+inlines it for a success, the hot path). Its group drives it through three package-internal calls,
+``_start``, ``_settle`` and ``_discard``, and is told of every end through
+``TaskGroup._child_ended``; everything else reads the public properties.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Coroutine, Generator
+import sys
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from cohort import _scopes
-from cohort._scopes import cancel_task
+from cohort._scopes import cancel_task, stray_cancellation
 
 
 class _Parent(Protocol):
     """What a handle needs of its group (``TaskGroup``)."""
 
-    def _child_done(self, handle: Handle[Any], task: asyncio.Task[Any]) -> None: ...
+    @property
+    def timed_out(self) -> bool: ...
+
+    def _child_ended(self, handle: Handle[Any], status: ChildStatus, started: bool) -> None: ...
 
     def _drop_queued(self, handle: Handle[Any]) -> None: ...
 
@@ -81,6 +85,7 @@ class Handle(Generic[T]):
         "_group",
         "_loop",
         "_name",
+        "_now",
         "_started",
         "_status",
         "_task",
@@ -95,29 +100,39 @@ class Handle(Generic[T]):
         self,
         group: _Parent,
         loop: asyncio.AbstractEventLoop,
+        now: Callable[[], float],
         coro: Coroutine[Any, Any, T],
         name: str | None,
         timeout: float | None,
         critical: bool,
+        task: asyncio.Task[T] | None = None,
     ) -> None:
+        """``task``: the child's task when the group already made it (its fast
+        path: no timeout, a free slot); else ``_start`` makes it later."""
         # _group and _task are dropped when the child finishes: a finished handle
         # refers to neither, so a group and its children are freed by reference
         # counting when the last reference goes, not left for the cycle collector.
         self._group: _Parent | None = group
         self._loop = loop
+        self._now = now
         self._coro = coro
         self._name = name
         self._timeout = timeout
         self.critical = critical
-        self._status = _PENDING
-        self._task: asyncio.Task[T] | None = None
+        self._task: asyncio.Task[T] | None = task
         self._value: T | None = None
         self._error: BaseException | None = None
         self._failed = False
         self._timed_out = False
-        self._started: float | None = None
         self._ended: float | None = None
         self._waiter: asyncio.Future[None] | None = None
+        if task is None:
+            self._status = _PENDING
+            self._started: float | None = None
+        else:
+            self._status = _RUNNING
+            self._started = now()
+            task.add_done_callback(self._on_done)
 
     def __repr__(self) -> str:
         return f"<Handle {self.name!r} {self._status.value}>"
@@ -229,7 +244,7 @@ class Handle(Generic[T]):
 
     # -- driven by the group ---------------------------------------------------------
 
-    def _start(self, now: float) -> None:
+    def _start(self) -> None:
         """Make the child's task; raises (closing the coroutine) if none can be made."""
         coro = self._coro
         if self._timeout is not None:
@@ -241,12 +256,38 @@ class Handle(Generic[T]):
             self._coro.close()
             raise
         self._status = _RUNNING
-        self._started = now
+        self._started = self._now()
         self._task = task
         task.add_done_callback(self._on_done)
 
     def _on_done(self, task: asyncio.Task[T]) -> None:
-        self._group._child_done(self, task)  # type: ignore[union-attr]  # set until settled
+        """The child's task ended: how, then tell the group."""
+        group = self._group
+        assert group is not None  # set until settled
+        try:
+            value = task.result()
+        except BaseException as exc:
+            _pop_caller_frame(exc)
+            self._discard()
+            if task.cancelled() and task.cancelling():
+                status = _TIMED_OUT if group.timed_out else _CANCELLED
+                self._settle(status, None, None)
+            elif task.cancelled():
+                status = self._settle(
+                    _FAILED, None, stray_cancellation(f"child {self.name!r}", exc)
+                )
+            else:
+                status = self._settle(_FAILED, None, exc)
+        else:
+            # _settle(_SUCCEEDED, value, None), inlined: every successful child comes here.
+            self._status = status = _SUCCEEDED
+            self._value = value
+            self._group = self._task = None
+            self._ended = self._now()
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        group._child_ended(self, status, True)
 
     def _discard(self) -> None:
         """The child will never run (or its task ended): close its coroutine.
@@ -257,10 +298,8 @@ class Handle(Generic[T]):
         """
         self._coro.close()
 
-    def _settle(
-        self, status: ChildStatus, now: float, value: Any, error: BaseException | None
-    ) -> None:
-        """Record how the child ended and wake whoever awaits it.
+    def _settle(self, status: ChildStatus, value: Any, error: BaseException | None) -> ChildStatus:
+        """Record how the child ended and wake whoever awaits it; return the status.
 
         A failure with the ``TimeoutError`` of the child's own ``timeout`` is
         TIMED_OUT; so is a child cancelled by its group's timeout (no error).
@@ -273,10 +312,11 @@ class Handle(Generic[T]):
         self._value = value
         self._error = error
         self._group = self._task = None
-        self._ended = now
+        self._ended = self._now()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        return status
 
 
 async def _run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, handle: Handle[T]) -> T:
@@ -284,3 +324,15 @@ async def _run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, handle
         return await coro
     handle._timed_out = True
     raise TimeoutError(f"child {handle.name!r} timed out after {timeout} s")
+
+
+def _pop_caller_frame(exc: BaseException) -> None:
+    """Take the caller's frame off ``exc``'s traceback, where re-raising put it.
+
+    ``task.result()`` re-raises a child's error in ``Handle._on_done``; left on
+    the traceback, that frame would show cohort's internals to the user and
+    keep the handle and its group alive in a reference cycle.
+    """
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame is sys._getframe(1):
+        exc.__traceback__ = tb.tb_next
