@@ -271,7 +271,7 @@ async def test_spawn_from_a_child_after_body_finished() -> None:
 @pytest.mark.virtual_clock
 async def test_custom_policy_two_successes_or_three_failures() -> None:
     class TwoOrThreeStrikes(cohort.JoinPolicy):
-        def on_child_done(self, group: cohort.TaskGroup, handle: cohort.Handle[Any]) -> Decision:
+        def on_child_done(self, group: cohort.GroupView, handle: cohort.ChildView) -> Decision:
             if group.succeeded >= 2:
                 return Decision.DONE
             if group.failed >= 3:

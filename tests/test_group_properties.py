@@ -827,7 +827,7 @@ def test_group_timeout_zero_times_out_at_once() -> None:
 class _IgnoreTimeout(cohort.Quorum):
     """Quorum(k) that keeps going when the group's timeout fires."""
 
-    def on_timeout(self, group: cohort.TaskGroup) -> cohort.Decision | None:
+    def on_timeout(self, group: cohort.GroupView) -> cohort.Decision | None:
         return cohort.Decision.CONTINUE
 
 

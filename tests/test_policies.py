@@ -14,24 +14,23 @@ pytestmark = pytest.mark.virtual_clock
 
 
 class Recorder(cohort.JoinPolicy):
-    """Settles, recording what each hook saw through the group's statistics."""
+    """Settles, recording the counts each hook saw."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, int, int, int]] = []
 
-    def _note(self, hook: str, group: cohort.TaskGroup) -> None:
-        s = group.statistics()
-        self.seen.append((hook, s.spawned, s.succeeded, s.failed))
+    def _note(self, hook: str, group: cohort.GroupView) -> None:
+        self.seen.append((hook, group.spawned, group.succeeded, group.failed))
 
-    def on_spawn(self, group: cohort.TaskGroup, handle: cohort.Handle[Any]) -> cohort.Decision:
+    def on_spawn(self, group: cohort.GroupView, handle: cohort.ChildView) -> cohort.Decision:
         self._note("spawn", group)
         return cohort.Decision.CONTINUE
 
-    def on_child_done(self, group: cohort.TaskGroup, handle: cohort.Handle[Any]) -> cohort.Decision:
+    def on_child_done(self, group: cohort.GroupView, handle: cohort.ChildView) -> cohort.Decision:
         self._note("failed" if handle.failed else "succeeded", group)
         return cohort.Decision.CONTINUE
 
-    def on_body_done(self, group: cohort.TaskGroup) -> cohort.Decision:
+    def on_body_done(self, group: cohort.GroupView) -> cohort.Decision:
         self._note("body", group)
         return cohort.Decision.CONTINUE
 
@@ -69,7 +68,7 @@ async def test_results_limit_caps_completion_order_results_once_done() -> None:
         results_limit = 3
 
         def on_child_done(
-            self, group: cohort.TaskGroup, handle: cohort.Handle[Any]
+            self, group: cohort.GroupView, handle: cohort.ChildView
         ) -> cohort.Decision:
             return cohort.Decision.DONE if group.succeeded >= 3 else cohort.Decision.CONTINUE
 

@@ -24,7 +24,16 @@ from cohort._group import TaskGroup
 from cohort._handle import ChildStatus, Handle, Outcome
 from cohort._latch import Latch, LatchStatistics
 from cohort._observe import GroupStatistics, configure_logging, enable_events
-from cohort._policies import Decision, FirstWins, Gather, JoinPolicy, Quorum, Settle
+from cohort._policies import (
+    ChildView,
+    Decision,
+    FirstWins,
+    Gather,
+    GroupView,
+    JoinPolicy,
+    Quorum,
+    Settle,
+)
 from cohort._public import publish as _publish
 from cohort._runtime import run
 from cohort._scopes import (
@@ -65,6 +74,7 @@ __all__ = [
     "BrokenBarrierError",
     "CancelScope",
     "ChildStatus",
+    "ChildView",
     "ClosedError",
     "CohortError",
     "DROP",
@@ -77,6 +87,7 @@ __all__ = [
     "Gather",
     "GroupSnapshot",
     "GroupStatistics",
+    "GroupView",
     "Handle",
     "JoinPolicy",
     "Latch",

@@ -22,16 +22,65 @@ Writing one::
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cohort._exceptions import CohortError, QuorumError
 from cohort._validate import check_count
 
 if TYPE_CHECKING:
-    from cohort._group import TaskGroup
-    from cohort._handle import Handle
+    from cohort._handle import ChildStatus
 
-__all__ = ["Decision", "FirstWins", "Gather", "JoinPolicy", "Quorum", "Settle"]
+__all__ = [
+    "ChildView",
+    "Decision",
+    "FirstWins",
+    "Gather",
+    "GroupView",
+    "JoinPolicy",
+    "Quorum",
+    "Settle",
+]
+
+
+class GroupView(Protocol):
+    """What a policy reads of the group it decides for (a ``TaskGroup`` is one).
+
+    Counters are of critical children only; ``pending`` is spawned minus
+    finished; ``body_done`` is true once the ``async with`` body has ended.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def spawned(self) -> int: ...
+    @property
+    def succeeded(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def body_done(self) -> bool: ...
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def results(self) -> list[Any]: ...
+    def errors_of_critical(self) -> list[Exception]: ...
+
+
+class ChildView(Protocol):
+    """What a policy reads of the child that finished (a ``Handle`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def critical(self) -> bool: ...
+    @property
+    def status(self) -> ChildStatus: ...
+    @property
+    def failed(self) -> bool: ...
+    @property
+    def error(self) -> BaseException | None: ...
 
 
 class Decision(enum.Enum):
@@ -45,9 +94,10 @@ class Decision(enum.Enum):
 class JoinPolicy:
     """Base class of join policies; every hook may be overridden.
 
-    Hooks receive the group (read its counters: ``spawned``, ``succeeded``,
-    ``failed``, ``pending``, ``body_done``) and return a :class:`Decision`.
-    Only critical children reach the hooks.
+    Hooks receive the group as a :class:`GroupView` (its counters: ``spawned``,
+    ``succeeded``, ``failed``, ``pending``, ``body_done``) and the finished
+    child as a :class:`ChildView`, and return a :class:`Decision`. Only
+    critical children reach the hooks.
     """
 
     #: Order of ``group.results``: "spawn" or "completion".
@@ -63,27 +113,27 @@ class JoinPolicy:
     #: loop iteration are left out); ``None`` for no cap.
     results_limit: int | None = None
 
-    def on_spawn(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
+    def on_spawn(self, group: GroupView, handle: ChildView) -> Decision:
         """A critical child was spawned."""
         return Decision.CONTINUE
 
-    def on_child_done(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
+    def on_child_done(self, group: GroupView, handle: ChildView) -> Decision:
         """A critical child finished (succeeded, failed, cancelled or timed out)."""
         return Decision.CONTINUE
 
-    def on_body_done(self, group: TaskGroup) -> Decision:
+    def on_body_done(self, group: GroupView) -> Decision:
         """The ``async with`` body finished: no more children will come from it."""
         return Decision.CONTINUE
 
-    def on_all_done(self, group: TaskGroup) -> Decision:
+    def on_all_done(self, group: GroupView) -> Decision:
         """The body and every critical child finished and nothing decided yet."""
         return Decision.DONE
 
-    def on_timeout(self, group: TaskGroup) -> Decision | None:
+    def on_timeout(self, group: GroupView) -> Decision | None:
         """The group's timeout fired; ``None`` applies the group's ``on_timeout``."""
         return None
 
-    def error(self, group: TaskGroup) -> BaseException:
+    def error(self, group: GroupView) -> BaseException:
         """The exception raised when the policy decided FAIL."""
         failures = group.errors_of_critical()
         if not failures:
@@ -104,7 +154,7 @@ class Gather(JoinPolicy):
     raises_child_errors = True
     consults_on_success = False
 
-    def on_child_done(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
+    def on_child_done(self, group: GroupView, handle: ChildView) -> Decision:
         if handle.failed:
             return Decision.FAIL
         return Decision.CONTINUE
@@ -130,23 +180,23 @@ class Quorum(JoinPolicy):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.k})"
 
-    def _judge(self, group: TaskGroup) -> Decision:
+    def _judge(self, group: GroupView) -> Decision:
         if group.succeeded >= self.k:
             return Decision.DONE
         if group.body_done and group.succeeded + group.pending < self.k:
             return Decision.FAIL
         return Decision.CONTINUE
 
-    def on_child_done(self, group: TaskGroup, handle: Handle[Any]) -> Decision:
+    def on_child_done(self, group: GroupView, handle: ChildView) -> Decision:
         return self._judge(group)
 
-    def on_body_done(self, group: TaskGroup) -> Decision:
+    def on_body_done(self, group: GroupView) -> Decision:
         return self._judge(group)
 
-    def on_all_done(self, group: TaskGroup) -> Decision:
+    def on_all_done(self, group: GroupView) -> Decision:
         return Decision.DONE if group.succeeded >= self.k else Decision.FAIL
 
-    def error(self, group: TaskGroup) -> BaseException:
+    def error(self, group: GroupView) -> BaseException:
         failures = group.errors_of_critical()
         message = (
             f"{group.name}: quorum of {self.k} unreachable "
