@@ -297,7 +297,8 @@ class TaskGroup:
         ``fn`` is an async callable, or a coroutine object (then no ``args``).
         Keyword arguments for ``fn`` go through ``functools.partial``.
         """
-        if not self._accepting or _get_running_loop() is not self._loop:
+        loop = self._loop
+        if not self._accepting or _get_running_loop() is not loop:
             self._refuse_spawn(fn)
         if timeout is not None:
             try:
@@ -316,27 +317,27 @@ class TaskGroup:
             coro = _coro_object(fn, args)
         handle: Handle[T]
         if self._limit is not None and self._running >= self._limit:
-            handle = Handle(self, self._loop, self._clock, coro, name, timeout, critical)
+            handle = Handle(self, loop, self._clock, coro, name, timeout, critical)
             self._queue.append(handle)
         elif timeout is None:
             # The common case, made fast: the task is made here and handed to the handle.
             try:
-                task = self._loop.create_task(coro, name=name)
+                task = loop.create_task(coro, name=name)
             except BaseException:
                 coro.close()  # no task, no child: nothing is recorded
                 raise
-            handle = Handle(self, self._loop, self._clock, coro, name, None, critical, task)
+            handle = Handle(self, loop, self._clock, coro, name, None, critical, task)
             self._running += 1
             if EVENTS.on:
                 _observe.child_started(handle, self.name, self._parent_name)
         else:
-            handle = Handle(self, self._loop, self._clock, coro, name, timeout, critical)
+            handle = Handle(self, loop, self._clock, coro, name, timeout, critical)
             self._launch(handle)
         self._handles.append(handle)
         if critical:
             self._spawned += 1
-        if critical and self._on_spawn_hook is not None:
-            self._apply(self._on_spawn_hook(self, handle))
+            if self._on_spawn_hook is not None:
+                self._apply(self._on_spawn_hook(self, handle))
         return handle
 
     def _refuse_spawn(self, fn: object) -> NoReturn:
