@@ -51,6 +51,21 @@ async def f3(x: int) -> int:
     return x - 1
 
 
+async def a1(x: int) -> int:
+    await asyncio.sleep(0)  # what async stages exist for: they suspend
+    return x + 1
+
+
+async def a2(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 2
+
+
+async def a3(x: int) -> int:
+    await asyncio.sleep(0)
+    return x - 1
+
+
 def cpu_work(x: int) -> int:
     """About 0.3 ms of pure Python."""
     total = 0
@@ -106,12 +121,14 @@ async def hand_written(n: int, fns: list[Callable[[Any], Coroutine[Any, Any, Any
 # -- cohort and the peers -------------------------------------------------------------------
 
 
-def cohort_pipe(**options: Any) -> cohort.Pipeline[Any]:
-    return (
-        cohort.stage(workers=4, **options)(f1)
-        | cohort.stage(workers=4, **options)(f2)
-        | cohort.stage(workers=4, **options)(f3)
-    )
+def cohort_pipe(
+    fns: tuple[Callable[[int], Coroutine[Any, Any, int]], ...] = (f1, f2, f3), **options: Any
+) -> cohort.Pipeline[Any]:
+    first, *rest = (cohort.stage(workers=4, **options)(fn) for fn in fns)
+    pipe: cohort.Pipeline[Any] = first
+    for st in rest:
+        pipe = pipe | st
+    return pipe
 
 
 async def run_cohort(n: int, pipe: cohort.Pipeline[Any]) -> int:
@@ -202,6 +219,26 @@ def throughput(quick: bool) -> str:
         results = compare(slow, rounds=2, per=n)
         out.append(table(f"against the peers, {n:,} items, {loop_name}", results, "per item"))
         out.append(_throughput(results, n))
+    return "\n".join(out)
+
+
+def awaiting(quick: bool) -> str:
+    """The realistic shape: every stage suspends once per item."""
+    n = 10_000 if quick else 50_000
+    fns = (a1, a2, a3)
+    out = []
+    for loop_name, factory in loops():
+        cases = [
+            ("hand-written asyncio.Queue", _case(factory, hand_written, n, list(fns))),
+            ("cohort (defaults: ordered)", _case(factory, run_cohort, n, cohort_pipe(fns))),
+            (
+                "cohort (unordered)",
+                _case(factory, run_cohort, n, cohort_pipe(fns, ordered=False)),
+            ),
+        ]
+        results = compare(cases, rounds=3 if quick else 5, per=n)
+        title = f"3 stages that await once per item x 4 workers, {n:,} items, {loop_name}"
+        out.append(table(title, results, "per item"))
     return "\n".join(out)
 
 
@@ -325,6 +362,7 @@ def main(quick: bool) -> str:
         versions("pypeln", "aiostream", "python-pyper", "uvloop"),
         "",
         throughput(quick),
+        awaiting(quick),
         mixed(quick),
         memory(quick),
         tasks(),

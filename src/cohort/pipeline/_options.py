@@ -13,6 +13,9 @@ from cohort.pipeline._retry import Retry
 
 __all__ = ["OnError", "StageOptions"]
 
+# Finished items an ordered stage may hold back behind a slow one (with the default buffer).
+DEFAULT_WINDOW = 128
+
 OnError = Literal["raise", "skip"] | Callable[[Any, BaseException], Any]
 
 
@@ -79,5 +82,16 @@ class StageOptions:
 
     @property
     def window(self) -> int:
-        """Bound of the reorder window, in items (buffer + workers, in batches if batching)."""
-        return self.capacity + self.workers * (self.batch or 1)
+        """Bound of the reorder window, in items: buffer + workers (in batches if batching),
+        and at least ``DEFAULT_WINDOW`` when ``buffer`` is left to its default.
+
+        Stages that await take one item at a time; with a window of a few items
+        every slow item stalls the other workers, who then wait their turn one
+        wake-up at a time (measured: 3 stages that each await once per item ran
+        1.3x the time of a hand-written asyncio.Queue pipeline with a 12-item
+        window, 0.6-0.8x with 128).
+        """
+        window = self.capacity + self.workers * (self.batch or 1)
+        if self.buffer is None and self.batch is None:
+            return max(window, DEFAULT_WINDOW)
+        return window
