@@ -306,3 +306,16 @@ async def test_cancelling_the_run_is_still_a_cancellation_not_a_failure() -> Non
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
+
+
+def test_retry_delays_cap_at_max_backoff_even_after_very_many_retries() -> None:
+    retry = cohort.Retry(attempts=5000, backoff=0.1, max_backoff=30, jitter=False)
+    assert [retry.delay(n) for n in (1, 2, 3)] == [0.1, 0.2, 0.4]
+    assert retry.delay(2000) == 30  # no OverflowError past 2**1024
+    assert cohort.Retry(backoff=0, jitter=False).delay(3000) == 0
+
+
+def test_many_refuses_a_string() -> None:
+    with pytest.raises(TypeError, match="one character per output"):
+        cohort.Many("abc")
+    assert cohort.Many(["abc"]).values == ["abc"]

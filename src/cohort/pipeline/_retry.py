@@ -50,7 +50,8 @@ class Retry:
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the second attempt)."""
-        delay = self.backoff * 2 ** (retry - 1)
+        # 2.0 ** 1023 is the largest power a float holds: past it the delay is inf, not an error.
+        delay = self.backoff * 2.0 ** min(retry - 1, 1023) if self.backoff else 0.0
         if self.max_backoff is not None:
             delay = min(delay, self.max_backoff)
         return random.uniform(0, delay) if self.jitter else delay
@@ -92,6 +93,11 @@ class Many(Generic[T]):
     __slots__ = ("values",)
 
     def __init__(self, values: Iterable[T]) -> None:
+        if isinstance(values, str | bytes):
+            raise TypeError(
+                f"cohort.Many() got a {type(values).__name__}, which would emit one character "
+                "per output; pass a list of them"
+            )
         self.values: list[T] = list(values)
 
     def __repr__(self) -> str:
