@@ -435,10 +435,7 @@ class CancelScope:
         state = self._state
         if state is None or self._phase is not _Phase.ACTIVE:
             raise RuntimeError(f"{self!r} exited without being entered")
-        try:
-            here = _current_task()
-        except RuntimeError:  # no running loop
-            here = None
+        here = _current_task(state.loop)  # with the loop: no lookup of the running one
         if here is not state.task:
             self._abandon(state)
             raise RuntimeError(
@@ -609,6 +606,8 @@ def stray(exc: BaseException, what: str) -> RuntimeError | None:
 
 
 def _check_deadline(value: object) -> float:
+    if type(value) is float and value == value:  # the common case, without the ABC check
+        return value
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"deadline must be a number on the loop's clock or math.inf, got {value!r}")
     if value != value:
@@ -617,7 +616,9 @@ def _check_deadline(value: object) -> float:
 
 
 def _relative_scope(delay: float, fail: bool) -> CancelScope:
-    if isinstance(delay, bool) or not isinstance(delay, Real):
+    kind = type(delay)
+    # float and int first: the ABC check is slow, and this runs at every move_on_after.
+    if kind is not float and kind is not int and (kind is bool or not isinstance(delay, Real)):
         raise TypeError(f"the delay must be a number of seconds, got {delay!r}")
     if delay != delay:
         raise ValueError("the delay must be a number of seconds, not NaN")

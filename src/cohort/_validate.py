@@ -60,6 +60,11 @@ def check_seconds(
     ``zero``), not NaN, ``math.inf`` only if ``inf``; ``None`` if ``none``."""
     if value is None and none:
         return None
+    kind = type(value)
+    if kind is float or kind is int:  # the common case, without the slow ABC check
+        seconds = float(value)  # type: ignore[arg-type]
+        if 0 < seconds < math.inf or (seconds == 0 and zero) or (seconds == math.inf and inf):
+            return seconds
     what = f"a number of seconds {'>= 0' if zero else '> 0'}{_or_none(none)}"
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be {what}, got {value!r}")
