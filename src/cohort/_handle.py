@@ -2,9 +2,10 @@
 
 A handle owns its child's life: it makes the task (or closes the coroutine if
 it never runs) and records how the child ended (``_settle``; ``_on_done``
-inlines it for a success, the hot path). Its group drives it through three package-internal calls,
-``_start``, ``_settle`` and ``_discard``, and is told of every end through
-``TaskGroup._child_ended``; everything else reads the public properties.
+inlines it for a success, the hot path). Its group drives it through three
+package-internal calls, ``_start``, ``_settle`` and ``_discard``, and is told
+of every end through ``TaskGroup._child_ended``; everything else reads the
+public properties.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from cohort import _scopes
 from cohort._scopes import cancel_task, stray_cancellation
 
 
+__all__ = ["ChildStatus", "Handle", "Outcome"]
+
+T = TypeVar("T")
+
+_CancelledError = asyncio.CancelledError
+
+
 class _Parent(Protocol):
     """What a handle needs of its group (``TaskGroup``)."""
 
@@ -29,13 +37,6 @@ class _Parent(Protocol):
     def _child_ended(self, handle: Handle[Any], status: ChildStatus, started: bool) -> None: ...
 
     def _drop_queued(self, handle: Handle[Any]) -> None: ...
-
-
-__all__ = ["ChildStatus", "Handle", "Outcome"]
-
-T = TypeVar("T")
-
-_CancelledError = asyncio.CancelledError
 
 
 class ChildStatus(enum.Enum):
