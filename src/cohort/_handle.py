@@ -20,7 +20,6 @@ from typing import Any, Generic, Protocol, TypeVar
 from cohort import _scopes
 from cohort._scopes import cancel_task, stray_cancellation
 
-
 __all__ = ["ChildStatus", "Handle", "Outcome"]
 
 T = TypeVar("T")
