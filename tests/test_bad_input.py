@@ -295,6 +295,8 @@ def test_executor_hooks_check_their_arguments() -> None:
         DaskExecutor(hard_stop="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="scheduler address"):
         DaskExecutor(8786)
+    with pytest.raises(ValueError, match="cluster_options"):
+        DaskExecutor("tcp://127.0.0.1:8786", cluster_options={"n_workers": 2})
     with pytest.raises(TypeError, match="cluster_options"):
         DaskExecutor(cluster_options=[("n_workers", 2)])  # type: ignore[arg-type]
     dask = DaskExecutor()

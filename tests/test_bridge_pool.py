@@ -527,3 +527,24 @@ async def test_create_use_cancel_close_cycles_leave_nothing_behind() -> None:
                 with pytest.raises(ValueError):
                     await pool.run(f.fail, "boom")
     assert_no_leaks(before)
+
+
+async def test_a_cancelled_aclose_kills_the_workers_and_leaves_the_loop_clean(
+    sig: WorkerSignal,
+) -> None:
+    async with checked_pool(1) as warm:  # the forkserver is up before the snapshot
+        await warm.run(f.add, 1, 1)
+    before = snapshot()
+    pool = cohort.ProcessPool(1, kill_grace=3600)  # SIGKILL would come only after an hour
+    call = asyncio.create_task(pool.run(f.ignore_sigterm_and_spin, str(sig)))
+    pid = await sig.wait()
+    closing = asyncio.create_task(pool.aclose())
+    with pytest.raises(cohort.ClosedError):
+        await call  # failed by aclose(), which now waits for the worker ignoring SIGTERM
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert gone(pid)  # killed at once, not left to the hour-long grace
+    async with checked_pool(1) as pool2:  # the loop runs on, no stale pipes in it
+        assert await pool2.run(f.add, 2, 2) == 4
+    assert_no_leaks(before)

@@ -132,6 +132,11 @@ class DaskExecutor:
         self._hard_stop = check_flag("hard_stop", hard_stop)
         if cluster_options is not None and not isinstance(cluster_options, dict):
             raise TypeError(f"cluster_options must be a dict or None, got {cluster_options!r}")
+        if cluster_options and address_or_client is not None:
+            raise ValueError(
+                "cluster_options= configures the LocalCluster DaskExecutor() starts; with an "
+                "address or a client there is none to configure: drop one of the two"
+            )
         target = address_or_client
         if target is not None and not isinstance(target, str) and not hasattr(target, "submit"):
             raise TypeError(

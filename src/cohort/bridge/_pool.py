@@ -238,6 +238,9 @@ class ProcessPool:
             try:
                 await asyncio.shield(self._all_exited)
             except asyncio.CancelledError:
+                # Cancelled while waiting: kill and reap now, taking the pipes off
+                # the loop before they are closed.
+                _forget_fds(self._loop, [(w.rfd, w.process.sentinel, w.wfd) for w in self._workers])
                 terminate_all(self._workers)
                 raise
         self._finalizer.detach()

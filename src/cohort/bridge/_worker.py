@@ -55,6 +55,13 @@ def worker_main(
     _serve(rfd, wfd)
 
 
+def _exit_with_group() -> None:
+    """The parent is gone: take down what this worker's calls started, then exit."""
+    if hasattr(os, "killpg") and os.getpgid(0) == os.getpid():  # leads its own group
+        os.killpg(0, signal.SIGKILL)  # this process included
+    os._exit(0)
+
+
 def _start_watchdog(rfd: int, parent_pid: int) -> None:
     """Exit the process when the parent dies, even while a call is running.
 
@@ -78,7 +85,7 @@ def _start_watchdog(rfd: int, parent_pid: int) -> None:
         while True:
             events = poller.poll(None if pidfd is not None else 1000)
             if events or not _alive(parent_pid):
-                os._exit(0)
+                _exit_with_group()
 
     threading.Thread(target=watch, name="cohort-parent-watchdog", daemon=True).start()
 
