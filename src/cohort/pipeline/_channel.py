@@ -29,6 +29,7 @@ class Channel:
     __slots__ = (
         "_chunks",
         "_getters",
+        "_head",
         "_loop",
         "_putters",
         "_woken",
@@ -41,6 +42,7 @@ class Channel:
 
     def __init__(self, capacity: int, loop: asyncio.AbstractEventLoop) -> None:
         self._chunks: deque[Chunk] = deque()
+        self._head = 0  # items of the first chunk already taken (no slicing per take)
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
         self._woken = 0
@@ -108,14 +110,22 @@ class Channel:
     def take_now(self, n: int) -> tuple[int, list[int], list[Any]]:
         """Take up to ``n`` items (there must be some): (first sequence number, indexes, values)."""
         chunks = self._chunks
-        idxs, vals = chunks.popleft()
-        k = len(idxs)
+        idxs, vals = chunks[0]
+        pos = self._head
+        k = len(idxs) - pos
         if k > n:
-            chunks.appendleft((idxs[n:], vals[n:]))
-            idxs = idxs[:n]
-            vals = vals[:n]
+            # Part of the first chunk: remember how far, rather than re-slicing the
+            # rest at every take (slow stages take one item at a time).
+            self._head = pos + n
+            idxs = idxs[pos : pos + n]
+            vals = vals[pos : pos + n]
             k = n
         else:
+            chunks.popleft()
+            self._head = 0
+            if pos:
+                idxs = idxs[pos:]
+                vals = vals[pos:]
             while k < n and chunks:
                 more_i, more_v = chunks[0]
                 need = n - k
@@ -125,9 +135,9 @@ class Channel:
                     vals.extend(more_v)
                     k += len(more_i)
                 else:
-                    chunks[0] = (more_i[need:], more_v[need:])
                     idxs.extend(more_i[:need])
                     vals.extend(more_v[:need])
+                    self._head = need
                     k = n
         seq = self.head_seq
         self.head_seq = seq + k
