@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar, TypeVarTuple
 
 from cohort import _scopes
-from cohort._group import TaskGroup
+from cohort._group import TaskGroup, close_coroutines
 from cohort._policies import FirstWins, Quorum
 from cohort._validate import check_count, check_seconds
 
-__all__ = ["close_coroutines", "coroutines_of", "gather", "hedge", "quorum", "race"]
+__all__ = ["coroutines_of", "gather", "hedge", "quorum", "race"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -31,13 +31,6 @@ _FIRST_WINS = FirstWins()
 
 async def _await(aw: Awaitable[T]) -> T:
     return await aw
-
-
-def close_coroutines(items: Iterable[object]) -> None:
-    """Close coroutine objects that will never run (no "never awaited" warning)."""
-    for item in items:
-        if asyncio.iscoroutine(item):
-            item.close()
 
 
 def coroutines_of(aws: Iterable[object], where: str) -> list[Coroutine[Any, Any, Any]]:

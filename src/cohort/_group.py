@@ -16,7 +16,7 @@ import math
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeVar, TypeVarTuple
@@ -28,7 +28,7 @@ from cohort._policies import Decision, Gather, JoinPolicy
 from cohort._scopes import CancelScope, cancel_task
 from cohort._validate import check_count, check_seconds
 
-__all__ = ["TaskGroup", "open_groups"]
+__all__ = ["TaskGroup", "close_coroutines", "open_groups"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -304,7 +304,7 @@ class TaskGroup:
             try:
                 timeout = check_seconds("timeout", timeout)
             except (TypeError, ValueError):
-                _close_if_coroutine(fn)
+                close_coroutines((fn,))
                 raise
         coro: Coroutine[Any, Any, T]
         if callable(fn):
@@ -341,7 +341,7 @@ class TaskGroup:
         return handle
 
     def _refuse_spawn(self, fn: object) -> NoReturn:
-        _close_if_coroutine(fn)
+        close_coroutines((fn,))
         if self._accepting:  # open, but called from another thread
             raise RuntimeError(
                 f"cannot spawn into {self!r} from outside its event loop's thread; "
@@ -652,10 +652,11 @@ def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     return loop.time
 
 
-def _close_if_coroutine(fn: object) -> None:
-    """A coroutine object that will never run is closed (else Python warns it was never awaited)."""
-    if asyncio.iscoroutine(fn):
-        fn.close()
+def close_coroutines(items: Iterable[object]) -> None:
+    """Close coroutine objects that will never run (no "never awaited" warning)."""
+    for item in items:
+        if asyncio.iscoroutine(item):
+            item.close()
 
 
 def _coro_object(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:

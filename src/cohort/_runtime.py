@@ -20,6 +20,8 @@ from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, Literal, TypeVar, TypeVarTuple
 
+from cohort._group import close_coroutines
+
 __all__ = ["note_cut_short", "run"]
 
 EXIT_INTERRUPTED = 130
@@ -96,7 +98,7 @@ def run(
         print(cohort.run(main, 100))
     """
     if on_interrupt not in ("exit", "raise"):
-        _close(main)
+        close_coroutines((main,))
         raise ValueError(f'on_interrupt must be "exit" or "raise", got {on_interrupt!r}')
     if asyncio.iscoroutine(main):
         if args:
@@ -139,8 +141,3 @@ def note_cut_short(what: str) -> None:
     notes = _cut_short.get()
     if notes is not None:
         notes.append(what)
-
-
-def _close(main: object) -> None:
-    if asyncio.iscoroutine(main):
-        main.close()

@@ -27,8 +27,8 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from cohort import _scopes
-from cohort._combinators import close_coroutines, coroutines_of
-from cohort._group import TaskGroup
+from cohort._combinators import coroutines_of
+from cohort._group import TaskGroup, close_coroutines
 from cohort._policies import Settle
 from cohort._validate import check_count
 

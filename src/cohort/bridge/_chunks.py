@@ -23,6 +23,8 @@ from collections.abc import (
 )
 from typing import Any, Generic, Protocol, TypeVar
 
+from cohort._validate import check_count, check_flag
+
 Token = TypeVar("Token")
 
 
@@ -98,6 +100,13 @@ def taker(
         return list(itertools.islice(it, n))
 
     return take
+
+
+def check_map_arguments(iterable: object, chunksize: object, ordered: object) -> None:
+    """What every executor's ``map``/``imap`` checks at the call, before anything runs."""
+    check_count("chunksize", chunksize, none=True)
+    check_flag("ordered", ordered)
+    check_iterable(iterable)
 
 
 def check_iterable(iterable: object) -> None:

@@ -30,10 +30,10 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, S
 from typing import Any, TypeVar
 
 from cohort._exceptions import ClosedError
-from cohort._validate import check_count, check_flag
+from cohort._validate import check_flag
 from cohort.bridge._chunks import (
     ChunkSizer,
-    check_iterable,
+    check_map_arguments,
     collect_items,
     iterate_items,
     stream_chunks,
@@ -263,9 +263,7 @@ class DaskExecutor:
             raise ClosedError(f"{self!r} is closed; create a new executor")
         if not callable(fn):
             raise TypeError(f"{self!r} needs a function to map, got {fn!r}")
-        check_count("chunksize", chunksize, none=True)
-        check_flag("ordered", ordered)
-        check_iterable(iterable)
+        check_map_arguments(iterable, chunksize, ordered)
         return self._stream(fn, iterable, chunksize, ordered)
 
     async def _stream(

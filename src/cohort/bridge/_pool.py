@@ -38,11 +38,11 @@ from cohort._exceptions import (
     WorkerCrashedError,
 )
 from cohort._observe import EVENTS
-from cohort._validate import check_count, check_flag, check_seconds
+from cohort._validate import check_count, check_seconds
 from cohort.bridge import _wire
 from cohort.bridge._chunks import (
     ChunkSizer,
-    check_iterable,
+    check_map_arguments,
     collect_items,
     iterate_items,
     stream_chunks,
@@ -240,8 +240,7 @@ class ProcessPool:
             except asyncio.CancelledError:
                 # Cancelled while waiting: kill and reap now, taking the pipes off
                 # the loop before they are closed.
-                _forget_fds(self._loop, [(w.rfd, w.process.sentinel, w.wfd) for w in self._workers])
-                terminate_all(self._workers)
+                _kill_now(self._loop, self._workers)
                 raise
         self._finalizer.detach()
 
@@ -328,9 +327,7 @@ class ProcessPool:
         """Check the arguments now (at the call site), then stream result chunks."""
         self._check_usable()
         _wire.check_callable(fn)
-        check_count("chunksize", chunksize, none=True)
-        check_flag("ordered", ordered)
-        check_iterable(iterable)
+        check_map_arguments(iterable, chunksize, ordered)
         total = len(iterable) if isinstance(iterable, Sized) else None
         sizer = ChunkSizer(chunksize, total, self._size)
         # At most two chunks per worker in flight: memory stays flat however long the input.
@@ -684,7 +681,11 @@ def _reclaim(leftovers: _Leftovers) -> None:
         ResourceWarning,
         stacklevel=1,
     )
-    loop = leftovers.loop
+    _kill_now(leftovers.loop, workers)
+
+
+def _kill_now(loop: asyncio.AbstractEventLoop | None, workers: set[Worker]) -> None:
+    """Kill and reap ``workers`` at once, their pipes taken off ``loop`` before they close."""
     if loop is not None and not loop.is_closed():
         fds = [(w.rfd, w.process.sentinel, w.wfd) for w in workers]
         if asyncio._get_running_loop() is loop or not loop.is_running():
