@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import httpx
+import aiohttp
 
 import cohort
 from cohort.examples.fanout.load import format_table, summarize
@@ -44,9 +44,12 @@ async def main(args: argparse.Namespace) -> None:
     keys = [f"sku-{i}" for i in range(args.requests)]
     async with local_stack(args.seed) as url:
         print(f"fan-out service on {url}, backends on 127.0.0.1 (seed {args.seed})\n")
-        async with httpx.AsyncClient() as client:
-            sample = await client.get(f"{url}/product/{keys[0]}")
-        print(f"GET /product/{keys[0]} -> {sample.status_code} {json.dumps(sample.json())}\n")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/product/{keys[0]}") as sample,
+        ):
+            body = await sample.json()
+        print(f"GET /product/{keys[0]} -> {sample.status} {json.dumps(body)}\n")
         runs = await compare(url, keys, concurrency=args.concurrency, max_seconds=args.max_seconds)
     print(f"{args.requests} requests per strategy, {args.concurrency} at a time:\n")
     print(format_table(summarize(label, records) for label, records in runs.items()))

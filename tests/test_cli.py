@@ -14,6 +14,7 @@ import pytest
 
 from _util import EXAMPLES, popen_python, run_python
 from cohort.examples.etl.server import plan
+from cohort.examples.fanout.loadtest import LOAD_STRATEGIES
 
 EXAMPLE = str(EXAMPLES / "cli_pipeline.py")
 
@@ -250,26 +251,48 @@ def demo_expectations(docs: int, seed: int) -> tuple[int, int]:
     return docs - dead, dead
 
 
+QUORUM_AND_ALL = ["+ quorum reads", "+ hedging, mirror race"]
+
+
 def test_demo_runs_the_fanout_load_and_the_etl_and_prints_its_summary() -> None:
     result = cohort_cli("demo", "--requests", "12", "--docs", "40", "--seed", "3")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "1. Web fan-out: a Starlette service on http://127.0.0.1:" in out
-    table = [line.split() for line in out.splitlines() if line.startswith("   plain")]
-    table += [line.split() for line in out.splitlines() if line.startswith("   + ")]
-    assert [row[-5] for row in table] == ["12", "12", "12"]  # every request ended, per strategy
+    table = [line[3:] for line in out.splitlines() if line.startswith(("   plain", "   + "))]
+    assert [row[:32].strip() for row in table] == ["plain (one replica each)", *QUORUM_AND_ALL]
+    # every strategy ran on the 3 key sets, and every request ended (medians)
+    assert [row[32:].split()[:2] for row in table] == [["3", "12"]] * 3
     assert "2. ETL: fetch 40 documents" in out
     rows, dead = demo_expectations(40, 3)
     assert f"read 40: 0 succeeded, 0 dropped, {rows} done, {dead} failed, 0 cancelled" in out
     summary = out[out.index("\nsummary\n") :].splitlines()[2:]
-    assert summary[0].startswith("  fan-out: 12 requests per strategy; with all tactics p99 ")
+    assert summary[0].startswith("  fan-out: 12 requests per strategy and key set; with all ")
     assert summary[1].startswith(f"  etl: 40 documents -> {rows} SQLite rows, {dead} dead letters")
     assert summary[2] == "  every request, child task, server and worker process has ended."
     assert len(summary) == 3
     # live progress, one plain line per run's end when stderr is not a terminal
     ends = [line for line in result.stderr.splitlines() if line.endswith("(end)")]
-    assert len(ends) == 4, result.stderr
+    assert len(ends) == 3 * 3 + 1, result.stderr
     assert "| fetch in=40 " in ends[-1]
+
+
+def test_demo_load_runs_every_strategy_in_separate_processes_and_prints_medians() -> None:
+    result = cohort_cli("demo", "--load", "--requests", "8", "--concurrency", "4")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "8 requests per run, 4 in flight" in out
+    runs = [line for line in out.splitlines() if " keys s" in line]
+    assert len(runs) == len(LOAD_STRATEGIES) * 3  # every strategy on every key set
+    assert all(": 8 requests, " in line for line in runs)
+    table = out[out.index("medians over the key sets:") :].splitlines()[2:]
+    assert [line[:32].strip() for line in table[: len(LOAD_STRATEGIES)]] == list(LOAD_STRATEGIES)
+    assert "  load: cohort with all tactics " in out
+    assert "Traceback" not in out + result.stderr
+
+
+def test_demo_tls_without_load_is_a_usage_error() -> None:
+    assert_usage_error(cohort_cli("demo", "--tls"), "--tls goes with --load")
 
 
 def test_demo_no_progress_writes_nothing_on_stderr() -> None:

@@ -4,7 +4,7 @@ The async tests run on cohort's virtual clock: the backends' simulated
 service times are the only thing that takes time, so every request's status,
 latency and answer source follow from the backends' seeded behaviour
 (``plan()``), and the tests predict and check them exactly. HTTP still goes
-through real uvicorn servers on 127.0.0.1 and an httpx client; the
+through real uvicorn servers on 127.0.0.1 and aiohttp clients; the
 ``autojump_threshold`` lets loopback I/O land before the clock jumps. No
 wall-clock duration is asserted.
 """
@@ -12,12 +12,12 @@ wall-clock duration is asserted.
 from __future__ import annotations
 
 import asyncio
-import math
 import signal
 import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import Literal
 
+import aiohttp
 import httpx
 import pytest
 
@@ -25,18 +25,17 @@ import cohort
 import cohort.testing
 from _util import EXAMPLES, popen_python, run_python
 from cohort.examples.fanout.backends import (
-    CATALOG,
     DEFAULT_BACKENDS,
     GRACE,
-    MIRRORS,
     PRICING,
-    REVIEWS,
     Backend,
     backend_app,
-    plan,
 )
 from cohort.examples.fanout.load import Record, percentile, run_load, summarize
-from cohort.examples.fanout.service import CALL_TIMEOUT, DEADLINE, HEDGE_DELAY, Strategy
+from cohort.examples.fanout.loadtest import LOAD_STRATEGIES, Run, load_test, make_run, medians
+from cohort.examples.fanout.oracle import Oracle
+from cohort.examples.fanout.plain import PlainService
+from cohort.examples.fanout.service import CALL_TIMEOUT, DEADLINE, Strategy
 from cohort.examples.fanout.stack import STRATEGIES, compare, local_stack
 from cohort.examples.servers import serve
 
@@ -46,100 +45,6 @@ PLAIN, QUORUM, ALL = STRATEGIES.values()
 
 AUTOJUMP = 0.002  # real seconds the clock waits for loopback I/O before jumping
 virtual_clock = pytest.mark.virtual_clock(autojump_threshold=AUTOJUMP)
-
-
-# -- an oracle: what the service must answer, from the backends' behaviour -------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """When a dependency (or a request) is decided, whether it succeeded, who answered."""
-
-    at: float
-    ok: bool
-    sources: tuple[str, ...] = ()
-
-
-class Oracle:
-    def __init__(self, backends: Sequence[Backend], seed: int = SEED) -> None:
-        self.backends = {b.name: b for b in backends}
-        self.seed = seed
-
-    def call(self, name: str, key: str, timeout: float = math.inf) -> Outcome:
-        behaviour = plan(self.backends[name], key, self.seed)
-        if behaviour.delay > timeout:
-            return Outcome(timeout, False)
-        return Outcome(behaviour.delay, not behaviour.fails, (name,))
-
-    def quorum(self, k: int, calls: list[Outcome]) -> Outcome:
-        """Decided at the k-th success, or when k successes are out of reach."""
-        ok: list[Outcome] = []
-        failed = 0
-        for call in sorted(calls, key=lambda c: c.at):
-            if call.ok:
-                ok.append(call)
-                if len(ok) == k:
-                    return Outcome(call.at, True, sum((c.sources for c in ok), ()))
-            else:
-                failed += 1
-                if len(calls) - failed < k:
-                    return Outcome(call.at, False)
-        raise AssertionError("unreachable")
-
-    def hedge(self, key: str) -> Outcome:
-        """Attempt n+1 starts HEDGE_DELAY after attempt n, or at once when one fails."""
-        plans = [plan(self.backends[name], key, self.seed) for name in PRICING]
-        starts = [0.0]
-        used_failures = 0
-        while len(starts) < len(plans):
-            failures = sorted(s + p.delay for s, p in zip(starts, plans, strict=False) if p.fails)
-            start = starts[-1] + HEDGE_DELAY
-            if failures[used_failures:] and failures[used_failures] < start:
-                start = max(starts[-1], failures[used_failures])
-                used_failures += 1
-            starts.append(start)
-        calls = [
-            Outcome(s + p.delay, not p.fails, (name,))
-            for s, p, name in zip(starts, plans, PRICING, strict=True)
-        ]
-        return self.quorum(1, calls)
-
-    def product(self, key: str, strategy: Strategy) -> Prediction:
-        """What ``GET /product/{key}`` answers, and when."""
-        if strategy.quorum:
-            catalog = self.quorum(2, [self.call(r, key, CALL_TIMEOUT) for r in CATALOG])
-        else:
-            catalog = self.call(CATALOG[0], key, CALL_TIMEOUT)
-        price = self.hedge(key) if strategy.hedge else self.call(PRICING[0], key)
-        if strategy.mirrors:
-            image = self.quorum(1, [self.call(m, key, CALL_TIMEOUT) for m in MIRRORS])
-        else:
-            image = self.call(MIRRORS[0], key, CALL_TIMEOUT)
-        deps = (catalog, price, image)
-        first_failure = min((d.at for d in deps if not d.ok), default=math.inf)
-        if first_failure < DEADLINE:
-            return Prediction(502, first_failure)  # Gather fails fast
-        done = max(d.at for d in deps)
-        if done >= DEADLINE:
-            return Prediction(504, DEADLINE)
-        reviews = self.call(REVIEWS, key, CALL_TIMEOUT)  # optional: only if done in time
-        return Prediction(
-            200,
-            done,
-            {
-                "catalog": list(catalog.sources),
-                "price": price.sources[0],
-                "image": image.sources[0],
-                "reviews": REVIEWS if reviews.ok and reviews.at < done else None,
-            },
-        )
-
-
-@dataclass(frozen=True)
-class Prediction:
-    status: int
-    latency: float
-    sources: dict[str, object] | None = None
 
 
 def check(records: list[Record], oracle: Oracle, strategy: Strategy) -> None:
@@ -175,9 +80,11 @@ def runs() -> dict[str, list[Record]]:
 def test_every_answer_status_source_and_latency_is_the_predicted_one(
     runs: dict[str, list[Record]],
 ) -> None:
-    oracle = Oracle(DEFAULT_BACKENDS)
+    oracle = Oracle(DEFAULT_BACKENDS, SEED)
     for label, strategy in STRATEGIES.items():
         check(runs[label], oracle, strategy)
+        # the load test's count of errors the plan did not call for
+        assert make_run(label, "sku", strategy, runs[label], 1.0).unplanned == 0
 
 
 def test_quorum_and_hedging_cut_errors_and_the_latency_tail(
@@ -214,10 +121,10 @@ BROKEN = (
 @virtual_clock
 async def test_quorum_outvotes_a_failing_replica_and_hedging_routes_around_a_slow_one() -> None:
     keys = KEYS[:10]
-    async with local_stack(SEED, BROKEN) as url, httpx.AsyncClient() as client:
+    async with local_stack(SEED, BROKEN) as url, aiohttp.ClientSession() as client:
         answers = await run_load(client, url, keys, ALL, concurrency=5)
         plain = await run_load(client, url, keys, PLAIN, concurrency=5)
-    oracle = Oracle(BROKEN)
+    oracle = Oracle(BROKEN, SEED)
     for record in answers:
         assert record.status == 200
         sources = record.body["sources"]
@@ -236,7 +143,7 @@ async def test_the_request_deadline_answers_504() -> None:
     slow_pricing = tuple(
         replace(b, slow_rate=1.0, slow_latency=5.0) if b.name in PRICING else b for b in BROKEN
     )
-    async with local_stack(SEED, slow_pricing) as url, httpx.AsyncClient() as client:
+    async with local_stack(SEED, slow_pricing) as url, aiohttp.ClientSession() as client:
         records = await run_load(client, url, KEYS[:4], ALL, concurrency=4)
     assert [r.status for r in records] == [504] * 4
     assert [r.latency for r in records] == pytest.approx([DEADLINE] * 4)
@@ -252,6 +159,39 @@ async def test_a_backend_stops_working_soon_after_its_callers_deadline() -> None
         took = cohort.current_time() - start
     assert (response.status_code, response.json()["error"]) == (504, "gave up")
     assert took == pytest.approx(0.1 + GRACE)
+
+
+@pytest.mark.parametrize("client", ["httpx", "aiohttp"])
+def test_the_plain_asyncio_service_answers_like_the_cohort_one(
+    client: Literal["httpx", "aiohttp"],
+) -> None:
+    """The load test's baseline is the same endpoint: same statuses, sources and times."""
+
+    async def run() -> list[Record]:
+        async with serve({b.name: backend_app(b, SEED) for b in DEFAULT_BACKENDS}) as backends:
+            service = PlainService(backends, client=client)
+            async with serve({"plain": service.app}) as urls, aiohttp.ClientSession() as session:
+                return await run_load(session, urls["plain"], KEYS, ALL, concurrency=6)
+
+    records = cohort.testing.run(run, autojump_threshold=AUTOJUMP)
+    check(records, Oracle(DEFAULT_BACKENDS, SEED), ALL)
+
+
+def test_the_load_test_over_https_runs_every_strategy_on_every_key_set() -> None:
+    """Backends on HTTPS (a throw-away CA), services and backends in their own processes."""
+    seen: list[Run] = []
+    runs = cohort.run(
+        load_test(requests=4, concurrency=2, seeds=(1, 2), tls=True, on_run=seen.append)
+    )
+    assert runs == seen
+    assert sorted((r.label, r.keys) for r in runs) == sorted(
+        (label, keys) for label in LOAD_STRATEGIES for keys in ("s1", "s2")
+    )
+    assert all(r.summary.requests == 4 for r in runs)
+    # Every request got an answer from the service: 200, or the 502/504 it decided on.
+    assert {status for r in runs for status in r.statuses} <= {200, 502, 504}
+    assert all(sum(r.statuses.values()) == 4 for r in runs)
+    assert medians(runs).keys() == LOAD_STRATEGIES.keys()
 
 
 def test_the_script_runs_and_prints_the_comparison() -> None:

@@ -23,6 +23,7 @@ from cohort._flags import EventFlags, EventFlagsStatistics
 from cohort._group import TaskGroup
 from cohort._handle import ChildStatus, Handle, Outcome
 from cohort._latch import Latch, LatchStatistics
+from cohort._linger import Linger, LingerStatistics
 from cohort._observe import GroupStatistics, configure_logging, enable_events
 from cohort._policies import (
     ChildView,
@@ -92,6 +93,8 @@ __all__ = [
     "JoinPolicy",
     "Latch",
     "LatchStatistics",
+    "Linger",
+    "LingerStatistics",
     "Many",
     "Outcome",
     "Pipeline",

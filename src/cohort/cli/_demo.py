@@ -29,11 +29,24 @@ __all__ = ["add_demo_arguments", "demo_command"]
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """The demo's options, with small defaults: the whole demo takes a few seconds."""
     parser.add_argument(
-        "--requests", type=int, default=60, metavar="N", help="requests per strategy (default 60)"
+        "--requests",
+        type=int,
+        metavar="N",
+        help="requests per strategy and run (default 60; with --load 500)",
     )
     parser.add_argument(
-        "--concurrency", type=int, default=8, metavar="N", help="requests in flight (default 8)"
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="requests in flight (default 8; with --load 50)",
     )
+    parser.add_argument(
+        "--load",
+        action="store_true",
+        help="instead: the fan-out service under load, backends, services and load generator "
+        "in separate processes, cohort against plain asyncio (about a minute)",
+    )
+    parser.add_argument("--tls", action="store_true", help="with --load: the backends serve HTTPS")
     parser.add_argument(
         "--docs", type=int, default=120, metavar="N", help="documents for the ETL (default 120)"
     )
@@ -63,50 +76,113 @@ class _Summary:
         print("  every request, child task, server and worker process has ended.", flush=True)
 
 
+_KEY_SETS = (1, 2, 3)
+"""The fan-out comparison runs each strategy over these key sets and reports medians."""
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
 async def _fanout(args: argparse.Namespace, summary: _Summary) -> None:
-    import httpx
+    import aiohttp
 
     from cohort.examples.fanout.backends import DEFAULT_BACKENDS
-    from cohort.examples.fanout.load import Record, format_table, request, summarize
-    from cohort.examples.fanout.service import Strategy
+    from cohort.examples.fanout.load import Record, request
+    from cohort.examples.fanout.loadtest import (
+        Run,
+        format_runs,
+        interleave,
+        keys_of,
+        make_run,
+        medians,
+    )
     from cohort.examples.fanout.stack import STRATEGIES, local_stack
 
     async def load(
-        client: httpx.AsyncClient, url: str, label: str, strategy: Strategy
+        session: aiohttp.ClientSession, url: str, label: str, keys: list[str]
     ) -> list[Record]:
+        strategy = STRATEGIES[label]
+
         @cohort.stage(workers=args.concurrency, name=label)
         async def get(key: str) -> Record:
-            return await request(client, url, key, strategy)
+            return await request(session, url, key, strategy)
 
         report = await get.run(keys, progress=args.progress)
         return report.outputs or []
 
     summary.part = "the fan-out load"
-    keys = [f"sku-{i}" for i in range(args.requests)]
+    runs: list[Run] = []
     async with local_stack(args.seed) as url:
         print(
             f"1. Web fan-out: a Starlette service on {url} asks {len(DEFAULT_BACKENDS)} "
             "backends (127.0.0.1) per request:\n"
             "   quorum of 2 catalog replicas, hedged pricing, first-wins image mirrors,\n"
-            "   optional reviews, one deadline per request. Same load, three strategies:",
+            "   optional reviews, one deadline per request. Same load, three strategies,\n"
+            f"   interleaved over {len(_KEY_SETS)} key sets (medians):",
             flush=True,
         )
-        async with httpx.AsyncClient(timeout=10) as client:
-            results = [
-                summarize(label, await load(client, url, label, strategy))
-                for label, strategy in STRATEGIES.items()
-            ]
-    table = format_table(results)
+        async with aiohttp.ClientSession() as session:
+            for key_set, label in interleave(list(STRATEGIES), _KEY_SETS, rounds=1):
+                start = cohort.current_time()
+                records = await load(session, url, label, keys_of(key_set, args.requests))
+                took = cohort.current_time() - start
+                runs.append(make_run(label, key_set, STRATEGIES[label], records, took))
+    table = format_runs(runs)
     print("\n".join(f"   {line}" for line in table.splitlines()), flush=True)
-    plain, best = results[0], results[-1]
+    figures = medians(runs)
+    plain, best = figures[next(iter(STRATEGIES))], figures[list(STRATEGIES)[-1]]
     summary.lines.append(
-        f"fan-out: {args.requests} requests per strategy; with all tactics p99 "
-        f"{_ms(best.p99)} (plain {_ms(plain.p99)}), errors {best.error_rate:.1%} "
-        f"(plain {plain.error_rate:.1%})"
+        f"fan-out: {args.requests} requests per strategy and key set; with all tactics "
+        f"p99 {_ms(best['p99'])} (plain {_ms(plain['p99'])}), errors {best['errors']:.1%} "
+        f"(plain {plain['errors']:.1%}), medians"
+    )
+
+
+async def _load(args: argparse.Namespace, summary: _Summary) -> None:
+    from cohort.examples.fanout.loadtest import (
+        LOAD_STRATEGIES,
+        Run,
+        format_runs,
+        load_test,
+        medians,
+    )
+
+    summary.part = "the load test"
+    transport = "HTTPS" if args.tls else "HTTP"
+    print(
+        f"The fan-out service under load: {args.requests} requests per run, "
+        f"{args.concurrency} in flight;\n"
+        f"backends ({transport}), each service and this load generator in separate processes.\n"
+        f"{len(LOAD_STRATEGIES)} strategies x {len(_KEY_SETS)} key sets, interleaved:",
+        flush=True,
+    )
+
+    def show(run: Run) -> None:
+        s = run.summary
+        print(
+            f"  {run.label:<32} keys {run.keys}: {s.requests} requests, "
+            f"{s.error_rate:.1%} errors ({run.unplanned_rate:.1%} unplanned), p99 {_ms(s.p99)}, "
+            f"{run.throughput:.0f} req/s",
+            flush=True,
+        )
+
+    runs = await load_test(
+        requests=args.requests,
+        concurrency=args.concurrency,
+        seeds=_KEY_SETS,
+        tls=args.tls,
+        on_run=show if args.progress else None,
+    )
+    print("\nmedians over the key sets:")
+    print(format_runs(runs), flush=True)
+    figures = medians(runs)
+    ours, baseline = figures["cohort, all tactics"], figures["asyncio + httpx (no cohort)"]
+    summary.lines.append(
+        f"load: cohort with all tactics {ours['rate']:.0f} req/s, {ours['errors']:.1%} errors "
+        f"({ours['unplanned']:.1%} unplanned), p99 {_ms(ours['p99'])}; asyncio + httpx "
+        f"{baseline['rate']:.0f} req/s, {baseline['errors']:.1%} errors "
+        f"({baseline['unplanned']:.1%} unplanned)"
     )
 
 
@@ -138,17 +214,28 @@ async def _etl(args: argparse.Namespace, summary: _Summary) -> None:
 
 
 async def _demo(args: argparse.Namespace, summary: _Summary) -> None:
+    if args.load:
+        await _load(args, summary)
+        summary.part = "the end"
+        return
     await _fanout(args, summary)
     await _etl(args, summary)
     summary.part = "the end"
 
 
 def _check(args: argparse.Namespace) -> None:
+    if args.tls and not args.load:
+        raise UsageError("--tls goes with --load")
+    if args.requests is None:
+        args.requests = 500 if args.load else 60
+    if args.concurrency is None:
+        args.concurrency = 50 if args.load else 8
     for name in ("requests", "concurrency", "docs"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
     missing: list[str] = []
-    for module in ("starlette", "uvicorn", "httpx"):
+    modules = ["starlette", "uvicorn", "httpx", "aiohttp"] + (["trustme"] if args.tls else [])
+    for module in modules:
         try:
             __import__(module)
         except ImportError:

@@ -41,8 +41,12 @@ def _listen_on_loopback() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve(apps: Mapping[str, Any]) -> AsyncIterator[dict[str, str]]:
+async def serve(
+    apps: Mapping[str, Any], *, tls: tuple[str, str] | None = None
+) -> AsyncIterator[dict[str, str]]:
     """Serve each ASGI app on 127.0.0.1; yield ``{name: base URL}``.
+
+    ``tls=(certfile, keyfile)`` serves HTTPS with that certificate (PEM files).
 
     The servers are children of one task group: leaving the block, also by
     an error or a cancellation, asks each to shut down gracefully (finish the
@@ -63,10 +67,13 @@ async def serve(apps: Mapping[str, Any]) -> AsyncIterator[dict[str, str]]:
             log_level="warning",
             access_log=False,
             timeout_keep_alive=60,
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
         )
         servers[name] = (_EmbeddedServer(config), _listen_on_loopback())
+    scheme = "https" if tls else "http"
     urls = {
-        name: f"http://127.0.0.1:{sock.getsockname()[1]}" for name, (_, sock) in servers.items()
+        name: f"{scheme}://127.0.0.1:{sock.getsockname()[1]}" for name, (_, sock) in servers.items()
     }
     async with cohort.TaskGroup(name="servers") as group:
         handles = [

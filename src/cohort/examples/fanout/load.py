@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 import cohort
 from cohort.examples.fanout.service import Strategy
@@ -47,15 +47,16 @@ class Summary:
         return self.errors / self.requests if self.requests else 0.0
 
 
-async def request(client: httpx.AsyncClient, url: str, key: str, strategy: Strategy) -> Record:
+async def request(session: aiohttp.ClientSession, url: str, key: str, strategy: Strategy) -> Record:
     """GET ``{url}/product/{key}`` with ``strategy``, timed on the event loop's clock."""
     start = cohort.current_time()
-    response = await client.get(f"{url}/product/{key}", params=strategy.params())
-    return Record(key, response.status_code, cohort.current_time() - start, response.json())
+    async with session.get(f"{url}/product/{key}", params=strategy.params()) as response:
+        body = await response.json()
+    return Record(key, response.status, cohort.current_time() - start, body)
 
 
 async def run_load(
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     url: str,
     keys: Iterable[str],
     strategy: Strategy,
@@ -70,7 +71,7 @@ async def run_load(
     """
 
     async def get(key: str) -> Record:
-        return await request(client, url, key, strategy)
+        return await request(session, url, key, strategy)
 
     records: list[Record] = []
     with cohort.move_on_after(max_seconds):

@@ -8,17 +8,30 @@ client gets a ``504``. Either way, nothing keeps running after the response.
 
 Query flags switch each tactic off, to compare with the plain approach of
 asking one replica of everything: ``?quorum=0``, ``?hedge=0``, ``?mirrors=0``.
+
+Under load, the cancelled losers are what costs most: a quorum's third
+call, a hedge's slower attempt, a call past its timeout. An HTTP/1.1 request
+cancelled half-way leaves its connection unusable, so the client closes it
+and the next call opens a new one (a TCP handshake, a new socket, a pool
+scan). Here each backend call goes through a ``cohort.Linger``: a cancelled
+call's request finishes in the background for a bounded time and its
+connection goes back to the pool (``?linger=0`` turns that off). The
+backends honour the ``x-timeout`` header, so a lingering call ends soon
+after the request's deadline at the latest. The client is aiohttp, one
+session per backend: a third of httpx's CPU per call, measured under load.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import ssl
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -36,6 +49,7 @@ __all__ = [
     "FanoutService",
     "Reply",
     "Strategy",
+    "product_document",
 ]
 
 DEADLINE = 0.5
@@ -44,6 +58,11 @@ CALL_TIMEOUT = 0.2
 """Per-call timeout for catalog replicas, mirrors and reviews, seconds."""
 HEDGE_DELAY = 0.05
 """Ask the next pricing replica when the previous one has not answered after this."""
+LINGER = 0.1
+"""Seconds past the request's deadline a cancelled call may run to keep its connection."""
+
+
+_linger: ContextVar[bool] = ContextVar("fanout_linger", default=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +75,20 @@ class Strategy:
     """Hedge pricing reads across replicas (else ask replica 1 only)."""
     mirrors: bool = True
     """Take the image from the first of 3 mirrors to answer (else from mirror 1)."""
+    linger: bool = True
+    """Let cancelled calls finish in the background (else they close their connection)."""
 
     @classmethod
     def from_query(cls, query: QueryParams) -> Strategy:
         def flag(name: str) -> bool:
             return query.get(name, "1") not in ("0", "false", "no")
 
-        return cls(quorum=flag("quorum"), hedge=flag("hedge"), mirrors=flag("mirrors"))
+        return cls(
+            quorum=flag("quorum"),
+            hedge=flag("hedge"),
+            mirrors=flag("mirrors"),
+            linger=flag("linger"),
+        )
 
     def params(self) -> dict[str, str]:
         """The query parameters that select this strategy."""
@@ -70,6 +96,7 @@ class Strategy:
             "quorum": str(int(self.quorum)),
             "hedge": str(int(self.hedge)),
             "mirrors": str(int(self.mirrors)),
+            "linger": str(int(self.linger)),
         }
 
 
@@ -97,6 +124,7 @@ class FanoutService:
         urls: base URL of every backend, by name (see ``fanout.backends``).
         deadline: per-request deadline, seconds.
         hedge_delay: seconds before a pricing read is hedged to the next replica.
+        tls: the context that verifies HTTPS backends (``None``: the default one).
     """
 
     def __init__(
@@ -105,28 +133,39 @@ class FanoutService:
         *,
         deadline: float = DEADLINE,
         hedge_delay: float = HEDGE_DELAY,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.urls = dict(urls)
+        self.tls = tls
         self.deadline = deadline
         self.hedge_delay = hedge_delay
-        self._client: httpx.AsyncClient | None = None
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._linger: cohort.Linger | None = None
         self.app = Starlette(
             routes=[Route("/product/{key}", self.product_endpoint)], lifespan=self._lifespan
         )
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        # No connection limit: the fan-out itself is bounded by the load's concurrency.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        async with httpx.AsyncClient(limits=limits, timeout=10) as self._client:
-            yield
+        async with contextlib.AsyncExitStack() as sessions:
+            for name, url in self.urls.items():
+                # No connection limit: the load's concurrency bounds the fan-out.
+                connector = aiohttp.TCPConnector(limit=0, ssl=self.tls or True)
+                session = aiohttp.ClientSession(url, connector=connector)
+                self._sessions[name] = await sessions.enter_async_context(session)
+            # Inside the sessions: shutting down waits for the lingering calls first.
+            # They end by the deadline the backends were given, plus LINGER.
+            async with cohort.Linger(grace=self.deadline + LINGER) as self._linger:
+                yield
 
     # -- the endpoint --------------------------------------------------------------
 
     async def product_endpoint(self, request: Request) -> JSONResponse:
         key = request.path_params["key"]
+        strategy = Strategy.from_query(request.query_params)
+        _linger.set(strategy.linger)  # seen by every call of this request (child tasks too)
         try:
-            body = await self.product(key, Strategy.from_query(request.query_params))
+            body = await self.product(key, strategy)
         except TimeoutError:
             return JSONResponse({"key": key, "error": "deadline exceeded"}, status_code=504)
         except Exception as exc:  # an ExceptionGroup of the dependencies that failed
@@ -144,19 +183,7 @@ class FanoutService:
                 self.call, REVIEWS, key, name="reviews", timeout=CALL_TIMEOUT, critical=False
             )
         review = reviews.result() if reviews.status is cohort.ChildStatus.SUCCEEDED else None
-        return {
-            "key": key,
-            "title": catalog.result()[0].data["title"],
-            "price": price.result().data["price"],
-            "image": image.result().data["image"],
-            "stars": review.data["stars"] if review else None,
-            "sources": {
-                "catalog": [reply.backend for reply in catalog.result()],
-                "price": price.result().backend,
-                "image": image.result().backend,
-                "reviews": review.backend if review else None,
-            },
-        }
+        return product_document(key, catalog.result(), price.result(), image.result(), review)
 
     # -- one function per tactic ------------------------------------------------
 
@@ -202,15 +229,39 @@ class FanoutService:
 
     async def call(self, backend: str, key: str) -> Reply:
         """GET one backend. The time left before our deadline goes along as ``x-timeout``."""
-        assert self._client is not None, "the app's lifespan has not started"
+        assert self._linger is not None, "the app's lifespan has not started"
         headers = {}
         deadline = cohort.current_deadline()  # the nearest of every scope and group around us
         if deadline < math.inf:
             headers["x-timeout"] = f"{max(0.0, deadline - cohort.current_time()):.3f}"
-        response = await self._client.get(f"{self.urls[backend]}/items/{key}", headers=headers)
-        if response.is_error:
-            raise BackendError(backend, response.status_code)
-        return Reply(backend, response.json())
+        if _linger.get():
+            return await self._linger.call(self._get, backend, key, headers)
+        return await self._get(backend, key, headers)
+
+    async def _get(self, backend: str, key: str, headers: dict[str, str]) -> Reply:
+        async with self._sessions[backend].get(f"/items/{key}", headers=headers) as response:
+            if response.status >= 400:
+                raise BackendError(backend, response.status)
+            return Reply(backend, await response.json())
+
+
+def product_document(
+    key: str, catalog: list[Reply], price: Reply, image: Reply, review: Reply | None
+) -> dict[str, Any]:
+    """The answer to ``GET /product/{key}``, from the replies of its dependencies."""
+    return {
+        "key": key,
+        "title": catalog[0].data["title"],
+        "price": price.data["price"],
+        "image": image.data["image"],
+        "stars": review.data["stars"] if review else None,
+        "sources": {
+            "catalog": [reply.backend for reply in catalog],
+            "price": price.backend,
+            "image": image.backend,
+            "reviews": review.backend if review else None,
+        },
+    }
 
 
 def _describe(exc: BaseException) -> str:

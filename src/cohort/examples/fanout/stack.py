@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
-import httpx
+import aiohttp
 
 from cohort.examples.fanout.backends import DEFAULT_BACKENDS, Backend, backend_app
 from cohort.examples.fanout.load import Record, run_load
@@ -38,9 +38,9 @@ async def compare(
 ) -> dict[str, list[Record]]:
     """Send the same requests once per strategy of ``STRATEGIES``; the records by strategy."""
     runs: dict[str, list[Record]] = {}
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with aiohttp.ClientSession() as session:
         for label, strategy in STRATEGIES.items():
             runs[label] = await run_load(
-                client, url, keys, strategy, concurrency=concurrency, max_seconds=max_seconds
+                session, url, keys, strategy, concurrency=concurrency, max_seconds=max_seconds
             )
     return runs
