@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Literal, NoReturn, TypeVar, TypeVarTuple
+from typing import Any, Literal, NoReturn, TypeVar, TypeVarTuple, cast
 
 from cohort import _observe, _scopes
 from cohort._handle import ChildStatus, Handle, Outcome
@@ -144,6 +144,9 @@ class TaskGroup:
         self._handles: list[Handle[Any]] = []
         self._completed: list[Handle[Any]] = []
         self._queue: deque[Handle[Any]] = deque()
+        # Running children started by start_soon(): no handle unless they fail.
+        self._light: set[asyncio.Task[Any]] = set()
+        self._light_started = 0
         self._running = 0
         self._spawned = 0
         self._succeeded = 0
@@ -164,6 +167,14 @@ class TaskGroup:
         )
         self._on_spawn_hook = (
             join.on_spawn if type(join).on_spawn is not JoinPolicy.on_spawn else None
+        )
+        # start_soon() may skip the handle: no limit, spawn hook or policy that
+        # looks at each success.
+        self._light_ok = (
+            limit is None
+            and not self._consult_on_success
+            and not self._completion_order
+            and self._on_spawn_hook is None
         )
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
@@ -186,7 +197,7 @@ class TaskGroup:
             policy=self._policy,
             phase=self._phase.value,
             decision=self._decision,
-            children=len(self._handles),
+            children=len(self._handles) + self._light_started,
             running=self._running,
             queued=len(self._queue),
             spawned=self._spawned,
@@ -280,7 +291,14 @@ class TaskGroup:
 
     @property
     def handles(self) -> list[Handle[Any]]:
+        """Every child's handle, in spawn order (``start_soon`` children only if they
+        failed or were cancelled)."""
         return list(self._handles)
+
+    @property
+    def light_children(self) -> list[asyncio.Task[Any]]:
+        """The tasks of the ``start_soon`` children still running."""
+        return list(self._light)
 
     # -- spawning -----------------------------------------------------------------
 
@@ -339,6 +357,67 @@ class TaskGroup:
             if self._on_spawn_hook is not None:
                 self._apply(self._on_spawn_hook(self, handle))
         return handle
+
+    def start_soon(
+        self,
+        fn: Callable[[*Ts], Awaitable[Any]],
+        *args: *Ts,
+        name: str | None = None,
+    ) -> None:
+        """Start ``fn(*args)`` as a critical child whose value is not kept.
+
+        ``spawn()`` without a handle, for the many children whose value nobody
+        reads (as anyio's and trio's ``start_soon``): a child that succeeds
+        costs about what a task in ``asyncio.TaskGroup`` costs. Everything
+        else is as with ``spawn``: the join policy counts it, its failure or
+        cancellation fails the group (with a handle then made for it, in
+        ``handles``, ``errors`` and ``outcomes``, at the time it ended), the
+        group cancels it, ``task_tree()`` shows it. ``g.results`` holds no
+        value of it. Where a policy needs each success (``Quorum``,
+        ``FirstWins``), a ``limit`` queues children or events are on, it is
+        a plain ``spawn``.
+        """
+        loop = self._loop
+        if (
+            not (self._accepting and self._light_ok)
+            or EVENTS.on
+            or not callable(fn)
+            or _get_running_loop() is not loop
+        ):
+            self.spawn(fn, *args, name=name)  # also refuses, as spawn does
+            return
+        coro: Coroutine[Any, Any, Any] = fn(*args)  # type: ignore[assignment]  # checked below
+        if type(coro) is not _CoroutineType:
+            coro = _check_coro(fn, coro)
+        try:
+            task = loop.create_task(coro, name=name)
+        except BaseException:
+            coro.close()
+            raise
+        task.add_done_callback(self._light_done)
+        self._light.add(task)
+        self._light_started += 1
+        self._running += 1
+        self._spawned += 1
+
+    def _light_done(self, task: asyncio.Task[Any]) -> None:
+        self._light.discard(task)
+        if not task.cancelled() and task.exception() is None:
+            self._running -= 1
+            self._succeeded += 1
+            if self._waiter is not None and (
+                self._running == 0 or self._spawned == self._succeeded + self._failed
+            ):
+                self._wake()
+            return
+        # Failed or cancelled: from now on a child like any other, with a handle.
+        self._light_started -= 1
+        coro = cast("Coroutine[Any, Any, Any]", task.get_coro())
+        handle: Handle[Any] = Handle(
+            self, self._loop, self._clock, coro, task.get_name(), None, True
+        )
+        self._handles.append(handle)
+        handle._adopt(task)
 
     def _refuse_spawn(self, fn: object) -> NoReturn:
         close_coroutines((fn,))
@@ -448,6 +527,8 @@ class TaskGroup:
             task = handle.task
             if task is not None:
                 cancel_task(task)
+        for task in self._light:
+            cancel_task(task)
 
     def _on_timeout(self) -> None:
         if self._decision is not Decision.CONTINUE:

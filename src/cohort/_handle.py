@@ -260,6 +260,13 @@ class Handle(Generic[T]):
         self._task = task
         task.add_done_callback(self._on_done)
 
+    def _adopt(self, task: asyncio.Task[T]) -> None:
+        """Record the end of a task that ran without a handle (``start_soon``);
+        its start time was not recorded."""
+        self._status = _RUNNING
+        self._task = task
+        self._on_done(task)
+
     def _on_done(self, task: asyncio.Task[T]) -> None:
         """The child's task ended: how, then tell the group."""
         group = self._group

@@ -77,6 +77,7 @@ def task_tree() -> TaskTree:
     for g, host in groups:
         by_task.setdefault(host, []).append(g)
         child_tasks.update(h.task for h in g.handles if h.task is not None)
+        child_tasks.update(g.light_children)
     roots = [g for g, host in groups if host not in child_tasks]
 
     def snap(g: TaskGroup) -> GroupSnapshot:
@@ -87,6 +88,9 @@ def task_tree() -> TaskTree:
             task = h.task
             nested = () if task is None else tuple(snap(sub) for sub in by_task.get(task, ()))
             children.append(ChildSnapshot(h.name, h.status.value, elapsed, nested))
+        for task in g.light_children:  # start_soon children: no start time recorded
+            nested = tuple(snap(sub) for sub in by_task.get(task, ()))
+            children.append(ChildSnapshot(task.get_name(), "running", None, nested))
         stats = g.statistics()
         return GroupSnapshot(
             stats.name, repr(stats.policy), stats.phase, stats.elapsed, tuple(children)
