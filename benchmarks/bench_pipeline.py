@@ -137,26 +137,31 @@ async def run_cohort(n: int, pipe: cohort.Pipeline[Any]) -> int:
     return len(report.outputs)
 
 
-async def run_pypeln(n: int) -> int:
+_Stages = tuple[Callable[[int], Coroutine[Any, Any, int]], ...]
+
+
+async def run_pypeln(n: int, fns: _Stages = (f1, f2, f3)) -> int:
     import pypeln as pl
 
+    g1, g2, g3 = fns
     out = await (
         range(n)
-        | pl.task.map(f1, workers=4)
-        | pl.task.map(f2, workers=4)
-        | pl.task.map(f3, workers=4)
+        | pl.task.map(g1, workers=4)
+        | pl.task.map(g2, workers=4)
+        | pl.task.map(g3, workers=4)
     )
     return len(list(out))
 
 
-async def run_aiostream(n: int) -> int:
+async def run_aiostream(n: int, fns: _Stages = (f1, f2, f3)) -> int:
     from aiostream import pipe, stream
 
+    g1, g2, g3 = fns
     xs = (
         stream.iterate(range(n))
-        | pipe.map(f1, task_limit=4)
-        | pipe.map(f2, task_limit=4)
-        | pipe.map(f3, task_limit=4)
+        | pipe.map(g1, task_limit=4)
+        | pipe.map(g2, task_limit=4)
+        | pipe.map(g3, task_limit=4)
     )
     return len(await stream.list(xs))
 
@@ -236,10 +241,116 @@ def awaiting(quick: bool) -> str:
                 _case(factory, run_cohort, n, cohort_pipe(fns, ordered=False)),
             ),
         ]
+        if loop_name == "asyncio":
+            cases += [
+                ("pypeln pl.task", _case(factory, run_pypeln, n, fns)),
+                ("aiostream pipe.map", _case(factory, run_aiostream, n, fns)),
+            ]
         results = compare(cases, rounds=3 if quick else 5, per=n)
         title = f"3 stages that await once per item x 4 workers, {n:,} items, {loop_name}"
         out.append(table(title, results, "per item"))
     return "\n".join(out)
+
+
+# -- loopback I/O ----------------------------------------------------------------------------
+
+_ECHO_SERVER = textwrap.dedent(
+    """
+    import asyncio, sys
+
+    async def echo(reader, writer):
+        while line := await reader.readline():
+            writer.write(line)
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(main())
+    """
+)
+
+
+class _Connections:
+    """A pool of connections to the echo server, one per worker of the I/O stage."""
+
+    def __init__(self) -> None:
+        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self._all: list[asyncio.StreamWriter] = []
+
+    @classmethod
+    async def open(cls, port: int, n: int) -> _Connections:
+        pool = cls()
+        for _ in range(n):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            pool._all.append(writer)
+            pool._idle.put_nowait((reader, writer))
+        return pool
+
+    async def round_trip(self, x: int) -> int:
+        """Send ``x`` to the echo server and read it back: one loopback round trip."""
+        reader, writer = await self._idle.get()
+        try:
+            writer.write(b"%d\n" % x)
+            return int(await reader.readline())
+        finally:
+            self._idle.put_nowait((reader, writer))
+
+    def close(self) -> None:
+        for writer in self._all:
+            writer.close()
+
+
+async def io_hand(n: int, port: int) -> int:
+    pool = await _Connections.open(port, 4)
+    try:
+        return await hand_written(n, [a1, pool.round_trip, a3])
+    finally:
+        pool.close()
+
+
+async def io_cohort(n: int, port: int, ordered: bool) -> int:
+    pool = await _Connections.open(port, 4)
+    try:
+        return await run_cohort(n, cohort_pipe((a1, pool.round_trip, a3), ordered=ordered))
+    finally:
+        pool.close()
+
+
+def loopback_io(quick: bool) -> str:
+    """One stage does a TCP round trip to an echo server in another process."""
+    n = 5_000 if quick else 20_000
+    server = subprocess.Popen(
+        [sys.executable, "-c", _ECHO_SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        out = []
+        for loop_name, factory in loops():
+            cases = [
+                ("hand-written asyncio.Queue", _case(factory, io_hand, n, port)),
+                ("cohort (defaults: ordered)", _case(factory, io_cohort, n, port, True)),
+                ("cohort (unordered)", _case(factory, io_cohort, n, port, False)),
+            ]
+            results = compare(cases, rounds=3 if quick else 5, per=n)
+            title = (
+                f"3 stages x 4 workers, the middle one a loopback TCP round trip "
+                f"(4 pooled connections to an echo server process), {n:,} items, {loop_name}"
+            )
+            out.append(table(title, results, "per item"))
+        return "\n".join(out)
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=30)
 
 
 # -- mixed async + cpu ----------------------------------------------------------------------
@@ -363,6 +474,7 @@ def main(quick: bool) -> str:
         "",
         throughput(quick),
         awaiting(quick),
+        loopback_io(quick),
         mixed(quick),
         memory(quick),
         tasks(),

@@ -147,6 +147,8 @@ class TaskGroup:
         # Running children started by start_soon(): no handle unless they fail.
         self._light: set[asyncio.Task[Any]] = set()
         self._light_started = 0
+        # Bound once, not per child; dropped at exit (it refers to the group).
+        self._on_light_done: Callable[[asyncio.Task[Any]], None] = self._light_done
         self._running = 0
         self._spawned = 0
         self._succeeded = 0
@@ -394,7 +396,7 @@ class TaskGroup:
         except BaseException:
             coro.close()
             raise
-        task.add_done_callback(self._light_done)
+        task.add_done_callback(self._on_light_done)
         self._light.add(task)
         self._light_started += 1
         self._running += 1
@@ -597,6 +599,7 @@ class TaskGroup:
             self._phase = _CLOSED
             self._accepting = False
             self._scope = None  # it refers to the group: no cycle left behind
+            self._on_light_done = _unused_after_exit
             _current_group.reset(self._group_token)
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
@@ -720,6 +723,10 @@ class TaskGroup:
             and h.error is not None
             and (not isinstance(h.error, Exception) or (raises and h.critical))
         ]
+
+
+def _unused_after_exit(task: asyncio.Task[Any]) -> None:
+    raise AssertionError(f"a start_soon child ended after its group exited: {task!r}")
 
 
 def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:

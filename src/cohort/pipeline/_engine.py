@@ -349,7 +349,15 @@ class StageRun:
                 await inp.wait_readable()
                 continue
             if batch is None:
-                n = min(room, size) if self._fast() else 1
+                if self._fast():
+                    n = min(room, size)  # quick calls: all that is queued
+                elif self.active + 1 < self.alive:
+                    n = 1  # an idle worker could take the next one: no item waits behind us
+                else:
+                    # Every other worker is busy: a fair share of the backlog, so
+                    # this one goes on to its next item without a round through
+                    # the channels.
+                    n = min(room, -(-size // self.alive))
                 if self.window_waiters and n < room and n < size:
                     self._wake_one()
                 return inp.take_now(n)

@@ -44,6 +44,34 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "virtual_clock(autojump_threshold=0.0): run the test on cohort's virtual-clock loop",
     )
+    names = config.getini("cohort_loops") or ["asyncio"]
+    if names != ["asyncio"] and not _loop_hook_available(config):
+        raise pytest.UsageError(_missing_hook(f"cohort_loops = {names!r}"))
+
+
+_NEEDS = "pytest-asyncio >= 1.4 (pip install 'cohort[test]' or 'pytest-asyncio>=1.4')"
+
+
+def _loop_hook_available(config: pytest.Config) -> bool:
+    """True if pytest-asyncio is active and asks plugins for loop factories (1.4+)."""
+    caller = getattr(config.pluginmanager.hook, "pytest_asyncio_loop_factories", None)
+    return caller is not None and caller.spec is not None
+
+
+def _missing_hook(what: str) -> str:
+    return (
+        f"cohort: {what} needs {_NEEDS}; without it the tests would silently run on "
+        "the default loop and the real clock"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _loop_hook_available(config):
+        return
+    marked = [item.nodeid for item in items if item.get_closest_marker("virtual_clock")]
+    if marked:
+        more = f" and {len(marked) - 1} more" if len(marked) > 1 else ""
+        raise pytest.UsageError(_missing_hook(f"@pytest.mark.virtual_clock (on {marked[0]}{more})"))
 
 
 def _record_unhandled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -1,0 +1,60 @@
+"""cohort's pytest plugin in a fresh project: it works, or it says why it cannot.
+
+Each test writes a small project (a test file and a pytest.ini) and runs
+pytest on it in a subprocess. ``-p no:asyncio`` stands for a pytest-asyncio
+without the loop-factory hook (before 1.4): the plugin must refuse to run
+rather than let the tests run on the real clock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from _util import run_python
+
+VIRTUAL_TEST = """
+import asyncio
+import pytest
+import cohort
+
+@pytest.mark.virtual_clock
+async def test_sleeps_an_hour_instantly():
+    await asyncio.sleep(3600)
+    assert cohort.current_time() == 3600
+"""
+
+PLAIN_TEST = """
+async def test_plain():
+    pass
+"""
+
+
+def project(tmp_path: Path, test: str, ini: str = "") -> Path:
+    (tmp_path / "test_it.py").write_text(test)
+    (tmp_path / "pytest.ini").write_text(f"[pytest]\nasyncio_mode = auto\n{ini}")
+    return tmp_path
+
+
+def pytest_in(path: Path, *args: str) -> tuple[int, str]:
+    result = run_python("-m", "pytest", "-q", "-p", "no:cacheprovider", *args, cwd=path)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_the_virtual_clock_runs_a_marked_test(tmp_path: Path) -> None:
+    code, out = pytest_in(project(tmp_path, VIRTUAL_TEST))
+    assert code == 0, out
+    assert "1 passed" in out
+
+
+def test_virtual_clock_without_the_loop_hook_is_a_usage_error(tmp_path: Path) -> None:
+    code, out = pytest_in(project(tmp_path, VIRTUAL_TEST), "-p", "no:asyncio")
+    assert code == 4, out  # pytest's exit status for usage errors
+    assert "@pytest.mark.virtual_clock (on test_it.py::test_sleeps_an_hour_instantly)" in out
+    assert "needs pytest-asyncio >= 1.4" in out
+
+
+def test_cohort_loops_without_the_loop_hook_is_a_usage_error(tmp_path: Path) -> None:
+    path = project(tmp_path, PLAIN_TEST, "cohort_loops = asyncio uvloop\n")
+    code, out = pytest_in(path, "-p", "no:asyncio")
+    assert code == 4, out
+    assert "cohort_loops = ['asyncio', 'uvloop'] needs pytest-asyncio >= 1.4" in out
