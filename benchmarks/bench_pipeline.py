@@ -9,6 +9,12 @@
   (``task(workers=4)``), same run, interleaved rounds. The slow peers run in
   their own (fewer) rounds, against the same baseline. Then the asyncio
   cases again on uvloop.
+* Awaiting: the same 3 stages, each awaiting ``asyncio.sleep(0)`` once per
+  item (what async stages exist for), 50k items (quick 10k): hand-written,
+  cohort ordered and unordered, and pypeln and aiostream on the asyncio loop.
+* Loopback I/O: 3 stages, the middle one a TCP round trip to an echo server
+  in another process through a pool of 4 connections (one per worker), 20k
+  items (quick 5k): hand-written against cohort ordered and unordered.
 * Mixed async + cpu: async -> cpu (about 0.3 ms of Python per item, 2
   processes) -> async, against the same pipeline hand-written with
   ``asyncio.Queue`` and ``loop.run_in_executor(ProcessPoolExecutor)``.
@@ -17,9 +23,11 @@
   tracemalloc peak in that run.
 * Tasks: the most tasks alive during a run, for 1k and 100k items.
 
-Targets (issue 6): >= 1.5x the hand-written pipeline's throughput (>= 10x
-pypeln and aiostream) with ordering and per-item error handling on; flat
-peak memory from 100k to 1M items; a bounded number of tasks.
+Targets: >= 1.5x the hand-written pipeline's throughput (>= 10x pypeln and
+aiostream) with ordering and per-item error handling on, and <= 0.5x its
+time; <= 0.8x its time when stages await, <= 0.95x with the loopback I/O
+stage (ordered and unordered, both loops); flat peak memory from 100k to 1M
+items; a bounded number of tasks.
 """
 
 from __future__ import annotations
