@@ -165,6 +165,20 @@ async def test_a_cancelled_exit_cancels_the_lingering_calls_and_waits_for_them()
 
 
 @virtual_clock
+async def test_the_call_runs_outside_the_callers_group_and_deadlines() -> None:
+    seen: list[float] = []
+
+    async def look() -> None:
+        seen.append(cohort.current_deadline())
+
+    async with cohort.Linger(grace=1) as linger, cohort.TaskGroup(timeout=5) as g:
+        g.spawn(linger.call, look)
+        with cohort.move_on_after(2):
+            await linger.call(look)
+    assert seen == [math.inf, math.inf]
+
+
+@virtual_clock
 async def test_keyword_arguments_and_awaitables_that_are_not_coroutines() -> None:
     async with cohort.Linger(grace=1) as linger:
         assert await linger.call(Work(0.1), value=3) == 3

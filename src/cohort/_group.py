@@ -10,6 +10,7 @@ raised or recorded.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import itertools
 import math
@@ -723,6 +724,21 @@ class TaskGroup:
             and h.error is not None
             and (not isinstance(h.error, Exception) or (raises and h.critical))
         ]
+
+
+def detached_context() -> contextvars.Context:
+    """A copy of the current context for a task that may outlive this one: the
+    application's variables stay (logging bindings...), cohort's group and
+    deadlines do not apply there."""
+    context = contextvars.copy_context()
+    context.run(_detach)
+    return context
+
+
+def _detach() -> None:
+    _current_group.set(None)
+    _scopes._base_deadline.set(math.inf)
+    _scopes._state_var.set(None)
 
 
 def _unused_after_exit(task: asyncio.Task[Any]) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from cohort._exceptions import ClosedError
+from cohort._group import detached_context
 from cohort._validate import check_count, check_seconds
 
 __all__ = ["Linger", "LingerStatistics"]
@@ -168,7 +169,8 @@ class Linger:
         awaitable = fn(*args, **kwargs)
         if type(awaitable) is not types.CoroutineType:
             awaitable = _await(awaitable)
-        task = loop.create_task(awaitable)
+        # Not in the caller's group or under its deadlines: it may outlive them.
+        task = loop.create_task(awaitable, context=detached_context())
         self._calls += 1
         self._running.add(task)
         try:
