@@ -7,11 +7,20 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: test demo bench soak lint typecheck clean
 
+DEMO_STAMP := $(VENV)/.demo-stamp
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The demo needs only the package and its cli extra, not the dev toolchain.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[cli]'
+	touch $(DEMO_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks
@@ -23,7 +32,7 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/python -m pytest
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/cohort demo
 
 bench: $(STAMP)

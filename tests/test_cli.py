@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
+import cohort
 from _util import EXAMPLES, popen_python, run_python
 from cohort.examples.etl.server import plan
 from cohort.examples.fanout.loadtest import LOAD_STRATEGIES
@@ -289,6 +290,12 @@ def test_demo_load_runs_every_strategy_in_separate_processes_and_prints_medians(
     assert [line[:32].strip() for line in table[: len(LOAD_STRATEGIES)]] == list(LOAD_STRATEGIES)
     assert "  load: cohort with all tactics " in out
     assert "Traceback" not in out + result.stderr
+
+
+def test_version() -> None:
+    result = cohort_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"cohort {cohort.__version__}\n"
 
 
 def test_demo_tls_without_load_is_a_usage_error() -> None:

@@ -30,3 +30,20 @@ def test_private_modules_are_prefixed() -> None:
         if info.name not in {"testing", "bridge", "pipeline", "cli", "examples"}:
             assert info.name.startswith("_"), info.name
         importlib.import_module(f"cohort.{info.name}")
+
+
+def test_version_and_the_testing_subpackage_after_a_bare_import() -> None:
+    from _util import run_python
+
+    code = (
+        "import sys, cohort\n"
+        "print(cohort.__version__)\n"
+        "print('structlog' in sys.modules)  # imported once events are switched on\n"
+        "print(cohort.testing.run(lambda: __import__('asyncio').sleep(0, 'ran')))\n"
+        "cohort.enable_events()\n"
+        "print('structlog' in sys.modules)\n"
+    )
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [cohort.__version__, "False", "ran", "True"]
+    assert cohort.__version__.count(".") == 2

@@ -6,6 +6,10 @@ synchronisation primitives, a process bridge and a pipeline DSL.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+__version__ = "0.1.0"
+
 from cohort._barrier import Barrier, BarrierStatistics
 from cohort._combinators import gather, hedge, quorum, race
 from cohort._exceptions import (
@@ -139,3 +143,16 @@ __all__ = [
 ]
 
 _publish(globals(), "cohort")
+
+if _TYPE_CHECKING:
+    from cohort import testing as testing
+else:
+
+    def __getattr__(name: str) -> object:
+        # `cohort.testing.run(...)` after a bare `import cohort`: the subpackage
+        # is imported on first use (it is not needed at run time).
+        if name == "testing":
+            import cohort.testing
+
+            return cohort.testing
+        raise AttributeError(f"module 'cohort' has no attribute {name!r}")

@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="cohort",
         description="Structured concurrency for asyncio: run pipelines, benchmarks, a demo.",
     )
+    from cohort import __version__
+
+    parser.add_argument("--version", action="version", version=f"cohort {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = sub.add_parser(
         "run",

@@ -85,7 +85,12 @@ def _factory(name: str, strict: bool, threshold: float = 0.0) -> _LoopFactory:
         if name == "virtual":
             loop = VirtualClockLoop(autojump_threshold=threshold)
         elif name == "uvloop":
-            import uvloop
+            try:
+                import uvloop
+            except ImportError:
+                raise pytest.UsageError(
+                    "cohort_loops: uvloop is not installed (pip install 'cohort[uvloop]')"
+                ) from None
 
             loop = uvloop.new_event_loop()
         elif name == "asyncio":
