@@ -302,3 +302,59 @@ def test_executor_hooks_check_their_arguments() -> None:
     dask = DaskExecutor()
     with pytest.raises(ValueError, match="chunksize"):
         dask.imap(abs, [1], chunksize=0)
+
+
+# -- mistakes where Python's own message says little -------------------------------------
+
+
+async def _async_double(x: int) -> int:
+    return 2 * x
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the refused coroutine is closed
+async def test_a_worker_process_refuses_async_functions_and_coroutines_at_the_call() -> None:
+    pool = cohort.ProcessPool(1)  # never started: the checks come first
+    with pytest.raises(TypeError, match=r"cannot run the async function .*_async_double"):
+        await pool.run(_async_double, 1)  # type: ignore[unused-coroutine]
+    with pytest.raises(TypeError, match="cannot run the coroutine object"):
+        await pool.run(_async_double(1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cannot run the async function"):
+        pool.imap(_async_double, [1])
+    from cohort.bridge import DaskExecutor
+
+    dask = DaskExecutor()  # never started either
+    with pytest.raises(TypeError, match="cannot run the async function"):
+        await dask.run(_async_double, 1)  # type: ignore[unused-coroutine]
+    with pytest.raises(TypeError, match="cannot run the async function"):
+        dask.imap(_async_double, [1])
+
+
+async def test_async_with_on_a_cancel_scope_says_to_use_with() -> None:
+    with pytest.raises(TypeError, match=r"write `with cohort.fail_after\(...\)`, not `async with`"):
+        async with cohort.fail_after(1):
+            pass
+
+
+def test_a_stage_composed_with_a_plain_function_says_to_decorate_it() -> None:
+    @cohort.stage
+    async def first(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match=r"decorate it with @cohort\.stage"):
+        first | _async_double  # type: ignore[operator]
+
+
+def test_cohort_on_trio_says_it_needs_asyncio() -> None:
+    import trio
+
+    async def group() -> None:
+        async with cohort.TaskGroup():
+            pass
+
+    async def scope() -> None:
+        with cohort.move_on_after(1):
+            pass
+
+    for main in (group, scope):
+        with pytest.raises(RuntimeError, match=r"cohort runs on asyncio .* not on trio"):
+            trio.run(main)

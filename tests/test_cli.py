@@ -292,6 +292,20 @@ def test_demo_load_runs_every_strategy_in_separate_processes_and_prints_medians(
     assert "Traceback" not in out + result.stderr
 
 
+def test_run_fails_clearly_on_an_output_json_cannot_hold(tmp_path: Path) -> None:
+    module = tmp_path / "sets.py"
+    module.write_text(
+        "import cohort\n\n"
+        "@cohort.stage\n"
+        "async def pipeline(line: str) -> object:\n"
+        "    return {line}\n"
+    )
+    result = cohort_cli("run", f"{module}:pipeline", stdin="a\nb\n")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "output 1 is a set, which JSON cannot hold" in result.stderr
+
+
 def test_version() -> None:
     result = cohort_cli("--version")
     assert result.returncode == 0, result.stderr

@@ -562,9 +562,14 @@ class TaskGroup:
     async def __aenter__(self) -> TaskGroup:
         if self._phase is not _NEW:
             raise RuntimeError(f"{self!r} has already been entered; create a new TaskGroup")
-        task = asyncio.current_task()
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no running asyncio loop
+            task = None
         if task is None:
-            raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
+            raise RuntimeError(
+                _scopes.outside_asyncio(f"{self!r} must be entered inside an asyncio task")
+            )
         self._task = task
         self._loop = loop = task.get_loop()
         self._clock = _clock_of(loop)

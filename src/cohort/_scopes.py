@@ -33,7 +33,7 @@ import weakref
 from contextvars import ContextVar
 from numbers import Real
 from types import TracebackType
-from typing import Final
+from typing import Final, NoReturn
 
 __all__ = [
     "CancelScope",
@@ -54,6 +54,14 @@ __all__ = [
 _current_task = asyncio.current_task
 _modules = sys.modules
 _CancelledError = asyncio.CancelledError
+
+
+def outside_asyncio(what: str) -> str:
+    """The error for cohort used where no asyncio task runs (trio, anyio on trio, sync code)."""
+    hint = " (in a coroutine run by an asyncio loop)"
+    if "trio" in _modules:
+        hint = "; cohort runs on asyncio (anyio's asyncio backend too), not on trio"
+    return what + hint
 
 
 class _Phase(enum.IntEnum):
@@ -380,15 +388,23 @@ class CancelScope:
         self._cancel_requests += 1
         state.task.cancel()
 
+    async def __aenter__(self) -> NoReturn:
+        # `async with cohort.fail_after(...)`: say what to write instead.
+        raise TypeError(
+            "cohort's cancel scopes (CancelScope, move_on_after, fail_after, ...) are plain "
+            "context managers: write `with cohort.fail_after(...)`, not `async with`"
+        )
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        raise AssertionError("unreachable: __aenter__ always raises")
+
     def __enter__(self) -> CancelScope:
         try:
             task = _current_task()
         except RuntimeError:  # no running loop
             task = None
         if task is None:
-            raise RuntimeError(
-                f"{self!r} must be entered inside an asyncio task (in a coroutine run by a loop)"
-            )
+            raise RuntimeError(outside_asyncio(f"{self!r} must be entered inside an asyncio task"))
         if self._phase is not _Phase.IDLE:
             raise RuntimeError(f"{self!r} has already been entered; create a new scope each time")
         state = _state_var.get()

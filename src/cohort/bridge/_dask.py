@@ -39,6 +39,7 @@ from cohort.bridge._chunks import (
     stream_chunks,
 )
 from cohort.bridge._pool import _emit
+from cohort.bridge._wire import check_plain
 
 # ``distributed`` is optional and only partly typed: its objects are ``Any`` here.
 Client = Any
@@ -221,6 +222,7 @@ class DaskExecutor:
 
     async def run(self, fn: Callable[..., _R], *args: Any) -> _R:
         """Run ``fn(*args)`` as one Dask task and return its result (re-raising its error)."""
+        check_plain(fn)
         client = await self._ensure_client()
         future = client.submit(fn, *args, pure=False)
         return await self._wait(client, [future], future.result)  # type: ignore[no-any-return]
@@ -261,8 +263,7 @@ class DaskExecutor:
         """Check the arguments now (at the call site), then stream result chunks."""
         if self._closed:
             raise ClosedError(f"{self!r} is closed; create a new executor")
-        if not callable(fn):
-            raise TypeError(f"{self!r} needs a function to map, got {fn!r}")
+        check_plain(fn)
         check_map_arguments(iterable, chunksize, ordered)
         return self._stream(fn, iterable, chunksize, ordered)
 

@@ -359,8 +359,8 @@ class ProcessPool:
 
     def _submit(self, kind: int, fn: Any, args: Any, size: int) -> Call:
         self._check_usable()
-        loop = self._ensure_started()
         _wire.check_callable(fn)
+        loop = self._ensure_started()
         fn = _by_reference(fn)
         call = Call(kind, fn, _wire.dumps_request(kind, fn, args), loop.create_future(), size)
         self._queue.append(call)

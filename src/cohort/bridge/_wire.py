@@ -12,7 +12,9 @@ losing anything the worker said.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import pickle
 import struct
 import sys
@@ -119,13 +121,32 @@ def describe(fn: Any) -> str:
     return f"{module}.{name}" if module else str(name)
 
 
+def check_plain(fn: Any) -> None:
+    """Refuse what no worker can run: a coroutine object, an async function, not a callable."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if asyncio.iscoroutine(fn):
+        fn.close()  # it will never run: no "never awaited" warning
+        raise TypeError(
+            f"cannot run the coroutine object {fn!r} in a worker process: pass a plain "
+            "(def) function and its arguments; await async work in the parent instead"
+        )
+    if not callable(fn):
+        raise TypeError(f"{fn!r} is not callable")
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"cannot run the async function {describe(fn)} in a worker process: workers "
+            "run plain (def) functions; await it in the parent, or give the worker a def "
+            "that calls asyncio.run() on it"
+        )
+
+
 def check_callable(fn: Any) -> None:
     """Refuse at submit time what cannot reach a worker by reference: lambdas and closures."""
     inner = fn
     while isinstance(inner, functools.partial):
         inner = inner.func
-    if not callable(inner):
-        raise TypeError(f"{inner!r} is not callable")
+    check_plain(inner)
     if isinstance(inner, types.FunctionType):
         qualname = inner.__qualname__
         if inner.__name__ == "<lambda>":

@@ -66,7 +66,7 @@ async def _execute(
     try:
         async with stream as outputs:
             async for value in outputs:
-                out.write(json.dumps(value, default=str) + "\n")
+                out.write(_json_line(value, outcome.written + 1))
                 outcome.written += 1
                 if flush_each or time.monotonic() - last_flush > _FLUSH_EVERY:
                     out.flush()
@@ -78,6 +78,16 @@ async def _execute(
     finally:
         # Also on Ctrl-C (CancelledError): the stream's report is ready by now.
         outcome.report = stream.report
+
+
+def _json_line(value: Any, number: int) -> str:
+    try:
+        return json.dumps(value) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"output {number} is a {type(value).__name__}, which JSON cannot hold ({exc}); "
+            "make the last stage return dicts, lists, strings, numbers, booleans or None"
+        ) from None
 
 
 def _summarize(outcome: _Outcome, status: int, *, json_log: bool) -> None:

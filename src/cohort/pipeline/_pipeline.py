@@ -67,6 +67,10 @@ class Pipeline(Generic[R]):
 
     def __or__(self, other: Pipeline[R2]) -> Pipeline[R2]:
         if not isinstance(other, Pipeline):
+            if callable(other):  # `stage | plain_function`: say what to do
+                raise TypeError(
+                    f"cannot compose {self!r} with {other!r}: decorate it with @cohort.stage first"
+                )
             return NotImplemented
         return Pipeline((*self._stages, *other._stages))
 
