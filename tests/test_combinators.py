@@ -21,8 +21,8 @@ async def test_gather_returns_values_in_argument_order() -> None:
     fut = asyncio.get_running_loop().create_future()
     fut.set_result("f")
     task = asyncio.create_task(ok("t", 0))
-    assert await cohort.gather(ok(1, 0.02), ok(2, 0), fut, task) == [1, 2, "f", "t"]
-    assert await cohort.gather() == []
+    assert await cohort.gather(ok(1, 0.02), ok(2, 0), fut, task) == (1, 2, "f", "t")
+    assert await cohort.gather() == ()
 
 
 @vc
@@ -38,7 +38,7 @@ async def test_gather_first_failure_cancels_the_rest_and_raises_a_group() -> Non
 @vc
 async def test_gather_limit_caps_concurrency() -> None:
     calls = Calls()
-    assert await cohort.gather(*(calls(i) for i in range(10)), limit=3) == list(range(10))
+    assert await cohort.gather(*(calls(i) for i in range(10)), limit=3) == tuple(range(10))
     assert calls.peak == 3
     assert now() == 4  # ceil(10 / 3) rounds of 1 s
 
@@ -55,7 +55,7 @@ async def test_gather_timeout_raises_timeout_error_at_the_deadline() -> None:
 async def test_gather_bad_input_closes_every_coroutine_given() -> None:
     first, last = ok(1), ok(2)
     with pytest.raises(TypeError, match=r"argument 1 is 42"):
-        await cohort.gather(first, 42, last)  # type: ignore[arg-type]
+        await cohort.gather(first, 42, last)  # type: ignore[call-overload]
     assert closed(first)
     assert closed(last)
     coro = ok(1)
@@ -230,8 +230,11 @@ async def test_result_types_follow_the_awaitables() -> None:
     async def read(replica: str, key: int) -> bytes:
         return replica.encode() + bytes([key])
 
-    assert_type(await cohort.gather(num(1), num(2), limit=2), list[int])
+    assert_type(await cohort.gather(num(1), num(2), limit=2), tuple[int, int])
+    assert_type(await cohort.gather(num(1), read("a", 1)), tuple[int, bytes])
+    assert_type(await cohort.gather(*(num(i) for i in range(8))), tuple[int, ...])
     assert_type(await cohort.race(read("a", 1), read("b", 1)), bytes)
+    assert_type(await cohort.race(num(1), read("a", 1)), int | bytes)
     assert_type(await cohort.quorum(1, num(1), num(2)), list[int])
     assert_type(await cohort.hedge(read, "a", 1, delay=0.1), bytes)
     async with cohort.map(num, range(3), limit=2) as results:

@@ -59,7 +59,7 @@ async def test_one_policy_serves_many_groups_at_once() -> None:
                 g.spawn(ok, i, d)
         return g.results
 
-    assert await cohort.gather(one([3, 1, 2]), one([1, 1, 5])) == [[1, 2], [0, 1]]
+    assert await cohort.gather(one([3, 1, 2]), one([1, 1, 5])) == ([1, 2], [0, 1])
 
 
 async def test_results_limit_caps_completion_order_results_once_done() -> None:

@@ -7,7 +7,6 @@ import inspect
 import signal
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 
@@ -120,10 +119,10 @@ def test_bad_main_is_refused_at_the_call_site() -> None:
 
 
 def test_helpers_run_under_cohort_run() -> None:
-    async def main(n: int) -> list[Any]:
+    async def main(n: int) -> tuple[int, ...]:
         return await cohort.gather(*(asyncio.sleep(0, i) for i in range(n)), limit=3)
 
-    assert cohort.run(main, 5) == [0, 1, 2, 3, 4]
+    assert cohort.run(main, 5) == (0, 1, 2, 3, 4)
 
 
 _INTERRUPTED_SCRIPT = """

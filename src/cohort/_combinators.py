@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple, overload
 
 from cohort import _scopes
 from cohort._group import TaskGroup, close_coroutines
@@ -20,6 +20,12 @@ from cohort._validate import check_count, check_seconds
 __all__ = ["coroutines_of", "gather", "hedge", "quorum", "race"]
 
 T = TypeVar("T")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
+T5 = TypeVar("T5")
+T6 = TypeVar("T6")
 Ts = TypeVarTuple("Ts")
 
 # Policies keep no state of their own, so one instance serves every call.
@@ -78,16 +84,94 @@ def _new_group(coros: list[Coroutine[Any, Any, Any]], **options: Any) -> TaskGro
 # -- one-shot helpers ---------------------------------------------------------------
 
 
+@overload
+async def gather(
+    a1: Awaitable[T1], /, *, limit: int | None = None, timeout: float | None = None
+) -> tuple[T1]: ...
+
+
+@overload
+async def gather(
+    a1: Awaitable[T1],
+    a2: Awaitable[T2],
+    /,
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+) -> tuple[T1, T2]: ...
+
+
+@overload
+async def gather(
+    a1: Awaitable[T1],
+    a2: Awaitable[T2],
+    a3: Awaitable[T3],
+    /,
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+) -> tuple[T1, T2, T3]: ...
+
+
+@overload
+async def gather(
+    a1: Awaitable[T1],
+    a2: Awaitable[T2],
+    a3: Awaitable[T3],
+    a4: Awaitable[T4],
+    /,
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+) -> tuple[T1, T2, T3, T4]: ...
+
+
+@overload
+async def gather(
+    a1: Awaitable[T1],
+    a2: Awaitable[T2],
+    a3: Awaitable[T3],
+    a4: Awaitable[T4],
+    a5: Awaitable[T5],
+    /,
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+) -> tuple[T1, T2, T3, T4, T5]: ...
+
+
+@overload
+async def gather(
+    a1: Awaitable[T1],
+    a2: Awaitable[T2],
+    a3: Awaitable[T3],
+    a4: Awaitable[T4],
+    a5: Awaitable[T5],
+    a6: Awaitable[T6],
+    /,
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+) -> tuple[T1, T2, T3, T4, T5, T6]: ...
+
+
+@overload
 async def gather(
     *aws: Awaitable[T], limit: int | None = None, timeout: float | None = None
-) -> list[T]:
-    """Run the awaitables concurrently; return their values in argument order.
+) -> tuple[T, ...]: ...
+
+
+async def gather(
+    *aws: Awaitable[Any], limit: int | None = None, timeout: float | None = None
+) -> tuple[Any, ...]:
+    """Run the awaitables concurrently; return their values in argument order, as a tuple.
 
     Fails like ``TaskGroup(Gather())``: the first failure cancels the rest and
     an ``ExceptionGroup`` of every failure is raised. ``limit`` caps how many
     run at once; ``timeout`` (seconds) cancels everything and raises
     ``TimeoutError``. Tasks and futures may be passed too (they are awaited,
-    and cancelled if the gather is).
+    and cancelled if the gather is). Typed per argument, like ``asyncio.gather``:
+    ``await gather(name(), age())`` is a ``tuple[str, int]``.
 
     Example::
 
@@ -96,10 +180,46 @@ async def gather(
     coros = coroutines_of(aws, "gather")
     group = _new_group(coros, limit=limit, timeout=timeout, name="cohort.gather")
     await _run_group(group, coros)
-    return group.results
+    return tuple(group.results)
 
 
-async def race(*aws: Awaitable[T]) -> T:
+@overload
+async def race(a1: Awaitable[T1], a2: Awaitable[T2], /) -> T1 | T2: ...
+
+
+@overload
+async def race(a1: Awaitable[T1], a2: Awaitable[T2], a3: Awaitable[T3], /) -> T1 | T2 | T3: ...
+
+
+@overload
+async def race(
+    a1: Awaitable[T1], a2: Awaitable[T2], a3: Awaitable[T3], a4: Awaitable[T4], /
+) -> T1 | T2 | T3 | T4: ...
+
+
+@overload
+async def race(
+    a1: Awaitable[T1], a2: Awaitable[T2], a3: Awaitable[T3], a4: Awaitable[T4], a5: Awaitable[T5], /
+) -> T1 | T2 | T3 | T4 | T5: ...
+
+
+@overload
+async def race(
+    a1: Awaitable[T1],
+    a2: Awaitable[T2],
+    a3: Awaitable[T3],
+    a4: Awaitable[T4],
+    a5: Awaitable[T5],
+    a6: Awaitable[T6],
+    /,
+) -> T1 | T2 | T3 | T4 | T5 | T6: ...
+
+
+@overload
+async def race(*aws: Awaitable[T]) -> T: ...
+
+
+async def race(*aws: Awaitable[Any]) -> Any:
     """Return the first successful value; the losers are cancelled and awaited first.
 
     A failure does not end the race: the next success still wins. When every
@@ -115,7 +235,7 @@ async def race(*aws: Awaitable[T]) -> T:
         raise ValueError("race() needs at least one awaitable")
     group = _new_group(coros, join=_FIRST_WINS, name="cohort.race")
     await _run_group(group, coros)
-    return group.results[0]  # type: ignore[no-any-return]
+    return group.results[0]
 
 
 async def quorum(k: int, *aws: Awaitable[T]) -> list[T]:
