@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test demo bench soak lint typecheck clean
+.PHONY: test demo bench soak lint typecheck docs clean
 
 DEMO_STAMP := $(VENV)/.demo-stamp
 
@@ -29,7 +29,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src tests
 
-test: lint typecheck
+# The site (docs/ and the API reference from the docstrings) in site/; --strict
+# turns a broken reference or a malformed docstring into a failure.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint typecheck docs
 	$(BIN)/python -m pytest
 
 demo: $(DEMO_STAMP)
@@ -43,4 +48,4 @@ soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak --minutes 3
 
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist site .mypy_cache .ruff_cache

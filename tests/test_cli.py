@@ -91,7 +91,7 @@ def test_run_imports_a_dotted_module_from_the_current_directory(tmp_path: Path) 
     )
     result = cohort_cli("run", "jobs:stamp", stdin="1\n2\n", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    # Values json cannot encode are written with str().
+    # Dates (and times, decimals, UUIDs, paths) are written as their text.
     assert json_lines(result.stdout) == [["1", "2024-01-01"], ["2", "2024-01-02"]]
 
 

@@ -131,4 +131,5 @@ class QuorumError(ExceptionGroup[Exception], CohortError):
         super().__init__(message, exceptions)
 
     def derive(self, excs: Sequence[Exception]) -> QuorumError:  # type: ignore[override]
+        """The same error over other exceptions (used by ``ExceptionGroup.split``)."""
         return QuorumError(self.message, excs, needed=self.needed, successes=self.successes)

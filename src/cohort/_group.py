@@ -215,12 +215,14 @@ class TaskGroup:
 
     @property
     def name(self) -> str:
+        """The group's name: ``name=``, or ``TaskGroup-N``."""
         if self._name is None:
             self._name = f"TaskGroup-{next(_group_numbers)}"
         return self._name
 
     @property
     def policy(self) -> JoinPolicy:
+        """The join policy that decides when the group is done."""
         return self._policy
 
     @property

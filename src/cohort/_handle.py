@@ -146,6 +146,7 @@ class Handle(Generic[T]):
 
     @property
     def status(self) -> ChildStatus:
+        """Where the child is: pending, running, succeeded, failed, cancelled, timed out."""
         return self._status
 
     @property
@@ -212,6 +213,7 @@ class Handle(Generic[T]):
         return True
 
     def outcome(self) -> Outcome:
+        """A frozen record of the child now: status, value or error, times."""
         return Outcome(
             self.name,
             self._status,

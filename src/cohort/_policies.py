@@ -50,37 +50,63 @@ class GroupView(Protocol):
     """
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The group's name (shown in errors, logs and ``task_tree()``)."""
+
     @property
-    def spawned(self) -> int: ...
+    def spawned(self) -> int:
+        """Critical children spawned so far."""
+
     @property
-    def succeeded(self) -> int: ...
+    def succeeded(self) -> int:
+        """Critical children that succeeded."""
+
     @property
-    def failed(self) -> int: ...
+    def failed(self) -> int:
+        """Critical children that failed, timed out or were cancelled."""
+
     @property
-    def pending(self) -> int: ...
+    def pending(self) -> int:
+        """Critical children not finished yet (queued or running)."""
+
     @property
-    def body_done(self) -> bool: ...
+    def body_done(self) -> bool:
+        """True once the ``async with`` body has finished."""
+
     @property
-    def timed_out(self) -> bool: ...
+    def timed_out(self) -> bool:
+        """True if the group's timeout fired."""
+
     @property
-    def results(self) -> list[Any]: ...
-    def errors_of_critical(self) -> list[Exception]: ...
+    def results(self) -> list[Any]:
+        """Successful values so far (see ``TaskGroup.results``)."""
+
+    def errors_of_critical(self) -> list[Exception]:
+        """Errors of critical children that failed or timed out, in spawn order."""
 
 
 class ChildView(Protocol):
     """What a policy reads of the child that finished (a ``Handle`` is one)."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The child's name."""
+
     @property
-    def critical(self) -> bool: ...
+    def critical(self) -> bool:
+        """False for an optional child (``critical=False``)."""
+
     @property
-    def status(self) -> ChildStatus: ...
+    def status(self) -> ChildStatus:
+        """Where the child is: pending, running, succeeded, failed, cancelled, timed out."""
+
     @property
-    def failed(self) -> bool: ...
+    def failed(self) -> bool:
+        """True if the child raised (a timeout of its own included)."""
+
     @property
-    def error(self) -> BaseException | None: ...
+    def error(self) -> BaseException | None:
+        """What the child raised, if it failed."""
 
 
 class Decision(enum.Enum):
@@ -155,6 +181,7 @@ class Gather(JoinPolicy):
     consults_on_success = False
 
     def on_child_done(self, group: GroupView, handle: ChildView) -> Decision:
+        """A failure fails the group at once; a success changes nothing."""
         if handle.failed:
             return Decision.FAIL
         return Decision.CONTINUE
@@ -188,15 +215,19 @@ class Quorum(JoinPolicy):
         return Decision.CONTINUE
 
     def on_child_done(self, group: GroupView, handle: ChildView) -> Decision:
+        """Done at the k-th success; failed once k successes are out of reach."""
         return self._judge(group)
 
     def on_body_done(self, group: GroupView) -> Decision:
+        """As ``on_child_done``: no more children can come once the body is done."""
         return self._judge(group)
 
     def on_all_done(self, group: GroupView) -> Decision:
+        """Every child ended: done if k succeeded, else failed."""
         return Decision.DONE if group.succeeded >= self.k else Decision.FAIL
 
     def error(self, group: GroupView) -> BaseException:
+        """A :class:`cohort.QuorumError` of the critical children's failures."""
         failures = group.errors_of_critical()
         message = (
             f"{group.name}: quorum of {self.k} unreachable "

@@ -19,7 +19,8 @@ class Executor(Protocol):
     (``ProcessPool`` kills the worker; Dask does not, unless asked for a hard stop).
     """
 
-    async def run(self, fn: Callable[..., _R], *args: Any) -> _R: ...
+    async def run(self, fn: Callable[..., _R], *args: Any) -> _R:
+        """Run ``fn(*args)`` on the backend and return its result (re-raising its error)."""
 
     def imap(
         self,
@@ -28,7 +29,10 @@ class Executor(Protocol):
         *,
         chunksize: int | None = None,
         ordered: bool = True,
-    ) -> AsyncGenerator[_R, None]: ...
+    ) -> AsyncGenerator[_R, None]:
+        """Yield ``fn(item)`` for each item as results come (in input order unless
+        ``ordered=False``); leaving the loop early cancels the calls still running.
+        """
 
     async def map(
         self,
@@ -37,6 +41,10 @@ class Executor(Protocol):
         *,
         chunksize: int | None = None,
         ordered: bool = True,
-    ) -> list[_R]: ...
+    ) -> list[_R]:
+        """``fn`` over every item; the results in input order (``ordered=False``:
+        completion order).
+        """
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release the executor's resources (workers, connections); idempotent."""

@@ -105,13 +105,15 @@ class ProcessPool:
     Args:
         workers: number of worker processes (default: the CPUs this process may use).
         max_tasks_per_worker: replace a worker after it ran this many items.
-        initializer, initargs: run ``initializer(*initargs)`` in each new worker; if
-            it fails, the pool is broken (``PoolBrokenError`` with the cause).
+        initializer: run ``initializer(*initargs)`` in each new worker; if it
+            fails, the pool is broken (``PoolBrokenError`` with the cause).
+        initargs: the arguments of ``initializer``.
         start_method: ``"forkserver"`` (default where available) or ``"spawn"``;
             ``"fork"`` works but is unsafe with threads.
-        max_crashes, crash_window: the pool gives up (``PoolBrokenError``) after this
-            many worker crashes within this many seconds; before that, crashed
+        max_crashes: the pool gives up (``PoolBrokenError``) after this many
+            worker crashes within ``crash_window`` seconds; before that, crashed
             workers are restarted with exponential backoff and jitter.
+        crash_window: seconds over which ``max_crashes`` are counted.
         kill_grace: seconds between SIGTERM and SIGKILL when a call is cancelled.
 
     Each worker leads its own process group, and the pool signals the whole

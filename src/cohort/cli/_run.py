@@ -7,11 +7,15 @@ stays flat whatever the input's length. The report goes to stderr.
 from __future__ import annotations
 
 import argparse
+import datetime
+import decimal
 import json
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, TextIO
 
 import cohort
@@ -80,13 +84,25 @@ async def _execute(
         outcome.report = stream.report
 
 
+# Written as their text (ISO dates and times, exact decimals...); nothing else
+# JSON cannot hold is guessed at: a repr in the output would pass unnoticed.
+_AS_TEXT = (datetime.date, datetime.time, decimal.Decimal, uuid.UUID, PurePath)
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, _AS_TEXT):
+        return str(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _json_line(value: Any, number: int) -> str:
     try:
-        return json.dumps(value) + "\n"
+        return json.dumps(value, default=_as_text) + "\n"
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"output {number} is a {type(value).__name__}, which JSON cannot hold ({exc}); "
-            "make the last stage return dicts, lists, strings, numbers, booleans or None"
+            "make the last stage return dicts, lists, strings, numbers, booleans or None "
+            "(dates, times, decimals, UUIDs and paths are written as text)"
         ) from None
 
 

@@ -56,6 +56,7 @@ class Pipeline(Generic[R]):
 
     @property
     def stages(self) -> tuple[Stage[Any, Any], ...]:
+        """The stages, in order (a single stage is a pipeline of one)."""
         return self._stages
 
     def _plans(self) -> list[StagePlan]:

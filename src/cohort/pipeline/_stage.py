@@ -122,6 +122,7 @@ class Stage(Pipeline[R], Generic[P, R]):
 
     @property
     def name(self) -> str:
+        """The stage's name (the function's, unless ``name=`` was given)."""
         return self.options.name
 
     def with_options(self, **changes: Any) -> Stage[P, R]:
@@ -161,6 +162,7 @@ class Stage(Pipeline[R], Generic[P, R]):
 
     @property
     def workers(self) -> int:
+        """How many workers call the function concurrently."""
         return self.options.workers
 
 
@@ -232,8 +234,9 @@ def stage(
             wait for a full batch or the end of the input).
         cpu: run a plain ``def`` in worker processes (the default executor).
         executor: run a plain ``def`` on this ``cohort.Executor``.
-        max_errors / max_error_rate: fail the run once more errors than this
-            (or a larger fraction of the items entering the stage) were skipped.
+        max_errors: fail the run once more errors than this were skipped.
+        max_error_rate: fail the run once a larger fraction of the items
+            entering the stage failed and were skipped.
         name: the stage's name in reports, logs and errors (default: the
             function's ``__name__``).
 

@@ -100,6 +100,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
             raise ValueError(f"autojump_threshold must be >= 0, got {autojump_threshold!r}")
 
     def time(self) -> float:
+        """The virtual clock: seconds that jump forward whenever nothing can run."""
         return self._virtual_now
 
     def _advance(self, seconds: float) -> None:
@@ -133,6 +134,7 @@ class VirtualClockPolicy(asyncio.DefaultEventLoopPolicy):
         self._threshold = autojump_threshold
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        """A new :class:`VirtualClockLoop`."""
         return VirtualClockLoop(autojump_threshold=self._threshold)
 
 
