@@ -7,11 +7,14 @@ import inspect
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -116,3 +119,38 @@ class Calls:
         finally:
             self.running -= 1
             self.finalized[key] = now()
+
+
+class RecordingExecutor:
+    """An Executor that runs calls inline and records them (stands in for a cluster)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def run(self, fn: Callable[..., _R], *args: Any) -> _R:
+        self.calls.append(getattr(fn, "__name__", repr(fn)))
+        return fn(*args)
+
+    async def imap(
+        self,
+        fn: Callable[[_T], _R],
+        iterable: Iterable[_T] | Any,
+        *,
+        chunksize: int | None = None,
+        ordered: bool = True,
+    ) -> AsyncGenerator[_R, None]:
+        for x in iterable:
+            yield fn(x)
+
+    async def map(
+        self,
+        fn: Callable[[_T], _R],
+        iterable: Iterable[_T] | Any,
+        *,
+        chunksize: int | None = None,
+        ordered: bool = True,
+    ) -> list[_R]:
+        return [fn(x) for x in iterable]
+
+    async def aclose(self) -> None:
+        pass

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import os
 import pickle
-from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any, TypeVar
 
 import pytest
@@ -15,6 +14,7 @@ import _bridge_cpu as c
 import _bridge_funcs as f
 import cohort
 from _bridge_util import assert_no_leaks, snapshot, start_forkserver
+from _util import RecordingExecutor
 from cohort.bridge import CpuFunction, Executor, ProcessPool, default_executor
 
 _T = TypeVar("_T")
@@ -91,41 +91,6 @@ def test_cpu_refuses_nested_functions() -> None:
         @cohort.cpu
         def nested(x: int) -> int:
             return x
-
-
-class RecordingExecutor:
-    """An Executor that runs calls inline and records them (stands in for a cluster)."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    async def run(self, fn: Callable[..., _R], *args: Any) -> _R:
-        self.calls.append(getattr(fn, "__name__", repr(fn)))
-        return fn(*args)
-
-    async def imap(
-        self,
-        fn: Callable[[_T], _R],
-        iterable: Iterable[_T] | Any,
-        *,
-        chunksize: int | None = None,
-        ordered: bool = True,
-    ) -> AsyncGenerator[_R, None]:
-        for x in iterable:
-            yield fn(x)
-
-    async def map(
-        self,
-        fn: Callable[[_T], _R],
-        iterable: Iterable[_T] | Any,
-        *,
-        chunksize: int | None = None,
-        ordered: bool = True,
-    ) -> list[_R]:
-        return [fn(x) for x in iterable]
-
-    async def aclose(self) -> None:
-        pass
 
 
 async def test_set_default_executor_redirects_to_process_and_cpu() -> None:

@@ -12,16 +12,19 @@ from pathlib import Path
 
 from _util import run_python
 
-VIRTUAL_TEST = """
-import asyncio
-import pytest
-import cohort
+README = Path(__file__).resolve().parents[1] / "README.md"
 
-@pytest.mark.virtual_clock
-async def test_sleeps_an_hour_instantly():
-    await asyncio.sleep(3600)
-    assert cohort.current_time() == 3600
-"""
+
+def readme_test() -> str:
+    """The README's pytest snippet as written, after the helper it names."""
+    text = README.read_text()
+    start = text.index("import pytest, cohort\n")
+    snippet = text[start : text.index("cohort.testing.run(main)", start)]
+    helper = "import asyncio\n\nasync def never_answers():\n    await asyncio.Event().wait()\n\n"
+    return helper + snippet
+
+
+VIRTUAL_TEST = readme_test()
 
 PLAIN_TEST = """
 async def test_plain():
@@ -40,7 +43,7 @@ def pytest_in(path: Path, *args: str) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
-def test_the_virtual_clock_runs_a_marked_test(tmp_path: Path) -> None:
+def test_the_readme_snippet_runs_in_a_fresh_project(tmp_path: Path) -> None:
     code, out = pytest_in(project(tmp_path, VIRTUAL_TEST))
     assert code == 0, out
     assert "1 passed" in out
@@ -49,7 +52,7 @@ def test_the_virtual_clock_runs_a_marked_test(tmp_path: Path) -> None:
 def test_virtual_clock_without_the_loop_hook_is_a_usage_error(tmp_path: Path) -> None:
     code, out = pytest_in(project(tmp_path, VIRTUAL_TEST), "-p", "no:asyncio")
     assert code == 4, out  # pytest's exit status for usage errors
-    assert "@pytest.mark.virtual_clock (on test_it.py::test_sleeps_an_hour_instantly)" in out
+    assert "@pytest.mark.virtual_clock (on test_it.py::test_read_times_out)" in out
     assert "needs pytest-asyncio >= 1.4" in out
 
 
