@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src tests
+	$(BIN)/pyright tests/typecheck_api.py
 
 # The site (docs/ and the API reference from the docstrings) in site/; --strict
 # turns a broken reference or a malformed docstring into a failure.

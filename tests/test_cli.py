@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -360,6 +361,28 @@ def test_demo_ctrl_c_prints_what_finished_and_stops_every_process() -> None:
     assert "Traceback" not in out
     _, alive = psutil.wait_procs(workers, timeout=30)
     assert alive == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT stands for Ctrl-C on POSIX")
+def test_demo_ctrl_c_during_the_fanout_says_which_runs_finished() -> None:
+    with popen_python(
+        *("-m", "cohort.cli", "demo", "--requests", "300", "--concurrency", "20"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as proc:
+        assert proc.stdout is not None
+        ends = 0
+        for line in proc.stdout:  # a run's last progress line; at the second, the first
+            if line.rstrip().endswith("(end)"):  # run is counted (the second began after)
+                ends += 1
+                if ends == 2:
+                    break
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    summary = out[out.index("\nsummary (interrupted during the fan-out load)\n") :]
+    assert re.search(r"\n  fan-out: [12] of 9 runs finished\n", summary), summary
+    assert "nothing finished" not in summary
 
 
 def test_quorum_read_example_runs() -> None:

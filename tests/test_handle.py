@@ -20,7 +20,7 @@ async def test_a_handle_shows_when_and_how_its_child_ended() -> None:
         assert good.task is not None
         assert good.started == 0
         assert queued.task is None
-        assert queued.started is None
+        assert queued.outcome().started is None
         assert queued.status is cohort.ChildStatus.PENDING
     assert (good.status, good.failed, good.error, good.started, good.ended) == (
         cohort.ChildStatus.SUCCEEDED,

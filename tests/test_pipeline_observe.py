@@ -91,3 +91,14 @@ async def test_progress_on_a_terminal_draws_a_live_table() -> None:
     drawn = term.getvalue()
     assert "slow" in drawn
     assert "items/s" in drawn
+
+
+async def test_the_report_shows_no_latency_for_a_stage_that_saw_no_item() -> None:
+    @cohort.stage
+    async def never(x: int) -> int:
+        return x
+
+    report = await never.run([])
+    line = str(report).splitlines()[1]
+    assert "p50 - p99 - " in line
+    assert "nan" not in str(report)

@@ -13,6 +13,11 @@ async def read(replica: str, key: int) -> bytes:
     return b""
 
 
+async def seconds() -> float:
+    await asyncio.sleep(0)
+    return 1.0
+
+
 async def main() -> None:
     async with cohort.TaskGroup(join=cohort.Quorum(2), limit=4, timeout=1.0) as g:
         h = g.spawn(read, "eu-1", 42, name="read")
@@ -28,3 +33,11 @@ async def main() -> None:
     with cohort.fail_at(cohort.current_time() + 1):
         pass
     assert_type(cohort.current_deadline(), float)
+    pair = await cohort.gather(read("eu-1", 1), seconds())
+    assert_type(pair, tuple[bytes, float])
+    assert_type(await cohort.race(read("eu-1", 1), seconds()), bytes | float)
+    async with cohort.Linger(grace=0.5) as linger:
+        assert_type(await linger.call(read, "eu-1", key=2), bytes)
+    async with cohort.TaskGroup() as g2:
+        g2.start_soon(read, "eu-1", 3)
+    assert_type(g2.statistics().succeeded, int)

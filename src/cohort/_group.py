@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Literal, NoReturn, TypeVar, TypeVarTuple, cast
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, TypeVarTuple, cast
 
 from cohort import _observe, _scopes
 from cohort._handle import ChildStatus, Handle, Outcome
@@ -105,6 +105,12 @@ class TaskGroup:
         on_timeout: ``"raise"`` (``TimeoutError``) or ``"partial"`` (exit
             normally with whatever completed).
         name: shown in errors, logs and ``task_tree()``.
+
+    ``__aexit__`` returns True when the group swallowed its own cancellation
+    of the body (its policy decided, or a partial timeout); it is typed as
+    returning ``None`` so that type checkers do not call every name bound in
+    the body "possibly unbound". A class that wraps a group must return that
+    value from its own ``__aexit__``.
 
     Example::
 
@@ -594,12 +600,13 @@ class TaskGroup:
             _observe.group_event("group entered", self.statistics(), self._parent_name)
         return self
 
-    async def __aexit__(
+    async def _leave(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        """``__aexit__``: True swallows the body's cancellation by the group itself."""
         self._phase = _EXITING
         try:
             return await self._exit(exc)
@@ -614,6 +621,22 @@ class TaskGroup:
             _live_groups.pop(self, None)
             if EVENTS.on:
                 _observe.group_event("group exited", self.statistics(), self._parent_name)
+
+    if TYPE_CHECKING:
+        # Typed as never swallowing, like asyncio.TaskGroup's: it swallows only its
+        # own cancellation of the body, when its policy decided while the body
+        # was awaiting, and a name bound after that await is then unbound (an
+        # UnboundLocalError, not a silent error). Typed as `-> bool`, type
+        # checkers would call every handle assigned in the body "possibly unbound".
+        async def __aexit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None: ...
+
+    else:
+        __aexit__ = _leave
 
     @property
     def _parent_name(self) -> str | None:

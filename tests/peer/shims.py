@@ -71,7 +71,10 @@ class TaskGroup:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        return await self._group.__aexit__(exc_type, exc, tb)
+        # cohort's __aexit__ is typed `-> None` (see TaskGroup) but returns whether
+        # it swallowed the body's cancellation: a wrapper must pass that on.
+        leave: Any = self._group.__aexit__
+        return bool(await leave(exc_type, exc, tb))
 
     def create_task(
         self,

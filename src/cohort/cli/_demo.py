@@ -67,11 +67,14 @@ class _Summary:
 
     lines: list[str] = field(default_factory=list)
     part: str = "starting"
+    progress: str | None = None
+    """What the part under way has finished so far (shown if it is interrupted)."""
 
     def print(self, *, interrupted: bool) -> None:
         title = f"summary (interrupted during {self.part})" if interrupted else "summary"
         print(f"\n{title}")
-        for line in self.lines or ["nothing finished"]:
+        lines = [*self.lines, *([self.progress] if interrupted and self.progress else [])]
+        for line in lines or ["nothing finished"]:
             print(f"  {line}")
         print("  every request, child task, server and worker process has ended.", flush=True)
 
@@ -122,12 +125,15 @@ async def _fanout(args: argparse.Namespace, summary: _Summary) -> None:
             f"   interleaved over {len(_KEY_SETS)} key sets (medians):",
             flush=True,
         )
+        order = list(interleave(list(STRATEGIES), _KEY_SETS, rounds=1))
         async with aiohttp.ClientSession() as session:
-            for key_set, label in interleave(list(STRATEGIES), _KEY_SETS, rounds=1):
+            for key_set, label in order:
                 start = cohort.current_time()
                 records = await load(session, url, label, keys_of(key_set, args.requests))
                 took = cohort.current_time() - start
                 runs.append(make_run(label, key_set, STRATEGIES[label], records, took))
+                summary.progress = f"fan-out: {len(runs)} of {len(order)} runs finished"
+    summary.progress = None
     table = format_runs(runs)
     print("\n".join(f"   {line}" for line in table.splitlines()), flush=True)
     figures = medians(runs)

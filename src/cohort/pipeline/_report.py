@@ -99,7 +99,7 @@ class Report(Generic[R]):
             lines.append(
                 f"  {s.name}: in {s.items_in} out {s.items_out} failed {s.failed} "
                 f"retried {s.retried} dropped {s.dropped} "
-                f"p50 {s.latency_p50 * 1e3:.2f}ms p99 {s.latency_p99 * 1e3:.2f}ms "
+                f"p50 {_ms(s.latency_p50)} p99 {_ms(s.latency_p99)} "
                 f"busy {s.busy:.3f}s"
             )
         return "\n".join(lines)
@@ -134,3 +134,8 @@ class LatencySampler:
             return math.nan
         ordered = sorted(self.samples)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _ms(seconds: float) -> str:
+    """Milliseconds, or ``-`` for a stage that timed no item (no latency to show)."""
+    return "-" if seconds != seconds else f"{seconds * 1e3:.2f}ms"
