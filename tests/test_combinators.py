@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, assert_type
 
@@ -176,9 +177,43 @@ async def test_hedge_raises_quorum_error_when_every_attempt_failed() -> None:
     assert now() == 3  # each failure started the next attempt immediately
 
 
+@vc
+async def test_hedge_over_callables_asks_the_next_replica_each_attempt() -> None:
+    asked: list[tuple[str, float]] = []
+
+    async def read(replica: str, seconds: float) -> str:
+        asked.append((replica, now()))
+        await asyncio.sleep(seconds)
+        return replica
+
+    attempts = [
+        functools.partial(read, "eu-1", 10),
+        functools.partial(read, "us-1", 10),
+        functools.partial(read, "ap-1", 0.1),
+    ]
+    assert await cohort.hedge(attempts, delay=0.5) == "ap-1"
+    assert asked == [("eu-1", 0), ("us-1", 0.5), ("ap-1", 1.0)]
+    assert now() == pytest.approx(1.1)
+
+
+async def test_hedge_over_callables_refuses_arguments_and_empty_lists() -> None:
+    async def one() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="no arguments and no attempts="):
+        await cohort.hedge([one], 1, delay=1)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="no arguments and no attempts="):
+        await cohort.hedge([one], delay=1, attempts=2)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="at least one callable"):
+        await cohort.hedge([], delay=1)
+    with pytest.raises(TypeError, match="async callables, got 3"):
+        await cohort.hedge([one, 3], delay=1)  # type: ignore[arg-type]
+    assert await cohort.hedge([one], delay=1) == 1
+
+
 async def test_hedge_validates_its_arguments() -> None:
     with pytest.raises(TypeError, match="async callable"):
-        await cohort.hedge(42, delay=1)  # type: ignore[arg-type]
+        await cohort.hedge(42, delay=1)  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="attempts"):
         await cohort.hedge(ok, 1, delay=1, attempts=0)
     with pytest.raises(ValueError, match="delay"):

@@ -151,7 +151,7 @@ HOW: dict[str, tuple[str, str]] = {
     "import cohort": ("", "virtual"),
     "class TwoOrThreeStrikes(cohort.JoinPolicy):": ("", "sync"),
     # ends with cohort.run(main, ...), on a real loop: fetches are quick there
-    "async def main(urls, replicas, key):": ("fetch_seconds = 0.01", "sync"),
+    "from functools import partial": ("fetch_seconds = 0.01", "sync"),
     "with cohort.move_on_after(0.5) as scope:     # silent": ("", "virtual"),
     "async with cohort.Linger(grace=0.6, limit=1000) as linger:   # e.g. in an app's lifespan": (
         "",
@@ -191,7 +191,7 @@ def test_every_python_snippet_runs_as_written(
         structlog.reset_defaults()
     checks: dict[str, Callable[[dict[str, Any], str], None]] = {
         "import cohort": lambda ns, out: _assert_eq(len(ns["g"].results), 2),
-        "async def main(urls, replicas, key):": lambda ns, out: _assert_in("b up", out),
+        "from functools import partial": lambda ns, out: _assert_in("b up", out),
         "with cohort.move_on_after(0.5) as scope:     # silent": lambda ns, out: _assert_eq(
             ns["data"], "<cached page>"
         ),

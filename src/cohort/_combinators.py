@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar, TypeVarTuple, overload
 
 from cohort import _scopes
@@ -297,9 +297,13 @@ class _Hedge:
             self.failures -= 1
 
 
+@overload
 async def hedge(
     fn: Callable[[*Ts], Awaitable[T]], *args: *Ts, delay: float, attempts: int = 2
-) -> T:
+) -> T: ...
+@overload
+async def hedge(fn: Sequence[Callable[[], Awaitable[T]]], *, delay: float) -> T: ...
+async def hedge(fn: Any, *args: Any, delay: Any, attempts: Any = None) -> Any:  # type: ignore[misc]  # mypy: a TypeVarTuple overload
     """Call ``fn(*args)``; start another call after ``delay`` if none succeeded yet.
 
     Up to ``attempts`` calls overlap; the first success wins and the others are
@@ -308,18 +312,37 @@ async def hedge(
     When every attempt failed, raises :class:`cohort.QuorumError`. This cuts
     tail latency when asking interchangeable replicas.
 
+    Given a sequence of argument-less async callables instead, attempt ``n``
+    calls the ``n``-th (one attempt each): the way to ask a different replica
+    per attempt.
+
     Example::
 
         row = await cohort.hedge(read_replica, key, delay=0.05, attempts=3)
+        row = await cohort.hedge([partial(read, r, key) for r in replicas], delay=0.05)
     """
-    if not callable(fn):
-        raise TypeError(f"hedge() needs an async callable, got {fn!r}")
-    attempts = check_count("attempts", attempts)
+    calls: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]
+    if isinstance(fn, Sequence) and not isinstance(fn, str | bytes):
+        if args or attempts is not None:
+            raise TypeError(
+                "hedge() over a sequence of callables takes no arguments and no attempts= "
+                "(one attempt per callable; bind arguments with functools.partial)"
+            )
+        if not fn:
+            raise ValueError("hedge() needs at least one callable")
+        for each in fn:
+            if not callable(each):
+                raise TypeError(f"hedge() needs async callables, got {each!r}")
+        calls = [(each, ()) for each in fn]
+    else:
+        if not callable(fn):
+            raise TypeError(f"hedge() needs an async callable, got {fn!r}")
+        calls = [(fn, args)] * check_count("attempts", 2 if attempts is None else attempts)
     delay = check_seconds("delay", delay)
     state = _Hedge()
     async with TaskGroup(join=_FIRST_WINS, name="cohort.hedge") as group:
-        for n in range(1, attempts + 1):
-            group.spawn(state.attempt, fn, args, name=f"hedge-attempt-{n}")
-            if n < attempts:
+        for n, (call, call_args) in enumerate(calls, start=1):
+            group.spawn(state.attempt, call, call_args, name=f"hedge-attempt-{n}")
+            if n < len(calls):
                 await state.next_turn(delay)
-    return group.results[0]  # type: ignore[no-any-return]
+    return group.results[0]

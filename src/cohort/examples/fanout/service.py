@@ -24,6 +24,7 @@ session per backend: a third of httpx's CPU per call, measured under load.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -210,12 +211,9 @@ class FanoutService:
         """
         if not hedge:
             return await self.call(PRICING[0], key)
-        replicas = iter(PRICING)  # each attempt asks the next replica
-
-        async def ask_next_replica() -> Reply:
-            return await self.call(next(replicas), key)
-
-        return await cohort.hedge(ask_next_replica, delay=self.hedge_delay, attempts=len(PRICING))
+        # one attempt per replica, in order
+        attempts = [functools.partial(self.call, replica, key) for replica in PRICING]
+        return await cohort.hedge(attempts, delay=self.hedge_delay)
 
     async def find_image(self, key: str, mirrors: bool) -> Reply:
         """The first mirror to answer wins; the others are cancelled."""
