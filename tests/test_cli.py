@@ -123,7 +123,8 @@ def test_run_progress_writes_progress_lines_to_stderr_only() -> None:
     result = cohort_cli("run", f"{EXAMPLE}:pipeline", "--progress", stdin="x y\n")
     assert result.returncode == 0, result.stderr
     assert json_lines(result.stdout) == [{"words": 2, "longest": "x"}]
-    assert "pipeline read=1 | words in=1 out=1" in result.stderr
+    assert "pipeline read=1 finished=1 " in result.stderr
+    assert " | words in=1 out=1" in result.stderr
     assert "(end)" in result.stderr
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -67,6 +67,50 @@ async def test_progress_writes_periodic_lines_when_not_a_terminal(
     assert "slow in=" in lines[0]
     assert lines[-1].endswith("(end)")
     assert "out=10" in lines[-1]
+    # finished items of the known total, time so far, time left at this pace
+    assert " finished=" in lines[0]
+    assert "/10 (" in lines[0]
+    assert " eta " in lines[0]
+    assert " finished=10/10 (100%) 5.0s | " in lines[2]
+
+
+@vc
+async def test_progress_shows_share_finished_and_time_left(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    @cohort.stage(workers=2)
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0.9)  # pairs finish at 0.9, 1.8, 2.7, 3.6, 4.5 s
+        return x
+
+    await slow.run(range(10), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert " finished=4/10 (40%) 2.0s eta 3.0s | " in lines[0]
+    assert " finished=8/10 (80%) 4.0s eta 1.0s | " in lines[1]
+    assert " finished=10/10 (100%) 4.5s | " in lines[2]
+    # each rate is over the time since the previous line: 4 calls started
+    # between 0 and 2 s, 4 more (of 0.9 s each) between 2 and 4 s
+    assert lines[0].endswith(" 3/s")
+    assert lines[1].endswith(" 2/s")
+
+
+@vc
+async def test_progress_without_a_length_shows_what_is_read_and_finished(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def numbers() -> AsyncIterator[int]:
+        for i in range(3):
+            yield i
+
+    @cohort.stage
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0.9)
+        return x
+
+    await slow.run(numbers(), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("pipeline read=3 finished=2 2.0s | ")
+    assert lines[-1].startswith("pipeline read=3 finished=3 2.7s | ")
 
 
 class FakeTerminal(io.StringIO):

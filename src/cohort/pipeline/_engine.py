@@ -22,7 +22,7 @@ import enum
 import inspect
 import itertools
 import reprlib
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence, Sized
 from typing import Any
 
 from cohort import _scopes
@@ -39,6 +39,9 @@ StagePlan = tuple[StageOptions, Callable[[Any], Awaitable[Any]]]
 
 CHUNK = 64  # most items a worker takes at once
 FAST = 50e-6  # mean seconds per call under which a stage's workers stop sharing chunks out
+# Mean seconds per call under which a worker may take its share of a backlog
+# (an item then waits for at most a few such calls before it moves on).
+QUICK = 1e-3
 
 
 class Fate(enum.IntEnum):
@@ -151,6 +154,7 @@ class Engine:
         self.fatal: BaseException | None = None
         self.started = loop.time()
         self.ended: float | None = None
+        self.total: int | None = None  # items in the source, when it has a length
         self.collector: _Collector | None = None
         labels = _labels([options.name for options, _ in stages])
         first = Channel(stages[0][0].capacity, loop)
@@ -179,6 +183,8 @@ class Engine:
         if EVENTS.on:
             EVENTS.log.info("pipeline.started", stages=[r.name for r in self.runs])
         fatal: BaseException | None = None
+        if isinstance(source, Sized):
+            self.total = len(source)
         try:
             async with TaskGroup(name="pipeline") as g:
                 g.spawn(self.feed, source, name="pipeline-source")
@@ -351,12 +357,14 @@ class StageRun:
             if batch is None:
                 if self._fast():
                     n = min(room, size)  # quick calls: all that is queued
-                elif self.active + 1 < self.alive:
-                    n = 1  # an idle worker could take the next one: no item waits behind us
+                elif self.active + 1 < self.alive or not self._quick():
+                    # An idle worker could take the next one, or calls are slow:
+                    # no item waits behind another.
+                    n = 1
                 else:
-                    # Every other worker is busy: a fair share of the backlog, so
-                    # this one goes on to its next item without a round through
-                    # the channels.
+                    # Every other worker is busy and calls are quick: a fair share
+                    # of the backlog, so this one goes on to its next item
+                    # without a round through the channels.
                     n = min(room, -(-size // self.alive))
                 if self.window_waiters and n < room and n < size:
                     self._wake_one()
@@ -389,6 +397,11 @@ class StageRun:
         """
         processed = self.processed
         return processed >= CHUNK and self.busy < FAST * processed
+
+    def _quick(self) -> bool:
+        """True once this stage's calls are known to take under ``QUICK`` on average."""
+        processed = self.processed
+        return processed >= self.alive and self.busy < QUICK * processed
 
     async def _wait_window(self) -> None:
         fut = self.engine.loop.create_future()

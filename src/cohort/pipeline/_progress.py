@@ -35,41 +35,66 @@ def progress_task(stream: TextIO | None = None) -> Callable[[Engine], Awaitable[
     return lambda engine: _lines(engine, out)
 
 
-def rows(engine: Engine, previous: dict[str, int], interval: float) -> list[dict[str, Any]]:
-    """One row per stage: in, out, in flight, errors and rate (items in per second)."""
-    result = []
-    for run in engine.runs:
-        result.append(
-            {
-                "stage": run.name,
-                "in": run.items_in,
-                "out": run.items_out,
-                "in_flight": run.items_in - run.processed,
-                "errors": run.failed,
-                "rate": (run.items_in - previous.get(run.name, 0)) / interval,
-            }
-        )
-        previous[run.name] = run.items_in
-    return result
+class Meter:
+    """Rates over the time since the previous sample, on the loop's clock (the
+    last sample of a run is usually shorter than an interval)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.previous: dict[str, int] = {}
+        self.at = engine.started
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per stage: in, out, in flight, errors and rate (items in per second)."""
+        now = self.engine.loop.time()
+        interval, self.at = now - self.at, now
+        result = []
+        for run in self.engine.runs:
+            new = run.items_in - self.previous.get(run.name, 0)
+            result.append(
+                {
+                    "stage": run.name,
+                    "in": run.items_in,
+                    "out": run.items_out,
+                    "in_flight": run.items_in - run.processed,
+                    "errors": run.failed,
+                    "rate": new / interval if interval > 0 else 0.0,
+                }
+            )
+            self.previous[run.name] = run.items_in
+        return result
+
+    def overall(self) -> str:
+        """Items read and finished, the time so far; with the input's length, how
+        much of it is finished and an estimate of the time left."""
+        engine = self.engine
+        read, total = engine.tally.read, engine.total
+        finished = sum(engine.tally.counts)  # an output, dropped, done or failed
+        elapsed = engine.loop.time() - engine.started
+        if not total:
+            return f"read={read} finished={finished} {elapsed:.1f}s"
+        share = min(finished, total) / total
+        eta = f" eta {elapsed / share - elapsed:.1f}s" if 0 < share < 1 else ""
+        return f"read={read} finished={finished}/{total} ({share:.0%}) {elapsed:.1f}s{eta}"
 
 
-def line(engine: Engine, table: list[dict[str, Any]]) -> str:
+def line(meter: Meter) -> str:
     parts = [
         f"{r['stage']} in={r['in']} out={r['out']} flight={r['in_flight']} "
         f"err={r['errors']} {r['rate']:.0f}/s"
-        for r in table
+        for r in meter.rows()
     ]
-    return f"pipeline read={engine.tally.read} | " + " | ".join(parts)
+    return f"pipeline {meter.overall()} | " + " | ".join(parts)
 
 
 async def _lines(engine: Engine, out: TextIO) -> None:
-    previous: dict[str, int] = {}
+    meter = Meter(engine)
     try:
         while True:
             await asyncio.sleep(LINE_INTERVAL)
-            print(line(engine, rows(engine, previous, LINE_INTERVAL)), file=out, flush=True)
+            print(line(meter), file=out, flush=True)
     finally:
-        print(line(engine, rows(engine, previous, LINE_INTERVAL)) + " (end)", file=out)
+        print(line(meter) + " (end)", file=out)
 
 
 async def _live(engine: Engine, out: TextIO) -> None:
@@ -77,13 +102,13 @@ async def _live(engine: Engine, out: TextIO) -> None:
     from rich.live import Live
     from rich.table import Table
 
-    previous: dict[str, int] = {}
+    meter = Meter(engine)
 
     def render() -> Table:
-        table = Table(title=f"pipeline: {engine.tally.read} read")
+        table = Table(title=f"pipeline: {meter.overall()}")
         for column in ("stage", "in", "out", "in flight", "errors", "items/s"):
             table.add_column(column, justify="left" if column == "stage" else "right")
-        for r in rows(engine, previous, LIVE_INTERVAL):
+        for r in meter.rows():
             table.add_row(
                 r["stage"],
                 str(r["in"]),
