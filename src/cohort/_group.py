@@ -43,6 +43,7 @@ _SUCCEEDED = ChildStatus.SUCCEEDED
 _FAILED = ChildStatus.FAILED
 _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
+_running_handle = Handle._running  # bound once: a classmethod is bound at every look-up
 
 
 class _GroupScope(CancelScope):
@@ -162,6 +163,9 @@ class TaskGroup:
         self._consult_on_success = join.consults_on_success and (
             type(join).on_child_done is not JoinPolicy.on_child_done
         )
+        # A critical child's success only counts: not kept in completion order, no
+        # policy hook to call (a fatal error has already decided the group).
+        self._lean_success = not self._completion_order and not self._consult_on_success
         self._on_spawn_hook = (
             join.on_spawn if type(join).on_spawn is not JoinPolicy.on_spawn else None
         )
@@ -317,7 +321,7 @@ class TaskGroup:
             coro = _coro_object(fn, args)
         handle: Handle[T]
         if self._limit is not None and self._running >= self._limit:
-            handle = Handle(self, loop, self._clock, coro, name, timeout, critical)
+            handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical)
             self._queue.append(handle)
         elif timeout is None:
             # The common case, made fast: the task is made here and handed to the handle.
@@ -326,12 +330,12 @@ class TaskGroup:
             except BaseException:
                 coro.close()  # no task, no child: nothing is recorded
                 raise
-            handle = Handle(self, loop, self._clock, coro, name, None, critical, task)
+            handle = _running_handle(self, loop, self._clock, coro, name, critical, task)
             self._running += 1
             if EVENTS.on:
                 _observe.child_started(handle, self.name, self._parent_name)
         else:
-            handle = Handle(self, loop, self._clock, coro, name, timeout, critical)
+            handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical)
             self._launch(handle)
         self._handles.append(handle)
         if critical:
@@ -388,6 +392,19 @@ class TaskGroup:
                 self._launch(handle)
             except Exception as exc:  # no task could be made: the child failed
                 self._child_ended(handle, handle._settle(_FAILED, None, exc), False)
+
+    def _child_succeeded(self, handle: Handle[Any]) -> None:
+        """``_child_ended(handle, SUCCEEDED, True)``, shortened where it does nothing more
+        than count: every successful child of a group without a queue comes here."""
+        if self._lean_success and handle.critical and not self._queue and not EVENTS.on:
+            self._running -= 1
+            self._succeeded += 1
+            if self._waiter is not None and (
+                self._running == 0 or self._spawned == self._succeeded + self._failed
+            ):
+                self._wake()
+        else:
+            self._child_ended(handle, _SUCCEEDED, True)
 
     def _child_ended(self, handle: Handle[Any], status: ChildStatus, started: bool) -> None:
         """A child ended (its handle has recorded how): count it and let the policy decide.

@@ -35,6 +35,8 @@ class _Parent(Protocol):
 
     def _child_ended(self, handle: Handle[Any], status: ChildStatus, started: bool) -> None: ...
 
+    def _child_succeeded(self, handle: Handle[Any]) -> None: ...
+
     def _drop_queued(self, handle: Handle[Any]) -> None: ...
 
 
@@ -81,7 +83,6 @@ class Handle(Generic[T]):
         "_coro",
         "_ended",
         "_error",
-        "_failed",
         "_group",
         "_loop",
         "_name",
@@ -96,8 +97,28 @@ class Handle(Generic[T]):
         "critical",
     )
 
-    def __init__(
-        self,
+    # Made by its group through ``_queued`` or ``_running`` (no ``__init__``:
+    # calling a class whose ``__init__`` is written in Python costs a spawn
+    # more than the constructors' plain attribute stores).
+    _group: _Parent | None
+    _loop: asyncio.AbstractEventLoop
+    _now: Callable[[], float]
+    _coro: Coroutine[Any, Any, T]
+    _name: str | None
+    _timeout: float | None
+    _timed_out: bool  # set only where there is a timeout
+    critical: bool
+    _task: asyncio.Task[T] | None
+    _status: ChildStatus
+    _value: T | None
+    _error: BaseException | None
+    _started: float | None
+    _ended: float | None
+    _waiter: asyncio.Future[None] | None
+
+    @classmethod
+    def _queued(
+        cls,
         group: _Parent,
         loop: asyncio.AbstractEventLoop,
         now: Callable[[], float],
@@ -105,34 +126,52 @@ class Handle(Generic[T]):
         name: str | None,
         timeout: float | None,
         critical: bool,
-        task: asyncio.Task[T] | None = None,
-    ) -> None:
-        """``task``: the child's task when the group already made it (its fast
-        path: no timeout, a free slot); else ``_start`` makes it later."""
-        # _group and _task are dropped when the child finishes: a finished handle
-        # refers to neither, so a group and its children are freed by reference
-        # counting when the last reference goes, not left for the cycle collector.
-        self._group: _Parent | None = group
+    ) -> Handle[T]:
+        """A child whose task ``_start`` makes later (it has a timeout, or waits for a slot)."""
+        self = cls()
+        self._group = group
         self._loop = loop
         self._now = now
         self._coro = coro
         self._name = name
         self._timeout = timeout
+        if timeout is not None:
+            self._timed_out = False
         self.critical = critical
-        self._task: asyncio.Task[T] | None = task
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._failed = False
-        self._timed_out = False
-        self._ended: float | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        if task is None:
-            self._status = _PENDING
-            self._started: float | None = None
-        else:
-            self._status = _RUNNING
-            self._started = now()
-            task.add_done_callback(self._on_done)
+        self._task = None
+        self._status = _PENDING
+        self._value = self._error = self._started = self._ended = self._waiter = None
+        return self
+
+    @classmethod
+    def _running(
+        cls,
+        group: _Parent,
+        loop: asyncio.AbstractEventLoop,
+        now: Callable[[], float],
+        coro: Coroutine[Any, Any, T],
+        name: str | None,
+        critical: bool,
+        task: asyncio.Task[T],
+    ) -> Handle[T]:
+        """A child whose task the group has just made (no timeout, a free slot)."""
+        # _group and _task are dropped when the child finishes: a finished handle
+        # refers to neither, so a group and its children are freed by reference
+        # counting when the last reference goes, not left for the cycle collector.
+        self = cls()
+        self._group = group
+        self._loop = loop
+        self._now = now
+        self._coro = coro
+        self._name = name
+        self._timeout = None
+        self.critical = critical
+        self._task = task
+        self._status = _RUNNING
+        self._value = self._error = self._ended = self._waiter = None
+        self._started = now()
+        task.add_done_callback(self._on_done)
+        return self
 
     def __repr__(self) -> str:
         return f"<Handle {self.name!r} {self._status.value}>"
@@ -151,7 +190,7 @@ class Handle(Generic[T]):
     @property
     def failed(self) -> bool:
         """True if the child raised (a timeout included); not for a cancellation."""
-        return self._failed
+        return self._error is not None
 
     @property
     def error(self) -> BaseException | None:
@@ -280,13 +319,15 @@ class Handle(Generic[T]):
                 status = self._settle(_FAILED, None, exc)
         else:
             # _settle(_SUCCEEDED, value, None), inlined: every successful child comes here.
-            self._status = status = _SUCCEEDED
+            self._status = _SUCCEEDED
             self._value = value
             self._group = self._task = None
             self._ended = self._now()
             waiter = self._waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+            group._child_succeeded(self)
+            return
         group._child_ended(self, status, True)
 
     def _discard(self) -> None:
@@ -304,10 +345,8 @@ class Handle(Generic[T]):
         A failure with the ``TimeoutError`` of the child's own ``timeout`` is
         TIMED_OUT; so is a child cancelled by its group's timeout (no error).
         """
-        if status is _FAILED:
-            self._failed = True
-            if self._timed_out:
-                status = _TIMED_OUT
+        if status is _FAILED and self._timeout is not None and self._timed_out:
+            status = _TIMED_OUT
         self._status = status
         self._value = value
         self._error = error
