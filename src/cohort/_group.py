@@ -149,6 +149,7 @@ class TaskGroup:
         self._spawned = 0
         self._succeeded = 0
         self._failed = 0
+        self._child_errors = False  # a child failed or timed out (critical or not)
         self._decision = Decision.CONTINUE
         self._timed_out = False
         # KeyboardInterrupt/SystemExit seen in the body or a child: re-raised bare.
@@ -412,6 +413,8 @@ class TaskGroup:
         The one place where the group learns of an end: a task that finished
         (``started``), or a queued child that never ran or could not start.
         """
+        if handle.error is not None:
+            self._child_errors = True
         if started:
             self._running -= 1
             if status is not _SUCCEEDED and not isinstance(handle.error, Exception | None):
@@ -461,10 +464,11 @@ class TaskGroup:
             handle._discard()
             status = _TIMED_OUT if self._timed_out else _CANCELLED
             self._child_ended(handle, handle._settle(status, None, None), False)
-        for handle in self._handles:
-            task = handle.task
-            if task is not None:
-                cancel_task(task)
+        if self._running:  # else no child has a task (a finished one drops it)
+            for handle in self._handles:
+                task = handle.task
+                if task is not None:
+                    cancel_task(task)
 
     def _on_timeout(self) -> None:
         if self._decision is not Decision.CONTINUE:
@@ -648,6 +652,8 @@ class TaskGroup:
     def _errors_to_raise(self) -> list[BaseException]:
         """Child errors the group raises, in spawn order: critical failures if the
         policy raises them, and any child error that is not an ``Exception``."""
+        if not self._child_errors:
+            return []
         raises = self._policy.raises_child_errors
         return [
             h.error
