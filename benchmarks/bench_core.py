@@ -61,6 +61,11 @@ def _spawn_cases(n: int) -> dict[str, Callable[[], Coroutine[Any, Any, object]]]
             for _ in range(n):
                 g.spawn(_noop)
 
+    async def cohort_tg_start_soon() -> None:
+        async with cohort.TaskGroup() as g:
+            for _ in range(n):
+                g.start_soon(_noop)
+
     async def asyncio_gather() -> None:
         await asyncio.gather(*[_noop() for _ in range(n)])
 
@@ -75,6 +80,7 @@ def _spawn_cases(n: int) -> dict[str, Callable[[], Coroutine[Any, Any, object]]]
     return {
         "asyncio.TaskGroup": asyncio_tg,
         "cohort.TaskGroup(Gather)": cohort_tg,
+        "cohort.TaskGroup(Gather).start_soon": cohort_tg_start_soon,
         "asyncio.gather": asyncio_gather,
         "cohort.gather": cohort_gather,
         "anyio task group": anyio_tg,

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeVar, TypeVarTuple
 
 from cohort import _observe, _scopes
-from cohort._handle import ChildStatus, Handle, Outcome
+from cohort._handle import ChildStatus, Handle, Outcome, _coro_name
 from cohort._observe import EVENTS, GroupStatistics
 from cohort._policies import Decision, Gather, JoinPolicy
 from cohort._scopes import CancelScope, cancel_task
@@ -44,6 +44,7 @@ _FAILED = ChildStatus.FAILED
 _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
 _running_handle = Handle._running  # bound once: a classmethod is bound at every look-up
+_UNSUCCESSFUL = frozenset({_FAILED, _CANCELLED, _TIMED_OUT})
 
 
 class _GroupScope(CancelScope):
@@ -114,6 +115,8 @@ class TaskGroup:
         print(g.results)   # the first two values, in completion order
     """
 
+    _bare_done: Callable[[asyncio.Task[Any]], None]  # while open: _on_bare_done, bound once
+
     def __init__(
         self,
         join: JoinPolicy | None = None,
@@ -142,7 +145,16 @@ class TaskGroup:
         self._name = name
         self._phase = _NEW
         self._accepting = False  # open and undecided: spawn() is allowed
-        self._handles: list[Handle[Any]] = []
+        # Every child in spawn order: its handle, or for a start_soon() child without
+        # one (yet) the time it started.
+        self._handles: list[Handle[Any] | float] = []
+        # The start_soon() children running without a handle: the index of each in
+        # _handles, bit-inverted (~) for an optional child; and the names given.
+        self._bare: dict[asyncio.Task[Any], int] = {}
+        self._bare_names: dict[asyncio.Task[Any], str] = {}
+        # start_soon() children that have a handle all the same (a timeout, a queue
+        # slot, a policy that reads every child): recorded only if they do not succeed.
+        self._quiet: set[Handle[Any]] = set()
         self._completed: list[Handle[Any]] = []
         self._queue: deque[Handle[Any]] = deque()
         self._running = 0
@@ -170,6 +182,8 @@ class TaskGroup:
         self._on_spawn_hook = (
             join.on_spawn if type(join).on_spawn is not JoinPolicy.on_spawn else None
         )
+        # start_soon() may leave a child without a handle: no policy hook reads it.
+        self._bare_ok = self._lean_success and self._on_spawn_hook is None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
         self._task: asyncio.Task[Any] | None = None
@@ -255,7 +269,7 @@ class TaskGroup:
             values = [h.result() for h in self._completed if h.status is _SUCCEEDED and h.critical]
             cap = policy.results_limit
             return values[:cap] if cap is not None and self._decision is Decision.DONE else values
-        return [h.result() for h in self._handles if h.status is _SUCCEEDED]
+        return [h.result() for h in self._records() if h.status is _SUCCEEDED]
 
     @property
     def result(self) -> Any:
@@ -268,24 +282,58 @@ class TaskGroup:
     @property
     def errors(self) -> list[BaseException]:
         """Errors of children that failed or timed out (critical or not), spawn order."""
-        return [h.error for h in self._handles if h.error is not None]
+        return [h.error for h in self._records() if h.error is not None]
 
     def errors_of_critical(self) -> list[Exception]:
         """Errors of critical children that failed or timed out, in spawn order."""
         return [
             h.error
-            for h in self._handles
+            for h in self._records()
             if h.critical and isinstance(h.error, Exception) and h.failed
         ]
 
     @property
     def outcomes(self) -> list[Outcome]:
-        """One record per child, in spawn order."""
-        return [h.outcome() for h in self._handles]
+        """One record per child in spawn order (a ``start_soon`` child only if it did
+        not succeed)."""
+        return [h.outcome() for h in self._records()]
 
     @property
     def handles(self) -> list[Handle[Any]]:
-        return list(self._handles)
+        """The children's handles in spawn order (a ``start_soon`` child's only if it
+        ended without succeeding)."""
+        return self._records()
+
+    def _records(self) -> list[Handle[Any]]:
+        quiet = self._quiet
+        return [
+            h
+            for h in self._handles
+            if isinstance(h, Handle) and (h.status in _UNSUCCESSFUL or h not in quiet)
+        ]
+
+    def _tree_rows(
+        self,
+    ) -> list[tuple[str, ChildStatus, float | None, float | None, asyncio.Task[Any] | None]]:
+        """For ``task_tree()``: (name, status, started, ended, task) of every child with
+        a record, and of every ``start_soon`` child still running, in spawn order."""
+        quiet = self._quiet
+        running = self._bare_at()
+        rows: list[tuple[str, ChildStatus, float | None, float | None, asyncio.Task[Any] | None]]
+        rows = []
+        for i, h in enumerate(self._handles):
+            if isinstance(h, Handle):
+                if h.status is not _SUCCEEDED or h not in quiet:
+                    rows.append((h.name, h.status, h.started, h.ended, h.task))
+            elif i in running:
+                task = running[i]
+                name = self._bare_names.get(task) or _coro_name(task.get_coro())
+                rows.append((name, ChildStatus.RUNNING, h, None, task))
+        return rows
+
+    def _bare_at(self) -> dict[int, asyncio.Task[Any]]:
+        """The running handle-less children by their index in ``_handles``."""
+        return {(i if i >= 0 else ~i): task for task, i in self._bare.items()}
 
     # -- spawning -----------------------------------------------------------------
 
@@ -334,7 +382,7 @@ class TaskGroup:
             handle = _running_handle(self, loop, self._clock, coro, name, critical, task)
             self._running += 1
             if EVENTS.on:
-                _observe.child_started(handle, self.name, self._parent_name)
+                _observe.child_started(handle.name, self.name, self._parent_name)
         else:
             handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical)
             self._launch(handle)
@@ -344,6 +392,95 @@ class TaskGroup:
             if self._on_spawn_hook is not None:
                 self._apply(self._on_spawn_hook(self, handle))
         return handle
+
+    def start_soon(
+        self,
+        fn: Callable[[*Ts], Awaitable[object]] | Coroutine[Any, Any, object],
+        *args: *Ts,
+        name: str | None = None,
+        timeout: float | None = None,
+        critical: bool = True,
+    ) -> None:
+        """Start ``fn(*args)`` as a child, as ``spawn`` does, but return no handle.
+
+        The group keeps no record of a child that succeeds: its value is not in
+        ``results`` (except where the policy orders results by completion, as
+        ``Quorum`` does), nor is it in ``handles`` or ``outcomes``. A child that
+        fails, times out or is cancelled is recorded as a spawned one is. Errors,
+        cancellation, policies, ``limit``, ``timeout``, ``critical`` and
+        ``task_tree()`` work as for ``spawn``; a success costs less.
+        """
+        loop = self._loop
+        if (
+            timeout is not None
+            or not self._bare_ok
+            or (self._limit is not None and self._running >= self._limit)
+        ):
+            self._quiet.add(self.spawn(fn, *args, name=name, timeout=timeout, critical=critical))
+            return
+        if not self._accepting or _get_running_loop() is not loop:
+            self._refuse_spawn(fn)
+        coro: Coroutine[Any, Any, object]
+        if callable(fn):
+            coro = fn(*args)  # type: ignore[assignment]  # checked just below
+            if type(coro) is not _CoroutineType:
+                coro = _check_coro(fn, coro)
+        elif type(fn) is _CoroutineType and not args:
+            coro = fn
+        else:
+            coro = _coro_object(fn, args)
+        try:
+            task = loop.create_task(coro, name=name)
+        except BaseException:
+            coro.close()
+            raise
+        handles = self._handles
+        if critical:
+            self._bare[task] = len(handles)
+            self._spawned += 1
+        else:
+            self._bare[task] = ~len(handles)
+        handles.append(self._clock())
+        if name is not None:
+            self._bare_names[task] = name
+        task.add_done_callback(self._bare_done)
+        self._running += 1
+        if EVENTS.on:
+            _observe.child_started(name or _coro_name(coro), self.name, self._parent_name)
+
+    def _on_bare_done(self, task: asyncio.Task[Any]) -> None:
+        """A handle-less child's task ended: a success is counted; anything else
+        gives the child a handle, through which it ends as a spawned child does."""
+        index = self._bare.pop(task)
+        if task.cancelled() or task.exception() is not None:
+            self._adopt(task, index, keep=True)
+        elif EVENTS.on:
+            self._adopt(task, index, keep=False)
+        else:
+            if self._bare_names:
+                self._bare_names.pop(task, None)
+            self._running -= 1
+            if index >= 0:
+                self._succeeded += 1
+            if self._queue:
+                self._launch_queued()
+            if self._waiter is not None and (
+                self._running == 0 or self._spawned == self._succeeded + self._failed
+            ):
+                self._wake()
+
+    def _adopt(self, task: asyncio.Task[Any], index: int, keep: bool) -> None:
+        """Give a handle-less child a handle (kept in its place if ``keep``) and end it."""
+        critical = index >= 0
+        if not critical:
+            index = ~index
+        started = self._handles[index]
+        assert not isinstance(started, Handle)
+        name = self._bare_names.pop(task, None)
+        handle = Handle._adopt(self, self._loop, self._clock, task, name, critical, started)
+        if keep:
+            self._handles[index] = handle
+        handle._on_done(task)
 
     def _refuse_spawn(self, fn: object) -> NoReturn:
         close_coroutines((fn,))
@@ -371,7 +508,7 @@ class TaskGroup:
         handle._start()
         self._running += 1
         if EVENTS.on:
-            _observe.child_started(handle, self.name, self._parent_name)
+            _observe.child_started(handle.name, self.name, self._parent_name)
 
     def _drop_queued(self, handle: Handle[Any]) -> None:
         """A queued child is cancelled before it ever ran."""
@@ -465,8 +602,9 @@ class TaskGroup:
             status = _TIMED_OUT if self._timed_out else _CANCELLED
             self._child_ended(handle, handle._settle(status, None, None), False)
         if self._running:  # else no child has a task (a finished one drops it)
-            for handle in self._handles:
-                task = handle.task
+            bare = self._bare_at() if self._bare else {}
+            for i, child in enumerate(self._handles):
+                task = child.task if isinstance(child, Handle) else bare.get(i)
                 if task is not None:
                     cancel_task(task)
 
@@ -519,6 +657,8 @@ class TaskGroup:
         self._group_token = _current_group.set(self)
         self._phase = _OPEN
         self._accepting = True
+        # Bound once: every handle-less child shares it (dropped at exit: no cycle left).
+        self._bare_done = self._on_bare_done
         _live_groups[self] = task
         if EVENTS.on:
             _observe.group_event("group entered", self.statistics(), self._parent_name)
@@ -537,6 +677,7 @@ class TaskGroup:
             self._phase = _CLOSED
             self._accepting = False
             self._scope = None  # it refers to the group: no cycle left behind
+            del self._bare_done
             _current_group.reset(self._group_token)
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
@@ -657,7 +798,7 @@ class TaskGroup:
         raises = self._policy.raises_child_errors
         return [
             h.error
-            for h in self._handles
+            for h in self._records()
             if h.failed
             and h.error is not None
             and (not isinstance(h.error, Exception) or (raises and h.critical))

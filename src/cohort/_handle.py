@@ -173,6 +173,33 @@ class Handle(Generic[T]):
         task.add_done_callback(self._on_done)
         return self
 
+    @classmethod
+    def _adopt(
+        cls,
+        group: _Parent,
+        loop: asyncio.AbstractEventLoop,
+        now: Callable[[], float],
+        task: asyncio.Task[T],
+        name: str | None,
+        critical: bool,
+        started: float,
+    ) -> Handle[T]:
+        """A handle for a ``start_soon`` child whose task has just ended; the group
+        calls ``_on_done`` next, so that the child ends as a spawned one does."""
+        self = cls()
+        self._group = group
+        self._loop = loop
+        self._now = now
+        self._coro = task.get_coro()  # type: ignore[assignment]  # a task made from a coroutine
+        self._name = name
+        self._timeout = None
+        self.critical = critical
+        self._task = task
+        self._status = _RUNNING
+        self._value = self._error = self._ended = self._waiter = None
+        self._started = started
+        return self
+
     def __repr__(self) -> str:
         return f"<Handle {self.name!r} {self._status.value}>"
 
@@ -180,7 +207,7 @@ class Handle(Generic[T]):
     def name(self) -> str:
         """The name given at spawn, else the coroutine's qualified name."""
         if self._name is None:
-            self._name = getattr(self._coro, "__qualname__", None) or "child"
+            self._name = _coro_name(self._coro)
         return self._name
 
     @property
@@ -363,6 +390,11 @@ async def _run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, handle
         return await coro
     handle._timed_out = True
     raise TimeoutError(f"child {handle.name!r} timed out after {timeout} s")
+
+
+def _coro_name(coro: object) -> str:
+    """A child's name when none was given: its coroutine's qualified name."""
+    return getattr(coro, "__qualname__", None) or "child"
 
 
 def _pop_caller_frame(exc: BaseException) -> None:
