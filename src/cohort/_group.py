@@ -115,6 +115,53 @@ class TaskGroup:
         print(g.results)   # the first two values, in completion order
     """
 
+    # Slots: a group's state is read on every spawn and every child's end, and
+    # more attributes than a shared-key instance dict holds would slow each read.
+    # __dict__ and __weakref__ stay, as for any class.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_accepting",
+        "_bare",
+        "_bare_done",
+        "_bare_names",
+        "_bare_ok",
+        "_base_error",
+        "_base_token",
+        "_cancel_exc",
+        "_child_errors",
+        "_clock",
+        "_completed",
+        "_completion_order",
+        "_consult_on_success",
+        "_decision",
+        "_entered_at",
+        "_failed",
+        "_fatal",
+        "_group_token",
+        "_handles",
+        "_lean_success",
+        "_limit",
+        "_loop",
+        "_name",
+        "_on_spawn_hook",
+        "_on_timeout_mode",
+        "_outside_cancel",
+        "_parent",
+        "_phase",
+        "_policy",
+        "_queue",
+        "_quiet",
+        "_running",
+        "_scope",
+        "_spawned",
+        "_succeeded",
+        "_task",
+        "_timed_out",
+        "_timeout",
+        "_waiter",
+    )
+
     _bare_done: Callable[[asyncio.Task[Any]], None]  # while open: _on_bare_done, bound once
 
     def __init__(
