@@ -13,6 +13,7 @@ import asyncio
 import enum
 import itertools
 import math
+import threading
 import time
 import types
 from collections import deque
@@ -34,7 +35,9 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _CancelledError = asyncio.CancelledError
-_get_running_loop = asyncio._get_running_loop
+# The thread check of spawn(): asyncio._get_running_loop() makes a getpid() system
+# call at every call (it checks for a fork), a thread's id is a plain read.
+_get_ident = threading.get_ident
 
 
 _CONTINUE = Decision.CONTINUE
@@ -157,6 +160,7 @@ class TaskGroup:
         "_spawned",
         "_succeeded",
         "_task",
+        "_thread",
         "_timed_out",
         "_timeout",
         "_waiter",
@@ -234,6 +238,7 @@ class TaskGroup:
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
         self._task: asyncio.Task[Any] | None = None
+        self._thread = 0  # the id of the thread that runs the group's loop, from entry
         self._scope: _GroupScope | None = None
         self._entered_at = math.nan
         self._parent: TaskGroup | None = None
@@ -398,7 +403,7 @@ class TaskGroup:
         Keyword arguments for ``fn`` go through ``functools.partial``.
         """
         loop = self._loop
-        if not self._accepting or _get_running_loop() is not loop:
+        if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
         if timeout is not None:
             try:
@@ -465,7 +470,7 @@ class TaskGroup:
         ):
             self._quiet.add(self.spawn(fn, *args, name=name, timeout=timeout, critical=critical))
             return
-        if not self._accepting or _get_running_loop() is not loop:
+        if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
         coro: Coroutine[Any, Any, object]
         if callable(fn):
@@ -688,6 +693,7 @@ class TaskGroup:
         if task is None:
             raise RuntimeError(f"{self!r} must be entered inside an asyncio task")
         self._task = task
+        self._thread = _get_ident()
         self._loop = loop = task.get_loop()
         self._clock = _clock_of(loop)
         self._entered_at = now = loop.time()
