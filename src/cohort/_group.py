@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeVar, TypeVarTuple
 
 from cohort import _observe, _scopes
-from cohort._handle import ChildStatus, Handle, Outcome, _coro_name
+from cohort._handle import ChildStatus, Handle, Outcome, _coro_name, _pop_caller_frame
 from cohort._observe import EVENTS, GroupStatistics
 from cohort._policies import Decision, Gather, JoinPolicy
 from cohort._scopes import CancelScope, cancel_task
@@ -504,10 +504,14 @@ class TaskGroup:
         """A handle-less child's task ended: a success is counted; anything else
         gives the child a handle, through which it ends as a spawned child does."""
         index = self._bare.pop(task)
-        if task.cancelled() or task.exception() is not None:
-            self._adopt(task, index, keep=True)
-        elif EVENTS.on:
-            self._adopt(task, index, keep=False)
+        try:
+            task.result()
+        except BaseException as exc:
+            _pop_caller_frame(exc)  # this frame: the error keeps only the child's own
+            self._adopt(task, index, exc)
+            return
+        if EVENTS.on:
+            self._adopt(task, index, None)
         else:
             if self._bare_names:
                 self._bare_names.pop(task, None)
@@ -521,8 +525,9 @@ class TaskGroup:
             ):
                 self._wake()
 
-    def _adopt(self, task: asyncio.Task[Any], index: int, keep: bool) -> None:
-        """Give a handle-less child a handle (kept in its place if ``keep``) and end it."""
+    def _adopt(self, task: asyncio.Task[Any], index: int, error: BaseException | None) -> None:
+        """Give a handle-less child a handle and end it through it: with the ``error``
+        its task raised (the handle then takes the child's place), or as a success."""
         critical = index >= 0
         if not critical:
             index = ~index
@@ -530,9 +535,11 @@ class TaskGroup:
         assert not isinstance(started, Handle)
         name = self._bare_names.pop(task, None)
         handle = Handle._adopt(self, self._loop, self._clock, task, name, critical, started)
-        if keep:
+        if error is None:
+            handle._on_done(task)
+        else:
             self._handles[index] = handle
-        handle._on_done(task)
+            handle._raised(task, error)
 
     def _refuse_spawn(self, fn: object) -> NoReturn:
         close_coroutines((fn,))

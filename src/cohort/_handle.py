@@ -185,7 +185,7 @@ class Handle(Generic[T]):
         started: float,
     ) -> Handle[T]:
         """A handle for a ``start_soon`` child whose task has just ended; the group
-        calls ``_on_done`` next, so that the child ends as a spawned one does."""
+        calls ``_on_done`` or ``_raised`` next, so that the child ends as a spawned one does."""
         self = cls()
         self._group = group
         self._loop = loop
@@ -328,33 +328,37 @@ class Handle(Generic[T]):
 
     def _on_done(self, task: asyncio.Task[T]) -> None:
         """The child's task ended: how, then tell the group."""
-        group = self._group
-        assert group is not None  # set until settled
         try:
             value = task.result()
         except BaseException as exc:
             _pop_caller_frame(exc)
-            self._discard()
-            if task.cancelled() and task.cancelling():
-                status = _TIMED_OUT if group.timed_out else _CANCELLED
-                self._settle(status, None, None)
-            elif task.cancelled():
-                status = self._settle(
-                    _FAILED, None, stray_cancellation(f"child {self.name!r}", exc)
-                )
-            else:
-                status = self._settle(_FAILED, None, exc)
-        else:
-            # _settle(_SUCCEEDED, value, None), inlined: every successful child comes here.
-            self._status = _SUCCEEDED
-            self._value = value
-            self._group = self._task = None
-            self._ended = self._now()
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-            group._child_succeeded(self)
+            self._raised(task, exc)
             return
+        # _settle(_SUCCEEDED, value, None), inlined: every successful child comes here.
+        group = self._group
+        assert group is not None  # set until settled
+        self._status = _SUCCEEDED
+        self._value = value
+        self._group = self._task = None
+        self._ended = self._now()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        group._child_succeeded(self)
+
+    def _raised(self, task: asyncio.Task[T], exc: BaseException) -> None:
+        """The child's task ended with ``exc`` (``task.result()`` raised it, which a task
+        does with its traceback once only): how, then tell the group."""
+        group = self._group
+        assert group is not None  # set until settled
+        self._discard()
+        if task.cancelled() and task.cancelling():
+            status = _TIMED_OUT if group.timed_out else _CANCELLED
+            self._settle(status, None, None)
+        elif task.cancelled():
+            status = self._settle(_FAILED, None, stray_cancellation(f"child {self.name!r}", exc))
+        else:
+            status = self._settle(_FAILED, None, exc)
         group._child_ended(self, status, True)
 
     def _discard(self) -> None:
