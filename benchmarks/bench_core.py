@@ -1,9 +1,10 @@
 """Core costs: spawn+join per task, race, and cancel-scope enter/exit.
 
 * Spawn: N children (N = 1k, 10k, 100k) that return at once, spawned and
-  joined in one group: ``cohort.TaskGroup`` (Gather) against
-  ``asyncio.TaskGroup`` (the baseline), ``asyncio.gather``, an anyio task
-  group and a trio nursery. Cost per task.
+  joined in one group: ``cohort.TaskGroup`` (Gather), through ``spawn()`` and
+  through ``start_soon()`` (no handle), against ``asyncio.TaskGroup`` (the
+  baseline), ``asyncio.gather``, an anyio task group and a trio nursery.
+  Cost per task.
 * Race: K children (K = 10, 100, 1000), one wins after one loop turn, the
   others sleep and are cancelled and reaped: ``cohort.race`` and
   ``TaskGroup(join=FirstWins())`` against a hand-written

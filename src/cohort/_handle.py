@@ -2,10 +2,12 @@
 
 A handle owns its child's life: it makes the task (or closes the coroutine if
 it never runs) and records how the child ended (``_settle``; ``_on_done``
-inlines it for a success, the hot path). Its group drives it through three
-package-internal calls, ``_start``, ``_settle`` and ``_discard``, and is told
-of every end through ``TaskGroup._child_ended``; everything else reads the
-public properties.
+inlines it for a success, the hot path). Its group makes it (``_queued``,
+``_running``, or ``_adopt`` for a ``start_soon`` child that did not succeed,
+which ``_raised`` then ends), drives it through ``_start``, ``_settle`` and
+``_discard``, and is told of every end through ``TaskGroup._child_ended``
+(``_child_succeeded`` for a success); everything else reads the public
+properties.
 """
 
 from __future__ import annotations
