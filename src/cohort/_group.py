@@ -84,6 +84,9 @@ class _Phase(enum.Enum):
 
 _NEW, _OPEN, _EXITING, _CLOSED = _Phase.NEW, _Phase.OPEN, _Phase.EXITING, _Phase.CLOSED
 
+# A child as task_tree() shows it: name, status, started, ended and its task.
+_TreeRow = tuple[str, ChildStatus, float | None, float | None, asyncio.Task[Any] | None]
+
 _group_numbers = itertools.count(1)
 # The group whose child is running (children inherit it through their context).
 _current_group: ContextVar[TaskGroup | None] = ContextVar("cohort_group", default=None)
@@ -364,15 +367,12 @@ class TaskGroup:
             if isinstance(h, Handle) and (h.status in _UNSUCCESSFUL or h not in quiet)
         ]
 
-    def _tree_rows(
-        self,
-    ) -> list[tuple[str, ChildStatus, float | None, float | None, asyncio.Task[Any] | None]]:
+    def _tree_rows(self) -> list[_TreeRow]:
         """For ``task_tree()``: (name, status, started, ended, task) of every child with
         a record, and of every ``start_soon`` child still running, in spawn order."""
         quiet = self._quiet
         running = self._bare_at()
-        rows: list[tuple[str, ChildStatus, float | None, float | None, asyncio.Task[Any] | None]]
-        rows = []
+        rows: list[_TreeRow] = []
         for i, h in enumerate(self._handles):
             if isinstance(h, Handle):
                 if h.status is not _SUCCEEDED or h not in quiet:
@@ -606,8 +606,10 @@ class TaskGroup:
     def _child_ended(self, handle: Handle[Any], status: ChildStatus, started: bool) -> None:
         """A child ended (its handle has recorded how): count it and let the policy decide.
 
-        The one place where the group learns of an end: a task that finished
-        (``started``), or a queued child that never ran or could not start.
+        Where the group learns of an end: a task that finished (``started``), or
+        a queued child that never ran or could not start. Only successes that
+        need nothing more than counting end elsewhere (``_child_succeeded``, and
+        ``_on_bare_done`` for a child without a handle).
         """
         if handle.error is not None:
             self._child_errors = True
