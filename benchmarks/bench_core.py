@@ -1,9 +1,10 @@
 """Core costs: spawn+join per task, race, and cancel-scope enter/exit.
 
 * Spawn: N children (N = 1k, 10k, 100k) that return at once, spawned and
-  joined in one group: ``cohort.TaskGroup`` (Gather) against
-  ``asyncio.TaskGroup`` (the baseline), ``asyncio.gather``, an anyio task
-  group and a trio nursery. Cost per task.
+  joined in one group: ``cohort.TaskGroup`` (Gather), through ``spawn()`` and
+  through ``start_soon()`` (no handle), against ``asyncio.TaskGroup`` (the
+  baseline), ``asyncio.gather``, an anyio task group and a trio nursery.
+  Cost per task.
 * Race: K children (K = 10, 100, 1000), one wins after one loop turn, the
   others sleep and are cancelled and reaped: ``cohort.race`` and
   ``TaskGroup(join=FirstWins())`` against a hand-written
@@ -61,7 +62,7 @@ def _spawn_cases(n: int) -> dict[str, Callable[[], Coroutine[Any, Any, object]]]
             for _ in range(n):
                 g.spawn(_noop)
 
-    async def cohort_start_soon() -> None:
+    async def cohort_tg_start_soon() -> None:
         async with cohort.TaskGroup() as g:
             for _ in range(n):
                 g.start_soon(_noop)
@@ -80,7 +81,7 @@ def _spawn_cases(n: int) -> dict[str, Callable[[], Coroutine[Any, Any, object]]]
     return {
         "asyncio.TaskGroup": asyncio_tg,
         "cohort.TaskGroup(Gather)": cohort_tg,
-        "cohort.TaskGroup.start_soon": cohort_start_soon,
+        "cohort.TaskGroup(Gather).start_soon": cohort_tg_start_soon,
         "asyncio.gather": asyncio_gather,
         "cohort.gather": cohort_gather,
         "anyio task group": anyio_tg,

@@ -67,6 +67,11 @@ async def bad(message: str, delay: float = 1.0) -> Any:
     raise ValueError(message)
 
 
+def start(group: Any, how: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    """Start a child through ``group.spawn`` or ``group.start_soon`` (``how``: the fixture)."""
+    getattr(group, how)(fn, *args, **kwargs)
+
+
 async def until(predicate: Callable[[], bool]) -> None:
     """Yield to the loop until ``predicate()`` holds: ordering by state, not by sleeping."""
     for _ in range(1000):

@@ -20,3 +20,11 @@ def events() -> Iterator[list[MutableMapping[str, Any]]]:
             yield logs
         finally:
             cohort.enable_events(False)
+
+
+@pytest.fixture(params=["spawn", "start_soon"])
+def how(request: pytest.FixtureRequest) -> str:
+    """How a test starts its children: ``TaskGroup.spawn`` or ``TaskGroup.start_soon``
+    (for tests whose guarantees hold for both; see ``_util.start``)."""
+    kind: str = request.param
+    return kind

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import cohort
-from _util import bad, now, ok
+from _util import bad, now, ok, start
 from cohort import ChildStatus, Decision
 from cohort.testing import wait_all_tasks_blocked
 
@@ -131,7 +131,7 @@ async def test_handle_wait_returns_the_outcome_without_raising() -> None:
         assert (await fine.wait()).value == 7
 
 
-async def test_child_failure_cancels_siblings_and_body_gather() -> None:
+async def test_child_failure_cancels_siblings_and_body_gather(how: str) -> None:
     gate = asyncio.Event()
     body_reached_end = False
 
@@ -143,8 +143,8 @@ async def test_child_failure_cancels_siblings_and_body_gather() -> None:
 
     with pytest.raises(ExceptionGroup) as info:
         async with cohort.TaskGroup() as g:
-            g.spawn(wait_forever)
-            g.spawn(fail_now)
+            start(g, how, wait_forever)
+            start(g, how, fail_now)
             await gate.wait()
             body_reached_end = True
     assert not body_reached_end
@@ -152,35 +152,35 @@ async def test_child_failure_cancels_siblings_and_body_gather() -> None:
     assert statuses(g) == [S.CANCELLED, S.FAILED]
 
 
-async def test_body_error_cancels_children_and_is_raised_in_a_group() -> None:
+async def test_body_error_cancels_children_and_is_raised_in_a_group(how: str) -> None:
     gate = asyncio.Event()
     with pytest.raises(ExceptionGroup) as info:
         async with cohort.TaskGroup() as g:
-            g.spawn(gate.wait)
+            start(g, how, gate.wait)
             await asyncio.sleep(0)
             raise KeyError("body")
     assert [type(e) for e in info.value.exceptions] == [KeyError]
     assert statuses(g) == [S.CANCELLED]
 
 
-async def test_keyboard_interrupt_in_body_is_reraised_bare() -> None:
+async def test_keyboard_interrupt_in_body_is_reraised_bare(how: str) -> None:
     gate = asyncio.Event()
     with pytest.raises(KeyboardInterrupt):
         async with cohort.TaskGroup() as g:
-            g.spawn(gate.wait)
+            start(g, how, gate.wait)
             await asyncio.sleep(0)
             raise KeyboardInterrupt
     assert statuses(g) == [S.CANCELLED]
 
 
-def test_keyboard_interrupt_in_child_is_reraised_bare() -> None:
+def test_keyboard_interrupt_in_child_is_reraised_bare(how: str) -> None:
     async def interrupt() -> None:
         raise KeyboardInterrupt
 
     async def main() -> None:
         async with cohort.TaskGroup() as g:
-            g.spawn(interrupt)
-            g.spawn(asyncio.sleep, 10)
+            start(g, how, interrupt)
+            start(g, how, asyncio.sleep, 10)
 
     with pytest.raises(KeyboardInterrupt):
         cohort.testing.run(main)
@@ -202,16 +202,16 @@ async def test_handle_cancel_is_not_a_failure() -> None:
     assert g.results == [1]
 
 
-async def test_cancel_the_whole_group_exits_normally() -> None:
+async def test_cancel_the_whole_group_exits_normally(how: str) -> None:
     gate = asyncio.Event()
     async with cohort.TaskGroup() as g:
-        g.spawn(gate.wait)
+        start(g, how, gate.wait)
         g.cancel()
         await gate.wait()  # the body is cancelled too
     assert statuses(g) == [S.CANCELLED]
 
 
-async def test_errors_raised_while_cancelling_are_not_lost() -> None:
+async def test_errors_raised_while_cancelling_are_not_lost(how: str) -> None:
     gate = asyncio.Event()
 
     async def bad_cleanup() -> None:
@@ -226,8 +226,8 @@ async def test_errors_raised_while_cancelling_are_not_lost() -> None:
 
     with pytest.raises(ExceptionGroup) as info:
         async with cohort.TaskGroup() as g:
-            g.spawn(bad_cleanup)
-            g.spawn(fail)
+            start(g, how, bad_cleanup)
+            start(g, how, fail)
     assert {type(e) for e in info.value.exceptions} == {ValueError, RuntimeError}
 
 
@@ -418,12 +418,12 @@ async def test_limit_runs_at_most_n_and_starts_in_spawn_order() -> None:
 
 
 @vc
-async def test_limit_with_failures_cancels_queued_children() -> None:
+async def test_limit_with_failures_cancels_queued_children(how: str) -> None:
     with pytest.raises(ExceptionGroup):
         async with cohort.TaskGroup(limit=1) as g:
-            g.spawn(bad, "first", 1)
-            g.spawn(ok, 2, 1)
-            g.spawn(ok, 3, 1)
+            start(g, how, bad, "first", 1)
+            start(g, how, ok, 2, 1)
+            start(g, how, ok, 3, 1)
     assert statuses(g) == [S.FAILED, S.CANCELLED, S.CANCELLED]
     assert now() == 1
 
@@ -496,19 +496,19 @@ async def test_group_timeout_partial_exits_with_what_completed() -> None:
 
 
 @vc
-async def test_group_timeout_zero_times_out_at_first_await() -> None:
+async def test_group_timeout_zero_times_out_at_first_await(how: str) -> None:
     with pytest.raises(TimeoutError):
         async with cohort.TaskGroup(timeout=0) as g:
-            g.spawn(ok, 1, 1)
+            start(g, how, ok, 1, 1)
             await asyncio.sleep(1)
     assert statuses(g) == [S.TIMED_OUT]
     assert now() == 0
 
 
 @vc
-async def test_group_timeout_while_waiting_in_exit() -> None:
+async def test_group_timeout_while_waiting_in_exit(how: str) -> None:
     async with cohort.TaskGroup(timeout=3, on_timeout="partial") as g:
-        g.spawn(ok, 1, 10)
+        start(g, how, ok, 1, 10)
     assert now() == 3
     assert statuses(g) == [S.TIMED_OUT]
 
@@ -527,10 +527,10 @@ async def test_child_timeout_is_a_failure_and_starts_when_the_child_starts() -> 
 
 
 @vc
-async def test_child_timeout_fails_gather() -> None:
+async def test_child_timeout_fails_gather(how: str) -> None:
     with pytest.raises(ExceptionGroup) as info:
         async with cohort.TaskGroup() as g:
-            g.spawn(ok, 1, 5, timeout=1)
+            start(g, how, ok, 1, 5, timeout=1)
     assert isinstance(info.value.exceptions[0], TimeoutError)
     assert now() == 1
 
@@ -550,15 +550,15 @@ async def test_outside_cancellation_cancels_children_and_propagates() -> None:
 
 
 @vc
-async def test_outside_cancellation_while_waiting_in_exit() -> None:
+async def test_outside_cancellation_while_waiting_in_exit(how: str) -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(2), cohort.TaskGroup() as g:
-            g.spawn(ok, 1, 10)
+            start(g, how, ok, 1, 10)
     assert statuses(g) == [S.CANCELLED]
 
 
 @vc
-async def test_outside_task_cancel_reaches_children() -> None:
+async def test_outside_task_cancel_reaches_children(how: str) -> None:
     started = asyncio.Event()
     child_cancelled = asyncio.Event()
 
@@ -572,7 +572,7 @@ async def test_outside_task_cancel_reaches_children() -> None:
 
     async def run_group() -> None:
         async with cohort.TaskGroup() as g:
-            g.spawn(child)
+            start(g, how, child)
 
     task = asyncio.create_task(run_group())
     await started.wait()
@@ -583,7 +583,7 @@ async def test_outside_task_cancel_reaches_children() -> None:
 
 
 @vc
-async def test_child_errors_win_over_outside_cancellation() -> None:
+async def test_child_errors_win_over_outside_cancellation(how: str) -> None:
     async def fails_when_cancelled() -> None:
         try:
             await asyncio.sleep(100)
@@ -593,7 +593,7 @@ async def test_child_errors_win_over_outside_cancellation() -> None:
     with cohort.move_on_after(1) as outer:
         with pytest.raises(ExceptionGroup):
             async with cohort.TaskGroup() as g:
-                g.spawn(fails_when_cancelled)
+                start(g, how, fails_when_cancelled)
         await asyncio.sleep(10)  # the enclosing scope still gets its cancellation
         pytest.fail("outer cancellation was lost")
     assert outer.cancelled_caught
@@ -601,7 +601,7 @@ async def test_child_errors_win_over_outside_cancellation() -> None:
 
 
 @vc
-async def test_deadlines_reach_children() -> None:
+async def test_deadlines_reach_children(how: str) -> None:
     seen: list[float] = []
 
     async def child() -> None:
@@ -609,14 +609,14 @@ async def test_deadlines_reach_children() -> None:
 
     with cohort.move_on_after(10):
         async with cohort.TaskGroup(timeout=4) as g:
-            g.spawn(child)
+            start(g, how, child)
         async with cohort.TaskGroup() as g:
-            g.spawn(child)
+            start(g, how, child)
     assert seen == [4, 10]
 
 
 @vc
-async def test_shielded_child_finishes_its_block_before_cancellation() -> None:
+async def test_shielded_child_finishes_its_block_before_cancellation(how: str) -> None:
     finished_shielded_part = False
 
     async def careful() -> None:
@@ -627,18 +627,18 @@ async def test_shielded_child_finishes_its_block_before_cancellation() -> None:
         await asyncio.sleep(100)
 
     async with cohort.TaskGroup(timeout=1, on_timeout="partial") as g:
-        g.spawn(careful)
+        start(g, how, careful)
     assert finished_shielded_part
     assert now() == 2
     assert statuses(g) == [S.TIMED_OUT]
 
 
 @vc
-async def test_cancel_counts_balanced_after_every_exit_path() -> None:
+async def test_cancel_counts_balanced_after_every_exit_path(how: str) -> None:
     task = asyncio.current_task()
     assert task is not None
     async with cohort.TaskGroup(join=cohort.FirstWins()) as g:
-        g.spawn(ok, 1, 1)
+        start(g, how, ok, 1, 1)
         await asyncio.sleep(5)
     assert task.cancelling() == 0
     with pytest.raises(TimeoutError):
@@ -647,7 +647,7 @@ async def test_cancel_counts_balanced_after_every_exit_path() -> None:
     assert task.cancelling() == 0
     with pytest.raises(ExceptionGroup):
         async with cohort.TaskGroup() as g:
-            g.spawn(bad, "x", 1)
+            start(g, how, bad, "x", 1)
             await asyncio.sleep(5)
     assert task.cancelling() == 0
 
@@ -662,7 +662,7 @@ async def test_outcome_records_times_and_values() -> None:
 
 
 @vc
-async def test_wait_all_tasks_blocked_orders_group_events() -> None:
+async def test_wait_all_tasks_blocked_orders_group_events(how: str) -> None:
     progress: list[str] = []
 
     async def step(name: str) -> None:
@@ -670,8 +670,8 @@ async def test_wait_all_tasks_blocked_orders_group_events() -> None:
         await asyncio.sleep(1)
 
     async with cohort.TaskGroup() as g:
-        g.spawn(step, "a")
-        g.spawn(step, "b")
+        start(g, how, step, "a")
+        start(g, how, step, "b")
         await wait_all_tasks_blocked()
         assert progress == ["a", "b"]
         assert now() == 0
@@ -705,7 +705,7 @@ async def _sleep_forever() -> None:
     ],
 )
 async def test_a_finished_group_is_freed_by_reference_counting(
-    join: cohort.JoinPolicy, children: list[Any]
+    join: cohort.JoinPolicy, children: list[Any], how: str
 ) -> None:
     # A finished handle refers to neither its group nor its task, and the group
     # drops its scope: no reference cycle is left for the collector, which would
@@ -714,10 +714,11 @@ async def test_a_finished_group_is_freed_by_reference_counting(
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
-        async with cohort.TaskGroup(join=join, limit=2) as g:
-            for child in children:
-                g.spawn(child)
-        assert len(g.outcomes) == len(children)
+        for limit in (2, None):  # start_soon() runs children without handles only unqueued
+            async with cohort.TaskGroup(join=join, limit=limit) as g:
+                for child in children:
+                    start(g, how, child)
+            assert g.statistics().children == len(children)
         del g
         gc.collect()
         leaked = [o for o in gc.garbage if isinstance(o, cohort.TaskGroup | cohort.Handle)]
@@ -728,9 +729,9 @@ async def test_a_finished_group_is_freed_by_reference_counting(
     assert leaked == []
 
 
-async def test_a_child_error_keeps_its_own_traceback() -> None:
+async def test_a_child_error_keeps_its_own_traceback(how: str) -> None:
     async with cohort.TaskGroup(join=cohort.Settle()) as g:
-        g.spawn(_boom)
+        start(g, how, _boom)
     frames = []
     tb = g.errors[0].__traceback__
     while tb is not None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import cohort
-from _util import now, ok
+from _util import now, ok, start
 from cohort import ChildStatus
 
 S = ChildStatus
@@ -274,6 +274,36 @@ async def test_spawn_from_another_thread_raises() -> None:
     assert len(errors) == 1
     assert "outside its event loop's thread" in str(errors[0])
     assert g.handles == []
+
+
+def test_spawn_from_the_loops_thread_while_the_loop_is_stopped_runs_when_it_resumes(
+    how: str,
+) -> None:
+    # The check is for the thread (as asyncio.TaskGroup allows it): the child is
+    # scheduled on the group's loop and runs once the loop runs again.
+    loop = asyncio.new_event_loop()
+    ran: list[str] = []
+    groups: list[cohort.TaskGroup] = []
+
+    async def child() -> None:
+        ran.append("child")
+
+    async def body(gate: asyncio.Future[None]) -> None:
+        async with cohort.TaskGroup() as g:
+            groups.append(g)
+            await gate
+
+    try:
+        gate = loop.create_future()
+        task = loop.create_task(body(gate))
+        loop.run_until_complete(asyncio.sleep(0))  # the body waits at the gate
+        loop.call_soon(gate.set_result, None)
+        start(groups[0], how, child)  # from this thread, between runs of the loop
+        loop.run_until_complete(task)
+    finally:
+        loop.close()
+    assert ran == ["child"]
+    assert groups[0].statistics().succeeded == 1
 
 
 # -- a child that raised CancelledError on its own -----------------------------------

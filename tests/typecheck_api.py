@@ -23,6 +23,8 @@ async def main() -> None:
         h = g.spawn(read, "eu-1", 42, name="read")
         assert_type(h, cohort.Handle[bytes])
         g.spawn(read(replica="us-1", key=1))
+        g.start_soon(read, "eu-2", 42, name="read", critical=False)
+        g.start_soon(read, "eu-2", "42")  # type: ignore[arg-type]  # args checked against fn
     assert_type(await h, bytes)
     assert_type(h.result(), bytes)
     assert_type(h.status, cohort.ChildStatus)

@@ -14,16 +14,17 @@ import contextvars
 import enum
 import itertools
 import math
+import threading
 import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, TypeVarTuple, cast
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, TypeVarTuple
 
 from cohort import _observe, _scopes
-from cohort._handle import ChildStatus, Handle, Outcome
+from cohort._handle import ChildStatus, Handle, Outcome, _coro_name, _pop_caller_frame
 from cohort._observe import EVENTS, GroupStatistics
 from cohort._policies import Decision, Gather, JoinPolicy
 from cohort._scopes import CancelScope, cancel_task
@@ -35,7 +36,9 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _CancelledError = asyncio.CancelledError
-_get_running_loop = asyncio._get_running_loop
+# The thread check of spawn(): asyncio._get_running_loop() makes a getpid() system
+# call at every call (it checks for a fork), a thread's id is a plain read.
+_get_ident = threading.get_ident
 
 
 _CONTINUE = Decision.CONTINUE
@@ -44,6 +47,8 @@ _SUCCEEDED = ChildStatus.SUCCEEDED
 _FAILED = ChildStatus.FAILED
 _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
+_running_handle = Handle._running  # bound once: a classmethod is bound at every look-up
+_UNSUCCESSFUL = frozenset({_FAILED, _CANCELLED, _TIMED_OUT})
 
 
 class _GroupScope(CancelScope):
@@ -79,6 +84,9 @@ class _Phase(enum.Enum):
 
 
 _NEW, _OPEN, _EXITING, _CLOSED = _Phase.NEW, _Phase.OPEN, _Phase.EXITING, _Phase.CLOSED
+
+# A child as task_tree() shows it: name, status, started, ended and its task.
+_TreeRow = tuple[str, ChildStatus, float | None, float | None, asyncio.Task[Any] | None]
 
 _group_numbers = itertools.count(1)
 # The group whose child is running (children inherit it through their context).
@@ -120,6 +128,56 @@ class TaskGroup:
         print(g.results)   # the first two values, in completion order
     """
 
+    # Slots: a group's state is read on every spawn and every child's end, and
+    # more attributes than a shared-key instance dict holds would slow each read.
+    # __dict__ and __weakref__ stay, as for any class.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_accepting",
+        "_bare",
+        "_bare_done",
+        "_bare_names",
+        "_bare_ok",
+        "_base_error",
+        "_base_token",
+        "_cancel_exc",
+        "_child_errors",
+        "_clock",
+        "_completed",
+        "_completion_order",
+        "_consult_on_success",
+        "_decision",
+        "_entered_at",
+        "_failed",
+        "_fatal",
+        "_group_token",
+        "_handles",
+        "_lean_success",
+        "_limit",
+        "_loop",
+        "_name",
+        "_on_spawn_hook",
+        "_on_timeout_mode",
+        "_outside_cancel",
+        "_parent",
+        "_phase",
+        "_policy",
+        "_queue",
+        "_quiet",
+        "_running",
+        "_scope",
+        "_spawned",
+        "_succeeded",
+        "_task",
+        "_thread",
+        "_timed_out",
+        "_timeout",
+        "_waiter",
+    )
+
+    _bare_done: Callable[[asyncio.Task[Any]], None]  # while open: _on_bare_done, bound once
+
     def __init__(
         self,
         join: JoinPolicy | None = None,
@@ -148,18 +206,23 @@ class TaskGroup:
         self._name = name
         self._phase = _NEW
         self._accepting = False  # open and undecided: spawn() is allowed
-        self._handles: list[Handle[Any]] = []
+        # Every child in spawn order: its handle, or for a start_soon() child without
+        # one (yet) the time it started.
+        self._handles: list[Handle[Any] | float] = []
+        # The start_soon() children running without a handle: the index of each in
+        # _handles, bit-inverted (~) for an optional child; and the names given.
+        self._bare: dict[asyncio.Task[Any], int] = {}
+        self._bare_names: dict[asyncio.Task[Any], str] = {}
+        # start_soon() children that have a handle all the same (a timeout, a queue
+        # slot, a policy that reads every child): recorded only if they do not succeed.
+        self._quiet: set[Handle[Any]] = set()
         self._completed: list[Handle[Any]] = []
         self._queue: deque[Handle[Any]] = deque()
-        # Running children started by start_soon(): no handle unless they fail.
-        self._light: set[asyncio.Task[Any]] = set()
-        self._light_started = 0
-        # Bound once, not per child; dropped at exit (it refers to the group).
-        self._on_light_done: Callable[[asyncio.Task[Any]], None] = self._light_done
         self._running = 0
         self._spawned = 0
         self._succeeded = 0
         self._failed = 0
+        self._child_errors = False  # a child failed or timed out (critical or not)
         self._decision = Decision.CONTINUE
         self._timed_out = False
         # KeyboardInterrupt/SystemExit seen in the body or a child: re-raised bare.
@@ -174,20 +237,18 @@ class TaskGroup:
         self._consult_on_success = join.consults_on_success and (
             type(join).on_child_done is not JoinPolicy.on_child_done
         )
+        # A critical child's success only counts: not kept in completion order, no
+        # policy hook to call (a fatal error has already decided the group).
+        self._lean_success = not self._completion_order and not self._consult_on_success
         self._on_spawn_hook = (
             join.on_spawn if type(join).on_spawn is not JoinPolicy.on_spawn else None
         )
-        # start_soon() may skip the handle: no limit, spawn hook or policy that
-        # looks at each success.
-        self._light_ok = (
-            limit is None
-            and not self._consult_on_success
-            and not self._completion_order
-            and self._on_spawn_hook is None
-        )
+        # start_soon() may leave a child without a handle: no policy hook reads it.
+        self._bare_ok = self._lean_success and self._on_spawn_hook is None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
         self._task: asyncio.Task[Any] | None = None
+        self._thread = 0  # the id of the thread that runs the group's loop, from entry
         self._scope: _GroupScope | None = None
         self._entered_at = math.nan
         self._parent: TaskGroup | None = None
@@ -206,7 +267,7 @@ class TaskGroup:
             policy=self._policy,
             phase=self._phase.value,
             decision=self._decision,
-            children=len(self._handles) + self._light_started,
+            children=len(self._handles),
             running=self._running,
             queued=len(self._queue),
             spawned=self._spawned,
@@ -272,7 +333,7 @@ class TaskGroup:
             values = [h.result() for h in self._completed if h.status is _SUCCEEDED and h.critical]
             cap = policy.results_limit
             return values[:cap] if cap is not None and self._decision is Decision.DONE else values
-        return [h.result() for h in self._handles if h.status is _SUCCEEDED]
+        return [h.result() for h in self._records() if h.status is _SUCCEEDED]
 
     @property
     def result(self) -> Any:
@@ -285,31 +346,55 @@ class TaskGroup:
     @property
     def errors(self) -> list[BaseException]:
         """Errors of children that failed or timed out (critical or not), spawn order."""
-        return [h.error for h in self._handles if h.error is not None]
+        return [h.error for h in self._records() if h.error is not None]
 
     def errors_of_critical(self) -> list[Exception]:
         """Errors of critical children that failed or timed out, in spawn order."""
         return [
             h.error
-            for h in self._handles
+            for h in self._records()
             if h.critical and isinstance(h.error, Exception) and h.failed
         ]
 
     @property
     def outcomes(self) -> list[Outcome]:
-        """One record per child, in spawn order."""
-        return [h.outcome() for h in self._handles]
+        """One record per child in spawn order (a ``start_soon`` child only if it did
+        not succeed)."""
+        return [h.outcome() for h in self._records()]
 
     @property
     def handles(self) -> list[Handle[Any]]:
-        """Every child's handle, in spawn order (``start_soon`` children only if they
-        failed or were cancelled)."""
-        return list(self._handles)
+        """The children's handles in spawn order (a ``start_soon`` child's only if it
+        ended without succeeding)."""
+        return self._records()
 
-    @property
-    def light_children(self) -> list[asyncio.Task[Any]]:
-        """The tasks of the ``start_soon`` children still running."""
-        return list(self._light)
+    def _records(self) -> list[Handle[Any]]:
+        quiet = self._quiet
+        return [
+            h
+            for h in self._handles
+            if isinstance(h, Handle) and (h.status in _UNSUCCESSFUL or h not in quiet)
+        ]
+
+    def _tree_rows(self) -> list[_TreeRow]:
+        """For ``task_tree()``: (name, status, started, ended, task) of every child with
+        a record, and of every ``start_soon`` child still running, in spawn order."""
+        quiet = self._quiet
+        running = self._bare_at()
+        rows: list[_TreeRow] = []
+        for i, h in enumerate(self._handles):
+            if isinstance(h, Handle):
+                if h.status is not _SUCCEEDED or h not in quiet:
+                    rows.append((h.name, h.status, h.started, h.ended, h.task))
+            elif i in running:
+                task = running[i]
+                name = self._bare_names.get(task) or _coro_name(task.get_coro())
+                rows.append((name, ChildStatus.RUNNING, h, None, task))
+        return rows
+
+    def _bare_at(self) -> dict[int, asyncio.Task[Any]]:
+        """The running handle-less children by their index in ``_handles``."""
+        return {(i if i >= 0 else ~i): task for task, i in self._bare.items()}
 
     # -- spawning -----------------------------------------------------------------
 
@@ -327,7 +412,7 @@ class TaskGroup:
         Keyword arguments for ``fn`` go through ``functools.partial``.
         """
         loop = self._loop
-        if not self._accepting or _get_running_loop() is not loop:
+        if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
         if timeout is not None:
             try:
@@ -346,7 +431,7 @@ class TaskGroup:
             coro = _coro_object(fn, args)
         handle: Handle[T]
         if self._limit is not None and self._running >= self._limit:
-            handle = Handle(self, loop, self._clock, coro, name, timeout, critical)
+            handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical)
             self._queue.append(handle)
         elif timeout is None:
             # The common case, made fast: the task is made here and handed to the handle.
@@ -355,12 +440,12 @@ class TaskGroup:
             except BaseException:
                 coro.close()  # no task, no child: nothing is recorded
                 raise
-            handle = Handle(self, loop, self._clock, coro, name, None, critical, task)
+            handle = _running_handle(self, loop, self._clock, coro, name, critical, task)
             self._running += 1
             if EVENTS.on:
-                _observe.child_started(handle, self.name, self._parent_name)
+                _observe.child_started(handle.name, self.name, self._parent_name)
         else:
-            handle = Handle(self, loop, self._clock, coro, name, timeout, critical)
+            handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical)
             self._launch(handle)
         self._handles.append(handle)
         if critical:
@@ -371,64 +456,99 @@ class TaskGroup:
 
     def start_soon(
         self,
-        fn: Callable[[*Ts], Awaitable[Any]],
+        fn: Callable[[*Ts], Awaitable[object]] | Coroutine[Any, Any, object],
         *args: *Ts,
         name: str | None = None,
+        timeout: float | None = None,
+        critical: bool = True,
     ) -> None:
-        """Start ``fn(*args)`` as a critical child whose value is not kept.
+        """Start ``fn(*args)`` as a child, as ``spawn`` does, but return no handle.
 
-        ``spawn()`` without a handle, for the many children whose value nobody
-        reads (as anyio's and trio's ``start_soon``): a child that succeeds
-        costs about what a task in ``asyncio.TaskGroup`` costs. Everything
-        else is as with ``spawn``: the join policy counts it, its failure or
-        cancellation fails the group (with a handle then made for it, in
-        ``handles``, ``errors`` and ``outcomes``, at the time it ended), the
-        group cancels it, ``task_tree()`` shows it. ``g.results`` holds no
-        value of it. Where a policy needs each success (``Quorum``,
-        ``FirstWins``), a ``limit`` queues children or events are on, it is
-        a plain ``spawn``.
+        The group keeps no record of a child that succeeds: its value is not in
+        ``results`` (except where the policy orders results by completion, as
+        ``Quorum`` does), nor is it in ``handles`` or ``outcomes``. A child that
+        fails, times out or is cancelled is recorded as a spawned one is. Errors,
+        cancellation, policies, ``limit``, ``timeout``, ``critical`` and
+        ``task_tree()`` work as for ``spawn``; a success costs less.
         """
         loop = self._loop
         if (
-            not (self._accepting and self._light_ok)
-            or EVENTS.on
-            or not callable(fn)
-            or _get_running_loop() is not loop
+            timeout is not None
+            or not self._bare_ok
+            or (self._limit is not None and self._running >= self._limit)
         ):
-            self.spawn(fn, *args, name=name)  # also refuses, as spawn does
+            self._quiet.add(self.spawn(fn, *args, name=name, timeout=timeout, critical=critical))
             return
-        coro: Coroutine[Any, Any, Any] = fn(*args)  # type: ignore[assignment]  # checked below
-        if type(coro) is not _CoroutineType:
-            coro = _check_coro(fn, coro)
+        if not self._accepting or _get_ident() != self._thread:
+            self._refuse_spawn(fn)
+        coro: Coroutine[Any, Any, object]
+        if callable(fn):
+            coro = fn(*args)  # type: ignore[assignment]  # checked just below
+            if type(coro) is not _CoroutineType:
+                coro = _check_coro(fn, coro)
+        elif type(fn) is _CoroutineType and not args:
+            coro = fn
+        else:
+            coro = _coro_object(fn, args)
         try:
             task = loop.create_task(coro, name=name)
         except BaseException:
             coro.close()
             raise
-        task.add_done_callback(self._on_light_done)
-        self._light.add(task)
-        self._light_started += 1
+        handles = self._handles
+        if critical:
+            self._bare[task] = len(handles)
+            self._spawned += 1
+        else:
+            self._bare[task] = ~len(handles)
+        handles.append(self._clock())
+        if name is not None:
+            self._bare_names[task] = name
+        task.add_done_callback(self._bare_done)
         self._running += 1
-        self._spawned += 1
+        if EVENTS.on:
+            _observe.child_started(name or _coro_name(coro), self.name, self._parent_name)
 
-    def _light_done(self, task: asyncio.Task[Any]) -> None:
-        self._light.discard(task)
-        if not task.cancelled() and task.exception() is None:
+    def _on_bare_done(self, task: asyncio.Task[Any]) -> None:
+        """A handle-less child's task ended: a success is counted; anything else
+        gives the child a handle, through which it ends as a spawned child does."""
+        index = self._bare.pop(task)
+        try:
+            task.result()
+        except BaseException as exc:
+            _pop_caller_frame(exc)  # this frame: the error keeps only the child's own
+            self._adopt(task, index, exc)
+            return
+        if EVENTS.on:
+            self._adopt(task, index, None)
+        else:
+            if self._bare_names:
+                self._bare_names.pop(task, None)
             self._running -= 1
-            self._succeeded += 1
+            if index >= 0:
+                self._succeeded += 1
+            if self._queue:
+                self._launch_queued()
             if self._waiter is not None and (
                 self._running == 0 or self._spawned == self._succeeded + self._failed
             ):
                 self._wake()
-            return
-        # Failed or cancelled: from now on a child like any other, with a handle.
-        self._light_started -= 1
-        coro = cast("Coroutine[Any, Any, Any]", task.get_coro())
-        handle: Handle[Any] = Handle(
-            self, self._loop, self._clock, coro, task.get_name(), None, True
-        )
-        self._handles.append(handle)
-        handle._adopt(task)
+
+    def _adopt(self, task: asyncio.Task[Any], index: int, error: BaseException | None) -> None:
+        """Give a handle-less child a handle and end it through it: with the ``error``
+        its task raised (the handle then takes the child's place), or as a success."""
+        critical = index >= 0
+        if not critical:
+            index = ~index
+        started = self._handles[index]
+        assert not isinstance(started, Handle)
+        name = self._bare_names.pop(task, None)
+        handle = Handle._adopt(self, self._loop, self._clock, task, name, critical, started)
+        if error is None:
+            handle._on_done(task)
+        else:
+            self._handles[index] = handle
+            handle._raised(task, error)
 
     def _refuse_spawn(self, fn: object) -> NoReturn:
         close_coroutines((fn,))
@@ -456,7 +576,7 @@ class TaskGroup:
         handle._start()
         self._running += 1
         if EVENTS.on:
-            _observe.child_started(handle, self.name, self._parent_name)
+            _observe.child_started(handle.name, self.name, self._parent_name)
 
     def _drop_queued(self, handle: Handle[Any]) -> None:
         """A queued child is cancelled before it ever ran."""
@@ -479,12 +599,29 @@ class TaskGroup:
             except Exception as exc:  # no task could be made: the child failed
                 self._child_ended(handle, handle._settle(_FAILED, None, exc), False)
 
+    def _child_succeeded(self, handle: Handle[Any]) -> None:
+        """``_child_ended(handle, SUCCEEDED, True)``, shortened where it does nothing more
+        than count: every successful child of a group without a queue comes here."""
+        if self._lean_success and handle.critical and not self._queue and not EVENTS.on:
+            self._running -= 1
+            self._succeeded += 1
+            if self._waiter is not None and (
+                self._running == 0 or self._spawned == self._succeeded + self._failed
+            ):
+                self._wake()
+        else:
+            self._child_ended(handle, _SUCCEEDED, True)
+
     def _child_ended(self, handle: Handle[Any], status: ChildStatus, started: bool) -> None:
         """A child ended (its handle has recorded how): count it and let the policy decide.
 
-        The one place where the group learns of an end: a task that finished
-        (``started``), or a queued child that never ran or could not start.
+        Where the group learns of an end: a task that finished (``started``), or
+        a queued child that never ran or could not start. Only successes that
+        need nothing more than counting end elsewhere (``_child_succeeded``, and
+        ``_on_bare_done`` for a child without a handle).
         """
+        if handle.error is not None:
+            self._child_errors = True
         if started:
             self._running -= 1
             if status is not _SUCCEEDED and not isinstance(handle.error, Exception | None):
@@ -534,12 +671,12 @@ class TaskGroup:
             handle._discard()
             status = _TIMED_OUT if self._timed_out else _CANCELLED
             self._child_ended(handle, handle._settle(status, None, None), False)
-        for handle in self._handles:
-            task = handle.task
-            if task is not None:
-                cancel_task(task)
-        for task in self._light:
-            cancel_task(task)
+        if self._running:  # else no child has a task (a finished one drops it)
+            bare = self._bare_at() if self._bare else {}
+            for i, child in enumerate(self._handles):
+                task = child.task if isinstance(child, Handle) else bare.get(i)
+                if task is not None:
+                    cancel_task(task)
 
     def _on_timeout(self) -> None:
         if self._decision is not Decision.CONTINUE:
@@ -575,10 +712,10 @@ class TaskGroup:
         except RuntimeError:  # no running asyncio loop
             task = None
         if task is None:
-            raise RuntimeError(
-                _scopes.outside_asyncio(f"{self!r} must be entered inside an asyncio task")
-            )
+            what = f"{self!r} must be entered inside an asyncio task"
+            raise RuntimeError(_scopes.outside_asyncio(what))
         self._task = task
+        self._thread = _get_ident()
         self._loop = loop = task.get_loop()
         self._clock = _clock_of(loop)
         self._entered_at = now = loop.time()
@@ -595,6 +732,8 @@ class TaskGroup:
         self._group_token = _current_group.set(self)
         self._phase = _OPEN
         self._accepting = True
+        # Bound once: every handle-less child shares it (dropped at exit: no cycle left).
+        self._bare_done = self._on_bare_done
         _live_groups[self] = task
         if EVENTS.on:
             _observe.group_event("group entered", self.statistics(), self._parent_name)
@@ -614,7 +753,7 @@ class TaskGroup:
             self._phase = _CLOSED
             self._accepting = False
             self._scope = None  # it refers to the group: no cycle left behind
-            self._on_light_done = _unused_after_exit
+            del self._bare_done
             _current_group.reset(self._group_token)
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
@@ -746,10 +885,12 @@ class TaskGroup:
     def _errors_to_raise(self) -> list[BaseException]:
         """Child errors the group raises, in spawn order: critical failures if the
         policy raises them, and any child error that is not an ``Exception``."""
+        if not self._child_errors:
+            return []
         raises = self._policy.raises_child_errors
         return [
             h.error
-            for h in self._handles
+            for h in self._records()
             if h.failed
             and h.error is not None
             and (not isinstance(h.error, Exception) or (raises and h.critical))
@@ -769,10 +910,6 @@ def _detach() -> None:
     _current_group.set(None)
     _scopes._base_deadline.set(math.inf)
     _scopes._state_var.set(None)
-
-
-def _unused_after_exit(task: asyncio.Task[Any]) -> None:
-    raise AssertionError(f"a start_soon child ended after its group exited: {task!r}")
 
 
 def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:

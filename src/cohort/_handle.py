@@ -2,10 +2,12 @@
 
 A handle owns its child's life: it makes the task (or closes the coroutine if
 it never runs) and records how the child ended (``_settle``; ``_on_done``
-inlines it for a success, the hot path). Its group drives it through three
-package-internal calls, ``_start``, ``_settle`` and ``_discard``, and is told
-of every end through ``TaskGroup._child_ended``; everything else reads the
-public properties.
+inlines it for a success, the hot path). Its group makes it (``_queued``,
+``_running``, or ``_adopt`` for a ``start_soon`` child that did not succeed,
+which ``_raised`` then ends), drives it through ``_start``, ``_settle`` and
+``_discard``, and is told of every end through ``TaskGroup._child_ended``
+(``_child_succeeded`` for a success); everything else reads the public
+properties.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class _Parent(Protocol):
     def timed_out(self) -> bool: ...
 
     def _child_ended(self, handle: Handle[Any], status: ChildStatus, started: bool) -> None: ...
+
+    def _child_succeeded(self, handle: Handle[Any]) -> None: ...
 
     def _drop_queued(self, handle: Handle[Any]) -> None: ...
 
@@ -81,7 +85,6 @@ class Handle(Generic[T]):
         "_coro",
         "_ended",
         "_error",
-        "_failed",
         "_group",
         "_loop",
         "_name",
@@ -96,8 +99,28 @@ class Handle(Generic[T]):
         "critical",
     )
 
-    def __init__(
-        self,
+    # Made by its group through ``_queued`` or ``_running`` (no ``__init__``:
+    # calling a class whose ``__init__`` is written in Python costs a spawn
+    # more than the constructors' plain attribute stores).
+    _group: _Parent | None
+    _loop: asyncio.AbstractEventLoop
+    _now: Callable[[], float]
+    _coro: Coroutine[Any, Any, T]
+    _name: str | None
+    _timeout: float | None
+    _timed_out: bool  # set only where there is a timeout
+    critical: bool
+    _task: asyncio.Task[T] | None
+    _status: ChildStatus
+    _value: T | None
+    _error: BaseException | None
+    _started: float | None
+    _ended: float | None
+    _waiter: asyncio.Future[None] | None
+
+    @classmethod
+    def _queued(
+        cls,
         group: _Parent,
         loop: asyncio.AbstractEventLoop,
         now: Callable[[], float],
@@ -105,34 +128,79 @@ class Handle(Generic[T]):
         name: str | None,
         timeout: float | None,
         critical: bool,
-        task: asyncio.Task[T] | None = None,
-    ) -> None:
-        """``task``: the child's task when the group already made it (its fast
-        path: no timeout, a free slot); else ``_start`` makes it later."""
-        # _group and _task are dropped when the child finishes: a finished handle
-        # refers to neither, so a group and its children are freed by reference
-        # counting when the last reference goes, not left for the cycle collector.
-        self._group: _Parent | None = group
+    ) -> Handle[T]:
+        """A child whose task ``_start`` makes later (it has a timeout, or waits for a slot)."""
+        self = cls()
+        self._group = group
         self._loop = loop
         self._now = now
         self._coro = coro
         self._name = name
         self._timeout = timeout
+        if timeout is not None:
+            self._timed_out = False
         self.critical = critical
-        self._task: asyncio.Task[T] | None = task
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._failed = False
-        self._timed_out = False
-        self._ended: float | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        if task is None:
-            self._status = _PENDING
-            self._started: float | None = None
-        else:
-            self._status = _RUNNING
-            self._started = now()
-            task.add_done_callback(self._on_done)
+        self._task = None
+        self._status = _PENDING
+        self._value = self._error = self._started = self._ended = self._waiter = None
+        return self
+
+    @classmethod
+    def _running(
+        cls,
+        group: _Parent,
+        loop: asyncio.AbstractEventLoop,
+        now: Callable[[], float],
+        coro: Coroutine[Any, Any, T],
+        name: str | None,
+        critical: bool,
+        task: asyncio.Task[T],
+    ) -> Handle[T]:
+        """A child whose task the group has just made (no timeout, a free slot)."""
+        # _group and _task are dropped when the child finishes: a finished handle
+        # refers to neither, so a group and its children are freed by reference
+        # counting when the last reference goes, not left for the cycle collector.
+        self = cls()
+        self._group = group
+        self._loop = loop
+        self._now = now
+        self._coro = coro
+        self._name = name
+        self._timeout = None
+        self.critical = critical
+        self._task = task
+        self._status = _RUNNING
+        self._value = self._error = self._ended = self._waiter = None
+        self._started = now()
+        task.add_done_callback(self._on_done)
+        return self
+
+    @classmethod
+    def _adopt(
+        cls,
+        group: _Parent,
+        loop: asyncio.AbstractEventLoop,
+        now: Callable[[], float],
+        task: asyncio.Task[T],
+        name: str | None,
+        critical: bool,
+        started: float,
+    ) -> Handle[T]:
+        """A handle for a ``start_soon`` child whose task has just ended; the group
+        calls ``_on_done`` or ``_raised`` next, so that the child ends as a spawned one does."""
+        self = cls()
+        self._group = group
+        self._loop = loop
+        self._now = now
+        self._coro = task.get_coro()  # type: ignore[assignment]  # a task made from a coroutine
+        self._name = name
+        self._timeout = None
+        self.critical = critical
+        self._task = task
+        self._status = _RUNNING
+        self._value = self._error = self._ended = self._waiter = None
+        self._started = started
+        return self
 
     def __repr__(self) -> str:
         return f"<Handle {self.name!r} {self._status.value}>"
@@ -141,7 +209,7 @@ class Handle(Generic[T]):
     def name(self) -> str:
         """The name given at spawn, else the coroutine's qualified name."""
         if self._name is None:
-            self._name = getattr(self._coro, "__qualname__", None) or "child"
+            self._name = _coro_name(self._coro)
         return self._name
 
     @property
@@ -152,7 +220,7 @@ class Handle(Generic[T]):
     @property
     def failed(self) -> bool:
         """True if the child raised (a timeout included); not for a cancellation."""
-        return self._failed
+        return self._error is not None
 
     @property
     def error(self) -> BaseException | None:
@@ -262,40 +330,39 @@ class Handle(Generic[T]):
         self._task = task
         task.add_done_callback(self._on_done)
 
-    def _adopt(self, task: asyncio.Task[T]) -> None:
-        """Record the end of a task that ran without a handle (``start_soon``);
-        its start time was not recorded."""
-        self._status = _RUNNING
-        self._task = task
-        self._on_done(task)
-
     def _on_done(self, task: asyncio.Task[T]) -> None:
         """The child's task ended: how, then tell the group."""
-        group = self._group
-        assert group is not None  # set until settled
         try:
             value = task.result()
         except BaseException as exc:
             _pop_caller_frame(exc)
-            self._discard()
-            if task.cancelled() and task.cancelling():
-                status = _TIMED_OUT if group.timed_out else _CANCELLED
-                self._settle(status, None, None)
-            elif task.cancelled():
-                status = self._settle(
-                    _FAILED, None, stray_cancellation(f"child {self.name!r}", exc)
-                )
-            else:
-                status = self._settle(_FAILED, None, exc)
+            self._raised(task, exc)
+            return
+        # _settle(_SUCCEEDED, value, None), inlined: every successful child comes here.
+        group = self._group
+        assert group is not None  # set until settled
+        self._status = _SUCCEEDED
+        self._value = value
+        self._group = self._task = None
+        self._ended = self._now()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        group._child_succeeded(self)
+
+    def _raised(self, task: asyncio.Task[T], exc: BaseException) -> None:
+        """The child's task ended with ``exc`` (``task.result()`` raised it, which a task
+        does with its traceback once only): how, then tell the group."""
+        group = self._group
+        assert group is not None  # set until settled
+        self._discard()
+        if task.cancelled() and task.cancelling():
+            status = _TIMED_OUT if group.timed_out else _CANCELLED
+            self._settle(status, None, None)
+        elif task.cancelled():
+            status = self._settle(_FAILED, None, stray_cancellation(f"child {self.name!r}", exc))
         else:
-            # _settle(_SUCCEEDED, value, None), inlined: every successful child comes here.
-            self._status = status = _SUCCEEDED
-            self._value = value
-            self._group = self._task = None
-            self._ended = self._now()
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            status = self._settle(_FAILED, None, exc)
         group._child_ended(self, status, True)
 
     def _discard(self) -> None:
@@ -313,10 +380,8 @@ class Handle(Generic[T]):
         A failure with the ``TimeoutError`` of the child's own ``timeout`` is
         TIMED_OUT; so is a child cancelled by its group's timeout (no error).
         """
-        if status is _FAILED:
-            self._failed = True
-            if self._timed_out:
-                status = _TIMED_OUT
+        if status is _FAILED and self._timeout is not None and self._timed_out:
+            status = _TIMED_OUT
         self._status = status
         self._value = value
         self._error = error
@@ -333,6 +398,11 @@ async def _run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, handle
         return await coro
     handle._timed_out = True
     raise TimeoutError(f"child {handle.name!r} timed out after {timeout} s")
+
+
+def _coro_name(coro: object) -> str:
+    """A child's name when none was given: its coroutine's qualified name."""
+    return getattr(coro, "__qualname__", None) or "child"
 
 
 def _pop_caller_frame(exc: BaseException) -> None:

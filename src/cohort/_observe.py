@@ -100,8 +100,8 @@ class GroupStatistics:
 # -- the events of groups and children (called only while EVENTS.on) ------------------
 
 
-def child_started(handle: Handle[Any], group: str, parent: str | None) -> None:
-    EVENTS.log.debug("child started", child=handle.name, group=group, parent=parent)
+def child_started(child: str, group: str, parent: str | None) -> None:
+    EVENTS.log.debug("child started", child=child, group=group, parent=parent)
 
 
 def child_ended(handle: Handle[Any], group: str, parent: str | None) -> None:

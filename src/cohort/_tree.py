@@ -1,8 +1,8 @@
 """``task_tree()``: a snapshot of the open task groups and their children.
 
-Built from what groups and handles show publicly (``open_groups``,
-``TaskGroup.statistics()``, ``Handle`` properties), so it can only read what
-any monitoring code could.
+Built from what groups show (``open_groups``, ``TaskGroup.statistics()``, and
+``TaskGroup._tree_rows()``: the public properties of each child's handle, and
+the task of each ``start_soon`` child that runs without one).
 """
 
 from __future__ import annotations
@@ -76,21 +76,16 @@ def task_tree() -> TaskTree:
     child_tasks: set[asyncio.Task[Any]] = set()
     for g, host in groups:
         by_task.setdefault(host, []).append(g)
-        child_tasks.update(h.task for h in g.handles if h.task is not None)
-        child_tasks.update(g.light_children)
+        child_tasks.update(task for *_, task in g._tree_rows() if task is not None)
     roots = [g for g, host in groups if host not in child_tasks]
 
     def snap(g: TaskGroup) -> GroupSnapshot:
         children = []
-        for h in g.handles:
-            end = h.ended if h.ended is not None else now
-            elapsed = None if h.started is None else end - h.started
-            task = h.task
+        for name, status, started, ended, task in g._tree_rows():
+            end = ended if ended is not None else now
+            elapsed = None if started is None else end - started
             nested = () if task is None else tuple(snap(sub) for sub in by_task.get(task, ()))
-            children.append(ChildSnapshot(h.name, h.status.value, elapsed, nested))
-        for task in g.light_children:  # start_soon children: no start time recorded
-            nested = tuple(snap(sub) for sub in by_task.get(task, ()))
-            children.append(ChildSnapshot(task.get_name(), "running", None, nested))
+            children.append(ChildSnapshot(name, status.value, elapsed, nested))
         stats = g.statistics()
         return GroupSnapshot(
             stats.name, repr(stats.policy), stats.phase, stats.elapsed, tuple(children)
