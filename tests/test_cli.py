@@ -237,6 +237,22 @@ def test_bench_passes_an_unknown_name_to_the_suite_which_exits_2() -> None:
     assert "unknown benchmark" in result.stderr
 
 
+def test_bench_finds_the_suite_in_the_checkout_it_is_run_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cohort.cli import _bench
+
+    checkout = Path(__file__).resolve().parents[1]
+    # as if cohort were installed from a wheel, outside any checkout
+    monkeypatch.setattr(cohort, "__file__", str(tmp_path / "site" / "cohort" / "__init__.py"))
+    monkeypatch.chdir(checkout)
+    assert _bench.find_benchmarks() == checkout
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in sys.path if Path(p or ".") != checkout])
+    monkeypatch.delitem(sys.modules, "benchmarks", raising=False)
+    assert _bench.find_benchmarks() is None
+
+
 def test_bench_without_the_suite_is_a_one_line_error() -> None:
     code = (
         "import sys, cohort.cli, cohort.cli._bench as b\n"

@@ -22,9 +22,10 @@ __all__ = ["bench_command", "find_benchmarks"]
 def find_benchmarks() -> Path | None:
     """The directory holding the ``benchmarks`` package, or None when there is none."""
     # src/cohort/__init__.py -> the checkout's root, where benchmarks/ sits beside src/.
-    root = Path(cohort.__file__).resolve().parents[2]
-    if _is_suite(root / "benchmarks"):
-        return root
+    for root in (Path(cohort.__file__).resolve().parents[2], Path.cwd()):
+        # The editable install's checkout, or the checkout we are run from.
+        if _is_suite(root / "benchmarks"):
+            return root
     spec = importlib.util.find_spec("benchmarks")
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
@@ -44,7 +45,8 @@ def bench_command(names: Sequence[str], *, quick: bool) -> int:
     if root is None:
         raise UsageError(
             "the benchmark suite is not installed (it ships with the source checkout, "
-            "not the wheel); run `cohort bench` from a git clone"
+            "not the wheel); run `cohort bench` (or `make bench`) from the root of a "
+            "source checkout"
         )
     argv = [sys.executable, "-m", "benchmarks", *(["--quick"] if quick else []), *names]
     child = subprocess.Popen(argv, cwd=root)
