@@ -7,6 +7,9 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 def add(a: int, b: int) -> int:
@@ -17,7 +20,7 @@ def square(x: int) -> int:
     return x * x
 
 
-def echo(x: object) -> object:
+def echo(x: _T) -> _T:
     return x
 
 
@@ -201,3 +204,71 @@ class UnpicklableError(Exception):
 
 def raise_unpicklable() -> None:
     raise UnpicklableError
+
+
+def buffer_owner(a: Any) -> tuple[str, bool]:
+    """What owns array ``a``'s memory in this process ("shared": a mapping of a
+    shared-memory segment, not a copy), and whether the array is writable."""
+    base = a
+    while getattr(base, "base", None) is not None:
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    name = type(base).__name__
+    return "shared" if name.startswith("c_ubyte_Array") else name, bool(a.flags.writeable)
+
+
+def shared_view(handle: Any) -> tuple[str, bool, float]:
+    """How a worker sees a shared array: its memory's owner, writable, its sum."""
+    owner, writable = buffer_owner(handle.value)
+    return owner, writable, float(handle.value.sum())
+
+
+def shared_slice_sum(handle: Any, i: int) -> float:
+    return float(handle.value[i * 1000 : (i + 1) * 1000].sum())
+
+
+def shared_len(handle: Any) -> int:
+    return len(handle.value)
+
+
+def shared_objects_held(_: object = None) -> int:
+    """How many shared objects this worker keeps loaded."""
+    from cohort.bridge import _shared
+
+    return len(_shared._attached)
+
+
+def type_and_len(x: Any) -> tuple[str, int]:
+    return type(x).__name__, len(x)
+
+
+def add_one_in_place(a: Any) -> Any:
+    a += 1
+    return a
+
+
+def die_while_replying(n: int) -> None:
+    """Leave behind the segments a worker killed half-way through a large reply would:
+    its reply's and its scratch's, then die by SIGKILL."""
+    import _posixshmem  # type: ignore[import-not-found]
+
+    from cohort.bridge import _worker
+
+    for name in (_worker._replying, _worker._scratch_name):
+        fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_RDWR, 0o600)
+        os.ftruncate(fd, n)
+        os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def mark_and_spin_holding(path: str, data: bytes) -> None:
+    """Like ``mark_and_spin``, with a large argument in hand."""
+    Path(path).write_text(str(os.getpid()))
+    while data:
+        pass
+
+
+def buffer_owner_then_segfault(a: Any) -> None:
+    buffer_owner(a)
+    segfault()

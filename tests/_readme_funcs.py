@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Any
 
 
 def sha256_hex(data: bytes) -> str:
@@ -28,3 +29,11 @@ def search(shard: range) -> int:
 
 def count_words(text: str) -> int:
     return len(text.split())
+
+
+def mean_brightness(image: Any) -> float:
+    return float(image.mean())
+
+
+def column_total(table: Any, column: int) -> float:
+    return float(table.value[:, column].sum())

@@ -49,6 +49,24 @@ async def test_run_map_and_imap_on_the_cluster(cluster: Any) -> None:
         assert got == [x * x for x in range(30)]
 
 
+async def test_shared_objects_are_scattered_once(cluster: Any) -> None:
+    import functools
+
+    import numpy as np
+
+    a = np.arange(16_000, dtype=np.float64)
+    async with DaskExecutor(cluster.scheduler_address) as dask:
+        with await dask.share(a) as data:
+            assert data.value is a
+            assert (await dask.run(f.shared_view, data))[2] == float(a.sum())
+            parts = await dask.map(functools.partial(f.shared_slice_sum, data), range(16))
+            assert parts == [float(a[i * 1000 : (i + 1) * 1000].sum()) for i in range(16)]
+            assert len(await dask.client.who_has()) >= 1
+        assert data.released
+        kept = await dask.share(b"x" * 100)
+    assert kept.released  # closing the executor released it
+
+
 async def test_remote_exception_keeps_its_type(cluster: Any) -> None:
     async with DaskExecutor(cluster.scheduler_address) as dask:
         with pytest.raises(ValueError, match="boom"):

@@ -106,8 +106,13 @@ async def main(*args):
 """
 
 ProcessPoolSetup = """
-from _readme_funcs import count_words, parse, score_model, search, sha256_hex
+import functools
+import numpy
+from _readme_funcs import column_total, count_words, mean_brightness, parse, score_model, search
+from _readme_funcs import sha256_hex
 blob = b"some bytes"
+image = numpy.ones((2000, 2000))
+table = numpy.arange(40.0).reshape(10, 4)
 row = [1.0, 2.0]
 paths = ["a", "bb", "ccc"]
 lines = ["a b", "c d e"]
@@ -196,7 +201,8 @@ def test_every_python_snippet_runs_as_written(
             ns["data"], "<cached page>"
         ),
         "async with cohort.ProcessPool(workers=2) as pool:": lambda ns, out: _assert_eq(
-            (ns["g"].result, ns["words"], ns["sizes"]), (4242, 7, [1, 2, 3])
+            (ns["g"].result, ns["words"], ns["sizes"], ns["brightness"], ns["totals"]),
+            (4242, 7, [1, 2, 3], 1.0, [180.0, 190.0, 200.0, 210.0]),
         ),
         "import pytest, cohort": _run_the_snippets_test,
     }

@@ -43,3 +43,8 @@ async def main() -> None:
     async with cohort.TaskGroup() as g2:
         g2.start_soon(read, "eu-1", 3)
     assert_type(g2.statistics().succeeded, int)
+    async with cohort.ProcessPool(1) as pool:
+        with await pool.share(b"blob") as blob:
+            assert_type(blob, cohort.Shared[bytes])
+            assert_type(blob.value, bytes)
+            assert_type(await pool.run(len, blob.value), int)

@@ -19,6 +19,7 @@ from cohort.bridge._default import (
 )
 from cohort.bridge._executor import Executor
 from cohort.bridge._pool import PoolStatistics, ProcessPool
+from cohort.bridge._shared import Shared
 
 __all__ = [
     "CpuFunction",
@@ -26,6 +27,7 @@ __all__ = [
     "Executor",
     "PoolStatistics",
     "ProcessPool",
+    "Shared",
     "cpu",
     "default_executor",
     "set_default_executor",

@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import importlib
 import math
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence, Sized
 from typing import Any, TypeVar
 
@@ -39,6 +41,7 @@ from cohort.bridge._chunks import (
     stream_chunks,
 )
 from cohort.bridge._pool import _emit
+from cohort.bridge._shared import Shared
 from cohort.bridge._wire import check_plain
 
 # ``distributed`` is optional and only partly typed: its objects are ``Any`` here.
@@ -101,6 +104,45 @@ def _apply_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     return [fn(x) for x in items]
 
 
+def _is_scattered(x: Any) -> bool:
+    return isinstance(x, Shared) and x.key is not None and not isinstance(x.key, tuple)
+
+
+def _split_shared(fn: Any, args: tuple[Any, ...]) -> tuple[Any, Any, list[Any], list[bool]] | None:
+    """Where ``Shared`` handles of this executor appear in a call: ``None`` if nowhere,
+    else (function, its keyword arguments, all positional arguments with each handle
+    replaced by its Dask future, which Dask resolves to the value on the worker,
+    and which of them were handles).
+
+    Handles are looked for in the arguments and in a ``functools.partial``'s.
+    """
+    inner, kw, lead = fn, {}, ()
+    if isinstance(fn, functools.partial) and any(_is_scattered(a) for a in fn.args):
+        inner, kw, lead = fn.func, fn.keywords, fn.args
+    was_shared = [_is_scattered(a) for a in (*lead, *args)]
+    if not any(was_shared):
+        return None
+    every = [a.key if s else a for a, s in zip((*lead, *args), was_shared, strict=True)]
+    return inner, kw, every, was_shared
+
+
+def _rewrap(values: list[Any], was_shared: list[bool]) -> list[Any]:
+    return [Shared(v, None, None) if s else v for v, s in zip(values, was_shared, strict=True)]
+
+
+def _call_shared(fn: Any, kw: Any, was_shared: list[bool], args: list[Any]) -> Any:
+    """Runs on a Dask worker: the call, with the shared values as ``Shared`` handles again."""
+    return fn(*_rewrap(args, was_shared), **kw)
+
+
+def _chunk_shared(
+    fn: Any, kw: Any, was_shared: list[bool], lead: list[Any], items: list[Any]
+) -> list[Any]:
+    """Runs on a Dask worker: a chunk of ``functools.partial(fn, *lead, **kw)`` calls."""
+    call = functools.partial(fn, *_rewrap(lead, was_shared), **kw)
+    return [call(x) for x in items]
+
+
 class DaskExecutor:
     """Runs calls on a Dask distributed cluster, with the same interface as ``ProcessPool``.
 
@@ -150,6 +192,7 @@ class DaskExecutor:
         self._owns_client = False
         self._closed = False
         self._starting: asyncio.Lock | None = None
+        self._shared: weakref.WeakSet[Shared[Any]] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -211,6 +254,8 @@ class DaskExecutor:
     async def aclose(self) -> None:
         """Close the client and cluster this executor started (not a client it was given)."""
         self._closed = True
+        for handle in list(self._shared):
+            handle.release()
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await client.close()
@@ -224,8 +269,26 @@ class DaskExecutor:
         """Run ``fn(*args)`` as one Dask task and return its result (re-raising its error)."""
         check_plain(fn)
         client = await self._ensure_client()
-        future = client.submit(fn, *args, pure=False)
+        split = _split_shared(fn, args)
+        if split is None:
+            future = client.submit(fn, *args, pure=False)
+        else:
+            inner, kw, every, was_shared = split
+            future = client.submit(_call_shared, inner, kw, was_shared, every, pure=False)
         return await self._wait(client, [future], future.result)  # type: ignore[no-any-return]
+
+    async def share(self, obj: _T) -> Shared[_T]:
+        """Scatter ``obj`` to the cluster once (``client.scatter``); pass the handle to
+        calls instead of ``obj``, in their arguments or a ``functools.partial``'s.
+
+        Calls read ``handle.value``. Released by ``handle.release()``, a ``with``
+        block, the last reference going, or ``aclose()``.
+        """
+        client = await self._ensure_client()
+        future = await client.scatter(obj, hash=False)
+        handle = Shared(obj, future, _release_future)
+        self._shared.add(handle)
+        return handle
 
     async def map(
         self,
@@ -306,6 +369,11 @@ class DaskExecutor:
             await _stop_workers(client, running)
 
 
+def _release_future(future: Any) -> None:
+    with contextlib.suppress(Exception):  # the client may be closed already
+        future.release()
+
+
 class _DaskChunks:
     """The Dask side of a chunked ``map``/``imap`` (see ``_chunks.stream_chunks``)."""
 
@@ -316,6 +384,10 @@ class _DaskChunks:
         self.watched: set[Any] = set()
 
     def submit(self, fn: Any, items: Sequence[Any]) -> Future:
+        split = _split_shared(fn, ())
+        if split is not None:
+            inner, kw, lead, was_shared = split
+            return self.client.submit(_chunk_shared, inner, kw, was_shared, lead, items, pure=False)
         (future,) = self.client.map(_apply_chunk, [fn], [items], pure=False)
         return future
 

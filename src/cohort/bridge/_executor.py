@@ -17,6 +17,10 @@ class Executor(Protocol):
     batching small calls; ``aclose()`` releases the executor's resources. Cancelling a
     call stops waiting for it; whether the work itself stops is the backend's promise
     (``ProcessPool`` kills the worker; Dask does not, unless asked for a hard stop).
+
+    Both built-in executors also have ``share(obj)`` (a ``Shared`` handle for one
+    big object that many calls read); it is not part of this protocol, so an
+    executor of your own needs only the four methods here.
     """
 
     async def run(self, fn: Callable[..., _R], *args: Any) -> _R:

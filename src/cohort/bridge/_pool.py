@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import itertools
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -39,7 +41,7 @@ from cohort._exceptions import (
 )
 from cohort._observe import EVENTS
 from cohort._validate import check_count, check_seconds
-from cohort.bridge import _wire
+from cohort.bridge import _shm, _wire
 from cohort.bridge._chunks import (
     ChunkSizer,
     check_map_arguments,
@@ -60,6 +62,7 @@ from cohort.bridge._procs import (
     terminate_all,
     usable_cpus,
 )
+from cohort.bridge._shared import Shared
 from cohort.bridge._worker import worker_main
 
 STARTING, READY, RETIRING, DYING = (
@@ -75,6 +78,8 @@ _Ts = TypeVarTuple("_Ts")
 
 _EXIT_FRAME = _wire.frame((_wire.EXIT, None, None))
 RETIRE_GRACE = 5.0  # seconds a retired worker gets to exit before it is killed
+SHARE_IN_THREAD = 16 << 20  # bytes: share() copies larger objects in a thread
+TRIM_AFTER = 1.0  # seconds: scratch segments (see _shm.Scratch) unused this long are emptied
 
 
 def _emit(level: str, event: str, **fields: Any) -> None:
@@ -176,6 +181,9 @@ class ProcessPool:
         self._closed = False
         self._all_exited: asyncio.Future[None] | None = None
         self._n_completed = self._n_cancelled = self._n_crashes = self._n_started = 0
+        self._prefix = _shm.new_prefix()  # names of this pool's shared-memory segments
+        self._segment_numbers = itertools.count()
+        self._trim_timer: asyncio.TimerHandle | None = None
         # The loop holds the pool only weakly (its readers, writers and timers
         # call through these), so a pool dropped without aclose() is collected
         # and its finalizer kills the workers and releases their pipes.
@@ -184,7 +192,8 @@ class ProcessPool:
         self._on_writable_cb = _weakly(self._on_writable)
         self._kill_cb = _weakly(self._kill)
         self._spawn_pending_cb = _weakly(self._spawn_pending)
-        self._leftovers = _Leftovers(self._workers, repr(self))
+        self._trim_cb = _weakly(self._trim)
+        self._leftovers = _Leftovers(self._workers, repr(self), self._prefix)
         self._finalizer = weakref.finalize(self, _reclaim, self._leftovers)
 
     def __repr__(self) -> str:
@@ -229,21 +238,25 @@ class ProcessPool:
         """
         if self._loop is None:
             self._closed = True
+            self._leftovers.release_shared()
             return
         if not self._closed:
             self._closed = True
             msg = f"{self!r} was closed while the call was pending"
             self._fail_everything(lambda: ClosedError(msg))
-        if self._workers:
-            if self._all_exited is None or self._all_exited.done():
-                self._all_exited = self._loop.create_future()
-            try:
-                await asyncio.shield(self._all_exited)
-            except asyncio.CancelledError:
-                # Cancelled while waiting: kill and reap now, taking the pipes off
-                # the loop before they are closed.
-                _kill_now(self._loop, self._workers)
-                raise
+        try:
+            if self._workers:
+                if self._all_exited is None or self._all_exited.done():
+                    self._all_exited = self._loop.create_future()
+                try:
+                    await asyncio.shield(self._all_exited)
+                except asyncio.CancelledError:
+                    # Cancelled while waiting: kill and reap now, taking the pipes off
+                    # the loop before they are closed.
+                    _kill_now(self._loop, self._workers)
+                    raise
+        finally:
+            self._leftovers.release_shared()
         self._finalizer.detach()
 
     def _fail_everything(self, error: Callable[[], BaseException]) -> None:
@@ -335,6 +348,47 @@ class ProcessPool:
         # At most two chunks per worker in flight: memory stays flat however long the input.
         return stream_chunks(_PoolChunks(self), fn, iterable, sizer, 2 * self._size, ordered)
 
+    async def share(self, obj: _T) -> Shared[_T]:
+        """Put ``obj`` in shared memory once; pass the handle to calls instead of ``obj``.
+
+        Each worker loads it once (numpy arrays and other buffers as read-only
+        views of the shared memory, no copy) and calls read ``handle.value``.
+        The copy is released by ``handle.release()``, at the end of a ``with``
+        block, when the last reference to the handle goes, or when the pool
+        closes. An object over 16 MiB is copied in a thread, so that the loop
+        keeps running meanwhile. Example::
+
+            with await pool.share(big_array) as data:
+                parts = await pool.map(functools.partial(total, data), ranges)
+        """
+        self._check_usable()
+        out = _shm.encode(obj, always=True)
+        if isinstance(out, bytes):  # no shared memory on this platform: pickled per call
+            return Shared(obj, None, None)
+        name = f"{self._prefix}s{next(self._segment_numbers)}"
+        try:
+            if out.nbytes < SHARE_IN_THREAD:
+                key = out.write(name)
+            else:
+                writing = asyncio.get_running_loop().run_in_executor(None, out.write, name)
+                try:
+                    key = await asyncio.shield(writing)
+                except asyncio.CancelledError:
+                    writing.add_done_callback(lambda _: _shm.unlink(name))
+                    raise
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"cannot share {type(obj).__name__} ({out.nbytes:,} bytes) through /dev/shm: "
+                f"{exc.strerror}; give /dev/shm more room or pass the object itself",
+            ) from exc
+        handle = Shared(obj, key, functools.partial(_forget_shared, weakref.ref(self._leftovers)))
+        self._leftovers.shared[name] = handle
+        if self._closed:  # closed while it was being written
+            handle.release()
+            self._check_usable()
+        return handle
+
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool's workers, queue and counters."""
         live = [w for w in self._workers if w.live]
@@ -382,6 +436,15 @@ class ProcessPool:
         w.call = call
         call.worker = w
         data = call.payload
+        if not isinstance(data, bytes):
+            # Large buffers are copied into shared memory now, not at submit:
+            # a queued call holds no copy.
+            call.segment = f"{self._prefix}a{next(self._segment_numbers)}"
+            data = call.payload = _wire.finish(data, call.segment, w.scratch)
+            w.scratch.used = self._trim_later()
+        if w.forget:
+            names, w.forget = w.forget, []  # a finalizer may append meanwhile: keep those
+            data = _wire.frame((_wire.FORGET, names, None)) + data
         try:
             n = os.write(w.wfd, data)
         except BlockingIOError:
@@ -392,6 +455,34 @@ class ProcessPool:
             w.wbuf = memoryview(data)[n:]  # a view: no copy per partial write
             assert self._loop is not None
             self._loop.add_writer(w.wfd, self._on_writable_cb, w)
+
+    def _trim_later(self) -> float:
+        """Make sure scratch segments get emptied once unused; return the time now."""
+        assert self._loop is not None
+        if self._trim_timer is None:
+            self._trim_timer = self._loop.call_later(TRIM_AFTER, self._trim_cb)
+        return self._loop.time()
+
+    def _trim(self) -> None:
+        """Empty the scratch segments of idle workers that moved no large payload lately.
+
+        Both directions are trimmed here, the worker's reply scratch too: only
+        the parent knows when it has read the last reply, and a worker with no
+        call is not writing one.
+        """
+        assert self._loop is not None
+        self._trim_timer = None
+        now = self._loop.time()
+        for w in self._workers:
+            if w.call is not None:
+                continue
+            if w.scratch.size and now - w.scratch.used >= TRIM_AFTER:
+                w.scratch.trim()
+            if w.large_reply_at is not None and now - w.large_reply_at >= TRIM_AFTER:
+                _shm.truncate(w.reply_name)
+                w.large_reply_at = None
+        if any(w.scratch.size or w.large_reply_at is not None for w in self._workers):
+            self._trim_timer = self._loop.call_later(TRIM_AFTER, self._trim_cb)
 
     def _on_writable(self, w: Worker) -> None:
         try:
@@ -436,7 +527,14 @@ class ProcessPool:
         child_rep = Connection(rep_w, readable=False)
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_req, child_rep, os.getpid(), self._initializer, self._initargs),
+            args=(
+                child_req,
+                child_rep,
+                os.getpid(),
+                self._initializer,
+                self._initargs,
+                self._prefix,
+            ),
             name="cohort-worker",
         )
         try:
@@ -451,7 +549,7 @@ class ProcessPool:
             child_rep.close()
         os.set_blocking(req_w, False)
         os.set_blocking(rep_r, False)
-        w = Worker(process, req_w, rep_r)
+        w = Worker(process, req_w, rep_r, self._prefix)
         self._workers.add(w)
         self._n_started += 1
         self._loop.add_reader(rep_r, self._on_readable_cb, w)
@@ -515,12 +613,22 @@ class ProcessPool:
         if w.state is STARTING:
             self._on_hello(w, msg)
             return
+        w.replies += 1
         call = w.call
         if call is None or w.state is DYING:
+            _shm.discard(msg)  # nobody reads it: free its segment, if any
             return
         w.call = None
         call.worker = None
         self._n_completed += 1
+        reply = None
+        if _shm.is_envelope(msg):
+            # Read it before the worker gets its next request: it may reuse the segment.
+            w.large_reply_at = self._trim_later()
+            if call.future.done():
+                _shm.discard(msg)
+            else:
+                reply = _wire.loads_reply(msg, call.fn)
         # Give the worker its next request before unpickling this reply: the
         # worker computes while the parent reads.
         w.items += call.size
@@ -530,7 +638,9 @@ class ProcessPool:
         elif w.state is READY:
             self._idle.append(w)
             self._dispatch()
-        if not call.future.done():
+        if reply is not None:
+            call.future.set_result(reply)
+        elif not call.future.done():
             call.future.set_result(_wire.loads_reply(msg, call.fn))
 
     def _on_hello(self, w: Worker, msg: bytes) -> None:
@@ -554,6 +664,7 @@ class ProcessPool:
         loop.remove_reader(w.process.sentinel)
         self._drain(w)
         w.process.join(1.0)  # the sentinel fired: this returns at once (reaps, no zombie)
+        w.unlink_segments()
         exitcode = w.process.exitcode
         signal_group(w, signal.SIGKILL)  # what its calls started does not outlive it
         if w.kill_timer is not None:
@@ -661,19 +772,40 @@ def _weakly(method: Callable[..., None]) -> Callable[..., None]:
 
 
 class _Leftovers:
-    """What a pool that was dropped without ``aclose()`` must still release."""
+    """What a pool must release even if it is dropped without ``aclose()``: its
+    workers and its shared objects."""
 
-    __slots__ = ("loop", "what", "workers")
+    __slots__ = ("__weakref__", "loop", "prefix", "shared", "what", "workers")
 
-    def __init__(self, workers: set[Worker], what: str) -> None:
+    def __init__(self, workers: set[Worker], what: str, prefix: str) -> None:
         self.workers = workers
         self.what = what
+        self.prefix = prefix
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.shared: weakref.WeakValueDictionary[str, Shared[Any]] = weakref.WeakValueDictionary()
+
+    def release_shared(self) -> None:
+        for handle in list(self.shared.values()):
+            handle.release()
+
+
+def _forget_shared(leftovers_ref: weakref.ref[_Leftovers], key: _shm.Key) -> None:
+    """A shared object was released: remove its segment, and tell the workers to drop it."""
+    name = key[0]
+    _shm.unlink(name)
+    leftovers = leftovers_ref()
+    if leftovers is None:
+        return
+    leftovers.shared.pop(name, None)
+    for w in leftovers.workers:
+        if w.live:
+            w.forget.append(name)
 
 
 def _reclaim(leftovers: _Leftovers) -> None:
     """The pool was garbage-collected while open (or the interpreter exits): kill its
     workers, take their pipes off the loop, and say so, as asyncio does for transports."""
+    leftovers.release_shared()
     workers = leftovers.workers
     if not workers:
         return

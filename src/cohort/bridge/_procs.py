@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from cohort.bridge import _wire
+from cohort.bridge import _shm, _wire
 
 _WORKER_MODULE = "cohort.bridge._worker"
 
@@ -37,10 +37,11 @@ class Call:
 
     kind: int
     fn: Any
-    payload: bytes
+    payload: bytes | _shm.Outbound  # large buffers go to a segment when it is sent
     future: asyncio.Future[Any]
     size: int  # items: 1 for a call
     worker: Worker | None = None  # the worker running it, once sent
+    segment: str = ""  # the shared-memory segment of its arguments, if it has one
 
 
 class WorkerState(enum.Enum):
@@ -58,18 +59,23 @@ class Worker:
     __slots__ = (
         "call",
         "exited",
+        "forget",
         "items",
         "kill_timer",
+        "large_reply_at",
         "pid",
         "process",
         "reader",
+        "replies",
+        "reply_name",
         "rfd",
+        "scratch",
         "state",
         "wbuf",
         "wfd",
     )
 
-    def __init__(self, process: BaseProcess, wfd: int, rfd: int) -> None:
+    def __init__(self, process: BaseProcess, wfd: int, rfd: int, prefix: str) -> None:
         self.process = process
         self.pid = process.pid
         self.wfd = wfd  # requests, parent -> worker (non-blocking)
@@ -81,6 +87,19 @@ class Worker:
         self.items = 0
         self.kill_timer: asyncio.TimerHandle | None = None
         self.exited: asyncio.Future[None] | None = None  # made when someone waits for the exit
+        self.replies = 0  # replies received after the hello; names the next reply's segment
+        self.reply_name = f"{prefix}r{self.pid}"  # see _worker._serve
+        self.scratch = _shm.Scratch(f"{prefix}a{self.pid}")  # for large arguments
+        self.forget: list[str] = []  # released shared objects to tell it about
+        self.large_reply_at: float | None = None  # when a reply last came in shared memory
+
+    def unlink_segments(self) -> None:
+        """Remove the segments of a worker that is gone: its call's, its replies'."""
+        self.scratch.close()
+        if self.call is not None and self.call.segment:
+            _shm.unlink(self.call.segment)
+        _shm.unlink(self.reply_name)
+        _shm.unlink(f"{self.reply_name}-{self.replies}")
 
     @property
     def live(self) -> bool:
@@ -137,6 +156,7 @@ def terminate_all(workers: set[Worker]) -> None:
             w.process.close()
         except (OSError, ValueError):
             pass
+        w.unlink_segments()
         for fd in (w.rfd, w.wfd):
             if fd >= 0:
                 with contextlib.suppress(OSError):

@@ -20,12 +20,15 @@ import struct
 import sys
 import traceback
 import types
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from cohort._exceptions import RemoteError, SerializationError
+from cohort.bridge import _shm
 
 HEADER = struct.Struct("<I")
+_pack = HEADER.pack
 READ_SIZE = 64 * 1024  # below 128 KiB on purpose, see the module docstring
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -33,6 +36,7 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 CALL = 0  # (CALL, fn, args) -> (OK, value) | (FAIL, RemoteFailure)
 CHUNK = 1  # (CHUNK, fn, items) -> (OK, (values, failure_or_None, elapsed))
 EXIT = 2  # (EXIT, None, None): finish and exit (no reply)
+FORGET = 3  # (FORGET, names, None): drop these released shared objects (no reply)
 OK = 0
 FAIL = 1
 READY = 2  # (READY, pid)
@@ -44,6 +48,33 @@ def frame(obj: Any) -> bytes:
     """Pickle ``obj`` and prefix it with its length."""
     payload = pickle.dumps(obj, PROTOCOL)
     return HEADER.pack(len(payload)) + payload
+
+
+def encode(obj: Any) -> bytes | _shm.Outbound:
+    """A frame for ``obj``, or, when it is large, an ``Outbound`` to :func:`finish` at send time."""
+    out = _shm.encode(obj)
+    if out.__class__ is bytes:
+        return _pack(len(out)) + out
+    return out
+
+
+def finish(out: _shm.Outbound, segment: str, scratch: _shm.Scratch | None = None) -> bytes:
+    """Write ``out``'s segment and return the envelope frame; through the pipe if that fails.
+
+    A full ``/dev/shm`` (containers often give it 64 MB) costs speed, never the call.
+    """
+    try:
+        body = _shm.envelope(out.write(segment, scratch))
+        return HEADER.pack(len(body)) + body
+    except OSError as exc:
+        warnings.warn(
+            f"cohort: a large payload went through the pipe, not shared memory ({exc}); "
+            "give /dev/shm more room for full speed",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+        payload = out.inband()
+        return HEADER.pack(len(payload)) + payload
 
 
 class FrameReader:
@@ -164,10 +195,13 @@ def check_callable(fn: Any) -> None:
             )
 
 
-def dumps_request(kind: int, fn: Any, args: Any) -> bytes:
-    """A framed request; unpicklable pieces raise ``SerializationError`` naming the culprit."""
+def dumps_request(kind: int, fn: Any, args: Any) -> bytes | _shm.Outbound:
+    """A framed request (see :func:`encode`); unpicklable pieces raise ``SerializationError``
+    naming the culprit."""
     try:
-        return frame((kind, fn, args))
+        # Only a call's arguments are looked at: a chunk may hold thousands of tiny
+        # items, and a large one among them still reaches shared memory (in the pickle).
+        return encode((kind, fn, _shm.wrap_all(args) if kind == CALL else args))
     except Exception as exc:
         raise _request_error(kind, fn, args, exc) from exc
 
@@ -191,7 +225,7 @@ def _request_error(kind: int, fn: Any, args: Any, exc: Exception) -> Serializati
 def loads_reply(data: bytes, fn: Any) -> tuple[int, Any]:
     """Unpickle a reply; a result that cannot be rebuilt here becomes ``SerializationError``."""
     try:
-        kind, value = pickle.loads(data)
+        kind, value = _shm.decode(data)
     except Exception as exc:
         err = SerializationError(
             f"the result of {describe(fn)} could not be unpickled in the parent: "

@@ -14,7 +14,6 @@ call.
 from __future__ import annotations
 
 import os
-import pickle
 import select
 import signal
 import threading
@@ -22,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cohort.bridge import _wire
+from cohort.bridge import _shared, _shm, _wire
 from cohort.bridge._wire import READ_SIZE, FrameReader, RemoteFailure
 
 POLL_AFTER_REPLY = 100e-6  # seconds to spin for the next request before blocking
@@ -34,8 +33,10 @@ def worker_main(
     parent_pid: int,
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
+    prefix: str,
 ) -> None:
-    """Entry point of a worker process (``requests``/``replies`` are pipe connections)."""
+    """Entry point of a worker process (``requests``/``replies`` are pipe connections;
+    ``prefix`` starts the names of the pool's shared-memory segments)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     if hasattr(os, "setpgid"):
         # A process group of its own: killing the worker kills what its calls
@@ -44,7 +45,7 @@ def worker_main(
     rfd, wfd = requests.fileno(), replies.fileno()
     os.set_blocking(rfd, True)
     os.set_blocking(wfd, True)
-    _start_watchdog(rfd, parent_pid)
+    _start_watchdog(rfd, parent_pid, prefix)
     if initializer is not None:
         try:
             initializer(*initargs)
@@ -52,17 +53,23 @@ def worker_main(
             _write(wfd, _wire.frame((_wire.INIT_FAILED, RemoteFailure.capture(exc))))
             return
     _write(wfd, _wire.frame((_wire.READY, os.getpid())))
-    _serve(rfd, wfd)
+    _serve(rfd, wfd, f"{prefix}r{os.getpid()}")
 
 
-def _exit_with_group() -> None:
-    """The parent is gone: take down what this worker's calls started, then exit."""
+def _exit_with_group(prefix: str) -> None:
+    """The parent is gone: remove the pool's shared memory, take down what this
+    worker's calls started, then exit."""
+    _shm.cleanup_prefix(prefix)  # every segment of the pool, where /dev/shm can be listed
+    # Elsewhere, those this worker knows: its reply segments, the shared objects it read.
+    for name in [_replying, _scratch_name, *_shared.attached_names()]:
+        if name:
+            _shm.unlink(name)
     if hasattr(os, "killpg") and os.getpgid(0) == os.getpid():  # leads its own group
         os.killpg(0, signal.SIGKILL)  # this process included
     os._exit(0)
 
 
-def _start_watchdog(rfd: int, parent_pid: int) -> None:
+def _start_watchdog(rfd: int, parent_pid: int, prefix: str) -> None:
     """Exit the process when the parent dies, even while a call is running.
 
     Watches the parent itself (a pidfd where the kernel has them, else a
@@ -85,7 +92,7 @@ def _start_watchdog(rfd: int, parent_pid: int) -> None:
         while True:
             events = poller.poll(None if pidfd is not None else 1000)
             if events or not _alive(parent_pid):
-                _exit_with_group()
+                _exit_with_group(prefix)
 
     threading.Thread(target=watch, name="cohort-parent-watchdog", daemon=True).start()
 
@@ -100,7 +107,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _serve(rfd: int, wfd: int) -> None:
+_replying = ""  # the shared-memory segment of the reply being written, if any
+_scratch_name = ""  # the segment this worker rewrites for replies the parent copies out
+
+
+def _serve(rfd: int, wfd: int, reply_name: str) -> None:
+    """Answer requests until told to exit.
+
+    Large replies go through shared memory: the scratch segment ``reply_name``
+    when the parent copies them out, else a new segment ``{reply_name}-{n}``
+    for the n-th reply; the parent can derive both names to clean up after a crash,
+    and empties the scratch when it has been idle a while.
+    """
+    global _replying, _scratch_name
+    replies = 0
+    scratch = _shm.Scratch(reply_name)
+    _scratch_name = reply_name
     reader = FrameReader()
     poller = select.poll()
     poller.register(rfd, select.POLLIN)
@@ -116,30 +138,39 @@ def _serve(rfd: int, wfd: int) -> None:
             if not data:
                 return  # parent closed the pipe: retire
             pending = reader.feed(data)
-        reply = _handle(pending.pop(0))
+        _replying = f"{reply_name}-{replies}"
+        reply = _handle(pending.pop(0), _replying, scratch)
         if reply is None:
             return  # asked to exit
-        _write(wfd, reply)
+        if reply:
+            _write(wfd, reply)
+            replies += 1
+        _replying = ""
 
 
-def _handle(data: bytes) -> bytes | None:
+def _handle(data: bytes, segment: str, scratch: _shm.Scratch) -> bytes | None:
+    """The reply frame to one request (``b""``: none is due; ``None``: exit)."""
     try:
-        kind, fn, args = pickle.loads(data)
+        kind, fn, args = _shm.decode(data)
     except BaseException as exc:
         msg = f"the worker could not unpickle the request: {type(exc).__name__}: {exc}"
         return _wire.frame((_wire.UNPICKLABLE, msg))
     if kind == _wire.EXIT:
         return None
+    if kind == _wire.FORGET:
+        _shared.forget(fn)
+        return b""
     fn = getattr(fn, "_cohort_cpu_target", fn)
     if kind == _wire.CALL:
         try:
-            reply: tuple[int, Any] = (_wire.OK, fn(*args))
+            reply: tuple[int, Any] = (_wire.OK, _shm.wrap(fn(*args)))
         except BaseException as exc:
             reply = (_wire.FAIL, RemoteFailure.capture(exc))
     else:
         reply = (_wire.OK, _run_chunk(fn, args))
     try:
-        return _wire.frame(reply)
+        out = _wire.encode(reply)
+        return out if isinstance(out, bytes) else _wire.finish(out, segment, scratch)
     except BaseException as exc:
         msg = (
             f"the result of {_wire.describe(fn)} could not be pickled in the worker: "
