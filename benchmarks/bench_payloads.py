@@ -209,14 +209,12 @@ def _shared_map(b: _Bench, rounds: int, quick: bool) -> list[str]:
 
 
 _MEMORY = """
-import asyncio, os, resource, sys
+import asyncio, os, sys
 sys.path.insert(0, {root!r})
 import numpy as np
 import cohort
 from benchmarks.bench_payloads import echo, shm_entries, worker_peak, worker_rss
-
-def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = lambda: worker_peak(None)
 
 async def main():
     make = os.urandom if {kind!r} == "bytes" else (lambda n: np.ones(n // 8))
@@ -232,7 +230,8 @@ async def main():
         for _ in range({calls}):
             await pool.run(echo, small)
         rss1 = await pool.run(worker_rss, 0)
-        print(repr((before, after, rss0, rss1, shm_entries())))
+        during = shm_entries()
+    print(repr((before, after, rss0, rss1, during, shm_entries())))
 
 if __name__ == "__main__":
     asyncio.run(main())
@@ -240,9 +239,10 @@ if __name__ == "__main__":
 
 
 def worker_peak(_: object) -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak RSS (VmHWM: unlike ``ru_maxrss``, not inherited across exec)."""
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
 
 
 def worker_rss(_: object) -> int:
@@ -262,7 +262,8 @@ def _memory(calls: int) -> list[str]:
         "## Memory of a 100 MB round trip (fresh interpreter, 1 worker)",
         "",
         "| payload | parent peak growth | worker peak growth | "
-        f"worker RSS before / after {calls:,} more 1 MB calls | cohort segments left |",
+        f"worker RSS before / after {calls:,} more 1 MB calls | cohort segments while open "
+        "/ after close |",
         "|---|---|---|---|---|",
     ]
     for kind in ("bytes", "numpy"):
@@ -270,17 +271,19 @@ def _memory(calls: int) -> list[str]:
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True
         )
-        before, after, rss0, rss1, left = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+        last = done.stdout.strip().splitlines()[-1]
+        before, after, rss0, rss1, during, left = ast.literal_eval(last)
         grow = [(a - b) / (100 * MB) for a, b in zip(after, before, strict=True)]
         lines.append(
             f"| {kind} | {grow[0]:.2f} copies | {grow[1]:.2f} copies | "
-            f"{rss0 / MB:.0f} MB / {rss1 / MB:.0f} MB | {left} |"
+            f"{rss0 / MB:.0f} MB / {rss1 / MB:.0f} MB | {during} / {left} |"
         )
     return [
         *lines,
         "",
-        "Peak growth counts the payload's size: the parent keeps its own object and "
-        "receives the result; the worker receives the argument and returns it.",
+        "Peak growth in payload sizes (VmHWM): the parent keeps its own object and "
+        "receives the result; the worker receives the argument and returns it. The "
+        "segments while open are the two scratch segments of the worker (one each way).",
         "",
     ]
 
