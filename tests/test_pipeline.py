@@ -52,11 +52,13 @@ def test_stages_keep_the_function_signature_for_type_checkers() -> None:
     def plain(x: int, y: str = "") -> bytes:
         return b""
 
-    one_arg: cohort.Stage[[int], int] = inc
+    one_arg: cohort.Stage[int, int] = inc
     assert one_arg is inc
-    as_list: cohort.Stage[[int], list[str]] = gen
-    two_args: cohort.Stage[[int, str], bytes] = plain
-    assert_type(inc | double, cohort.Pipeline[int])
+    as_list: cohort.Stage[int, str, [], list[str]] = gen
+    two_args: cohort.Stage[int, bytes, [str], bytes] = plain
+    assert_type(inc | double, cohort.Pipeline[int, int])
+    assert_type(plain | gen, cohort.Pipeline[int, str])  # type: ignore[operator]
+    assert_type(gen | gen, cohort.Pipeline[int, str])  # type: ignore[operator]
     call: Coroutine[Any, Any, bytes] = plain(1, y="a")
     assert as_list is gen
     assert two_args is plain
@@ -119,7 +121,7 @@ def test_composing_a_plain_function_says_to_decorate_it() -> None:
         return x
 
     with pytest.raises(TypeError, match=r"@cohort\.stage"):
-        _ = plain | inc
+        _ = plain | inc  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(
@@ -166,7 +168,7 @@ async def test_bad_sources_fail_at_the_call_site() -> None:
     with pytest.raises(TypeError, match="iterable"):
         await inc.run(42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="one character"):
-        await inc.run("abc")
+        await inc.run("abc")  # type: ignore[arg-type]
 
 
 # -- running -----------------------------------------------------------------------------

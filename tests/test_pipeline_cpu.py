@@ -41,7 +41,7 @@ async def test_fail_fast_kills_the_running_cpu_work() -> None:
     async with cohort.ProcessPool(3) as pool:
         spinning = cohort.stage(executor=pool, workers=3)(funcs.spin)
         with pytest.raises(cohort.PipelineError) as info:
-            await spinning.run([300.0, 300.0, "not a number"])
+            await spinning.run([300.0, 300.0, "not a number"])  # type: ignore[list-item]
         assert isinstance(info.value.__cause__, TypeError)
         assert pool.statistics().calls_cancelled == 2  # their workers were killed
 

@@ -15,7 +15,8 @@ vc = pytest.mark.virtual_clock
 
 
 def failing_on(*bad: int, on_error: Any = "raise", workers: int = 2, **options: Any) -> Any:
-    @cohort.stage(workers=workers, on_error=on_error, name="check", **options)
+    # Options forwarded as **Any match both of stage()'s keyword overloads: untyped.
+    @cohort.stage(workers=workers, on_error=on_error, name="check", **options)  # type: ignore[untyped-decorator]
     async def check(x: int) -> int:
         await asyncio.sleep(0)
         if x in bad:
@@ -152,7 +153,7 @@ async def test_only_listed_exceptions_are_retried() -> None:
 @vc
 async def test_timeout_is_per_attempt_and_fails_with_timeout_error() -> None:
     @cohort.stage(workers=2, timeout=1.0, on_error="skip", retry=cohort.Retry(2, backoff=0))
-    async def slow(x: int) -> int:
+    async def slow(x: float) -> float:
         await asyncio.sleep(x)
         return x
 
@@ -232,7 +233,7 @@ def _awaiting_a_cancelled_future(**options: Any) -> Any:
     entry, a pooled connection): their call ends with CancelledError on its own."""
     shared: asyncio.Future[int] | None = None
 
-    @cohort.stage(name="lookup", **options)
+    @cohort.stage(name="lookup", **options)  # type: ignore[untyped-decorator]
     async def lookup(x: int) -> int:
         nonlocal shared
         if shared is None:

@@ -1,4 +1,5 @@
-"""Checked by `mypy --strict` in `make test` (not run by pytest): the public API's types."""
+"""Checked by `mypy --strict` and `pyright` in `make test` (not run by pytest): API types."""
+# pyright: reportUnnecessaryTypeIgnoreComment=true
 
 from __future__ import annotations
 
@@ -48,3 +49,42 @@ async def main() -> None:
             assert_type(blob, cohort.Shared[bytes])
             assert_type(blob.value, bytes)
             assert_type(await pool.run(len, blob.value), int)
+
+
+@cohort.stage
+async def upper(text: str) -> str:
+    return text.upper()
+
+
+@cohort.stage(workers=4)
+async def parse(raw: bytes) -> int:
+    return len(raw)
+
+
+@cohort.stage
+async def fetch(url: str) -> bytes:
+    await asyncio.sleep(0)
+    return url.encode()
+
+
+@cohort.stage
+async def only_short(text: str) -> str | cohort.DropType:
+    return text if len(text) < 10 else cohort.DROP
+
+
+@cohort.stage(batch=10)
+async def store(rows: list[int]) -> None:
+    await asyncio.sleep(0)
+
+
+async def pipelines() -> None:
+    """Composition and sources are checked: each stage's input is the outputs before it."""
+    pipe = fetch | parse | store
+    assert_type(pipe, cohort.Pipeline[str, None])
+    assert_type(only_short | fetch, cohort.Pipeline[str, bytes])  # DROP is dropped in between
+    assert_type((await (fetch | parse).run(["a"])).outputs, list[int] | None)
+    assert_type(await upper("a"), str)
+    # The wrong ones: an error for both checkers, whose unneeded-ignore reports fail
+    # the check if either stops seeing it.
+    _ = upper | parse  # type: ignore[operator]
+    await fetch.run([1, 2])  # type: ignore[list-item]

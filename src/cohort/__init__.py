@@ -63,6 +63,7 @@ from cohort.bridge import (
 )
 from cohort.pipeline import (
     DROP,
+    DropType,
     ErrorRecord,
     Many,
     Pipeline,
@@ -85,6 +86,7 @@ __all__ = [
     "CohortError",
     "DROP",
     "Decision",
+    "DropType",
     "ErrorRecord",
     "EventFlags",
     "EventFlagsStatistics",

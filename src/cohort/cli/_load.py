@@ -18,7 +18,7 @@ __all__ = ["load_pipeline"]
 _EXAMPLE = "e.g. examples/cli_pipeline.py:pipeline or mypackage.jobs:pipe"
 
 
-def load_pipeline(target: str) -> Pipeline[Any]:
+def load_pipeline(target: str) -> Pipeline[Any, Any]:
     """Import ``MODULE`` (a dotted name or a path to a .py file) and return its ``PIPELINE``."""
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:

@@ -62,7 +62,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 async def _execute(
-    pipe: Pipeline[Any], feed: LineFeed, out: TextIO, progress: bool, outcome: _Outcome
+    pipe: Pipeline[Any, Any], feed: LineFeed, out: TextIO, progress: bool, outcome: _Outcome
 ) -> None:
     stream = pipe.stream(feed, progress=progress)
     flush_each = out.isatty()

@@ -24,11 +24,12 @@ from cohort.pipeline._fork import fork
 from cohort.pipeline._options import StageOptions
 from cohort.pipeline._pipeline import Pipeline, PipelineStream
 from cohort.pipeline._report import ErrorRecord, Report, StageStats
-from cohort.pipeline._retry import DROP, Many, Retry
+from cohort.pipeline._retry import DROP, DropType, Many, Retry
 from cohort.pipeline._stage import Stage, stage
 
 __all__ = [
     "DROP",
+    "DropType",
     "ErrorRecord",
     "Many",
     "Pipeline",

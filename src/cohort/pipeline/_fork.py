@@ -20,7 +20,7 @@ def fork(
     on_timeout: Literal["raise", "partial"] = "raise",
     name: str | None = None,
     **stage_options: Any,
-) -> Stage[[Any], dict[str, Any]]:
+) -> Stage[Any, dict[str, Any]]:
     """A stage that runs every branch concurrently on each item and emits ``{name: value}``.
 
     Each item gets its own ``cohort.TaskGroup(join=join, timeout=timeout)``
@@ -71,5 +71,5 @@ def fork(
         return {n: h.result() for n, h in handles if h.status is ChildStatus.SUCCEEDED}
 
     forked.__name__ = forked.__qualname__ = label
-    result: Stage[[Any], dict[str, Any]] = stage(name=label, **stage_options)(forked)
+    result: Stage[Any, dict[str, Any]] = stage(name=label, **stage_options)(forked)
     return result

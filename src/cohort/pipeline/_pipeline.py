@@ -20,19 +20,27 @@ from cohort.pipeline._report import Report
 
 if TYPE_CHECKING:
     from cohort.pipeline._engine import Engine, StagePlan
+    from cohort.pipeline._retry import DropType
     from cohort.pipeline._stage import Stage
 
 __all__ = ["Pipeline", "PipelineStream"]
 
+I_contra = TypeVar("I_contra", contravariant=True)
+O_co = TypeVar("O_co", covariant=True)
 R = TypeVar("R")
-R2 = TypeVar("R2")
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
 
 
-class Pipeline(Generic[R]):
+class Pipeline(Generic[I_contra, O_co]):
     """Stages run one after the other, each by its own long-lived workers.
 
     Build with ``|`` from stages (``fetch | parse | store``); compose further
-    (``pipe | more``) and reuse freely.
+    (``pipe | more``) and reuse freely. Typed by the items it takes and the
+    outputs it gives: ``Pipeline[str, bytes]``; type checkers reject a stage
+    whose input does not match the outputs before it, and a source of the
+    wrong items. ``cohort.DROP`` in an output type is dropped in between.
 
     Example::
 
@@ -43,9 +51,9 @@ class Pipeline(Generic[R]):
     """
 
     __slots__ = ("_stages",)
-    _stages: tuple[Stage[Any, Any], ...]
+    _stages: tuple[Stage[Any, Any, ..., Any], ...]
 
-    def __init__(self, stages: Iterable[Stage[Any, Any]]) -> None:
+    def __init__(self, stages: Iterable[Stage[Any, Any, ..., Any]]) -> None:
         stages = tuple(stages)
         if not stages:
             raise ValueError("a Pipeline needs at least one stage")
@@ -55,7 +63,7 @@ class Pipeline(Generic[R]):
         raise AttributeError(f"{self!r} is immutable; compose a new one with |")
 
     @property
-    def stages(self) -> tuple[Stage[Any, Any], ...]:
+    def stages(self) -> tuple[Stage[Any, Any, ..., Any], ...]:
         """The stages, in order (a single stage is a pipeline of one)."""
         return self._stages
 
@@ -66,7 +74,7 @@ class Pipeline(Generic[R]):
     def __repr__(self) -> str:
         return f"<cohort.Pipeline {' | '.join(s.name for s in self._stages)}>"
 
-    def __or__(self, other: Pipeline[R2]) -> Pipeline[R2]:
+    def __or__(self: Pipeline[A, B | DropType], other: Pipeline[B, C]) -> Pipeline[A, C]:
         if not isinstance(other, Pipeline):
             if callable(other):  # `stage | plain_function`: say what to do
                 raise TypeError(
@@ -75,19 +83,21 @@ class Pipeline(Generic[R]):
             return NotImplemented
         return Pipeline((*self._stages, *other._stages))
 
-    def __ror__(self, other: object) -> Pipeline[R]:
-        # `plain_function | stage`: say what to do instead of a bare TypeError.
-        raise TypeError(
-            f"cannot compose {other!r} with {self!r}: decorate it with @cohort.stage first"
-        )
+    if not TYPE_CHECKING:  # hidden from type checkers: `a | b` with mismatched types must fail
+
+        def __ror__(self, other: object) -> Pipeline[Any, Any]:
+            # `plain_function | stage`: say what to do instead of a bare TypeError.
+            raise TypeError(
+                f"cannot compose {other!r} with {self!r}: decorate it with @cohort.stage first"
+            )
 
     async def run(
-        self,
-        source: Iterable[Any] | AsyncIterable[Any],
+        self: Pipeline[A, B | DropType],
+        source: Iterable[A] | AsyncIterable[A],
         *,
         collect: bool = True,
         progress: bool = False,
-    ) -> Report[R]:
+    ) -> Report[B]:
         """Run every item of ``source`` through the pipeline and report.
 
         Args:
@@ -118,8 +128,11 @@ class Pipeline(Generic[R]):
         return engine.report()
 
     def stream(
-        self, source: Iterable[Any] | AsyncIterable[Any], *, progress: bool = False
-    ) -> PipelineStream[R]:
+        self: Pipeline[A, B | DropType],
+        source: Iterable[A] | AsyncIterable[A],
+        *,
+        progress: bool = False,
+    ) -> PipelineStream[B]:
         """An async context manager giving the outputs as an async iterator.
 
         The pipeline runs while the block runs; leaving the block stops it
@@ -134,14 +147,14 @@ class Pipeline(Generic[R]):
         """
         check_source(source, self)
         check_flag("progress", progress)
-        return PipelineStream(self, source, progress)
+        return PipelineStream[B](self, source, progress)
 
 
 class PipelineStream(Generic[R]):
     """The ``async with pipe.stream(source) as outputs`` context and its iterator."""
 
     def __init__(
-        self, pipe: Pipeline[R], source: Iterable[Any] | AsyncIterable[Any], progress: bool
+        self, pipe: Pipeline[Any, Any], source: Iterable[Any] | AsyncIterable[Any], progress: bool
     ) -> None:
         self._pipe = pipe
         self._source = source
@@ -228,7 +241,7 @@ class PipelineStream(Generic[R]):
             raise error
 
 
-def _note_cut_short(pipe: Pipeline[Any], engine: Engine) -> None:
+def _note_cut_short(pipe: Pipeline[Any, Any], engine: Engine) -> None:
     """Tell ``cohort.run`` what this cancelled run had done, for its Ctrl-C summary."""
     headline = str(engine.report()).splitlines()[0]
     note_cut_short(f"{pipe!r}: {headline}")

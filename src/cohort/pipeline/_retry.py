@@ -11,7 +11,7 @@ from typing import Any, Final, Generic, TypeVar, final
 from cohort import _scopes
 from cohort._validate import check_count, check_flag, check_seconds
 
-__all__ = ["DROP", "Many", "Retry"]
+__all__ = ["DROP", "DropType", "Many", "Retry"]
 
 T = TypeVar("T")
 
@@ -58,12 +58,14 @@ class Retry:
 
 
 @final
-class _Drop:
-    """The type of ``DROP``."""
+class DropType:
+    """The type of ``cohort.DROP``, for annotations: a filter stage returns
+    ``str | cohort.DropType``; composing and running pipelines drop it from
+    the output type."""
 
-    _instance: _Drop | None = None
+    _instance: DropType | None = None
 
-    def __new__(cls) -> _Drop:
+    def __new__(cls) -> DropType:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -75,7 +77,7 @@ class _Drop:
         return "DROP"
 
 
-DROP: Final = _Drop()
+DROP: Final = DropType()
 """Return ``cohort.DROP`` from a stage to filter the item out (counted as dropped)."""
 
 

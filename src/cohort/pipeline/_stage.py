@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Protocol, overload
 
 from cohort.bridge import CpuFunction, Executor
 from cohort.pipeline._options import OnError, StageOptions
@@ -29,9 +29,25 @@ from cohort.pipeline._retry import ItemFailed, Many, Retry, call_with_policy
 
 __all__ = ["Stage", "stage"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
+if TYPE_CHECKING:
+    # Defaults (PEP 696) let annotations say just `Stage[str, bytes]`.
+    from typing_extensions import ParamSpec, TypeVar
+
+    In = TypeVar("In", contravariant=True)
+    Out = TypeVar("Out", covariant=True)
+    P = ParamSpec("P", default=...)
+    R = TypeVar("R", default=Out)
+else:
+    from typing import ParamSpec, TypeVar
+
+    In = TypeVar("In", contravariant=True)
+    Out = TypeVar("Out", covariant=True)
+    P = ParamSpec("P")
+    R = TypeVar("R")
+
+X = TypeVar("X")
 Y = TypeVar("Y")
+Q = ParamSpec("Q")
 
 
 async def _collect(agen: AsyncIterator[Any]) -> list[Any]:
@@ -80,23 +96,28 @@ def _classify(fn: Callable[..., Any], opts: StageOptions) -> tuple[str, Callable
     return "thread", functools.partial(asyncio.to_thread, fn)
 
 
-class Stage(Pipeline[R], Generic[P, R]):
+class Stage(Pipeline[In, Out], Generic[In, Out, P, R]):
     """A stage of a pipeline: a function plus how to run it. Immutable; reusable.
 
-    Build one with ``@cohort.stage``. ``await stage(*args)`` calls the function
-    once with the stage's ``timeout`` and ``retry``; ``stage | other`` builds a
-    ``Pipeline``; ``stage.run(source)`` runs it as a one-stage pipeline.
+    Build one with ``@cohort.stage``. ``await stage(item, *args)`` calls the
+    function once with the stage's ``timeout`` and ``retry``; ``stage | other``
+    builds a ``Pipeline``; ``stage.run(source)`` runs it as a one-stage pipeline.
+
+    Typed ``Stage[In, Out, P, R]``: it takes items ``In`` and emits outputs ``Out``
+    (a stage returning ``cohort.Many`` or an async generator of ``Y`` emits
+    ``Y``s); ``P`` are the function's parameters after the item and ``R`` what
+    a direct call returns (both default to "any" and ``Out``: ``Stage[str, bytes]``).
     """
 
-    fn: Callable[P, Any]
+    fn: Callable[Concatenate[In, P], Any]
     options: StageOptions
     kind: str
     __name__: str
     __qualname__: str
-    __wrapped__: Callable[P, Any]
+    __wrapped__: Callable[Concatenate[In, P], Any]
     _invoke_args: Callable[..., Any]
 
-    def __init__(self, fn: Callable[P, Any], options: StageOptions) -> None:
+    def __init__(self, fn: Callable[Concatenate[In, P], Any], options: StageOptions) -> None:
         kind, invoke = _classify(fn, options)
         setattr_ = object.__setattr__
         setattr_(self, "_stages", (self,))
@@ -125,13 +146,13 @@ class Stage(Pipeline[R], Generic[P, R]):
         """The stage's name (the function's, unless ``name=`` was given)."""
         return self.options.name
 
-    def with_options(self, **changes: Any) -> Stage[P, R]:
+    def with_options(self, **changes: Any) -> Stage[In, Out, P, R]:
         """A copy of this stage with some options changed (``workers=8``, ``name=``...)."""
         return Stage(self.fn, dataclasses.replace(self.options, **changes))
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+    def __call__(self, item: In, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Call the function once, with the stage's timeout and retry."""
-        return self._direct(args, kwargs)
+        return self._direct((item, *args), kwargs)
 
     async def _direct(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         opts = self.options
@@ -168,19 +189,53 @@ class Stage(Pipeline[R], Generic[P, R]):
 
 class _StageDecorator(Protocol):
     @overload
-    def __call__(self, fn: Callable[P, AsyncIterator[Y]], /) -> Stage[P, list[Y]]: ...
+    def __call__(
+        self, fn: Callable[Concatenate[X, Q], AsyncIterator[Y]], /
+    ) -> Stage[X, Y, Q, list[Y]]: ...
     @overload
-    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Stage[P, R]: ...
+    def __call__(
+        self, fn: Callable[Concatenate[X, Q], Awaitable[Many[Y]]], /
+    ) -> Stage[X, Y, Q, Many[Y]]: ...
     @overload
-    def __call__(self, fn: Callable[P, R], /) -> Stage[P, R]: ...
+    def __call__(self, fn: Callable[Concatenate[X, Q], Awaitable[Y]], /) -> Stage[X, Y, Q, Y]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[X, Q], Many[Y]], /) -> Stage[X, Y, Q, Many[Y]]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[X, Q], Y], /) -> Stage[X, Y, Q, Y]: ...
+
+
+class _BatchStageDecorator(Protocol):
+    """``@cohort.stage(batch=n)``: the function takes a list of items and returns a
+    list of outputs (or ``None``, a sink)."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[list[X], Q], Awaitable[list[Y]]], /
+    ) -> Stage[X, Y, Q, list[Y]]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[list[X], Q], Awaitable[None]], /
+    ) -> Stage[X, None, Q, None]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[list[X], Q], list[Y]], /
+    ) -> Stage[X, Y, Q, list[Y]]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[list[X], Q], None], /
+    ) -> Stage[X, None, Q, None]: ...
 
 
 @overload
-def stage(fn: Callable[P, AsyncIterator[Y]], /) -> Stage[P, list[Y]]: ...
+def stage(fn: Callable[Concatenate[X, Q], AsyncIterator[Y]], /) -> Stage[X, Y, Q, list[Y]]: ...
 @overload
-def stage(fn: Callable[P, Awaitable[R]], /) -> Stage[P, R]: ...
+def stage(fn: Callable[Concatenate[X, Q], Awaitable[Many[Y]]], /) -> Stage[X, Y, Q, Many[Y]]: ...
 @overload
-def stage(fn: Callable[P, R], /) -> Stage[P, R]: ...
+def stage(fn: Callable[Concatenate[X, Q], Awaitable[Y]], /) -> Stage[X, Y, Q, Y]: ...
+@overload
+def stage(fn: Callable[Concatenate[X, Q], Many[Y]], /) -> Stage[X, Y, Q, Many[Y]]: ...
+@overload
+def stage(fn: Callable[Concatenate[X, Q], Y], /) -> Stage[X, Y, Q, Y]: ...
 @overload
 def stage(
     *,
@@ -190,7 +245,7 @@ def stage(
     retry: Retry | None = None,
     on_error: OnError = "raise",
     ordered: bool = True,
-    batch: int | None = None,
+    batch: None = None,
     batch_timeout: float | None = None,
     cpu: bool = False,
     executor: Executor | None = None,
@@ -198,6 +253,23 @@ def stage(
     max_error_rate: float | None = None,
     name: str | None = None,
 ) -> _StageDecorator: ...
+@overload
+def stage(
+    *,
+    workers: int = 1,
+    buffer: int | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    on_error: OnError = "raise",
+    ordered: bool = True,
+    batch: int,
+    batch_timeout: float | None = None,
+    cpu: bool = False,
+    executor: Executor | None = None,
+    max_errors: int | None = None,
+    max_error_rate: float | None = None,
+    name: str | None = None,
+) -> _BatchStageDecorator: ...
 def stage(
     fn: Callable[..., Any] | None = None,
     /,
@@ -265,7 +337,7 @@ def stage(
     # Checked here, at the call, not when the decorator is applied.
     checked = StageOptions(name="stage" if name is None else name, **options)  # type: ignore[arg-type]
 
-    def decorate(f: Callable[..., Any]) -> Stage[Any, Any]:
+    def decorate(f: Callable[..., Any]) -> Stage[Any, Any, ..., Any]:
         if isinstance(f, Stage):
             f = f.fn
         if not callable(f):

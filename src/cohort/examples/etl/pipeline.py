@@ -163,7 +163,7 @@ def create_db(db: Path) -> None:
 
 def build_pipeline(
     client: httpx.AsyncClient, pool: cohort.Executor, db: Path, dead: IO[str]
-) -> cohort.Pipeline[None]:
+) -> cohort.Pipeline[str, None]:
     """fetch | parse | store: fetch on ``client``, parse on ``pool``, store into ``db``."""
 
     @cohort.stage(
