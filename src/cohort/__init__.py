@@ -14,6 +14,8 @@ from cohort._barrier import Barrier, BarrierStatistics
 from cohort._combinators import gather, hedge, quorum, race
 from cohort._exceptions import (
     BrokenBarrierError,
+    BulkheadFullError,
+    CircuitOpenError,
     ClosedError,
     CohortError,
     PipelineError,
@@ -40,6 +42,17 @@ from cohort._policies import (
     Settle,
 )
 from cohort._public import publish as _publish
+from cohort._resilience import (
+    BreakerStatistics,
+    Bulkhead,
+    BulkheadStatistics,
+    CircuitBreaker,
+    CircuitState,
+    HedgeBudget,
+    KeyedBulkhead,
+    RateLimiter,
+)
+from cohort._retry import RetryState, retry
 from cohort._runtime import run
 from cohort._scopes import (
     CancelScope,
@@ -78,10 +91,17 @@ from cohort.pipeline import (
 __all__ = [
     "Barrier",
     "BarrierStatistics",
+    "BreakerStatistics",
     "BrokenBarrierError",
+    "Bulkhead",
+    "BulkheadFullError",
+    "BulkheadStatistics",
     "CancelScope",
     "ChildStatus",
     "ChildView",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
     "ClosedError",
     "CohortError",
     "DROP",
@@ -97,7 +117,9 @@ __all__ = [
     "GroupStatistics",
     "GroupView",
     "Handle",
+    "HedgeBudget",
     "JoinPolicy",
+    "KeyedBulkhead",
     "Latch",
     "LatchStatistics",
     "Linger",
@@ -111,10 +133,12 @@ __all__ = [
     "ProcessPool",
     "Quorum",
     "QuorumError",
+    "RateLimiter",
     "RemoteError",
     "Report",
     "ResultStream",
     "Retry",
+    "RetryState",
     "SerializationError",
     "Settle",
     "Shared",
@@ -139,6 +163,7 @@ __all__ = [
     "move_on_at",
     "quorum",
     "race",
+    "retry",
     "run",
     "set_default_executor",
     "stage",

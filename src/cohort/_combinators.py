@@ -14,7 +14,9 @@ from typing import Any, TypeVar, TypeVarTuple, overload
 
 from cohort import _scopes
 from cohort._group import TaskGroup, close_coroutines
+from cohort._observe import emit
 from cohort._policies import FirstWins, Quorum
+from cohort._resilience import HedgeBudget
 from cohort._validate import check_count, check_seconds
 
 __all__ = ["coroutines_of", "gather", "hedge", "quorum", "race"]
@@ -299,11 +301,19 @@ class _Hedge:
 
 @overload
 async def hedge(
-    fn: Callable[[*Ts], Awaitable[T]], *args: *Ts, delay: float, attempts: int = 2
+    fn: Callable[[*Ts], Awaitable[T]],
+    *args: *Ts,
+    delay: float,
+    attempts: int = 2,
+    budget: HedgeBudget | None = None,
 ) -> T: ...
 @overload
-async def hedge(fn: Sequence[Callable[[], Awaitable[T]]], *, delay: float) -> T: ...
-async def hedge(fn: Any, *args: Any, delay: Any, attempts: Any = None) -> Any:  # type: ignore[misc]  # mypy: a TypeVarTuple overload
+async def hedge(
+    fn: Sequence[Callable[[], Awaitable[T]]], *, delay: float, budget: HedgeBudget | None = None
+) -> T: ...
+async def hedge(  # type: ignore[misc]  # mypy: a TypeVarTuple overload
+    fn: Any, *args: Any, delay: Any, attempts: Any = None, budget: Any = None
+) -> Any:
     """Call ``fn(*args)``; start another call after ``delay`` if none succeeded yet.
 
     Up to ``attempts`` calls overlap; the first success wins and the others are
@@ -315,6 +325,12 @@ async def hedge(fn: Any, *args: Any, delay: Any, attempts: Any = None) -> Any:  
     Given a sequence of argument-less async callables instead, attempt ``n``
     calls the ``n``-th (one attempt each): the way to ask a different replica
     per attempt.
+
+    With ``budget=cohort.HedgeBudget(ratio)`` shared by all calls to a
+    backend, each call deposits ``ratio`` and each attempt after the first
+    needs one unit: an attempt the budget cannot pay for is not started (the
+    call waits for the attempts it has), so hedging adds at most that
+    fraction of load.
 
     Example::
 
@@ -339,9 +355,16 @@ async def hedge(fn: Any, *args: Any, delay: Any, attempts: Any = None) -> Any:  
             raise TypeError(f"hedge() needs an async callable, got {fn!r}")
         calls = [(fn, args)] * check_count("attempts", 2 if attempts is None else attempts)
     delay = check_seconds("delay", delay)
+    if budget is not None:
+        if not isinstance(budget, HedgeBudget):
+            raise TypeError(f"budget must be a cohort.HedgeBudget or None, got {budget!r}")
+        budget.deposit()
     state = _Hedge()
     async with TaskGroup(join=_FIRST_WINS, name="cohort.hedge") as group:
         for n, (call, call_args) in enumerate(calls, start=1):
+            if n > 1 and budget is not None and not budget.withdraw():
+                emit("info", "hedge.budget_exhausted", attempt=n)
+                break
             group.spawn(state.attempt, call, call_args, name=f"hedge-attempt-{n}")
             if n < len(calls):
                 await state.next_turn(delay)

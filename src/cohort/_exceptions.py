@@ -14,7 +14,9 @@ Hierarchy::
         ├── RemoteError                  a worker's exception that cannot be rebuilt here
         ├── SerializationError (TypeError)
         │                                a function, argument or result that cannot be pickled
-        └── PipelineError                a pipeline stage failed under on_error="raise"
+        ├── PipelineError                a pipeline stage failed under on_error="raise"
+        ├── CircuitOpenError             a circuit breaker is open: the call was not made
+        └── BulkheadFullError            a bulkhead had no place (queue full, or no time)
 
     ExceptionGroup
     └── QuorumError (also CohortError)   a quorum that can no longer be reached
@@ -133,3 +135,21 @@ class QuorumError(ExceptionGroup[Exception], CohortError):
     def derive(self, excs: Sequence[Exception]) -> QuorumError:  # type: ignore[override]
         """The same error over other exceptions (used by ``ExceptionGroup.split``)."""
         return QuorumError(self.message, excs, needed=self.needed, successes=self.successes)
+
+
+class CircuitOpenError(CohortError):
+    """A :class:`cohort.CircuitBreaker` refused the call: the backend is failing.
+
+    ``breaker`` names the breaker; ``retry_after`` is how many seconds until it
+    lets a probe through (0 when it is half-open with its probes in flight).
+    """
+
+    def __init__(self, message: str, *, breaker: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.breaker = breaker
+        self.retry_after = retry_after
+
+
+class BulkheadFullError(CohortError):
+    """A :class:`cohort.Bulkhead` refused the call: its queue was full, or the
+    expected wait would have passed the deadline."""

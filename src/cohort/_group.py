@@ -27,6 +27,8 @@ from cohort import _observe, _scopes
 from cohort._handle import ChildStatus, Handle, Outcome, _coro_name, _pop_caller_frame
 from cohort._observe import EVENTS, GroupStatistics
 from cohort._policies import Decision, Gather, JoinPolicy
+from cohort._retry import Retry, attempt_all
+from cohort._retry import _name as _retry_name
 from cohort._scopes import CancelScope, cancel_task
 from cohort._validate import check_count, check_seconds
 
@@ -405,15 +407,22 @@ class TaskGroup:
         name: str | None = None,
         timeout: float | None = None,
         critical: bool = True,
+        retry: Retry | None = None,
     ) -> Handle[T]:
         """Start ``fn(*args)`` as a child (queued if ``limit`` children already run).
 
         ``fn`` is an async callable, or a coroutine object (then no ``args``).
-        Keyword arguments for ``fn`` go through ``functools.partial``.
+        Keyword arguments for ``fn`` go through ``functools.partial``. With
+        ``retry=cohort.Retry(...)`` a failed call is made again under that
+        policy (``timeout`` then bounds all attempts together; the outcome
+        counts them).
         """
         loop = self._loop
         if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
+        tally: list[int] | None = None
+        if retry is not None:
+            fn, args, tally = _retrying(fn, args, retry)  # type: ignore[assignment]
         if timeout is not None:
             try:
                 timeout = check_seconds("timeout", timeout)
@@ -448,6 +457,8 @@ class TaskGroup:
             handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical)
             self._launch(handle)
         self._handles.append(handle)
+        if tally is not None:
+            handle._tally = tally
         if critical:
             self._spawned += 1
             if self._on_spawn_hook is not None:
@@ -461,6 +472,7 @@ class TaskGroup:
         name: str | None = None,
         timeout: float | None = None,
         critical: bool = True,
+        retry: Retry | None = None,
     ) -> None:
         """Start ``fn(*args)`` as a child, as ``spawn`` does, but return no handle.
 
@@ -474,10 +486,13 @@ class TaskGroup:
         loop = self._loop
         if (
             timeout is not None
+            or retry is not None
             or not self._bare_ok
             or (self._limit is not None and self._running >= self._limit)
         ):
-            self._quiet.add(self.spawn(fn, *args, name=name, timeout=timeout, critical=critical))
+            self._quiet.add(
+                self.spawn(fn, *args, name=name, timeout=timeout, critical=critical, retry=retry)
+            )
             return
         if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
@@ -948,3 +963,25 @@ def _check_coro(fn: Any, coro: Any) -> Coroutine[Any, Any, Any]:
         f"spawn() needs an async function: {fn!r} returned {type(coro).__name__}, "
         "not a coroutine (use `async def`, or cohort.to_process/to_thread for plain functions)"
     )
+
+
+def _retrying(
+    fn: Any, args: tuple[Any, ...], policy: Retry
+) -> tuple[Callable[[], Coroutine[Any, Any, Any]], tuple[()], list[int]]:
+    """``spawn(fn, *args, retry=policy)``: the child calls ``fn(*args)`` again on failure."""
+    if not isinstance(policy, Retry):
+        close_coroutines((fn,))
+        raise TypeError(f"retry must be a cohort.Retry, got {policy!r}")
+    if not callable(fn):
+        close_coroutines((fn,))
+        raise TypeError(
+            "spawn(retry=) needs an async callable and its arguments, not a coroutine "
+            "object: a coroutine runs once"
+        )
+    tally = [0]
+    what = _retry_name(fn)
+
+    def child() -> Coroutine[Any, Any, Any]:
+        return attempt_all(policy, lambda: fn(*args), what, tally)
+
+    return child, (), tally

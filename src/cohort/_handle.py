@@ -72,6 +72,7 @@ class Outcome:
     critical: bool
     started: float | None
     ended: float | None
+    attempts: int = 1  # calls made, with spawn(retry=)
 
 
 class Handle(Generic[T]):
@@ -91,6 +92,7 @@ class Handle(Generic[T]):
         "_now",
         "_started",
         "_status",
+        "_tally",  # set only by spawn(retry=): [attempts so far]
         "_task",
         "_timed_out",
         "_timeout",
@@ -109,6 +111,7 @@ class Handle(Generic[T]):
     _name: str | None
     _timeout: float | None
     _timed_out: bool  # set only where there is a timeout
+    _tally: list[int]  # set only by spawn(retry=)
     critical: bool
     _task: asyncio.Task[T] | None
     _status: ChildStatus
@@ -281,7 +284,7 @@ class Handle(Generic[T]):
         return True
 
     def outcome(self) -> Outcome:
-        """A frozen record of the child now: status, value or error, times."""
+        """A frozen record of the child now: status, value or error, times, attempts."""
         return Outcome(
             self.name,
             self._status,
@@ -290,7 +293,16 @@ class Handle(Generic[T]):
             self.critical,
             self._started,
             self._ended,
+            self.attempts,
         )
+
+    @property
+    def attempts(self) -> int:
+        """Calls made so far: more than 1 only for ``spawn(..., retry=)``."""
+        try:
+            return self._tally[0]
+        except AttributeError:  # spawned without retry: the slot is never set
+            return 1
 
     def __await__(self) -> Generator[Any, None, T]:
         yield from self._finished().__await__()

@@ -35,6 +35,12 @@ class _Events:
 EVENTS = _Events()
 
 
+def emit(level: str, event: str, **fields: Any) -> None:
+    """A structlog event on logger ``cohort``, only while cohort's events are switched on."""
+    if EVENTS.on:
+        getattr(EVENTS.log, level)(event, **fields)
+
+
 def enable_events(on: bool = True) -> None:
     """Switch cohort's structlog events (logger name ``cohort``) on or off."""
     if on:

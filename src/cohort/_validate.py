@@ -10,6 +10,7 @@ though Python makes it an ``int``: ``limit=True`` is a mistake, not ``1``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from numbers import Real
 from typing import Literal, overload
 
@@ -85,3 +86,16 @@ def check_flag(name: str, value: object) -> bool:
 
 def _or_none(none: bool) -> str:
     return " or None" if none else ""
+
+
+def check_exception_filter(
+    name: str, on: object
+) -> tuple[type[BaseException], ...] | Callable[[BaseException], bool]:
+    """``on`` as exception classes (a tuple) or a predicate over an exception."""
+    if isinstance(on, type | tuple):
+        kinds = on if isinstance(on, tuple) else (on,)
+        if kinds and all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
+            return kinds
+    elif callable(on):
+        return on
+    raise TypeError(f"{name} takes exception classes or a predicate, got {on!r}")

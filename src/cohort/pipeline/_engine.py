@@ -32,7 +32,7 @@ from cohort._observe import EVENTS
 from cohort.pipeline._channel import Channel
 from cohort.pipeline._options import StageOptions
 from cohort.pipeline._report import ErrorRecord, LatencySampler, Report, StageStats
-from cohort.pipeline._retry import DROP, ItemFailed, Many, call_with_policy
+from cohort.pipeline._retry import DROP, AttemptsFailed, Many, call_with_policy
 
 # What the engine needs of a stage: its options and how to call it on one item.
 StagePlan = tuple[StageOptions, Callable[[Any], Awaitable[Any]]]
@@ -551,7 +551,7 @@ class StageRun:
     async def fail(self, idxs: list[int], vals: list[Any], exc: Exception) -> None:
         """Record the failure of these items, then apply the stage's error policy."""
         attempts = 1
-        if isinstance(exc, ItemFailed):
+        if isinstance(exc, AttemptsFailed):
             attempts = exc.attempts
             exc = exc.exc
         engine = self.engine

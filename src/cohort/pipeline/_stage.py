@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, Protocol, overload
 from cohort.bridge import CpuFunction, Executor
 from cohort.pipeline._options import OnError, StageOptions
 from cohort.pipeline._pipeline import Pipeline
-from cohort.pipeline._retry import ItemFailed, Many, Retry, call_with_policy
+from cohort.pipeline._retry import AttemptsFailed, Many, Retry, call_with_policy
 
 __all__ = ["Stage", "stage"]
 
@@ -164,7 +164,7 @@ class Stage(Pipeline[In, Out], Generic[In, Out, P, R]):
             return await call_with_policy(  # type: ignore[no-any-return]
                 lambda _: invoke(*args, **kwargs), None, opts.timeout, opts.retry
             )
-        except ItemFailed as failed:
+        except AttemptsFailed as failed:
             exc = failed.exc
         raise exc
 

@@ -1,0 +1,582 @@
+"""Guards for calls to backends: circuit breaker, rate limiter, bulkhead, hedging budget.
+
+All of them read the running loop's clock (so the virtual clock drives them
+in tests), are shared by many concurrent requests, and treat cancellation
+as nobody's failure: a call cancelled by its own scope or group frees what
+it held and counts neither as a success nor as a failure of the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import functools
+import math
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+from cohort import _scopes
+from cohort._exceptions import BulkheadFullError, CircuitOpenError
+from cohort._observe import emit
+from cohort._validate import check_count, check_exception_filter, check_seconds
+
+__all__ = [
+    "Bulkhead",
+    "BulkheadStatistics",
+    "CircuitBreaker",
+    "CircuitState",
+    "BreakerStatistics",
+    "HedgeBudget",
+    "RateLimiter",
+]
+
+T = TypeVar("T")
+Predicate = Callable[[BaseException], bool]
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _failure_test(on: object) -> Callable[[BaseException], bool]:
+    kinds = check_exception_filter("on=", on)
+    if isinstance(kinds, tuple):
+        return lambda exc: isinstance(exc, kinds)
+    return kinds
+
+
+# -- circuit breaker ------------------------------------------------------------------------
+
+
+class CircuitState(enum.Enum):
+    """Where a :class:`CircuitBreaker` is."""
+
+    CLOSED = "closed"  # calls go through; outcomes are counted
+    OPEN = "open"  # calls fail fast until the recovery timeout has passed
+    HALF_OPEN = "half_open"  # a few probe calls go through; the rest fail fast
+
+
+_CLOSED, _OPEN, _HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStatistics:
+    """A snapshot of a breaker, from :meth:`CircuitBreaker.statistics`."""
+
+    state: CircuitState
+    calls: int  # admitted calls that ended (success or failure)
+    successes: int
+    failures: int
+    rejected: int  # calls that failed fast with CircuitOpenError
+    times_opened: int
+    window_calls: int  # outcomes in the sliding window now
+    window_failures: int
+    retry_after: float  # seconds until an open breaker lets a probe through (0 otherwise)
+
+
+class CircuitBreaker:
+    """Stop calling a backend that keeps failing; let it recover; probe; resume.
+
+    Args:
+        failures: open when this many of the last ``window`` calls failed
+            (``None``: only ``failure_rate`` applies).
+        failure_rate: also open when at least ``min_calls`` of the last ``window``
+            calls ended and this fraction of them failed (0 < rate <= 1).
+        window: how many recent outcomes are counted.
+        min_calls: outcomes needed before ``failure_rate`` applies.
+        recovery_timeout: seconds an open breaker fails fast before it lets probes
+            through (half-open).
+        half_open_max: probe calls let through at once while half-open; that many
+            successes in a row close the breaker, one failure opens it again.
+        on: what counts as a failure: exception classes or a predicate (default:
+            any ``Exception``). Other exceptions count as successes (the backend
+            answered); a cancellation counts as nothing.
+        name: for messages, events and statistics.
+        on_state_change: called with ``(breaker, old, new)`` on each transition.
+
+    Use it around a call (``async with breaker:``) or as a wrapper
+    (``await breaker.call(fn, *args)``); one breaker is shared by every request
+    to its backend. An open breaker raises :class:`cohort.CircuitOpenError`.
+    """
+
+    def __init__(
+        self,
+        *,
+        failures: int | None = 5,
+        failure_rate: float | None = None,
+        window: int = 20,
+        min_calls: int = 10,
+        recovery_timeout: float = 30.0,
+        half_open_max: int = 1,
+        on: type[BaseException] | tuple[type[BaseException], ...] | Predicate = Exception,
+        name: str | None = None,
+        on_state_change: Callable[[CircuitBreaker, CircuitState, CircuitState], object]
+        | None = None,
+    ) -> None:
+        self._failures = check_count("failures", failures, none=True)
+        if failure_rate is not None:
+            rate = float(failure_rate) if isinstance(failure_rate, int | float) else math.nan
+            if isinstance(failure_rate, bool) or not 0 < rate <= 1:
+                raise ValueError(
+                    f"failure_rate must be a number in (0, 1] or None, got {failure_rate!r}"
+                )
+            failure_rate = rate
+        self._rate = failure_rate
+        self._window = check_count("window", window)
+        self._min_calls = check_count("min_calls", min_calls)
+        if failure_rate is None and self._failures is None:
+            raise ValueError("a breaker needs failures= or failure_rate= (or both) to open")
+        if self._failures is not None and self._failures > self._window:
+            raise ValueError(
+                f"failures={failures} can never be reached in a window of {window} calls; "
+                "raise window= or lower failures="
+            )
+        self._recovery = check_seconds("recovery_timeout", recovery_timeout, inf=False)
+        self._half_open_max = check_count("half_open_max", half_open_max)
+        self._is_failure = _failure_test(on)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        self.name = name or f"breaker-{id(self):x}"
+        if on_state_change is not None and not callable(on_state_change):
+            raise TypeError(f"on_state_change must be callable, got {on_state_change!r}")
+        self._on_change = on_state_change
+        self._state = _CLOSED
+        self._recent: collections.deque[bool] = collections.deque(maxlen=self._window)
+        self._recent_failures = 0
+        self._opened_at = 0.0
+        self._probes = 0  # probe calls in flight (half-open)
+        self._probe_successes = 0
+        self._generation = 0  # bumped on every transition: outcomes of older calls are ignored
+        self._entered: dict[asyncio.Task[Any], tuple[int, bool]] = {}
+        self._calls = self._successes = self._n_failures = self._rejected = self._opened = 0
+
+    def __repr__(self) -> str:
+        return f"<cohort.CircuitBreaker {self.name!r} {self.state.value}>"
+
+    @property
+    def state(self) -> CircuitState:
+        """The state now (an open breaker whose recovery timeout passed reads half-open)."""
+        if self._state is _OPEN and self._recovery_due():
+            return _HALF_OPEN
+        return self._state
+
+    def _recovery_due(self) -> bool:
+        try:
+            now = _now()
+        except RuntimeError:  # no loop running: nothing moves
+            return False
+        return now >= self._opened_at + self._recovery
+
+    # -- admission and outcomes ----------------------------------------------------------
+
+    def _admit(self) -> tuple[int, bool]:
+        """Let a call through (returning its generation and whether it is a probe) or raise."""
+        state = self._state
+        if state is _CLOSED:
+            return self._generation, False
+        if state is _OPEN:
+            now = _now()
+            if now < self._opened_at + self._recovery:
+                self._reject(self._opened_at + self._recovery - now)
+            self._move(_HALF_OPEN)
+        if self._probes >= self._half_open_max:
+            self._reject(0.0)
+        self._probes += 1
+        return self._generation, True
+
+    def _reject(self, retry_after: float) -> None:
+        self._rejected += 1
+        when = f"; it lets a probe through in {retry_after:.3g} s" if retry_after else ""
+        raise CircuitOpenError(
+            f"circuit breaker {self.name!r} is {self._state.value}{when}",
+            breaker=self.name,
+            retry_after=retry_after,
+        )
+
+    def _done(self, generation: int, probe: bool, exc: BaseException | None) -> None:
+        """Record how an admitted call ended (``exc`` None: success)."""
+        if probe and generation == self._generation:
+            self._probes -= 1
+        if isinstance(exc, asyncio.CancelledError):
+            return  # cancelled by its own scope or group: not the backend's doing
+        failed = exc is not None and self._is_failure(exc)
+        self._calls += 1
+        if failed:
+            self._n_failures += 1
+        else:
+            self._successes += 1
+        if generation != self._generation:
+            return  # it began before the last transition: its outcome is old news
+        if self._state is _HALF_OPEN:
+            if failed:
+                self._open()
+            else:
+                self._probe_successes += 1
+                if self._probe_successes >= self._half_open_max:
+                    self._move(_CLOSED)
+            return
+        recent = self._recent
+        if len(recent) == recent.maxlen and recent[0]:
+            self._recent_failures -= 1
+        recent.append(failed)
+        if failed:
+            self._recent_failures += 1
+            if (self._failures is not None and self._recent_failures >= self._failures) or (
+                self._rate is not None
+                and len(recent) >= self._min_calls
+                and self._recent_failures >= self._rate * len(recent)
+            ):
+                self._open()
+
+    def _open(self) -> None:
+        self._opened_at = _now()
+        self._opened += 1
+        self._move(_OPEN)
+
+    def _move(self, new: CircuitState) -> None:
+        old = self._state
+        self._state = new
+        self._generation += 1
+        self._probes = 0
+        self._probe_successes = 0
+        if new is _CLOSED:
+            self._recent.clear()
+            self._recent_failures = 0
+        emit(
+            "warning" if new is _OPEN else "info",
+            "breaker.state",
+            breaker=self.name,
+            old=old.value,
+            new=new.value,
+        )
+        if self._on_change is not None:
+            self._on_change(self, old, new)
+
+    # -- the two ways to use it ----------------------------------------------------------
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` through the breaker."""
+        generation, probe = self._admit()
+        try:
+            result = await fn(*args)
+        except BaseException as exc:
+            self._done(generation, probe, exc)
+            raise
+        self._done(generation, probe, None)
+        return result
+
+    async def __aenter__(self) -> CircuitBreaker:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("async with CircuitBreaker needs an asyncio task")
+        if task in self._entered:
+            raise RuntimeError(f"{self!r} is already entered in this task; a call is guarded once")
+        self._entered[task] = self._admit()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        generation, probe = self._entered.pop(task)
+        self._done(generation, probe, exc)
+
+    def reset(self) -> None:
+        """Close the breaker now and forget the recent outcomes."""
+        if self._state is not _CLOSED:
+            self._move(_CLOSED)
+        self._recent.clear()
+        self._recent_failures = 0
+
+    def statistics(self) -> BreakerStatistics:
+        """Counters and the current state."""
+        state = self.state
+        retry_after = 0.0
+        if state is _OPEN:
+            retry_after = max(0.0, self._opened_at + self._recovery - _now())
+        return BreakerStatistics(
+            state=state,
+            calls=self._calls,
+            successes=self._successes,
+            failures=self._n_failures,
+            rejected=self._rejected,
+            times_opened=self._opened,
+            window_calls=len(self._recent),
+            window_failures=self._recent_failures,
+            retry_after=retry_after,
+        )
+
+
+# -- rate limiter -------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A token bucket: at most ``max_per_second`` on average, bursts of up to ``burst``.
+
+    ``await limiter.acquire()`` (or ``async with limiter:``) takes a token,
+    waiting in FIFO order when there is none; a cancelled waiter leaves the
+    queue and the tokens it waited for go to the next. Tokens are granted at
+    exact times on the loop's clock. The bucket starts full.
+    """
+
+    def __init__(self, max_per_second: float, *, burst: int = 1) -> None:
+        rate = check_seconds("max_per_second", max_per_second, zero=False, inf=False)
+        self._rate = rate
+        self._burst = check_count("burst", burst)
+        self._tokens = float(self._burst)
+        self._stamp: float | None = None  # loop time of the last refill
+        self._waiters: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        waiting = len(self._waiters)
+        return f"<cohort.RateLimiter {self._rate:g}/s burst={self._burst} waiting={waiting}>"
+
+    def _refill(self, now: float) -> None:
+        if self._stamp is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+
+    async def acquire(self, tokens: int = 1) -> None:
+        """Take ``tokens`` (at most ``burst``), waiting for them if need be."""
+        if tokens != 1:
+            tokens = check_count("tokens", tokens)
+            if tokens > self._burst:
+                raise ValueError(f"cannot take {tokens} tokens at once: burst is {self._burst}")
+        loop = asyncio.get_running_loop()
+        self._refill(loop.time())
+        if not self._waiters and self._tokens >= tokens - 1e-9:
+            self._tokens -= tokens
+            return
+        waiter = loop.create_future()
+        entry = (float(tokens), waiter)
+        self._waiters.append(entry)
+        if len(self._waiters) == 1:
+            self._schedule(loop)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._tokens += tokens  # granted as it was cancelled: give them back
+            elif entry in self._waiters:
+                first = self._waiters[0] is entry
+                self._waiters.remove(entry)
+                if first:
+                    self._schedule(loop)
+            raise
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._waiters:
+            return
+        need = self._waiters[0][0] - self._tokens
+        self._timer = loop.call_later(max(0.0, need / self._rate), self._grant, loop)
+
+    def _grant(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._refill(loop.time())
+        waiters = self._waiters
+        while waiters and self._tokens >= waiters[0][0] - 1e-9:
+            tokens, waiter = waiters.popleft()
+            if not waiter.done():
+                self._tokens -= tokens
+                waiter.set_result(None)
+        self._schedule(loop)
+
+    async def __aenter__(self) -> RateLimiter:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+# -- bulkhead -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadStatistics:
+    """A snapshot of a bulkhead, from :meth:`Bulkhead.statistics`."""
+
+    active: int
+    queued: int
+    admitted: int
+    rejected: int
+    mean_hold: float  # seconds a call holds its place (moving average)
+
+
+class Bulkhead:
+    """At most ``max_concurrent`` calls at once, ``max_queue`` more waiting, the rest rejected.
+
+    A slow dependency then takes only its own places, not every worker of the
+    service. ``async with bulkhead:`` waits in FIFO order for a place; it
+    raises :class:`cohort.BulkheadFullError` at once when the queue is full,
+    or when a deadline is in force (``cohort.current_deadline()``) and the
+    expected wait, from the moving average of how long calls hold a place,
+    would pass it. A cancelled waiter leaves the queue; a cancelled call frees
+    its place. ``Bulkhead.per_key(...)`` gives one per key (per backend host).
+    """
+
+    def __init__(self, max_concurrent: int, *, max_queue: int = 0, name: str | None = None) -> None:
+        self._max = check_count("max_concurrent", max_concurrent)
+        self._max_queue = check_count("max_queue", max_queue, least=0)
+        self.name = name or f"bulkhead-{id(self):x}"
+        self._active = 0
+        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._holds: dict[asyncio.Task[Any], float] = {}
+        self._mean_hold = 0.0
+        self._admitted = self._rejected = self._holds_done = 0
+        self._on_idle: Callable[[], None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<cohort.Bulkhead {self.name!r} {self._active}/{self._max} queued={len(self._queue)}>"
+        )
+
+    @staticmethod
+    def per_key(max_concurrent: int, *, max_queue: int = 0) -> KeyedBulkhead:
+        """Bulkheads made on demand, one per key, each with these limits."""
+        return KeyedBulkhead(max_concurrent, max_queue=max_queue)
+
+    async def __aenter__(self) -> Bulkhead:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("async with Bulkhead needs an asyncio task")
+        loop = asyncio.get_running_loop()
+        if self._active < self._max and not self._queue:
+            self._active += 1
+        else:
+            self._wait_or_reject(loop)
+            waiter = loop.create_future()
+            self._queue.append(waiter)
+            try:
+                await waiter  # the releaser hands its place over: _active unchanged
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed a place as it was cancelled: pass it on
+                else:
+                    self._queue.remove(waiter)
+                raise
+        self._admitted += 1
+        self._holds[task] = loop.time()
+        return self
+
+    def _wait_or_reject(self, loop: asyncio.AbstractEventLoop) -> None:
+        if len(self._queue) >= self._max_queue:
+            self._rejected += 1
+            emit("warning", "bulkhead.rejected", bulkhead=self.name, reason="full")
+            raise BulkheadFullError(
+                f"bulkhead {self.name!r} is full: {self._active} running, "
+                f"{len(self._queue)} waiting (max_queue={self._max_queue})"
+            )
+        deadline = _scopes.current_deadline()
+        if deadline < math.inf:
+            expected = (len(self._queue) + 1) * self._mean_hold / self._max
+            if loop.time() + expected > deadline:
+                self._rejected += 1
+                emit("warning", "bulkhead.rejected", bulkhead=self.name, reason="deadline")
+                raise BulkheadFullError(
+                    f"bulkhead {self.name!r}: the expected wait ({expected:.3g} s) would pass "
+                    f"the deadline ({max(0.0, deadline - loop.time()):.3g} s away)"
+                )
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        task = asyncio.current_task()
+        started = self._holds.pop(task, None) if task is not None else None
+        if started is not None:
+            held = asyncio.get_running_loop().time() - started
+            self._holds_done += 1
+            weight = 1.0 if self._holds_done == 1 else 0.2  # a moving average of recent holds
+            self._mean_hold += weight * (held - self._mean_hold)
+        self._release()
+
+    def _release(self) -> None:
+        while self._queue:
+            waiter = self._queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the place goes to the next waiter
+                return
+        self._active -= 1
+        if self._active == 0 and self._on_idle is not None:
+            self._on_idle()
+
+    def statistics(self) -> BulkheadStatistics:
+        """Places in use, waiters, counters and the mean hold time."""
+        return BulkheadStatistics(
+            self._active, len(self._queue), self._admitted, self._rejected, self._mean_hold
+        )
+
+
+class KeyedBulkhead:
+    """One :class:`Bulkhead` per key, made on first use and dropped when idle."""
+
+    def __init__(self, max_concurrent: int, *, max_queue: int = 0) -> None:
+        check_count("max_concurrent", max_concurrent)
+        check_count("max_queue", max_queue, least=0)
+        self._max = max_concurrent
+        self._max_queue = max_queue
+        self._by_key: dict[Hashable, Bulkhead] = {}
+
+    def __call__(self, key: Hashable) -> Bulkhead:
+        """The bulkhead of ``key``: ``async with bulkheads(host): ...``."""
+        bulkhead = self._by_key.get(key)
+        if bulkhead is None:
+            bulkhead = Bulkhead(self._max, max_queue=self._max_queue, name=f"{key!r}")
+            bulkhead._on_idle = functools.partial(self._forget, key)
+            self._by_key[key] = bulkhead
+        return bulkhead
+
+    def _forget(self, key: Hashable) -> None:
+        self._by_key.pop(key, None)
+
+    def __len__(self) -> int:
+        """Keys with a bulkhead in use now."""
+        return len(self._by_key)
+
+
+# -- hedging budget -----------------------------------------------------------------------
+
+
+class HedgeBudget:
+    """Caps the extra attempts of ``hedge`` to a fraction of the calls.
+
+    Each call deposits ``ratio`` of an attempt; each extra attempt (a hedge
+    or a retry after a failure) withdraws one; the balance starts at, and is
+    capped by, ``reserve``. Over any stretch, extra attempts are at most
+    ``ratio`` x calls + ``reserve``: with ``ratio=0.1``, at most 10 % extra
+    load on a backend, so that hedging cannot amplify an overload.
+    """
+
+    def __init__(self, ratio: float = 0.1, *, reserve: int = 10) -> None:
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+            raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
+        self.ratio = float(ratio)
+        self.reserve = check_count("reserve", reserve, least=0)
+        self._balance = float(self.reserve)
+        self.calls = self.extra = self.denied = 0
+
+    def __repr__(self) -> str:
+        return f"<cohort.HedgeBudget ratio={self.ratio:g} balance={self._balance:.2f}>"
+
+    def deposit(self) -> None:
+        """One call: credit ``ratio`` of an extra attempt."""
+        self.calls += 1
+        self._balance = min(max(float(self.reserve), 1.0), self._balance + self.ratio)
+
+    def withdraw(self) -> bool:
+        """Take one extra attempt if the budget allows it."""
+        if self._balance >= 1.0 - 1e-9:
+            self._balance -= 1.0
+            self.extra += 1
+            return True
+        self.denied += 1
+        return False

@@ -1,0 +1,505 @@
+"""Retry anywhere, circuit breaker, rate limiter, bulkhead and hedging budget.
+
+Everything on the virtual clock: who runs when is asserted at exact times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cohort
+from _util import now
+from cohort.testing import wait_all_tasks_blocked
+
+vc = pytest.mark.virtual_clock
+
+
+class Status(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"HTTP {code}")
+        self.code = code
+
+
+def state(breaker: cohort.CircuitBreaker) -> cohort.CircuitState:
+    """The breaker's state (a call, so type checkers do not narrow it between reads)."""
+    return breaker.state
+
+
+def flaky(failures: list[BaseException], log: list[float]) -> Any:
+    """An async function that raises the given errors in turn, then returns "ok"."""
+
+    async def call() -> str:
+        log.append(now())
+        await asyncio.sleep(0.1)
+        if failures:
+            raise failures.pop(0)
+        return "ok"
+
+    return call
+
+
+# -- retry ----------------------------------------------------------------------------------
+
+
+@vc
+async def test_retry_backs_off_exponentially_and_returns_the_value() -> None:
+    log: list[float] = []
+    call = flaky([ValueError("a"), ValueError("b")], log)
+    policy = cohort.Retry(attempts=3, backoff=1.0, jitter=False)
+    assert await cohort.retry(call, policy=policy) == "ok"
+    assert log == [0.0, 1.1, 3.2]  # 0.1 s per attempt; then 1 s and 2 s of backoff
+
+
+@vc
+async def test_retry_raises_the_last_error_when_attempts_run_out() -> None:
+    log: list[float] = []
+    call = flaky([ValueError("a"), ValueError("b"), ValueError("c")], log)
+    with pytest.raises(ValueError, match="b"):
+        await cohort.retry(call, policy=cohort.Retry(attempts=2, backoff=0.5, jitter=False))
+    assert len(log) == 2
+
+
+@vc
+async def test_retry_on_a_predicate_retries_503_not_404() -> None:
+    policy = cohort.Retry(on=lambda e: isinstance(e, Status) and e.code >= 500, jitter=False)
+    log: list[float] = []
+    assert await cohort.retry(flaky([Status(503)], log), policy=policy) == "ok"
+    with pytest.raises(Status, match="404"):
+        await cohort.retry(flaky([Status(404)], log), policy=policy)
+    assert len(log) == 3
+
+
+@vc
+async def test_no_retry_starts_that_cannot_finish_before_the_deadline() -> None:
+    log: list[float] = []
+    call = flaky([ValueError("a"), ValueError("b"), ValueError("c")], log)
+    policy = cohort.Retry(attempts=5, backoff=1.0, jitter=False, attempt_timeout=0.5)
+    with cohort.move_on_after(2.0), pytest.raises(ValueError, match="b") as info:
+        await cohort.retry(call, policy=policy)
+    # attempt 1 at 0; attempt 2 at 1.1 (1 s backoff); attempt 3 would start at
+    # 3.2, past the deadline of 2: raised at 1.2, without sleeping into the deadline.
+    assert log == [0.0, 1.1]
+    assert now() == pytest.approx(1.2)
+    assert "deadline" in info.value.__notes__[-1]
+
+
+@vc
+async def test_a_retry_whose_attempt_timeout_passes_the_deadline_is_not_started() -> None:
+    log: list[float] = []
+    call = flaky([ValueError("a")], log)
+    policy = cohort.Retry(backoff=0.1, jitter=False, attempt_timeout=5.0)
+    with cohort.fail_after(3.0), pytest.raises(ValueError):
+        await cohort.retry(call, policy=policy)  # 0.1 + 0.1 + 5 > 3
+    assert log == [0.0]
+
+
+@vc
+async def test_retry_budget_limits_the_whole() -> None:
+    log: list[float] = []
+    call = flaky([ValueError(str(i)) for i in range(10)], log)
+    policy = cohort.Retry(attempts=10, backoff=1.0, jitter=False, budget=2.5)
+    with pytest.raises(ValueError):
+        await cohort.retry(call, policy=policy)
+    assert log == [0.0, 1.1]  # the third would start at 3.2 > 2.5
+
+
+@vc
+async def test_retry_hooks_and_events(events: list[Any]) -> None:
+    seen: list[tuple[int, str, float]] = []
+    policy = cohort.Retry(
+        attempts=3,
+        backoff=1.0,
+        jitter=False,
+        on_retry=lambda s: seen.append((s.attempt, str(s.error), s.delay)),
+    )
+    assert await cohort.retry(flaky([ValueError("x")], []), policy=policy) == "ok"
+    assert seen == [(1, "x", 1.0)]
+    assert [e["event"] for e in events if e["event"].startswith("retry.")] == ["retry.retrying"]
+
+
+@vc
+async def test_retry_as_a_decorator_and_cancellation_is_not_retried() -> None:
+    calls = 0
+
+    @cohort.Retry(attempts=5, backoff=0.0)
+    async def slow(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(10)
+        return x
+
+    assert await slow(3) == 3
+    with cohort.move_on_after(1):
+        await slow(4)
+    assert calls == 2  # cancelled by its scope: not a failure, not retried
+
+
+@vc
+async def test_spawn_with_retry_counts_attempts_in_the_outcome() -> None:
+    log: list[float] = []
+    async with cohort.TaskGroup() as g:
+        h = g.spawn(flaky([ValueError("a")], log), retry=cohort.Retry(backoff=0.5, jitter=False))
+        g.start_soon(flaky([ValueError("b"), ValueError("c")], []), retry=cohort.Retry(attempts=3))
+    assert h.result() == "ok"
+    assert h.attempts == 2
+    assert g.outcomes[0].attempts == 2
+
+
+async def test_retry_refuses_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="exception classes or a predicate"):
+        cohort.Retry(on=42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"cohort\.Retry"):
+        await cohort.retry(flaky([], []), policy="3")  # type: ignore[arg-type]
+
+    async def one() -> int:
+        return 1
+
+    async with cohort.TaskGroup() as g:
+        with pytest.raises(TypeError, match="coroutine"):
+            g.spawn(one(), retry=cohort.Retry())
+
+
+@vc
+async def test_stage_retry_attempt_timeout_applies_per_attempt() -> None:
+    calls: list[float] = []
+
+    @cohort.stage(retry=cohort.Retry(attempts=2, backoff=0.0, attempt_timeout=1.0))
+    async def slow_once(x: int) -> int:
+        calls.append(now())
+        if len(calls) == 1:
+            await asyncio.sleep(5)
+        return x
+
+    report = await slow_once.run([7])
+    assert report.outputs == [7]
+    assert calls == [0.0, 1.0]
+    assert report.stages[0].retried == 1
+
+
+# -- circuit breaker -------------------------------------------------------------------------
+
+
+async def fail() -> None:
+    await asyncio.sleep(0.1)
+    raise ConnectionError("down")
+
+
+async def succeed() -> str:
+    await asyncio.sleep(0.1)
+    return "up"
+
+
+@vc
+async def test_breaker_opens_fails_fast_half_opens_and_closes() -> None:
+    changes: list[tuple[float, str]] = []
+    breaker = cohort.CircuitBreaker(
+        failures=3,
+        window=10,
+        recovery_timeout=5.0,
+        name="db",
+        on_state_change=lambda b, old, new: changes.append((now(), new.value)),
+    )
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            await breaker.call(fail)
+    assert state(breaker) is cohort.CircuitState.OPEN
+    assert [c[1] for c in changes] == ["open"]
+    assert changes[0][0] == pytest.approx(0.3)
+    with pytest.raises(cohort.CircuitOpenError, match="'db' is open") as info:
+        await breaker.call(succeed)
+    assert info.value.retry_after == pytest.approx(5.0)
+    await asyncio.sleep(5.0)  # recovery timeout: the next call is a probe
+    assert state(breaker) is cohort.CircuitState.HALF_OPEN
+    assert await breaker.call(succeed) == "up"
+    assert state(breaker) is cohort.CircuitState.CLOSED
+    assert [c[1] for c in changes] == ["open", "half_open", "closed"]
+    stats = breaker.statistics()
+    assert (stats.failures, stats.successes, stats.rejected, stats.times_opened) == (3, 1, 1, 1)
+
+
+@vc
+async def test_half_open_admits_a_limited_number_of_probes_and_a_failure_reopens() -> None:
+    breaker = cohort.CircuitBreaker(failures=1, window=1, recovery_timeout=1.0, half_open_max=2)
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail)
+    await asyncio.sleep(1.0)
+    async with cohort.TaskGroup(join=cohort.Settle()) as g:
+        probes = [g.spawn(breaker.call, succeed) for _ in range(2)]
+        third = g.spawn(breaker.call, succeed)
+    assert [p.result() for p in probes] == ["up", "up"]
+    assert isinstance(third.error, cohort.CircuitOpenError)
+    assert state(breaker) is cohort.CircuitState.CLOSED  # two probes succeeded
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail)
+    await asyncio.sleep(1.0)
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail)  # the probe failed
+    assert state(breaker) is cohort.CircuitState.OPEN
+    assert breaker.statistics().retry_after == pytest.approx(1.0)
+
+
+@vc
+async def test_failure_rate_over_the_window() -> None:
+    breaker = cohort.CircuitBreaker(failures=None, failure_rate=0.5, window=4, min_calls=4)
+    for fn in (succeed, fail, succeed):
+        with contextlib.suppress(ConnectionError):
+            await breaker.call(fn)
+    assert state(breaker) is cohort.CircuitState.CLOSED  # 3 calls < min_calls
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail)  # 2 of 4 failed
+    assert state(breaker) is cohort.CircuitState.OPEN
+
+
+@vc
+async def test_cancellation_and_ignored_errors_are_not_failures() -> None:
+    breaker = cohort.CircuitBreaker(
+        failures=1, window=5, on=lambda e: not (isinstance(e, Status) and e.code < 500)
+    )
+
+    async def not_found() -> None:
+        raise Status(404)
+
+    with pytest.raises(Status):
+        await breaker.call(not_found)
+    with cohort.move_on_after(0.05):
+        await breaker.call(fail)  # cancelled by our own scope
+
+    async def slow_fail() -> None:
+        await asyncio.sleep(1.0)
+        raise ConnectionError("down")
+
+    async with cohort.TaskGroup(join=cohort.FirstWins()) as g:
+        g.spawn(breaker.call, succeed)
+        g.spawn(breaker.call, slow_fail)  # cancelled when the other wins
+    assert state(breaker) is cohort.CircuitState.CLOSED
+    stats = breaker.statistics()
+    assert stats.failures == 0
+    assert stats.successes == 2
+
+
+@vc
+async def test_breaker_as_a_context_manager() -> None:
+    breaker = cohort.CircuitBreaker(failures=2, window=2, recovery_timeout=1.0)
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            async with breaker:
+                await fail()
+    with pytest.raises(cohort.CircuitOpenError):
+        async with breaker:
+            pytest.fail("an open breaker does not run the body")
+    await asyncio.sleep(1.0)
+    async with breaker:
+        await succeed()
+    assert state(breaker) is cohort.CircuitState.CLOSED
+
+
+def test_breaker_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="failure_rate"):
+        cohort.CircuitBreaker(failure_rate=1.5)
+    with pytest.raises(ValueError, match="window"):
+        cohort.CircuitBreaker(failures=30, window=10)
+    with pytest.raises(TypeError, match="predicate"):
+        cohort.CircuitBreaker(on="ConnectionError")  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["ok", "fail", "wait"]), max_size=40))
+def test_breaker_state_machine_matches_a_model(steps: list[str]) -> None:
+    """Random outcomes and waits: the breaker agrees with a direct model of the rules."""
+
+    async def run() -> None:
+        breaker = cohort.CircuitBreaker(failures=3, window=4, recovery_timeout=2.0)
+        model_state, opened_at = "closed", 0.0
+        window: list[bool] = []
+        for step in steps:
+            if step == "wait":
+                await asyncio.sleep(1.0)
+                continue
+            if model_state == "open" and now() >= opened_at + 2.0:
+                model_state = "half_open"
+            if model_state == "open":
+                with pytest.raises(cohort.CircuitOpenError):
+                    await breaker.call(succeed)
+                continue
+            fn = succeed if step == "ok" else fail
+            with contextlib.suppress(ConnectionError):
+                await breaker.call(fn)
+            if model_state == "half_open":
+                model_state, window = ("closed", []) if step == "ok" else ("open", window)
+                opened_at = now() if model_state == "open" else opened_at
+                continue
+            window = [*window, step == "fail"][-4:]
+            if sum(window) >= 3:
+                model_state, opened_at = "open", now()
+            assert breaker.state.value == model_state, (steps, window)
+        await asyncio.sleep(0)
+        if model_state == "open" and now() >= opened_at + 2.0:
+            model_state = "half_open"
+        assert breaker.state.value == model_state
+
+    cohort.testing.run(run)
+
+
+# -- rate limiter ------------------------------------------------------------------------------
+
+
+@vc
+async def test_rate_limiter_grants_at_exact_times() -> None:
+    limiter = cohort.RateLimiter(2.0, burst=2)
+    granted: list[float] = []
+
+    async def take() -> None:
+        async with limiter:
+            granted.append(now())
+
+    async with cohort.TaskGroup() as g:
+        for _ in range(6):
+            g.start_soon(take)
+    assert granted == [0.0, 0.0, 0.5, 1.0, 1.5, 2.0]
+
+
+@vc
+async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
+    limiter = cohort.RateLimiter(1.0)
+    await limiter.acquire()
+    order: list[tuple[str, float]] = []
+
+    async def take(name: str) -> None:
+        await limiter.acquire()
+        order.append((name, now()))
+
+    async with cohort.TaskGroup() as g:
+        first = g.spawn(take, "first")
+        g.spawn(take, "second")
+        await wait_all_tasks_blocked()
+        first.cancel()
+    assert order == [("second", 1.0)]
+
+
+@vc
+async def test_rate_limiter_multi_token_and_bad_arguments() -> None:
+    limiter = cohort.RateLimiter(10.0, burst=5)
+    await limiter.acquire(5)
+    await limiter.acquire(3)
+    assert now() == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="burst"):
+        await limiter.acquire(6)
+    with pytest.raises(ValueError, match="max_per_second"):
+        cohort.RateLimiter(0)
+
+
+# -- bulkhead ---------------------------------------------------------------------------------
+
+
+@vc
+async def test_bulkhead_rejects_exactly_when_full() -> None:
+    bulkhead = cohort.Bulkhead(2, max_queue=1, name="search")
+    started: list[tuple[int, float]] = []
+
+    async def call(i: int) -> None:
+        async with bulkhead:
+            started.append((i, now()))
+            await asyncio.sleep(1.0)
+
+    async with cohort.TaskGroup(join=cohort.Settle()) as g:
+        handles = [g.spawn(call, i) for i in range(4)]
+    assert started == [(0, 0.0), (1, 0.0), (2, 1.0)]
+    assert isinstance(handles[3].error, cohort.BulkheadFullError)
+    assert "full" in str(handles[3].error)
+    stats = bulkhead.statistics()
+    assert (stats.admitted, stats.rejected, stats.active) == (3, 1, 0)
+
+
+@vc
+async def test_bulkhead_rejects_a_wait_that_would_pass_the_deadline() -> None:
+    bulkhead = cohort.Bulkhead(1, max_queue=10)
+    async with bulkhead:
+        await asyncio.sleep(2.0)  # teaches it: a call holds its place 2 s
+
+    async def hold() -> None:
+        async with bulkhead:
+            await asyncio.sleep(2.0)
+
+    async with cohort.TaskGroup() as g:
+        g.spawn(hold)
+        await wait_all_tasks_blocked()
+        with cohort.fail_after(1.0), pytest.raises(cohort.BulkheadFullError, match="deadline"):
+            async with bulkhead:
+                pass
+        assert now() == 0.0 + 2.0  # rejected at once, at the time it asked
+    with cohort.fail_after(5.0):
+        async with bulkhead:  # enough time: it waits its turn
+            pass
+
+
+@vc
+async def test_bulkhead_cancelled_waiter_and_cancelled_holder_free_their_places() -> None:
+    bulkhead = cohort.Bulkhead(1, max_queue=2)
+    log: list[str] = []
+
+    async def use(name: str, seconds: float) -> None:
+        async with bulkhead:
+            log.append(name)
+            await asyncio.sleep(seconds)
+
+    async with cohort.TaskGroup() as g:
+        holder = g.spawn(use, "holder", 10.0)
+        waiter = g.spawn(use, "waiter", 1.0)
+        g.spawn(use, "last", 1.0)
+        await wait_all_tasks_blocked()
+        waiter.cancel()
+        await wait_all_tasks_blocked()
+        holder.cancel()
+    assert log == ["holder", "last"]
+    assert bulkhead.statistics().active == 0
+
+
+@vc
+async def test_bulkhead_per_key_is_made_on_demand_and_dropped_when_idle() -> None:
+    per_host = cohort.Bulkhead.per_key(1)
+    async with per_host("a"), per_host("b"):
+        assert len(per_host) == 2
+    assert len(per_host) == 0
+
+
+# -- hedging budget ------------------------------------------------------------------------------
+
+
+@vc
+async def test_hedge_budget_caps_extra_attempts_to_a_fraction() -> None:
+    budget = cohort.HedgeBudget(0.1, reserve=1)
+    attempts = 0
+
+    async def slow_replica() -> str:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(1.0)
+        return "row"
+
+    for _ in range(30):
+        assert await cohort.hedge(slow_replica, delay=0.1, attempts=2, budget=budget) == "row"
+    # The reserve pays for the first call's extra attempt; then 0.1 per call adds up
+    # to one more at calls 11 and 21: at most ratio x calls + reserve.
+    assert attempts == 30 + 3
+    assert (budget.extra, budget.denied) == (3, 27)
+
+
+async def test_hedge_budget_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="ratio"):
+        cohort.HedgeBudget(2.0)
+    with pytest.raises(TypeError, match="HedgeBudget"):
+        hedge: Any = cohort.hedge
+        await hedge(succeed, delay=0.1, budget=0.1)
+
+
+def test_partial_keeps_the_retry_name() -> None:
+    from cohort._retry import _name
+
+    assert _name(functools.partial(succeed)) == "succeed"
