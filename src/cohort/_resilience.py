@@ -13,6 +13,7 @@ import collections
 import enum
 import functools
 import math
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from types import TracebackType
@@ -39,6 +40,15 @@ Predicate = Callable[[BaseException], bool]
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+_DEFAULT_TIME = asyncio.BaseEventLoop.time
+
+
+def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time``, or ``time.monotonic`` itself where that is all it does (asyncio's
+    own loops: a Python method call saved per read); virtual clocks keep their own."""
+    return time.monotonic if type(loop).time is _DEFAULT_TIME else loop.time
 
 
 def _failure_test(on: object) -> Callable[[BaseException], bool]:
@@ -150,7 +160,7 @@ class CircuitBreaker:
         self._probes = 0  # probe calls in flight (half-open)
         self._probe_successes = 0
         self._generation = 0  # bumped on every transition: outcomes of older calls are ignored
-        self._entered: dict[asyncio.Task[Any], tuple[int, bool]] = {}
+        self._entered: dict[asyncio.Task[Any], int] = {}  # probes in flight (async with)
         self._calls = self._successes = self._n_failures = self._rejected = self._opened = 0
 
     def __repr__(self) -> str:
@@ -269,12 +279,15 @@ class CircuitBreaker:
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("async with CircuitBreaker needs an asyncio task")
-        if task in self._entered:
-            raise RuntimeError(f"{self!r} is already entered in this task; a call is guarded once")
-        self._entered[task] = self._admit()
+        if self._state is _CLOSED:
+            return self  # the common case: nothing to remember about this call
+        generation, probe = self._admit()
+        if probe:
+            task = asyncio.current_task()
+            if task is None or task in self._entered:
+                self._probes -= 1
+                raise RuntimeError(f"{self!r}: enter it once per call, from a task")
+            self._entered[task] = generation
         return self
 
     async def __aexit__(
@@ -283,10 +296,15 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        generation, probe = self._entered.pop(task)
-        self._done(generation, probe, exc)
+        if self._entered:
+            task = asyncio.current_task()
+            generation = self._entered.pop(task, None) if task is not None else None
+            if generation is not None:
+                self._done(generation, True, exc)
+                return
+        # Entered while closed: its outcome counts if the breaker is still closed.
+        if self._state is _CLOSED:
+            self._done(self._generation, False, exc)
 
     def reset(self) -> None:
         """Close the breaker now and forget the recent outcomes."""
@@ -334,6 +352,8 @@ class RateLimiter:
         self._stamp: float | None = None  # loop time of the last refill
         self._waiters: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._time: Callable[[], float] = time.monotonic
 
     def __repr__(self) -> str:
         waiting = len(self._waiters)
@@ -393,6 +413,16 @@ class RateLimiter:
         self._schedule(loop)
 
     async def __aenter__(self) -> RateLimiter:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._time = loop, _clock_of(loop)
+        now = self._time()
+        if not self._waiters and self._stamp is not None:
+            tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+            if tokens >= 1 - 1e-9:  # the common case, without a second coroutine
+                self._tokens = tokens - 1
+                self._stamp = now
+                return self
         await self.acquire()
         return self
 
@@ -432,9 +462,12 @@ class Bulkhead:
         self.name = name or f"bulkhead-{id(self):x}"
         self._active = 0
         self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._holds: dict[asyncio.Task[Any], float] = {}
-        self._mean_hold = 0.0
-        self._admitted = self._rejected = self._holds_done = 0
+        # Mean hold time by Little's law: place-seconds used / calls done, both
+        # halved every 256 calls so that the mean follows recent calls.
+        self._busy = 0.0
+        self._done = 0
+        self._stamp = 0.0
+        self._admitted = self._rejected = 0
         self._on_idle: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
@@ -448,13 +481,12 @@ class Bulkhead:
         return KeyedBulkhead(max_concurrent, max_queue=max_queue)
 
     async def __aenter__(self) -> Bulkhead:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("async with Bulkhead needs an asyncio task")
-        loop = asyncio.get_running_loop()
         if self._active < self._max and not self._queue:
+            if self._max_queue:
+                self._account(asyncio.get_running_loop().time())
             self._active += 1
         else:
+            loop = asyncio.get_running_loop()
             self._wait_or_reject(loop)
             waiter = loop.create_future()
             self._queue.append(waiter)
@@ -467,8 +499,16 @@ class Bulkhead:
                     self._queue.remove(waiter)
                 raise
         self._admitted += 1
-        self._holds[task] = loop.time()
         return self
+
+    def _account(self, now: float) -> None:
+        """Add the place-seconds used since the last change of ``_active``."""
+        self._busy += self._active * (now - self._stamp)
+        self._stamp = now
+
+    @property
+    def _mean_hold(self) -> float:
+        return self._busy / self._done if self._done else 0.0
 
     def _wait_or_reject(self, loop: asyncio.AbstractEventLoop) -> None:
         if len(self._queue) >= self._max_queue:
@@ -490,13 +530,10 @@ class Bulkhead:
                 )
 
     async def __aexit__(self, *exc_info: object) -> None:
-        task = asyncio.current_task()
-        started = self._holds.pop(task, None) if task is not None else None
-        if started is not None:
-            held = asyncio.get_running_loop().time() - started
-            self._holds_done += 1
-            weight = 1.0 if self._holds_done == 1 else 0.2  # a moving average of recent holds
-            self._mean_hold += weight * (held - self._mean_hold)
+        self._done += 1
+        if self._done >= 256:
+            self._done //= 2
+            self._busy /= 2
         self._release()
 
     def _release(self) -> None:
@@ -505,6 +542,8 @@ class Bulkhead:
             if not waiter.done():
                 waiter.set_result(None)  # the place goes to the next waiter
                 return
+        if self._max_queue:  # without a queue there is no wait to estimate
+            self._account(asyncio.get_running_loop().time())
         self._active -= 1
         if self._active == 0 and self._on_idle is not None:
             self._on_idle()
