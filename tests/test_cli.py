@@ -282,14 +282,25 @@ def test_demo_runs_the_fanout_load_and_the_etl_and_prints_its_summary() -> None:
     assert [row[:32].strip() for row in table] == ["plain (one replica each)", *QUORUM_AND_ALL]
     # every strategy ran on the 3 key sets, and every request ended (medians)
     assert [row[32:].split()[:2] for row in table] == [["3", "12"]] * 3
-    assert "2. ETL: fetch 40 documents" in out
+    assert "2. Outage drill: catalog-1 answers 503" in out
+    assert "breaker open" in out  # the whole timeline: test_examples_fanout, virtual clock
+    assert "3. ETL: fetch 40 documents" in out
     rows, dead = demo_expectations(40, 3)
     assert f"read 40: 0 succeeded, 0 dropped, {rows} done, {dead} failed, 0 cancelled" in out
     summary = out[out.index("\nsummary\n") :].splitlines()[2:]
     assert summary[0].startswith("  fan-out: 12 requests per strategy and key set; with all ")
-    assert summary[1].startswith(f"  etl: 40 documents -> {rows} SQLite rows, {dead} dead letters")
-    assert summary[2] == "  every request, child task, server and worker process has ended."
-    assert len(summary) == 3
+    outage = re.fullmatch(
+        r"  outage: catalog-1 got (\d+) calls while down with breakers \((\d+) failed fast\), "
+        r"(\d+) without; errors \d+ vs \d+ of \d+ requests",
+        summary[1],
+    )
+    assert outage is not None, summary[1]
+    with_breakers, failed_fast, without = map(int, outage.groups())
+    assert with_breakers < without
+    assert failed_fast > 0
+    assert summary[2].startswith(f"  etl: 40 documents -> {rows} SQLite rows, {dead} dead letters")
+    assert summary[3] == "  every request, child task, server and worker process has ended."
+    assert len(summary) == 4
     # live progress, one plain line per run's end when stderr is not a terminal
     ends = [line for line in result.stderr.splitlines() if line.endswith("(end)")]
     assert len(ends) == 3 * 3 + 1, result.stderr

@@ -218,3 +218,30 @@ def test_ctrl_c_shuts_the_servers_down_cleanly() -> None:
         130,
         "cohort: interrupted (Ctrl-C); every task was stopped\n",
     )
+
+
+@virtual_clock
+async def test_the_outage_drill_opens_probes_and_closes_the_breaker() -> None:
+    from cohort.examples.fanout.drill import drill
+    from cohort.examples.fanout.service import BREAKER_RECOVERY
+
+    runs = {
+        guard: await drill(SEED, guard=guard, down_at=0.2, up_at=1.0, until=1.8, rate=25.0)
+        for guard in (False, True)
+    }
+    plain, guarded = runs[False], runs[True]
+    assert len(plain.records) == len(guarded.records) == 45
+    states = [state for _, state in guarded.transitions]
+    assert states[0] == "open"
+    assert states[-2:] == ["half_open", "closed"]
+    # While down, each probe fails and the breaker opens again: half-open, open, ...
+    assert states[1:-2] == ["half_open", "open"] * ((len(states) - 3) // 2)
+    times = [t for t, _ in guarded.transitions]
+    assert 0.2 <= times[0] < 1.0  # opened while down
+    opened = [t for t, s in guarded.transitions if s == "open"]
+    probes = [t for t, s in guarded.transitions if s == "half_open"]
+    assert all(p >= o + BREAKER_RECOVERY - 1e-9 for o, p in zip(opened, probes, strict=False))
+    assert times[-1] >= 1.0  # closed only once the backend was back
+    # Calls the sick backend got while down: all of them without breakers, a few probes with.
+    assert plain.calls_while_down > 3 * guarded.calls_while_down
+    assert guarded.failed_fast > 0

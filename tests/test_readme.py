@@ -157,6 +157,10 @@ HOW: dict[str, tuple[str, str]] = {
     "class TwoOrThreeStrikes(cohort.JoinPolicy):": ("", "sync"),
     # ends with cohort.run(main, ...), on a real loop: fetches are quick there
     "from functools import partial": ("fetch_seconds = 0.01", "sync"),
+    (
+        "breaker = cohort.CircuitBreaker(failures=5, window=20, recovery_timeout=1.0, "
+        'name="pricing")'
+    ): ("import functools", "virtual"),
     "with cohort.move_on_after(0.5) as scope:     # silent": ("", "virtual"),
     "async with cohort.Linger(grace=0.6, limit=1000) as linger:   # e.g. in an app's lifespan": (
         "",
@@ -197,6 +201,10 @@ def test_every_python_snippet_runs_as_written(
     checks: dict[str, Callable[[dict[str, Any], str], None]] = {
         "import cohort": lambda ns, out: _assert_eq(len(ns["g"].results), 2),
         "from functools import partial": lambda ns, out: _assert_in("b up", out),
+        (
+            "breaker = cohort.CircuitBreaker(failures=5, window=20, recovery_timeout=1.0, "
+            'name="pricing")'
+        ): lambda ns, out: _assert_eq(ns["row"], "eu-1:42"),
         "with cohort.move_on_after(0.5) as scope:     # silent": lambda ns, out: _assert_eq(
             ns["data"], "<cached page>"
         ),

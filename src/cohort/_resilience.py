@@ -152,7 +152,8 @@ class CircuitBreaker:
         self.name = name or f"breaker-{id(self):x}"
         if on_state_change is not None and not callable(on_state_change):
             raise TypeError(f"on_state_change must be callable, got {on_state_change!r}")
-        self._on_change = on_state_change
+        self.on_state_change = on_state_change
+        """Called with ``(breaker, old, new)`` on each transition (may be set later)."""
         self._state = _CLOSED
         self._recent: collections.deque[bool] = collections.deque(maxlen=self._window)
         self._recent_failures = 0
@@ -262,8 +263,8 @@ class CircuitBreaker:
             old=old.value,
             new=new.value,
         )
-        if self._on_change is not None:
-            self._on_change(self, old, new)
+        if self.on_state_change is not None:
+            self.on_state_change(self, old, new)
 
     # -- the two ways to use it ----------------------------------------------------------
 
@@ -304,7 +305,15 @@ class CircuitBreaker:
                 return
         # Entered while closed: its outcome counts if the breaker is still closed.
         if self._state is _CLOSED:
-            self._done(self._generation, False, exc)
+            if exc is None:  # the common case, inline: a success in the window
+                self._calls += 1
+                self._successes += 1
+                recent = self._recent
+                if len(recent) == self._window and recent[0]:
+                    self._recent_failures -= 1
+                recent.append(False)
+            else:
+                self._done(self._generation, False, exc)
 
     def reset(self) -> None:
         """Close the breaker now and forget the recent outcomes."""
@@ -531,6 +540,11 @@ class Bulkhead:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._done += 1
+        if not self._max_queue:  # the common case, inline: no waiters, no estimate
+            self._active -= 1
+            if self._active == 0 and self._on_idle is not None:
+                self._on_idle()
+            return
         if self._done >= 256:
             self._done //= 2
             self._busy /= 2

@@ -4,9 +4,12 @@ Part 1 starts ten simulated backends and the web fan-out service
 (``cohort.examples.fanout``: Starlette on uvicorn, 127.0.0.1 only) and sends
 the same short load three times, from one replica of everything to quorum
 reads, hedging and mirror races, with live progress; a latency table shows
-what each tactic buys. Part 2 runs the ETL pipeline (``cohort.examples.etl``:
-fetch over HTTP with retries, parse in worker processes, store in SQLite in
-batches, dead letters) with live progress. A summary ends it; on Ctrl-C the
+what each tactic buys. Part 2 is an outage drill: a catalog replica goes
+down under steady traffic and comes back, once without and once with the
+service's circuit breakers, and the breaker's timeline is shown. Part 3 runs
+the ETL pipeline (``cohort.examples.etl``: fetch over HTTP with retries,
+parse in worker processes, store in SQLite in batches, dead letters) with
+live progress. A summary ends it; on Ctrl-C the
 summary says what had finished, and every server and worker process stops.
 
 It needs the web extras (``pip install 'cohort[cli]'``) and no network.
@@ -145,6 +148,35 @@ async def _fanout(args: argparse.Namespace, summary: _Summary) -> None:
     )
 
 
+async def _outage(args: argparse.Namespace, summary: _Summary) -> None:
+    from cohort.examples.fanout.drill import drill
+    from cohort.examples.fanout.service import BREAKER_RECOVERY
+
+    summary.part = "the outage drill"
+    print(
+        "\n2. Outage drill: catalog-1 answers 503 from 0.5 s to 2.0 s while requests arrive at\n"
+        "   50 per second; the same traffic without, then with the service's circuit breakers\n"
+        f"   (open after 5 failures in 20 calls, a probe every {BREAKER_RECOVERY:g} s when open):",
+        flush=True,
+    )
+    runs = []
+    for guard in (False, True):
+        runs.append(await drill(args.seed, guard=guard))
+        summary.progress = f"outage drill: {len(runs)} of 2 runs finished"
+    summary.progress = None
+    plain, guarded = runs
+    print(f"   {'':18} {'requests':>8} {'errors':>7} {'calls to catalog-1 while down':>30}")
+    for label, r in (("without breakers", plain), ("with breakers", guarded)):
+        print(f"   {label:18} {len(r.records):>8} {r.errors:>7} {r.calls_while_down:>30}")
+    print("   with breakers:")
+    print("\n".join(f"     {line}" for line in guarded.timeline()), flush=True)
+    summary.lines.append(
+        f"outage: catalog-1 got {guarded.calls_while_down} calls while down with breakers "
+        f"({guarded.failed_fast} failed fast), {plain.calls_while_down} without; errors "
+        f"{guarded.errors} vs {plain.errors} of {len(guarded.records)} requests"
+    )
+
+
 async def _load(args: argparse.Namespace, summary: _Summary) -> None:
     from cohort.examples.fanout.loadtest import (
         LOAD_STRATEGIES,
@@ -197,7 +229,7 @@ async def _etl(args: argparse.Namespace, summary: _Summary) -> None:
 
     summary.part = "the ETL pipeline"
     print(
-        f"\n2. ETL: fetch {args.docs} documents from a local server (async, retried), "
+        f"\n3. ETL: fetch {args.docs} documents from a local server (async, retried), "
         "parse them in 2 worker processes,\n"
         "   store them in SQLite in batches; what fails for good goes to a dead-letter file:",
         flush=True,
@@ -225,6 +257,7 @@ async def _demo(args: argparse.Namespace, summary: _Summary) -> None:
         summary.part = "the end"
         return
     await _fanout(args, summary)
+    await _outage(args, summary)
     await _etl(args, summary)
     summary.part = "the end"
 

@@ -39,22 +39,27 @@ __all__ = [
     "Doc",
     "Fetched",
     "Result",
-    "Unavailable",
     "build_pipeline",
     "create_db",
     "parse",
     "run_etl",
+    "worth_retrying",
 ]
 
 FETCH_TIMEOUT = 2.0  # seconds per attempt
-FETCH_RETRY = cohort.Retry(attempts=3, backoff=0.01, on=(httpx.TransportError, TimeoutError))
 BATCH = 50
 
 WORD = re.compile(r"[a-z]+")
 
 
-class Unavailable(httpx.TransportError):
-    """The server answered 503: worth another try (a ``TransportError``, so retried)."""
+def worth_retrying(exc: BaseException) -> bool:
+    """A 503, a broken connection or a timeout is worth another try; a 404 is not."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code == 503
+    return isinstance(exc, httpx.TransportError | TimeoutError)
+
+
+FETCH_RETRY = cohort.Retry(attempts=3, backoff=0.01, on=worth_retrying)
 
 
 class Fetched(TypedDict):
@@ -174,9 +179,7 @@ def build_pipeline(
     )
     async def fetch(url: str) -> Fetched:
         response = await client.get(url)
-        if response.status_code == 503:
-            raise Unavailable(f"503 from {url}")
-        response.raise_for_status()  # 404: httpx.HTTPStatusError, not retried
+        response.raise_for_status()  # a 503 is retried (worth_retrying), a 404 is not
         return Fetched(url=url, text=response.text)
 
     @cohort.stage(batch=BATCH, on_error="skip")

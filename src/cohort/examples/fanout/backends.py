@@ -35,6 +35,7 @@ __all__ = [
     "PRICING",
     "REVIEWS",
     "Backend",
+    "Outage",
     "Plan",
     "backend_app",
     "plan",
@@ -112,12 +113,24 @@ _PAYLOADS: dict[str, Callable[[str, str], dict[str, Any]]] = {
 }
 
 
-def backend_app(backend: Backend, seed: int) -> Starlette:
+class Outage:
+    """Backends to take down and bring back while they run: a down backend answers
+    ``503`` at once, and counts the calls it got (the outage drill uses it)."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+        self.hits: dict[str, int] = {}
+
+
+def backend_app(backend: Backend, seed: int, outage: Outage | None = None) -> Starlette:
     """A Starlette app that serves ``GET /items/{key}`` as ``backend`` would."""
     payload = _PAYLOADS[backend.name.split("-")[0]]
 
     async def item(request: Request) -> JSONResponse:
         key = request.path_params["key"]
+        if outage is not None and backend.name in outage.down:
+            outage.hits[backend.name] = outage.hits.get(backend.name, 0) + 1
+            return JSONResponse({"backend": backend.name, "error": "down"}, status_code=503)
         behaviour = plan(backend, key, seed)
         budget = float(request.headers.get("x-timeout", "inf"))
         with cohort.move_on_after(budget + GRACE) as work:

@@ -9,6 +9,16 @@ client gets a ``504``. Either way, nothing keeps running after the response.
 Query flags switch each tactic off, to compare with the plain approach of
 asking one replica of everything: ``?quorum=0``, ``?hedge=0``, ``?mirrors=0``.
 
+``?guard=1`` adds the resilience guards, shared by all requests: a circuit
+breaker per backend (five failures in its last twenty calls open it; an
+open breaker fails fast, so the quorum and the hedge route around that
+replica without waiting for it; after ``BREAKER_RECOVERY`` seconds a probe
+call decides whether it closes), a hedging budget (at most 20 % extra
+pricing calls, so hedging cannot amplify an overload) and a retry of the
+optional reviews call on ``503``, which the request's deadline cuts short.
+The guards depend on the order requests arrive in, so they are off by
+default: without them every answer is a function of the key alone.
+
 Under load, the cancelled losers are what costs most: a quorum's third
 call, a hedge's slower attempt, a call past its timeout. An HTTP/1.1 request
 cancelled half-way leaves its connection unusable, so the client closes it
@@ -43,6 +53,7 @@ import cohort
 from cohort.examples.fanout.backends import CATALOG, MIRRORS, PRICING, REVIEWS
 
 __all__ = [
+    "BREAKER_RECOVERY",
     "CALL_TIMEOUT",
     "DEADLINE",
     "HEDGE_DELAY",
@@ -61,9 +72,12 @@ HEDGE_DELAY = 0.05
 """Ask the next pricing replica when the previous one has not answered after this."""
 LINGER = 0.1
 """Seconds past the request's deadline a cancelled call may run to keep its connection."""
-
-
+BREAKER_RECOVERY = 0.5
+"""Seconds an open breaker fails fast before it lets a probe call through."""
+HEDGE_BUDGET = 0.2
+"""Extra pricing calls (hedges) as a fraction of requests, with ``?guard=1``."""
 _linger: ContextVar[bool] = ContextVar("fanout_linger", default=True)
+_guard: ContextVar[bool] = ContextVar("fanout_guard", default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,17 +92,20 @@ class Strategy:
     """Take the image from the first of 3 mirrors to answer (else from mirror 1)."""
     linger: bool = True
     """Let cancelled calls finish in the background (else they close their connection)."""
+    guard: bool = False
+    """Circuit breakers per backend, a hedging budget, retried reviews (see the module)."""
 
     @classmethod
     def from_query(cls, query: QueryParams) -> Strategy:
-        def flag(name: str) -> bool:
-            return query.get(name, "1") not in ("0", "false", "no")
+        def flag(name: str, default: str = "1") -> bool:
+            return query.get(name, default) not in ("0", "false", "no")
 
         return cls(
             quorum=flag("quorum"),
             hedge=flag("hedge"),
             mirrors=flag("mirrors"),
             linger=flag("linger"),
+            guard=flag("guard", "0"),
         )
 
     def params(self) -> dict[str, str]:
@@ -98,6 +115,7 @@ class Strategy:
             "hedge": str(int(self.hedge)),
             "mirrors": str(int(self.mirrors)),
             "linger": str(int(self.linger)),
+            "guard": str(int(self.guard)),
         }
 
 
@@ -108,6 +126,21 @@ class BackendError(Exception):
         super().__init__(f"{backend} answered {status}")
         self.backend = backend
         self.status = status
+
+
+def backend_failure(exc: BaseException) -> bool:
+    """What counts against a backend's breaker: a 5xx, a broken connection, a timeout."""
+    if isinstance(exc, BackendError):
+        return exc.status >= 500
+    return isinstance(exc, aiohttp.ClientError | OSError | TimeoutError)
+
+
+REVIEW_RETRY = cohort.Retry(
+    attempts=2,
+    backoff=0.01,
+    on=lambda exc: isinstance(exc, BackendError) and exc.status == 503,  # not 404 or 504
+)
+"""How the optional reviews call is retried with ``?guard=1`` (within the deadline)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +175,19 @@ class FanoutService:
         self.hedge_delay = hedge_delay
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._linger: cohort.Linger | None = None
+        self.breakers = {
+            name: cohort.CircuitBreaker(
+                failures=5,
+                window=20,
+                recovery_timeout=BREAKER_RECOVERY,
+                on=backend_failure,
+                name=name,
+            )
+            for name in self.urls
+        }
+        """One circuit breaker per backend, shared by every ``?guard=1`` request."""
+        self.hedge_budget = cohort.HedgeBudget(HEDGE_BUDGET)
+        """Pays for the pricing hedges of ``?guard=1`` requests."""
         self.app = Starlette(
             routes=[Route("/product/{key}", self.product_endpoint)], lifespan=self._lifespan
         )
@@ -165,6 +211,7 @@ class FanoutService:
         key = request.path_params["key"]
         strategy = Strategy.from_query(request.query_params)
         _linger.set(strategy.linger)  # seen by every call of this request (child tasks too)
+        _guard.set(strategy.guard)
         try:
             body = await self.product(key, strategy)
         except TimeoutError:
@@ -181,7 +228,13 @@ class FanoutService:
             image = g.spawn(self.find_image, key, strategy.mirrors, name="image")
             # Optional: cancelled if still running when the rest is done; a failure is ignored.
             reviews = g.spawn(
-                self.call, REVIEWS, key, name="reviews", timeout=CALL_TIMEOUT, critical=False
+                self.call,
+                REVIEWS,
+                key,
+                name="reviews",
+                timeout=CALL_TIMEOUT,
+                critical=False,
+                retry=REVIEW_RETRY if strategy.guard else None,
             )
         review = reviews.result() if reviews.status is cohort.ChildStatus.SUCCEEDED else None
         return product_document(key, catalog.result(), price.result(), image.result(), review)
@@ -213,7 +266,8 @@ class FanoutService:
             return await self.call(PRICING[0], key)
         # one attempt per replica, in order
         attempts = [functools.partial(self.call, replica, key) for replica in PRICING]
-        return await cohort.hedge(attempts, delay=self.hedge_delay)
+        budget = self.hedge_budget if _guard.get() else None
+        return await cohort.hedge(attempts, delay=self.hedge_delay, budget=budget)
 
     async def find_image(self, key: str, mirrors: bool) -> Reply:
         """The first mirror to answer wins; the others are cancelled."""
@@ -232,6 +286,12 @@ class FanoutService:
         deadline = cohort.current_deadline()  # the nearest of every scope and group around us
         if deadline < math.inf:
             headers["x-timeout"] = f"{max(0.0, deadline - cohort.current_time()):.3f}"
+        if _guard.get():  # an open breaker raises CircuitOpenError here, at once
+            return await self.breakers[backend].call(self._linger_or_not, backend, key, headers)
+        return await self._linger_or_not(backend, key, headers)
+
+    async def _linger_or_not(self, backend: str, key: str, headers: dict[str, str]) -> Reply:
+        assert self._linger is not None
         if _linger.get():
             return await self._linger.call(self._get, backend, key, headers)
         return await self._get(backend, key, headers)

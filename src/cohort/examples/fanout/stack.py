@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 
-from cohort.examples.fanout.backends import DEFAULT_BACKENDS, Backend, backend_app
+from cohort.examples.fanout.backends import DEFAULT_BACKENDS, Backend, Outage, backend_app
 from cohort.examples.fanout.load import Record, run_load
 from cohort.examples.fanout.service import FanoutService, Strategy
 from cohort.examples.servers import serve
 
-__all__ = ["STRATEGIES", "compare", "local_stack"]
+__all__ = ["STRATEGIES", "compare", "local_service", "local_stack"]
 
 STRATEGIES = {
     "plain (one replica each)": Strategy(quorum=False, hedge=False, mirrors=False),
@@ -27,10 +27,21 @@ async def local_stack(
     seed: int, backends: Sequence[Backend] = DEFAULT_BACKENDS
 ) -> AsyncIterator[str]:
     """Start the backends, then the fan-out service over them; yield the service's URL."""
-    async with serve({b.name: backend_app(b, seed) for b in backends}) as backend_urls:
+    async with local_service(seed, backends) as (url, _):
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def local_service(
+    seed: int, backends: Sequence[Backend] = DEFAULT_BACKENDS, outage: Outage | None = None
+) -> AsyncIterator[tuple[str, FanoutService]]:
+    """As ``local_stack``, yielding the service object too (its breakers), with the
+    backends taken down and brought back through ``outage``."""
+    apps = {b.name: backend_app(b, seed, outage) for b in backends}
+    async with serve(apps) as backend_urls:
         service = FanoutService(backend_urls)
         async with serve({"fanout": service.app}) as urls:
-            yield urls["fanout"]
+            yield urls["fanout"], service
 
 
 async def compare(
