@@ -503,3 +503,14 @@ def test_partial_keeps_the_retry_name() -> None:
     from cohort._retry import _name
 
     assert _name(functools.partial(succeed)) == "succeed"
+
+
+@vc
+async def test_hedge_retries_each_attempt_under_its_policy() -> None:
+    log: list[float] = []
+    call = flaky([ValueError("a")], log)
+    policy = cohort.Retry(attempts=2, backoff=0.5, jitter=False)
+    assert await cohort.hedge([call], delay=10.0, retry=policy) == "ok"
+    assert log == [0.0, 0.6]
+    with pytest.raises(TypeError, match=r"cohort\.Retry"):
+        await cohort.hedge([call], delay=1.0, retry=3)  # type: ignore[call-overload]

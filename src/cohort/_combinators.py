@@ -17,6 +17,8 @@ from cohort._group import TaskGroup, close_coroutines
 from cohort._observe import emit
 from cohort._policies import FirstWins, Quorum
 from cohort._resilience import HedgeBudget
+from cohort._retry import Retry, attempt_all
+from cohort._retry import _name as _retry_name
 from cohort._validate import check_count, check_seconds
 
 __all__ = ["coroutines_of", "gather", "hedge", "quorum", "race"]
@@ -267,6 +269,10 @@ def _check_quorum(k: object, n: int) -> int:
     return k
 
 
+async def _retried(policy: Retry, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+    return await attempt_all(policy, lambda: fn(*args), _retry_name(fn))
+
+
 class _Hedge:
     """Counts failed attempts and wakes the body, which starts the next attempt."""
 
@@ -306,13 +312,18 @@ async def hedge(
     delay: float,
     attempts: int = 2,
     budget: HedgeBudget | None = None,
+    retry: Retry | None = None,
 ) -> T: ...
 @overload
 async def hedge(
-    fn: Sequence[Callable[[], Awaitable[T]]], *, delay: float, budget: HedgeBudget | None = None
+    fn: Sequence[Callable[[], Awaitable[T]]],
+    *,
+    delay: float,
+    budget: HedgeBudget | None = None,
+    retry: Retry | None = None,
 ) -> T: ...
 async def hedge(  # type: ignore[misc]  # mypy: a TypeVarTuple overload
-    fn: Any, *args: Any, delay: Any, attempts: Any = None, budget: Any = None
+    fn: Any, *args: Any, delay: Any, attempts: Any = None, budget: Any = None, retry: Any = None
 ) -> Any:
     """Call ``fn(*args)``; start another call after ``delay`` if none succeeded yet.
 
@@ -330,7 +341,8 @@ async def hedge(  # type: ignore[misc]  # mypy: a TypeVarTuple overload
     backend, each call deposits ``ratio`` and each attempt after the first
     needs one unit: an attempt the budget cannot pay for is not started (the
     call waits for the attempts it has), so hedging adds at most that
-    fraction of load.
+    fraction of load. With ``retry=cohort.Retry(...)`` each attempt is retried
+    under that policy before it counts as failed.
 
     Example::
 
@@ -359,6 +371,10 @@ async def hedge(  # type: ignore[misc]  # mypy: a TypeVarTuple overload
         if not isinstance(budget, HedgeBudget):
             raise TypeError(f"budget must be a cohort.HedgeBudget or None, got {budget!r}")
         budget.deposit()
+    if retry is not None:
+        if not isinstance(retry, Retry):
+            raise TypeError(f"retry must be a cohort.Retry or None, got {retry!r}")
+        calls = [(_retried, (retry, call, call_args)) for call, call_args in calls]
     state = _Hedge()
     async with TaskGroup(join=_FIRST_WINS, name="cohort.hedge") as group:
         for n, (call, call_args) in enumerate(calls, start=1):
