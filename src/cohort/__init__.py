@@ -26,6 +26,7 @@ from cohort._exceptions import (
     WorkerCrashedError,
 )
 from cohort._flags import EventFlags, EventFlagsStatistics
+from cohort._flow import Flow, FlowError, FlowResult, Node
 from cohort._group import TaskGroup
 from cohort._handle import ChildStatus, Handle, Outcome
 from cohort._latch import Latch, LatchStatistics
@@ -112,6 +113,9 @@ __all__ = [
     "EventFlagsStatistics",
     "Executor",
     "FirstWins",
+    "Flow",
+    "FlowError",
+    "FlowResult",
     "Gather",
     "GroupSnapshot",
     "GroupStatistics",
@@ -125,6 +129,7 @@ __all__ = [
     "Linger",
     "LingerStatistics",
     "Many",
+    "Node",
     "Outcome",
     "Pipeline",
     "PipelineError",

@@ -1,0 +1,709 @@
+"""``Flow``: a graph of named steps, run once per request, joined under policies.
+
+Nodes are functions declared with ``@flow.node``; their parameters name what
+they take: the flow's inputs or nodes declared above them. Wiring by
+parameter name (as Hamilton does) keeps a node an ordinary function, readable
+and testable alone, and requiring dependencies to be declared first makes a
+cycle impossible to write: every wiring mistake is an error at the
+decorator, naming the node. ``result[node]`` is typed by the node's return
+type.
+
+A run is one task group. A node starts the moment its own join policy is
+satisfied, not level by level; an upstream node that no node still waiting
+needs is cancelled; leaving or cancelling the run leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Generic, Literal, TypeAlias, TypeVar, overload
+
+from cohort._exceptions import CohortError
+from cohort._group import TaskGroup
+from cohort._handle import ChildStatus, Handle, Outcome
+from cohort._observe import emit
+from cohort._policies import FirstWins, Gather, Quorum, Settle
+from cohort._retry import Retry, attempt_all
+from cohort._scopes import fail_after, move_on_after
+from cohort._validate import check_count, check_flag, check_seconds
+
+__all__ = ["Flow", "FlowError", "FlowResult", "Node"]
+
+R = TypeVar("R")
+_SUCCEEDED = ChildStatus.SUCCEEDED
+_FAILED = ChildStatus.FAILED
+_CANCELLED = ChildStatus.CANCELLED
+_TIMED_OUT = ChildStatus.TIMED_OUT
+Join: TypeAlias = Gather | Quorum | FirstWins | Settle
+
+
+class FlowError(CohortError):
+    """A flow run failed: a critical node failed and nothing could take its place.
+
+    ``node`` names it, ``result`` holds every node's outcome so far; the node's
+    exception is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, node: str, result: FlowResult) -> None:
+        super().__init__(message)
+        self.node = node
+        self.result = result
+
+
+class UpstreamFailed(CohortError):
+    """Internal marker: a node that never ran because what it needed failed."""
+
+
+class Node(Generic[R]):
+    """A step of a :class:`Flow` (made by ``@flow.node``); ``result[node]`` is its value."""
+
+    __slots__ = (
+        "critical",
+        "deps",
+        "executor",
+        "flow",
+        "fn",
+        "inputs",
+        "join",
+        "kind",
+        "limit",
+        "map_over",
+        "name",
+        "params",
+        "retry",
+        "timeout",
+    )
+
+    def __init__(self, flow: Flow, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+        self.flow = flow
+        self.fn = fn
+        self.name: str = options["name"]
+        self.join: Join = options["join"]
+        self.timeout: float | None = options["timeout"]
+        self.retry: Retry | None = options["retry"]
+        self.critical: bool = options["critical"]
+        self.limit: int | None = options["limit"]
+        self.map_over: str | None = options["map_over"]
+        self.executor: Any = options["executor"]
+        self.kind: str = options["kind"]  # "async", "thread" or "cpu"
+        self.params: list[str] = options["params"]
+        self.deps: list[str] = [p for p in self.params if p in flow.by_name]
+        self.inputs: list[str] = [p for p in self.params if p not in flow.by_name]
+
+    def __repr__(self) -> str:
+        return f"<cohort.Node {self.flow.name}.{self.name}>"
+
+
+class FlowResult:
+    """What a flow run produced: ``result[node]`` (or ``result["name"]``) is a node's
+    value, ``result.outcome(node)`` how it ended (status, times, attempts, error)."""
+
+    def __init__(self, flow: Flow, outcomes: dict[str, Outcome]) -> None:
+        self.flow = flow
+        self._outcomes = outcomes
+
+    @overload
+    def __getitem__(self, node: Node[R]) -> R: ...
+    @overload
+    def __getitem__(self, node: str) -> Any: ...
+    def __getitem__(self, node: Node[Any] | str) -> Any:
+        outcome = self.outcome(node)
+        if outcome.status is not _SUCCEEDED:
+            raise LookupError(f"node {outcome.name!r} has no value: it {outcome.status.value}")
+        return outcome.value
+
+    def get(self, node: Node[R] | str, default: Any = None) -> R | Any:
+        """The node's value, or ``default`` if it did not succeed."""
+        outcome = self._outcomes.get(node if isinstance(node, str) else node.name)
+        return outcome.value if outcome is not None and outcome.status is _SUCCEEDED else default
+
+    def outcome(self, node: Node[Any] | str) -> Outcome:
+        """How the node ended (``PENDING`` if it never started)."""
+        name = node if isinstance(node, str) else node.name
+        if name not in self.flow.by_name:
+            raise KeyError(f"flow {self.flow.name!r} has no node {name!r}")
+        return self._outcomes.get(name) or Outcome(
+            name, ChildStatus.PENDING, None, None, self.flow.by_name[name].critical, None, None, 0
+        )
+
+    @property
+    def outcomes(self) -> dict[str, Outcome]:
+        """Every node's outcome, by name, in declaration order."""
+        return {name: self.outcome(name) for name in self.flow.by_name}
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The values of the nodes that succeeded, by name."""
+        return {n: o.value for n, o in self.outcomes.items() if o.status is _SUCCEEDED}
+
+    def __repr__(self) -> str:
+        done = sum(o.status is _SUCCEEDED for o in self._outcomes.values())
+        return f"<cohort.FlowResult {self.flow.name!r} {done}/{len(self.flow.by_name)} succeeded>"
+
+
+class Flow:
+    """A graph of async (or CPU-bound) steps with join policies on fan-in.
+
+    Args:
+        name: for task names, events and errors.
+        inputs: the names the flow's ``run(**inputs)`` takes.
+
+    Example::
+
+        page = cohort.Flow("page", inputs=["user_id"])
+
+        @page.node
+        async def user(user_id: str) -> User: ...
+
+        @page.node(timeout=0.4)
+        async def recs(user: User) -> list[Item]: ...
+
+        @page.node(join=cohort.Quorum(1))
+        async def render(user: User, recs: list[Item] | None) -> str: ...
+
+        result = await page.run(user_id="u1")
+        html = result[render]
+    """
+
+    def __init__(self, name: str, *, inputs: Iterable[str] = ()) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a Flow needs a name (a non-empty str), got {name!r}")
+        if isinstance(inputs, str):
+            raise TypeError(f"inputs= takes a list of names, got the string {inputs!r}")
+        self.name = name
+        self.inputs: tuple[str, ...] = tuple(inputs)
+        for item in self.inputs:
+            if not isinstance(item, str) or not item.isidentifier():
+                raise ValueError(f"flow {name!r}: input names must be identifiers, got {item!r}")
+        if len(set(self.inputs)) != len(self.inputs):
+            raise ValueError(f"flow {name!r}: an input is named twice in {list(self.inputs)}")
+        self._nodes: dict[str, Node[Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"<cohort.Flow {self.name!r} {len(self._nodes)} nodes>"
+
+    @property
+    def nodes(self) -> list[Node[Any]]:
+        """The nodes, in declaration order."""
+        return list(self._nodes.values())
+
+    @property
+    def by_name(self) -> Mapping[str, Node[Any]]:
+        """The nodes by name, in declaration order (read-only)."""
+        return MappingProxyType(self._nodes)
+
+    # -- declaring ---------------------------------------------------------------------
+
+    @overload
+    def node(self, fn: Callable[..., Awaitable[R]], /) -> Node[R]: ...
+    @overload
+    def node(self, fn: Callable[..., R], /) -> Node[R]: ...
+    @overload
+    def node(
+        self,
+        /,
+        *,
+        name: str | None = None,
+        join: Join | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        critical: bool = True,
+        map_over: str | None = None,
+        limit: int | None = None,
+        cpu: bool = False,
+        executor: Any = None,
+    ) -> Callable[[Callable[..., Any]], Node[Any]]: ...
+    def node(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        join: Join | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        critical: bool = True,
+        map_over: str | None = None,
+        limit: int | None = None,
+        cpu: bool = False,
+        executor: Any = None,
+    ) -> Any:
+        """Declare a node (``@flow.node`` or ``@flow.node(...)``).
+
+        Its parameters name the flow's inputs and nodes declared above it.
+
+        Args:
+            name: the node's name (default: the function's).
+            join: how it joins the nodes it takes: ``Gather()`` (all must
+                succeed; the default), ``Quorum(k)`` (starts once k succeeded),
+                ``FirstWins()`` (starts at the first success) -- an upstream
+                that did not succeed is passed as ``None`` -- or ``Settle()``
+                (starts when all ended; each upstream is passed as its
+                ``cohort.Outcome``).
+            timeout: seconds per attempt.
+            retry: a ``cohort.Retry`` for the node's call.
+            critical: ``False`` for an optional node: the flow completes
+                without it, and nodes that take it receive ``None``.
+            map_over: the parameter (a node or input holding a collection)
+                the function is applied to element by element; the node's
+                value is the list of results, in order.
+            limit: with ``map_over``, at most this many elements at once.
+            cpu: run a plain ``def`` in a worker process (the default executor).
+            executor: run a plain ``def`` on this ``cohort.Executor``.
+        """
+        if join is None:
+            join = Gather()
+        if not isinstance(join, Gather | Quorum | FirstWins | Settle):
+            raise TypeError(
+                f"join= takes cohort.Gather(), Quorum(k), FirstWins() or Settle(), got {join!r}"
+            )
+        options: dict[str, Any] = {
+            "join": join,
+            "timeout": check_seconds("timeout", timeout, none=True, zero=False),
+            "critical": check_flag("critical", critical),
+            "limit": check_count("limit", limit, none=True),
+            "map_over": map_over,
+            "executor": executor,
+        }
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry must be a cohort.Retry or None, got {retry!r}")
+        options["retry"] = retry
+        check_flag("cpu", cpu)
+        if limit is not None and map_over is None:
+            raise ValueError("limit= goes with map_over= (it bounds the elements run at once)")
+
+        def declare(f: Callable[..., Any]) -> Node[Any]:
+            return self._add(f, name, options, cpu)
+
+        return declare(fn) if fn is not None else declare
+
+    def _add(
+        self, fn: Callable[..., Any], name: str | None, options: dict[str, Any], cpu: bool
+    ) -> Node[Any]:
+        if not callable(fn):
+            raise TypeError(f"@{self.name}.node decorates a function, got {fn!r}")
+        label = name if name is not None else getattr(fn, "__name__", None)
+        if not isinstance(label, str) or not label.isidentifier():
+            raise ValueError(f"flow {self.name!r}: cannot name a node {label!r}; pass name=")
+        where = f"flow {self.name!r}, node {label!r}"
+        if label in self._nodes or label in self.inputs:
+            raise ValueError(f"{where}: the name is already taken by a node or an input")
+        params = _parameters(fn, where)
+        known = set(self._nodes) | set(self.inputs)
+        for p in params:
+            if p not in known:
+                raise ValueError(
+                    f"{where} takes {p!r}, which is neither an input of the flow "
+                    f"({', '.join(self.inputs) or 'none'}) nor a node declared above it "
+                    f"({', '.join(self._nodes) or 'none'}); declare nodes before the nodes "
+                    "that use them (so the graph cannot have a cycle)"
+                )
+        if not params:
+            raise ValueError(f"{where} takes nothing: a node needs an input or another node")
+        map_over = options["map_over"]
+        if map_over is not None and map_over not in params:
+            raise ValueError(f"{where}: map_over={map_over!r} is not one of its parameters")
+        deps = [p for p in params if p in self._nodes]
+        join = options["join"]
+        if isinstance(join, Quorum) and join.k > len(deps):
+            raise ValueError(
+                f"{where}: Quorum({join.k}) over {len(deps)} upstream nodes can never be met"
+            )
+        off_loop = cpu or options["executor"] is not None
+        is_async = inspect.iscoroutinefunction(fn)
+        if off_loop and is_async:
+            raise TypeError(f"{where}: cpu=True/executor= need a plain def, not an async one")
+        kind = "cpu" if off_loop else "async" if is_async else "thread"
+        node: Node[Any] = Node(self, fn, {**options, "name": label, "kind": kind, "params": params})
+        self._nodes[label] = node
+        return node
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        *,
+        timeout: float | None = None,
+        on_timeout: Literal["raise", "partial"] = "raise",
+        **inputs: Any,
+    ) -> FlowResult:
+        """Run the flow once with these inputs; return every node's value and outcome.
+
+        ``timeout`` bounds the whole run: ``on_timeout="raise"`` raises
+        ``TimeoutError``, ``"partial"`` returns what finished (the rest
+        cancelled). Raises :class:`FlowError` when a critical node failed
+        and no join could do without it.
+        """
+        missing = [i for i in self.inputs if i not in inputs]
+        extra = [i for i in inputs if i not in self.inputs]
+        if missing or extra:
+            raise TypeError(
+                f"flow {self.name!r} takes inputs {list(self.inputs)}; "
+                + (f"missing {missing}" if missing else f"unknown {extra}")
+            )
+        if on_timeout not in ("raise", "partial"):
+            raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
+        timeout = check_seconds("timeout", timeout, none=True)
+        if not self._nodes:
+            raise ValueError(f"flow {self.name!r} has no nodes")
+        run = _Run(self, inputs)
+        if timeout is None:
+            await run.execute()
+        elif on_timeout == "raise":
+            with fail_after(timeout):
+                await run.execute()
+        else:
+            with move_on_after(timeout):
+                await run.execute()
+        return run.finish()
+
+    def as_stage(self, input: str, output: Node[R], **stage_options: Any) -> Any:
+        """This flow as a pipeline stage: each item is the ``input``, the stage emits
+        ``output``'s value (``stage_options`` as for ``@cohort.stage``)."""
+        from cohort.pipeline import stage
+
+        if input not in self.inputs or len(self.inputs) != 1:
+            raise ValueError(
+                f"as_stage(input={input!r}): flow {self.name!r} must take exactly that one input"
+            )
+        if not isinstance(output, Node) or output.flow is not self:
+            raise ValueError(f"as_stage(output=...) takes a node of flow {self.name!r}")
+
+        async def per_item(item: Any) -> Any:
+            return (await self.run(**{input: item}))[output]
+
+        per_item.__name__ = self.name
+        stage_options.setdefault("name", self.name)
+        return stage(**stage_options)(per_item)
+
+    # -- looking at it -----------------------------------------------------------------
+
+    def to_mermaid(self) -> str:
+        """The graph as a Mermaid flowchart; fan-in edges carry the join policy."""
+        lines = ["flowchart TD"]
+        for item in self.inputs:
+            lines.append(f"  {item}([{item}])")
+        for node in self._nodes.values():
+            extras = []
+            if not node.critical:
+                extras.append("optional")
+            if node.map_over:
+                extras.append(f"map over {node.map_over}")
+            if node.kind == "cpu":
+                extras.append("cpu")
+            label = node.name + (f"<br/><i>{', '.join(extras)}</i>" if extras else "")
+            lines.append(f'  {node.name}["{label}"]')
+            policy = _policy_label(node.join) if len(node.deps) > 1 else ""
+            for p in node.params:
+                arrow = f'-->|"{policy}"|' if policy and p in node.deps else "-->"
+                lines.append(f"  {p} {arrow} {node.name}")
+        return "\n".join(lines)
+
+
+def _policy_label(join: Join) -> str:
+    if isinstance(join, Quorum):
+        return f"Quorum({join.k})"
+    return f"{type(join).__name__}()"
+
+
+def _parameters(fn: Callable[..., Any], where: str) -> list[str]:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{where}: cannot read the function's parameters ({exc})") from None
+    names = []
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise TypeError(f"{where}: *args/**kwargs cannot be wired; name each parameter")
+        if p.kind is p.POSITIONAL_ONLY:
+            raise TypeError(f"{where}: parameter {p.name!r} is positional-only; nodes get keywords")
+        names.append(p.name)
+    return names
+
+
+class _Run:
+    """One execution of a flow: the nodes' states, and who starts whom."""
+
+    def __init__(self, flow: Flow, inputs: dict[str, Any]) -> None:
+        self.flow = flow
+        self.nodes = flow.by_name
+        self.inputs = inputs
+        self.outcomes: dict[str, Outcome] = {}
+        self.handles: dict[str, Handle[Any]] = {}
+        self.waiting: dict[str, Node[Any]] = dict(self.nodes)  # not started yet
+        self.dependents: dict[str, list[Node[Any]]] = {n: [] for n in self.nodes}
+        for node in self.nodes.values():
+            for d in node.deps:
+                self.dependents[d].append(node)
+        self.group: TaskGroup | None = None
+        self.done: asyncio.Future[None] | None = None
+        self.failure: tuple[str, BaseException] | None = None
+
+    async def execute(self) -> None:
+        self.done = asyncio.get_running_loop().create_future()
+        async with TaskGroup(join=Settle(), name=f"flow {self.flow.name}") as group:
+            self.group = group
+            self._start_ready()
+            self._check_done()
+            try:
+                await self.done
+            finally:
+                group.cancel()  # whatever still runs is not needed any more
+
+    def finish(self) -> FlowResult:
+        for name, handle in self.handles.items():
+            if name not in self.outcomes:
+                self.outcomes[name] = handle.outcome()
+        result = FlowResult(self.flow, self.outcomes)
+        if self.failure is not None:
+            name, exc = self.failure
+            error = FlowError(
+                f"flow {self.flow.name!r}: node {name!r} failed: {type(exc).__name__}: {exc}",
+                node=name,
+                result=result,
+            )
+            raise error from exc
+        return result
+
+    # -- scheduling --------------------------------------------------------------------
+
+    def _start_ready(self) -> None:
+        for node in list(self.waiting.values()):
+            decision = self._decide(node)
+            if decision == "start":
+                self._start(node)
+            elif decision == "impossible":
+                self._impossible(node)
+
+    def _decide(self, node: Node[Any]) -> str:
+        """Whether ``node`` can start now, must wait, or never can."""
+        deps = node.deps
+        if not deps:
+            return "start"
+        ok = failed = 0
+        for d in deps:
+            outcome = self.outcomes.get(d)
+            if outcome is None:
+                continue
+            if outcome.status is _SUCCEEDED or not self.nodes[d].critical:
+                ok += 1  # an optional upstream that failed counts as there (None)
+            else:
+                failed += 1
+        pending = len(deps) - ok - failed
+        join = node.join
+        if isinstance(join, Settle):
+            return "start" if pending == 0 else "wait"
+        need = len(deps) if isinstance(join, Gather) else join.k if isinstance(join, Quorum) else 1
+        if ok >= need:
+            return "start"
+        if ok + pending < need:
+            return "impossible"
+        return "wait"
+
+    def _start(self, node: Node[Any]) -> None:
+        del self.waiting[node.name]
+        assert self.group is not None
+        kwargs = {p: self._argument(node, p) for p in node.params}
+        self.handles[node.name] = self.group.spawn(
+            self._run_node, node, kwargs, name=node.name, critical=False
+        )
+        self._cancel_unneeded(node)
+
+    def _argument(self, node: Node[Any], param: str) -> Any:
+        if param in self.inputs:
+            return self.inputs[param]
+        outcome = self.outcomes.get(param)
+        if isinstance(node.join, Settle):
+            return outcome
+        if outcome is not None and outcome.status is _SUCCEEDED:
+            return outcome.value
+        return None  # an upstream that did not make it (quorum, first-wins, optional)
+
+    def _cancel_unneeded(self, started: Node[Any]) -> None:
+        """Cancel the upstreams of ``started`` still running that nobody else waits for."""
+        for d in started.deps:
+            handle = self.handles.get(d)
+            if handle is None or d in self.outcomes or not self.dependents[d]:
+                continue  # not started, finished, or a sink (its value is an output)
+            if not any(dep.name in self.waiting for dep in self.dependents[d]):
+                handle.cancel()
+
+    def _impossible(self, node: Node[Any]) -> None:
+        """``node`` can never start: what it needed failed."""
+        del self.waiting[node.name]
+        failed = [
+            d for d in node.deps if d in self.outcomes and self.outcomes[d].status is not _SUCCEEDED
+        ]
+        error = UpstreamFailed(f"node {node.name!r} needed {failed}, which did not succeed")
+        self.outcomes[node.name] = Outcome(
+            node.name, _FAILED, None, error, node.critical, None, None, 0
+        )
+        cause = self._root_cause(node)
+        emit("warning", "flow.node_skipped", flow=self.flow.name, node=node.name, missing=failed)
+        if node.critical:
+            self._fail(
+                node.name if cause is None else cause[0], error if cause is None else cause[1]
+            )
+        self._settled(node)
+
+    def _root_cause(self, node: Node[Any]) -> tuple[str, BaseException] | None:
+        for d in node.deps:
+            outcome = self.outcomes.get(d)
+            if outcome is not None and outcome.status is not _SUCCEEDED and outcome.error:
+                if isinstance(outcome.error, UpstreamFailed):
+                    deeper = self._root_cause(self.nodes[d])
+                    if deeper is not None:
+                        return deeper
+                return d, outcome.error
+        return None
+
+    async def _run_node(self, node: Node[Any], kwargs: dict[str, Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        tally = [1]
+        emit("debug", "flow.node_started", flow=self.flow.name, node=node.name)
+        try:
+            value = await self._call(node, kwargs, tally)
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            status = (
+                _TIMED_OUT
+                if isinstance(exc, TimeoutError)
+                else _CANCELLED
+                if cancelled
+                else _FAILED
+            )
+            self._record(
+                node,
+                Outcome(
+                    node.name,
+                    status,
+                    None,
+                    None if cancelled else exc,
+                    node.critical,
+                    started,
+                    loop.time(),
+                    tally[0],
+                ),
+            )
+            if cancelled:  # the run is ending, or nobody needs it: no one to start
+                self._check_done()
+                raise
+            if node.critical and not self._tolerated(node):
+                self._fail(node.name, exc)
+            self._settled(node)
+            raise
+        self._record(
+            node,
+            Outcome(
+                node.name, _SUCCEEDED, value, None, node.critical, started, loop.time(), tally[0]
+            ),
+        )
+        self._settled(node)
+        return value
+
+    def _record(self, node: Node[Any], outcome: Outcome) -> None:
+        self.outcomes[node.name] = outcome
+        emit(
+            "info" if outcome.status is _SUCCEEDED else "warning",
+            "flow.node_done",
+            flow=self.flow.name,
+            node=node.name,
+            status=outcome.status.value,
+            attempts=outcome.attempts,
+        )
+
+    def _tolerated(self, node: Node[Any]) -> bool:
+        """Whether a failure of ``node`` can be done without: every node that takes it
+        joins under a policy that may still start without it (a sink never is)."""
+        dependents = self.dependents[node.name]
+        if not dependents:
+            return False
+        return all(
+            dep.name not in self.waiting or self._decide(dep) != "impossible" for dep in dependents
+        )
+
+    async def _call(self, node: Node[Any], kwargs: dict[str, Any], tally: list[int]) -> Any:
+        if node.map_over is None:
+            invoke = functools.partial(self._once, node, kwargs)
+        else:
+            invoke = functools.partial(self._map, node, kwargs)
+        if node.retry is not None:
+            return await attempt_all(node.retry, invoke, node.name, tally)
+        return await invoke()
+
+    async def _once(self, node: Node[Any], kwargs: dict[str, Any]) -> Any:
+        if node.timeout is None:
+            return await self._invoke(node, kwargs)
+        with fail_after(node.timeout):
+            return await self._invoke(node, kwargs)
+
+    async def _invoke(self, node: Node[Any], kwargs: dict[str, Any]) -> Any:
+        if node.kind == "async":
+            return await node.fn(**kwargs)
+        if node.kind == "thread":
+            return await asyncio.to_thread(node.fn, **kwargs)
+        from cohort.bridge import to_process
+
+        return await to_process(functools.partial(node.fn, **kwargs), executor=node.executor)
+
+    async def _map(self, node: Node[Any], kwargs: dict[str, Any]) -> list[Any]:
+        assert node.map_over is not None
+        elements = kwargs[node.map_over]
+        if isinstance(elements, str | bytes) or not isinstance(elements, Iterable):
+            raise TypeError(
+                f"node {node.name!r} maps over {node.map_over!r}, which is not a collection "
+                f"of elements: {type(elements).__name__}"
+            )
+        items = list(elements)
+        if node.kind == "cpu" and node.timeout is None:
+            from cohort.bridge import default_executor
+
+            executor = node.executor if node.executor is not None else await default_executor()
+            rest = {k: v for k, v in kwargs.items() if k != node.map_over}
+            fn = functools.partial(_call_with, node.fn, node.map_over, rest)
+            return list(await executor.map(fn, items))
+        async with TaskGroup(limit=node.limit, name=f"{node.name} map") as group:
+            for i, item in enumerate(items):
+                group.spawn(
+                    self._once, node, {**kwargs, node.map_over: item}, name=f"{node.name}[{i}]"
+                )
+        return group.results
+
+    # -- ending ------------------------------------------------------------------------
+
+    def _settled(self, node: Node[Any]) -> None:
+        """``node`` ended: start what it unblocked, and see whether the run is over."""
+        for dependent in self.dependents[node.name]:
+            if dependent.name in self.waiting:
+                decision = self._decide(dependent)
+                if decision == "start":
+                    self._start(dependent)
+                elif decision == "impossible":
+                    self._impossible(dependent)
+        self._check_done()
+
+    def _fail(self, name: str, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = (name, exc)
+        self._finish_now()
+
+    def _check_done(self) -> None:
+        """Over when no critical node is waiting or running."""
+        for n, node in self.nodes.items():
+            if node.critical and n not in self.outcomes:
+                return
+        self._finish_now()
+
+    def _finish_now(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+
+def _call_with(fn: Callable[..., Any], param: str, rest: dict[str, Any], item: Any) -> Any:
+    """In a worker: ``fn(**rest, param=item)`` (a ``map_over`` node's call on one element)."""
+    return fn(**rest, **{param: item})

@@ -1,0 +1,437 @@
+"""cohort.Flow: wiring checked at definition, who starts when, who is cancelled, results.
+
+Timing semantics on the virtual clock: every assertion on times is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, assert_type
+
+import pytest
+
+import _flow_funcs as ff
+import cohort
+from _util import now
+from cohort.testing import wait_all_tasks_blocked
+
+vc = pytest.mark.virtual_clock
+
+
+def timed(log: dict[str, tuple[float, float]], name: str, seconds: float, value: Any) -> Any:
+    """An async node body that sleeps ``seconds`` and records when it ran."""
+
+    async def body(**_: Any) -> Any:
+        start = now()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            log[name] = (start, now())
+        return value
+
+    return body
+
+
+def diamond() -> tuple[cohort.Flow, dict[str, tuple[float, float]]]:
+    log: dict[str, tuple[float, float]] = {}
+    flow = cohort.Flow("diamond", inputs=["x"])
+
+    @flow.node
+    async def a(x: int) -> int:
+        await asyncio.sleep(1)
+        return x + 1
+
+    @flow.node
+    async def b(a: int) -> int:
+        await asyncio.sleep(2)
+        return a * 10
+
+    @flow.node
+    async def c(a: int) -> int:
+        await asyncio.sleep(3)
+        return a * 100
+
+    @flow.node
+    async def d(b: int, c: int) -> int:
+        log["d"] = (now(), now())
+        return b + c
+
+    return flow, log
+
+
+@vc
+async def test_values_flow_along_the_edges_and_a_join_waits_for_all() -> None:
+    flow, log = diamond()
+    result = await flow.run(x=1)
+    assert result["d"] == 220
+    assert log["d"][0] == 4.0  # a (1 s), then b and c together (3 s)
+    assert result.outcome("b").status is cohort.ChildStatus.SUCCEEDED
+    assert (result.outcome("c").started, result.outcome("c").ended) == (1.0, 4.0)
+    assert result.values == {"a": 2, "b": 20, "c": 200, "d": 220}
+
+
+@vc
+async def test_a_node_starts_when_its_own_policy_is_met_not_level_by_level() -> None:
+    flow = cohort.Flow("eager", inputs=["x"])
+    started: dict[str, float] = {}
+
+    @flow.node
+    async def fast(x: int) -> int:
+        await asyncio.sleep(1)
+        return x
+
+    @flow.node
+    async def slow(x: int) -> int:
+        await asyncio.sleep(5)
+        return x
+
+    @flow.node
+    async def after_fast(fast: int) -> int:
+        started["after_fast"] = now()
+        return fast
+
+    @flow.node
+    async def both(slow: int, after_fast: int) -> int:
+        started["both"] = now()
+        return slow + after_fast
+
+    result = await flow.run(x=2)
+    assert started == {"after_fast": 1.0, "both": 5.0}
+    assert result[both] == 4
+
+
+@vc
+async def test_quorum_starts_at_the_kth_success_and_cancels_the_unneeded_rest() -> None:
+    flow = cohort.Flow("recs", inputs=["user"])
+    log: dict[str, tuple[float, float]] = {}
+    for name, seconds in (("s1", 1.0), ("s2", 2.0), ("s3", 9.0)):
+        flow.node(name=name)(_with_user(timed(log, name, seconds, name)))
+
+    @flow.node(join=cohort.Quorum(2))
+    async def merged(s1: str | None, s2: str | None, s3: str | None) -> list[str]:
+        log["merged"] = (now(), now())
+        return [s for s in (s1, s2, s3) if s is not None]
+
+    result = await flow.run(user="u")
+    assert result[merged] == ["s1", "s2"]
+    assert log["merged"][0] == 2.0
+    assert result.outcome("s3").status is cohort.ChildStatus.CANCELLED
+    assert log["s3"] == (0.0, 2.0)  # cancelled the moment the quorum was met
+
+
+def _with_user(body: Any) -> Any:
+    async def node(user: str) -> Any:
+        return await body()
+
+    return node
+
+
+@vc
+async def test_an_upstream_another_node_still_needs_is_not_cancelled() -> None:
+    flow = cohort.Flow("shared", inputs=["x"])
+    log: dict[str, tuple[float, float]] = {}
+    flow.node(name="quick")(_with_x(timed(log, "quick", 1.0, 1)))
+    flow.node(name="slow")(_with_x(timed(log, "slow", 4.0, 4)))
+
+    @flow.node(join=cohort.FirstWins())
+    async def first(quick: int | None, slow: int | None) -> int:
+        return quick if quick is not None else slow or 0
+
+    @flow.node
+    async def needs_slow(slow: int) -> int:
+        return slow * 2
+
+    result = await flow.run(x=0)
+    assert result[first] == 1
+    assert result[needs_slow] == 8
+    assert log["slow"] == (0.0, 4.0)  # ran to its end: needs_slow waited for it
+
+
+def _with_x(body: Any) -> Any:
+    async def node(x: int) -> Any:
+        return await body()
+
+    return node
+
+
+@vc
+async def test_settle_passes_outcomes_and_runs_after_every_upstream_ended() -> None:
+    flow = cohort.Flow("settle", inputs=["x"])
+
+    @flow.node
+    async def ok(x: int) -> int:
+        await asyncio.sleep(1)
+        return x
+
+    @flow.node
+    async def bad(x: int) -> int:
+        await asyncio.sleep(2)
+        raise ValueError("bad")
+
+    @flow.node(join=cohort.Settle())
+    async def report(ok: cohort.Outcome, bad: cohort.Outcome) -> str:
+        assert now() == 2.0
+        return f"{ok.status.value} {ok.value} / {bad.status.value} {bad.error!r}"
+
+    result = await flow.run(x=5)
+    assert result[report] == "succeeded 5 / failed ValueError('bad')"
+
+
+@vc
+async def test_a_failed_critical_node_fails_the_flow_and_cancels_the_rest() -> None:
+    flow = cohort.Flow("fails", inputs=["x"])
+    log: dict[str, tuple[float, float]] = {}
+    flow.node(name="long")(_with_x(timed(log, "long", 10.0, 1)))
+
+    @flow.node
+    async def broken(x: int) -> int:
+        await asyncio.sleep(1)
+        raise KeyError("missing")
+
+    @flow.node
+    async def joined(long: int, broken: int) -> int:
+        return long + broken
+
+    with pytest.raises(cohort.FlowError, match="node 'broken' failed: KeyError") as info:
+        await flow.run(x=1)
+    assert isinstance(info.value.__cause__, KeyError)
+    assert info.value.node == "broken"
+    assert log["long"] == (0.0, 1.0)  # cancelled at once
+    outcomes = info.value.result.outcomes
+    assert outcomes["joined"].status is cohort.ChildStatus.FAILED  # never ran
+    assert outcomes["long"].status is cohort.ChildStatus.CANCELLED
+
+
+@vc
+async def test_a_quorum_tolerates_failures_until_it_cannot_be_met() -> None:
+    flow = cohort.Flow("q", inputs=["fail"])
+
+    def source(name: str, seconds: float) -> Any:
+        async def node(fail: list[str]) -> str:
+            await asyncio.sleep(seconds)
+            if name in fail:
+                raise RuntimeError(name)
+            return name
+
+        return node
+
+    for name, seconds in (("r1", 1), ("r2", 2), ("r3", 3)):
+        flow.node(name=name)(source(name, seconds))
+
+    @flow.node(join=cohort.Quorum(2))
+    async def read(r1: str | None, r2: str | None, r3: str | None) -> str:
+        return ",".join(r for r in (r1, r2, r3) if r)
+
+    assert (await flow.run(fail=["r1"]))[read] == "r2,r3"
+    with pytest.raises(cohort.FlowError, match="r2"):
+        await flow.run(fail=["r1", "r2"])  # cannot reach 2: fails at 2 s, r3 cancelled
+    assert now() == 3.0 + 2.0
+
+
+@vc
+async def test_an_optional_node_may_fail_or_be_cut_short() -> None:
+    flow = cohort.Flow("page", inputs=["key"])
+
+    @flow.node(critical=False)
+    async def reviews(key: str) -> int:
+        await asyncio.sleep(1)
+        raise ConnectionError("down")
+
+    @flow.node(critical=False)
+    async def ads(key: str) -> str:
+        await asyncio.sleep(100)
+        return "ad"
+
+    @flow.node
+    async def render(key: str, reviews: int | None) -> str:
+        return f"{key}: {reviews}"
+
+    result = await flow.run(key="k")
+    assert result[render] == "k: None"  # its optional input failed: None
+    assert now() == 1.0  # not waiting for the optional ads
+    assert result.outcome(ads).status is cohort.ChildStatus.CANCELLED
+    assert isinstance(result.outcome(reviews).error, ConnectionError)
+    assert result.get(ads, "none") == "none"
+    with pytest.raises(LookupError, match="ads"):
+        result[ads]
+
+
+@vc
+async def test_run_timeout_raises_or_returns_what_finished() -> None:
+    flow, _ = diamond()
+    with pytest.raises(TimeoutError):
+        await flow.run(x=1, timeout=2.5)
+    assert now() == 2.5
+    result = await flow.run(x=1, timeout=3.5, on_timeout="partial")
+    assert result.values == {"a": 2, "b": 20}
+    assert result.outcome("c").status is cohort.ChildStatus.CANCELLED
+    assert result.outcome("d").status is cohort.ChildStatus.PENDING
+
+
+@vc
+async def test_node_timeout_and_retry_with_attempts_in_the_outcome() -> None:
+    flow = cohort.Flow("retry", inputs=["x"])
+    calls: list[float] = []
+
+    @flow.node(timeout=1.0, retry=cohort.Retry(attempts=3, backoff=0.5, jitter=False))
+    async def flaky(x: int) -> int:
+        calls.append(now())
+        if len(calls) < 3:
+            await asyncio.sleep(5)  # times out
+        return x
+
+    result = await flow.run(x=3)
+    assert result[flaky] == 3
+    assert calls == [0.0, 1.5, 3.5]
+    assert result.outcome(flaky).attempts == 3
+
+
+@vc
+async def test_map_over_a_collection_with_a_limit() -> None:
+    flow = cohort.Flow("mapreduce", inputs=["n"])
+
+    @flow.node
+    async def parts(n: int) -> list[int]:
+        return list(range(n))
+
+    @flow.node(map_over="parts", limit=2)
+    async def square(parts: int) -> int:
+        await asyncio.sleep(1)
+        return parts * parts
+
+    @flow.node
+    async def reduce(square: list[int]) -> int:
+        return sum(square)
+
+    result = await flow.run(n=5)
+    assert result[square] == [0, 1, 4, 9, 16]
+    assert result[reduce] == 30
+    assert now() == 3.0  # 5 elements, 2 at a time
+
+
+async def test_cpu_nodes_map_over_partitions_in_worker_processes() -> None:
+    flow = cohort.Flow("count", inputs=["data", "parts"])
+    flow.node(cpu=True)(ff.partition)
+    flow.node(name="count", cpu=True, map_over="partition")(ff.count)
+    flow.node(cpu=True)(ff.total)
+    async with cohort.ProcessPool(2) as pool:
+        cohort.set_default_executor(pool)
+        try:
+            result = await flow.run(data=list(range(3000)), parts=4)
+        finally:
+            cohort.set_default_executor(None)
+    assert result["total"] == 1000
+    assert len(result["count"]) == 4
+
+
+@vc
+async def test_the_same_flow_runs_concurrently_and_cancelling_leaves_nothing() -> None:
+    flow, _ = diamond()
+    results = await asyncio.gather(*(flow.run(x=i) for i in range(5)))
+    assert [r["d"] for r in results] == [110 * (i + 1) for i in range(5)]
+    before = len(asyncio.all_tasks())
+    task = asyncio.ensure_future(flow.run(x=1))
+    await asyncio.sleep(1.5)
+    assert len(asyncio.all_tasks()) > before + 1  # the run and its nodes
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_all_tasks_blocked()
+    assert len(asyncio.all_tasks()) == before
+
+
+@vc
+async def test_task_tree_shows_a_running_flow_and_events_are_emitted(
+    events: list[Any],
+) -> None:
+    flow, _ = diamond()
+    task = asyncio.ensure_future(flow.run(x=1))
+    await asyncio.sleep(1.5)
+    tree = str(cohort.task_tree())
+    assert "flow diamond" in tree
+    assert "b" in tree
+    await task
+    done = [(e["node"], e["status"]) for e in events if e["event"] == "flow.node_done"]
+    assert done == [("a", "succeeded"), ("b", "succeeded"), ("c", "succeeded"), ("d", "succeeded")]
+
+
+@vc
+async def test_a_flow_as_a_pipeline_stage() -> None:
+    flow, _ = diamond()
+    d = flow.nodes[-1]
+    per_item = flow.as_stage(input="x", output=d, workers=4)
+    report = await per_item.run([1, 2, 3])
+    assert report.outputs == [220, 330, 440]
+
+
+def test_to_mermaid_draws_inputs_nodes_and_join_policies() -> None:
+    flow = cohort.Flow("m", inputs=["x"])
+    flow.node(name="a")(_with_x(timed({}, "a", 0, 1)))
+    flow.node(name="b")(_with_x(timed({}, "b", 0, 1)))
+
+    @flow.node(join=cohort.Quorum(1), critical=False)
+    async def c(a: int | None, b: int | None) -> int:
+        return 0
+
+    text = flow.to_mermaid()
+    assert text.splitlines()[0] == "flowchart TD"
+    assert "  x([x])" in text
+    assert '  a -->|"Quorum(1)"| c' in text
+    assert "optional" in text
+
+
+def test_wiring_mistakes_are_errors_at_definition() -> None:
+    flow = cohort.Flow("bad", inputs=["x"])
+
+    @flow.node
+    async def a(x: int) -> int:
+        return x
+
+    with pytest.raises(ValueError, match=r"node 'b' takes 'later'.*declare nodes before"):
+
+        @flow.node
+        async def b(later: int) -> int:
+            return later
+
+    with pytest.raises(ValueError, match="already taken"):
+        flow.node(name="a")(_with_x(timed({}, "a", 0, 1)))
+    with pytest.raises(ValueError, match="already taken"):
+        flow.node(name="x")(_with_x(timed({}, "x", 0, 1)))
+    with pytest.raises(TypeError, match=r"\*args"):
+        flow.node(name="star")(lambda *xs: xs)
+    with pytest.raises(ValueError, match=r"Quorum\(2\) over 1 upstream"):
+        flow.node(name="q", join=cohort.Quorum(2))(lambda a: a)
+    with pytest.raises(ValueError, match="map_over='y'"):
+        flow.node(name="m", map_over="y")(lambda a: a)
+    with pytest.raises(ValueError, match="limit= goes with map_over="):
+        flow.node(name="l", limit=2)(lambda a: a)
+    with pytest.raises(TypeError, match="join="):
+        flow.node(name="j", join="all")(lambda a: a)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="plain def"):
+        flow.node(name="c", cpu=True)(a.fn)
+    with pytest.raises(ValueError, match="takes nothing"):
+        flow.node(name="n")(lambda: 1)
+    assert [n.name for n in flow.nodes] == ["a"]  # nothing half-added
+
+
+async def test_run_checks_its_inputs() -> None:
+    flow, _ = diamond()
+    with pytest.raises(TypeError, match=r"missing \['x'\]"):
+        await flow.run()
+    with pytest.raises(TypeError, match=r"unknown \['y'\]"):
+        await flow.run(x=1, y=2)
+    with pytest.raises(ValueError, match="on_timeout"):
+        await flow.run(x=1, on_timeout="ignore")  # type: ignore[arg-type]
+
+
+@vc
+async def test_results_are_typed_by_node() -> None:
+    flow = cohort.Flow("typed", inputs=["x"])
+
+    @flow.node
+    async def text(x: int) -> str:
+        return str(x)
+
+    result = await flow.run(x=7)
+    assert_type(result[text], str)
+    assert result[text] == "7"
