@@ -32,6 +32,8 @@ ALLOWED = {
         "set by spawn(retry=) only, so that the handle's constructors cost no more"
     ),
     ("cohort/_resilience.py", "bulkhead._on_idle"): "same module (KeyedBulkhead drops idle ones)",
+    **{("cohort/_flow.py", expr): "same module (a run reads its flow's plan)"
+       for expr in ("flow._dependents", "flow._n_critical", "self.flow._roots")},
 }  # fmt: skip
 
 

@@ -18,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, Literal, TypeAlias, TypeVar, overload
 
 from cohort._exceptions import CohortError
-from cohort._group import TaskGroup
+from cohort._group import TaskGroup, clock_of
 from cohort._handle import ChildStatus, Handle, Outcome
-from cohort._observe import emit
+from cohort._observe import EVENTS, emit
 from cohort._policies import FirstWins, Gather, Quorum, Settle
 from cohort._retry import Retry, attempt_all
 from cohort._scopes import fail_after, move_on_after
@@ -62,6 +63,7 @@ class Node(Generic[R]):
     """A step of a :class:`Flow` (made by ``@flow.node``); ``result[node]`` is its value."""
 
     __slots__ = (
+        "cancellable",
         "critical",
         "deps",
         "executor",
@@ -75,6 +77,7 @@ class Node(Generic[R]):
         "name",
         "params",
         "retry",
+        "simple",
         "timeout",
     )
 
@@ -93,6 +96,14 @@ class Node(Generic[R]):
         self.params: list[str] = options["params"]
         self.deps: list[str] = [p for p in self.params if p in flow.by_name]
         self.inputs: list[str] = [p for p in self.params if p not in flow.by_name]
+        self.cancellable = False  # set when a quorum or race takes it (it may be cut short)
+        # Awaited directly, without the wrappers a timeout, a retry or a map needs.
+        self.simple = (
+            self.kind == "async"
+            and self.timeout is None
+            and self.retry is None
+            and not self.map_over
+        )
 
     def __repr__(self) -> str:
         return f"<cohort.Node {self.flow.name}.{self.name}>"
@@ -102,46 +113,50 @@ class FlowResult:
     """What a flow run produced: ``result[node]`` (or ``result["name"]``) is a node's
     value, ``result.outcome(node)`` how it ended (status, times, attempts, error)."""
 
-    def __init__(self, flow: Flow, outcomes: dict[str, Outcome]) -> None:
-        self.flow = flow
-        self._outcomes = outcomes
+    __slots__ = ("_run", "flow")
+
+    def __init__(self, run: _Run) -> None:
+        self.flow = run.flow
+        self._run = run
 
     @overload
     def __getitem__(self, node: Node[R]) -> R: ...
     @overload
     def __getitem__(self, node: str) -> Any: ...
     def __getitem__(self, node: Node[Any] | str) -> Any:
-        outcome = self.outcome(node)
-        if outcome.status is not _SUCCEEDED:
-            raise LookupError(f"node {outcome.name!r} has no value: it {outcome.status.value}")
-        return outcome.value
+        name = node if isinstance(node, str) else node.name
+        run = self._run
+        if run.status.get(name) is _SUCCEEDED:
+            return run.values[name]
+        outcome = self.outcome(name)
+        raise LookupError(f"node {name!r} has no value: it {outcome.status.value}")
 
     def get(self, node: Node[R] | str, default: Any = None) -> R | Any:
         """The node's value, or ``default`` if it did not succeed."""
-        outcome = self._outcomes.get(node if isinstance(node, str) else node.name)
-        return outcome.value if outcome is not None and outcome.status is _SUCCEEDED else default
+        name = node if isinstance(node, str) else node.name
+        run = self._run
+        return run.values[name] if run.status.get(name) is _SUCCEEDED else default
 
     def outcome(self, node: Node[Any] | str) -> Outcome:
         """How the node ended (``PENDING`` if it never started)."""
         name = node if isinstance(node, str) else node.name
         if name not in self.flow.by_name:
             raise KeyError(f"flow {self.flow.name!r} has no node {name!r}")
-        return self._outcomes.get(name) or Outcome(
-            name, ChildStatus.PENDING, None, None, self.flow.by_name[name].critical, None, None, 0
-        )
+        return self._run.outcome(name)
 
     @property
     def outcomes(self) -> dict[str, Outcome]:
         """Every node's outcome, by name, in declaration order."""
-        return {name: self.outcome(name) for name in self.flow.by_name}
+        return {name: self._run.outcome(name) for name in self.flow.by_name}
 
     @property
     def values(self) -> dict[str, Any]:
         """The values of the nodes that succeeded, by name."""
-        return {n: o.value for n, o in self.outcomes.items() if o.status is _SUCCEEDED}
+        run = self._run
+        return {n: run.values[n] for n in self.flow.by_name if run.status.get(n) is _SUCCEEDED}
 
     def __repr__(self) -> str:
-        done = sum(o.status is _SUCCEEDED for o in self._outcomes.values())
+        done = sum(s is _SUCCEEDED for s in self._run.status.values())
         return f"<cohort.FlowResult {self.flow.name!r} {done}/{len(self.flow.by_name)} succeeded>"
 
 
@@ -182,6 +197,9 @@ class Flow:
         if len(set(self.inputs)) != len(self.inputs):
             raise ValueError(f"flow {name!r}: an input is named twice in {list(self.inputs)}")
         self._nodes: dict[str, Node[Any]] = {}
+        self._dependents: dict[str, list[Node[Any]]] = {}  # who takes each node
+        self._roots: list[Node[Any]] = []  # nodes that take only inputs
+        self._n_critical = 0
 
     def __repr__(self) -> str:
         return f"<cohort.Flow {self.name!r} {len(self._nodes)} nodes>"
@@ -320,6 +338,14 @@ class Flow:
         kind = "cpu" if off_loop else "async" if is_async else "thread"
         node: Node[Any] = Node(self, fn, {**options, "name": label, "kind": kind, "params": params})
         self._nodes[label] = node
+        self._dependents[label] = []
+        for d in node.deps:
+            self._dependents[d].append(node)
+            if isinstance(join, Quorum | FirstWins):
+                self._nodes[d].cancellable = True
+        if not node.deps:
+            self._roots.append(node)
+        self._n_critical += node.critical
         return node
 
     # -- running -----------------------------------------------------------------------
@@ -426,39 +452,73 @@ def _parameters(fn: Callable[..., Any], where: str) -> list[str]:
 
 
 class _Run:
-    """One execution of a flow: the nodes' states, and who starts whom."""
+    """One execution of a flow: the nodes' states, and who starts whom.
+
+    Per node it keeps counters of its upstreams that succeeded (or were
+    optional) and that failed, updated as each ends, so deciding whether a
+    node may start costs the same however wide the graph.
+    """
+
+    __slots__ = (
+        "clock",
+        "critical_left",
+        "dependents",
+        "done",
+        "ended",
+        "errors",
+        "failure",
+        "flow",
+        "group",
+        "handles",
+        "inputs",
+        "launched",
+        "n_bad",
+        "n_ok",
+        "nodes",
+        "started",
+        "status",
+        "tallies",
+        "values",
+        "waiting",
+    )
 
     def __init__(self, flow: Flow, inputs: dict[str, Any]) -> None:
         self.flow = flow
         self.nodes = flow.by_name
         self.inputs = inputs
-        self.outcomes: dict[str, Outcome] = {}
-        self.handles: dict[str, Handle[Any]] = {}
+        self.values: dict[str, Any] = {}
+        self.status: dict[str, ChildStatus] = {}
+        self.errors: dict[str, BaseException] = {}
+        self.tallies: dict[str, list[int]] = {}
+        self.handles: dict[str, Handle[Any]] = {}  # of the nodes that may be cancelled
+        self.launched: set[str] = set()
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.clock = time.monotonic
         self.waiting: dict[str, Node[Any]] = dict(self.nodes)  # not started yet
-        self.dependents: dict[str, list[Node[Any]]] = {n: [] for n in self.nodes}
-        for node in self.nodes.values():
-            for d in node.deps:
-                self.dependents[d].append(node)
+        self.dependents = flow._dependents
+        self.n_ok = dict.fromkeys(self.nodes, 0)
+        self.n_bad = dict.fromkeys(self.nodes, 0)
+        self.critical_left = flow._n_critical
         self.group: TaskGroup | None = None
         self.done: asyncio.Future[None] | None = None
         self.failure: tuple[str, BaseException] | None = None
 
     async def execute(self) -> None:
-        self.done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.clock = clock_of(loop)
+        self.done = loop.create_future()
         async with TaskGroup(join=Settle(), name=f"flow {self.flow.name}") as group:
             self.group = group
-            self._start_ready()
-            self._check_done()
+            for node in self.flow._roots:
+                self._start(node)
             try:
                 await self.done
             finally:
                 group.cancel()  # whatever still runs is not needed any more
 
     def finish(self) -> FlowResult:
-        for name, handle in self.handles.items():
-            if name not in self.outcomes:
-                self.outcomes[name] = handle.outcome()
-        result = FlowResult(self.flow, self.outcomes)
+        result = FlowResult(self)
         if self.failure is not None:
             name, exc = self.failure
             error = FlowError(
@@ -469,163 +529,213 @@ class _Run:
             raise error from exc
         return result
 
+    def outcome(self, name: str) -> Outcome:
+        """Node ``name``'s record, made when asked for (a run makes none of its own)."""
+        node = self.nodes[name]
+        status = self.status.get(name)
+        started = self.started.get(name)
+        if status is None:  # never started, or cancelled before it ran at all
+            status = _CANCELLED if name in self.launched else ChildStatus.PENDING
+        tally = self.tallies.get(name)
+        return Outcome(
+            name,
+            status,
+            self.values.get(name),
+            self.errors.get(name),
+            node.critical,
+            started,
+            self.ended.get(name),
+            tally[0] if tally else (1 if started is not None else 0),
+        )
+
     # -- scheduling --------------------------------------------------------------------
 
-    def _start_ready(self) -> None:
-        for node in list(self.waiting.values()):
-            decision = self._decide(node)
-            if decision == "start":
-                self._start(node)
-            elif decision == "impossible":
-                self._impossible(node)
-
-    def _decide(self, node: Node[Any]) -> str:
-        """Whether ``node`` can start now, must wait, or never can."""
-        deps = node.deps
-        if not deps:
-            return "start"
-        ok = failed = 0
-        for d in deps:
-            outcome = self.outcomes.get(d)
-            if outcome is None:
-                continue
-            if outcome.status is _SUCCEEDED or not self.nodes[d].critical:
-                ok += 1  # an optional upstream that failed counts as there (None)
-            else:
-                failed += 1
-        pending = len(deps) - ok - failed
+    def _decide(self, node: Node[Any]) -> int:
+        """1: ``node`` can start now; 0: it must wait; -1: it never can."""
+        n = len(node.deps)
+        ok = self.n_ok[node.name]
+        pending = n - ok - self.n_bad[node.name]
         join = node.join
-        if isinstance(join, Settle):
-            return "start" if pending == 0 else "wait"
-        need = len(deps) if isinstance(join, Gather) else join.k if isinstance(join, Quorum) else 1
+        if type(join) is Gather:
+            need = n
+        elif type(join) is Settle:
+            return 1 if pending == 0 else 0
+        elif type(join) is Quorum:
+            need = join.k
+        else:  # FirstWins
+            need = 1
         if ok >= need:
-            return "start"
-        if ok + pending < need:
-            return "impossible"
-        return "wait"
+            return 1
+        return -1 if ok + pending < need else 0
 
     def _start(self, node: Node[Any]) -> None:
-        del self.waiting[node.name]
+        """Start ``node`` as a child of the run's group."""
+        kwargs = self._launch(node)
         assert self.group is not None
-        kwargs = {p: self._argument(node, p) for p in node.params}
-        self.handles[node.name] = self.group.spawn(
-            self._run_node, node, kwargs, name=node.name, critical=False
-        )
-        self._cancel_unneeded(node)
+        if node.cancellable:  # a quorum or a race may cancel it: keep its handle
+            self.handles[node.name] = self.group.spawn(
+                self._run_node, node, kwargs, name=node.name, critical=False
+            )
+        else:
+            self.group.start_soon(self._run_node, node, kwargs, name=node.name, critical=False)
 
-    def _argument(self, node: Node[Any], param: str) -> Any:
-        if param in self.inputs:
-            return self.inputs[param]
-        outcome = self.outcomes.get(param)
-        if isinstance(node.join, Settle):
-            return outcome
-        if outcome is not None and outcome.status is _SUCCEEDED:
-            return outcome.value
-        return None  # an upstream that did not make it (quorum, first-wins, optional)
+    def _launch(self, node: Node[Any]) -> dict[str, Any]:
+        """Mark ``node`` started and return its arguments."""
+        del self.waiting[node.name]
+        self.launched.add(node.name)
+        inputs, values = self.inputs, self.values
+        if type(node.join) is Settle:
+            kwargs = {p: inputs[p] if p in inputs else self.outcome(p) for p in node.params}
+        else:  # an upstream that did not make it (quorum, first-wins, optional): None
+            kwargs = {p: inputs[p] if p in inputs else values.get(p) for p in node.params}
+        if node.deps and len(node.deps) > self.n_ok[node.name] + self.n_bad[node.name]:
+            self._cancel_unneeded(node)
+        return kwargs
 
     def _cancel_unneeded(self, started: Node[Any]) -> None:
         """Cancel the upstreams of ``started`` still running that nobody else waits for."""
         for d in started.deps:
             handle = self.handles.get(d)
-            if handle is None or d in self.outcomes or not self.dependents[d]:
+            if handle is None or d in self.status or not self.dependents[d]:
                 continue  # not started, finished, or a sink (its value is an output)
             if not any(dep.name in self.waiting for dep in self.dependents[d]):
                 handle.cancel()
 
-    def _impossible(self, node: Node[Any]) -> None:
-        """``node`` can never start: what it needed failed."""
-        del self.waiting[node.name]
-        failed = [
-            d for d in node.deps if d in self.outcomes and self.outcomes[d].status is not _SUCCEEDED
-        ]
-        error = UpstreamFailed(f"node {node.name!r} needed {failed}, which did not succeed")
-        self.outcomes[node.name] = Outcome(
-            node.name, _FAILED, None, error, node.critical, None, None, 0
-        )
-        cause = self._root_cause(node)
-        emit("warning", "flow.node_skipped", flow=self.flow.name, node=node.name, missing=failed)
-        if node.critical:
-            self._fail(
-                node.name if cause is None else cause[0], error if cause is None else cause[1]
-            )
-        self._settled(node)
+    async def _run_node(self, node: Node[Any], kwargs: dict[str, Any]) -> None:
+        """Run ``node``, then, in the same task, a node it was the last to unblock
+        (one task per chain instead of one per node)."""
+        nxt: tuple[Node[Any], dict[str, Any]] | None = (node, kwargs)
+        while nxt is not None:
+            node, kwargs = nxt
+            nxt = await self._run_one(node, kwargs)
 
-    def _root_cause(self, node: Node[Any]) -> tuple[str, BaseException] | None:
-        for d in node.deps:
-            outcome = self.outcomes.get(d)
-            if outcome is not None and outcome.status is not _SUCCEEDED and outcome.error:
-                if isinstance(outcome.error, UpstreamFailed):
-                    deeper = self._root_cause(self.nodes[d])
-                    if deeper is not None:
-                        return deeper
-                return d, outcome.error
-        return None
-
-    async def _run_node(self, node: Node[Any], kwargs: dict[str, Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        tally = [1]
-        emit("debug", "flow.node_started", flow=self.flow.name, node=node.name)
+    async def _run_one(
+        self, node: Node[Any], kwargs: dict[str, Any]
+    ) -> tuple[Node[Any], dict[str, Any]] | None:
+        name = node.name
+        clock = self.clock
+        self.started[name] = clock()
+        if EVENTS.on:
+            emit("debug", "flow.node_started", flow=self.flow.name, node=name)
         try:
-            value = await self._call(node, kwargs, tally)
+            if node.simple:
+                value = await node.fn(**kwargs)
+            else:
+                tally = self.tallies[name] = [1]
+                value = await self._call(node, kwargs, tally)
         except BaseException as exc:
-            cancelled = isinstance(exc, asyncio.CancelledError)
-            status = (
-                _TIMED_OUT
-                if isinstance(exc, TimeoutError)
-                else _CANCELLED
-                if cancelled
-                else _FAILED
-            )
-            self._record(
-                node,
-                Outcome(
-                    node.name,
-                    status,
-                    None,
-                    None if cancelled else exc,
-                    node.critical,
-                    started,
-                    loop.time(),
-                    tally[0],
-                ),
-            )
-            if cancelled:  # the run is ending, or nobody needs it: no one to start
-                self._check_done()
+            self.ended[name] = clock()
+            if isinstance(exc, asyncio.CancelledError):
+                # The run is ending, or nobody needs it: there is no one to start.
+                self.status[name] = _CANCELLED
+                self._ended(node, False)
                 raise
-            if node.critical and not self._tolerated(node):
-                self._fail(node.name, exc)
-            self._settled(node)
+            self.status[name] = _TIMED_OUT if isinstance(exc, TimeoutError) else _FAILED
+            self.errors[name] = exc
+            self._event(node)
+            self._ended(node, False)
+            if node.critical and self.failure is None and not self._tolerated(node):
+                self._fail(name, exc)
             raise
-        self._record(
-            node,
-            Outcome(
-                node.name, _SUCCEEDED, value, None, node.critical, started, loop.time(), tally[0]
-            ),
-        )
-        self._settled(node)
-        return value
+        self.ended[name] = clock()
+        self.status[name] = _SUCCEEDED
+        self.values[name] = value
+        if EVENTS.on:
+            self._event(node)
+        nxt = self._ended(node, True, carry_on=True)
+        if nxt is not None:
+            task = asyncio.current_task()
+            if task is not None:
+                task.set_name(nxt[0].name)  # task_tree() shows the node now running
+        return nxt
 
-    def _record(self, node: Node[Any], outcome: Outcome) -> None:
-        self.outcomes[node.name] = outcome
+    def _event(self, node: Node[Any]) -> None:
+        status = self.status[node.name]
         emit(
-            "info" if outcome.status is _SUCCEEDED else "warning",
+            "info" if status is _SUCCEEDED else "warning",
             "flow.node_done",
             flow=self.flow.name,
             node=node.name,
-            status=outcome.status.value,
-            attempts=outcome.attempts,
+            status=status.value,
+            attempts=(self.tallies.get(node.name) or [1])[0],
         )
 
     def _tolerated(self, node: Node[Any]) -> bool:
         """Whether a failure of ``node`` can be done without: every node that takes it
-        joins under a policy that may still start without it (a sink never is)."""
+        may still start without it (a sink's failure never is)."""
         dependents = self.dependents[node.name]
         if not dependents:
             return False
-        return all(
-            dep.name not in self.waiting or self._decide(dep) != "impossible" for dep in dependents
-        )
+        return all(dep.name not in self.waiting or self._decide(dep) >= 0 for dep in dependents)
+
+    def _ended(
+        self, node: Node[Any], ok: bool, *, carry_on: bool = False
+    ) -> tuple[Node[Any], dict[str, Any]] | None:
+        """``node`` ended: count it for its dependents, start what it unblocked, and
+        see whether the run is over. With ``carry_on``, one unblocked node that no
+        join may cancel is returned instead of started, for the caller's task to run."""
+        name = node.name
+        carried: tuple[Node[Any], dict[str, Any]] | None = None
+        if node.critical:
+            self.critical_left -= 1
+        counted = ok or not node.critical  # an optional upstream that failed passes None
+        cancelled = self.status[name] is _CANCELLED
+        n_ok = self.n_ok
+        for dependent in self.dependents[name]:
+            key = dependent.name
+            if counted:
+                count = n_ok[key] = n_ok[key] + 1
+                if type(dependent.join) is Gather and count < len(dependent.deps):
+                    continue  # the common wide join: nothing to decide until the last
+            else:
+                self.n_bad[key] += 1
+            if key in self.waiting and not cancelled and self.failure is None:
+                decision = self._decide(dependent)
+                if decision > 0:
+                    if carry_on and carried is None and not dependent.cancellable:
+                        carried = (dependent, self._launch(dependent))
+                    else:
+                        self._start(dependent)
+                elif decision < 0:
+                    self._impossible(dependent, name)
+        if self.critical_left == 0 or self.failure is not None:
+            self._finish_now()
+        return carried
+
+    def _impossible(self, node: Node[Any], trigger: str) -> None:
+        """``node`` can never start: what it needed failed, ``trigger`` last."""
+        del self.waiting[node.name]
+        status = self.status
+        failed = [d for d in node.deps if d in status and status[d] is not _SUCCEEDED]
+        error = UpstreamFailed(f"node {node.name!r} needed {failed}, which did not succeed")
+        status[node.name] = _FAILED
+        self.errors[node.name] = error
+        emit("warning", "flow.node_skipped", flow=self.flow.name, node=node.name, missing=failed)
+        if node.critical:
+            self._fail(*self._root_cause(trigger))
+        self._ended(node, False)
+
+    def _root_cause(self, name: str) -> tuple[str, BaseException]:
+        """The node whose own failure ``name``'s failure comes from, and its error."""
+        seen = set()
+        while isinstance(self.errors.get(name), UpstreamFailed) and name not in seen:
+            seen.add(name)
+            upstream = [d for d in self.nodes[name].deps if d in self.errors]
+            if not upstream:
+                break
+            name = upstream[-1]
+        return name, self.errors[name]
+
+    def _fail(self, name: str, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = (name, exc)
+        self._finish_now()
+
+    def _finish_now(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    # -- calling a node ------------------------------------------------------------------
 
     async def _call(self, node: Node[Any], kwargs: dict[str, Any], tally: list[int]) -> Any:
         if node.map_over is None:
@@ -669,39 +779,9 @@ class _Run:
             return list(await executor.map(fn, items))
         async with TaskGroup(limit=node.limit, name=f"{node.name} map") as group:
             for i, item in enumerate(items):
-                group.spawn(
-                    self._once, node, {**kwargs, node.map_over: item}, name=f"{node.name}[{i}]"
-                )
+                one = {**kwargs, node.map_over: item}
+                group.spawn(self._once, node, one, name=f"{node.name}[{i}]")
         return group.results
-
-    # -- ending ------------------------------------------------------------------------
-
-    def _settled(self, node: Node[Any]) -> None:
-        """``node`` ended: start what it unblocked, and see whether the run is over."""
-        for dependent in self.dependents[node.name]:
-            if dependent.name in self.waiting:
-                decision = self._decide(dependent)
-                if decision == "start":
-                    self._start(dependent)
-                elif decision == "impossible":
-                    self._impossible(dependent)
-        self._check_done()
-
-    def _fail(self, name: str, exc: BaseException) -> None:
-        if self.failure is None:
-            self.failure = (name, exc)
-        self._finish_now()
-
-    def _check_done(self) -> None:
-        """Over when no critical node is waiting or running."""
-        for n, node in self.nodes.items():
-            if node.critical and n not in self.outcomes:
-                return
-        self._finish_now()
-
-    def _finish_now(self) -> None:
-        if self.done is not None and not self.done.done():
-            self.done.set_result(None)
 
 
 def _call_with(fn: Callable[..., Any], param: str, rest: dict[str, Any], item: Any) -> Any:

@@ -390,7 +390,8 @@ class TaskGroup:
                     rows.append((h.name, h.status, h.started, h.ended, h.task))
             elif i in running:
                 task = running[i]
-                name = self._bare_names.get(task) or _coro_name(task.get_coro())
+                # The task's own name: it was given one, and may have been renamed since.
+                name = task.get_name() if task in self._bare_names else _coro_name(task.get_coro())
                 rows.append((name, ChildStatus.RUNNING, h, None, task))
         return rows
 
@@ -732,7 +733,7 @@ class TaskGroup:
         self._task = task
         self._thread = _get_ident()
         self._loop = loop = task.get_loop()
-        self._clock = _clock_of(loop)
+        self._clock = clock_of(loop)
         self._entered_at = now = loop.time()
         deadline = math.inf if self._timeout is None else now + self._timeout
         self._scope = _GroupScope(self, deadline)
@@ -927,7 +928,7 @@ def _detach() -> None:
     _scopes._state_var.set(None)
 
 
-def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+def clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     """``loop.time``, or ``time.monotonic`` itself where that is all ``loop.time`` does.
 
     Children are timed on the loop's clock (a virtual clock included); calling

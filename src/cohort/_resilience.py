@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from cohort import _scopes
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
+from cohort._group import clock_of
 from cohort._observe import emit
 from cohort._validate import check_count, check_exception_filter, check_seconds
 
@@ -40,15 +41,6 @@ Predicate = Callable[[BaseException], bool]
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
-
-
-_DEFAULT_TIME = asyncio.BaseEventLoop.time
-
-
-def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
-    """``loop.time``, or ``time.monotonic`` itself where that is all it does (asyncio's
-    own loops: a Python method call saved per read); virtual clocks keep their own."""
-    return time.monotonic if type(loop).time is _DEFAULT_TIME else loop.time
 
 
 def _failure_test(on: object) -> Callable[[BaseException], bool]:
@@ -424,7 +416,7 @@ class RateLimiter:
     async def __aenter__(self) -> RateLimiter:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            self._loop, self._time = loop, _clock_of(loop)
+            self._loop, self._time = loop, clock_of(loop)
         now = self._time()
         if not self._waiters and self._stamp is not None:
             tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)

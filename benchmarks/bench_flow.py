@@ -1,0 +1,228 @@
+"""cohort.Flow: what a graph costs per node, against hand-written joins and orchestrators.
+
+A 10-node diamond (one source, eight middle nodes, one sink joining them all),
+every node an ``async def`` that returns at once, so the figures are the
+graph's own cost. Against: the same joins written by hand with
+``asyncio.TaskGroup``; Prefect 3 (``@flow``/``@task`` with ``.submit``) and
+Hamilton's async driver on the same graph, in a fresh interpreter, where they
+are installed (``pip install 'cohort[bench]'``; or set ``COHORT_PEERS_PYTHON``
+to an interpreter that has them). Then the memory of 1,000 runs in flight.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import tracemalloc
+from typing import Any
+
+from benchmarks._harness import compare, loops, table, versions
+
+MIDDLE = 8
+NODES = MIDDLE + 2
+
+
+def _functions(extra: dict[str, Any] | None = None, wait: bool = False) -> dict[str, Any]:
+    """The diamond's node functions, each with exactly the parameters it is wired by."""
+    hold = "    await gate.wait()\n" if wait else ""
+    code = "async def source(x):\n    return x\n"
+    for i in range(MIDDLE):
+        code += f"async def m{i}(source):\n{hold}    return source + {i}\n"
+    names = ", ".join(f"m{i}" for i in range(MIDDLE))
+    code += f"async def sink({names}):\n    return {names.replace(', ', ' + ')}\n"
+    namespace: dict[str, Any] = dict(extra or {})
+    exec(code, namespace)
+    return namespace
+
+
+def build(name: str = "diamond", **extra: Any) -> Any:
+    import cohort
+
+    flow = cohort.Flow(name, inputs=["x"])
+    functions = _functions(extra, wait="gate" in extra)
+    for node in ["source", *(f"m{i}" for i in range(MIDDLE)), "sink"]:
+        flow.node(functions[node])
+    return flow
+
+
+async def hand_written(x: int) -> int:
+    async def source(x: int) -> int:
+        return x
+
+    async def middle(v: int, i: int) -> int:
+        return v + i
+
+    async def sink(values: list[int]) -> int:
+        return sum(values)
+
+    s = await source(x)
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(middle(s, i)) for i in range(MIDDLE)]
+    return await sink([t.result() for t in tasks])
+
+
+def _runs(fn: Any, runs: int, new_loop: Any) -> Any:
+    def go() -> None:
+        loop = new_loop()
+        try:
+
+            async def many() -> None:
+                for i in range(runs):
+                    await fn(i)
+
+            loop.run_until_complete(many())
+        finally:
+            loop.close()
+
+    return go
+
+
+def _memory(in_flight: int) -> float:
+    """Bytes per run with ``in_flight`` runs waiting in their middle nodes."""
+
+    async def measure() -> float:
+        gate = asyncio.Event()
+        hold = build("held", gate=gate)
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        tasks = [asyncio.ensure_future(hold.run(x=i)) for i in range(in_flight)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        used = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        gate.set()
+        await asyncio.gather(*tasks)
+        return used / in_flight
+
+    return asyncio.run(measure())
+
+
+_PEERS = r"""
+import asyncio, json, sys, time, logging, os
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+out = {}
+runs = int(sys.argv[1])
+try:
+    from hamilton import async_driver
+    import types
+    mod = types.ModuleType("diamond_nodes")
+    code = "async def source(x: int) -> int:\n    return x\n"
+    for i in range(8):
+        code += f"async def m{i}(source: int) -> int:\n    return source + {i}\n"
+    code += "async def sink(" + ", ".join(f"m{i}: int" for i in range(8)) + ") -> int:\n"
+    code += "    return " + " + ".join(f"m{i}" for i in range(8)) + "\n"
+    exec(code, mod.__dict__)
+    async def ham():
+        dr = await async_driver.Builder().with_modules(mod).build()
+        await dr.execute(["sink"], inputs={"x": 0})
+        t0 = time.perf_counter()
+        for i in range(runs):
+            await dr.execute(["sink"], inputs={"x": i})
+        return (time.perf_counter() - t0) / runs
+    out["hamilton"] = asyncio.run(ham())
+except ImportError:
+    pass
+try:
+    from prefect import flow, task
+    from prefect.testing.utilities import prefect_test_harness
+    logging.disable(logging.CRITICAL)
+    @task
+    def source(x): return x
+    @task
+    def middle(v, i): return v + i
+    @task
+    def sink(values): return sum(values)
+    @flow
+    def diamond(x):
+        s = source.submit(x)
+        ms = [middle.submit(s, i) for i in range(8)]
+        return sink.submit(ms).result()
+    with prefect_test_harness():
+        diamond(0)
+        t0 = time.perf_counter()
+        n = max(1, runs // 50)
+        for i in range(n):
+            diamond(i)
+        out["prefect"] = (time.perf_counter() - t0) / n
+except ImportError:
+    pass
+print(repr(out))
+"""
+
+
+def _peers(runs: int) -> dict[str, float]:
+    python = os.environ.get("COHORT_PEERS_PYTHON", sys.executable)
+    try:
+        done = subprocess.run(
+            [python, "-c", _PEERS, str(runs)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=True,
+        )
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    return dict(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+
+
+def main(quick: bool) -> str:
+    rounds = 3 if quick else 7
+    runs = 1_000 if quick else 10_000
+    flow = build()
+
+    async def cohort_run(x: int) -> int:
+        return int((await flow.run(x=x))["sink"])
+
+    out = [
+        "# Flow: a 10-node diamond per run",
+        "",
+        f"{os.cpu_count()} CPUs; {runs:,} runs per round, medians over {rounds} interleaved "
+        "rounds; every node returns at once.",
+        "",
+    ]
+    flow_per_run = None
+    for loop_name, new_loop in loops():
+        res = compare(
+            [
+                ("hand-written asyncio.TaskGroup joins", _runs(hand_written, runs, new_loop)),
+                ("cohort.Flow.run", _runs(cohort_run, runs, new_loop)),
+            ],
+            rounds=rounds,
+            per=runs,
+        )
+        ratio = sorted(res[1].ratios)[len(res[1].ratios) // 2]
+        per_node = res[1].median / NODES
+        flow_per_run = flow_per_run or res[1].median
+        out.append(table(f"one run of the diamond ({loop_name})", res, "per run"))
+        out += [
+            f"- cohort.Flow per node: **{per_node * 1e6:.1f} us**; flow / hand-written: "
+            f"**{ratio:.2f}x** (target <= 2x: {'met' if ratio <= 2 else 'MISSED'})",
+            "",
+        ]
+    peers = _peers(200 if quick else 1000)
+    out += ["## Against orchestrators (same graph, fresh interpreter)", ""]
+    if not peers:
+        out += ["Prefect and Hamilton are not installed here (`pip install 'cohort[bench]'`).", ""]
+    assert flow_per_run is not None
+    for name, per_run in sorted(peers.items()):
+        times = per_run / flow_per_run
+        verdict = "met" if times >= 100 else "MISSED"
+        out.append(
+            f"- {name}: {per_run * 1e3:.2f} ms per run, **{times:,.0f}x** cohort.Flow's "
+            f"(target >= 100x: {verdict})"
+        )
+    out.append("")
+    per_run_bytes = _memory(100 if quick else 1000)
+    out += [
+        f"## Memory: {100 if quick else 1000:,} runs in flight (every middle node waiting)",
+        "",
+        f"**{per_run_bytes / 1024:.1f} KiB** per run (tracemalloc), {per_run_bytes / NODES:.0f} B "
+        f"per node. {versions('prefect', 'sf-hamilton')}",
+        "",
+    ]
+    return "\n".join(out)
