@@ -245,3 +245,28 @@ async def test_the_outage_drill_opens_probes_and_closes_the_breaker() -> None:
     # Calls the sick backend got while down: all of them without breakers, a few probes with.
     assert plain.calls_while_down > 3 * guarded.calls_while_down
     assert guarded.failed_fast > 0
+
+
+@virtual_clock
+async def test_the_page_flow_answers_from_two_catalog_sources_and_cancels_the_third() -> None:
+    from cohort.examples.fanout.page import PAGE
+
+    oracle = Oracle(DEFAULT_BACKENDS, SEED)
+    async with local_stack(SEED) as url, aiohttp.ClientSession() as client:
+        for key in KEYS[:8]:
+            start = cohort.current_time()
+            async with client.get(f"{url}/page/{key}") as response:
+                body = await response.json()
+            took = cohort.current_time() - start
+            answered = sorted(
+                (oracle.call(r, key, 0.4).at, r)
+                for r in ("catalog-1", "catalog-2", "catalog-3")
+                if oracle.call(r, key, 0.4).ok
+            )
+            if len(answered) < 2:
+                assert response.status == 502, body
+                continue
+            assert response.status == 200, body
+            assert body["sources"]["recs"] == sorted(r for _, r in answered[:2])
+            assert took < DEADLINE
+    assert "recs_1" in PAGE.to_mermaid()

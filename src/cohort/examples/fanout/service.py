@@ -189,7 +189,11 @@ class FanoutService:
         self.hedge_budget = cohort.HedgeBudget(HEDGE_BUDGET)
         """Pays for the pricing hedges of ``?guard=1`` requests."""
         self.app = Starlette(
-            routes=[Route("/product/{key}", self.product_endpoint)], lifespan=self._lifespan
+            routes=[
+                Route("/product/{key}", self.product_endpoint),
+                Route("/page/{key}", self.page_endpoint),
+            ],
+            lifespan=self._lifespan,
         )
 
     @contextlib.asynccontextmanager
@@ -219,6 +223,19 @@ class FanoutService:
         except Exception as exc:  # an ExceptionGroup of the dependencies that failed
             return JSONResponse({"key": key, "error": _describe(exc)}, status_code=502)
         return JSONResponse(body)
+
+    async def page_endpoint(self, request: Request) -> JSONResponse:
+        """The product page as a ``cohort.Flow`` (``fanout.page``), under the same deadline."""
+        from cohort.examples.fanout.page import PAGE, render
+
+        key = request.path_params["key"]
+        try:
+            result = await PAGE.run(service=self, key=key, timeout=self.deadline)
+        except TimeoutError:
+            return JSONResponse({"key": key, "error": "deadline exceeded"}, status_code=504)
+        except cohort.FlowError as exc:
+            return JSONResponse({"key": key, "error": str(exc)}, status_code=502)
+        return JSONResponse(result[render])
 
     async def product(self, key: str, strategy: Strategy) -> dict[str, Any]:
         """Fan out to every dependency under one deadline; build the product document."""
