@@ -175,6 +175,7 @@ HOW: dict[str, tuple[str, str]] = {
         "",
         "virtual",
     ),
+    'page = cohort.Flow("page", inputs=["key"])': ("", "virtual"),
     "import pytest, cohort": ("", "sync"),
     (
         'cohort.configure_logging("debug")   # or json=True; '
@@ -207,6 +208,9 @@ def test_every_python_snippet_runs_as_written(
         ): lambda ns, out: _assert_eq(ns["row"], "eu-1:42"),
         "with cohort.move_on_after(0.5) as scope:     # silent": lambda ns, out: _assert_eq(
             ns["data"], "<cached page>"
+        ),
+        'page = cohort.Flow("page", inputs=["key"])': lambda ns, out: _assert_in(
+            "2 recommendations, reviews: reviews:42 ChildStatus.SUCCEEDED", out
         ),
         "async with cohort.ProcessPool(workers=2) as pool:": lambda ns, out: _assert_eq(
             (ns["g"].result, ns["words"], ns["sizes"], ns["brightness"], ns["totals"]),

@@ -88,3 +88,24 @@ async def pipelines() -> None:
     # the check if either stops seeing it.
     _ = upper | parse  # type: ignore[operator]
     await fetch.run([1, 2])  # type: ignore[list-item]
+
+
+page = cohort.Flow("page", inputs=["key"])
+
+
+@page.node
+async def title(key: int) -> str:
+    return str(key)
+
+
+@page.node(join=cohort.Quorum(1))
+async def shown(title: str | None) -> bytes:
+    return (title or "").encode()
+
+
+async def flows() -> None:
+    """A flow's result is typed by node."""
+    result = await page.run(key=1)
+    assert_type(result[title], str)
+    assert_type(result[shown], bytes)
+    assert_type(result.outcome(shown), cohort.Outcome)

@@ -21,7 +21,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Generic, Literal, TypeAlias, TypeVar, overload
+from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar, overload
 
 from cohort._exceptions import CohortError
 from cohort._group import TaskGroup, clock_of
@@ -107,6 +107,24 @@ class Node(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<cohort.Node {self.flow.name}.{self.name}>"
+
+
+class _NodeDecorator(Protocol):
+    """``@flow.node(...)``: a node typed by what its function returns."""
+
+    @overload
+    def __call__(self, fn: Callable[..., Awaitable[R]], /) -> Node[R]: ...
+    @overload
+    def __call__(self, fn: Callable[..., R], /) -> Node[R]: ...
+
+
+class _MapNodeDecorator(Protocol):
+    """``@flow.node(map_over=...)``: the node's value is the list of the calls' results."""
+
+    @overload
+    def __call__(self, fn: Callable[..., Awaitable[R]], /) -> Node[list[R]]: ...
+    @overload
+    def __call__(self, fn: Callable[..., R], /) -> Node[list[R]]: ...
 
 
 class FlowResult:
@@ -230,11 +248,26 @@ class Flow:
         timeout: float | None = None,
         retry: Retry | None = None,
         critical: bool = True,
-        map_over: str | None = None,
+        map_over: None = None,
         limit: int | None = None,
         cpu: bool = False,
         executor: Any = None,
-    ) -> Callable[[Callable[..., Any]], Node[Any]]: ...
+    ) -> _NodeDecorator: ...
+    @overload
+    def node(
+        self,
+        /,
+        *,
+        name: str | None = None,
+        join: Join | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        critical: bool = True,
+        map_over: str,
+        limit: int | None = None,
+        cpu: bool = False,
+        executor: Any = None,
+    ) -> _MapNodeDecorator: ...
     def node(
         self,
         fn: Callable[..., Any] | None = None,
