@@ -33,7 +33,8 @@ ALLOWED = {
     ),
     ("cohort/_resilience.py", "bulkhead._on_idle"): "same module (KeyedBulkhead drops idle ones)",
     **{("cohort/_flow.py", expr): "same module (a run reads its flow's plan)"
-       for expr in ("flow._dependents", "flow._n_critical", "self.flow._roots")},
+       for expr in ("flow._dependents", "flow._n_critical", "self.flow._roots",
+                    "self.flow._group_name")},
 }  # fmt: skip
 
 

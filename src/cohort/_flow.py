@@ -40,6 +40,7 @@ _FAILED = ChildStatus.FAILED
 _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
 Join: TypeAlias = Gather | Quorum | FirstWins | Settle
+_SETTLE = Settle()  # stateless: one for every run's group
 
 
 class FlowError(CohortError):
@@ -218,6 +219,7 @@ class Flow:
         self._dependents: dict[str, list[Node[Any]]] = {}  # who takes each node
         self._roots: list[Node[Any]] = []  # nodes that take only inputs
         self._n_critical = 0
+        self._group_name = f"flow {name}"
 
     def __repr__(self) -> str:
         return f"<cohort.Flow {self.name!r} {len(self._nodes)} nodes>"
@@ -397,16 +399,17 @@ class Flow:
         cancelled). Raises :class:`FlowError` when a critical node failed
         and no join could do without it.
         """
-        missing = [i for i in self.inputs if i not in inputs]
-        extra = [i for i in inputs if i not in self.inputs]
-        if missing or extra:
+        if len(inputs) != len(self.inputs) or not all(i in inputs for i in self.inputs):
+            missing = [i for i in self.inputs if i not in inputs]
+            extra = [i for i in inputs if i not in self.inputs]
             raise TypeError(
                 f"flow {self.name!r} takes inputs {list(self.inputs)}; "
                 + (f"missing {missing}" if missing else f"unknown {extra}")
             )
-        if on_timeout not in ("raise", "partial"):
+        if on_timeout != "raise" and on_timeout != "partial":
             raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
-        timeout = check_seconds("timeout", timeout, none=True)
+        if timeout is not None:
+            timeout = check_seconds("timeout", timeout)
         if not self._nodes:
             raise ValueError(f"flow {self.name!r} has no nodes")
         run = _Run(self, inputs)
@@ -541,7 +544,7 @@ class _Run:
         loop = asyncio.get_running_loop()
         self.clock = clock_of(loop)
         self.done = loop.create_future()
-        async with TaskGroup(join=Settle(), name=f"flow {self.flow.name}") as group:
+        async with TaskGroup(join=_SETTLE, name=self.flow._group_name) as group:
             self.group = group
             for node in self.flow._roots:
                 self._start(node)
