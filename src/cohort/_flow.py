@@ -500,20 +500,18 @@ class _Run:
         "critical_left",
         "dependents",
         "done",
-        "ended",
         "errors",
         "failure",
         "flow",
         "group",
         "handles",
         "inputs",
-        "launched",
         "n_bad",
         "n_ok",
         "nodes",
-        "started",
         "status",
         "tallies",
+        "times",
         "values",
         "waiting",
     )
@@ -527,9 +525,7 @@ class _Run:
         self.errors: dict[str, BaseException] = {}
         self.tallies: dict[str, list[int]] = {}
         self.handles: dict[str, Handle[Any]] = {}  # of the nodes that may be cancelled
-        self.launched: set[str] = set()
-        self.started: dict[str, float] = {}
-        self.ended: dict[str, float] = {}
+        self.times: dict[str, tuple[float, float]] = {}  # (started, ended) of nodes that ran
         self.clock = time.monotonic
         self.waiting: dict[str, Node[Any]] = dict(self.nodes)  # not started yet
         self.dependents = flow._dependents
@@ -569,9 +565,9 @@ class _Run:
         """Node ``name``'s record, made when asked for (a run makes none of its own)."""
         node = self.nodes[name]
         status = self.status.get(name)
-        started = self.started.get(name)
+        started, ended = self.times.get(name, (None, None))
         if status is None:  # never started, or cancelled before it ran at all
-            status = _CANCELLED if name in self.launched else ChildStatus.PENDING
+            status = ChildStatus.PENDING if name in self.waiting else _CANCELLED
         tally = self.tallies.get(name)
         return Outcome(
             name,
@@ -580,7 +576,7 @@ class _Run:
             self.errors.get(name),
             node.critical,
             started,
-            self.ended.get(name),
+            ended,
             tally[0] if tally else (1 if started is not None else 0),
         )
 
@@ -618,7 +614,6 @@ class _Run:
     def _launch(self, node: Node[Any]) -> dict[str, Any]:
         """Mark ``node`` started and return its arguments."""
         del self.waiting[node.name]
-        self.launched.add(node.name)
         inputs, values = self.inputs, self.values
         if type(node.join) is Settle:
             kwargs = {p: inputs[p] if p in inputs else self.outcome(p) for p in node.params}
@@ -650,7 +645,7 @@ class _Run:
     ) -> tuple[Node[Any], dict[str, Any]] | None:
         name = node.name
         clock = self.clock
-        self.started[name] = clock()
+        started = clock()
         if EVENTS.on:
             emit("debug", "flow.node_started", flow=self.flow.name, node=name)
         try:
@@ -660,7 +655,7 @@ class _Run:
                 tally = self.tallies[name] = [1]
                 value = await self._call(node, kwargs, tally)
         except BaseException as exc:
-            self.ended[name] = clock()
+            self.times[name] = (started, clock())
             if isinstance(exc, asyncio.CancelledError):
                 # The run is ending, or nobody needs it: there is no one to start.
                 self.status[name] = _CANCELLED
@@ -673,7 +668,7 @@ class _Run:
             if node.critical and self.failure is None and not self._tolerated(node):
                 self._fail(name, exc)
             raise
-        self.ended[name] = clock()
+        self.times[name] = (started, clock())
         self.status[name] = _SUCCEEDED
         self.values[name] = value
         if EVENTS.on:
