@@ -21,7 +21,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeAlias, TypeVar, overload
 
 from cohort._exceptions import CohortError
 from cohort._group import TaskGroup, clock_of
@@ -31,6 +31,9 @@ from cohort._policies import FirstWins, Gather, Quorum, Settle
 from cohort._retry import Retry, attempt_all
 from cohort._scopes import fail_after, move_on_after
 from cohort._validate import check_count, check_flag, check_seconds
+
+if TYPE_CHECKING:
+    from cohort.pipeline._stage import Stage
 
 __all__ = ["Flow", "FlowError", "FlowResult", "Node"]
 
@@ -423,7 +426,7 @@ class Flow:
                 await run.execute()
         return run.finish()
 
-    def as_stage(self, input: str, output: Node[R], **stage_options: Any) -> Any:
+    def as_stage(self, input: str, output: Node[R], **stage_options: Any) -> Stage[Any, R]:
         """This flow as a pipeline stage: each item is the ``input``, the stage emits
         ``output``'s value (``stage_options`` as for ``@cohort.stage``)."""
         from cohort.pipeline import stage
@@ -440,7 +443,8 @@ class Flow:
 
         per_item.__name__ = self.name
         stage_options.setdefault("name", self.name)
-        return stage(**stage_options)(per_item)
+        made: Stage[Any, R] = stage(**stage_options)(per_item)
+        return made
 
     # -- looking at it -----------------------------------------------------------------
 
