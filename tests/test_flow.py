@@ -435,3 +435,31 @@ async def test_results_are_typed_by_node() -> None:
     result = await flow.run(x=7)
     assert_type(result[text], str)
     assert result[text] == "7"
+
+
+@vc
+async def test_an_upstream_cancelled_before_it_ran_still_lets_the_run_end() -> None:
+    """A quorum starting in the same step as one of its upstreams cancels that
+    upstream before its task ever ran: it must still count as ended."""
+    flow = cohort.Flow("same step", inputs=["x"])
+    flow.node(name="a")(_with_x(timed({}, "a", 1.0, 1)))
+    flow.node(name="b")(_with_x(timed({}, "b", 1.0, 2)))
+
+    @flow.node(join=cohort.Settle())
+    async def c(b: cohort.Outcome) -> int:
+        await asyncio.sleep(1)
+        return 3
+
+    @flow.node
+    async def d(a: int, c: int) -> int:  # starts with c at 2 s, and ends at 3 s
+        await asyncio.sleep(1)
+        return a + c
+
+    @flow.node(join=cohort.FirstWins())
+    async def e(c: int | None, d: int | None) -> int:
+        return c or d or 0
+
+    result = await flow.run(x=0)
+    assert result[e] == 3
+    assert result.outcome(d).status is cohort.ChildStatus.CANCELLED
+    assert now() == 2.0

@@ -635,6 +635,10 @@ class _Run:
                 continue  # not started, finished, or a sink (its value is an output)
             if not any(dep.name in self.waiting for dep in self.dependents[d]):
                 handle.cancel()
+                # Count it as ended now: a task cancelled before its first step
+                # never runs its node, so it would never report.
+                self.status[d] = _CANCELLED
+                self._ended(self.nodes[d], False)
 
     async def _run_node(self, node: Node[Any], kwargs: dict[str, Any]) -> None:
         """Run ``node``, then, in the same task, a node it was the last to unblock
@@ -662,8 +666,11 @@ class _Run:
             self.times[name] = (started, clock())
             if isinstance(exc, asyncio.CancelledError):
                 # The run is ending, or nobody needs it: there is no one to start.
-                self.status[name] = _CANCELLED
-                self._ended(node, False)
+                if name not in self.status:  # else: counted when it was cancelled
+                    self.status[name] = _CANCELLED
+                    self._ended(node, False)
+                raise
+            if name in self.status:  # cancelled as unneeded, then failed: counted already
                 raise
             self.status[name] = _TIMED_OUT if isinstance(exc, TimeoutError) else _FAILED
             self.errors[name] = exc
@@ -673,6 +680,8 @@ class _Run:
                 self._fail(name, exc)
             raise
         self.times[name] = (started, clock())
+        if name in self.status:  # cancelled as unneeded, and it returned anyway: counted
+            return None
         self.status[name] = _SUCCEEDED
         self.values[name] = value
         if EVENTS.on:
