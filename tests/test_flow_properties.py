@@ -112,3 +112,73 @@ def test_nodes_start_when_the_model_says(specs: list[Spec]) -> None:
                 assert result[f"n{i}"] == values[i]
 
     vrun(main)
+
+
+@dataclass(frozen=True)
+class FaultySpec:
+    deps: tuple[int, ...]
+    join: str
+    k: int
+    duration: int
+    fails: bool
+    critical: bool
+
+
+@st.composite
+def faulty_flows(draw: st.DrawFn) -> list[FaultySpec]:
+    n = draw(st.integers(1, 8))
+    specs: list[FaultySpec] = []
+    for i in range(n):
+        deps = tuple(sorted(draw(st.sets(st.integers(0, i - 1), max_size=3)))) if i else ()
+        join = draw(st.sampled_from(["gather", "quorum", "first", "settle"])) if deps else "gather"
+        k = draw(st.integers(1, len(deps))) if join == "quorum" else 1
+        specs.append(
+            FaultySpec(
+                deps, join, k, draw(st.integers(0, 3)), draw(st.booleans()), draw(st.booleans())
+            )
+        )
+    return specs
+
+
+class Boom(Exception):
+    pass
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(faulty_flows())
+def test_random_failures_never_hang_lose_an_error_or_leave_a_task(specs: list[FaultySpec]) -> None:
+    flow = cohort.Flow("faulty", inputs=["seed"])
+    joins: dict[str, Any] = {"gather": cohort.Gather, "first": cohort.FirstWins}
+    joins["settle"] = cohort.Settle
+    for i, spec in enumerate(specs):
+        params = ", ".join(["seed", *(f"n{d}" for d in spec.deps)])
+        body = "    raise Boom()\n" if spec.fails else f"    return {i}\n"
+        code = f"async def n{i}({params}):\n    await sleep({spec.duration})\n{body}"
+        namespace: dict[str, Any] = {"sleep": asyncio.sleep, "Boom": Boom}
+        exec(code, namespace)
+        join = cohort.Quorum(spec.k) if spec.join == "quorum" else joins[spec.join]()
+        flow.node(join=join, critical=spec.critical)(namespace[f"n{i}"])
+    sinks = [i for i in range(len(specs)) if not any(i in s.deps for s in specs)]
+
+    async def main() -> None:
+        before = len(asyncio.all_tasks())
+        error: cohort.FlowError | None = None
+        try:
+            result = await flow.run(seed=0)
+        except cohort.FlowError as exc:
+            error, result = exc, exc.result
+        if error is not None:
+            assert isinstance(error.__cause__, Boom)  # the node's own error, never a marker
+            culprit = specs[int(error.node[1:])]
+            assert culprit.fails
+            assert culprit.critical
+        else:
+            for i in sinks:
+                if specs[i].critical:
+                    assert result.outcome(f"n{i}").status is ChildStatus.SUCCEEDED, (i, specs)
+        assert len(asyncio.all_tasks()) == before  # nothing left running
+        for name, outcome in result.outcomes.items():
+            if outcome.status is ChildStatus.FAILED and outcome.error is not None:
+                assert isinstance(outcome.error, Boom) or "needed" in str(outcome.error), name
+
+    vrun(main)
