@@ -686,7 +686,9 @@ class _Run:
         self.values[name] = value
         if EVENTS.on:
             self._event(node)
-        nxt = self._ended(node, True, carry_on=True)
+        # A task with a handle (a cancellable node's) shows that node's name in
+        # task_tree(): it does not carry on with another one.
+        nxt = self._ended(node, True, carry_on=not node.cancellable)
         if nxt is not None:
             task = asyncio.current_task()
             if task is not None:
