@@ -1,13 +1,18 @@
-"""Property test: random flows on the virtual clock, against a model of when nodes start.
+"""Property tests: random flows on the virtual clock.
 
 Each example is a random DAG (every node takes a random subset of the nodes
-before it, under a random join), random integer durations, no failures. The
-model: a node without upstream nodes starts at 0; a ``Gather`` node at the
-last end of its upstreams, ``Quorum(k)`` at the k-th, ``FirstWins`` at the
-first, ``Settle`` at the last. Checked: every node that ran started exactly
-then, took its duration, and ``Gather`` nodes got the exact values; nodes not
-run were cancelled because nothing waiting needed them; nothing is left
-running after the run.
+before it, under a random join) with random integer durations.
+
+Without failures, against a model of when nodes start: a node without
+upstream nodes at 0; a ``Gather`` node at the last end of its upstreams,
+``Quorum(k)`` at the k-th, ``FirstWins`` at the first, ``Settle`` at the
+last. Checked: every node that ran started exactly then and took its
+duration, ``Gather`` nodes got the exact values, nodes not run were
+cancelled because nothing waiting needed them, nothing is left running.
+
+With random failures and optional nodes: a run never hangs and leaves no
+task, a ``FlowError`` names a critical node's own exception, and a run that
+returns has every critical sink succeeded.
 """
 
 from __future__ import annotations
@@ -31,17 +36,23 @@ class Spec:
     join: str  # "gather", "quorum", "first", "settle"
     k: int
     duration: int
+    fails: bool = False
+    critical: bool = True
 
 
 @st.composite
-def flows(draw: st.DrawFn) -> list[Spec]:
+def flows(draw: st.DrawFn, faults: bool = False) -> list[Spec]:
+    """A random DAG; with ``faults``, nodes that fail and optional nodes too."""
     n = draw(st.integers(1, 8))
     specs: list[Spec] = []
     for i in range(n):
         deps = tuple(sorted(draw(st.sets(st.integers(0, i - 1), max_size=3)))) if i else ()
         join = draw(st.sampled_from(["gather", "quorum", "first", "settle"])) if deps else "gather"
         k = draw(st.integers(1, len(deps))) if join == "quorum" else 1
-        specs.append(Spec(deps, join, k, draw(st.integers(0, 4))))
+        duration = draw(st.integers(0, 4))
+        fails = draw(st.booleans()) if faults else False
+        critical = draw(st.booleans()) if faults else True
+        specs.append(Spec(deps, join, k, duration, fails, critical))
     return specs
 
 
@@ -63,7 +74,12 @@ def model_starts(specs: list[Spec]) -> list[float]:
     return starts
 
 
+class Boom(Exception):
+    pass
+
+
 def build(specs: list[Spec]) -> cohort.Flow:
+    """Node i sleeps its duration, then fails or returns i plus its upstreams' values."""
     flow = cohort.Flow("random", inputs=["seed"])
     joins: dict[str, Any] = {
         "gather": cohort.Gather,
@@ -75,11 +91,12 @@ def build(specs: list[Spec]) -> cohort.Flow:
         values = " + ".join(
             [f"{i}", *(f"(n{d} if isinstance(n{d}, int) else 0)" for d in spec.deps)]
         )
-        code = f"async def n{i}({params}):\n    await sleep({spec.duration})\n    return {values}\n"
-        namespace: dict[str, Any] = {"sleep": asyncio.sleep}
+        body = "    raise Boom()\n" if spec.fails else f"    return {values}\n"
+        code = f"async def n{i}({params}):\n    await sleep({spec.duration})\n{body}"
+        namespace: dict[str, Any] = {"sleep": asyncio.sleep, "Boom": Boom}
         exec(code, namespace)
         join = cohort.Quorum(spec.k) if spec.join == "quorum" else joins[spec.join]()
-        flow.node(join=join)(namespace[f"n{i}"])
+        flow.node(join=join, critical=spec.critical)(namespace[f"n{i}"])
     return flow
 
 
@@ -114,50 +131,10 @@ def test_nodes_start_when_the_model_says(specs: list[Spec]) -> None:
     vrun(main)
 
 
-@dataclass(frozen=True)
-class FaultySpec:
-    deps: tuple[int, ...]
-    join: str
-    k: int
-    duration: int
-    fails: bool
-    critical: bool
-
-
-@st.composite
-def faulty_flows(draw: st.DrawFn) -> list[FaultySpec]:
-    n = draw(st.integers(1, 8))
-    specs: list[FaultySpec] = []
-    for i in range(n):
-        deps = tuple(sorted(draw(st.sets(st.integers(0, i - 1), max_size=3)))) if i else ()
-        join = draw(st.sampled_from(["gather", "quorum", "first", "settle"])) if deps else "gather"
-        k = draw(st.integers(1, len(deps))) if join == "quorum" else 1
-        specs.append(
-            FaultySpec(
-                deps, join, k, draw(st.integers(0, 3)), draw(st.booleans()), draw(st.booleans())
-            )
-        )
-    return specs
-
-
-class Boom(Exception):
-    pass
-
-
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(faulty_flows())
-def test_random_failures_never_hang_lose_an_error_or_leave_a_task(specs: list[FaultySpec]) -> None:
-    flow = cohort.Flow("faulty", inputs=["seed"])
-    joins: dict[str, Any] = {"gather": cohort.Gather, "first": cohort.FirstWins}
-    joins["settle"] = cohort.Settle
-    for i, spec in enumerate(specs):
-        params = ", ".join(["seed", *(f"n{d}" for d in spec.deps)])
-        body = "    raise Boom()\n" if spec.fails else f"    return {i}\n"
-        code = f"async def n{i}({params}):\n    await sleep({spec.duration})\n{body}"
-        namespace: dict[str, Any] = {"sleep": asyncio.sleep, "Boom": Boom}
-        exec(code, namespace)
-        join = cohort.Quorum(spec.k) if spec.join == "quorum" else joins[spec.join]()
-        flow.node(join=join, critical=spec.critical)(namespace[f"n{i}"])
+@given(flows(faults=True))
+def test_random_failures_never_hang_lose_an_error_or_leave_a_task(specs: list[Spec]) -> None:
+    flow = build(specs)
     sinks = [i for i in range(len(specs)) if not any(i in s.deps for s in specs)]
 
     async def main() -> None:

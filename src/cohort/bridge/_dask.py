@@ -32,6 +32,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, S
 from typing import Any, TypeVar
 
 from cohort._exceptions import ClosedError
+from cohort._observe import emit
 from cohort._validate import check_flag
 from cohort.bridge._chunks import (
     ChunkSizer,
@@ -40,7 +41,6 @@ from cohort.bridge._chunks import (
     iterate_items,
     stream_chunks,
 )
-from cohort.bridge._pool import _emit
 from cohort.bridge._shared import Shared
 from cohort.bridge._wire import check_plain
 
@@ -80,7 +80,7 @@ async def _stop_workers(client: Client, addresses: list[str]) -> None:
     }
     if not failed:
         return
-    _emit("warning", "bridge.dask_kill_failed", replies={a: repr(r) for a, r in failed.items()})
+    emit("warning", "bridge.dask_kill_failed", replies={a: repr(r) for a, r in failed.items()})
     # Those that are still there (no nanny, or it did not answer): the scheduler's way.
     present = (await client.scheduler.identity()).get("workers", {})
     left = [a for a in failed if a in present]
@@ -364,7 +364,7 @@ class DaskExecutor:
             processing = await client.processing()
             running = [addr for addr, tasks in processing.items() if keys.intersection(tasks)]
         await client.cancel(futures, force=True)
-        _emit("info", "bridge.dask_cancelled", tasks=len(keys), restarted=running)
+        emit("info", "bridge.dask_cancelled", tasks=len(keys), restarted=running)
         if running:
             await _stop_workers(client, running)
 

@@ -39,7 +39,7 @@ from cohort._exceptions import (
     SerializationError,
     WorkerCrashedError,
 )
-from cohort._observe import EVENTS
+from cohort._observe import emit
 from cohort._validate import check_count, check_seconds
 from cohort.bridge import _shm, _wire
 from cohort.bridge._chunks import (
@@ -80,12 +80,6 @@ _EXIT_FRAME = _wire.frame((_wire.EXIT, None, None))
 RETIRE_GRACE = 5.0  # seconds a retired worker gets to exit before it is killed
 SHARE_IN_THREAD = 16 << 20  # bytes: share() copies larger objects in a thread
 TRIM_AFTER = 1.0  # seconds: scratch segments (see _shm.Scratch) unused this long are emptied
-
-
-def _emit(level: str, event: str, **fields: Any) -> None:
-    """A structlog event on logger ``cohort``, only while cohort's events are switched on."""
-    if EVENTS.on:
-        getattr(EVENTS.log, level)(event, **fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +503,7 @@ class ProcessPool:
         if w is None or w.call is not call:
             return None
         self._n_cancelled += 1
-        _emit("info", "bridge.call_cancelled", pid=w.pid, fn=_wire.describe(call.fn))
+        emit("info", "bridge.call_cancelled", pid=w.pid, fn=_wire.describe(call.fn))
         self._kill(w)
         self._replenish()
         if w.exited is None:
@@ -648,7 +642,7 @@ class ProcessPool:
         if kind == _wire.READY:
             w.state = READY
             self._ever_ready = True
-            _emit("debug", "bridge.worker_started", pid=w.pid)
+            emit("debug", "bridge.worker_started", pid=w.pid)
             if self._closed:
                 self._retire(w)
                 return
@@ -670,7 +664,7 @@ class ProcessPool:
         if w.kill_timer is not None:
             w.kill_timer.cancel()
         self._release(w)
-        _emit("debug", "bridge.worker_exited", pid=w.pid, exitcode=exitcode)
+        emit("debug", "bridge.worker_exited", pid=w.pid, exitcode=exitcode)
         expected = not w.live
         if w.exited is not None and not w.exited.done():
             w.exited.set_result(None)
@@ -713,7 +707,7 @@ class ProcessPool:
         call = w.call
         if call is not None:
             how = exit_description(exitcode)
-            _emit("warning", "bridge.call_crashed", pid=w.pid, exitcode=exitcode)
+            emit("warning", "bridge.call_crashed", pid=w.pid, exitcode=exitcode)
             err = WorkerCrashedError(
                 f"the worker process (pid {w.pid}) running {_wire.describe(call.fn)} {how}",
                 exitcode=exitcode,
@@ -749,7 +743,7 @@ class ProcessPool:
             return
         exc.__cause__ = cause
         self._broken = exc
-        _emit("error", "bridge.pool_broken", reason=str(exc))
+        emit("error", "bridge.pool_broken", reason=str(exc))
 
         def error() -> PoolBrokenError:
             err = PoolBrokenError(str(exc))
