@@ -73,7 +73,6 @@ class Node(Generic[R]):
         "executor",
         "flow",
         "fn",
-        "inputs",
         "join",
         "kind",
         "limit",
@@ -99,7 +98,6 @@ class Node(Generic[R]):
         self.kind: str = options["kind"]  # "async", "thread" or "cpu"
         self.params: list[str] = options["params"]
         self.deps: list[str] = [p for p in self.params if p in flow.by_name]
-        self.inputs: list[str] = [p for p in self.params if p not in flow.by_name]
         self.cancellable = False  # set when a quorum or race takes it (it may be cut short)
         # Awaited directly, without the wrappers a timeout, a retry or a map needs.
         self.simple = (
