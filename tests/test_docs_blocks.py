@@ -17,6 +17,7 @@ Blocks run two at a time (the machine may have two cores).
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -37,6 +38,9 @@ CONTINUES = "# continues the example above"
 SAVE_AS = re.compile(r"# save as (?P<name>[A-Za-z_][A-Za-z0-9_]*\.py)\b")
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<lang>[\w+-]*)")
 TIMEOUT_S = 90
+# What a fresh project gets from `pip install cohort` and the extras the pages name
+# (cohort[test]: pytest; cohort[cli]: starlette, httpx, uvicorn), besides the stdlib.
+INSTALLED = {"cohort", "structlog", "pytest", "starlette", "httpx", "uvicorn"}
 
 
 @dataclass
@@ -119,8 +123,10 @@ def _run(block: Block) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, subprocess.CompletedProcess[str]]:
+    # pytest starts slowly: its blocks first
+    slow_first = sorted(BLOCKS, key=lambda b: not b.name.startswith("test_"))
     with ThreadPoolExecutor(max_workers=2) as threads:
-        return dict(zip([b.id for b in BLOCKS], threads.map(_run, BLOCKS), strict=True))
+        return dict(zip([b.id for b in slow_first], threads.map(_run, slow_first), strict=True))
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
@@ -156,3 +162,16 @@ def test_the_block_markings_are_recognised() -> None:
     ]
     assert [b.name for b in blocks] == ["block_2.py", "block_2.py", "funcs.py", "test_x.py"]
     assert blocks[3].helpers == {"funcs.py": "# save as funcs.py\nX = 1\n"}
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
+def test_blocks_import_only_what_a_fresh_install_has(block: Block) -> None:
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(block.program)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module.split(".")[0])
+    own = {name.removesuffix(".py") for name in block.helpers}
+    extra = imported - set(sys.stdlib_module_names) - INSTALLED - own
+    assert not extra, f"{block.id} imports {sorted(extra)}: not in cohort or its extras"
