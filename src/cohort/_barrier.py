@@ -72,14 +72,15 @@ class Barrier:
             raises, the barrier breaks: the last arriver gets the action's
             error, the others ``BrokenBarrierError``.
 
-    Example::
-
+    Example:
+        ```python
         barrier = cohort.Barrier(len(shards), action=merge_partial_results)
 
         async def worker(shard: Shard) -> None:
             for step in range(steps):
                 compute(shard, step)
                 await barrier.wait()   # merge runs once, then all go on
+        ```
     """
 
     __slots__ = (

@@ -177,9 +177,10 @@ async def gather(
     and cancelled if the gather is). Typed per argument, like ``asyncio.gather``:
     ``await gather(name(), age())`` is a ``tuple[str, int]``.
 
-    Example::
-
+    Example:
+        ```python
         pages = await cohort.gather(*(fetch(u) for u in urls), limit=10, timeout=5)
+        ```
     """
     coros = coroutines_of(aws, "gather")
     group = _new_group(coros, limit=limit, timeout=timeout, name="cohort.gather")
@@ -230,9 +231,10 @@ async def race(*aws: Awaitable[Any]) -> Any:
     awaitable failed, raises :class:`cohort.QuorumError` (an ``ExceptionGroup``
     of their errors).
 
-    Example::
-
+    Example:
+        ```python
         answer = await cohort.race(ask(primary), ask(backup))
+        ```
     """
     coros = coroutines_of(aws, "race")
     if not coros:
@@ -344,10 +346,11 @@ async def hedge(  # type: ignore[misc]  # mypy: a TypeVarTuple overload
     fraction of load. With ``retry=cohort.Retry(...)`` each attempt is retried
     under that policy before it counts as failed.
 
-    Example::
-
+    Example:
+        ```python
         row = await cohort.hedge(read_replica, key, delay=0.05, attempts=3)
         row = await cohort.hedge([partial(read, r, key) for r in replicas], delay=0.05)
+        ```
     """
     calls: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]
     if isinstance(fn, Sequence) and not isinstance(fn, str | bytes):

@@ -1,25 +1,27 @@
 """The exceptions cohort raises.
 
-Hierarchy::
+Hierarchy:
 
-    Exception
-    └── CohortError                      every error cohort itself raises
-        ├── ClosedError (RuntimeError)   a group, pool or primitive used after it closed
-        ├── BrokenBarrierError (asyncio.BrokenBarrierError)
-        │                                a barrier broken by abort(), reset(), a cancelled
-        │                                waiter or a failing action
-        ├── WorkerCrashedError           a worker process died while running a call
-        ├── PoolBrokenError (RuntimeError)
-        │                                workers keep crashing; the pool gave up
-        ├── RemoteError                  a worker's exception that cannot be rebuilt here
-        ├── SerializationError (TypeError)
-        │                                a function, argument or result that cannot be pickled
-        ├── PipelineError                a pipeline stage failed under on_error="raise"
-        ├── CircuitOpenError             a circuit breaker is open: the call was not made
-        └── BulkheadFullError            a bulkhead had no place (queue full, or no time)
+```text
+Exception
+└── CohortError                      every error cohort itself raises
+    ├── ClosedError (RuntimeError)   a group, pool or primitive used after it closed
+    ├── BrokenBarrierError (asyncio.BrokenBarrierError)
+    │                                a barrier broken by abort(), reset(), a cancelled
+    │                                waiter or a failing action
+    ├── WorkerCrashedError           a worker process died while running a call
+    ├── PoolBrokenError (RuntimeError)
+    │                                workers keep crashing; the pool gave up
+    ├── RemoteError                  a worker's exception that cannot be rebuilt here
+    ├── SerializationError (TypeError)
+    │                                a function, argument or result that cannot be pickled
+    ├── PipelineError                a pipeline stage failed under on_error="raise"
+    ├── CircuitOpenError             a circuit breaker is open: the call was not made
+    └── BulkheadFullError            a bulkhead had no place (queue full, or no time)
 
-    ExceptionGroup
-    └── QuorumError (also CohortError)   a quorum that can no longer be reached
+ExceptionGroup
+└── QuorumError (also CohortError)   a quorum that can no longer be reached
+```
 
 Timeouts raise the built-in ``TimeoutError``; cancellation is
 ``asyncio.CancelledError``; task groups raise ``ExceptionGroup`` (never a

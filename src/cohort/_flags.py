@@ -117,8 +117,8 @@ class EventFlags:
     Raises:
         ValueError: no names, or a name given twice.
 
-    Example::
-
+    Example:
+        ```python
         flags = cohort.EventFlags("config", "db", "cache")
 
         async def start() -> None:
@@ -127,6 +127,7 @@ class EventFlags:
 
         await flags.wait_all("config", "db")            # both set at once
         seen = await flags.wait_any("db", "cache", clear=True)
+        ```
     """
 
     __slots__ = (
@@ -293,11 +294,12 @@ class EventFlags:
         Returns:
             The set flags at the moment the rendezvous completed, before clearing.
 
-        Example::
-
+        Example:
+            ```python
             flags = cohort.EventFlags("a", "b", "c")
             # in task a:
             await flags.sync(set="a", wait_all=("a", "b", "c"))
+            ```
         """
         set_bits = self._mask(_as_names(set), "sync")
         mask = self._mask(_as_names(wait_all), "sync")

@@ -187,21 +187,25 @@ class Flow:
         name: for task names, events and errors.
         inputs: the names the flow's ``run(**inputs)`` takes.
 
-    Example::
-
+    Example:
+        ```python
         page = cohort.Flow("page", inputs=["user_id"])
 
         @page.node
-        async def user(user_id: str) -> User: ...
+        async def user(user_id: str) -> User:
+            return await load_user(user_id)
 
         @page.node(timeout=0.4)
-        async def recs(user: User) -> list[Item]: ...
+        async def recs(user: User) -> list[Item]:
+            return await recommend(user)
 
         @page.node(join=cohort.Quorum(1))
-        async def render(user: User, recs: list[Item] | None) -> str: ...
+        async def render(user: User, recs: list[Item] | None) -> str:
+            return f"{user}: {len(recs or [])} recommendations"
 
         result = await page.run(user_id="u1")
         html = result[render]
+        ```
     """
 
     def __init__(self, name: str, *, inputs: Iterable[str] = ()) -> None:

@@ -122,12 +122,13 @@ class TaskGroup:
     the body "possibly unbound". A class that wraps a group must return that
     value from its own ``__aexit__``.
 
-    Example::
-
+    Example:
+        ```python
         async with cohort.TaskGroup(join=cohort.Quorum(2), timeout=1.5) as g:
             for replica in replicas:
                 g.spawn(read, replica, key, name=f"read-{replica}")
         print(g.results)   # the first two values, in completion order
+        ```
     """
 
     # Slots: a group's state is read on every spawn and every child's end, and

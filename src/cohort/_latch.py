@@ -37,8 +37,8 @@ class Latch:
     Raises:
         ValueError: ``count`` is negative.
 
-    Example::
-
+    Example:
+        ```python
         ready = cohort.Latch(3)
 
         async def worker() -> None:
@@ -50,6 +50,7 @@ class Latch:
             for _ in range(3):
                 tg.create_task(worker())
             await ready.wait()  # all three connected; they keep serving
+        ```
     """
 
     __slots__ = ("_count", "_waiters")

@@ -72,14 +72,15 @@ class Linger:
         grace: seconds a cancelled call may still run (``> 0``).
         limit: at most this many calls linger at once.
 
-    Example::
-
+    Example:
+        ```python
         async with cohort.Linger(grace=0.25) as linger, httpx.AsyncClient() as client:
             async with cohort.TaskGroup(join=cohort.FirstWins()) as g:
                 for mirror in mirrors:
                     g.spawn(linger.call, client.get, mirror)
             # the losers were cancelled; their requests complete in the
             # background and their connections go back to the pool
+        ```
     """
 
     __slots__ = (

@@ -6,17 +6,21 @@ when the group's timeout fires. It answers with a :class:`Decision`. Policies
 keep no state of their own (the group counts for them), so one policy object
 can serve many groups.
 
-Writing one::
+Writing one:
 
-    class TwoOrThreeStrikes(cohort.JoinPolicy):
-        '''Done when 2 children succeed; failed after 3 failures.'''
+```python
+class TwoOrThreeStrikes(cohort.JoinPolicy):
+    '''Done when 2 children succeed; failed after 3 failures.'''
 
-        def on_child_done(self, group, handle):
-            if group.succeeded >= 2:
-                return cohort.Decision.DONE
-            if group.failed >= 3:
-                return cohort.Decision.FAIL
-            return cohort.Decision.CONTINUE
+    def on_child_done(
+        self, group: cohort.GroupView, handle: cohort.ChildView
+    ) -> cohort.Decision:
+        if group.succeeded >= 2:
+            return cohort.Decision.DONE
+        if group.failed >= 3:
+            return cohort.Decision.FAIL
+        return cohort.Decision.CONTINUE
+```
 """
 
 from __future__ import annotations

@@ -57,14 +57,18 @@ class Retry:
     (if set) would end past ``cohort.current_deadline()`` or the budget; the
     last error is raised at once instead, with a note saying so.
 
-    Examples::
+    Example:
+        ```python
+        async def fetch(url: str) -> bytes:
+            return await http_get(url)
 
         data = await cohort.retry(fetch, url, policy=cohort.Retry(attempts=4, backoff=0.05))
+        g.spawn(fetch, url, retry=cohort.Retry(attempts=3))
 
         @cohort.Retry(on=lambda e: isinstance(e, HTTPError) and e.status >= 500)
-        async def fetch(url: str) -> bytes: ...
-
-        g.spawn(fetch, url, retry=cohort.Retry(attempts=3))
+        async def fetch_page(url: str) -> bytes:  # every call retried
+            return await http_get(url)
+        ```
     """
 
     attempts: int = 3

@@ -90,12 +90,13 @@ def run(
     ``SystemExit(130)`` is raised, as a shell expects of an interrupted
     program. ``on_interrupt="raise"`` re-raises the ``KeyboardInterrupt``.
 
-    Example::
-
-        async def main(n: int) -> list[int]:
+    Example:
+        ```python
+        async def main(n: int) -> tuple[int, ...]:
             return await cohort.gather(*(work(i) for i in range(n)), limit=8)
 
         print(cohort.run(main, 100))
+        ```
     """
     if on_interrupt not in ("exit", "raise"):
         close_coroutines((main,))

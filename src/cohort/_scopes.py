@@ -261,13 +261,14 @@ class CancelScope:
             ``task.cancel()`` (or ``asyncio.timeout``, or an anyio scope) is
             not held back: shields protect against cohort's own cancellation.
 
-    Example::
-
+    Example:
+        ```python
         with cohort.CancelScope() as scope:
             ...
             scope.cancel()          # the block ends at its next await
         if scope.cancelled_caught:
             ...
+        ```
     """
 
     __slots__ = (
@@ -647,12 +648,14 @@ def _relative_scope(delay: float, fail: bool) -> CancelScope:
 def move_on_after(seconds: float, *, shield: bool = False) -> CancelScope:
     """A scope cancelled ``seconds`` after it is entered; leaves the block silently.
 
-    Check ``scope.cancelled_caught`` to learn whether time ran out::
+    Check ``scope.cancelled_caught`` to learn whether time ran out:
 
-        with cohort.move_on_after(0.5) as scope:
-            data = await fetch()
-        if scope.cancelled_caught:
-            data = cached
+    ```python
+    with cohort.move_on_after(0.5) as scope:
+        data = await fetch()
+    if scope.cancelled_caught:
+        data = cached
+    ```
     """
     scope = _relative_scope(seconds, fail=False)
     scope._shield = shield

@@ -273,12 +273,13 @@ class ResultStream(AsyncIterator[R], Generic[R]):
     ends it; after a ``break`` without ``async with`` the calls still running
     are cancelled when the stream is garbage-collected, but not awaited.
 
-    Example::
-
+    Example:
+        ```python
         async with cohort.map(fetch, urls, limit=10) as pages:
             async for page in pages:
                 if is_enough(page):
                     break          # the other fetches are cancelled and awaited here
+        ```
     """
 
     __slots__ = ("_core", "_entered")
@@ -375,11 +376,12 @@ def map(
     cancels every other call and is raised where its result would have been
     yielded. ``limit`` is required: there is no silent unbounded default.
 
-    Example::
-
+    Example:
+        ```python
         async with cohort.map(fetch, urls, limit=10) as pages:
             async for page in pages:
                 print(page)
+        ```
     """
     if not callable(fn):
         raise TypeError(f"map() needs an async callable, got {fn!r}")
@@ -400,11 +402,12 @@ def as_completed(aws: Iterable[Awaitable[T]], *, limit: int | None = None) -> Re
     raised where its value would have been yielded. Awaitables not started
     when the stream ends are closed, so none is left un-awaited.
 
-    Example::
-
+    Example:
+        ```python
         async with cohort.as_completed([probe(h) for h in hosts], limit=50) as replies:
             async for reply in replies:
                 print(reply)
+        ```
     """
     if asyncio.iscoroutine(aws) or not isinstance(aws, Iterable):
         close_coroutines([aws])

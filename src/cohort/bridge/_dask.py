@@ -157,11 +157,12 @@ class DaskExecutor:
 
     At-least-once: a task may run again if a worker dies. See the module docs.
 
-    Example::
-
+    Example:
+        ```python
         async with cohort.bridge.DaskExecutor("tcp://scheduler:8786") as dask:
             total = sum(await dask.map(score, rows))
             best = await dask.run(search, space)
+        ```
     """
 
     def __init__(

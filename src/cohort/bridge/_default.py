@@ -35,11 +35,14 @@ _loop_pools: weakref.WeakKeyDictionary[
 def set_default_executor(executor: Executor | None) -> None:
     """Make ``executor`` the one ``to_process`` and ``@cpu`` use (``None``: per-loop pools).
 
-    The caller owns ``executor`` and closes it. Example::
+    The caller owns ``executor`` and closes it.
 
+    Example:
+        ```python
         async with cohort.bridge.DaskExecutor() as dask:
             cohort.set_default_executor(dask)
             await parse(raw)          # an @cohort.cpu function, now on the cluster
+        ```
     """
     global _global_executor
     if executor is not None and not isinstance(executor, Executor):
@@ -77,9 +80,10 @@ async def to_process(
 ) -> _R:
     """Run ``fn(*args)`` in another process (the default executor unless ``executor`` is given).
 
-    Example::
-
+    Example:
+        ```python
         digest = await cohort.to_process(hashlib.sha256, blob)
+        ```
     """
     ex = executor if executor is not None else await default_executor()
     return await ex.run(fn, *args)
@@ -163,12 +167,14 @@ def cpu(
 
     Uses the default executor, or ``executor``. ``f.__wrapped__`` is the plain function.
 
-    Example::
-
+    Example:
+        ```python
         @cohort.cpu
-        def parse(raw: bytes) -> Doc: ...
+        def parse(raw: bytes) -> dict[str, int]:
+            return {"size": len(raw)}
 
         doc = await parse(raw)
+        ```
     """
     if fn is not None:
         return CpuFunction(fn, executor)

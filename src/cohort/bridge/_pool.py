@@ -122,13 +122,14 @@ class ProcessPool:
     ``start_new_session=True``, a daemon) escapes this; stop such processes
     in the function itself.
 
-    Example::
-
+    Example:
+        ```python
         async with cohort.ProcessPool(workers=4) as pool:
             digest = await pool.run(sha, blob)        # cancelling kills the worker
             sizes = await pool.map(len_of, paths)     # auto-chunked
             async for doc in pool.imap(parse, lines, ordered=False):
                 ...
+        ```
     """
 
     def __init__(
@@ -350,10 +351,13 @@ class ProcessPool:
         The copy is released by ``handle.release()``, at the end of a ``with``
         block, when the last reference to the handle goes, or when the pool
         closes. An object over 16 MiB is copied in a thread, so that the loop
-        keeps running meanwhile. Example::
+        keeps running meanwhile.
 
+        Example:
+            ```python
             with await pool.share(big_array) as data:
                 parts = await pool.map(functools.partial(total, data), ranges)
+            ```
         """
         self._check_usable()
         out = _shm.encode(obj, always=True)

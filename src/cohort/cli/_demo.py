@@ -30,7 +30,7 @@ __all__ = ["add_demo_arguments", "demo_command"]
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    """The demo's options, with small defaults: the whole demo takes a few seconds."""
+    """The demo's options, with small defaults: the whole demo takes about 20 seconds."""
     parser.add_argument(
         "--requests",
         type=int,

@@ -54,10 +54,12 @@ async def serve(
     waits until they have; if a server crashes, the block is cancelled and
     the crash raised.
 
-    Example::
+    Example:
 
-        async with serve({"api": app}) as urls:
-            response = await client.get(f"{urls['api']}/health")
+    ```python
+    async with serve({"api": app}) as urls:
+        response = await client.get(f"{urls['api']}/health")
+    ```
     """
     servers: dict[str, tuple[uvicorn.Server, socket.socket]] = {}
     for name, app in apps.items():

@@ -6,15 +6,18 @@ bounded queues, all inside one task group. Every item read from the source
 ends exactly once as output(s), dropped, done, failed or cancelled, and the
 ``Report`` says which. The names are re-exported from ``cohort``.
 
-Example::
-
+Example:
+    ```python
     @cohort.stage(workers=32, timeout=2.0, retry=cohort.Retry(attempts=3, backoff=0.05))
-    async def fetch(url: str) -> bytes: ...
+    async def fetch(url: str) -> bytes:
+        return await http_get(url)
 
     @cohort.stage(cpu=True, workers=2)
-    def parse(raw: bytes) -> Doc: ...
+    def parse(raw: bytes) -> dict[str, int]:
+        return {"size": len(raw)}
 
     report = await (fetch | parse).run(urls)
+    ```
 """
 
 from __future__ import annotations

@@ -36,10 +36,11 @@ def fork(
     ``__name__`` (rename with ``cohort.stage(name=...)(fn)``). The remaining
     keyword arguments are stage options (``workers``, ``retry``, ``on_error``...).
 
-    Example::
-
+    Example:
+        ```python
         lookup = cohort.fork(primary, replica_a, replica_b, join=cohort.Quorum(2), timeout=0.5)
         report = await (parse | lookup | store).run(keys)
+        ```
     """
     if not branches:
         raise ValueError("cohort.fork() needs at least one branch")

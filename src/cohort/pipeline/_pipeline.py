@@ -42,12 +42,13 @@ class Pipeline(Generic[I_contra, O_co]):
     whose input does not match the outputs before it, and a source of the
     wrong items. ``cohort.DROP`` in an output type is dropped in between.
 
-    Example::
-
+    Example:
+        ```python
         report = await (fetch | parse | store).run(urls, progress=True)
         async with (fetch | parse).stream(urls) as docs:
             async for doc in docs:
                 ...
+        ```
     """
 
     __slots__ = ("_stages",)
@@ -139,11 +140,12 @@ class Pipeline(Generic[I_contra, O_co]):
         (items not yet delivered count as cancelled). ``.report`` is filled
         when the block ends. A fail-fast error raises from the iteration.
 
-        Example::
-
+        Example:
+            ```python
             async with pipe.stream(urls) as docs:
                 async for doc in docs:
                     index(doc)
+            ```
         """
         check_source(source, self)
         check_flag("progress", progress)

@@ -40,11 +40,14 @@ DROP: Final = DropType()
 class Many(Generic[T]):
     """Return ``cohort.Many(values)`` from a stage to emit several outputs for one input.
 
-    ``Many([])`` drops the item. Example::
+    ``Many([])`` drops the item.
 
+    Example:
+        ```python
         @cohort.stage
         async def split(line: str) -> cohort.Many[str]:
             return cohort.Many(line.split())
+        ```
     """
 
     __slots__ = ("values",)

@@ -312,12 +312,14 @@ def stage(
         name: the stage's name in reports, logs and errors (default: the
             function's ``__name__``).
 
-    Example::
-
+    Example:
+        ```python
         @cohort.stage(workers=32, timeout=2.0, retry=cohort.Retry(attempts=3, backoff=0.05))
-        async def fetch(url: str) -> bytes: ...
+        async def fetch(url: str) -> bytes:
+            return await http_get(url)
 
         report = await (fetch | parse | store).run(urls)
+        ```
     """
     options = {
         "workers": workers,

@@ -81,11 +81,12 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
             timing tests want; raise it when real processes or sockets must
             answer before a timeout).
 
-    Example::
-
+    Example:
+        ```python
         loop = VirtualClockLoop()
         loop.run_until_complete(asyncio.sleep(3600))   # returns at once
         assert loop.time() == 3600
+        ```
     """
 
     def __init__(self, *, start: float = 0.0, autojump_threshold: float = 0.0) -> None:

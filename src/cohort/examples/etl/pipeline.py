@@ -1,10 +1,10 @@
 """The ETL pipeline: fetch documents over HTTP, parse them in worker processes, store in SQLite.
 
-::
-
-    fetch  (async, 16 workers, per-attempt timeout, Retry on 503 and transport errors)
-      | parse  (cpu=True: a plain def in worker processes)
-      | store  (batch=50: one SQLite transaction per batch; on_error="skip")
+```text
+fetch  (async, 16 workers, per-attempt timeout, Retry on 503 and transport errors)
+  | parse  (cpu=True: a plain def in worker processes)
+  | store  (batch=50: one SQLite transaction per batch; on_error="skip")
+```
 
 Documents that fail for good (404 at fetch, malformed at parse) go to a
 dead-letter file as JSON lines (``on_error=`` a callable ``(item, exc)``);

@@ -7,13 +7,15 @@ of each. The app is a Starlette app; ``cohort.examples.servers.serve`` runs
 it on uvicorn on 127.0.0.1 on a port the kernel picks.
 
 A document is a small structured text: ``key: value`` header lines, a blank
-line, then the body::
+line, then the body:
 
-    id: 17
-    title: Amber harbor notes
-    author: ada
+```text
+id: 17
+title: Amber harbor notes
+author: ada
 
-    the quiet river carries ...
+the quiet river carries ...
+```
 """
 
 from __future__ import annotations
