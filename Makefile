@@ -30,10 +30,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src tests
 	$(BIN)/pyright tests/typecheck_api.py
 
-# The site (docs/ and the API reference from the docstrings) in site/; --strict
+# The site (docs/ and the API reference from the docstrings) in site/; --strict (not --quiet,
+# which hides the warnings that --strict turns into failures)
 # turns a broken reference or a malformed docstring into a failure.
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test: lint typecheck docs
 	$(BIN)/python -m pytest
