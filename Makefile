@@ -30,9 +30,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src tests
 	$(BIN)/pyright tests/typecheck_api.py
 
-# The site (docs/ and the API reference from the docstrings) in site/; --strict (not --quiet,
-# which hides the warnings that --strict turns into failures)
-# turns a broken reference or a malformed docstring into a failure.
+# The site (docs/ and the API reference from the docstrings) in site/; --strict
+# turns a broken reference or a malformed docstring into a failure (not with
+# --quiet, which hides the warnings that --strict counts).
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
