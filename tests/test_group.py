@@ -372,6 +372,39 @@ async def test_cancelled_child_counts_against_quorum() -> None:
 
 
 @vc
+async def test_quorum_error_counts_cancelled_children_apart_from_failed() -> None:
+    with pytest.raises(cohort.QuorumError) as info:
+        async with cohort.TaskGroup(join=cohort.Quorum(2), name="reads") as g:
+            handles = [g.spawn(ok, i, 5) for i in range(3)]
+            await asyncio.sleep(0)
+            for h in handles:
+                h.cancel()
+    err = info.value
+    assert (err.failed, err.cancelled) == (0, 3)
+    assert str(err).startswith(
+        "reads: quorum of 2 unreachable (0 succeeded, 0 failed, 3 cancelled of 3)"
+    )
+    assert statuses(g) == [S.CANCELLED] * 3
+
+
+@vc
+async def test_quorum_error_counts_children_the_group_cancelled_as_cancelled() -> None:
+    with pytest.raises(cohort.QuorumError) as info:
+        async with cohort.TaskGroup(join=cohort.Quorum(3), name="reads") as g:
+            g.spawn(ok, 1, 1)
+            g.spawn(bad, "x", 2)
+            g.spawn(bad, "y", 3)
+            g.spawn(ok, 4, 10)  # cancelled by the group at 3: the quorum is out of reach
+    err = info.value
+    assert (err.failed, err.cancelled, len(err.exceptions)) == (2, 1, 2)
+    assert "(1 succeeded, 2 failed, 1 cancelled of 4)" in str(err)
+    # ExceptionGroup.split keeps the counts.
+    matched, _ = err.split(ValueError)
+    assert isinstance(matched, cohort.QuorumError)
+    assert (matched.failed, matched.cancelled) == (2, 1)
+
+
+@vc
 async def test_first_wins_takes_first_success() -> None:
     async with cohort.TaskGroup(join=cohort.FirstWins()) as g:
         g.spawn(bad, "fast failure", 0.5)
