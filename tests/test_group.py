@@ -841,3 +841,17 @@ async def test_a_child_may_share_the_callers_running_context(how: str) -> None:
     async with cohort.TaskGroup() as g:
         ctx.run(start, g, how, _swap_request_id, "from-child", context=ctx)
     assert ctx[_request_id] == "from-child"
+
+
+async def test_a_queued_child_runs_in_a_copy_of_its_callers_context(how: str) -> None:
+    seen: list[str] = []
+
+    async def child() -> None:
+        await asyncio.sleep(0)
+        seen.append(_request_id.get())
+
+    async with cohort.TaskGroup(limit=1) as g:
+        for i in range(3):
+            _request_id.set(f"request-{i}")
+            start(g, how, child)  # the last two wait for the slot
+    assert seen == ["request-0", "request-1", "request-2"]

@@ -446,6 +446,10 @@ class TaskGroup:
             coro = _coro_object(fn, args)
         handle: Handle[T]
         if self._limit is not None and self._running >= self._limit:
+            if context is None:
+                # A copy of the caller's context now, as for a child started at
+                # once: not that of whichever child's end frees the slot.
+                context = contextvars.copy_context()
             handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical, context)
             self._queue.append(handle)
         elif timeout is None:
