@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import AsyncGenerator
 
 import pytest
 
@@ -355,6 +356,27 @@ async def test_a_scope_exited_outside_any_task_stays_intact_for_its_owner() -> N
     assert "exited in no task" in str(errors[0])
     assert scope.cancelled_caught
     assert now() == 1
+
+
+async def test_a_scope_in_an_async_generator_closed_by_another_task_leaves_its_owner_clean() -> (
+    None
+):
+    async def numbers() -> AsyncGenerator[int]:
+        with cohort.move_on_after(1):
+            yield 1
+            yield 2
+
+    gen = numbers()
+    loop = asyncio.get_running_loop()
+    with cohort.move_on_after(5) as outer:
+        assert await anext(gen) == 1
+        # The generator's block ends for good: its scope is taken off the owner.
+        with pytest.raises(RuntimeError, match="exited in 'closer'"):
+            await loop.create_task(gen.aclose(), name="closer")
+        assert cohort.current_deadline() == 5
+        await asyncio.sleep(2)  # the abandoned deadline cancels nothing
+    assert not outer.cancel_called
+    assert now() == 2
 
 
 async def test_a_deadline_cannot_change_after_exit_or_expiry() -> None:

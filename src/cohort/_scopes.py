@@ -453,7 +453,11 @@ class CancelScope:
             raise RuntimeError(f"{self!r} exited without being entered")
         here = _current_task(state.loop)  # with the loop: no lookup of the running one
         if here is not state.task:
-            # Nothing changes: the scope stays active for the task that entered it.
+            # The scope stays active for the task that entered it, which exits it
+            # as usual; unless its block is being closed (an async generator
+            # closed in another task): no exit can come from the owner then.
+            if isinstance(exc, GeneratorExit):
+                self._abandon(state)
             raise RuntimeError(
                 f"{self!r} was entered in task {state.task.get_name()!r} and exited in "
                 f"{'no task' if here is None else repr(here.get_name())}: a scope must be "
@@ -500,6 +504,16 @@ class CancelScope:
         if task.cancelling() > self._entry_cancelling + self._cancel_requests:
             return True
         return not (self._cancel_requests or self._raised)
+
+    def _abandon(self, state: _TaskState) -> None:
+        """Take the scope off its task's stack without delivering anything."""
+        state.stack.remove(self)
+        if self._shield:
+            state.shields -= 1
+            if not state.shields:
+                _shielded.pop(state.task, None)
+        self._phase = _Phase.EXITED
+        self._state = None
 
     @staticmethod
     def _release_held(state: _TaskState, exc: BaseException | None) -> None:
