@@ -507,11 +507,12 @@ class CancelScope:
 
     def _abandon(self, state: _TaskState) -> None:
         """Take the scope off its task's stack without delivering anything."""
-        state.stack.remove(self)
-        if self._shield:
-            state.shields -= 1
-            if not state.shields:
-                _shielded.pop(state.task, None)
+        if self in state.stack:
+            state.stack.remove(self)
+            if self._shield:
+                state.shields -= 1
+                if not state.shields:
+                    _shielded.pop(state.task, None)
         self._phase = _Phase.EXITED
         self._state = None
 

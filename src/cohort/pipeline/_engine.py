@@ -42,7 +42,7 @@ FAST = 50e-6  # mean seconds per call under which a stage's workers stop sharing
 # Mean seconds per call under which a worker may take its share of a backlog
 # (an item then waits for at most a few such calls before it moves on).
 QUICK = 1e-3
-# PipelineError.stage when the source itself failed (no stage has that name).
+# PipelineError.stage when the source itself failed (not a name cohort gives a stage).
 SOURCE = "<source>"
 
 
