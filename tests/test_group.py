@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import gc
+import math
 from typing import Any
 
 import pytest
 
 import cohort
-from _util import bad, now, ok, start
+from _util import bad, closed, now, ok, start
 from cohort import ChildStatus, Decision
 from cohort.testing import wait_all_tasks_blocked
 
@@ -369,6 +371,39 @@ async def test_cancelled_child_counts_against_quorum() -> None:
             h = g.spawn(ok, 2, 5)
             await asyncio.sleep(0)
             h.cancel()
+
+
+@vc
+async def test_quorum_error_counts_cancelled_children_apart_from_failed() -> None:
+    with pytest.raises(cohort.QuorumError) as info:
+        async with cohort.TaskGroup(join=cohort.Quorum(2), name="reads") as g:
+            handles = [g.spawn(ok, i, 5) for i in range(3)]
+            await asyncio.sleep(0)
+            for h in handles:
+                h.cancel()
+    err = info.value
+    assert (err.failed, err.cancelled) == (0, 3)
+    assert str(err).startswith(
+        "reads: quorum of 2 unreachable (0 succeeded, 0 failed, 3 cancelled of 3)"
+    )
+    assert statuses(g) == [S.CANCELLED] * 3
+
+
+@vc
+async def test_quorum_error_counts_children_the_group_cancelled_as_cancelled() -> None:
+    with pytest.raises(cohort.QuorumError) as info:
+        async with cohort.TaskGroup(join=cohort.Quorum(3), name="reads") as g:
+            g.spawn(ok, 1, 1)
+            g.spawn(bad, "x", 2)
+            g.spawn(bad, "y", 3)
+            g.spawn(ok, 4, 10)  # cancelled by the group at 3: the quorum is out of reach
+    err = info.value
+    assert (err.failed, err.cancelled, len(err.exceptions)) == (2, 1, 2)
+    assert "(1 succeeded, 2 failed, 1 cancelled of 4)" in str(err)
+    # ExceptionGroup.split keeps the counts.
+    matched, _ = err.split(ValueError)
+    assert isinstance(matched, cohort.QuorumError)
+    assert (matched.failed, matched.cancelled) == (2, 1)
 
 
 @vc
@@ -738,3 +773,85 @@ async def test_a_child_error_keeps_its_own_traceback(how: str) -> None:
         frames.append(tb.tb_frame.f_code.co_name)
         tb = tb.tb_next
     assert frames == ["_boom"]  # nothing of cohort's own machinery
+
+
+# -- spawn(context=) ---------------------------------------------------------------
+
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+
+
+async def _swap_request_id(new: str) -> str:
+    await asyncio.sleep(0)
+    old = _request_id.get()
+    _request_id.set(new)
+    return old
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"timeout": 10}, {"retry": cohort.Retry(attempts=2)}, {"limit": 1}],
+    ids=["plain", "timeout", "retry", "queued"],
+)
+async def test_a_child_runs_in_the_context_given_to_spawn(
+    how: str, options: dict[str, Any]
+) -> None:
+    options = dict(options)
+    limit = options.pop("limit", None)
+    ctx = contextvars.copy_context()
+    ctx.run(_request_id.set, "given")
+    _request_id.set("caller")
+    async with cohort.TaskGroup(limit=limit) as g:
+        if limit:
+            g.spawn(asyncio.sleep, 0)  # holds the only slot: the next child is queued
+        start(g, how, _swap_request_id, "from-child-1", context=ctx, **options)
+    assert ctx[_request_id] == "from-child-1"  # what the child set is in the context
+    assert _request_id.get() == "caller"  # and nowhere else
+    async with cohort.TaskGroup() as g:
+        h = g.spawn(_swap_request_id, "from-child-2", context=ctx, **options)
+    assert h.result() == "from-child-1"  # the same context, as asyncio.TaskGroup does
+    assert ctx[_request_id] == "from-child-2"
+
+
+async def test_a_child_in_a_given_context_keeps_the_deadline_in_force(how: str) -> None:
+    ctx = contextvars.copy_context()  # made outside the group: no deadline there
+    seen: list[float] = []
+
+    async def child() -> None:
+        seen.append(cohort.current_deadline())
+
+    async with cohort.TaskGroup(timeout=5) as g:
+        start(g, how, child, context=ctx)
+        start(g, how, child)
+    assert seen[0] == seen[1] < math.inf
+
+
+async def test_spawn_context_must_be_a_context(how: str) -> None:
+    async with cohort.TaskGroup() as g:
+        coro = ok(1, 0)
+        with pytest.raises(TypeError, match=r"context= takes a contextvars.Context"):
+            start(g, how, coro, context={"request_id": "x"})
+        assert closed(coro)
+    assert g.outcomes == []
+
+
+async def test_a_child_may_share_the_callers_running_context(how: str) -> None:
+    # As with asyncio.current_task().get_context() (Python 3.12+): the context the
+    # caller runs in cannot be entered again, and needs nothing set in it.
+    ctx = contextvars.copy_context()
+    async with cohort.TaskGroup() as g:
+        ctx.run(start, g, how, _swap_request_id, "from-child", context=ctx)
+    assert ctx[_request_id] == "from-child"
+
+
+async def test_a_queued_child_runs_in_a_copy_of_its_callers_context(how: str) -> None:
+    seen: list[str] = []
+
+    async def child() -> None:
+        await asyncio.sleep(0)
+        seen.append(_request_id.get())
+
+    async with cohort.TaskGroup(limit=1) as g:
+        for i in range(3):
+            _request_id.set(f"request-{i}")
+            start(g, how, child)  # the last two wait for the slot
+    assert seen == ["request-0", "request-1", "request-2"]

@@ -293,6 +293,93 @@ async def test_a_stray_cancellation_in_a_batch_stage_fails_the_batch() -> None:
     assert (report.failed, report.done, report.cancelled) == (4, 4, 0)
 
 
+def _source_ending_in_a_stray_cancellation(kind: str) -> Any:
+    """Three items, then the source ends with CancelledError although nothing
+    cancelled the run (a sync one raises it; an async one awaits a future that
+    was cancelled elsewhere)."""
+    if kind == "sync":
+
+        def source() -> Iterator[int]:
+            yield from range(3)
+            raise asyncio.CancelledError
+
+        return source()
+
+    async def asource() -> AsyncIterator[int]:
+        for x in range(3):
+            yield x
+        shared = asyncio.get_running_loop().create_future()
+        shared.cancel()
+        await shared
+
+    return asource()
+
+
+def _check_stray_source_error(error: BaseException) -> None:
+    assert isinstance(error, cohort.PipelineError)
+    assert (error.stage, error.item, error.index) == ("<source>", None, None)
+    assert "the source raised CancelledError without being cancelled" in str(error)
+    assert isinstance(error.__cause__, RuntimeError)
+    assert isinstance(error.__cause__.__cause__, asyncio.CancelledError)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_stray_cancellation_from_the_source_fails_the_run_with_a_pipeline_error(
+    kind: str,
+) -> None:
+    with pytest.raises(cohort.PipelineError) as info:
+        await plus_ten.run(_source_ending_in_a_stray_cancellation(kind))
+    _check_stray_source_error(info.value)
+
+    stream = plus_ten.stream(_source_ending_in_a_stray_cancellation(kind))
+    with pytest.raises(cohort.PipelineError) as info:
+        async with stream as outputs:
+            async for _ in outputs:
+                pass
+    _check_stray_source_error(info.value)
+    report = stream.report
+    assert report is not None
+    # A sync source is read a chunk at a time: the chunk it failed in never entered.
+    assert report.read == (3 if kind == "async" else 0)
+    assert report.counts_add_up()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_stray_cancellation_from_a_dead_letter_sink_fails_the_run_with_a_pipeline_error(
+    kind: str,
+) -> None:
+    shared = asyncio.get_running_loop().create_future()
+    shared.cancel()
+
+    def sync_sink(item: int, exc: BaseException) -> None:
+        raise asyncio.CancelledError
+
+    async def async_sink(item: int, exc: BaseException) -> None:
+        await shared
+
+    sink = sync_sink if kind == "sync" else async_sink
+    for streamed in (False, True):
+        pipe = failing_on(2, on_error=sink)
+        with pytest.raises(cohort.PipelineError) as info:
+            if streamed:
+                stream = pipe.stream(range(5))
+                async with stream as outputs:
+                    async for _ in outputs:
+                        pass
+            else:
+                await pipe.run(range(5))
+        error = info.value
+        assert (error.stage, error.item, error.index) == ("check", 2, 2)
+        assert "dead-letter sink of stage 'check' failed on item 2: RuntimeError" in str(error)
+        assert isinstance(error.__cause__, RuntimeError)
+        assert isinstance(error.__cause__.__cause__, asyncio.CancelledError)
+        if streamed:
+            report = stream.report
+            assert report is not None
+            assert report.failed == 1
+            assert report.counts_add_up()
+
+
 async def test_cancelling_the_run_is_still_a_cancellation_not_a_failure() -> None:
     started = asyncio.Event()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import AsyncGenerator
 
 import pytest
 
@@ -316,22 +317,66 @@ async def test_repr_mentions_state() -> None:
     assert "exited" in repr(scope)
 
 
-async def test_a_scope_exited_by_another_task_raises_and_leaves_the_owner_clean() -> None:
-    scope = cohort.move_on_after(1)
-    scope.__enter__()
-
-    async def other() -> None:
+async def test_a_scope_exited_by_another_task_raises_and_stays_intact_for_its_owner() -> None:
+    async def intruder(scope: cohort.CancelScope) -> None:
         scope.__exit__(None, None, None)
 
-    with pytest.raises(RuntimeError, match="exited in 'intruder'"):
-        await asyncio.get_running_loop().create_task(other(), name="intruder")
-    # The owner's scope stack no longer holds it: a new scope nests and its
-    # deadline works, and the abandoned deadline cancels nothing.
-    with cohort.move_on_after(2) as inner:
-        await asyncio.sleep(5)
-    assert inner.cancelled_caught
+    loop = asyncio.get_running_loop()
+    with cohort.move_on_after(1) as scope:
+        with pytest.raises(RuntimeError, match="exited in 'intruder'"):
+            await loop.create_task(intruder(scope), name="intruder")
+        # Still the owner's active scope: its deadline applies, and a scope
+        # entered now nests inside it.
+        assert "active" in repr(scope)
+        assert cohort.current_deadline() == 1
+        with cohort.move_on_after(5) as inner:
+            await asyncio.sleep(10)
+    assert scope.cancelled_caught
+    assert not inner.cancelled_caught
+    assert now() == 1
     assert cohort.current_deadline() == math.inf
-    await asyncio.sleep(1)
+
+
+async def test_a_scope_exited_outside_any_task_stays_intact_for_its_owner() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[RuntimeError] = []
+    called = asyncio.Event()
+
+    def from_a_callback(scope: cohort.CancelScope) -> None:
+        try:
+            scope.__exit__(None, None, None)
+        except RuntimeError as exc:
+            errors.append(exc)
+        called.set()
+
+    with cohort.move_on_after(1) as scope:
+        loop.call_soon(from_a_callback, scope)
+        await called.wait()
+        await asyncio.sleep(10)
+    assert "exited in no task" in str(errors[0])
+    assert scope.cancelled_caught
+    assert now() == 1
+
+
+async def test_a_scope_in_an_async_generator_closed_by_another_task_leaves_its_owner_clean() -> (
+    None
+):
+    async def numbers() -> AsyncGenerator[int]:
+        with cohort.move_on_after(1):
+            yield 1
+            yield 2
+
+    gen = numbers()
+    loop = asyncio.get_running_loop()
+    with cohort.move_on_after(5) as outer:
+        assert await anext(gen) == 1
+        # The generator's block ends for good: its scope is taken off the owner.
+        with pytest.raises(RuntimeError, match="exited in 'closer'"):
+            await loop.create_task(gen.aclose(), name="closer")
+        assert cohort.current_deadline() == 5
+        await asyncio.sleep(2)  # the abandoned deadline cancels nothing
+    assert not outer.cancel_called
+    assert now() == 2
 
 
 async def test_a_deadline_cannot_change_after_exit_or_expiry() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import assert_type
 
 import cohort
@@ -26,6 +27,9 @@ async def main() -> None:
         g.spawn(read(replica="us-1", key=1))
         g.start_soon(read, "eu-2", 42, name="read", critical=False)
         g.start_soon(read, "eu-2", "42")  # type: ignore[arg-type]  # args checked against fn
+        ctx = contextvars.copy_context()
+        assert_type(g.spawn(read, "eu-3", 42, context=ctx), cohort.Handle[bytes])
+        g.start_soon(read, "eu-3", 42, context=ctx)
     assert_type(await h, bytes)
     assert_type(h.result(), bytes)
     assert_type(h.status, cohort.ChildStatus)

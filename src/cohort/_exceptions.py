@@ -106,10 +106,15 @@ class QuorumError(ExceptionGroup[Exception], CohortError):
 
     An ``ExceptionGroup`` of the children's failures; ``needed`` is the
     quorum size and ``successes`` the values obtained before giving up.
+    ``failed`` counts the critical children that raised (their errors are the
+    group's exceptions), ``cancelled`` those cancelled instead (by hand, or by
+    the group once the quorum was out of reach).
     """
 
     needed: int
     successes: list[Any]
+    failed: int
+    cancelled: int
 
     def __new__(
         cls,
@@ -118,10 +123,14 @@ class QuorumError(ExceptionGroup[Exception], CohortError):
         *,
         needed: int = 0,
         successes: Sequence[Any] = (),
+        failed: int = 0,
+        cancelled: int = 0,
     ) -> Self:
         self = super().__new__(cls, message, exceptions)
         self.needed = needed
         self.successes = list(successes)
+        self.failed = failed
+        self.cancelled = cancelled
         return self
 
     def __init__(
@@ -131,12 +140,21 @@ class QuorumError(ExceptionGroup[Exception], CohortError):
         *,
         needed: int = 0,
         successes: Sequence[Any] = (),
+        failed: int = 0,
+        cancelled: int = 0,
     ) -> None:
         super().__init__(message, exceptions)
 
     def derive(self, excs: Sequence[Exception]) -> QuorumError:  # type: ignore[override]
         """The same error over other exceptions (used by ``ExceptionGroup.split``)."""
-        return QuorumError(self.message, excs, needed=self.needed, successes=self.successes)
+        return QuorumError(
+            self.message,
+            excs,
+            needed=self.needed,
+            successes=self.successes,
+            failed=self.failed,
+            cancelled=self.cancelled,
+        )
 
 
 class CircuitOpenError(CohortError):

@@ -410,6 +410,7 @@ class TaskGroup:
         timeout: float | None = None,
         critical: bool = True,
         retry: Retry | None = None,
+        context: contextvars.Context | None = None,
     ) -> Handle[T]:
         """Start ``fn(*args)`` as a child (queued if ``limit`` children already run).
 
@@ -417,11 +418,15 @@ class TaskGroup:
         Keyword arguments for ``fn`` go through ``functools.partial``. With
         ``retry=cohort.Retry(...)`` a failed call is made again under that
         policy (``timeout`` then bounds all attempts together; the outcome
-        counts them).
+        counts them). With ``context=`` the child runs in that
+        ``contextvars.Context`` instead of a copy of the caller's, as with
+        ``asyncio.TaskGroup.create_task``.
         """
         loop = self._loop
         if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
+        if context is not None:
+            context = _child_context(context, fn)
         tally: list[int] | None = None
         if retry is not None:
             fn, args, tally = _retrying(fn, args, retry)  # type: ignore[assignment]
@@ -442,12 +447,16 @@ class TaskGroup:
             coro = _coro_object(fn, args)
         handle: Handle[T]
         if self._limit is not None and self._running >= self._limit:
-            handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical)
+            if context is None:
+                # A copy of the caller's context now, as for a child started at
+                # once: not that of whichever child's end frees the slot.
+                context = contextvars.copy_context()
+            handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical, context)
             self._queue.append(handle)
         elif timeout is None:
             # The common case, made fast: the task is made here and handed to the handle.
             try:
-                task = loop.create_task(coro, name=name)
+                task = loop.create_task(coro, name=name, context=context)
             except BaseException:
                 coro.close()  # no task, no child: nothing is recorded
                 raise
@@ -456,7 +465,7 @@ class TaskGroup:
             if EVENTS.on:
                 _observe.child_started(handle.name, self.name, self._parent_name)
         else:
-            handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical)
+            handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical, context)
             self._launch(handle)
         self._handles.append(handle)
         if tally is not None:
@@ -475,6 +484,7 @@ class TaskGroup:
         timeout: float | None = None,
         critical: bool = True,
         retry: Retry | None = None,
+        context: contextvars.Context | None = None,
     ) -> None:
         """Start ``fn(*args)`` as a child, as ``spawn`` does, but return no handle.
 
@@ -483,7 +493,7 @@ class TaskGroup:
         ``Quorum`` does), nor is it in ``handles`` or ``outcomes``. A child that
         fails, times out or is cancelled is recorded as a spawned one is. Errors,
         cancellation, policies, ``limit``, ``timeout``, ``critical`` and
-        ``task_tree()`` work as for ``spawn``; a success costs less.
+        ``task_tree()`` and ``context`` work as for ``spawn``; a success costs less.
         """
         loop = self._loop
         if (
@@ -493,11 +503,21 @@ class TaskGroup:
             or (self._limit is not None and self._running >= self._limit)
         ):
             self._quiet.add(
-                self.spawn(fn, *args, name=name, timeout=timeout, critical=critical, retry=retry)
+                self.spawn(
+                    fn,
+                    *args,
+                    name=name,
+                    timeout=timeout,
+                    critical=critical,
+                    retry=retry,
+                    context=context,
+                )
             )
             return
         if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
+        if context is not None:
+            context = _child_context(context, fn)
         coro: Coroutine[Any, Any, object]
         if callable(fn):
             coro = fn(*args)  # type: ignore[assignment]  # checked just below
@@ -508,7 +528,7 @@ class TaskGroup:
         else:
             coro = _coro_object(fn, args)
         try:
-            task = loop.create_task(coro, name=name)
+            task = loop.create_task(coro, name=name, context=context)
         except BaseException:
             coro.close()
             raise
@@ -927,6 +947,34 @@ def _detach() -> None:
     _current_group.set(None)
     _scopes._base_deadline.set(math.inf)
     _scopes._state_var.set(None)
+
+
+def _child_context(context: object, fn: object) -> contextvars.Context:
+    """``spawn(context=)``: the context, checked, holding cohort's own variables as the
+    caller's (the group there, the deadline in force), as a copy of the caller's would.
+
+    They are set only where they differ: the caller's own running context (which
+    cannot be entered again) already holds them.
+    """
+    if type(context) is not contextvars.Context:
+        close_coroutines((fn,))
+        raise TypeError(
+            "context= takes a contextvars.Context (e.g. contextvars.copy_context()), "
+            f"got {context!r}"
+        )
+    group = _current_group.get()
+    deadline = _scopes._base_deadline.get()
+    if (
+        context.get(_current_group) is not group
+        or context.get(_scopes._base_deadline, math.inf) != deadline
+    ):
+        context.run(_inherit, group, deadline)
+    return context
+
+
+def _inherit(group: TaskGroup | None, deadline: float) -> None:
+    _current_group.set(group)
+    _scopes._base_deadline.set(deadline)
 
 
 def clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:

@@ -13,6 +13,7 @@ properties.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import sys
 from collections.abc import Callable, Coroutine, Generator
@@ -83,6 +84,7 @@ class Handle(Generic[T]):
     """
 
     __slots__ = (
+        "_context",  # set only by _queued: the contextvars.Context to run in, or None
         "_coro",
         "_ended",
         "_error",
@@ -108,6 +110,7 @@ class Handle(Generic[T]):
     _loop: asyncio.AbstractEventLoop
     _now: Callable[[], float]
     _coro: Coroutine[Any, Any, T]
+    _context: contextvars.Context | None  # set only by _queued
     _name: str | None
     _timeout: float | None
     _timed_out: bool  # set only where there is a timeout
@@ -131,6 +134,7 @@ class Handle(Generic[T]):
         name: str | None,
         timeout: float | None,
         critical: bool,
+        context: contextvars.Context | None,
     ) -> Handle[T]:
         """A child whose task ``_start`` makes later (it has a timeout, or waits for a slot)."""
         self = cls()
@@ -138,6 +142,7 @@ class Handle(Generic[T]):
         self._loop = loop
         self._now = now
         self._coro = coro
+        self._context = context
         self._name = name
         self._timeout = timeout
         if timeout is not None:
@@ -331,8 +336,10 @@ class Handle(Generic[T]):
         coro = self._coro
         if self._timeout is not None:
             coro = _run_with_timeout(coro, self._timeout, self)
+        # Dropped: the context may hold the group (no cycle left behind).
+        context, self._context = self._context, None
         try:
-            task = self._loop.create_task(coro, name=self._name)
+            task = self._loop.create_task(coro, name=self._name, context=context)
         except BaseException:
             coro.close()
             self._coro.close()
@@ -385,6 +392,7 @@ class Handle(Generic[T]):
         was never awaited.
         """
         self._coro.close()
+        self._context = None
 
     def _settle(self, status: ChildStatus, value: Any, error: BaseException | None) -> ChildStatus:
         """Record how the child ended and wake whoever awaits it; return the status.

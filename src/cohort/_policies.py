@@ -233,13 +233,24 @@ class Quorum(JoinPolicy):
     def error(self, group: GroupView) -> BaseException:
         """A :class:`cohort.QuorumError` of the critical children's failures."""
         failures = group.errors_of_critical()
+        # group.failed also counts the critical children that were cancelled
+        # (they have no error): reported apart from those that raised.
+        failed = len(failures)
+        cancelled = group.failed - failed
         message = (
-            f"{group.name}: quorum of {self.k} unreachable "
-            f"({group.succeeded} succeeded, {group.failed} failed of {group.spawned})"
+            f"{group.name}: quorum of {self.k} unreachable ({group.succeeded} succeeded, "
+            f"{failed} failed, {cancelled} cancelled of {group.spawned})"
         )
         if not failures:
             failures = [CohortError(f"{message}: not enough children, or children cancelled")]
-        return QuorumError(message, failures, needed=self.k, successes=group.results)
+        return QuorumError(
+            message,
+            failures,
+            needed=self.k,
+            successes=group.results,
+            failed=failed,
+            cancelled=cancelled,
+        )
 
 
 class FirstWins(Quorum):

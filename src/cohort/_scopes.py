@@ -454,7 +454,11 @@ class CancelScope:
             raise RuntimeError(f"{self!r} exited without being entered")
         here = _current_task(state.loop)  # with the loop: no lookup of the running one
         if here is not state.task:
-            self._abandon(state)
+            # The scope stays active for the task that entered it, which exits it
+            # as usual; unless its block is being closed (an async generator
+            # closed in another task): no exit can come from the owner then.
+            if isinstance(exc, GeneratorExit):
+                self._abandon(state)
             raise RuntimeError(
                 f"{self!r} was entered in task {state.task.get_name()!r} and exited in "
                 f"{'no task' if here is None else repr(here.get_name())}: a scope must be "

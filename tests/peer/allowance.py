@@ -28,14 +28,10 @@ _NO_DRAINING = (
 )
 
 ALLOWANCE: dict[str, tuple[type[BaseException], str]] = {
-    # -- test_taskgroups: 29/35 ------------------------------------------------------
+    # -- test_taskgroups: 30/35 ------------------------------------------------------
     "test_taskgroups.TestTaskGroup.test_taskgroup_23": (
         ExceptionGroup,  # the body's AttributeError, grouped
         "private: reads asyncio.TaskGroup._tasks (cohort's public count: g.pending)",
-    ),
-    "test_taskgroups.TestTaskGroup.test_taskgroup_task_context": (
-        ExceptionGroup,  # the body's TypeError, grouped
-        "API: cohort.TaskGroup.spawn() takes no context= argument",
     ),
     "test_taskgroups.TestTaskGroup.test_taskgroup_finished": (RuntimeError, _CLOSES_REFUSED),
     "test_taskgroups.TestTaskGroup.test_taskgroup_not_entered": (RuntimeError, _CLOSES_REFUSED),

@@ -83,10 +83,7 @@ class TaskGroup:
         name: str | None = None,
         context: Context | None = None,
     ) -> Task:
-        if context is not None:
-            coro.close()  # as spawn() closes the coroutines it refuses
-            raise TypeError("cohort.TaskGroup.spawn() takes no context= argument")
-        return Task(self._group.spawn(coro, name=name))
+        return Task(self._group.spawn(coro, name=name, context=context))
 
 
 # -- asyncio.timeout / timeout_at -> cohort.fail_after / fail_at ---------------------

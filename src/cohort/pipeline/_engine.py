@@ -42,6 +42,8 @@ FAST = 50e-6  # mean seconds per call under which a stage's workers stop sharing
 # Mean seconds per call under which a worker may take its share of a backlog
 # (an item then waits for at most a few such calls before it moves on).
 QUICK = 1e-3
+# PipelineError.stage when the source itself failed (not a name cohort gives a stage).
+SOURCE = "<source>"
 
 
 class Fate(enum.IntEnum):
@@ -222,6 +224,17 @@ class Engine:
             if self.fatal is None:
                 self.fatal = exc
             raise
+        except asyncio.CancelledError as exc:
+            stray = _scopes.stray(exc, "the source")
+            if stray is None:
+                raise  # the run is being cancelled
+            error = PipelineError(
+                f"the source failed after {self.tally.read} items: RuntimeError: {stray}",
+                stage=SOURCE,
+                item=None,
+                index=None,
+            )
+            raise self.fail_fast(error) from stray
         first.close()
 
     async def _feed_async(self, source: AsyncIterable[Any], first: Channel) -> None:
@@ -587,7 +600,11 @@ class StageRun:
             result = sink(item, exc)
             if inspect.isawaitable(result):
                 await result
-        except Exception as sink_error:
+        except (Exception, asyncio.CancelledError) as raised:
+            what = f"the dead-letter sink of stage {self.name!r}"
+            sink_error = raised if isinstance(raised, Exception) else _scopes.stray(raised, what)
+            if sink_error is None:
+                raise  # the run is being cancelled
             error = PipelineError(
                 f"the dead-letter sink of stage {self.name!r} failed on item {index}: "
                 f"{type(sink_error).__name__}: {sink_error}",

@@ -111,7 +111,9 @@ class Pipeline(Generic[I_contra, O_co]):
         Raises:
             cohort.PipelineError: a stage failed under ``on_error="raise"``, or
                 ``max_errors``/``max_error_rate`` was exceeded (the stage's
-                exception is the ``__cause__``).
+                exception is the ``__cause__``); the source, or a dead-letter
+                sink, ended with ``CancelledError`` although the run was not
+                cancelled (``stage="<source>"`` for the source).
             Exception: what the source raised, unchanged.
         """
         from cohort.pipeline._engine import Engine
