@@ -167,6 +167,121 @@ async def test_retry_refuses_bad_arguments() -> None:
 
 
 @vc
+async def test_retry_keeps_the_errors_cause_and_context_and_adds_a_note() -> None:
+    root = OSError("connection reset")
+    earlier = KeyError("cache miss")
+    attempts = 0
+
+    async def call() -> None:
+        nonlocal attempts
+        attempts += 1
+        try:
+            raise earlier
+        except KeyError:
+            raise ValueError(f"failed {attempts}") from root
+
+    try:
+        raise RuntimeError("the caller is handling this")
+    except RuntimeError:
+        with pytest.raises(ValueError, match="failed 3") as info:
+            await cohort.retry(call, policy=cohort.Retry(attempts=3, backoff=0.0))
+    error = info.value
+    assert error.__cause__ is root
+    assert error.__context__ is earlier
+    assert error.__suppress_context__
+    assert error.__notes__ == [
+        f"cohort.Retry: {call.__qualname__} failed 3 attempts; this is the last"
+    ]
+
+
+@vc
+@pytest.mark.parametrize("budget", [None, 100.0])
+async def test_retry_state_elapsed_counts_from_the_first_attempts_start(
+    budget: float | None,
+) -> None:
+    seen: list[float] = []
+    policy = cohort.Retry(
+        attempts=3,
+        backoff=1.0,
+        jitter=False,
+        budget=budget,
+        on_retry=lambda s: seen.append(s.elapsed),
+    )
+    log: list[float] = []
+    assert await cohort.retry(flaky([ValueError("a"), ValueError("b")], log), policy=policy) == "ok"
+    # failures at 0.1 (first attempt started at 0) and 1.2 (backoff 1 s, 0.1 s attempt)
+    assert seen == [pytest.approx(0.1), pytest.approx(1.2)]
+
+
+@vc
+async def test_an_attempt_cut_by_attempt_timeout_names_the_call_the_attempt_and_the_limit() -> None:
+    async def stuck() -> None:
+        await asyncio.sleep(10)
+
+    policy = cohort.Retry(attempts=2, backoff=0.0, attempt_timeout=0.5)
+    with pytest.raises(TimeoutError) as info:
+        await cohort.retry(stuck, policy=policy)
+    assert (
+        str(info.value)
+        == f"attempt 2 of {stuck.__qualname__} did not finish within its 0.5 s limit"
+    )
+    assert now() == 1.0
+
+    async def own_timeout() -> None:
+        raise TimeoutError("the backend's own")
+
+    with pytest.raises(TimeoutError, match="the backend's own"):
+        await cohort.retry(own_timeout, policy=policy)
+
+
+@vc
+async def test_a_default_retry_does_not_retry_a_guards_refusal() -> None:
+    breaker = cohort.CircuitBreaker(failures=1, window=1, recovery_timeout=60.0)
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail)
+    bulkhead = cohort.Bulkhead(1)
+    calls = 0
+
+    async def through_bulkhead() -> None:
+        nonlocal calls
+        calls += 1
+        async with bulkhead:
+            pass
+
+    policy = cohort.Retry(attempts=5, backoff=0.1, jitter=False)
+    with pytest.raises(cohort.CircuitOpenError) as info:
+        await cohort.retry(breaker.call, succeed, policy=policy)
+    assert not hasattr(info.value, "__notes__")  # one attempt: nothing to say
+    async with bulkhead:
+        with pytest.raises(cohort.BulkheadFullError):
+            await cohort.retry(through_bulkhead, policy=policy)
+        assert calls == 1
+        # Named in on=, a refusal is retried; a base class does not name it.
+        with pytest.raises(cohort.BulkheadFullError):
+            await cohort.retry(
+                through_bulkhead,
+                policy=cohort.Retry(
+                    attempts=5, backoff=0.0, on=(Exception, cohort.BulkheadFullError)
+                ),
+            )
+        assert calls == 6
+        with pytest.raises(cohort.BulkheadFullError):
+            await cohort.retry(
+                through_bulkhead,
+                policy=cohort.Retry(
+                    attempts=5, backoff=0.0, on=(cohort.CohortError, cohort.CircuitOpenError)
+                ),
+            )
+        assert calls == 7
+        with pytest.raises(cohort.BulkheadFullError):
+            await cohort.retry(
+                through_bulkhead, policy=cohort.Retry(attempts=2, backoff=0.0, on=lambda e: True)
+            )
+        assert calls == 9
+    assert breaker.statistics().rejected == 1
+
+
+@vc
 async def test_stage_retry_attempt_timeout_applies_per_attempt() -> None:
     calls: list[float] = []
 
