@@ -17,13 +17,20 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from cohort import _scopes
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
-from cohort._group import clock_of
+from cohort._group import clock_of, close_coroutines
 from cohort._observe import emit
-from cohort._validate import check_count, check_exception_filter, check_seconds
+from cohort._validate import (
+    check_callable,
+    check_count,
+    check_exception_filter,
+    check_fraction,
+    check_name,
+    check_seconds,
+)
 
 __all__ = [
     "Bulkhead",
@@ -119,14 +126,7 @@ class CircuitBreaker:
         | None = None,
     ) -> None:
         self._failures = check_count("failures", failures, none=True)
-        if failure_rate is not None:
-            rate = float(failure_rate) if isinstance(failure_rate, int | float) else math.nan
-            if isinstance(failure_rate, bool) or not 0 < rate <= 1:
-                raise ValueError(
-                    f"failure_rate must be a number in (0, 1] or None, got {failure_rate!r}"
-                )
-            failure_rate = rate
-        self._rate = failure_rate
+        self._rate = check_fraction("failure_rate", failure_rate, none=True)
         self._window = check_count("window", window)
         self._min_calls = check_count("min_calls", min_calls)
         if failure_rate is None and self._failures is None:
@@ -136,24 +136,31 @@ class CircuitBreaker:
                 f"failures={failures} can never be reached in a window of {window} calls; "
                 "raise window= or lower failures="
             )
+        if self._rate is not None and self._min_calls > self._window:
+            raise ValueError(
+                f"min_calls={min_calls} can never be reached in a window of {window} calls, "
+                "so failure_rate= would never open the breaker; raise window= or lower min_calls="
+            )
         self._recovery = check_seconds("recovery_timeout", recovery_timeout, inf=False)
         self._half_open_max = check_count("half_open_max", half_open_max)
         self._is_failure = _failure_test(on)
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, got {name!r}")
-        self.name = name or f"breaker-{id(self):x}"
-        if on_state_change is not None and not callable(on_state_change):
-            raise TypeError(f"on_state_change must be callable, got {on_state_change!r}")
-        self.on_state_change = on_state_change
+        self.name = check_name("name", name) or f"breaker-{id(self):x}"
+        self.on_state_change = check_callable("on_state_change", on_state_change, none=True)
         """Called with ``(breaker, old, new)`` on each transition (may be set later)."""
         self._state = _CLOSED
         self._recent: collections.deque[bool] = collections.deque(maxlen=self._window)
         self._recent_failures = 0
+        # The clock of the loop it last opened on: state and statistics read it from anywhere.
+        self._clock: Callable[[], float] = time.monotonic
         self._opened_at = 0.0
         self._probes = 0  # probe calls in flight (half-open)
         self._probe_successes = 0
         self._generation = 0  # bumped on every transition: outcomes of older calls are ignored
-        self._entered: dict[asyncio.Task[Any], int] = {}  # probes in flight (async with)
+        # A call's ticket: the generation it was admitted in, times 2, plus 1 for a probe.
+        # ``async with`` keeps it per task (a task inside the block twice: the outer ones
+        # wait in _nested).
+        self._entered: dict[asyncio.Task[Any], int] = {}
+        self._nested: dict[asyncio.Task[Any], list[int]] = {}
         self._calls = self._successes = self._n_failures = self._rejected = self._opened = 0
 
     def __repr__(self) -> str:
@@ -162,24 +169,17 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         """The state now (an open breaker whose recovery timeout passed reads half-open)."""
-        if self._state is _OPEN and self._recovery_due():
+        if self._state is _OPEN and self._clock() >= self._opened_at + self._recovery:
             return _HALF_OPEN
         return self._state
 
-    def _recovery_due(self) -> bool:
-        try:
-            now = _now()
-        except RuntimeError:  # no loop running: nothing moves
-            return False
-        return now >= self._opened_at + self._recovery
+    # -- admission and outcomes: one path for both ways to use it ------------------------
 
-    # -- admission and outcomes ----------------------------------------------------------
-
-    def _admit(self) -> tuple[int, bool]:
-        """Let a call through (returning its generation and whether it is a probe) or raise."""
+    def _admit(self) -> int:
+        """Let a call through (returning its ticket) or raise ``CircuitOpenError``."""
         state = self._state
         if state is _CLOSED:
-            return self._generation, False
+            return self._generation << 1
         if state is _OPEN:
             now = _now()
             if now < self._opened_at + self._recovery:
@@ -188,7 +188,7 @@ class CircuitBreaker:
         if self._probes >= self._half_open_max:
             self._reject(0.0)
         self._probes += 1
-        return self._generation, True
+        return self._generation << 1 | 1
 
     def _reject(self, retry_after: float) -> None:
         self._rejected += 1
@@ -199,19 +199,28 @@ class CircuitBreaker:
             retry_after=retry_after,
         )
 
-    def _done(self, generation: int, probe: bool, exc: BaseException | None) -> None:
-        """Record how an admitted call ended (``exc`` None: success)."""
-        if probe and generation == self._generation:
+    def _done(self, ticket: int, exc: BaseException | None) -> None:
+        """Record how an admitted call ended (``exc`` None: success).
+
+        Every admitted call that ends counts in the statistics, whatever the
+        state then; only calls admitted since the last transition move it.
+        """
+        current = ticket >> 1 == self._generation
+        if ticket & 1 and current:
             self._probes -= 1
-        if isinstance(exc, asyncio.CancelledError):
-            return  # cancelled by its own scope or group: not the backend's doing
-        failed = exc is not None and self._is_failure(exc)
-        self._calls += 1
-        if failed:
-            self._n_failures += 1
-        else:
+        if exc is None:
+            failed = False
             self._successes += 1
-        if generation != self._generation:
+        elif isinstance(exc, asyncio.CancelledError):
+            return  # cancelled by its own scope or group: not the backend's doing
+        else:
+            failed = self._is_failure(exc)
+            if failed:
+                self._n_failures += 1
+            else:
+                self._successes += 1
+        self._calls += 1
+        if not current:
             return  # it began before the last transition: its outcome is old news
         if self._state is _HALF_OPEN:
             if failed:
@@ -222,7 +231,7 @@ class CircuitBreaker:
                     self._move(_CLOSED)
             return
         recent = self._recent
-        if len(recent) == recent.maxlen and recent[0]:
+        if len(recent) == self._window and recent[0]:
             self._recent_failures -= 1
         recent.append(failed)
         if failed:
@@ -235,7 +244,8 @@ class CircuitBreaker:
                 self._open()
 
     def _open(self) -> None:
-        self._opened_at = _now()
+        self._clock = clock_of(asyncio.get_running_loop())
+        self._opened_at = self._clock()
         self._opened += 1
         self._move(_OPEN)
 
@@ -262,25 +272,31 @@ class CircuitBreaker:
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``await fn(*args)`` through the breaker."""
-        generation, probe = self._admit()
+        if not callable(fn):
+            close_coroutines([fn])
+            raise TypeError(
+                f"breaker.call() takes the async function and its arguments, got {fn!r}: "
+                "write `await breaker.call(fetch, url)`, not `breaker.call(fetch(url))`"
+            )
+        ticket = self._admit()
         try:
             result = await fn(*args)
         except BaseException as exc:
-            self._done(generation, probe, exc)
+            self._done(ticket, exc)
             raise
-        self._done(generation, probe, None)
+        self._done(ticket, None)
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
-        if self._state is _CLOSED:
-            return self  # the common case: nothing to remember about this call
-        generation, probe = self._admit()
-        if probe:
-            task = asyncio.current_task()
-            if task is None or task in self._entered:
-                self._probes -= 1
-                raise RuntimeError(f"{self!r}: enter it once per call, from a task")
-            self._entered[task] = generation
+        ticket = self._generation << 1 if self._state is _CLOSED else self._admit()
+        task = asyncio.current_task()
+        if task is None:
+            self._done(ticket, asyncio.CancelledError())  # frees a probe's place
+            raise RuntimeError(f"{self!r}: `async with breaker:` works inside a task")
+        entered = self._entered
+        if task in entered:
+            self._nested.setdefault(task, []).append(entered[task])
+        entered[task] = ticket
         return self
 
     async def __aexit__(
@@ -289,37 +305,47 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._entered:
-            task = asyncio.current_task()
-            generation = self._entered.pop(task, None) if task is not None else None
-            if generation is not None:
-                self._done(generation, True, exc)
-                return
-        # Entered while closed: its outcome counts if the breaker is still closed.
-        if self._state is _CLOSED:
-            if exc is None:  # the common case, inline: a success in the window
-                self._calls += 1
-                self._successes += 1
-                recent = self._recent
-                if len(recent) == self._window and recent[0]:
-                    self._recent_failures -= 1
-                recent.append(False)
-            else:
-                self._done(self._generation, False, exc)
+        task = asyncio.current_task()
+        assert task is not None
+        ticket = self._entered.pop(task)
+        if self._nested:
+            outer = self._nested.get(task)
+            if outer:
+                self._entered[task] = outer.pop()
+                if not outer:
+                    del self._nested[task]
+        if exc is None and ticket == self._generation << 1 and self._state is _CLOSED:
+            # The common case, inline: a success in the window of a closed breaker.
+            self._calls += 1
+            self._successes += 1
+            recent = self._recent
+            if len(recent) == self._window and recent[0]:
+                self._recent_failures -= 1
+            recent.append(False)
+        else:
+            self._done(ticket, exc)
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(f"{self!r} guards async calls: write `async with breaker:`, not `with`")
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
 
     def reset(self) -> None:
-        """Close the breaker now and forget the recent outcomes."""
+        """Close the breaker now and forget the recent outcomes (and calls in flight)."""
         if self._state is not _CLOSED:
             self._move(_CLOSED)
+        else:
+            self._generation += 1
         self._recent.clear()
         self._recent_failures = 0
 
     def statistics(self) -> BreakerStatistics:
-        """Counters and the current state."""
+        """Counters and the current state (readable from any thread)."""
         state = self.state
         retry_after = 0.0
         if state is _OPEN:
-            retry_after = max(0.0, self._opened_at + self._recovery - _now())
+            retry_after = max(0.0, self._opened_at + self._recovery - self._clock())
         return BreakerStatistics(
             state=state,
             calls=self._calls,

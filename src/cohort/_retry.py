@@ -16,7 +16,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from cohort import _scopes
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
@@ -165,18 +165,14 @@ async def attempt_all(
         return await run_attempts(policy, invoke, policy.attempt_timeout, what, tally=tally)
     except AttemptsFailed as failed:
         error = failed.exc
-    reraise(error)
-
-
-def reraise(exc: BaseException) -> NoReturn:
-    """Raise ``exc`` with its own ``__cause__`` and ``__context__``, whatever is being handled."""
-    cause, context, suppress = exc.__cause__, exc.__context__, exc.__suppress_context__
+    # Raised as it was: its own __cause__ and __context__, whatever is being handled here.
+    cause, context, suppress = error.__cause__, error.__context__, error.__suppress_context__
     try:
-        raise exc
+        raise error
     finally:
-        exc.__cause__ = cause
-        exc.__context__ = context
-        exc.__suppress_context__ = suppress
+        error.__cause__ = cause
+        error.__context__ = context
+        error.__suppress_context__ = suppress
 
 
 async def run_attempts(
@@ -235,7 +231,7 @@ async def run_attempts(
         attempt += 1
 
 
-def _name_the_timeout(exc: TimeoutError, what: str, attempt: int, timeout: float) -> None:
+def _name_the_timeout(exc: TimeoutError, what: str, attempt: int, timeout: float | None) -> None:
     """Say which call and attempt a per-attempt timeout cut, and the limit."""
     if not exc.args:  # asyncio.timeout's own, bare error (a backend's keeps its message)
         exc.args = (f"attempt {attempt} of {what} did not finish within its {timeout:g} s limit",)
