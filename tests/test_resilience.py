@@ -714,6 +714,46 @@ async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
 
 
 @vc
+async def test_a_cancelled_head_waiter_keeps_the_time_accrued_for_the_next() -> None:
+    limiter = cohort.RateLimiter(1.0)
+    await limiter.acquire()
+    granted: list[float] = []
+
+    async def take() -> None:
+        await limiter.acquire()
+        granted.append(now())
+
+    async with cohort.TaskGroup() as g:
+        head = g.spawn(take)
+        g.spawn(take)
+        await asyncio.sleep(0.5)
+        head.cancel()
+    assert granted == [1.0]
+
+
+@vc
+async def test_a_grant_racing_its_waiters_cancellation_goes_to_the_next_waiter() -> None:
+    limiter = cohort.RateLimiter(1.0)
+    await limiter.acquire()
+    granted: list[float] = []
+
+    async def take() -> None:
+        await limiter.acquire()
+        granted.append(now())
+
+    loop = asyncio.get_running_loop()
+    handles: list[cohort.Handle[None]] = []
+    # At 1.0, before the grant (this timer is older), ask for the head's cancellation,
+    # delivered after the grant and before the head runs again: it hands the token on.
+    loop.call_at(1.0, lambda: loop.call_soon(handles[0].cancel))
+    async with cohort.TaskGroup() as g:
+        handles.append(g.spawn(take))
+        g.spawn(take)
+    assert handles[0].status is cohort.ChildStatus.CANCELLED
+    assert granted == [1.0]
+
+
+@vc
 async def test_rate_limiter_multi_token_and_bad_arguments() -> None:
     limiter = cohort.RateLimiter(10.0, burst=5)
     await limiter.acquire(5)
@@ -797,6 +837,77 @@ async def test_bulkhead_per_key_is_made_on_demand_and_dropped_when_idle() -> Non
     async with per_host("a"), per_host("b"):
         assert len(per_host) == 2
     assert len(per_host) == 0
+
+
+@vc
+async def test_per_key_limits_hold_for_a_bulkhead_looked_up_before_it_went_idle() -> None:
+    per_host = cohort.Bulkhead.per_key(1)
+    inside = most = 0
+
+    async def use(bulkhead: cohort.Bulkhead) -> None:
+        nonlocal inside, most
+        async with bulkhead:
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(1.0)
+            inside -= 1
+
+    async with per_host("a"):
+        early = per_host("a")  # looked up while in use, entered after it went idle
+    assert len(per_host) == 0
+    async with cohort.TaskGroup(join=cohort.Settle()) as g:
+        g.spawn(use, per_host("a"))
+        late = g.spawn(use, early)
+    assert most == 1
+    assert isinstance(late.error, cohort.BulkheadFullError)
+    del early
+    assert per_host("a") is not per_host("b")
+
+
+async def test_bulkhead_and_limiter_misuse_says_what_to_write() -> None:
+    per_key: Any = cohort.Bulkhead.per_key(2)
+    with pytest.raises(TypeError, match=r"`async with bulkheads\(host\):`"):
+        async with per_key:
+            pass
+    bulkhead: Any = cohort.Bulkhead(1)
+    with pytest.raises(TypeError, match="write `async with bulkhead:`"), bulkhead:
+        pass
+    limiter: Any = cohort.RateLimiter(1.0)
+    with pytest.raises(TypeError, match="write `async with limiter:`"), limiter:
+        pass
+    assert bulkhead.statistics().active == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: cohort.Bulkhead(1, name=5), TypeError, "name must be a str or None, got 5"),  # type: ignore[arg-type]
+        (lambda: cohort.Bulkhead.per_key(True), TypeError, "max_concurrent must be an int"),
+        (lambda: cohort.Bulkhead.per_key(1, max_queue=-1), ValueError, "max_queue"),
+        (lambda: cohort.CircuitBreaker(name=5), TypeError, "name must be a str"),  # type: ignore[arg-type]
+        (lambda: cohort.CircuitBreaker(on_state_change=5), TypeError, "must be callable"),  # type: ignore[arg-type]
+        (lambda: cohort.CircuitBreaker(failure_rate=True), TypeError, "failure_rate"),
+        (lambda: cohort.CircuitBreaker(failure_rate=0), ValueError, r"in \(0, 1\]"),
+        (lambda: cohort.RateLimiter(True), TypeError, "max_per_second"),
+        (lambda: cohort.RateLimiter(1.0, burst=1.5), TypeError, "burst"),  # type: ignore[arg-type]
+        (lambda: cohort.HedgeBudget(True), TypeError, r"ratio must be a number in \[0, 1\]"),
+        (lambda: cohort.HedgeBudget(0.1, reserve=-1), ValueError, "reserve"),
+    ],
+)
+def test_guard_constructors_refuse_bad_arguments(
+    make: Any, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        make()
+
+
+async def test_acquire_refuses_a_bool_or_a_float_count() -> None:
+    limiter = cohort.RateLimiter(10.0, burst=5)
+    acquire: Any = limiter.acquire
+    with pytest.raises(TypeError, match="tokens must be an int >= 1, got True"):
+        await acquire(True)
+    with pytest.raises(TypeError, match=r"tokens must be an int >= 1, got 1\.0"):
+        await acquire(1.0)
 
 
 # -- hedging budget ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import enum
 import functools
 import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from types import TracebackType
@@ -393,7 +394,7 @@ class RateLimiter:
 
     async def acquire(self, tokens: int = 1) -> None:
         """Take ``tokens`` (at most ``burst``), waiting for them if need be."""
-        if tokens != 1:
+        if type(tokens) is not int or tokens != 1:
             tokens = check_count("tokens", tokens)
             if tokens > self._burst:
                 raise ValueError(f"cannot take {tokens} tokens at once: burst is {self._burst}")
@@ -411,7 +412,10 @@ class RateLimiter:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._tokens += tokens  # granted as it was cancelled: give them back
+                # Granted as it was cancelled: the tokens go back, and on to the next waiter.
+                self._refill(loop.time())
+                self._tokens = min(self._burst, self._tokens + tokens)
+                self._schedule(loop)
             elif entry in self._waiters:
                 first = self._waiters[0] is entry
                 self._waiters.remove(entry)
@@ -420,11 +424,13 @@ class RateLimiter:
             raise
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Set the timer for the head waiter's grant, counting the tokens accrued by now."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if not self._waiters:
             return
+        self._refill(loop.time())
         need = self._waiters[0][0] - self._tokens
         self._timer = loop.call_later(max(0.0, need / self._rate), self._grant, loop)
 
@@ -454,6 +460,12 @@ class RateLimiter:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(f"{self!r} paces async calls: write `async with limiter:`, not `with`")
+
+    def __exit__(self, *exc_info: object) -> None:
         return None
 
 
@@ -486,7 +498,7 @@ class Bulkhead:
     def __init__(self, max_concurrent: int, *, max_queue: int = 0, name: str | None = None) -> None:
         self._max = check_count("max_concurrent", max_concurrent)
         self._max_queue = check_count("max_queue", max_queue, least=0)
-        self.name = name or f"bulkhead-{id(self):x}"
+        self.name = check_name("name", name) or f"bulkhead-{id(self):x}"
         self._active = 0
         self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
         # Mean hold time by Little's law: place-seconds used / calls done, both
@@ -495,7 +507,6 @@ class Bulkhead:
         self._done = 0
         self._stamp = 0.0
         self._admitted = self._rejected = 0
-        self._on_idle: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -560,8 +571,6 @@ class Bulkhead:
         self._done += 1
         if not self._max_queue:  # the common case, inline: no waiters, no estimate
             self._active -= 1
-            if self._active == 0 and self._on_idle is not None:
-                self._on_idle()
             return
         if self._done >= 256:
             self._done //= 2
@@ -577,8 +586,12 @@ class Bulkhead:
         if self._max_queue:  # without a queue there is no wait to estimate
             self._account(asyncio.get_running_loop().time())
         self._active -= 1
-        if self._active == 0 and self._on_idle is not None:
-            self._on_idle()
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(f"{self!r} guards async calls: write `async with bulkhead:`, not `with`")
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
 
     def statistics(self) -> BulkheadStatistics:
         """Places in use, waiters, counters and the mean hold time."""
@@ -588,30 +601,47 @@ class Bulkhead:
 
 
 class KeyedBulkhead:
-    """One :class:`Bulkhead` per key, made on first use and dropped when idle."""
+    """One :class:`Bulkhead` per key, made on first use and dropped once nothing refers to it.
+
+    A bulkhead looked up earlier (``b = bulkheads(host)``, entered later) is
+    the one every lookup of its key finds while it lives, so the limits hold
+    for every interleaving of lookups, entries and exits.
+    """
 
     def __init__(self, max_concurrent: int, *, max_queue: int = 0) -> None:
-        check_count("max_concurrent", max_concurrent)
-        check_count("max_queue", max_queue, least=0)
-        self._max = max_concurrent
-        self._max_queue = max_queue
-        self._by_key: dict[Hashable, Bulkhead] = {}
+        self._max = check_count("max_concurrent", max_concurrent)
+        self._max_queue = check_count("max_queue", max_queue, least=0)
+        self._by_key: dict[Hashable, weakref.ref[Bulkhead]] = {}
 
     def __call__(self, key: Hashable) -> Bulkhead:
         """The bulkhead of ``key``: ``async with bulkheads(host): ...``."""
-        bulkhead = self._by_key.get(key)
+        ref = self._by_key.get(key)
+        bulkhead = ref() if ref is not None else None
         if bulkhead is None:
             bulkhead = Bulkhead(self._max, max_queue=self._max_queue, name=f"{key!r}")
-            bulkhead._on_idle = functools.partial(self._forget, key)
-            self._by_key[key] = bulkhead
+            self._by_key[key] = weakref.ref(bulkhead, functools.partial(self._forget, key))
         return bulkhead
 
-    def _forget(self, key: Hashable) -> None:
-        self._by_key.pop(key, None)
+    def _forget(self, key: Hashable, ref: weakref.ref[Bulkhead]) -> None:
+        if self._by_key.get(key) is ref:
+            del self._by_key[key]
 
     def __len__(self) -> int:
-        """Keys with a bulkhead in use now."""
-        return len(self._by_key)
+        """Keys with a bulkhead in use now (held or waited for)."""
+        return sum(
+            1
+            for ref in self._by_key.values()
+            if (b := ref()) is not None and (b._active or b._queue)
+        )
+
+    async def __aenter__(self) -> NoReturn:
+        raise TypeError(
+            "Bulkhead.per_key(...) makes one bulkhead per key: call it with the key, "
+            "`async with bulkheads(host):`, where `bulkheads = Bulkhead.per_key(...)`"
+        )
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
 
 
 # -- hedging budget -----------------------------------------------------------------------
@@ -628,9 +658,7 @@ class HedgeBudget:
     """
 
     def __init__(self, ratio: float = 0.1, *, reserve: int = 10) -> None:
-        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
-            raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
-        self.ratio = float(ratio)
+        self.ratio = check_fraction("ratio", ratio, zero=True)
         self.reserve = check_count("reserve", reserve, least=0)
         self._balance = float(self.reserve)
         self.calls = self.extra = self.denied = 0
