@@ -455,6 +455,27 @@ async def test_a_call_admitted_before_the_breaker_closed_again_cannot_reopen_it(
 
 
 @vc
+async def test_a_task_inside_the_breaker_twice_gets_each_outcome_counted_once() -> None:
+    breaker = cohort.CircuitBreaker(failures=1, window=1, recovery_timeout=1.0)
+
+    async def nested_probe() -> None:
+        async with breaker:
+            await asyncio.sleep(2.0)
+            async with breaker:  # the probe, at 2.0
+                await asyncio.sleep(0.5)
+            raise ConnectionError("late")  # at 2.5, after the probe closed it: old news
+
+    async with cohort.TaskGroup(join=cohort.Settle()) as g:
+        late = g.spawn(nested_probe)
+        with pytest.raises(ConnectionError):
+            await breaker.call(fail)  # opens it at 0.1
+    assert isinstance(late.error, ConnectionError)
+    assert state(breaker) is cohort.CircuitState.CLOSED
+    stats = breaker.statistics()
+    assert (stats.calls, stats.failures, stats.successes, stats.window_calls) == (3, 2, 1, 0)
+
+
+@vc
 async def test_calls_ending_while_the_breaker_is_open_are_counted() -> None:
     breaker = cohort.CircuitBreaker(failures=1, window=1, recovery_timeout=60.0)
     async with cohort.TaskGroup() as g:

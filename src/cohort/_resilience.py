@@ -159,9 +159,14 @@ class CircuitBreaker:
         self._generation = 0  # bumped on every transition: outcomes of older calls are ignored
         # A call's ticket: the generation it was admitted in, times 2, plus 1 for a probe.
         # ``async with`` keeps it per task (a task inside the block twice: the outer ones
-        # wait in _nested).
+        # wait in _nested), except in the common case: entered while closed, with no
+        # ticket kept and no call of an older generation in flight, it keeps nothing
+        # and is counted in _inflight. A transition makes those _stale: until they have
+        # all ended, every entry keeps its ticket, so an exit without one is stale if
+        # any are (and current otherwise).
         self._entered: dict[asyncio.Task[Any], int] = {}
         self._nested: dict[asyncio.Task[Any], list[int]] = {}
+        self._inflight = self._stale = 0
         self._calls = self._successes = self._n_failures = self._rejected = self._opened = 0
 
     def __repr__(self) -> str:
@@ -250,10 +255,15 @@ class CircuitBreaker:
         self._opened += 1
         self._move(_OPEN)
 
+    def _next_generation(self) -> None:
+        self._generation += 1
+        self._stale += self._inflight
+        self._inflight = 0
+
     def _move(self, new: CircuitState) -> None:
         old = self._state
         self._state = new
-        self._generation += 1
+        self._next_generation()
         self._probes = 0
         self._probe_successes = 0
         if new is _CLOSED:
@@ -289,7 +299,10 @@ class CircuitBreaker:
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
-        ticket = self._generation << 1 if self._state is _CLOSED else self._admit()
+        if self._state is _CLOSED and not self._stale and not self._entered:
+            self._inflight += 1  # the common case: no ticket to keep
+            return self
+        ticket = self._admit()
         task = asyncio.current_task()
         if task is None:
             self._done(ticket, asyncio.CancelledError())  # frees a probe's place
@@ -306,16 +319,23 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        ticket = self._entered.pop(task)
-        if self._nested:
-            outer = self._nested.get(task)
-            if outer:
-                self._entered[task] = outer.pop()
-                if not outer:
-                    del self._nested[task]
-        if exc is None and ticket == self._generation << 1 and self._state is _CLOSED:
+        if self._entered:
+            task = asyncio.current_task()
+            ticket = self._entered.pop(task, None) if task is not None else None
+            if task is not None and ticket is not None:
+                outer = self._nested.get(task) if self._nested else None
+                if outer:
+                    self._entered[task] = outer.pop()
+                    if not outer:
+                        del self._nested[task]
+                self._done(ticket, exc)
+                return
+        if self._stale:  # entered without a ticket before the last transition
+            self._stale -= 1
+            self._done(-2, exc)  # generation -1: counted, moves nothing
+            return
+        self._inflight -= 1
+        if exc is None and self._state is _CLOSED:
             # The common case, inline: a success in the window of a closed breaker.
             self._calls += 1
             self._successes += 1
@@ -324,7 +344,7 @@ class CircuitBreaker:
                 self._recent_failures -= 1
             recent.append(False)
         else:
-            self._done(ticket, exc)
+            self._done(self._generation << 1, exc)
 
     def __enter__(self) -> NoReturn:
         raise TypeError(f"{self!r} guards async calls: write `async with breaker:`, not `with`")
@@ -337,7 +357,7 @@ class CircuitBreaker:
         if self._state is not _CLOSED:
             self._move(_CLOSED)
         else:
-            self._generation += 1
+            self._next_generation()
         self._recent.clear()
         self._recent_failures = 0
 

@@ -190,8 +190,11 @@ async def run_attempts(
     awaited something cancelled elsewhere) counts as a failure of the attempt.
     """
     attempt = 1
-    # RetryState.elapsed and the budget count from the first attempt's start.
-    started = asyncio.get_running_loop().time() if policy is not None else 0.0
+    # RetryState.elapsed and the budget count from the first attempt's start; the
+    # clock is read only where one of them is used.
+    started = 0.0
+    if policy is not None and (policy.budget is not None or policy.on_retry is not None):
+        started = asyncio.get_running_loop().time()
     while True:
         if tally is not None:
             tally[0] = attempt
