@@ -110,6 +110,13 @@ class CircuitBreaker:
     Use it around a call (``async with breaker:``) or as a wrapper
     (``await breaker.call(fn, *args)``); one breaker is shared by every request
     to its backend. An open breaker raises :class:`cohort.CircuitOpenError`.
+    Both ways keep the same books: every admitted call that ends is counted;
+    only calls admitted since the last transition move the state.
+
+    With retries, put the retry outside the breaker,
+    ``await cohort.retry(breaker.call, fetch, url)``: each attempt is one
+    outcome, and a default ``Retry`` does not retry ``CircuitOpenError``, so
+    an open breaker ends the retrying at once.
     """
 
     def __init__(
