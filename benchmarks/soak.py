@@ -161,6 +161,14 @@ class Soak:
                     if rng.random() < 0.05:
                         break
 
+    guards: Guards | None = None
+
+    async def resilience(self) -> None:
+        """Calls through long-lived guards, retried, lingering, cancelled at random."""
+        if self.guards is None:
+            self.guards = Guards()
+        await self.guards.round(self.rng, self)
+
     def count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
 
@@ -171,11 +179,59 @@ class Soak:
             self.sync,
             self.pool_calls,
             self.pipelines,
+            self.resilience,
         ]
         async with cohort.TaskGroup() as g:
             for fn in self.rng.sample(work, k=self.rng.randint(1, len(work))):
                 g.spawn(fn)
                 self.count(fn.__name__)
+
+
+class Guards:
+    """A breaker, per-key bulkheads and a rate limiter shared by every round, as in a
+    service; after each round nothing may be held or waited for."""
+
+    REFUSED = (ValueError, TimeoutError, cohort.CircuitOpenError, cohort.BulkheadFullError)
+
+    def __init__(self) -> None:
+        self.breaker = cohort.CircuitBreaker(failures=4, window=10, recovery_timeout=0.002)
+        self.bulkheads = cohort.Bulkhead.per_key(2, max_queue=3)
+        self.limiter = cohort.RateLimiter(20_000.0, burst=20)
+        self.retry = cohort.Retry(attempts=3, backoff=0.0002, attempt_timeout=0.004)
+
+    async def backend(self, rng: random.Random, soak: Soak) -> int:
+        await soak.nap(0.002)
+        if rng.random() < 0.3:
+            raise ValueError("backend failed")
+        return 1
+
+    async def guarded(self, rng: random.Random, soak: Soak, key: int) -> int:
+        async with self.bulkheads(key), self.limiter:
+            if rng.random() < 0.5:
+                return await self.breaker.call(self.backend, rng, soak)
+            async with self.breaker:
+                return await self.backend(rng, soak)
+
+    async def one(self, rng: random.Random, soak: Soak, linger: cohort.Linger) -> None:
+        key = rng.randrange(3)
+        with cohort.move_on_after(rng.choice([0.001, 0.003, 0.02])):
+            try:
+                if rng.random() < 0.3:
+                    await linger.call(self.guarded, rng, soak, key)
+                else:
+                    await cohort.retry(self.guarded, rng, soak, key, policy=self.retry)
+            except self.REFUSED as exc:
+                soak.count(f"guards: {type(exc).__name__}")
+
+    async def round(self, rng: random.Random, soak: Soak) -> None:
+        async with cohort.Linger(grace=0.002) as linger, cohort.TaskGroup(cohort.Settle()) as g:
+            handles = [g.spawn(self.one, rng, soak, linger) for _ in range(rng.randint(5, 30))]
+            await soak.nap()
+            for handle in rng.sample(handles, k=len(handles) // 4):
+                handle.cancel()
+        held = (len(self.bulkheads), self.limiter)
+        if held[0] or "waiting=0" not in repr(self.limiter):
+            raise AssertionError(f"guards hold places after a round: {held}")
 
 
 def _only_expected(eg: BaseExceptionGroup[Any]) -> None:

@@ -165,6 +165,62 @@ async def test_a_cancelled_exit_cancels_the_lingering_calls_and_waits_for_them()
 
 
 @virtual_clock
+async def test_a_block_left_by_cancellation_cancels_the_lingering_calls_at_once() -> None:
+    work = Work(10)
+    linger = cohort.Linger(grace=5)
+
+    async def body() -> None:
+        async with linger:
+            with cohort.move_on_after(0.1):
+                await linger.call(work)
+            await asyncio.sleep(100)
+
+    task = asyncio.create_task(body())
+    await work.started.wait()
+    await asyncio.sleep(1)  # the body sleeps; the call lingers
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_ended(work, "cancelled", 1)
+    assert cohort.current_time() == 1
+    stats = linger.statistics()
+    assert (stats.lingering, stats.cut_off, stats.finished) == (0, 1, 0)
+
+
+@virtual_clock
+async def test_an_exit_cancelled_twice_still_waits_for_the_calls_to_end() -> None:
+    cleaned: list[float] = []
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(2)  # closing a connection politely
+            cleaned.append(cohort.current_time())
+
+    linger = cohort.Linger(grace=5)
+    left: list[float] = []
+
+    async def body() -> None:
+        try:
+            async with linger:
+                with cohort.move_on_after(0.1):
+                    await linger.call(slow_to_stop)
+        finally:
+            left.append(cohort.current_time())
+
+    task = asyncio.create_task(body())
+    await asyncio.sleep(1)  # the body is in __aexit__, waiting for the lingering call
+    task.cancel()  # the call is cancelled; its cleanup ends at 3
+    await asyncio.sleep(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == [3]
+    assert left == [3]
+
+
+@virtual_clock
 async def test_the_call_runs_outside_the_callers_group_and_deadlines() -> None:
     seen: list[float] = []
 

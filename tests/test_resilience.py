@@ -167,6 +167,121 @@ async def test_retry_refuses_bad_arguments() -> None:
 
 
 @vc
+async def test_retry_keeps_the_errors_cause_and_context_and_adds_a_note() -> None:
+    root = OSError("connection reset")
+    earlier = KeyError("cache miss")
+    attempts = 0
+
+    async def call() -> None:
+        nonlocal attempts
+        attempts += 1
+        try:
+            raise earlier
+        except KeyError:
+            raise ValueError(f"failed {attempts}") from root
+
+    try:
+        raise RuntimeError("the caller is handling this")
+    except RuntimeError:
+        with pytest.raises(ValueError, match="failed 3") as info:
+            await cohort.retry(call, policy=cohort.Retry(attempts=3, backoff=0.0))
+    error = info.value
+    assert error.__cause__ is root
+    assert error.__context__ is earlier
+    assert error.__suppress_context__
+    assert error.__notes__ == [
+        f"cohort.Retry: {call.__qualname__} failed 3 attempts; this is the last"
+    ]
+
+
+@vc
+@pytest.mark.parametrize("budget", [None, 100.0])
+async def test_retry_state_elapsed_counts_from_the_first_attempts_start(
+    budget: float | None,
+) -> None:
+    seen: list[float] = []
+    policy = cohort.Retry(
+        attempts=3,
+        backoff=1.0,
+        jitter=False,
+        budget=budget,
+        on_retry=lambda s: seen.append(s.elapsed),
+    )
+    log: list[float] = []
+    assert await cohort.retry(flaky([ValueError("a"), ValueError("b")], log), policy=policy) == "ok"
+    # failures at 0.1 (first attempt started at 0) and 1.2 (backoff 1 s, 0.1 s attempt)
+    assert seen == [pytest.approx(0.1), pytest.approx(1.2)]
+
+
+@vc
+async def test_an_attempt_cut_by_attempt_timeout_names_the_call_the_attempt_and_the_limit() -> None:
+    async def stuck() -> None:
+        await asyncio.sleep(10)
+
+    policy = cohort.Retry(attempts=2, backoff=0.0, attempt_timeout=0.5)
+    with pytest.raises(TimeoutError) as info:
+        await cohort.retry(stuck, policy=policy)
+    assert (
+        str(info.value)
+        == f"attempt 2 of {stuck.__qualname__} did not finish within its 0.5 s limit"
+    )
+    assert now() == 1.0
+
+    async def own_timeout() -> None:
+        raise TimeoutError("the backend's own")
+
+    with pytest.raises(TimeoutError, match="the backend's own"):
+        await cohort.retry(own_timeout, policy=policy)
+
+
+@vc
+async def test_a_default_retry_does_not_retry_a_guards_refusal() -> None:
+    breaker = cohort.CircuitBreaker(failures=1, window=1, recovery_timeout=60.0)
+    with pytest.raises(ConnectionError):
+        await breaker.call(fail)
+    bulkhead = cohort.Bulkhead(1)
+    calls = 0
+
+    async def through_bulkhead() -> None:
+        nonlocal calls
+        calls += 1
+        async with bulkhead:
+            pass
+
+    policy = cohort.Retry(attempts=5, backoff=0.1, jitter=False)
+    with pytest.raises(cohort.CircuitOpenError) as info:
+        await cohort.retry(breaker.call, succeed, policy=policy)
+    assert not hasattr(info.value, "__notes__")  # one attempt: nothing to say
+    async with bulkhead:
+        with pytest.raises(cohort.BulkheadFullError):
+            await cohort.retry(through_bulkhead, policy=policy)
+        assert calls == 1
+        # Named in on=, a refusal is retried; a base class does not name it.
+        with pytest.raises(cohort.BulkheadFullError):
+            await cohort.retry(
+                through_bulkhead,
+                policy=cohort.Retry(
+                    attempts=5, backoff=0.0, on=(Exception, cohort.BulkheadFullError)
+                ),
+            )
+        assert calls == 6
+        with pytest.raises(cohort.BulkheadFullError):
+            await cohort.retry(
+                through_bulkhead,
+                policy=cohort.Retry(
+                    attempts=5, backoff=0.0, on=(cohort.CohortError, cohort.CircuitOpenError)
+                ),
+            )
+        assert calls == 7
+        with pytest.raises(cohort.BulkheadFullError):
+            await cohort.retry(
+                through_bulkhead, policy=cohort.Retry(attempts=2, backoff=0.0, on=lambda e: True)
+            )
+        assert calls == 9
+    assert breaker.statistics().rejected == 1
+
+
+@vc
 async def test_stage_retry_attempt_timeout_applies_per_attempt() -> None:
     calls: list[float] = []
 
@@ -309,40 +424,276 @@ def test_breaker_refuses_bad_arguments() -> None:
         cohort.CircuitBreaker(on="ConnectionError")  # type: ignore[arg-type]
 
 
+@vc
+@pytest.mark.parametrize("form", ["call", "with"])
+async def test_a_call_admitted_before_the_breaker_closed_again_cannot_reopen_it(form: str) -> None:
+    breaker = cohort.CircuitBreaker(failures=1, window=1, recovery_timeout=1.0)
+
+    async def slow_fail() -> None:
+        await asyncio.sleep(5.0)
+        raise ConnectionError("down")
+
+    async def through_breaker(fn: Any) -> None:
+        if form == "call":
+            await breaker.call(fn)
+        else:
+            async with breaker:
+                await fn()
+
+    async with cohort.TaskGroup(join=cohort.Settle()) as g:
+        stale = g.spawn(through_breaker, slow_fail)  # admitted while closed, fails at 5
+        await asyncio.sleep(0.5)
+        with pytest.raises(ConnectionError):
+            await through_breaker(fail)  # opens it at 0.6
+        await asyncio.sleep(1.0)
+        await through_breaker(succeed)  # the probe closes it at 1.7
+        assert state(breaker) is cohort.CircuitState.CLOSED
+    assert isinstance(stale.error, ConnectionError)
+    assert state(breaker) is cohort.CircuitState.CLOSED  # old news: it began before
+    stats = breaker.statistics()
+    assert (stats.calls, stats.failures, stats.successes, stats.window_calls) == (3, 2, 1, 0)
+
+
+@vc
+async def test_a_task_inside_the_breaker_twice_gets_each_outcome_counted_once() -> None:
+    breaker = cohort.CircuitBreaker(failures=1, window=1, recovery_timeout=1.0)
+
+    async def nested_probe() -> None:
+        async with breaker:
+            await asyncio.sleep(2.0)
+            async with breaker:  # the probe, at 2.0
+                await asyncio.sleep(0.5)
+            raise ConnectionError("late")  # at 2.5, after the probe closed it: old news
+
+    async with cohort.TaskGroup(join=cohort.Settle()) as g:
+        late = g.spawn(nested_probe)
+        with pytest.raises(ConnectionError):
+            await breaker.call(fail)  # opens it at 0.1
+    assert isinstance(late.error, ConnectionError)
+    assert state(breaker) is cohort.CircuitState.CLOSED
+    stats = breaker.statistics()
+    assert (stats.calls, stats.failures, stats.successes, stats.window_calls) == (3, 2, 1, 0)
+
+
+@vc
+async def test_calls_ending_while_the_breaker_is_open_are_counted() -> None:
+    breaker = cohort.CircuitBreaker(failures=1, window=1, recovery_timeout=60.0)
+    async with cohort.TaskGroup() as g:
+        for _ in range(3):
+            g.spawn(breaker.call, succeed)
+
+            async def entered() -> None:
+                async with breaker:
+                    await succeed()
+
+            g.spawn(entered)
+        await wait_all_tasks_blocked()
+        async with breaker:
+            breaker.reset()  # nothing admitted before the reset moves it
+        with pytest.raises(ConnectionError):
+            await breaker.call(fail)
+    assert state(breaker) is cohort.CircuitState.OPEN
+    stats = breaker.statistics()
+    assert (stats.calls, stats.successes, stats.failures, stats.window_calls) == (8, 7, 1, 1)
+
+
+def test_breaker_statistics_are_readable_from_another_thread() -> None:
+    breaker = cohort.CircuitBreaker(failures=1, window=1, recovery_timeout=10.0)
+
+    async def main() -> cohort.BreakerStatistics:
+        with pytest.raises(ConnectionError):
+            await breaker.call(fail)
+        await asyncio.sleep(4.0)
+        return await asyncio.to_thread(breaker.statistics)
+
+    stats = cohort.testing.run(main)
+    assert stats.state is cohort.CircuitState.OPEN
+    assert stats.retry_after == pytest.approx(6.0)
+    assert breaker.state is cohort.CircuitState.OPEN  # no loop running now: from its clock
+
+
+def test_a_breaker_that_could_never_open_by_rate_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"min_calls=30 can never be reached.*raise window="):
+        cohort.CircuitBreaker(failures=None, failure_rate=0.5, window=20, min_calls=30)
+    cohort.CircuitBreaker(failures=3, window=5)  # min_calls matters only with failure_rate
+    with pytest.raises(TypeError, match="failure_rate must be a number in"):
+        cohort.CircuitBreaker(failure_rate="0.5")  # type: ignore[arg-type]
+
+
+async def test_breaker_misuse_says_what_to_write() -> None:
+    breaker = cohort.CircuitBreaker()
+    call: Any = breaker.call
+    with pytest.raises(TypeError, match=r"write `await breaker.call\(fetch, url\)`"):
+        await call(succeed())  # the coroutine is closed: no "never awaited" warning
+    sync_with: Any = breaker
+    with pytest.raises(TypeError, match="write `async with breaker:`"), sync_with:
+        pass
+    assert breaker.statistics().calls == 0
+
+
+class BreakerModel:
+    """The breaker's rules, written out directly: who is admitted, what moves the state."""
+
+    def __init__(self, failures: int, window: int, recovery: float, half_open_max: int) -> None:
+        self.failures, self.window, self.recovery = failures, window, recovery
+        self.half_open_max = half_open_max
+        self.state, self.opened_at, self.generation = "closed", 0.0, 0
+        self.probes = self.probe_successes = 0
+        self.recent: list[bool] = []
+        self.calls = self.successes = self.failed = self.rejected = self.opened = 0
+        self.changes: list[tuple[float, str]] = []
+
+    def move(self, new: str, at: float) -> None:
+        self.state, self.generation = new, self.generation + 1
+        self.probes = self.probe_successes = 0
+        if new == "closed":
+            self.recent = []
+        self.changes.append((at, new))
+
+    def admit(self, at: float) -> tuple[int, bool] | None:
+        """The call's (generation, probe), or None if it is rejected."""
+        if self.state == "open":
+            if at < self.opened_at + self.recovery:
+                self.rejected += 1
+                return None
+            self.move("half_open", at)
+        if self.state == "half_open":
+            if self.probes >= self.half_open_max:
+                self.rejected += 1
+                return None
+            self.probes += 1
+            return self.generation, True
+        return self.generation, False
+
+    def end(self, ticket: tuple[int, bool], outcome: str, at: float) -> None:
+        generation, probe = ticket
+        current = generation == self.generation
+        if probe and current:
+            self.probes -= 1
+        if outcome == "cancel":
+            return
+        failed = outcome == "fail"
+        self.calls += 1
+        self.failed += failed
+        self.successes += not failed
+        if not current:
+            return
+        if self.state == "half_open":
+            if failed:
+                self.open(at)
+            else:
+                self.probe_successes += 1
+                if self.probe_successes >= self.half_open_max:
+                    self.move("closed", at)
+            return
+        self.recent = [*self.recent, failed][-self.window :]
+        if sum(self.recent) >= self.failures:
+            self.open(at)
+
+    def open(self, at: float) -> None:
+        self.opened_at = at
+        self.opened += 1
+        self.move("open", at)
+
+    def statistics(self, at: float) -> tuple[object, ...]:
+        state = self.state
+        if state == "open" and at >= self.opened_at + self.recovery:
+            state = "half_open"
+        return (state, self.calls, self.successes, self.failed, self.rejected, self.opened)
+
+
+Call = tuple[str, str, int]  # outcome ("ok", "fail", "cancel"), form ("call", "with"), seconds
+
+calls_or_waits = st.one_of(
+    st.just("wait"),
+    st.tuples(
+        st.sampled_from(["ok", "fail", "fail", "cancel"]),
+        st.sampled_from(["call", "with"]),
+        st.sampled_from([0, 0, 1, 3]),
+    ),
+)
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(["ok", "fail", "wait"]), max_size=40))
-def test_breaker_state_machine_matches_a_model(steps: list[str]) -> None:
-    """Random outcomes and waits: the breaker agrees with a direct model of the rules."""
+@given(st.lists(calls_or_waits, max_size=40), st.sampled_from([1, 2]))
+def test_breaker_state_machine_matches_a_model_through_both_forms(
+    steps: list[Call | str], half_open_max: int
+) -> None:
+    """Calls that overlap, through `breaker.call()` or `async with breaker`, chosen per
+    call: admissions, transitions and every counter agree with a direct model of the rules.
+
+    Step i starts at i seconds; a call lasts its seconds plus (i + 1) ms, so that no
+    two events share a time and the model's order of events is the loop's.
+    """
+    model = BreakerModel(failures=3, window=4, recovery=2.0, half_open_max=half_open_max)
+    events: list[tuple[float, int, str]] = []  # (time, step, "start"/"end")
+    for i, step in enumerate(steps):
+        if isinstance(step, tuple):
+            events.append((float(i), i, "start"))
+            events.append((i + (step[2] + (i + 1) / 1000), i, "end"))
+    expected: dict[int, str] = {}
+    tickets: dict[int, tuple[int, bool]] = {}
+    for at, i, kind in sorted(events):
+        outcome = steps[i][0]
+        if kind == "start":
+            ticket = model.admit(at)
+            if ticket is None:
+                expected[i] = "rejected"
+            else:
+                tickets[i], expected[i] = ticket, outcome
+        elif i in tickets:
+            model.end(tickets[i], outcome, at)
 
     async def run() -> None:
-        breaker = cohort.CircuitBreaker(failures=3, window=4, recovery_timeout=2.0)
-        model_state, opened_at = "closed", 0.0
-        window: list[bool] = []
-        for step in steps:
-            if step == "wait":
+        changes: list[tuple[float, str]] = []
+        breaker = cohort.CircuitBreaker(
+            failures=3,
+            window=4,
+            recovery_timeout=2.0,
+            half_open_max=half_open_max,
+            on_state_change=lambda b, old, new: changes.append((now(), new.value)),
+        )
+        results: dict[int, str] = {}
+        invoked = 0
+
+        async def one(i: int, outcome: str, form: str, seconds: int) -> None:
+            lasts = seconds + (i + 1) / 1000
+
+            async def backend() -> None:
+                nonlocal invoked
+                invoked += 1
+                await asyncio.sleep(100 if outcome == "cancel" else lasts)
+                if outcome == "fail":
+                    raise ConnectionError("down")
+
+            results[i] = outcome
+            try:
+                with (
+                    cohort.move_on_after(lasts) if outcome == "cancel" else contextlib.nullcontext()
+                ):
+                    if form == "call":
+                        await breaker.call(backend)
+                    else:
+                        async with breaker:
+                            await backend()
+            except cohort.CircuitOpenError:
+                results[i] = "rejected"
+            except ConnectionError:
+                pass
+
+        async with cohort.TaskGroup() as g:
+            for i, step in enumerate(steps):
+                if step != "wait":
+                    g.start_soon(one, i, *step)
                 await asyncio.sleep(1.0)
-                continue
-            if model_state == "open" and now() >= opened_at + 2.0:
-                model_state = "half_open"
-            if model_state == "open":
-                with pytest.raises(cohort.CircuitOpenError):
-                    await breaker.call(succeed)
-                continue
-            fn = succeed if step == "ok" else fail
-            with contextlib.suppress(ConnectionError):
-                await breaker.call(fn)
-            if model_state == "half_open":
-                model_state, window = ("closed", []) if step == "ok" else ("open", window)
-                opened_at = now() if model_state == "open" else opened_at
-                continue
-            window = [*window, step == "fail"][-4:]
-            if sum(window) >= 3:
-                model_state, opened_at = "open", now()
-            assert breaker.state.value == model_state, (steps, window)
-        await asyncio.sleep(0)
-        if model_state == "open" and now() >= opened_at + 2.0:
-            model_state = "half_open"
-        assert breaker.state.value == model_state
+        assert results == expected
+        assert [new for _, new in changes] == [new for _, new in model.changes]
+        assert [t for t, _ in changes] == pytest.approx([t for t, _ in model.changes])
+        stats = breaker.statistics()
+        got = (stats.state.value, stats.calls, stats.successes, stats.failures)
+        assert (*got, stats.rejected, stats.times_opened) == model.statistics(now())
+        cancelled = sum(1 for r in results.values() if r == "cancel")
+        assert invoked == stats.calls + cancelled  # every call that ran is counted
 
     cohort.testing.run(run)
 
@@ -381,6 +732,46 @@ async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
         await wait_all_tasks_blocked()
         first.cancel()
     assert order == [("second", 1.0)]
+
+
+@vc
+async def test_a_cancelled_head_waiter_keeps_the_time_accrued_for_the_next() -> None:
+    limiter = cohort.RateLimiter(1.0)
+    await limiter.acquire()
+    granted: list[float] = []
+
+    async def take() -> None:
+        await limiter.acquire()
+        granted.append(now())
+
+    async with cohort.TaskGroup() as g:
+        head = g.spawn(take)
+        g.spawn(take)
+        await asyncio.sleep(0.5)
+        head.cancel()
+    assert granted == [1.0]
+
+
+@vc
+async def test_a_grant_racing_its_waiters_cancellation_goes_to_the_next_waiter() -> None:
+    limiter = cohort.RateLimiter(1.0)
+    await limiter.acquire()
+    granted: list[float] = []
+
+    async def take() -> None:
+        await limiter.acquire()
+        granted.append(now())
+
+    loop = asyncio.get_running_loop()
+    handles: list[cohort.Handle[None]] = []
+    # At 1.0, before the grant (this timer is older), ask for the head's cancellation,
+    # delivered after the grant and before the head runs again: it hands the token on.
+    loop.call_at(1.0, lambda: loop.call_soon(handles[0].cancel))
+    async with cohort.TaskGroup() as g:
+        handles.append(g.spawn(take))
+        g.spawn(take)
+    assert handles[0].status is cohort.ChildStatus.CANCELLED
+    assert granted == [1.0]
 
 
 @vc
@@ -467,6 +858,77 @@ async def test_bulkhead_per_key_is_made_on_demand_and_dropped_when_idle() -> Non
     async with per_host("a"), per_host("b"):
         assert len(per_host) == 2
     assert len(per_host) == 0
+
+
+@vc
+async def test_per_key_limits_hold_for_a_bulkhead_looked_up_before_it_went_idle() -> None:
+    per_host = cohort.Bulkhead.per_key(1)
+    inside = most = 0
+
+    async def use(bulkhead: cohort.Bulkhead) -> None:
+        nonlocal inside, most
+        async with bulkhead:
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(1.0)
+            inside -= 1
+
+    async with per_host("a"):
+        early = per_host("a")  # looked up while in use, entered after it went idle
+    assert len(per_host) == 0
+    async with cohort.TaskGroup(join=cohort.Settle()) as g:
+        g.spawn(use, per_host("a"))
+        late = g.spawn(use, early)
+    assert most == 1
+    assert isinstance(late.error, cohort.BulkheadFullError)
+    del early
+    assert per_host("a") is not per_host("b")
+
+
+async def test_bulkhead_and_limiter_misuse_says_what_to_write() -> None:
+    per_key: Any = cohort.Bulkhead.per_key(2)
+    with pytest.raises(TypeError, match=r"`async with bulkheads\(host\):`"):
+        async with per_key:
+            pass
+    bulkhead: Any = cohort.Bulkhead(1)
+    with pytest.raises(TypeError, match="write `async with bulkhead:`"), bulkhead:
+        pass
+    limiter: Any = cohort.RateLimiter(1.0)
+    with pytest.raises(TypeError, match="write `async with limiter:`"), limiter:
+        pass
+    assert bulkhead.statistics().active == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: cohort.Bulkhead(1, name=5), TypeError, "name must be a str or None, got 5"),  # type: ignore[arg-type]
+        (lambda: cohort.Bulkhead.per_key(True), TypeError, "max_concurrent must be an int"),
+        (lambda: cohort.Bulkhead.per_key(1, max_queue=-1), ValueError, "max_queue"),
+        (lambda: cohort.CircuitBreaker(name=5), TypeError, "name must be a str"),  # type: ignore[arg-type]
+        (lambda: cohort.CircuitBreaker(on_state_change=5), TypeError, "must be callable"),  # type: ignore[arg-type]
+        (lambda: cohort.CircuitBreaker(failure_rate=True), TypeError, "failure_rate"),
+        (lambda: cohort.CircuitBreaker(failure_rate=0), ValueError, r"in \(0, 1\]"),
+        (lambda: cohort.RateLimiter(True), TypeError, "max_per_second"),
+        (lambda: cohort.RateLimiter(1.0, burst=1.5), TypeError, "burst"),  # type: ignore[arg-type]
+        (lambda: cohort.HedgeBudget(True), TypeError, r"ratio must be a number in \[0, 1\]"),
+        (lambda: cohort.HedgeBudget(0.1, reserve=-1), ValueError, "reserve"),
+    ],
+)
+def test_guard_constructors_refuse_bad_arguments(
+    make: Any, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        make()
+
+
+async def test_acquire_refuses_a_bool_or_a_float_count() -> None:
+    limiter = cohort.RateLimiter(10.0, burst=5)
+    acquire: Any = limiter.acquire
+    with pytest.raises(TypeError, match="tokens must be an int >= 1, got True"):
+        await acquire(True)
+    with pytest.raises(TypeError, match=r"tokens must be an int >= 1, got 1\.0"):
+        await acquire(1.0)
 
 
 # -- hedging budget ------------------------------------------------------------------------------

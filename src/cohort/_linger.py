@@ -59,8 +59,9 @@ class Linger:
 
     Open it once for the life of the program part that makes the calls (a web
     app's lifespan); leaving the block waits for the calls still running, so
-    at most ``grace`` seconds for the lingering ones. A cancelled exit cancels
-    them all and waits for them to end.
+    at most ``grace`` seconds for the lingering ones. Leaving it because of a
+    cancellation, or cancelling the exit while it waits, cancels them all at
+    once and waits for them to end (however often the exit is cancelled).
 
     Use it for calls that are cheap to finish and expensive to abandon: an
     HTTP request whose connection would otherwise be closed, a database query
@@ -143,18 +144,34 @@ class Linger:
         self._loop = asyncio.get_running_loop()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
         self._closed = True
-        try:
-            while pending := self._unfinished():
+        # Left by a cancellation, or cancelled while waiting: cancel the calls at once,
+        # then wait for every one of them to end, however often the exit is cancelled.
+        cancelled = exc if isinstance(exc, asyncio.CancelledError) else None
+        if cancelled is not None:
+            self._cancel_all()
+        while pending := self._unfinished():
+            try:
                 await asyncio.wait(pending)
-        except asyncio.CancelledError:
-            pending = self._unfinished()
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-            raise
+            except asyncio.CancelledError as again:
+                if cancelled is None:
+                    cancelled = again
+                self._cancel_all()
+        if cancelled is not None and cancelled is not exc:
+            raise cancelled
+
+    def _cancel_all(self) -> None:
+        for task, timer in list(self._lingering.items()):
+            timer.cancel()
+            self._cut(task)
+        for task in self._running:
+            task.cancel()
 
     def _unfinished(self) -> list[asyncio.Task[Any]]:
         return [t for t in (*self._running, *self._lingering, *self._ending) if not t.done()]

@@ -14,16 +14,24 @@ import enum
 import functools
 import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from cohort import _scopes
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
-from cohort._group import clock_of
+from cohort._group import clock_of, close_coroutines
 from cohort._observe import emit
-from cohort._validate import check_count, check_exception_filter, check_seconds
+from cohort._validate import (
+    check_callable,
+    check_count,
+    check_exception_filter,
+    check_fraction,
+    check_name,
+    check_seconds,
+)
 
 __all__ = [
     "Bulkhead",
@@ -102,6 +110,13 @@ class CircuitBreaker:
     Use it around a call (``async with breaker:``) or as a wrapper
     (``await breaker.call(fn, *args)``); one breaker is shared by every request
     to its backend. An open breaker raises :class:`cohort.CircuitOpenError`.
+    Both ways keep the same books: every admitted call that ends is counted;
+    only calls admitted since the last transition move the state.
+
+    With retries, put the retry outside the breaker,
+    ``await cohort.retry(breaker.call, fetch, url)``: each attempt is one
+    outcome, and a default ``Retry`` does not retry ``CircuitOpenError``, so
+    an open breaker ends the retrying at once.
     """
 
     def __init__(
@@ -119,14 +134,7 @@ class CircuitBreaker:
         | None = None,
     ) -> None:
         self._failures = check_count("failures", failures, none=True)
-        if failure_rate is not None:
-            rate = float(failure_rate) if isinstance(failure_rate, int | float) else math.nan
-            if isinstance(failure_rate, bool) or not 0 < rate <= 1:
-                raise ValueError(
-                    f"failure_rate must be a number in (0, 1] or None, got {failure_rate!r}"
-                )
-            failure_rate = rate
-        self._rate = failure_rate
+        self._rate = check_fraction("failure_rate", failure_rate, none=True)
         self._window = check_count("window", window)
         self._min_calls = check_count("min_calls", min_calls)
         if failure_rate is None and self._failures is None:
@@ -136,24 +144,36 @@ class CircuitBreaker:
                 f"failures={failures} can never be reached in a window of {window} calls; "
                 "raise window= or lower failures="
             )
+        if self._rate is not None and self._min_calls > self._window:
+            raise ValueError(
+                f"min_calls={min_calls} can never be reached in a window of {window} calls, "
+                "so failure_rate= would never open the breaker; raise window= or lower min_calls="
+            )
         self._recovery = check_seconds("recovery_timeout", recovery_timeout, inf=False)
         self._half_open_max = check_count("half_open_max", half_open_max)
         self._is_failure = _failure_test(on)
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, got {name!r}")
-        self.name = name or f"breaker-{id(self):x}"
-        if on_state_change is not None and not callable(on_state_change):
-            raise TypeError(f"on_state_change must be callable, got {on_state_change!r}")
-        self.on_state_change = on_state_change
+        self.name = check_name("name", name) or f"breaker-{id(self):x}"
+        self.on_state_change = check_callable("on_state_change", on_state_change, none=True)
         """Called with ``(breaker, old, new)`` on each transition (may be set later)."""
         self._state = _CLOSED
         self._recent: collections.deque[bool] = collections.deque(maxlen=self._window)
         self._recent_failures = 0
+        # The clock of the loop it last opened on: state and statistics read it from anywhere.
+        self._clock: Callable[[], float] = time.monotonic
         self._opened_at = 0.0
         self._probes = 0  # probe calls in flight (half-open)
         self._probe_successes = 0
         self._generation = 0  # bumped on every transition: outcomes of older calls are ignored
-        self._entered: dict[asyncio.Task[Any], int] = {}  # probes in flight (async with)
+        # A call's ticket: the generation it was admitted in, times 2, plus 1 for a probe.
+        # ``async with`` keeps it per task (a task inside the block twice: the outer ones
+        # wait in _nested), except in the common case: entered while closed, with no
+        # ticket kept and no call of an older generation in flight, it keeps nothing
+        # and is counted in _inflight. A transition makes those _stale: until they have
+        # all ended, every entry keeps its ticket, so an exit without one is stale if
+        # any are (and current otherwise).
+        self._entered: dict[asyncio.Task[Any], int] = {}
+        self._nested: dict[asyncio.Task[Any], list[int]] = {}
+        self._inflight = self._stale = 0
         self._calls = self._successes = self._n_failures = self._rejected = self._opened = 0
 
     def __repr__(self) -> str:
@@ -162,24 +182,17 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         """The state now (an open breaker whose recovery timeout passed reads half-open)."""
-        if self._state is _OPEN and self._recovery_due():
+        if self._state is _OPEN and self._clock() >= self._opened_at + self._recovery:
             return _HALF_OPEN
         return self._state
 
-    def _recovery_due(self) -> bool:
-        try:
-            now = _now()
-        except RuntimeError:  # no loop running: nothing moves
-            return False
-        return now >= self._opened_at + self._recovery
+    # -- admission and outcomes: one path for both ways to use it ------------------------
 
-    # -- admission and outcomes ----------------------------------------------------------
-
-    def _admit(self) -> tuple[int, bool]:
-        """Let a call through (returning its generation and whether it is a probe) or raise."""
+    def _admit(self) -> int:
+        """Let a call through (returning its ticket) or raise ``CircuitOpenError``."""
         state = self._state
         if state is _CLOSED:
-            return self._generation, False
+            return self._generation << 1
         if state is _OPEN:
             now = _now()
             if now < self._opened_at + self._recovery:
@@ -188,7 +201,7 @@ class CircuitBreaker:
         if self._probes >= self._half_open_max:
             self._reject(0.0)
         self._probes += 1
-        return self._generation, True
+        return self._generation << 1 | 1
 
     def _reject(self, retry_after: float) -> None:
         self._rejected += 1
@@ -199,19 +212,28 @@ class CircuitBreaker:
             retry_after=retry_after,
         )
 
-    def _done(self, generation: int, probe: bool, exc: BaseException | None) -> None:
-        """Record how an admitted call ended (``exc`` None: success)."""
-        if probe and generation == self._generation:
+    def _done(self, ticket: int, exc: BaseException | None) -> None:
+        """Record how an admitted call ended (``exc`` None: success).
+
+        Every admitted call that ends counts in the statistics, whatever the
+        state then; only calls admitted since the last transition move it.
+        """
+        current = ticket >> 1 == self._generation
+        if ticket & 1 and current:
             self._probes -= 1
-        if isinstance(exc, asyncio.CancelledError):
-            return  # cancelled by its own scope or group: not the backend's doing
-        failed = exc is not None and self._is_failure(exc)
-        self._calls += 1
-        if failed:
-            self._n_failures += 1
-        else:
+        if exc is None:
+            failed = False
             self._successes += 1
-        if generation != self._generation:
+        elif isinstance(exc, asyncio.CancelledError):
+            return  # cancelled by its own scope or group: not the backend's doing
+        else:
+            failed = self._is_failure(exc)
+            if failed:
+                self._n_failures += 1
+            else:
+                self._successes += 1
+        self._calls += 1
+        if not current:
             return  # it began before the last transition: its outcome is old news
         if self._state is _HALF_OPEN:
             if failed:
@@ -222,7 +244,7 @@ class CircuitBreaker:
                     self._move(_CLOSED)
             return
         recent = self._recent
-        if len(recent) == recent.maxlen and recent[0]:
+        if len(recent) == self._window and recent[0]:
             self._recent_failures -= 1
         recent.append(failed)
         if failed:
@@ -235,14 +257,20 @@ class CircuitBreaker:
                 self._open()
 
     def _open(self) -> None:
-        self._opened_at = _now()
+        self._clock = clock_of(asyncio.get_running_loop())
+        self._opened_at = self._clock()
         self._opened += 1
         self._move(_OPEN)
+
+    def _next_generation(self) -> None:
+        self._generation += 1
+        self._stale += self._inflight
+        self._inflight = 0
 
     def _move(self, new: CircuitState) -> None:
         old = self._state
         self._state = new
-        self._generation += 1
+        self._next_generation()
         self._probes = 0
         self._probe_successes = 0
         if new is _CLOSED:
@@ -262,25 +290,34 @@ class CircuitBreaker:
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``await fn(*args)`` through the breaker."""
-        generation, probe = self._admit()
+        if not callable(fn):
+            close_coroutines([fn])
+            raise TypeError(
+                f"breaker.call() takes the async function and its arguments, got {fn!r}: "
+                "write `await breaker.call(fetch, url)`, not `breaker.call(fetch(url))`"
+            )
+        ticket = self._admit()
         try:
             result = await fn(*args)
         except BaseException as exc:
-            self._done(generation, probe, exc)
+            self._done(ticket, exc)
             raise
-        self._done(generation, probe, None)
+        self._done(ticket, None)
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
-        if self._state is _CLOSED:
-            return self  # the common case: nothing to remember about this call
-        generation, probe = self._admit()
-        if probe:
-            task = asyncio.current_task()
-            if task is None or task in self._entered:
-                self._probes -= 1
-                raise RuntimeError(f"{self!r}: enter it once per call, from a task")
-            self._entered[task] = generation
+        if self._state is _CLOSED and not self._stale and not self._entered:
+            self._inflight += 1  # the common case: no ticket to keep
+            return self
+        ticket = self._admit()
+        task = asyncio.current_task()
+        if task is None:
+            self._done(ticket, asyncio.CancelledError())  # frees a probe's place
+            raise RuntimeError(f"{self!r}: `async with breaker:` works inside a task")
+        entered = self._entered
+        if task in entered:
+            self._nested.setdefault(task, []).append(entered[task])
+        entered[task] = ticket
         return self
 
     async def __aexit__(
@@ -291,35 +328,52 @@ class CircuitBreaker:
     ) -> None:
         if self._entered:
             task = asyncio.current_task()
-            generation = self._entered.pop(task, None) if task is not None else None
-            if generation is not None:
-                self._done(generation, True, exc)
+            ticket = self._entered.pop(task, None) if task is not None else None
+            if task is not None and ticket is not None:
+                outer = self._nested.get(task) if self._nested else None
+                if outer:
+                    self._entered[task] = outer.pop()
+                    if not outer:
+                        del self._nested[task]
+                self._done(ticket, exc)
                 return
-        # Entered while closed: its outcome counts if the breaker is still closed.
-        if self._state is _CLOSED:
-            if exc is None:  # the common case, inline: a success in the window
-                self._calls += 1
-                self._successes += 1
-                recent = self._recent
-                if len(recent) == self._window and recent[0]:
-                    self._recent_failures -= 1
-                recent.append(False)
-            else:
-                self._done(self._generation, False, exc)
+        if self._stale:  # entered without a ticket before the last transition
+            self._stale -= 1
+            self._done(-2, exc)  # generation -1: counted, moves nothing
+            return
+        self._inflight -= 1
+        if exc is None and self._state is _CLOSED:
+            # The common case, inline: a success in the window of a closed breaker.
+            self._calls += 1
+            self._successes += 1
+            recent = self._recent
+            if len(recent) == self._window and recent[0]:
+                self._recent_failures -= 1
+            recent.append(False)
+        else:
+            self._done(self._generation << 1, exc)
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(f"{self!r} guards async calls: write `async with breaker:`, not `with`")
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
 
     def reset(self) -> None:
-        """Close the breaker now and forget the recent outcomes."""
+        """Close the breaker now and forget the recent outcomes (and calls in flight)."""
         if self._state is not _CLOSED:
             self._move(_CLOSED)
+        else:
+            self._next_generation()
         self._recent.clear()
         self._recent_failures = 0
 
     def statistics(self) -> BreakerStatistics:
-        """Counters and the current state."""
+        """Counters and the current state (readable from any thread)."""
         state = self.state
         retry_after = 0.0
         if state is _OPEN:
-            retry_after = max(0.0, self._opened_at + self._recovery - _now())
+            retry_after = max(0.0, self._opened_at + self._recovery - self._clock())
         return BreakerStatistics(
             state=state,
             calls=self._calls,
@@ -367,7 +421,7 @@ class RateLimiter:
 
     async def acquire(self, tokens: int = 1) -> None:
         """Take ``tokens`` (at most ``burst``), waiting for them if need be."""
-        if tokens != 1:
+        if type(tokens) is not int or tokens != 1:
             tokens = check_count("tokens", tokens)
             if tokens > self._burst:
                 raise ValueError(f"cannot take {tokens} tokens at once: burst is {self._burst}")
@@ -385,7 +439,10 @@ class RateLimiter:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._tokens += tokens  # granted as it was cancelled: give them back
+                # Granted as it was cancelled: the tokens go back, and on to the next waiter.
+                self._refill(loop.time())
+                self._tokens = min(self._burst, self._tokens + tokens)
+                self._schedule(loop)
             elif entry in self._waiters:
                 first = self._waiters[0] is entry
                 self._waiters.remove(entry)
@@ -394,11 +451,13 @@ class RateLimiter:
             raise
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Set the timer for the head waiter's grant, counting the tokens accrued by now."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if not self._waiters:
             return
+        self._refill(loop.time())
         need = self._waiters[0][0] - self._tokens
         self._timer = loop.call_later(max(0.0, need / self._rate), self._grant, loop)
 
@@ -428,6 +487,12 @@ class RateLimiter:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(f"{self!r} paces async calls: write `async with limiter:`, not `with`")
+
+    def __exit__(self, *exc_info: object) -> None:
         return None
 
 
@@ -460,7 +525,7 @@ class Bulkhead:
     def __init__(self, max_concurrent: int, *, max_queue: int = 0, name: str | None = None) -> None:
         self._max = check_count("max_concurrent", max_concurrent)
         self._max_queue = check_count("max_queue", max_queue, least=0)
-        self.name = name or f"bulkhead-{id(self):x}"
+        self.name = check_name("name", name) or f"bulkhead-{id(self):x}"
         self._active = 0
         self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
         # Mean hold time by Little's law: place-seconds used / calls done, both
@@ -469,7 +534,6 @@ class Bulkhead:
         self._done = 0
         self._stamp = 0.0
         self._admitted = self._rejected = 0
-        self._on_idle: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -534,8 +598,6 @@ class Bulkhead:
         self._done += 1
         if not self._max_queue:  # the common case, inline: no waiters, no estimate
             self._active -= 1
-            if self._active == 0 and self._on_idle is not None:
-                self._on_idle()
             return
         if self._done >= 256:
             self._done //= 2
@@ -551,8 +613,12 @@ class Bulkhead:
         if self._max_queue:  # without a queue there is no wait to estimate
             self._account(asyncio.get_running_loop().time())
         self._active -= 1
-        if self._active == 0 and self._on_idle is not None:
-            self._on_idle()
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(f"{self!r} guards async calls: write `async with bulkhead:`, not `with`")
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
 
     def statistics(self) -> BulkheadStatistics:
         """Places in use, waiters, counters and the mean hold time."""
@@ -562,30 +628,47 @@ class Bulkhead:
 
 
 class KeyedBulkhead:
-    """One :class:`Bulkhead` per key, made on first use and dropped when idle."""
+    """One :class:`Bulkhead` per key, made on first use and dropped once nothing refers to it.
+
+    A bulkhead looked up earlier (``b = bulkheads(host)``, entered later) is
+    the one every lookup of its key finds while it lives, so the limits hold
+    for every interleaving of lookups, entries and exits.
+    """
 
     def __init__(self, max_concurrent: int, *, max_queue: int = 0) -> None:
-        check_count("max_concurrent", max_concurrent)
-        check_count("max_queue", max_queue, least=0)
-        self._max = max_concurrent
-        self._max_queue = max_queue
-        self._by_key: dict[Hashable, Bulkhead] = {}
+        self._max = check_count("max_concurrent", max_concurrent)
+        self._max_queue = check_count("max_queue", max_queue, least=0)
+        self._by_key: dict[Hashable, weakref.ref[Bulkhead]] = {}
 
     def __call__(self, key: Hashable) -> Bulkhead:
         """The bulkhead of ``key``: ``async with bulkheads(host): ...``."""
-        bulkhead = self._by_key.get(key)
+        ref = self._by_key.get(key)
+        bulkhead = ref() if ref is not None else None
         if bulkhead is None:
             bulkhead = Bulkhead(self._max, max_queue=self._max_queue, name=f"{key!r}")
-            bulkhead._on_idle = functools.partial(self._forget, key)
-            self._by_key[key] = bulkhead
+            self._by_key[key] = weakref.ref(bulkhead, functools.partial(self._forget, key))
         return bulkhead
 
-    def _forget(self, key: Hashable) -> None:
-        self._by_key.pop(key, None)
+    def _forget(self, key: Hashable, ref: weakref.ref[Bulkhead]) -> None:
+        if self._by_key.get(key) is ref:
+            del self._by_key[key]
 
     def __len__(self) -> int:
-        """Keys with a bulkhead in use now."""
-        return len(self._by_key)
+        """Keys with a bulkhead in use now (held or waited for)."""
+        return sum(
+            1
+            for ref in self._by_key.values()
+            if (b := ref()) is not None and (b._active or b._queue)
+        )
+
+    async def __aenter__(self) -> NoReturn:
+        raise TypeError(
+            "Bulkhead.per_key(...) makes one bulkhead per key: call it with the key, "
+            "`async with bulkheads(host):`, where `bulkheads = Bulkhead.per_key(...)`"
+        )
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
 
 
 # -- hedging budget -----------------------------------------------------------------------
@@ -602,9 +685,7 @@ class HedgeBudget:
     """
 
     def __init__(self, ratio: float = 0.1, *, reserve: int = 10) -> None:
-        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
-            raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
-        self.ratio = float(ratio)
+        self.ratio = check_fraction("ratio", ratio, zero=True)
         self.reserve = check_count("reserve", reserve, least=0)
         self._balance = float(self.reserve)
         self.calls = self.extra = self.denied = 0

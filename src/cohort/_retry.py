@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 from cohort import _scopes
+from cohort._exceptions import BulkheadFullError, CircuitOpenError
 from cohort._observe import emit
 from cohort._validate import check_count, check_exception_filter, check_flag, check_seconds
 
@@ -37,7 +38,7 @@ class RetryState:
     attempt: int  # the attempt that just failed (1 for the first)
     error: BaseException
     delay: float  # seconds of backoff before the next attempt
-    elapsed: float  # seconds since the first attempt started
+    elapsed: float  # seconds since the first attempt started, with or without a budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,11 @@ class Retry:
     n (n = 1, 2, ...) is ``backoff * 2**(n-1)``, capped by ``max_backoff``,
     and with ``jitter`` a uniform draw in ``[0, delay]``. ``on`` says what is
     retried: exception classes, or a predicate over the exception (retry a
-    503 but not a 404). ``attempt_timeout`` bounds each attempt; ``budget``
+    503 but not a 404). A guard's refusal (:class:`cohort.CircuitOpenError`,
+    :class:`cohort.BulkheadFullError`) is not a failure of the backend and is
+    retried only when ``on`` names its class (or the predicate accepts it).
+    Retry only idempotent calls: an attempt that failed may have done its work.
+    ``attempt_timeout`` bounds each attempt; ``budget``
     bounds the whole: no retry starts more than ``budget`` seconds after the
     first attempt did. ``on_retry`` is called with a :class:`RetryState`
     before each backoff.
@@ -104,6 +109,8 @@ class Retry:
         """Whether ``exc`` is worth another attempt under this policy."""
         on = self.on
         if isinstance(on, tuple):
+            if isinstance(exc, _REFUSALS):  # only if ``on`` names a refusal, not a base class
+                return isinstance(exc, tuple(k for k in on if issubclass(k, _REFUSALS)))
             return isinstance(exc, on)
         return bool(on(exc))
 
@@ -118,6 +125,10 @@ class Retry:
             return await attempt_all(policy, lambda: fn(*args, **kwargs), _name(fn))
 
         return retrying
+
+
+# A guard refused the call: the backend was not called, so it did not fail.
+_REFUSALS = (CircuitOpenError, BulkheadFullError)
 
 
 class AttemptsFailed(Exception):
@@ -157,7 +168,15 @@ async def attempt_all(
     try:
         return await run_attempts(policy, invoke, policy.attempt_timeout, what, tally=tally)
     except AttemptsFailed as failed:
-        raise failed.exc from None
+        error = failed.exc
+    # Raised as it was: its own __cause__ and __context__, whatever is being handled here.
+    cause, context, suppress = error.__cause__, error.__context__, error.__suppress_context__
+    try:
+        raise error
+    finally:
+        error.__cause__ = cause
+        error.__context__ = context
+        error.__suppress_context__ = suppress
 
 
 async def run_attempts(
@@ -175,32 +194,35 @@ async def run_attempts(
     awaited something cancelled elsewhere) counts as a failure of the attempt.
     """
     attempt = 1
-    # The budget counts from the first attempt's start; read the clock only if needed.
-    started = -1.0
-    if policy is not None and policy.budget is not None:
+    # RetryState.elapsed and the budget count from the first attempt's start; the
+    # clock is read only where one of them is used.
+    started = 0.0
+    if policy is not None and (policy.budget is not None or policy.on_retry is not None):
         started = asyncio.get_running_loop().time()
     while True:
         if tally is not None:
             tally[0] = attempt
         error: Exception
+        timer: asyncio.Timeout | None = None
         try:
             if timeout is None:
                 return await invoke()
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as timer:
                 return await invoke()
         except Exception as exc:
             error = exc
+            if timer is not None and timer.expired() and isinstance(exc, TimeoutError):
+                _name_the_timeout(exc, what, attempt, timeout)
         except asyncio.CancelledError as exc:
             stray = _scopes.stray(exc, what)
             if stray is None:
                 raise  # we are being cancelled
             error = stray
         if policy is None or attempt >= policy.attempts or not policy.retries(error):
+            if attempt > 1:
+                error.add_note(f"cohort.Retry: {what} failed {attempt} attempts; this is the last")
             raise AttemptsFailed(error, attempt) from None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if started < 0:
-            started = now  # only for RetryState.elapsed: the first failure is close enough
+        now = asyncio.get_running_loop().time()
         delay = policy.delay(attempt)
         why = _no_time(policy, now, started, delay, timeout)
         if why:
@@ -214,6 +236,12 @@ async def run_attempts(
             policy.on_retry(RetryState(attempt, error, delay, now - started))
         await asyncio.sleep(delay)
         attempt += 1
+
+
+def _name_the_timeout(exc: TimeoutError, what: str, attempt: int, timeout: float | None) -> None:
+    """Say which call and attempt a per-attempt timeout cut, and the limit."""
+    if not exc.args:  # asyncio.timeout's own, bare error (a backend's keeps its message)
+        exc.args = (f"attempt {attempt} of {what} did not finish within its {timeout:g} s limit",)
 
 
 def _no_time(policy: Retry, now: float, started: float, delay: float, timeout: float | None) -> str:

@@ -12,9 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from numbers import Real
-from typing import Literal, overload
+from typing import Literal, TypeVar, overload
 
-__all__ = ["check_count", "check_flag", "check_seconds"]
+__all__ = [
+    "check_callable",
+    "check_count",
+    "check_exception_filter",
+    "check_flag",
+    "check_fraction",
+    "check_name",
+    "check_seconds",
+]
+
+C = TypeVar("C", bound=Callable[..., object])
 
 
 @overload
@@ -81,6 +91,47 @@ def check_flag(name: str, value: object) -> bool:
     """``value`` as a flag: ``True`` or ``False`` only (``ordered="no"`` is a mistake)."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+@overload
+def check_fraction(
+    name: str, value: object, *, zero: bool = ..., none: Literal[False] = ...
+) -> float: ...
+@overload
+def check_fraction(name: str, value: object, *, zero: bool = ..., none: bool) -> float | None: ...
+def check_fraction(
+    name: str, value: object, *, zero: bool = False, none: bool = False
+) -> float | None:
+    """``value`` as a fraction: a real number in ``(0, 1]`` (``[0, 1]`` if ``zero``)."""
+    if value is None and none:
+        return None
+    what = f"a number in {'[' if zero else '('}0, 1]{_or_none(none)}"
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    fraction = float(value)
+    if not (0 <= fraction <= 1) or (fraction == 0 and not zero):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return fraction
+
+
+def check_name(name: str, value: object) -> str | None:
+    """``value`` as a name for messages and events: a ``str`` or ``None``."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, got {value!r}")
+    return value
+
+
+@overload
+def check_callable(name: str, value: C, *, none: bool = ...) -> C: ...
+@overload
+def check_callable(name: str, value: None, *, none: Literal[True]) -> None: ...
+def check_callable(name: str, value: C | None, *, none: bool = False) -> C | None:
+    """``value`` as a callable (``None`` too if ``none``)."""
+    if value is None and none:
+        return None
+    if not callable(value):
+        raise TypeError(f"{name} must be callable{_or_none(none)}, got {value!r}")
     return value
 
 
