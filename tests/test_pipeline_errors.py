@@ -150,6 +150,26 @@ async def test_only_listed_exceptions_are_retried() -> None:
     assert isinstance(info.value.__cause__, KeyError)
 
 
+async def test_a_stage_called_directly_raises_its_last_error_with_its_own_chain() -> None:
+    root = OSError("connection reset")
+    earlier = KeyError("cache miss")
+
+    @cohort.stage(retry=cohort.Retry(attempts=2, backoff=0))
+    async def fetch(x: int) -> int:
+        try:
+            raise earlier
+        except KeyError:
+            raise ValueError(x) from root
+
+    try:
+        raise RuntimeError("the caller is handling this")
+    except RuntimeError:
+        with pytest.raises(ValueError, match="1") as info:
+            await fetch(1)
+    assert info.value.__cause__ is root
+    assert info.value.__context__ is earlier
+
+
 @vc
 async def test_timeout_is_per_attempt_and_fails_with_timeout_error() -> None:
     @cohort.stage(workers=2, timeout=1.0, on_error="skip", retry=cohort.Retry(2, backoff=0))

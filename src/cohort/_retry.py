@@ -16,14 +16,14 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from cohort import _scopes
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
 from cohort._observe import emit
 from cohort._validate import check_count, check_exception_filter, check_flag, check_seconds
 
-__all__ = ["AttemptsFailed", "Retry", "RetryState", "retry"]
+__all__ = ["AttemptsFailed", "Retry", "RetryState", "raise_as_is", "retry"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -169,7 +169,15 @@ async def attempt_all(
         return await run_attempts(policy, invoke, policy.attempt_timeout, what, tally=tally)
     except AttemptsFailed as failed:
         error = failed.exc
-    # Raised as it was: its own __cause__ and __context__, whatever is being handled here.
+    raise_as_is(error)
+
+
+def raise_as_is(error: BaseException) -> NoReturn:
+    """Raise ``error`` keeping its own ``__cause__`` and ``__context__``.
+
+    A plain ``raise`` inside an ``except`` block would set its context to the
+    exception being handled there, which is not where the error came from.
+    """
     cause, context, suppress = error.__cause__, error.__context__, error.__suppress_context__
     try:
         raise error
