@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar, TypeVarTuple
 
 from cohort._group import close_coroutines
 
-__all__ = ["note_cut_short", "run"]
+__all__ = ["note_cut_short", "refuse_inside_a_loop", "run"]
 
 EXIT_INTERRUPTED = 130
 # What was cut short by cancellation inside the current cohort.run: shown if
@@ -97,6 +97,7 @@ def run(
 
         print(cohort.run(main, 100))
     """
+    refuse_inside_a_loop("cohort.run", main)
     if on_interrupt not in ("exit", "raise"):
         close_coroutines((main,))
         raise ValueError(f'on_interrupt must be "exit" or "raise", got {on_interrupt!r}')
@@ -133,6 +134,23 @@ def run(
         raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
         _cut_short.reset(token)
+
+
+def refuse_inside_a_loop(where: str, main: object) -> None:
+    """Raise ``RuntimeError`` if an event loop runs in this thread: ``where`` starts a
+    loop of its own, which async code cannot do; ``main``, if a coroutine, is closed
+    first (no "never awaited" warning)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    close_coroutines((main,))
+    # A coroutine object's function, or the async function itself.
+    name = getattr(main, "__name__", None) or "main"
+    raise RuntimeError(
+        f"{where}() was called inside a running event loop; it starts a loop of its own, "
+        f"for the top of a program. In async code, write `await {name}(...)` instead"
+    )
 
 
 def note_cut_short(what: str) -> None:

@@ -15,6 +15,8 @@ import selectors
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cohort._runtime import refuse_inside_a_loop
+
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
 
@@ -163,6 +165,7 @@ def run(
     debug: bool = False,
 ) -> _T:
     """Run ``main(*args)`` to completion on a fresh virtual-clock loop and return its result."""
+    refuse_inside_a_loop("cohort.testing.run", main)
     with asyncio.Runner(
         debug=debug,
         loop_factory=lambda: VirtualClockLoop(autojump_threshold=autojump_threshold),
