@@ -19,7 +19,7 @@ from cohort._policies import FirstWins, Quorum
 from cohort._resilience import HedgeBudget
 from cohort._retry import Retry, attempt_all
 from cohort._retry import _name as _retry_name
-from cohort._validate import check_count, check_seconds
+from cohort._validate import check_count, check_seconds, keywords_refused
 
 __all__ = ["coroutines_of", "gather", "hedge", "quorum", "race"]
 
@@ -34,6 +34,7 @@ Ts = TypeVarTuple("Ts")
 
 # Policies keep no state of their own, so one instance serves every call.
 _FIRST_WINS = FirstWins()
+_HEDGE_OPTIONS = ("delay", "attempts", "budget", "retry")
 
 
 # -- awaitables in, nothing left un-awaited ---------------------------------------
@@ -323,7 +324,13 @@ async def hedge(
     retry: Retry | None = None,
 ) -> T: ...
 async def hedge(  # type: ignore[misc]  # mypy: a TypeVarTuple overload
-    fn: Any, *args: Any, delay: Any, attempts: Any = None, budget: Any = None, retry: Any = None
+    fn: Any,
+    *args: Any,
+    delay: Any,
+    attempts: Any = None,
+    budget: Any = None,
+    retry: Any = None,
+    **kwargs: Any,
 ) -> Any:
     """Call ``fn(*args)``; start another call after ``delay`` if none succeeded yet.
 
@@ -349,6 +356,8 @@ async def hedge(  # type: ignore[misc]  # mypy: a TypeVarTuple overload
         row = await cohort.hedge(read_replica, key, delay=0.05, attempts=3)
         row = await cohort.hedge([partial(read, r, key) for r in replicas], delay=0.05)
     """
+    if kwargs:
+        raise keywords_refused("cohort.hedge", fn, args, kwargs, _HEDGE_OPTIONS)
     calls: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]
     if isinstance(fn, Sequence) and not isinstance(fn, str | bytes):
         if args or attempts is not None:

@@ -16,11 +16,17 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Never, ParamSpec, TypeVar
 
 from cohort import _scopes
 from cohort._observe import emit
-from cohort._validate import check_count, check_exception_filter, check_flag, check_seconds
+from cohort._validate import (
+    check_count,
+    check_exception_filter,
+    check_flag,
+    check_seconds,
+    keywords_refused,
+)
 
 __all__ = ["AttemptsFailed", "Retry", "RetryState", "retry"]
 
@@ -125,12 +131,16 @@ class AttemptsFailed(Exception):
         self.attempts = attempts
 
 
-async def retry(fn: Callable[..., Awaitable[T]], *args: Any, policy: Retry | None = None) -> T:
+async def retry(
+    fn: Callable[..., Awaitable[T]], *args: Any, policy: Retry | None = None, **kwargs: Never
+) -> T:
     """``await fn(*args)``, retried under ``policy`` (default ``Retry()``).
 
     Raises the last attempt's exception; keyword arguments go through
     ``functools.partial``.
     """
+    if kwargs:
+        raise keywords_refused("cohort.retry", fn, args, kwargs, ("policy",))
     if policy is None:
         policy = _DEFAULT
     elif not isinstance(policy, Retry):

@@ -18,9 +18,10 @@ import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
-from typing import Any, Literal, TypeVar, TypeVarTuple
+from typing import Any, Literal, Never, TypeVar, TypeVarTuple
 
 from cohort._group import close_coroutines
+from cohort._validate import keywords_refused
 
 __all__ = ["note_cut_short", "refuse_inside_a_loop", "run"]
 
@@ -33,6 +34,7 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _ENV = "COHORT_LOOP"
+_RUN_OPTIONS = ("uvloop", "debug", "on_interrupt")
 _LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
@@ -74,6 +76,7 @@ def run(
     uvloop: bool | None = None,
     debug: bool = False,
     on_interrupt: Literal["exit", "raise"] = "exit",
+    **kwargs: Never,
 ) -> T:
     """Run ``main(*args)`` on a new event loop and return its result, like ``asyncio.run``.
 
@@ -97,6 +100,8 @@ def run(
 
         print(cohort.run(main, 100))
     """
+    if kwargs:
+        raise keywords_refused("cohort.run", main, args, kwargs, _RUN_OPTIONS)
     refuse_inside_a_loop("cohort.run", main)
     if on_interrupt not in ("exit", "raise"):
         close_coroutines((main,))

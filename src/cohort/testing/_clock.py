@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import selectors
 from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Never, TypeVar
 
 from cohort._runtime import refuse_inside_a_loop
+from cohort._validate import keywords_refused
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
@@ -163,8 +164,13 @@ def run(
     *args: Any,
     autojump_threshold: float = 0.0,
     debug: bool = False,
+    **kwargs: Never,
 ) -> _T:
     """Run ``main(*args)`` to completion on a fresh virtual-clock loop and return its result."""
+    if kwargs:
+        raise keywords_refused(
+            "cohort.testing.run", main, args, kwargs, ("autojump_threshold", "debug")
+        )
     refuse_inside_a_loop("cohort.testing.run", main)
     with asyncio.Runner(
         debug=debug,
