@@ -61,12 +61,7 @@ class _JumpingSelector(selectors.BaseSelector):
             ready = self._inner.select(min(timeout, threshold))
             if ready:
                 return ready
-        start = loop._virtual_now
-        loop._advance(timeout)
-        waiting = len(self._inner.get_map()) - loop._own_fds
-        if waiting > 0:  # a socket or pipe had nothing for us: time jumped past it
-            loop._io_jumps += 1
-            loop._last_io_jump = (start, loop._virtual_now, waiting)
+        loop._jump(timeout, len(self._inner.get_map()))
         return []
 
     def close(self) -> None:
@@ -124,6 +119,38 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
             # Land exactly on the timer, free of float rounding in now + (when - now).
             self._virtual_now = max(self._virtual_now, scheduled[0].when())
 
+    def _jump(self, seconds: float, registered: int) -> None:
+        """Jump to the next timer, ``seconds`` away, with ``registered`` file
+        descriptors in the selector (the loop's own included)."""
+        start = self._virtual_now
+        self._advance(seconds)
+        waiting = registered - self._own_fds
+        if waiting > 0:  # a socket or pipe had nothing for us: time jumped past it
+            self._io_jumps += 1
+            self._last_io_jump = (start, self._virtual_now, waiting)
+
+    def _io_jump_count(self) -> int:
+        return self._io_jumps
+
+    def _explain_timeout(self, exc: BaseException, since: int) -> None:
+        jumps = self._io_jumps - since
+        timeout = isinstance(exc, TimeoutError) or (
+            isinstance(exc, BaseExceptionGroup) and exc.subgroup(TimeoutError) is not None
+        )
+        if jumps <= 0 or not timeout or _NOTE_MARK in "".join(getattr(exc, "__notes__", ())):
+            return
+        start, end, waiting = self._last_io_jump
+        exc.add_note(
+            f"{_NOTE_MARK}: the virtual clock jumped {jumps} time(s) while the loop waited on "
+            f"real I/O ({waiting} socket(s) or pipe(s) with nothing to read or write), the "
+            f"last from {start:g} s to {end:g} s: a deadline can expire there before the I/O "
+            "arrives. If it needs real time (a server, a subprocess, a network call), raise "
+            f"autojump_threshold (now {self.autojump_threshold:g}), the real seconds to wait "
+            "for I/O before the clock jumps: "
+            "@pytest.mark.virtual_clock(autojump_threshold=0.5) "
+            "or cohort.testing.run(..., autojump_threshold=0.5)"
+        )
+
     def advance(self, seconds: float) -> None:
         """Move the clock forward by hand (timers due by then fire on the next iteration)."""
         if seconds < 0:
@@ -154,29 +181,14 @@ class VirtualClockPolicy(asyncio.DefaultEventLoopPolicy):
 
 def io_jumps(loop: VirtualClockLoop) -> int:
     """How many times the clock jumped while the loop waited on real I/O."""
-    return loop._io_jumps
+    return loop._io_jump_count()
 
 
 def explain_timeout(loop: VirtualClockLoop, exc: BaseException, since: int = 0) -> None:
     """Add a note to ``exc`` if it is a timeout (or a group holding one) and the clock
     jumped while the loop waited on real I/O (more than ``since`` such jumps so far):
     the deadline may have expired only because that I/O was not given real time."""
-    jumps = loop._io_jumps - since
-    timeout = isinstance(exc, TimeoutError) or (
-        isinstance(exc, BaseExceptionGroup) and exc.subgroup(TimeoutError) is not None
-    )
-    if jumps <= 0 or not timeout or _NOTE_MARK in "".join(getattr(exc, "__notes__", ())):
-        return
-    start, end, waiting = loop._last_io_jump
-    exc.add_note(
-        f"{_NOTE_MARK}: the virtual clock jumped {jumps} time(s) while the loop waited on "
-        f"real I/O ({waiting} socket(s) or pipe(s) with nothing to read or write), the last "
-        f"from {start:g} s to {end:g} s: a deadline can expire there before the I/O arrives. "
-        "If it needs real time (a server, a subprocess, a network call), raise "
-        f"autojump_threshold (now {loop.autojump_threshold:g}), the real seconds to wait "
-        "for I/O before the clock jumps: @pytest.mark.virtual_clock(autojump_threshold=0.5) "
-        "or cohort.testing.run(..., autojump_threshold=0.5)"
-    )
+    loop._explain_timeout(exc, since)
 
 
 _NOTE_MARK = "cohort.testing"
