@@ -136,9 +136,13 @@ def keywords_refused(
         if (match := difflib.get_close_matches(k, options, n=1, cutoff=0.75))
     ]
     guess = f"; did you mean {', '.join(typos)}?" if typos else ""
+    owned = (
+        f"{where}()'s own options are {', '.join(f'{o}=' for o in options)}"
+        if options
+        else f"{where}() has no options of its own"
+    )
     return TypeError(
         f"{where}() got unexpected keyword argument(s) {', '.join(map(repr, kwargs))}. "
         f"{where}() passes only positional arguments to {name}; bind keyword arguments "
-        f"with functools.partial: {where}(functools.partial({bound}){rest}). "
-        f"{where}()'s own options are {', '.join(f'{o}=' for o in options)}{guess}"
+        f"with functools.partial: {where}(functools.partial({bound}){rest}). {owned}{guess}"
     )
