@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -358,3 +358,66 @@ def test_cohort_on_trio_says_it_needs_asyncio() -> None:
     for main in (group, scope):
         with pytest.raises(RuntimeError, match=r"cohort runs on asyncio .* not on trio"):
             trio.run(main)
+
+
+# -- keyword arguments meant for the function -------------------------------------------
+
+
+SPAWN_PARTIAL = "functools.partial(echo, 1, foo=2)"
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a coroutine left never awaited fails
+async def test_keyword_arguments_for_the_child_suggest_functools_partial() -> None:
+    pool = cohort.ProcessPool(1)  # never started: the check comes first
+    calls: list[tuple[str, Callable[[], object], str]] = []
+    async with cohort.TaskGroup() as g:
+        calls += [
+            ("spawn", lambda: g.spawn(echo, 1, foo=2), SPAWN_PARTIAL),  # type: ignore[arg-type]
+            ("start_soon", lambda: g.start_soon(echo, 1, foo=2), SPAWN_PARTIAL),  # type: ignore[arg-type]
+            (
+                "cohort.map",
+                lambda: cohort.map(echo, [1], limit=2, foo=2),  # type: ignore[arg-type]
+                "cohort.map(functools.partial(echo, foo=2), items)",
+            ),
+        ]
+        for where, call, text in calls:
+            with pytest.raises(TypeError) as info:
+                call()
+            message = str(info.value)
+            assert f"{where}() got unexpected keyword argument(s) 'foo'" in message
+            assert text in message
+            assert "own options are" in message
+    assert g.outcomes == []
+    awaited: list[tuple[str, Callable[[], Awaitable[object]], str]] = [
+        ("cohort.hedge", lambda: cohort.hedge(echo, 1, foo=2, delay=1), SPAWN_PARTIAL),  # type: ignore[call-overload]
+        ("cohort.retry", lambda: cohort.retry(echo, 1, foo=2), SPAWN_PARTIAL),  # type: ignore[arg-type]
+        ("pool.run", lambda: pool.run(abs, 1, foo=2), "functools.partial(abs, 1, foo=2)"),  # type: ignore[arg-type]
+        (
+            "cohort.to_process",
+            lambda: cohort.to_process(abs, 1, foo=2),  # type: ignore[arg-type]
+            "functools.partial(abs, 1, foo=2)",
+        ),
+    ]
+    for where, acall, text in awaited:
+        with pytest.raises(TypeError, match=rf"{where}\(\) got unexpected keyword") as info:
+            await acall()
+        assert text in str(info.value)
+        if where == "pool.run":
+            assert str(info.value).endswith("pool.run() has no options of its own")
+
+
+def test_keyword_arguments_for_main_suggest_functools_partial() -> None:
+    for where, run in (("cohort.run", cohort.run), ("cohort.testing.run", cohort.testing.run)):
+        with pytest.raises(TypeError, match=rf"{where}\(\) got unexpected") as info:
+            run(echo, 1, foo=2)  # type: ignore[arg-type]
+        assert SPAWN_PARTIAL in str(info.value)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+async def test_a_misspelt_spawn_option_is_named_and_the_coroutine_closed() -> None:
+    coro = echo()
+    async with cohort.TaskGroup() as g:
+        with pytest.raises(TypeError, match=r"did you mean timeout= \(for timout=\)\?"):
+            g.spawn(coro, timout=3)  # type: ignore[arg-type]
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+    assert g.outcomes == []

@@ -14,7 +14,9 @@ import psutil
 import pytest
 
 import cohort
+import cohort.cli
 from _util import EXAMPLES, popen_python, run_python
+from cohort.cli import _demo
 from cohort.examples.etl.server import plan
 from cohort.examples.fanout.loadtest import LOAD_STRATEGIES
 
@@ -231,10 +233,39 @@ def test_bench_runs_the_suite_from_the_checkout() -> None:
     assert "cohort.Barrier" in result.stdout
 
 
-def test_bench_passes_an_unknown_name_to_the_suite_which_exits_2() -> None:
+BENCHMARKS = sorted(
+    p.stem.removeprefix("bench_")
+    for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("bench_*.py")
+)
+
+
+def test_bench_an_unknown_name_is_a_one_line_error_that_lists_the_benchmarks() -> None:
     result = cohort_cli("bench", "no_such_bench")
-    assert result.returncode == 2
-    assert "unknown benchmark" in result.stderr
+    assert_usage_error(
+        result, "unknown benchmark(s) no_such_bench", f"the benchmarks are {', '.join(BENCHMARKS)}"
+    )
+
+
+def test_bench_help_lists_the_benchmark_names() -> None:
+    result = cohort_cli("bench", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "core" in BENCHMARKS
+    assert f"(default: all): {', '.join(BENCHMARKS)}" in " ".join(result.stdout.split())
+
+
+def test_bench_without_the_bench_extra_says_what_to_install_in_one_line() -> None:
+    # trio cannot be imported here, as if `cohort[bench]` were not installed
+    code = (
+        "import sys, cohort.cli\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'trio':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "sys.exit(cohort.cli.main(['bench', '--quick', 'core']))\n"
+    )
+    result = run_python("-c", code)
+    assert_usage_error(result, "the benchmarks need trio", "pip install 'cohort[bench]'")
 
 
 def test_bench_finds_the_suite_in_the_checkout_it_is_run_from(
@@ -319,6 +350,72 @@ def test_demo_load_runs_every_strategy_in_separate_processes_and_prints_medians(
     assert [line[:32].strip() for line in table[: len(LOAD_STRATEGIES)]] == list(LOAD_STRATEGIES)
     assert "  load: cohort with all tactics " in out
     assert "Traceback" not in out + result.stderr
+
+
+def fake_load_test(monkeypatch: pytest.MonkeyPatch, *readings: _demo.LoadReading) -> None:
+    """``cohort demo --load`` with these machine readings and one made-up run per
+    strategy, instead of processes under load."""
+    from cohort.examples.fanout import loadtest
+    from cohort.examples.fanout.load import Record
+
+    async def load_test(**_: object) -> list[loadtest.Run]:
+        key = loadtest.keys_of("s1", 1)[0]
+        return [
+            loadtest.make_run(label, "s1", strategy, [Record(key, 200, 0.01, {})], 1.0)
+            for label, (_, strategy) in LOAD_STRATEGIES.items()
+        ]
+
+    monkeypatch.setattr(loadtest, "load_test", load_test)
+    monkeypatch.setattr(_demo, "read_load", iter(readings).__next__)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "why"),
+    [
+        (
+            _demo.LoadReading(3.5, 2, 100, 10_000),
+            _demo.LoadReading(9.0, 2, 100, 20_000),
+            "1-minute load average 3.5 on 2 cores before the run",
+        ),
+        (
+            _demo.LoadReading(0.5, 2, 100, 10_000),
+            _demo.LoadReading(0.5, 2, 400, 20_000),
+            "CPU steal 3.0% during the run",
+        ),
+    ],
+    ids=["load-average", "steal"],
+)
+def test_demo_load_on_a_busy_machine_warns_before_and_after_the_table(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    before: _demo.LoadReading,
+    after: _demo.LoadReading,
+    why: str,
+) -> None:
+    fake_load_test(monkeypatch, before, after)
+    assert cohort.cli.main(["demo", "--load", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    top = lines.index("medians over the key sets:")
+    end = top + 2 + len(LOAD_STRATEGIES)  # the title, the header, a row per strategy
+    warning = f"warning: the machine was busy ({why}): the figures"
+    advice = "are not reliable; rerun on an idle machine"
+    assert lines[top - 2 : top] == [f"{warning} below {advice}", ""]
+    assert lines[end] == f"{warning} above {advice}"
+    assert sum("warning" in line for line in lines) == 2
+
+
+def test_demo_load_on_an_idle_machine_prints_no_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the run's own processes raise the load average: only the one before counts;
+    # steal of exactly 1% of the CPU time is not enough
+    fake_load_test(
+        monkeypatch, _demo.LoadReading(2.0, 2, 100, 10_000), _demo.LoadReading(8.0, 2, 200, 20_000)
+    )
+    assert cohort.cli.main(["demo", "--load", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "medians over the key sets:" in out
+    assert "warning" not in out
 
 
 def test_run_fails_clearly_on_an_output_json_cannot_hold(tmp_path: Path) -> None:

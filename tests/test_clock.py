@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
+import cohort
 from cohort.testing import VirtualClockLoop, run, wait_all_tasks_blocked
 
 
@@ -55,6 +57,39 @@ def test_start_and_manual_advance() -> None:
 def test_negative_threshold_is_refused() -> None:
     with pytest.raises(ValueError, match="autojump_threshold"):
         VirtualClockLoop(autojump_threshold=-1)
+
+
+async def read_a_socket_nobody_writes(deadline: float) -> None:
+    """Wait on a real socket (one end of a pair; nothing is ever sent) under a deadline."""
+    ours, theirs = socket.socketpair()
+    with theirs:
+        reader, writer = await asyncio.open_connection(sock=ours)
+        try:
+            with cohort.fail_after(deadline):
+                await reader.read(1)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+def test_a_deadline_that_expires_while_waiting_on_a_socket_names_autojump_threshold() -> None:
+    with pytest.raises(TimeoutError) as info:
+        run(read_a_socket_nobody_writes, 5)
+    (note,) = info.value.__notes__
+    assert "the virtual clock jumped 1 time(s) while the loop waited on real I/O" in note
+    assert "from 0 s to 5 s" in note
+    assert "raise autojump_threshold (now 0)" in note
+    assert "cohort.testing.run(..., autojump_threshold=0.5)" in note
+
+
+def test_a_deadline_that_expires_with_no_io_pending_has_no_note() -> None:
+    async def main() -> None:
+        with cohort.fail_after(5):
+            await asyncio.Event().wait()
+
+    with pytest.raises(TimeoutError) as info:
+        run(main)
+    assert not hasattr(info.value, "__notes__")
 
 
 @pytest.mark.virtual_clock

@@ -65,6 +65,74 @@ async def test_gather_bad_input_closes_every_coroutine_given() -> None:
     assert closed(coro)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a coroutine left never awaited fails
+async def test_gather_return_exceptions_points_to_settle_and_closes_the_coroutines() -> None:
+    first, second = ok(1), ok(2)
+    with pytest.raises(TypeError, match=r"no return_exceptions=.*`await cohort\.settle\(\.\.\.\)`"):
+        await cohort.gather(first, second, return_exceptions=True)  # type: ignore[call-overload]
+    assert closed(first)
+    assert closed(second)
+    coro = ok(1)
+    with pytest.raises(TypeError, match=r"'timout'; its options are limit= and timeout="):
+        await cohort.gather(coro, timout=1)  # type: ignore[call-overload]
+    assert closed(coro)
+
+
+# -- settle -------------------------------------------------------------------------
+
+
+@vc
+async def test_settle_returns_every_value_and_exception_in_argument_order() -> None:
+    calls = Calls()
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_exception(KeyError("f"))
+    task = asyncio.create_task(ok("t", 3))
+    outcomes = await cohort.settle(
+        calls("a", 2), calls("b", 1, fail=True), fut, task, bad("late", 4)
+    )
+    a, b, f, t, late = outcomes
+    assert (a, t) == ("a", "t")
+    assert isinstance(b, Exception)
+    assert str(b) == "call b failed"
+    assert isinstance(f, KeyError)
+    assert isinstance(late, ValueError)
+    assert str(late) == "late"
+    assert now() == 4  # a failure cancels nothing: every awaitable ran to its end
+    assert calls.finalized == {"a": 2, "b": 1}
+    assert await cohort.settle() == ()
+
+
+@vc
+async def test_settle_limit_and_timeout_work_as_in_gather() -> None:
+    calls = Calls()
+    assert await cohort.settle(*(calls(i) for i in range(5)), limit=2) == tuple(range(5))
+    assert calls.peak == 2
+    calls = Calls()
+    with pytest.raises(TimeoutError):
+        await cohort.settle(calls("fast", 1, fail=True), calls("slow", 10), timeout=2.5)
+    assert now() == 3 + 2.5
+    assert calls.finalized == {"fast": 1 + 3, "slow": 2.5 + 3}
+
+
+async def test_settle_shows_a_child_cancelled_elsewhere_as_a_runtime_error() -> None:
+    victim: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    victim.cancel()
+    outcomes = await cohort.settle(asyncio.sleep(0, 1), victim)
+    value, cancelled = outcomes
+    assert value == 1
+    assert isinstance(cancelled, RuntimeError)  # an Exception: `isinstance(x, Exception)` finds it
+    assert "without being cancelled" in str(cancelled)
+    assert isinstance(cancelled.__cause__, asyncio.CancelledError)
+
+
+async def test_settle_bad_input_closes_every_coroutine_given() -> None:
+    first, last = ok(1), ok(2)
+    with pytest.raises(TypeError, match=r"settle\(\) takes awaitables.*argument 1 is 42"):
+        await cohort.settle(first, 42, last)  # type: ignore[call-overload]
+    assert closed(first)
+    assert closed(last)
+
+
 # -- race --------------------------------------------------------------------------
 
 
@@ -224,6 +292,7 @@ async def test_hedge_validates_its_arguments() -> None:
 
 ONE_SHOTS: dict[str, Callable[[Calls], Awaitable[Any]]] = {
     "gather": lambda c: cohort.gather(c(1, 5), c(2, 9)),
+    "settle": lambda c: cohort.settle(c(1, 5), c(2, 9)),
     "race": lambda c: cohort.race(c(1, 5), c(2, 9)),
     "quorum": lambda c: cohort.quorum(2, c(1, 5), c(2, 9), c(3, 9)),
     "hedge": lambda c: cohort.hedge(c, "h", 9, delay=1, attempts=2),
@@ -268,6 +337,10 @@ async def test_result_types_follow_the_awaitables() -> None:
     assert_type(await cohort.gather(num(1), num(2), limit=2), tuple[int, int])
     assert_type(await cohort.gather(num(1), read("a", 1)), tuple[int, bytes])
     assert_type(await cohort.gather(*(num(i) for i in range(8))), tuple[int, ...])
+    assert_type(
+        await cohort.settle(num(1), read("a", 1)), tuple[int | Exception, bytes | Exception]
+    )
+    assert_type(await cohort.settle(*(num(i) for i in range(8))), tuple[int | Exception, ...])
     assert_type(await cohort.race(read("a", 1), read("b", 1)), bytes)
     assert_type(await cohort.race(num(1), read("a", 1)), int | bytes)
     assert_type(await cohort.quorum(1, num(1), num(2)), list[int])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cohort
 from _util import run_python
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -38,8 +39,16 @@ def project(tmp_path: Path, test: str, ini: str = "") -> Path:
     return tmp_path
 
 
+# The cohort under test (not another one installed), however PYTHONPATH was given.
+SRC = str(Path(cohort.__file__).resolve().parents[1])
+
+
 def pytest_in(path: Path, *args: str) -> tuple[int, str]:
-    result = run_python("-m", "pytest", "-q", "-p", "no:cacheprovider", *args, cwd=path)
+    argv = ["-q", "-p", "no:cacheprovider", *args]
+    code = (
+        f"import sys; sys.path.insert(0, {SRC!r}); import pytest; sys.exit(pytest.main({argv!r}))"
+    )
+    result = run_python("-c", code, cwd=path)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -61,3 +70,34 @@ def test_cohort_loops_without_the_loop_hook_is_a_usage_error(tmp_path: Path) -> 
     code, out = pytest_in(path, "-p", "no:asyncio")
     assert code == 4, out
     assert "cohort_loops = ['asyncio', 'uvloop'] needs pytest-asyncio >= 1.4" in out
+
+
+SOCKET_TESTS = """
+import asyncio, socket, pytest
+
+@pytest.mark.virtual_clock
+async def test_reads_a_socket_nobody_writes():
+    ours, theirs = socket.socketpair()
+    with theirs:
+        reader, writer = await asyncio.open_connection(sock=ours)
+        try:
+            async with asyncio.timeout(5):
+                await reader.read(1)
+        finally:
+            writer.close()
+
+@pytest.mark.virtual_clock
+async def test_waits_on_nothing():
+    async with asyncio.timeout(5):
+        await asyncio.Event().wait()
+"""
+
+
+def test_a_timeout_while_waiting_on_a_socket_is_explained_in_the_test_failure(
+    tmp_path: Path,
+) -> None:
+    code, out = pytest_in(project(tmp_path, SOCKET_TESTS))
+    assert code == 1, out
+    assert "2 failed" in out
+    assert out.count("the virtual clock jumped 1 time(s) while the loop waited on real I/O") == 1
+    assert "@pytest.mark.virtual_clock(autojump_threshold=0.5)" in out

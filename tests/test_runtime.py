@@ -118,6 +118,25 @@ def test_bad_main_is_refused_at_the_call_site() -> None:
         cohort.run(loop_kind, uvloop="yes")  # type: ignore[arg-type]
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a coroutine left never awaited fails
+async def test_run_inside_a_running_loop_says_to_await_main_and_closes_the_coroutine() -> None:
+    coro = loop_kind()
+    with pytest.raises(RuntimeError, match=r"running event loop.*`await loop_kind\(...\)`"):
+        cohort.run(coro)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # no "never awaited"
+    called: list[int] = []
+
+    async def main(n: int) -> None:
+        called.append(n)
+
+    with pytest.raises(RuntimeError, match=r"`await main\(...\)` instead"):
+        cohort.run(main, 1)
+    assert called == []  # main was not even called
+    with pytest.raises(RuntimeError, match=r"`await main\(...\)` instead"):
+        cohort.testing.run(main, 1)
+    assert called == []
+
+
 def test_helpers_run_under_cohort_run() -> None:
     async def main(n: int) -> tuple[int, ...]:
         return await cohort.gather(*(asyncio.sleep(0, i) for i in range(n)), limit=3)

@@ -42,6 +42,11 @@ async def main() -> None:
     assert_type(cohort.current_deadline(), float)
     pair = await cohort.gather(read("eu-1", 1), seconds())
     assert_type(pair, tuple[bytes, float])
+    settled = await cohort.settle(read("eu-1", 1), seconds())
+    assert_type(settled, tuple[bytes | Exception, float | Exception])
+    value, failure = settled
+    assert_type(value, bytes | Exception)
+    assert_type(failure, float | Exception)
     assert_type(await cohort.race(read("eu-1", 1), seconds()), bytes | float)
     async with cohort.Linger(grace=0.5) as linger:
         assert_type(await linger.call(read, "eu-1", key=2), bytes)

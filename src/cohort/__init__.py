@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 __version__ = "0.1.0"
 
 from cohort._barrier import Barrier, BarrierStatistics
-from cohort._combinators import gather, hedge, quorum, race
+from cohort._combinators import gather, hedge, quorum, race, settle
 from cohort._exceptions import (
     BrokenBarrierError,
     BulkheadFullError,
@@ -171,6 +171,7 @@ __all__ = [
     "retry",
     "run",
     "set_default_executor",
+    "settle",
     "stage",
     "task_tree",
     "to_process",

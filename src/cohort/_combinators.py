@@ -1,6 +1,6 @@
 """One-shot helpers for the common shapes of concurrency, each a task group underneath.
 
-``gather``, ``race``, ``quorum`` and ``hedge`` are a ``TaskGroup`` with the
+``gather``, ``settle``, ``race``, ``quorum`` and ``hedge`` are a ``TaskGroup`` with the
 matching join policy, so they fail, time out and cancel exactly as a group
 does: when they return or raise, nothing they started is still running.
 """
@@ -15,13 +15,13 @@ from typing import Any, TypeVar, TypeVarTuple, overload
 from cohort import _scopes
 from cohort._group import TaskGroup, close_coroutines
 from cohort._observe import emit
-from cohort._policies import FirstWins, Quorum
+from cohort._policies import FirstWins, Quorum, Settle
 from cohort._resilience import HedgeBudget
 from cohort._retry import Retry, attempt_all
 from cohort._retry import _name as _retry_name
-from cohort._validate import check_count, check_seconds
+from cohort._validate import check_count, check_seconds, keywords_refused
 
-__all__ = ["coroutines_of", "gather", "hedge", "quorum", "race"]
+__all__ = ["coroutines_of", "gather", "hedge", "quorum", "race", "settle"]
 
 T = TypeVar("T")
 T1 = TypeVar("T1")
@@ -34,6 +34,8 @@ Ts = TypeVarTuple("Ts")
 
 # Policies keep no state of their own, so one instance serves every call.
 _FIRST_WINS = FirstWins()
+_SETTLE = Settle()
+_HEDGE_OPTIONS = ("delay", "attempts", "budget", "retry")
 
 
 # -- awaitables in, nothing left un-awaited ---------------------------------------
@@ -166,7 +168,7 @@ async def gather(
 
 
 async def gather(
-    *aws: Awaitable[Any], limit: int | None = None, timeout: float | None = None
+    *aws: Awaitable[Any], limit: int | None = None, timeout: float | None = None, **kwargs: Any
 ) -> tuple[Any, ...]:
     """Run the awaitables concurrently; return their values in argument order, as a tuple.
 
@@ -182,10 +184,134 @@ async def gather(
         pages = await cohort.gather(*(fetch(u) for u in urls), limit=10, timeout=5)
         ```
     """
+    if kwargs:
+        close_coroutines(aws)
+        if "return_exceptions" in kwargs:
+            raise TypeError(
+                "cohort.gather() takes no return_exceptions=: it raises the failures. For "
+                "every outcome, values and exceptions in argument order, write "
+                "`await cohort.settle(...)` (same arguments, limit= and timeout= included)"
+            )
+        raise TypeError(
+            f"cohort.gather() got unexpected keyword argument(s) {', '.join(map(repr, kwargs))}; "
+            "its options are limit= and timeout= (arguments go to each call: gather(f(x, k=1)))"
+        )
     coros = coroutines_of(aws, "gather")
     group = _new_group(coros, limit=limit, timeout=timeout, name="cohort.gather")
     await _run_group(group, coros)
     return tuple(group.results)
+
+
+@overload
+async def settle(
+    a1: Awaitable[T1], /, *, limit: int | None = None, timeout: float | None = None
+) -> tuple[T1 | Exception]: ...
+
+
+@overload
+async def settle(
+    a1: Awaitable[T1],
+    a2: Awaitable[T2],
+    /,
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+) -> tuple[T1 | Exception, T2 | Exception]: ...
+
+
+@overload
+async def settle(
+    a1: Awaitable[T1],
+    a2: Awaitable[T2],
+    a3: Awaitable[T3],
+    /,
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+) -> tuple[T1 | Exception, T2 | Exception, T3 | Exception]: ...
+
+
+@overload
+async def settle(
+    a1: Awaitable[T1],
+    a2: Awaitable[T2],
+    a3: Awaitable[T3],
+    a4: Awaitable[T4],
+    /,
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+) -> tuple[T1 | Exception, T2 | Exception, T3 | Exception, T4 | Exception]: ...
+
+
+@overload
+async def settle(
+    a1: Awaitable[T1],
+    a2: Awaitable[T2],
+    a3: Awaitable[T3],
+    a4: Awaitable[T4],
+    a5: Awaitable[T5],
+    /,
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+) -> tuple[T1 | Exception, T2 | Exception, T3 | Exception, T4 | Exception, T5 | Exception]: ...
+
+
+@overload
+async def settle(
+    a1: Awaitable[T1],
+    a2: Awaitable[T2],
+    a3: Awaitable[T3],
+    a4: Awaitable[T4],
+    a5: Awaitable[T5],
+    a6: Awaitable[T6],
+    /,
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+) -> tuple[
+    T1 | Exception, T2 | Exception, T3 | Exception, T4 | Exception, T5 | Exception, T6 | Exception
+]: ...
+
+
+@overload
+async def settle(
+    *aws: Awaitable[T], limit: int | None = None, timeout: float | None = None
+) -> tuple[T | Exception, ...]: ...
+
+
+async def settle(
+    *aws: Awaitable[Any], limit: int | None = None, timeout: float | None = None
+) -> tuple[Any, ...]:
+    """Run the awaitables concurrently; return every outcome in argument order, as a tuple.
+
+    Each place holds the value, or the exception that awaitable raised: what
+    ``asyncio.gather(..., return_exceptions=True)`` returns, except that a
+    failure is always an ``Exception`` (one that ended with a stray
+    ``CancelledError``, e.g. a task cancelled elsewhere, is a ``RuntimeError``
+    with that ``CancelledError`` as its cause). A failure cancels nothing. It
+    is ``TaskGroup(Settle())``: ``KeyboardInterrupt``/``SystemExit`` in a child
+    still stop everything and are raised; ``limit`` caps how many run at once;
+    ``timeout`` (seconds) or cancelling the caller cancels every awaitable and
+    raises ``TimeoutError`` or ``CancelledError`` (no partial tuple). Typed per
+    argument: ``await settle(name(), age())`` is a
+    ``tuple[str | Exception, int | Exception]``.
+
+    Example::
+
+        for url, page in zip(urls, await cohort.settle(*(fetch(u) for u in urls), limit=10)):
+            if isinstance(page, Exception):
+                log.warning("fetch failed", url=url, error=page)
+    """
+    coros = coroutines_of(aws, "settle")
+    group = _new_group(coros, join=_SETTLE, limit=limit, timeout=timeout, name="cohort.settle")
+    await _run_group(group, coros)
+    outcomes: list[Any] = []
+    for handle in group.handles:
+        error = handle.error
+        outcomes.append(handle.result() if error is None else error)
+    return tuple(outcomes)
 
 
 @overload
@@ -325,7 +451,13 @@ async def hedge(
     retry: Retry | None = None,
 ) -> T: ...
 async def hedge(  # type: ignore[misc]  # mypy: a TypeVarTuple overload
-    fn: Any, *args: Any, delay: Any, attempts: Any = None, budget: Any = None, retry: Any = None
+    fn: Any,
+    *args: Any,
+    delay: Any,
+    attempts: Any = None,
+    budget: Any = None,
+    retry: Any = None,
+    **kwargs: Any,
 ) -> Any:
     """Call ``fn(*args)``; start another call after ``delay`` if none succeeded yet.
 
@@ -352,6 +484,8 @@ async def hedge(  # type: ignore[misc]  # mypy: a TypeVarTuple overload
         row = await cohort.hedge([partial(read, r, key) for r in replicas], delay=0.05)
         ```
     """
+    if kwargs:
+        raise keywords_refused("cohort.hedge", fn, args, kwargs, _HEDGE_OPTIONS)
     calls: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]
     if isinstance(fn, Sequence) and not isinstance(fn, str | bytes):
         if args or attempts is not None:

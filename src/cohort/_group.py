@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, Literal, Never, NoReturn, TypeVar, TypeVarTuple
 
 from cohort import _observe, _scopes
 from cohort._handle import ChildStatus, Handle, Outcome, _coro_name, _pop_caller_frame
@@ -30,7 +30,7 @@ from cohort._policies import Decision, Gather, JoinPolicy
 from cohort._retry import Retry, attempt_all
 from cohort._retry import _name as _retry_name
 from cohort._scopes import CancelScope, cancel_task
-from cohort._validate import check_count, check_seconds
+from cohort._validate import check_count, check_seconds, keywords_refused
 
 __all__ = ["TaskGroup", "close_coroutines", "open_groups"]
 
@@ -411,6 +411,7 @@ class TaskGroup:
         critical: bool = True,
         retry: Retry | None = None,
         context: contextvars.Context | None = None,
+        **kwargs: Never,
     ) -> Handle[T]:
         """Start ``fn(*args)`` as a child (queued if ``limit`` children already run).
 
@@ -422,6 +423,8 @@ class TaskGroup:
         ``contextvars.Context`` instead of a copy of the caller's, as with
         ``asyncio.TaskGroup.create_task``.
         """
+        if kwargs:
+            raise keywords_refused("spawn", fn, args, kwargs, _SPAWN_OPTIONS)
         loop = self._loop
         if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
@@ -485,6 +488,7 @@ class TaskGroup:
         critical: bool = True,
         retry: Retry | None = None,
         context: contextvars.Context | None = None,
+        **kwargs: Never,
     ) -> None:
         """Start ``fn(*args)`` as a child, as ``spawn`` does, but return no handle.
 
@@ -495,6 +499,8 @@ class TaskGroup:
         cancellation, policies, ``limit``, ``timeout``, ``critical`` and
         ``task_tree()`` and ``context`` work as for ``spawn``; a success costs less.
         """
+        if kwargs:
+            raise keywords_refused("start_soon", fn, args, kwargs, _SPAWN_OPTIONS)
         loop = self._loop
         if (
             timeout is not None
@@ -986,6 +992,9 @@ def clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     if type(loop).time is asyncio.BaseEventLoop.time:
         return time.monotonic
     return loop.time
+
+
+_SPAWN_OPTIONS = ("name", "timeout", "critical", "retry", "context")
 
 
 def close_coroutines(items: Iterable[object]) -> None:

@@ -11,19 +11,26 @@ error, with a note saying why no further attempt was made.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, Never, ParamSpec, TypeVar
 
 from cohort import _scopes
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
 from cohort._observe import emit
-from cohort._validate import check_count, check_exception_filter, check_flag, check_seconds
+from cohort._validate import (
+    check_count,
+    check_exception_filter,
+    check_flag,
+    check_seconds,
+    keywords_refused,
+)
 
-__all__ = ["AttemptsFailed", "Retry", "RetryState", "raise_as_is", "retry"]
+__all__ = ["AttemptsFailed", "Retry", "RetryState", "own_chain", "retry"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -140,12 +147,16 @@ class AttemptsFailed(Exception):
         self.attempts = attempts
 
 
-async def retry(fn: Callable[..., Awaitable[T]], *args: Any, policy: Retry | None = None) -> T:
+async def retry(
+    fn: Callable[..., Awaitable[T]], *args: Any, policy: Retry | None = None, **kwargs: Never
+) -> T:
     """``await fn(*args)``, retried under ``policy`` (default ``Retry()``).
 
     Raises the last attempt's exception; keyword arguments go through
     ``functools.partial``.
     """
+    if kwargs:
+        raise keywords_refused("cohort.retry", fn, args, kwargs, ("policy",))
     if policy is None:
         policy = _DEFAULT
     elif not isinstance(policy, Retry):
@@ -169,18 +180,20 @@ async def attempt_all(
         return await run_attempts(policy, invoke, policy.attempt_timeout, what, tally=tally)
     except AttemptsFailed as failed:
         error = failed.exc
-    raise_as_is(error)
+    with own_chain(error):
+        raise error
 
 
-def raise_as_is(error: BaseException) -> NoReturn:
-    """Raise ``error`` keeping its own ``__cause__`` and ``__context__``.
+@contextlib.contextmanager
+def own_chain(error: BaseException) -> Iterator[None]:
+    """Around ``raise error``: keep its own ``__cause__`` and ``__context__``.
 
-    A plain ``raise`` inside an ``except`` block would set its context to the
-    exception being handled there, which is not where the error came from.
+    A ``raise`` while another exception is handled would set the error's
+    context to that one, which is not where the error came from.
     """
     cause, context, suppress = error.__cause__, error.__context__, error.__suppress_context__
     try:
-        raise error
+        yield
     finally:
         error.__cause__ = cause
         error.__context__ = context

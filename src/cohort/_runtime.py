@@ -18,11 +18,12 @@ import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
-from typing import Any, Literal, TypeVar, TypeVarTuple
+from typing import Any, Literal, Never, TypeVar, TypeVarTuple
 
 from cohort._group import close_coroutines
+from cohort._validate import keywords_refused
 
-__all__ = ["note_cut_short", "run"]
+__all__ = ["note_cut_short", "refuse_inside_a_loop", "run"]
 
 EXIT_INTERRUPTED = 130
 # What was cut short by cancellation inside the current cohort.run: shown if
@@ -33,6 +34,7 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _ENV = "COHORT_LOOP"
+_RUN_OPTIONS = ("uvloop", "debug", "on_interrupt")
 _LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
@@ -74,6 +76,7 @@ def run(
     uvloop: bool | None = None,
     debug: bool = False,
     on_interrupt: Literal["exit", "raise"] = "exit",
+    **kwargs: Never,
 ) -> T:
     """Run ``main(*args)`` on a new event loop and return its result, like ``asyncio.run``.
 
@@ -98,6 +101,9 @@ def run(
         print(cohort.run(main, 100))
         ```
     """
+    if kwargs:
+        raise keywords_refused("cohort.run", main, args, kwargs, _RUN_OPTIONS)
+    refuse_inside_a_loop("cohort.run", main)
     if on_interrupt not in ("exit", "raise"):
         close_coroutines((main,))
         raise ValueError(f'on_interrupt must be "exit" or "raise", got {on_interrupt!r}')
@@ -134,6 +140,23 @@ def run(
         raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
         _cut_short.reset(token)
+
+
+def refuse_inside_a_loop(where: str, main: object) -> None:
+    """Raise ``RuntimeError`` if an event loop runs in this thread: ``where`` starts a
+    loop of its own, which async code cannot do; ``main``, if a coroutine, is closed
+    first (no "never awaited" warning)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    close_coroutines((main,))
+    # A coroutine object's function, or the async function itself.
+    name = getattr(main, "__name__", None) or "main"
+    raise RuntimeError(
+        f"{where}() was called inside a running event loop; it starts a loop of its own, "
+        f"for the top of a program. In async code, write `await {name}(...)` instead"
+    )
 
 
 def note_cut_short(what: str) -> None:

@@ -24,13 +24,13 @@ from collections.abc import (
     Sized,
 )
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Never, TypeVar
 
 from cohort import _scopes
 from cohort._combinators import coroutines_of
 from cohort._group import TaskGroup, close_coroutines
 from cohort._policies import Settle
-from cohort._validate import check_count
+from cohort._validate import check_count, keywords_refused
 
 __all__ = ["ResultStream", "as_completed", "map"]
 
@@ -366,6 +366,7 @@ def map(
     *,
     limit: int,
     ordered: bool = True,
+    **kwargs: Never,
 ) -> ResultStream[R]:
     """Call ``fn(item)`` for every item, at most ``limit`` at a time; iterate the results.
 
@@ -383,6 +384,8 @@ def map(
                 print(page)
         ```
     """
+    if kwargs:
+        raise keywords_refused("cohort.map", fn, (), kwargs, ("limit", "ordered"), ", items")
     if not callable(fn):
         raise TypeError(f"map() needs an async callable, got {fn!r}")
     limit = check_count("limit", limit)

@@ -9,8 +9,11 @@ though Python makes it an ``int``: ``limit=True`` is a mistake, not ``1``.
 
 from __future__ import annotations
 
+import asyncio
+import difflib
 import math
-from collections.abc import Callable
+import reprlib
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from typing import Literal, TypeVar, overload
 
@@ -22,6 +25,7 @@ __all__ = [
     "check_fraction",
     "check_name",
     "check_seconds",
+    "keywords_refused",
 ]
 
 C = TypeVar("C", bound=Callable[..., object])
@@ -150,3 +154,47 @@ def check_exception_filter(
     elif callable(on):
         return on
     raise TypeError(f"{name} takes exception classes or a predicate, got {on!r}")
+
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 40
+
+
+def keywords_refused(
+    where: str,
+    fn: object,
+    args: Sequence[object],
+    kwargs: Mapping[str, object],
+    options: Sequence[str],
+    rest: str = "",
+) -> TypeError:
+    """The error for keywords an ``(fn, *args, *, options)`` entry point does not take.
+
+    Such a call passes ``args`` to ``fn`` by position only; the message shows the
+    ``functools.partial`` that passes the keywords (``rest``: what the call takes
+    after it, e.g. ``", items"``), lists the entry point's own options and, for a
+    misspelt option, the likely one. A coroutine object given as ``fn`` is closed
+    (it will never run).
+    """
+    if asyncio.iscoroutine(fn):
+        fn.close()
+    name = (getattr(fn, "__name__", None) if callable(fn) else None) or "fn"
+    bound = ", ".join(
+        [name, *map(_short.repr, args), *(f"{k}={_short.repr(v)}" for k, v in kwargs.items())]
+    )
+    typos = [
+        f"{match[0]}= (for {k}=)"
+        for k in kwargs
+        if (match := difflib.get_close_matches(k, options, n=1, cutoff=0.75))
+    ]
+    guess = f"; did you mean {', '.join(typos)}?" if typos else ""
+    owned = (
+        f"{where}()'s own options are {', '.join(f'{o}=' for o in options)}"
+        if options
+        else f"{where}() has no options of its own"
+    )
+    return TypeError(
+        f"{where}() got unexpected keyword argument(s) {', '.join(map(repr, kwargs))}. "
+        f"{where}() passes only positional arguments to {name}; bind keyword arguments "
+        f"with functools.partial: {where}(functools.partial({bound}){rest}). {owned}{guess}"
+    )

@@ -29,11 +29,11 @@ import importlib
 import math
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence, Sized
-from typing import Any, TypeVar
+from typing import Any, Never, TypeVar
 
 from cohort._exceptions import ClosedError
 from cohort._observe import emit
-from cohort._validate import check_flag
+from cohort._validate import check_flag, keywords_refused
 from cohort.bridge._chunks import (
     ChunkSizer,
     check_map_arguments,
@@ -266,8 +266,10 @@ class DaskExecutor:
 
     # -- calls -----------------------------------------------------------------------
 
-    async def run(self, fn: Callable[..., _R], *args: Any) -> _R:
+    async def run(self, fn: Callable[..., _R], *args: Any, **kwargs: Never) -> _R:
         """Run ``fn(*args)`` as one Dask task and return its result (re-raising its error)."""
+        if kwargs:
+            raise keywords_refused("DaskExecutor.run", fn, args, kwargs, ())
         check_plain(fn)
         client = await self._ensure_client()
         split = _split_shared(fn, args)

@@ -16,9 +16,10 @@ import functools
 import importlib
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, Generic, ParamSpec, TypeVar, TypeVarTuple, Unpack, cast, overload
+from typing import Any, Generic, Never, ParamSpec, TypeVar, TypeVarTuple, Unpack, cast, overload
 
 from cohort._exceptions import SerializationError
+from cohort._validate import keywords_refused
 from cohort.bridge._executor import Executor
 from cohort.bridge._pool import ProcessPool
 
@@ -76,7 +77,10 @@ async def _pool_lifetime(pool: ProcessPool) -> AsyncIterator[None]:
 
 
 async def to_process(
-    fn: Callable[[Unpack[_Ts]], _R], *args: *_Ts, executor: Executor | None = None
+    fn: Callable[[Unpack[_Ts]], _R],
+    *args: *_Ts,
+    executor: Executor | None = None,
+    **kwargs: Never,
 ) -> _R:
     """Run ``fn(*args)`` in another process (the default executor unless ``executor`` is given).
 
@@ -85,6 +89,8 @@ async def to_process(
         digest = await cohort.to_process(hashlib.sha256, blob)
         ```
     """
+    if kwargs:
+        raise keywords_refused("cohort.to_process", fn, args, kwargs, ("executor",))
     ex = executor if executor is not None else await default_executor()
     return await ex.run(fn, *args)
 

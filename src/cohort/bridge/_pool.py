@@ -31,7 +31,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, TypeVar, TypeVarTuple, Unpack
+from typing import Any, Never, TypeVar, TypeVarTuple, Unpack
 
 from cohort._exceptions import (
     ClosedError,
@@ -40,7 +40,7 @@ from cohort._exceptions import (
     WorkerCrashedError,
 )
 from cohort._observe import emit
-from cohort._validate import check_count, check_seconds
+from cohort._validate import check_count, check_seconds, keywords_refused
 from cohort.bridge import _shm, _wire
 from cohort.bridge._chunks import (
     ChunkSizer,
@@ -271,7 +271,7 @@ class ProcessPool:
 
     # -- public calls -----------------------------------------------------------
 
-    async def run(self, fn: Callable[[Unpack[_Ts]], _R], *args: *_Ts) -> _R:
+    async def run(self, fn: Callable[[Unpack[_Ts]], _R], *args: *_Ts, **kwargs: Never) -> _R:
         """Run ``fn(*args)`` in a worker process and return its result.
 
         Cancelling the caller while the call runs kills that worker (and starts a
@@ -283,6 +283,8 @@ class ProcessPool:
             SerializationError: ``fn``, an argument or the result cannot be pickled.
             ClosedError, PoolBrokenError: the pool cannot take calls.
         """
+        if kwargs:
+            raise keywords_refused("pool.run", fn, args, kwargs, ())
         call = self._submit(_wire.CALL, fn, args, 1)
         try:
             kind, value = await call.future

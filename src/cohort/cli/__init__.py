@@ -76,13 +76,28 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="lowest event level shown (default: info once --log-format is given)",
     )
+    from cohort.cli._bench import benchmark_names
+
+    found = benchmark_names()
     bench = sub.add_parser(
         "bench",
         help="run the benchmark suite (from a source checkout)",
-        description="Run the benchmark suite (python -m benchmarks) and print its tables.",
+        description=(
+            "Run the benchmark suite (python -m benchmarks) and print its tables. "
+            "Needs the libraries it compares with: pip install 'cohort[bench]'."
+        ),
     )
     bench.add_argument("--quick", action="store_true", help="fewer rounds and sizes")
-    bench.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
+    bench.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=(
+            f"benchmarks to run (default: all): {', '.join(found)}"
+            if found
+            else "benchmarks to run (none found: the suite ships with a source checkout)"
+        ),
+    )
     demo = sub.add_parser(
         "demo",
         help="the web fan-out service under load, then an ETL pipeline (offline, seconds)",

@@ -18,6 +18,7 @@ It needs the web extras (``pip install 'cohort[cli]'``) and no network.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from pathlib import Path
 import cohort
 from cohort.cli._common import EXIT_INTERRUPTED, EXIT_OK, UsageError
 
-__all__ = ["add_demo_arguments", "demo_command"]
+__all__ = ["LoadReading", "add_demo_arguments", "busy_reasons", "demo_command", "read_load"]
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,6 +178,62 @@ async def _outage(args: argparse.Namespace, summary: _Summary) -> None:
     )
 
 
+@dataclass(frozen=True)
+class LoadReading:
+    """How busy the machine is at one moment."""
+
+    load1: float | None
+    """The 1-minute load average (``os.getloadavg``); None where there is none."""
+    cores: int
+    steal: int | None = None
+    """CPU time the hypervisor gave other machines so far, in ticks (``/proc/stat``)."""
+    total: int | None = None
+    """All CPU time so far, in ticks, steal included."""
+
+
+STEAL_SHARE = 0.01
+"""CPU steal above this share of the CPU time during the run makes its figures unreliable."""
+
+
+def read_load() -> LoadReading:
+    """The machine's load now: load average, core count, CPU steal (Linux)."""
+    try:
+        load1: float | None = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on this platform
+        load1 = None
+    steal = total = None
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+        if fields[0] == "cpu" and len(fields) > 8:
+            # user nice system idle iowait irq softirq steal (guest time is in user)
+            ticks = [int(f) for f in fields[1:9]]
+            steal, total = ticks[7], sum(ticks)
+    except (OSError, ValueError, IndexError):
+        pass
+    return LoadReading(load1, os.cpu_count() or 1, steal, total)
+
+
+def busy_reasons(before: LoadReading, after: LoadReading) -> list[str]:
+    """Why figures measured between the two readings are not reliable (empty: they are).
+
+    The load average counts the machine's other work only before the run (the
+    run's own processes raise it); CPU steal comes from other machines, so it
+    counts during the run.
+    """
+    reasons: list[str] = []
+    if before.load1 is not None and before.load1 > before.cores:
+        reasons.append(
+            f"1-minute load average {before.load1:.1f} on {before.cores} cores before the run"
+        )
+    steal, total = before.steal, before.total
+    if steal is not None and total is not None and after.steal is not None and after.total:
+        stolen, elapsed = after.steal - steal, after.total - total
+        if elapsed > 0 and stolen > STEAL_SHARE * elapsed:
+            reasons.append(f"CPU steal {stolen / elapsed:.1%} during the run")
+    return reasons
+
+
 async def _load(args: argparse.Namespace, summary: _Summary) -> None:
     from cohort.examples.fanout.loadtest import (
         LOAD_STRATEGIES,
@@ -205,6 +262,7 @@ async def _load(args: argparse.Namespace, summary: _Summary) -> None:
             flush=True,
         )
 
+    before = read_load()
     runs = await load_test(
         requests=args.requests,
         concurrency=args.concurrency,
@@ -212,8 +270,14 @@ async def _load(args: argparse.Namespace, summary: _Summary) -> None:
         tls=args.tls,
         on_run=show if args.progress else None,
     )
+    reasons = busy_reasons(before, read_load())
+    busy = f"warning: the machine was busy ({'; '.join(reasons)})" if reasons else ""
+    if busy:
+        print(f"\n{busy}: the figures below are not reliable; rerun on an idle machine")
     print("\nmedians over the key sets:")
     print(format_runs(runs), flush=True)
+    if busy:
+        print(f"{busy}: the figures above are not reliable; rerun on an idle machine", flush=True)
     figures = medians(runs)
     ours, baseline = figures["cohort, all tactics"], figures["asyncio + httpx (no cohort)"]
     summary.lines.append(

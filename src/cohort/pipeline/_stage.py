@@ -22,7 +22,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, Protocol, overload
 
-from cohort._retry import raise_as_is
+from cohort._retry import own_chain
 from cohort.bridge import CpuFunction, Executor
 from cohort.pipeline._options import OnError, StageOptions
 from cohort.pipeline._pipeline import Pipeline
@@ -167,7 +167,8 @@ class Stage(Pipeline[In, Out], Generic[In, Out, P, R]):
             )
         except AttemptsFailed as failed:
             exc = failed.exc
-        raise_as_is(exc)
+        with own_chain(exc):
+            raise exc
 
     # -- what the engine uses ----------------------------------------------------------
 

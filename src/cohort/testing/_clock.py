@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import selectors
 from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Never, TypeVar
+
+from cohort._runtime import refuse_inside_a_loop
+from cohort._validate import keywords_refused
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
@@ -58,7 +61,7 @@ class _JumpingSelector(selectors.BaseSelector):
             ready = self._inner.select(min(timeout, threshold))
             if ready:
                 return ready
-        loop._advance(timeout)
+        loop._jump(timeout, len(self._inner.get_map()))
         return []
 
     def close(self) -> None:
@@ -93,8 +96,14 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         self._virtual_now = float(start)
         self.autojump_threshold = autojump_threshold
         self._blocked_waiters: list[asyncio.Future[None]] = []
+        # Jumps made while a socket or pipe of the program was registered (waiting
+        # for I/O that had not come within autojump_threshold): how many, and the
+        # last one (from, to, file descriptors waited on).
+        self._io_jumps = 0
+        self._last_io_jump = (0.0, 0.0, 0)
         super().__init__(selectors.DefaultSelector())
         inner: selectors.BaseSelector = self._selector  # type: ignore[has-type]
+        self._own_fds = len(inner.get_map())  # the loop's self-pipe, registered already
         self._selector = _JumpingSelector(self, inner)
         if autojump_threshold < 0:
             self.close()
@@ -110,6 +119,38 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         if scheduled:
             # Land exactly on the timer, free of float rounding in now + (when - now).
             self._virtual_now = max(self._virtual_now, scheduled[0].when())
+
+    def _jump(self, seconds: float, registered: int) -> None:
+        """Jump to the next timer, ``seconds`` away, with ``registered`` file
+        descriptors in the selector (the loop's own included)."""
+        start = self._virtual_now
+        self._advance(seconds)
+        waiting = registered - self._own_fds
+        if waiting > 0:  # a socket or pipe had nothing for us: time jumped past it
+            self._io_jumps += 1
+            self._last_io_jump = (start, self._virtual_now, waiting)
+
+    def _io_jump_count(self) -> int:
+        return self._io_jumps
+
+    def _explain_timeout(self, exc: BaseException, since: int) -> None:
+        jumps = self._io_jumps - since
+        timeout = isinstance(exc, TimeoutError) or (
+            isinstance(exc, BaseExceptionGroup) and exc.subgroup(TimeoutError) is not None
+        )
+        if jumps <= 0 or not timeout or _NOTE_MARK in "".join(getattr(exc, "__notes__", ())):
+            return
+        start, end, waiting = self._last_io_jump
+        exc.add_note(
+            f"{_NOTE_MARK}: the virtual clock jumped {jumps} time(s) while the loop waited on "
+            f"real I/O ({waiting} socket(s) or pipe(s) with nothing to read or write), the "
+            f"last from {start:g} s to {end:g} s: a deadline can expire there before the I/O "
+            "arrives. If it needs real time (a server, a subprocess, a network call), raise "
+            f"autojump_threshold (now {self.autojump_threshold:g}), the real seconds to wait "
+            "for I/O before the clock jumps: "
+            "@pytest.mark.virtual_clock(autojump_threshold=0.5) "
+            "or cohort.testing.run(..., autojump_threshold=0.5)"
+        )
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward by hand (timers due by then fire on the next iteration)."""
@@ -139,6 +180,21 @@ class VirtualClockPolicy(asyncio.DefaultEventLoopPolicy):
         return VirtualClockLoop(autojump_threshold=self._threshold)
 
 
+def io_jumps(loop: VirtualClockLoop) -> int:
+    """How many times the clock jumped while the loop waited on real I/O."""
+    return loop._io_jump_count()
+
+
+def explain_timeout(loop: VirtualClockLoop, exc: BaseException, since: int = 0) -> None:
+    """Add a note to ``exc`` if it is a timeout (or a group holding one) and the clock
+    jumped while the loop waited on real I/O (more than ``since`` such jumps so far):
+    the deadline may have expired only because that I/O was not given real time."""
+    loop._explain_timeout(exc, since)
+
+
+_NOTE_MARK = "cohort.testing"
+
+
 async def wait_all_tasks_blocked() -> None:
     """Return once every other task is blocked (before the virtual clock jumps).
 
@@ -162,10 +218,22 @@ def run(
     *args: Any,
     autojump_threshold: float = 0.0,
     debug: bool = False,
+    **kwargs: Never,
 ) -> _T:
     """Run ``main(*args)`` to completion on a fresh virtual-clock loop and return its result."""
+    if kwargs:
+        raise keywords_refused(
+            "cohort.testing.run", main, args, kwargs, ("autojump_threshold", "debug")
+        )
+    refuse_inside_a_loop("cohort.testing.run", main)
     with asyncio.Runner(
         debug=debug,
         loop_factory=lambda: VirtualClockLoop(autojump_threshold=autojump_threshold),
     ) as runner:
-        return runner.run(main(*args))
+        try:
+            return runner.run(main(*args))
+        except BaseException as exc:
+            loop = runner.get_loop()
+            if isinstance(loop, VirtualClockLoop):
+                explain_timeout(loop, exc)
+            raise

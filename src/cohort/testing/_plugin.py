@@ -13,15 +13,18 @@ Works through pytest-asyncio's ``pytest_asyncio_loop_factories`` hook:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 import pytest
 
-from cohort.testing._clock import VirtualClockLoop
+from cohort.testing._clock import VirtualClockLoop, explain_timeout, io_jumps
 
 _LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 _unhandled: list[dict[str, Any]] = []
+# The virtual-clock loops made for tests (a test's timeout may need explaining).
+_virtual_loops: weakref.WeakSet[VirtualClockLoop] = weakref.WeakSet()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -84,6 +87,7 @@ def _factory(name: str, strict: bool, threshold: float = 0.0) -> _LoopFactory:
         loop: asyncio.AbstractEventLoop
         if name == "virtual":
             loop = VirtualClockLoop(autojump_threshold=threshold)
+            _virtual_loops.add(loop)
         elif name == "uvloop":
             try:
                 import uvloop
@@ -117,6 +121,19 @@ def pytest_asyncio_loop_factories(
         return {"virtual": _factory("virtual", strict, threshold)}
     names: list[str] = config.getini("cohort_loops") or ["asyncio"]
     return {name: _factory(name, strict) for name in names}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """A test that fails with a timeout on virtual time after the clock jumped past
+    real I/O: the error gets a note that names ``autojump_threshold``."""
+    before = {loop: io_jumps(loop) for loop in _virtual_loops}
+    try:
+        return (yield)
+    except BaseException as exc:
+        for loop in list(_virtual_loops):
+            explain_timeout(loop, exc, since=before.get(loop, 0))
+        raise
 
 
 @pytest.fixture(autouse=True)
