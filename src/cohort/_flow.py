@@ -10,7 +10,9 @@ type.
 
 A run is one task group. A node starts the moment its own join policy is
 satisfied, not level by level; an upstream node that no node still waiting
-needs is cancelled; leaving or cancelling the run leaves nothing running.
+needs is cancelled, and so, in turn, are its own upstreams; leaving or
+cancelling the run leaves nothing running, except the thread of a plain
+``def`` node cut short, which Python cannot stop (the run warns about it).
 """
 
 from __future__ import annotations
