@@ -77,6 +77,7 @@ class Node(Generic[R]):
 
     __slots__ = (
         "_cohort_cpu_target",
+        "all_done_default",
         "cancellable",
         "consult_ok",
         "critical",
@@ -117,6 +118,8 @@ class Node(Generic[R]):
         self.consult_ok = join.consults_on_success and (
             type(join).on_child_done is not JoinPolicy.on_child_done
         )
+        # JoinPolicy.on_all_done says DONE: no need to ask it.
+        self.all_done_default = type(join).on_all_done is JoinPolicy.on_all_done
         self.outcomes = isinstance(join, Settle)  # it takes each upstream's Outcome
         # What a worker process is sent: a reference to the function by its module
         # and name. The decorator rebinds that name to this node, so the node leads
@@ -692,17 +695,20 @@ class _Run:
         once every upstream ended, ``on_all_done``; CONTINUE there means DONE.
         """
         join = node.join
-        view = _JoinView(self, node)
-        decision = Decision.CONTINUE
+        key = node.name
+        view: _JoinView | None = None
         if not counted or node.consult_ok:
+            view = _JoinView(self, node)
             decision = join.on_child_done(view, _UpstreamView(self, upstream, counted))
-        if decision is _DONE:
+            if decision is _DONE:
+                return 1
+            if decision is _FAIL:
+                return -1
+        if self.n_ok[key] + self.n_bad[key] < len(node.deps):
+            return 0
+        if node.all_done_default:
             return 1
-        if decision is _FAIL:
-            return -1
-        if view.pending == 0:
-            return -1 if join.on_all_done(view) is _FAIL else 1
-        return 0
+        return -1 if join.on_all_done(view or _JoinView(self, node)) is _FAIL else 1
 
     def _start(self, node: Node[Any]) -> None:
         """Start ``node`` as a child of the run's group."""
@@ -992,41 +998,25 @@ def _in_thread(ended: threading.Event, fn: Callable[..., Any], kwargs: dict[str,
 
 class _JoinView:
     """A node's upstreams as a join policy sees a task group's children (``GroupView``):
-    all spawned at once (the body is done), optional failures counted as successes."""
+    all spawned at once (the body is done), optional failures counted as successes.
+    Made for one decision: the counters are read once."""
 
-    __slots__ = ("_node", "_run")
+    __slots__ = ("_node", "_run", "failed", "pending", "spawned", "succeeded")
+
+    body_done = True
+    timed_out = False
 
     def __init__(self, run: _Run, node: Node[Any]) -> None:
         self._run = run
         self._node = node
+        self.spawned = len(node.deps)
+        self.succeeded = run.n_ok[node.name]
+        self.failed = run.n_bad[node.name]
+        self.pending = self.spawned - self.succeeded - self.failed
 
     @property
     def name(self) -> str:
         return f"{self._run.flow.name}.{self._node.name}"
-
-    @property
-    def spawned(self) -> int:
-        return len(self._node.deps)
-
-    @property
-    def succeeded(self) -> int:
-        return self._run.n_ok[self._node.name]
-
-    @property
-    def failed(self) -> int:
-        return self._run.n_bad[self._node.name]
-
-    @property
-    def pending(self) -> int:
-        return self.spawned - self.succeeded - self.failed
-
-    @property
-    def body_done(self) -> bool:
-        return True
-
-    @property
-    def timed_out(self) -> bool:
-        return False
 
     @property
     def results(self) -> list[Any]:
