@@ -620,6 +620,33 @@ async def test_a_chain_nothing_needs_any_more_is_cancelled_transitively() -> Non
     assert result.outcome(s3).status is cohort.ChildStatus.CANCELLED
 
 
+@vc
+async def test_what_only_a_node_that_can_never_start_needed_is_cancelled() -> None:
+    flow = cohort.Flow("skipped", inputs=["x"])
+    log: dict[str, tuple[float, float]] = {}
+    flow.node(name="slow")(_with_x(timed(log, "slow", 10.0, 1)))
+    flow.node(name="backup")(_with_x(timed(log, "backup", 2.0, 2)))
+
+    @flow.node
+    async def broken(x: int) -> int:
+        await asyncio.sleep(1)
+        raise KeyError("gone")
+
+    @flow.node(join=cohort.FirstWins())
+    async def either(broken: int | None, backup: int | None) -> int:
+        return broken or backup or 0
+
+    @flow.node(critical=False)
+    async def summary(broken: int, slow: int) -> int:  # can never start once broken failed
+        return broken + slow
+
+    result = await flow.run(x=0)
+    assert result[either] == 2
+    assert log["slow"] == (0.0, 1.0)  # cancelled when summary could no longer start
+    assert result.outcome("slow").status is cohort.ChildStatus.CANCELLED
+    assert now() == 2.0
+
+
 class _RecordingExecutor:
     """An executor running calls on the loop, one virtual second each, counting how
     many run at once."""

@@ -34,7 +34,7 @@ from cohort._handle import ChildStatus, Handle, Outcome
 from cohort._observe import EVENTS, emit
 from cohort._policies import Decision, Gather, JoinPolicy, Quorum, Settle
 from cohort._retry import Retry, attempt_all
-from cohort._scopes import fail_after, move_on_after, stray_cancellation
+from cohort._scopes import cancel_task, fail_after, move_on_after, stray_cancellation
 from cohort._validate import check_count, check_flag, check_seconds
 
 if TYPE_CHECKING:
@@ -586,6 +586,7 @@ class _Run:
         "n_bad",
         "n_ok",
         "nodes",
+        "running",
         "status",
         "tallies",
         "threads",
@@ -604,6 +605,7 @@ class _Run:
         self.errors: dict[str, BaseException] = {}
         self.tallies: dict[str, list[int]] = {}
         self.handles: dict[str, Handle[Any]] = {}  # of the nodes that may be cancelled
+        self.running: dict[str, asyncio.Task[Any]] = {}  # tasks of the other nodes running
         self.times: dict[str, tuple[float, float]] = {}  # (started, ended) of nodes that ran
         self.clock = time.monotonic
         self.waiting: dict[str, Node[Any]] = dict(self.nodes)  # not started yet
@@ -735,9 +737,9 @@ class _Run:
 
     def _cancel_unneeded(self, started: Node[Any]) -> None:
         """Cancel what nothing that can still run needs any more, now that ``started``
-        started: each of its upstreams not ended that no waiting node takes, then,
-        in turn, theirs (a chain feeding only a met quorum). A sink never: its value
-        is an output."""
+        started (or can never start): each of its upstreams not ended that no waiting
+        node takes, then, in turn, theirs (a chain feeding only a met quorum). A sink
+        never: its value is an output."""
         stack = list(started.deps)
         while stack:
             d = stack.pop()
@@ -747,11 +749,12 @@ class _Run:
                 continue  # still needed
             if d in self.waiting:
                 del self.waiting[d]  # never to start
+            elif d in self.handles:
+                self.handles[d].cancel()
+            elif d in self.running:
+                cancel_task(self.running[d])  # the node its task runs now: the chain stops
             else:
-                handle = self.handles.get(d)
-                if handle is None:
-                    continue  # runs in a chain's task: left to end (not expected)
-                handle.cancel()
+                continue  # its task has not taken its first step: it runs to its end
             # Count it as ended now: a task cancelled before its first step
             # never runs its node, so it would never report.
             self.status[d] = _CANCELLED
@@ -763,9 +766,18 @@ class _Run:
         """Run ``node``, then, in the same task, a node it was the last to unblock
         (one task per chain instead of one per node)."""
         nxt: tuple[Node[Any], dict[str, Any]] | None = (node, kwargs)
+        # A node without a handle is cancelled through its task, while it runs.
+        task = None if node.cancellable else asyncio.current_task()
+        running = self.running
         while nxt is not None:
             node, kwargs = nxt
-            nxt = await self._run_one(node, kwargs)
+            if task is not None:
+                running[node.name] = task
+            try:
+                nxt = await self._run_one(node, kwargs)
+            finally:
+                if task is not None:
+                    del running[node.name]
 
     async def _run_one(
         self, node: Node[Any], kwargs: dict[str, Any]
@@ -899,6 +911,8 @@ class _Run:
             else:
                 self._fail(*self._root_cause(trigger))
         self._ended(node, False)
+        if self.failure is None:
+            self._cancel_unneeded(node)  # what it was waiting for may be needed no more
 
     def _root_cause(self, name: str) -> tuple[str, BaseException]:
         """The node whose own failure ``name``'s failure comes from, and its error."""
