@@ -512,6 +512,32 @@ async def test_a_critical_sink_ending_in_a_stray_cancellation_fails_the_run() ->
 
 
 @vc
+async def test_a_node_task_cancelled_by_another_before_it_ran_fails_that_node() -> None:
+    flow = cohort.Flow("stray before start", inputs=["x"])
+
+    @flow.node
+    async def a(x: int) -> int:
+        for task in asyncio.all_tasks():
+            if task.get_name() == "b":
+                task.cancel()  # b's task has not taken its first step yet
+        await asyncio.sleep(1)
+        return x
+
+    @flow.node
+    async def b(x: int) -> int:
+        return x
+
+    @flow.node
+    async def c(a: int, b: int) -> int:
+        return a + b
+
+    with pytest.raises(cohort.FlowError, match=r"node 'b'.*before it ran") as info:
+        await flow.run(x=1, timeout=60)
+    assert info.value.node == "b"
+    assert now() == 0.0
+
+
+@vc
 async def test_a_failed_critical_node_fails_the_run_though_only_optional_nodes_take_it() -> None:
     flow = cohort.Flow("optional dependents", inputs=["x"])
 

@@ -45,11 +45,14 @@ class Spec:
     duration: int
     fails: bool = False
     critical: bool = True
-    stray: str = ""  # "self": cancels its own task; "future": awaits one cancelled elsewhere
+    # "self": it cancels its own task; "future": it awaits a future cancelled elsewhere;
+    # "other": it cancels the task named after node ``target`` (running it, or about to).
+    stray: str = ""
+    target: int = 0
 
 
 JOINS = ("gather", "quorum", "first", "settle")
-STRAYS = ("", "", "self", "future")
+STRAYS = ("", "", "self", "future", "other")
 
 
 def generate(integer: Callable[[int, int], int], faults: bool, strays: bool = False) -> list[Spec]:
@@ -64,8 +67,9 @@ def generate(integer: Callable[[int, int], int], faults: bool, strays: bool = Fa
         duration = integer(0, 4)
         fails = bool(integer(0, 1)) if faults else False
         critical = bool(integer(0, 1)) if faults else True
-        stray = STRAYS[integer(0, 3)] if strays and not fails else ""
-        specs.append(Spec(deps, join, k, duration, fails, critical, stray))
+        stray = STRAYS[integer(0, 4)] if strays and not fails else ""
+        target = integer(0, n - 1) if stray == "other" else 0
+        specs.append(Spec(deps, join, k, duration, fails, critical, stray, target))
     return specs
 
 
@@ -103,6 +107,12 @@ async def _cancel_own_task() -> None:
     await asyncio.sleep(0)
 
 
+def _cancel_task_of(node: str) -> None:
+    for task in asyncio.all_tasks():
+        if task.get_name() == node:
+            task.cancel()
+
+
 async def _await_cancelled_future() -> None:
     shared: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     asyncio.get_running_loop().call_soon(shared.cancel)
@@ -124,7 +134,9 @@ def build(specs: list[Spec], scale: float = 1.0) -> cohort.Flow:
             [f"{i}", *(f"(n{d} if isinstance(n{d}, int) else 0)" for d in spec.deps)]
         )
         body = "    raise Boom()\n" if spec.fails else f"    return {values}\n"
-        if spec.stray:
+        if spec.stray == "other":
+            body = f"    cancel_task_of('n{spec.target}')\n" + body
+        elif spec.stray:
             body = f"    await {'own' if spec.stray == 'self' else 'shared'}()\n" + body
         code = f"async def n{i}({params}):\n    await sleep({spec.duration * scale})\n{body}"
         namespace: dict[str, Any] = {
@@ -132,6 +144,7 @@ def build(specs: list[Spec], scale: float = 1.0) -> cohort.Flow:
             "Boom": Boom,
             "own": _cancel_own_task,
             "shared": _await_cancelled_future,
+            "cancel_task_of": _cancel_task_of,
         }
         exec(code, namespace)
         join = cohort.Quorum(spec.k) if spec.join == "quorum" else joins[spec.join]()
@@ -216,6 +229,14 @@ async def check_random_flow(specs: list[Spec], scale: float = 1.0, alone: bool =
         i: any(i in s.deps and s.critical for s in specs) for i in range(len(specs))
     }
     sinks = [i for i in range(len(specs)) if not any(i in s.deps for s in specs)]
+    # A task cancelled by another node fails the node it runs then: the target, or a
+    # node downstream of it that the target's task went on to run.
+    victims = {s.target for s in specs if s.stray == "other"}
+    for i, spec in enumerate(specs):
+        if victims.intersection(spec.deps):
+            victims.add(i)
+    # Nodes whose own run ends in an error: a failure, or a stray cancellation.
+    erring = {i for i, s in enumerate(specs) if s.fails or s.stray in ("self", "future")}
     before = len(asyncio.all_tasks())
     error: cohort.FlowError | None = None
     try:
@@ -231,7 +252,8 @@ async def check_random_flow(specs: list[Spec], scale: float = 1.0, alone: bool =
         culprit = specs[int(error.node[1:])]
         if not (isinstance(error.__cause__, Boom) or _is_stray(error.__cause__)):
             return f"wrong error: {error.__cause__!r}"
-        if not (culprit.fails or culprit.stray) or not culprit.critical:
+        index = int(error.node[1:])
+        if not (index in erring or index in victims) or not culprit.critical:
             return f"wrong culprit: {error.node}"
     else:
         for i in sinks:
@@ -242,8 +264,7 @@ async def check_random_flow(specs: list[Spec], scale: float = 1.0, alone: bool =
             if spec.critical and status is ChildStatus.FAILED and not critical_dependents[i]:
                 return f"lost error: n{i} failed and nothing absorbed it"
     for name, outcome in result.outcomes.items():
-        spec = specs[int(name[1:])]
-        if outcome.status is ChildStatus.SUCCEEDED and (spec.fails or spec.stray):
+        if outcome.status is ChildStatus.SUCCEEDED and int(name[1:]) in erring:
             return f"lost error: {name} succeeded"
         if outcome.status is ChildStatus.FAILED and outcome.error is not None:
             e = outcome.error

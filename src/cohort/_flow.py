@@ -32,7 +32,15 @@ from cohort._exceptions import CohortError
 from cohort._group import TaskGroup, clock_of
 from cohort._handle import ChildStatus, Handle, Outcome
 from cohort._observe import EVENTS, emit
-from cohort._policies import Decision, Gather, JoinPolicy, Quorum, Settle
+from cohort._policies import (
+    ChildView,
+    Decision,
+    Gather,
+    GroupView,
+    JoinPolicy,
+    Quorum,
+    Settle,
+)
 from cohort._retry import Retry, attempt_all
 from cohort._scopes import cancel_task, fail_after, move_on_after, stray_cancellation
 from cohort._validate import check_count, check_flag, check_seconds
@@ -48,7 +56,6 @@ _FAILED = ChildStatus.FAILED
 _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
 Join: TypeAlias = JoinPolicy
-_SETTLE = Settle()  # stateless: one for every run's group
 _DONE = Decision.DONE
 _FAIL = Decision.FAIL
 # run()'s own keywords: an input named so could never be passed.
@@ -627,7 +634,7 @@ class _Run:
         loop = asyncio.get_running_loop()
         self.clock = clock_of(loop)
         self.done = loop.create_future()
-        async with TaskGroup(join=_SETTLE, name=self.flow._group_name) as group:
+        async with TaskGroup(join=_RunJoin(self), name=self.flow._group_name) as group:
             self.group = group
             for node in self.flow._roots:
                 self._start(node)
@@ -717,11 +724,9 @@ class _Run:
         kwargs = self._launch(node)
         assert self.group is not None
         if node.cancellable:  # a quorum or a race may cancel it: keep its handle
-            self.handles[node.name] = self.group.spawn(
-                self._run_node, node, kwargs, name=node.name, critical=False
-            )
+            self.handles[node.name] = self.group.spawn(self._run_node, node, kwargs, name=node.name)
         else:
-            self.group.start_soon(self._run_node, node, kwargs, name=node.name, critical=False)
+            self.group.start_soon(self._run_node, node, kwargs, name=node.name)
 
     def _launch(self, node: Node[Any]) -> dict[str, Any]:
         """Mark ``node`` started and return its arguments."""
@@ -846,6 +851,22 @@ class _Run:
             status=status.value,
             attempts=(self.tallies.get(node.name) or [1])[0],
         )
+
+    def cancelled_unrun(self, name: str) -> None:
+        """The task started for node ``name`` ended cancelled. If the run did not ask
+        for it, the task was cancelled before it ran the node (else the node itself
+        reports): a stray cancellation, the node's failure."""
+        if self.ending or name in self.status:
+            return
+        node = self.nodes[name]
+        cause = asyncio.CancelledError()
+        error = stray_cancellation(f"flow {self.flow.name!r}: node {name!r} (before it ran)", cause)
+        self.status[name] = _FAILED
+        self.errors[name] = error
+        self._event(node)
+        self._ended(node, False)
+        if node.critical and self.failure is None and not self._tolerated(node):
+            self._fail(name, error)
 
     def _tolerated(self, node: Node[Any]) -> bool:
         """Whether a failure of ``node``, already counted for its dependents (which
@@ -1008,6 +1029,22 @@ def _in_thread(ended: threading.Event, fn: Callable[..., Any], kwargs: dict[str,
         return fn(**kwargs)
     finally:
         ended.set()
+
+
+class _RunJoin(Settle):
+    """The policy of a run's group: wait for every node task, never fail for one (the
+    run decides); a task cancelled by anything but the run before it ran its node is
+    reported to the run, which would otherwise wait for that node for ever."""
+
+    consults_on_success = False
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def on_child_done(self, group: GroupView, handle: ChildView) -> Decision:
+        if handle.status is _CANCELLED:
+            self.run.cancelled_unrun(handle.name)
+        return Decision.CONTINUE
 
 
 class _JoinView:
