@@ -723,7 +723,7 @@ class _Run:
         """Start ``node`` as a child of the run's group."""
         kwargs = self._launch(node)
         assert self.group is not None
-        if node.cancellable:  # a quorum or a race may cancel it: keep its handle
+        if node.cancellable:  # it may be cut short, even before its task runs: keep a handle
             self.handles[node.name] = self.group.spawn(self._run_node, node, kwargs, name=node.name)
         else:
             self.group.start_soon(self._run_node, node, kwargs, name=node.name)
