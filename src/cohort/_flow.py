@@ -612,7 +612,7 @@ class _Run:
         self.errors: dict[str, BaseException] = {}
         self.tallies: dict[str, list[int]] = {}
         self.handles: dict[str, Handle[Any]] = {}  # of the nodes that may be cancelled
-        self.running: dict[str, asyncio.Task[Any]] = {}  # tasks of the other nodes running
+        self.running: dict[str, asyncio.Task[Any]] = {}  # the task of each other node started
         self.times: dict[str, tuple[float, float]] = {}  # (started, ended) of nodes that ran
         self.clock = time.monotonic
         self.waiting: dict[str, Node[Any]] = dict(self.nodes)  # not started yet
@@ -771,18 +771,15 @@ class _Run:
         """Run ``node``, then, in the same task, a node it was the last to unblock
         (one task per chain instead of one per node)."""
         nxt: tuple[Node[Any], dict[str, Any]] | None = (node, kwargs)
-        # A node without a handle is cancelled through its task, while it runs.
+        # A node without a handle is cancelled through its task, while it runs (an
+        # entry stays after the node ended, when it is never looked up: see status).
         task = None if node.cancellable else asyncio.current_task()
         running = self.running
         while nxt is not None:
             node, kwargs = nxt
             if task is not None:
                 running[node.name] = task
-            try:
-                nxt = await self._run_one(node, kwargs)
-            finally:
-                if task is not None:
-                    del running[node.name]
+            nxt = await self._run_one(node, kwargs)
 
     async def _run_one(
         self, node: Node[Any], kwargs: dict[str, Any]
