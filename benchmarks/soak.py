@@ -7,8 +7,13 @@ and checks what every round must leave behind: nothing. At the end it
 compares resident memory after warm-up with the end, file descriptors and
 child processes with the start, and counts the tasks still alive.
 
-Usage: ``python -m benchmarks.soak [--minutes 3] [--seed 1]`` (``make soak``).
-Exit status 0 when clean, 1 with the reasons otherwise.
+Flows: rounds also run random flows (failures, optional nodes, stray
+cancellations) in real time, and before the timed part ``--flows`` random
+flows run on the virtual clock, each checked for a hang, a lost error, a
+wrong error or a task left (the property test's checker).
+
+Usage: ``python -m benchmarks.soak [--minutes 3] [--seed 1] [--flows 2000]``
+(``make soak``). Exit status 0 when clean, 1 with the reasons otherwise.
 """
 
 from __future__ import annotations
@@ -21,12 +26,19 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 import cohort
+import cohort.testing
+
+# The random flows and their checker are the property test's (tests/test_flow_properties.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import test_flow_properties as flow_fuzz
 
 WARMUP_ROUNDS = 50
 RSS_GROWTH_LIMIT = 1.25  # end RSS over RSS after warm-up
@@ -52,6 +64,7 @@ class Soak:
         self.rng = rng
         self.pool = pool
         self.counts: dict[str, int] = {}
+        self.problems: list[str] = []
 
     async def nap(self, most: float = 0.003) -> None:
         await asyncio.sleep(self.rng.random() * most)
@@ -169,6 +182,15 @@ class Soak:
             self.guards = Guards()
         await self.guards.round(self.rng, self)
 
+    async def flows(self) -> None:
+        """A random flow in real time (milliseconds), with failures and stray cancellations."""
+        rng = self.rng
+        for _ in range(rng.randint(1, 5)):
+            specs = flow_fuzz.generate(rng.randint, faults=True, strays=True)
+            problem = await flow_fuzz.check_random_flow(specs, scale=0.001, alone=False)
+            if problem:
+                self.problems.append(f"flow {specs}: {problem}")
+
     def count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
 
@@ -180,6 +202,7 @@ class Soak:
             self.pool_calls,
             self.pipelines,
             self.resilience,
+            self.flows,
         ]
         async with cohort.TaskGroup() as g:
             for fn in self.rng.sample(work, k=self.rng.randint(1, len(work))):
@@ -269,7 +292,7 @@ async def soak(minutes: float, seed: int) -> list[str]:
         stats = pool.statistics()
     gc.collect()
     await asyncio.sleep(0)
-    problems = []
+    problems = list(state.problems[:10])
     rss_end = me.memory_info().rss
     if rss_warm and rss_end > rss_warm * RSS_GROWTH_LIMIT:
         problems.append(f"RSS grew from {rss_warm >> 20} MiB to {rss_end >> 20} MiB")
@@ -292,12 +315,42 @@ async def soak(minutes: float, seed: int) -> list[str]:
     return problems
 
 
+def random_flows(n: int, seed: int) -> list[str]:
+    """``n`` random flows with failures, optional nodes and stray cancellations, on the
+    virtual clock: count hangs, lost errors and other problems (all must be 0)."""
+    rng = random.Random(seed)
+    found: Counter[str] = Counter()
+    examples: list[str] = []
+
+    async def main() -> None:
+        for _ in range(n):
+            specs = flow_fuzz.generate(rng.randint, faults=True, strays=True)
+            problem = await flow_fuzz.check_random_flow(specs)
+            kind = problem.split(":")[0] if problem else "ok"
+            found[kind] += 1
+            if problem and len(examples) < 5:
+                examples.append(f"{problem} in {specs}")
+
+    started = time.monotonic()
+    cohort.testing.run(main)
+    print(
+        f"flows: {n} random flows with stray cancellations (seed {seed}) in "
+        f"{time.monotonic() - started:.1f} s: {found['hang']} hangs, "
+        f"{found['lost error']} lost errors, {n - found['ok']} problems in all"
+    )
+    return [f"random flow: {example}" for example in examples]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=3.0, help="how long (default 3)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument(
+        "--flows", type=int, default=2000, help="random flows on the virtual clock (default 2000)"
+    )
     args = parser.parse_args(argv)
-    problems: Any = cohort.run(soak, args.minutes, args.seed, uvloop=True)
+    problems: Any = random_flows(args.flows, args.seed)
+    problems += cohort.run(soak, args.minutes, args.seed, uvloop=True)
     for problem in problems:
         print(f"soak: FAILED: {problem}", file=sys.stderr)
     return 1 if problems else 0

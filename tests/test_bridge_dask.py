@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import _bridge_funcs as f
+import _flow_funcs as ff
 import cohort
 from _bridge_util import WorkerSignal, gone
 from cohort.bridge import DaskExecutor, Executor
@@ -118,6 +119,20 @@ async def test_default_executor_can_be_the_cluster(cluster: Any) -> None:
             assert await cohort.to_process(f.add, 20, 22) == 42
         finally:
             cohort.set_default_executor(None)
+
+
+async def test_decorated_cpu_nodes_stages_and_retries_run_on_the_cluster(cluster: Any) -> None:
+    """The decorator forms that rebind the function's name reach Dask workers too."""
+    async with DaskExecutor(cluster.scheduler_address) as dask:
+        cohort.set_default_executor(dask)
+        try:
+            result = await ff.decorated.run(x=2, xs=[1, 2])
+            assert await ff.tripled(5) == 15
+            assert await ff.retried(1) == 11
+        finally:
+            cohort.set_default_executor(None)
+    assert result[ff.doubled] == 4
+    assert result[ff.shifted] == [5, 6]
 
 
 async def test_closed_executor_refuses_calls(cluster: Any) -> None:

@@ -463,3 +463,360 @@ async def test_an_upstream_cancelled_before_it_ran_still_lets_the_run_end() -> N
     assert result[e] == 3
     assert result.outcome(d).status is cohort.ChildStatus.CANCELLED
     assert now() == 2.0
+
+
+# -- stray cancellations, policies, unneeded chains, node kinds ---------------------------
+
+
+@vc
+async def test_a_stray_cancellation_fails_its_node_and_the_run_never_hangs() -> None:
+    """A node whose task is cancelled by something other than the run fails, as in
+    pipelines: its dependents learn of it (the run used to wait for ever)."""
+    flow = cohort.Flow("stray", inputs=["x"])
+
+    @flow.node
+    async def a(x: int) -> int:
+        await asyncio.sleep(1)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # a library cancelling its own task
+        await asyncio.sleep(1)
+        return x
+
+    @flow.node
+    async def b(a: int) -> int:
+        return a
+
+    with pytest.raises(cohort.FlowError, match="node 'a' failed: RuntimeError") as info:
+        await flow.run(x=1, timeout=60)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert isinstance(info.value.__cause__.__cause__, asyncio.CancelledError)
+    assert info.value.result.outcome(a).status is cohort.ChildStatus.FAILED
+    assert now() == 1.0
+
+
+@vc
+async def test_a_critical_sink_ending_in_a_stray_cancellation_fails_the_run() -> None:
+    """A sink that awaited something cancelled elsewhere: a failure, not a success
+    with the sink marked cancelled."""
+    flow = cohort.Flow("stray sink", inputs=["x"])
+
+    @flow.node
+    async def sink(x: int) -> int:
+        shared: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(1, shared.cancel)
+        return await shared
+
+    with pytest.raises(cohort.FlowError, match=r"node 'sink'.*without being cancelled"):
+        await flow.run(x=1)
+
+
+@vc
+async def test_a_node_task_cancelled_by_another_before_it_ran_fails_that_node() -> None:
+    flow = cohort.Flow("stray before start", inputs=["x"])
+
+    @flow.node
+    async def a(x: int) -> int:
+        for task in asyncio.all_tasks():
+            if task.get_name() == "b":
+                task.cancel()  # b's task has not taken its first step yet
+        await asyncio.sleep(1)
+        return x
+
+    @flow.node
+    async def b(x: int) -> int:
+        return x
+
+    @flow.node
+    async def c(a: int, b: int) -> int:
+        return a + b
+
+    with pytest.raises(cohort.FlowError, match=r"node 'b'.*before it ran") as info:
+        await flow.run(x=1, timeout=60)
+    assert info.value.node == "b"
+    assert now() == 0.0
+
+
+@vc
+async def test_a_failed_critical_node_fails_the_run_though_only_optional_nodes_take_it() -> None:
+    flow = cohort.Flow("optional dependents", inputs=["x"])
+
+    @flow.node
+    async def broken(x: int) -> int:
+        await asyncio.sleep(1)
+        raise KeyError("gone")
+
+    @flow.node
+    async def other(x: int) -> int:
+        return x
+
+    @flow.node(critical=False)
+    async def summary(broken: int) -> int:
+        return broken
+
+    @flow.node(critical=False, join=cohort.FirstWins())
+    async def either(broken: int | None, other: int | None) -> int:
+        await asyncio.sleep(5)
+        return 0
+
+    with pytest.raises(cohort.FlowError, match="node 'broken' failed: KeyError") as info:
+        await flow.run(x=1)
+    assert info.value.node == "broken"
+    assert now() == 1.0
+
+
+class _MyGather(cohort.Gather):
+    """A Gather under another name: scheduled as Gather."""
+
+
+class _TwoSucceeded(cohort.JoinPolicy):
+    """Done at the second success, failed at the second failure."""
+
+    def on_child_done(self, group: Any, handle: Any) -> cohort.Decision:
+        if group.succeeded >= 2:
+            return cohort.Decision.DONE
+        if group.failed >= 2:
+            return cohort.Decision.FAIL
+        return cohort.Decision.CONTINUE
+
+
+def _three_sources(flow: cohort.Flow, log: dict[str, tuple[float, float]]) -> None:
+    for name, seconds in (("s1", 1.0), ("s2", 2.0), ("s3", 3.0)):
+        flow.node(name=name)(_with_x(timed(log, name, seconds, name)))
+
+
+@vc
+async def test_a_subclass_of_a_builtin_join_is_scheduled_by_its_own_answers() -> None:
+    flow = cohort.Flow("subclass", inputs=["x"])
+    log: dict[str, tuple[float, float]] = {}
+    _three_sources(flow, log)
+
+    @flow.node(join=_MyGather())
+    async def gathered(s1: str, s2: str, s3: str) -> str:
+        log["gathered"] = (now(), now())
+        return s1 + s2 + s3
+
+    @flow.node(join=_TwoSucceeded())
+    async def two(s1: str | None, s2: str | None, s3: str | None) -> str:
+        log["two"] = (now(), now())
+        return ",".join(s for s in (s1, s2, s3) if s)
+
+    result = await flow.run(x=0)
+    assert result[gathered] == "s1s2s3"
+    assert log["gathered"][0] == 3.0  # every upstream, not the first one
+    assert result[two] == "s1,s2"
+    assert log["two"][0] == 2.0  # the custom policy said DONE at the second success
+
+
+def test_a_join_policy_a_flow_cannot_honour_is_refused_at_definition() -> None:
+    class OnTimeout(cohort.JoinPolicy):
+        def on_timeout(self, group: Any) -> cohort.Decision:
+            return cohort.Decision.DONE
+
+    flow = cohort.Flow("refused", inputs=["x"])
+    flow.node(name="a")(_with_x(timed({}, "a", 0, 1)))
+    with pytest.raises(TypeError, match="on_timeout"):
+        flow.node(name="b", join=OnTimeout())(lambda a: a)
+    assert [n.name for n in flow.nodes] == ["a"]
+
+
+@vc
+async def test_a_chain_nothing_needs_any_more_is_cancelled_transitively() -> None:
+    """Quorum(2) of three sources, the third waiting on a slow node: the run ends
+    when the quorum is met, the slow chain cancelled, not when it ends."""
+    flow = cohort.Flow("chain", inputs=["x"])
+    log: dict[str, tuple[float, float]] = {}
+    flow.node(name="s1")(_with_x(timed(log, "s1", 1.0, "s1")))
+    flow.node(name="s2")(_with_x(timed(log, "s2", 2.0, "s2")))
+    flow.node(name="slow")(_with_x(timed(log, "slow", 10.0, "slow")))
+
+    @flow.node
+    async def s3(slow: str) -> str:
+        return slow
+
+    @flow.node(join=cohort.Quorum(2))
+    async def merged(s1: str | None, s2: str | None, s3: str | None) -> list[str]:
+        return [s for s in (s1, s2, s3) if s]
+
+    result = await flow.run(x=0)
+    assert result[merged] == ["s1", "s2"]
+    assert now() == 2.0
+    assert log["slow"] == (0.0, 2.0)
+    assert result.outcome(slow_name := "slow").status is cohort.ChildStatus.CANCELLED, slow_name
+    assert result.outcome(s3).status is cohort.ChildStatus.CANCELLED
+
+
+@vc
+async def test_what_only_a_node_that_can_never_start_needed_is_cancelled() -> None:
+    flow = cohort.Flow("skipped", inputs=["x"])
+    log: dict[str, tuple[float, float]] = {}
+    flow.node(name="slow")(_with_x(timed(log, "slow", 10.0, 1)))
+    flow.node(name="backup")(_with_x(timed(log, "backup", 2.0, 2)))
+
+    @flow.node
+    async def broken(x: int) -> int:
+        await asyncio.sleep(1)
+        raise KeyError("gone")
+
+    @flow.node(join=cohort.FirstWins())
+    async def either(broken: int | None, backup: int | None) -> int:
+        return broken or backup or 0
+
+    @flow.node(critical=False)
+    async def summary(broken: int, slow: int) -> int:  # can never start once broken failed
+        return broken + slow
+
+    result = await flow.run(x=0)
+    assert result[either] == 2
+    assert log["slow"] == (0.0, 1.0)  # cancelled when summary could no longer start
+    assert result.outcome("slow").status is cohort.ChildStatus.CANCELLED
+    assert now() == 2.0
+
+
+class _RecordingExecutor:
+    """An executor running calls on the loop, one virtual second each, counting how
+    many run at once."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(1)
+            return fn(*args)
+        finally:
+            self.running -= 1
+
+    async def map(self, fn: Any, items: Any, **_: Any) -> list[Any]:
+        return list(await asyncio.gather(*(self.run(fn, item) for item in items)))
+
+    def imap(self, fn: Any, items: Any, **_: Any) -> Any:
+        raise NotImplementedError
+
+    async def share(self, obj: Any) -> Any:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        pass
+
+
+@vc
+async def test_map_over_limit_bounds_executor_nodes_too() -> None:
+    executor = _RecordingExecutor()
+    flow = cohort.Flow("limited", inputs=["items"])
+
+    def count(items: list[int]) -> int:
+        return ff.count(items)
+
+    flow.node(map_over="items", limit=1, executor=executor)(count)
+    result = await flow.run(items=[[3], [3, 6], [1], [9]])
+    assert result["count"] == [1, 2, 0, 1]
+    assert executor.most == 1
+    assert now() == 4.0
+
+
+@vc
+async def test_a_node_may_be_an_object_with_an_async_call() -> None:
+    class Scale:
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        async def __call__(self, x: int) -> int:
+            await asyncio.sleep(1)
+            return x * self.factor
+
+    flow = cohort.Flow("callable", inputs=["x"])
+    flow.node(name="scaled")(Scale(3))
+    result = await flow.run(x=2)
+    assert result["scaled"] == 6
+    assert now() == 1.0
+
+
+@vc
+async def test_a_flow_of_only_optional_nodes_runs_every_node() -> None:
+    flow = cohort.Flow("all optional", inputs=["x"])
+    log: dict[str, tuple[float, float]] = {}
+    flow.node(name="quick", critical=False)(_with_x(timed(log, "quick", 1.0, 1)))
+    flow.node(name="slow", critical=False)(_with_x(timed(log, "slow", 3.0, 3)))
+    result = await flow.run(x=0)
+    assert result.values == {"quick": 1, "slow": 3}
+    assert now() == 3.0
+
+
+@vc
+async def test_a_thread_node_cut_short_warns_that_its_thread_still_runs() -> None:
+    """Python cannot stop a thread: the node times out at once, and the run says
+    (a RuntimeWarning, and a note on the node's error) that its thread runs on."""
+    import threading
+
+    release, finished = threading.Event(), threading.Event()
+
+    def blocking(x: int) -> int:
+        try:
+            release.wait(30)
+            return x
+        finally:
+            finished.set()
+
+    flow = cohort.Flow("thread", inputs=["x"])
+    flow.node(name="blocking", timeout=1.0)(blocking)
+    try:
+        with (
+            pytest.warns(RuntimeWarning, match=r"node 'blocking'.*still running"),
+            pytest.raises(cohort.FlowError, match="TimeoutError") as info,
+        ):
+            await flow.run(x=1)
+        outcome = info.value.result.outcome("blocking")
+        assert outcome.status is cohort.ChildStatus.TIMED_OUT
+        assert outcome.error is not None
+        assert any("still running" in note for note in outcome.error.__notes__)
+        assert info.value.result.threads_left == ["blocking"]
+    finally:
+        release.set()
+        assert finished.wait(30)
+
+
+async def test_decorated_cpu_nodes_stages_and_retries_run_in_worker_processes() -> None:
+    """``@flow.node(cpu=True)``, ``@cohort.stage(cpu=True)`` and ``@cohort.Retry``
+    over ``@cohort.cpu`` rebind the module name: workers still find the function."""
+    async with cohort.ProcessPool(1) as pool:
+        cohort.set_default_executor(pool)
+        try:
+            result = await ff.decorated.run(x=2, xs=[1, 2])
+            assert await ff.tripled(5) == 15
+            assert (await ff.tripled.run([1, 2])).outputs == [3, 6]
+            assert await ff.retried(1) == 11
+        finally:
+            cohort.set_default_executor(None)
+    assert result[ff.doubled] == 4
+    assert result[ff.shifted] == [5, 6]
+
+
+def test_inputs_named_like_run_keywords_are_refused() -> None:
+    for name in ("timeout", "on_timeout"):
+        with pytest.raises(ValueError, match=rf"'{name}'.*keyword of run"):
+            cohort.Flow("reserved", inputs=["x", name])
+
+
+async def test_a_misspelled_input_names_the_unknown_keyword() -> None:
+    flow = cohort.Flow("typo", inputs=["user_id"])
+    flow.node(name="a")(lambda user_id: user_id)
+    with pytest.raises(TypeError, match=r"unknown \['usr_id'\].*missing \['user_id'\]"):
+        await flow.run(usr_id=1)
+
+
+def test_to_mermaid_draws_the_policy_as_declared() -> None:
+    flow = cohort.Flow("m", inputs=["x"])
+    flow.node(name="a")(_with_x(timed({}, "a", 0, 1)))
+    flow.node(name="b")(_with_x(timed({}, "b", 0, 1)))
+
+    @flow.node(join=cohort.FirstWins())
+    async def c(a: int | None, b: int | None) -> int:
+        return 0
+
+    text = flow.to_mermaid()
+    assert '  a -->|"FirstWins()"| c' in text
+    assert "Quorum(1)" not in text

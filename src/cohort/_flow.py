@@ -10,15 +10,20 @@ type.
 
 A run is one task group. A node starts the moment its own join policy is
 satisfied, not level by level; an upstream node that no node still waiting
-needs is cancelled; leaving or cancelling the run leaves nothing running.
+needs is cancelled, and so, in turn, are its own upstreams; leaving or
+cancelling the run leaves nothing running, except the thread of a plain
+``def`` node cut short, which Python cannot stop (the run warns about it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
+import threading
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeAlias, TypeVar, overload
@@ -27,9 +32,17 @@ from cohort._exceptions import CohortError
 from cohort._group import TaskGroup, clock_of
 from cohort._handle import ChildStatus, Handle, Outcome
 from cohort._observe import EVENTS, emit
-from cohort._policies import FirstWins, Gather, Quorum, Settle
+from cohort._policies import (
+    ChildView,
+    Decision,
+    Gather,
+    GroupView,
+    JoinPolicy,
+    Quorum,
+    Settle,
+)
 from cohort._retry import Retry, attempt_all
-from cohort._scopes import fail_after, move_on_after
+from cohort._scopes import cancel_task, fail_after, move_on_after, stray_cancellation
 from cohort._validate import check_count, check_flag, check_seconds
 
 if TYPE_CHECKING:
@@ -42,8 +55,11 @@ _SUCCEEDED = ChildStatus.SUCCEEDED
 _FAILED = ChildStatus.FAILED
 _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
-Join: TypeAlias = Gather | Quorum | FirstWins | Settle
-_SETTLE = Settle()  # stateless: one for every run's group
+Join: TypeAlias = JoinPolicy
+_DONE = Decision.DONE
+_FAIL = Decision.FAIL
+# run()'s own keywords: an input named so could never be passed.
+_RUN_KEYWORDS = frozenset({"timeout", "on_timeout"})
 
 
 class FlowError(CohortError):
@@ -67,7 +83,10 @@ class Node(Generic[R]):
     """A step of a :class:`Flow` (made by ``@flow.node``); ``result[node]`` is its value."""
 
     __slots__ = (
+        "_cohort_cpu_target",
+        "all_done_default",
         "cancellable",
+        "consult_ok",
         "critical",
         "deps",
         "executor",
@@ -78,9 +97,11 @@ class Node(Generic[R]):
         "limit",
         "map_over",
         "name",
+        "outcomes",
         "params",
         "retry",
         "simple",
+        "target",
         "timeout",
     )
 
@@ -98,7 +119,24 @@ class Node(Generic[R]):
         self.kind: str = options["kind"]  # "async", "thread" or "cpu"
         self.params: list[str] = options["params"]
         self.deps: list[str] = [p for p in self.params if p in flow.by_name]
-        self.cancellable = False  # set when a quorum or race takes it (it may be cut short)
+        self.cancellable = False  # set when a join may start without it (it may be cut short)
+        join = self.join
+        # As TaskGroup: a success is shown to the policy only if it asks to see successes.
+        self.consult_ok = join.consults_on_success and (
+            type(join).on_child_done is not JoinPolicy.on_child_done
+        )
+        # JoinPolicy.on_all_done says DONE: no need to ask it.
+        self.all_done_default = type(join).on_all_done is JoinPolicy.on_all_done
+        self.outcomes = isinstance(join, Settle)  # it takes each upstream's Outcome
+        # What a worker process is sent: a reference to the function by its module
+        # and name. The decorator rebinds that name to this node, so the node leads
+        # back to the function (as a @cohort.cpu wrapper or a cpu stage does).
+        self._cohort_cpu_target = fn
+        self.target = fn
+        if self.kind == "cpu":
+            from cohort.bridge._default import by_reference
+
+            self.target = by_reference(fn)
         # Awaited directly, without the wrappers a timeout, a retry or a map needs.
         self.simple = (
             self.kind == "async"
@@ -175,6 +213,12 @@ class FlowResult:
         run = self._run
         return {n: run.values[n] for n in self.flow.by_name if run.status.get(n) is _SUCCEEDED}
 
+    @property
+    def threads_left(self) -> list[str]:
+        """Plain-``def`` nodes cut short (timeout, cancellation) whose thread was still
+        running when the run ended (Python cannot stop a thread)."""
+        return self._run.threads_left()
+
     def __repr__(self) -> str:
         done = sum(s is _SUCCEEDED for s in self._run.status.values())
         return f"<cohort.FlowResult {self.flow.name!r} {done}/{len(self.flow.by_name)} succeeded>"
@@ -218,6 +262,11 @@ class Flow:
         for item in self.inputs:
             if not isinstance(item, str) or not item.isidentifier():
                 raise ValueError(f"flow {name!r}: input names must be identifiers, got {item!r}")
+            if item in _RUN_KEYWORDS:
+                raise ValueError(
+                    f"flow {name!r}: input {item!r} is a keyword of run() itself, so it could "
+                    "never be passed; rename the input"
+                )
         if len(set(self.inputs)) != len(self.inputs):
             raise ValueError(f"flow {name!r}: an input is named twice in {list(self.inputs)}")
         self._nodes: dict[str, Node[Any]] = {}
@@ -301,7 +350,9 @@ class Flow:
                 ``FirstWins()`` (starts at the first success) -- an upstream
                 that did not succeed is passed as ``None`` -- or ``Settle()``
                 (starts when all ended; each upstream is passed as its
-                ``cohort.Outcome``).
+                ``cohort.Outcome``). Any ``cohort.JoinPolicy`` works: the node
+                starts when its ``on_child_done`` (or, once every upstream
+                ended, ``on_all_done``) says DONE, and fails unrun on FAIL.
             timeout: seconds per attempt.
             retry: a ``cohort.Retry`` for the node's call.
             critical: ``False`` for an optional node: the flow completes
@@ -315,10 +366,7 @@ class Flow:
         """
         if join is None:
             join = Gather()
-        if not isinstance(join, Gather | Quorum | FirstWins | Settle):
-            raise TypeError(
-                f"join= takes cohort.Gather(), Quorum(k), FirstWins() or Settle(), got {join!r}"
-            )
+        _check_join(join)
         options: dict[str, Any] = {
             "join": join,
             "timeout": check_seconds("timeout", timeout, none=True, zero=False),
@@ -372,21 +420,35 @@ class Flow:
                 f"{where}: Quorum({join.k}) over {len(deps)} upstream nodes can never be met"
             )
         off_loop = cpu or options["executor"] is not None
-        is_async = inspect.iscoroutinefunction(fn)
+        is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+        )
         if off_loop and is_async:
             raise TypeError(f"{where}: cpu=True/executor= need a plain def, not an async one")
         kind = "cpu" if off_loop else "async" if is_async else "thread"
         node: Node[Any] = Node(self, fn, {**options, "name": label, "kind": kind, "params": params})
         self._nodes[label] = node
         self._dependents[label] = []
+        # Only these two are known to start no earlier than every upstream ended.
+        early = type(join) is not Gather and type(join) is not Settle
         for d in node.deps:
             self._dependents[d].append(node)
-            if isinstance(join, Quorum | FirstWins):
-                self._nodes[d].cancellable = True
+            if early:
+                self._mark_cancellable(self._nodes[d])
         if not node.deps:
             self._roots.append(node)
         self._n_critical += node.critical
         return node
+
+    def _mark_cancellable(self, node: Node[Any]) -> None:
+        """``node`` may be cut short once nothing needs it, and so may everything it
+        takes (each keeps a handle, in a task of its own)."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if not n.cancellable:
+                n.cancellable = True
+                stack.extend(self._nodes[d] for d in n.deps)
 
     # -- running -----------------------------------------------------------------------
 
@@ -407,9 +469,10 @@ class Flow:
         if len(inputs) != len(self.inputs) or not all(i in inputs for i in self.inputs):
             missing = [i for i in self.inputs if i not in inputs]
             extra = [i for i in inputs if i not in self.inputs]
+            wrong = [f"unknown {extra}"] if extra else []
+            wrong += [f"missing {missing}"] if missing else []
             raise TypeError(
-                f"flow {self.name!r} takes inputs {list(self.inputs)}; "
-                + (f"missing {missing}" if missing else f"unknown {extra}")
+                f"flow {self.name!r} takes inputs {list(self.inputs)}; {', '.join(wrong)}"
             )
         if on_timeout != "raise" and on_timeout != "partial":
             raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
@@ -418,14 +481,17 @@ class Flow:
         if not self._nodes:
             raise ValueError(f"flow {self.name!r} has no nodes")
         run = _Run(self, inputs)
-        if timeout is None:
-            await run.execute()
-        elif on_timeout == "raise":
-            with fail_after(timeout):
+        try:
+            if timeout is None:
                 await run.execute()
-        else:
-            with move_on_after(timeout):
-                await run.execute()
+            elif on_timeout == "raise":
+                with fail_after(timeout):
+                    await run.execute()
+            else:
+                with move_on_after(timeout):
+                    await run.execute()
+        finally:
+            run.warn_threads_left()
         return run.finish()
 
     def as_stage(self, input: str, output: Node[R], **stage_options: Any) -> Stage[Any, R]:
@@ -473,9 +539,24 @@ class Flow:
 
 
 def _policy_label(join: Join) -> str:
-    if isinstance(join, Quorum):
-        return f"Quorum({join.k})"
-    return f"{type(join).__name__}()"
+    return repr(join).replace('"', "'")  # as declared: FirstWins() is not drawn as Quorum(1)
+
+
+def _check_join(join: object) -> None:
+    """``join=`` must be a policy whose answers a flow can ask for."""
+    if not isinstance(join, JoinPolicy):
+        raise TypeError(
+            "join= takes a cohort.JoinPolicy: Gather(), Quorum(k), FirstWins(), Settle() "
+            f"or a subclass, got {join!r}"
+        )
+    kind = type(join)
+    for hook in ("on_spawn", "on_timeout"):
+        if getattr(kind, hook) is not getattr(JoinPolicy, hook):
+            raise TypeError(
+                f"join={join!r} overrides {hook}(), which a flow never calls (a node's "
+                "upstreams are not spawned by it and its join has no timeout of its own); "
+                "decide in on_child_done()/on_all_done(), or use it in a TaskGroup"
+            )
 
 
 def _parameters(fn: Callable[..., Any], where: str) -> list[str]:
@@ -506,6 +587,7 @@ class _Run:
         "critical_left",
         "dependents",
         "done",
+        "ending",
         "errors",
         "failure",
         "flow",
@@ -515,11 +597,14 @@ class _Run:
         "n_bad",
         "n_ok",
         "nodes",
+        "running",
         "status",
         "tallies",
+        "threads",
         "times",
         "values",
         "waiting",
+        "whole",
     )
 
     def __init__(self, flow: Flow, inputs: dict[str, Any]) -> None:
@@ -531,29 +616,55 @@ class _Run:
         self.errors: dict[str, BaseException] = {}
         self.tallies: dict[str, list[int]] = {}
         self.handles: dict[str, Handle[Any]] = {}  # of the nodes that may be cancelled
+        self.running: dict[str, asyncio.Task[Any]] = {}  # the task of each other node started
         self.times: dict[str, tuple[float, float]] = {}  # (started, ended) of nodes that ran
         self.clock = time.monotonic
         self.waiting: dict[str, Node[Any]] = dict(self.nodes)  # not started yet
         self.dependents = flow._dependents
         self.n_ok = dict.fromkeys(self.nodes, 0)
         self.n_bad = dict.fromkeys(self.nodes, 0)
-        self.critical_left = flow._n_critical
+        # The run ends when every critical node ended; a flow of optional nodes
+        # only, when every node ended.
+        self.whole = flow._n_critical == 0
+        self.critical_left = len(self.nodes) if self.whole else flow._n_critical
         self.group: TaskGroup | None = None
         self.done: asyncio.Future[None] | None = None
+        self.ending = False  # set once the run cancels what still runs
         self.failure: tuple[str, BaseException] | None = None
+        # Threads of plain-def nodes cut short, and whether each has returned since.
+        self.threads: list[tuple[str, threading.Event]] = []
 
     async def execute(self) -> None:
         loop = asyncio.get_running_loop()
         self.clock = clock_of(loop)
         self.done = loop.create_future()
-        async with TaskGroup(join=_SETTLE, name=self.flow._group_name) as group:
+        async with TaskGroup(join=_RunJoin(self), name=self.flow._group_name) as group:
             self.group = group
             for node in self.flow._roots:
                 self._start(node)
             try:
                 await self.done
             finally:
+                self.ending = True  # a node cancelled from now on was cancelled by the run
                 group.cancel()  # whatever still runs is not needed any more
+
+    def warn_threads_left(self) -> None:
+        """Warn about plain-def nodes whose threads still run (Python cannot stop one)."""
+        left = self.threads_left()
+        if left:
+            warnings.warn(
+                f"flow {self.flow.name!r}: the thread of node {left[0]!r}"
+                + (f" (and of {left[1:]})" if len(left) > 1 else "")
+                + " is still running: the node was cut short (timeout or cancellation), but "
+                "Python cannot stop a thread. Make the function return on its own (bound "
+                "its I/O, check a flag), or run it in a process (cpu=True), which can be killed",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def threads_left(self) -> list[str]:
+        """The nodes whose thread, cut short, has not returned yet."""
+        return list(dict.fromkeys(name for name, ended in self.threads if not ended.is_set()))
 
     def finish(self) -> FlowResult:
         result = FlowResult(self)
@@ -588,40 +699,44 @@ class _Run:
 
     # -- scheduling --------------------------------------------------------------------
 
-    def _decide(self, node: Node[Any]) -> int:
-        """1: ``node`` can start now; 0: it must wait; -1: it never can."""
-        n = len(node.deps)
-        ok = self.n_ok[node.name]
-        pending = n - ok - self.n_bad[node.name]
+    def _decide(self, node: Node[Any], upstream: str, counted: bool) -> int:
+        """1: ``node`` can start now; 0: it must wait; -1: it never can.
+
+        Its join policy answers, as in a task group whose children are the node's
+        upstreams (all spawned at once): ``on_child_done`` for the upstream that
+        just ended (a success only if the policy asks to see successes), then,
+        once every upstream ended, ``on_all_done``; CONTINUE there means DONE.
+        """
         join = node.join
-        if type(join) is Gather:
-            need = n
-        elif type(join) is Settle:
-            return 1 if pending == 0 else 0
-        elif type(join) is Quorum:
-            need = join.k
-        else:  # FirstWins
-            need = 1
-        if ok >= need:
+        key = node.name
+        view: _JoinView | None = None
+        if not counted or node.consult_ok:
+            view = _JoinView(self, node)
+            decision = join.on_child_done(view, _UpstreamView(self, upstream, counted))
+            if decision is _DONE:
+                return 1
+            if decision is _FAIL:
+                return -1
+        if self.n_ok[key] + self.n_bad[key] < len(node.deps):
+            return 0
+        if node.all_done_default:
             return 1
-        return -1 if ok + pending < need else 0
+        return -1 if join.on_all_done(view or _JoinView(self, node)) is _FAIL else 1
 
     def _start(self, node: Node[Any]) -> None:
         """Start ``node`` as a child of the run's group."""
         kwargs = self._launch(node)
         assert self.group is not None
-        if node.cancellable:  # a quorum or a race may cancel it: keep its handle
-            self.handles[node.name] = self.group.spawn(
-                self._run_node, node, kwargs, name=node.name, critical=False
-            )
+        if node.cancellable:  # it may be cut short, even before its task runs: keep a handle
+            self.handles[node.name] = self.group.spawn(self._run_node, node, kwargs, name=node.name)
         else:
-            self.group.start_soon(self._run_node, node, kwargs, name=node.name, critical=False)
+            self.group.start_soon(self._run_node, node, kwargs, name=node.name)
 
     def _launch(self, node: Node[Any]) -> dict[str, Any]:
         """Mark ``node`` started and return its arguments."""
         del self.waiting[node.name]
         inputs, values = self.inputs, self.values
-        if type(node.join) is Settle:
+        if node.outcomes:
             kwargs = {p: inputs[p] if p in inputs else self.outcome(p) for p in node.params}
         else:  # an upstream that did not make it (quorum, first-wins, optional): None
             kwargs = {p: inputs[p] if p in inputs else values.get(p) for p in node.params}
@@ -630,24 +745,44 @@ class _Run:
         return kwargs
 
     def _cancel_unneeded(self, started: Node[Any]) -> None:
-        """Cancel the upstreams of ``started`` still running that nobody else waits for."""
-        for d in started.deps:
-            handle = self.handles.get(d)
-            if handle is None or d in self.status or not self.dependents[d]:
-                continue  # not started, finished, or a sink (its value is an output)
-            if not any(dep.name in self.waiting for dep in self.dependents[d]):
-                handle.cancel()
-                # Count it as ended now: a task cancelled before its first step
-                # never runs its node, so it would never report.
-                self.status[d] = _CANCELLED
-                self._ended(self.nodes[d], False)
+        """Cancel what nothing that can still run needs any more, now that ``started``
+        started (or can never start): each of its upstreams not ended that no waiting
+        node takes, then, in turn, theirs (a chain feeding only a met quorum). A sink
+        never: its value is an output."""
+        stack = list(started.deps)
+        while stack:
+            d = stack.pop()
+            if d in self.status or not self.dependents[d]:
+                continue  # ended, or a sink
+            if any(dep.name in self.waiting for dep in self.dependents[d]):
+                continue  # still needed
+            if d in self.waiting:
+                del self.waiting[d]  # never to start
+            elif d in self.handles:
+                self.handles[d].cancel()
+            elif d in self.running:
+                cancel_task(self.running[d])  # the node its task runs now: the chain stops
+            else:
+                continue  # its task has not taken its first step: it runs to its end
+            # Count it as ended now: a task cancelled before its first step
+            # never runs its node, so it would never report.
+            self.status[d] = _CANCELLED
+            node = self.nodes[d]
+            self._ended(node, False)
+            stack.extend(node.deps)
 
     async def _run_node(self, node: Node[Any], kwargs: dict[str, Any]) -> None:
         """Run ``node``, then, in the same task, a node it was the last to unblock
         (one task per chain instead of one per node)."""
         nxt: tuple[Node[Any], dict[str, Any]] | None = (node, kwargs)
+        # A node without a handle is cancelled through its task, while it runs (an
+        # entry stays after the node ended, when it is never looked up: see status).
+        task = None if node.cancellable else asyncio.current_task()
+        running = self.running
         while nxt is not None:
             node, kwargs = nxt
+            if task is not None:
+                running[node.name] = task
             nxt = await self._run_one(node, kwargs)
 
     async def _run_one(
@@ -666,21 +801,31 @@ class _Run:
                 value = await self._call(node, kwargs, tally)
         except BaseException as exc:
             self.times[name] = (started, clock())
+            if name in self.status:  # cancelled as unneeded, then ended: counted already
+                raise
+            error: BaseException = exc
             if isinstance(exc, asyncio.CancelledError):
-                # The run is ending, or nobody needs it: there is no one to start.
-                if name not in self.status:  # else: counted when it was cancelled
+                if self.ending:
+                    # The run is ending: there is no one to start.
                     self.status[name] = _CANCELLED
                     self._ended(node, False)
-                raise
-            if name in self.status:  # cancelled as unneeded, then failed: counted already
-                raise
-            self.status[name] = _TIMED_OUT if isinstance(exc, TimeoutError) else _FAILED
-            self.errors[name] = exc
+                    raise
+                # Nothing in the run asked for it (a library cancelled its own task,
+                # or it awaited something cancelled elsewhere): a failure of the node.
+                error = stray_cancellation(f"flow {self.flow.name!r}: node {name!r}", exc)
+            if any(n == name and not ended.is_set() for n, ended in self.threads):
+                error.add_note(
+                    f"node {name!r}: its thread is still running (Python cannot stop a thread)"
+                )
+            self.status[name] = _TIMED_OUT if isinstance(error, TimeoutError) else _FAILED
+            self.errors[name] = error
             self._event(node)
             self._ended(node, False)
             if node.critical and self.failure is None and not self._tolerated(node):
-                self._fail(name, exc)
-            raise
+                self._fail(name, error)
+            if error is exc:
+                raise
+            raise error from exc
         self.times[name] = (started, clock())
         if name in self.status:  # cancelled as unneeded, and it returned anyway: counted
             return None
@@ -708,13 +853,27 @@ class _Run:
             attempts=(self.tallies.get(node.name) or [1])[0],
         )
 
+    def cancelled_unrun(self, name: str) -> None:
+        """The task started for node ``name`` ended cancelled. If the run did not ask
+        for it, the task was cancelled before it ran the node (else the node itself
+        reports): a stray cancellation, the node's failure."""
+        if self.ending or name in self.status:
+            return
+        node = self.nodes[name]
+        cause = asyncio.CancelledError()
+        error = stray_cancellation(f"flow {self.flow.name!r}: node {name!r} (before it ran)", cause)
+        self.status[name] = _FAILED
+        self.errors[name] = error
+        self._event(node)
+        self._ended(node, False)
+        if node.critical and self.failure is None and not self._tolerated(node):
+            self._fail(name, error)
+
     def _tolerated(self, node: Node[Any]) -> bool:
-        """Whether a failure of ``node`` can be done without: every node that takes it
-        may still start without it (a sink's failure never is)."""
-        dependents = self.dependents[node.name]
-        if not dependents:
-            return False
-        return all(dep.name not in self.waiting or self._decide(dep) >= 0 for dep in dependents)
+        """Whether a failure of ``node``, already counted for its dependents (which
+        failed the run if a critical one could not do without it), is absorbed: only
+        a critical dependent can absorb it (an optional one, or none, cannot)."""
+        return any(dep.critical for dep in self.dependents[node.name])
 
     def _ended(
         self, node: Node[Any], ok: bool, *, carry_on: bool = False
@@ -724,21 +883,25 @@ class _Run:
         join may cancel is returned instead of started, for the caller's task to run."""
         name = node.name
         carried: tuple[Node[Any], dict[str, Any]] | None = None
-        if node.critical:
+        if node.critical or self.whole:
             self.critical_left -= 1
         counted = ok or not node.critical  # an optional upstream that failed passes None
         cancelled = self.status[name] is _CANCELLED
-        n_ok = self.n_ok
+        n_ok, n_bad = self.n_ok, self.n_bad
         for dependent in self.dependents[name]:
             key = dependent.name
             if counted:
                 count = n_ok[key] = n_ok[key] + 1
-                if type(dependent.join) is Gather and count < len(dependent.deps):
-                    continue  # the common wide join: nothing to decide until the last
+                if not dependent.consult_ok and count + n_bad[key] < len(dependent.deps):
+                    continue  # a policy not shown successes (Gather): nothing to decide yet
             else:
-                self.n_bad[key] += 1
+                n_bad[key] += 1
             if key in self.waiting and not cancelled and self.failure is None:
-                decision = self._decide(dependent)
+                try:
+                    decision = self._decide(dependent, name, counted)
+                except Exception as exc:  # the policy's own error: the node cannot start
+                    self._impossible(dependent, name, exc)
+                    continue
                 if decision > 0:
                     if carry_on and carried is None and not dependent.cancellable:
                         carried = (dependent, self._launch(dependent))
@@ -750,18 +913,28 @@ class _Run:
             self._finish_now()
         return carried
 
-    def _impossible(self, node: Node[Any], trigger: str) -> None:
-        """``node`` can never start: what it needed failed, ``trigger`` last."""
+    def _impossible(
+        self, node: Node[Any], trigger: str, policy_error: Exception | None = None
+    ) -> None:
+        """``node`` can never start: what it needed failed, ``trigger`` last (or its
+        join policy raised ``policy_error``)."""
         del self.waiting[node.name]
         status = self.status
         failed = [d for d in node.deps if d in status and status[d] is not _SUCCEEDED]
-        error = UpstreamFailed(f"node {node.name!r} needed {failed}, which did not succeed")
+        error: Exception = policy_error or UpstreamFailed(
+            f"node {node.name!r} needed {failed}, which did not succeed"
+        )
         status[node.name] = _FAILED
         self.errors[node.name] = error
         emit("warning", "flow.node_skipped", flow=self.flow.name, node=node.name, missing=failed)
         if node.critical:
-            self._fail(*self._root_cause(trigger))
+            if policy_error is not None:
+                self._fail(node.name, policy_error)
+            else:
+                self._fail(*self._root_cause(trigger))
         self._ended(node, False)
+        if self.failure is None:
+            self._cancel_unneeded(node)  # what it was waiting for may be needed no more
 
     def _root_cause(self, name: str) -> tuple[str, BaseException]:
         """The node whose own failure ``name``'s failure comes from, and its error."""
@@ -804,10 +977,24 @@ class _Run:
         if node.kind == "async":
             return await node.fn(**kwargs)
         if node.kind == "thread":
-            return await asyncio.to_thread(node.fn, **kwargs)
+            return await self._in_thread(node, kwargs)
         from cohort.bridge import to_process
 
-        return await to_process(functools.partial(node.fn, **kwargs), executor=node.executor)
+        return await to_process(functools.partial(node.target, **kwargs), executor=node.executor)
+
+    async def _in_thread(self, node: Node[Any], kwargs: dict[str, Any]) -> Any:
+        """``asyncio.to_thread``, remembering a thread left running when cut short."""
+        ended = threading.Event()
+        call = functools.partial(_in_thread, ended, node.fn, kwargs)
+        future = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(contextvars.copy_context().run, call)
+        )
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not ended.is_set():
+                self.threads.append((node.name, ended))
+            raise
 
     async def _map(self, node: Node[Any], kwargs: dict[str, Any]) -> list[Any]:
         assert node.map_over is not None
@@ -818,12 +1005,12 @@ class _Run:
                 f"of elements: {type(elements).__name__}"
             )
         items = list(elements)
-        if node.kind == "cpu" and node.timeout is None:
+        if node.kind == "cpu" and node.timeout is None and node.limit is None:
             from cohort.bridge import default_executor
 
             executor = node.executor if node.executor is not None else await default_executor()
             rest = {k: v for k, v in kwargs.items() if k != node.map_over}
-            fn = functools.partial(_call_with, node.fn, node.map_over, rest)
+            fn = functools.partial(_call_with, node.target, node.map_over, rest)
             return list(await executor.map(fn, items))
         async with TaskGroup(limit=node.limit, name=f"{node.name} map") as group:
             for i, item in enumerate(items):
@@ -835,3 +1022,86 @@ class _Run:
 def _call_with(fn: Callable[..., Any], param: str, rest: dict[str, Any], item: Any) -> Any:
     """In a worker: ``fn(**rest, param=item)`` (a ``map_over`` node's call on one element)."""
     return fn(**rest, **{param: item})
+
+
+def _in_thread(ended: threading.Event, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """In a worker thread: ``fn(**kwargs)``, then ``ended`` set however it ends."""
+    try:
+        return fn(**kwargs)
+    finally:
+        ended.set()
+
+
+class _RunJoin(Settle):
+    """The policy of a run's group: wait for every node task, never fail for one (the
+    run decides); a task cancelled by anything but the run before it ran its node is
+    reported to the run, which would otherwise wait for that node for ever."""
+
+    consults_on_success = False
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def on_child_done(self, group: GroupView, handle: ChildView) -> Decision:
+        if handle.status is _CANCELLED:
+            self.run.cancelled_unrun(handle.name)
+        return Decision.CONTINUE
+
+
+class _JoinView:
+    """A node's upstreams as a join policy sees a task group's children (``GroupView``):
+    all spawned at once (the body is done), optional failures counted as successes.
+    Made for one decision: the counters are read once."""
+
+    __slots__ = ("_node", "_run", "failed", "pending", "spawned", "succeeded")
+
+    body_done = True
+    timed_out = False
+
+    def __init__(self, run: _Run, node: Node[Any]) -> None:
+        self._run = run
+        self._node = node
+        self.spawned = len(node.deps)
+        self.succeeded = run.n_ok[node.name]
+        self.failed = run.n_bad[node.name]
+        self.pending = self.spawned - self.succeeded - self.failed
+
+    @property
+    def name(self) -> str:
+        return f"{self._run.flow.name}.{self._node.name}"
+
+    @property
+    def results(self) -> list[Any]:
+        run = self._run
+        return [run.values[d] for d in self._node.deps if run.status.get(d) is _SUCCEEDED]
+
+    def errors_of_critical(self) -> list[Exception]:
+        errors = self._run.errors
+        return [e for d in self._node.deps if isinstance(e := errors.get(d), Exception)]
+
+
+class _UpstreamView:
+    """The upstream that just ended, as a policy sees a finished child (``ChildView``)."""
+
+    __slots__ = ("counted", "name", "run")
+
+    def __init__(self, run: _Run, name: str, counted: bool) -> None:
+        self.run = run
+        self.name = name
+        self.counted = counted  # succeeded, or optional and passed as None
+
+    @property
+    def critical(self) -> bool:
+        return self.run.nodes[self.name].critical
+
+    @property
+    def status(self) -> ChildStatus:
+        return _SUCCEEDED if self.counted else self.run.status[self.name]
+
+    @property
+    def failed(self) -> bool:
+        return not self.counted and self.run.status[self.name] is not _CANCELLED
+
+    @property
+    def error(self) -> BaseException | None:
+        return None if self.counted else self.run.errors.get(self.name)

@@ -152,6 +152,43 @@ class _PlainCall:
         return _resolve_cpu_target, self._ref
 
 
+def by_reference(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn``, to be sent to a worker process as a reference to its module and qualified
+    name, the way ``@cohort.cpu`` functions travel (a nested function or a lambda is
+    returned as is).
+
+    A decorator that rebinds the function's name (``@flow.node(cpu=True)``,
+    ``@cohort.stage(cpu=True)``) leaves the module attribute holding its wrapper;
+    pickle then refuses the plain function ("not the same object"). The reference
+    resolves in the worker through the wrapper's ``_cohort_cpu_target``.
+    """
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return fn
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        return fn
+    return cast(Callable[_P, _R], _Reference(fn, (module, qualname)))
+
+
+class _Reference(_PlainCall):
+    """What :func:`by_reference` returns: a reference that is checked when pickled (the
+    name must lead back to this very function, else it pickles as the function itself)."""
+
+    def __reduce__(self) -> Any:
+        try:
+            found = _resolve_cpu_target(*self._ref)
+        except (ImportError, AttributeError):
+            found = None
+        if found is not self._fn:
+            return _identity, (self._fn,)  # pickled as is: pickle's own error names it
+        return _resolve_cpu_target, self._ref
+
+
+def _identity(fn: object) -> object:
+    return fn
+
+
 def _resolve_cpu_target(module: str, qualname: str) -> object:
     """Unpickling side of ``CpuFunction``: the plain function behind ``module.qualname``."""
     obj: Any = importlib.import_module(module)
