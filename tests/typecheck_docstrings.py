@@ -48,6 +48,13 @@ async def gather(fetch: Fetch, urls: list[str]) -> None:
     pages = await cohort.gather(*(fetch(u) for u in urls), limit=10, timeout=5)
 
 
+async def settle(fetch: Fetch, urls: list[str]) -> None:
+    pages = await cohort.settle(*(fetch(u) for u in urls), limit=10)
+    for url, page in zip(urls, pages, strict=True):
+        if isinstance(page, Exception):
+            print(f"{url} failed: {page!r}")
+
+
 async def race(ask: Callable[[str], Awaitable[str]], primary: str, backup: str) -> None:
     answer = await cohort.race(ask(primary), ask(backup))
 

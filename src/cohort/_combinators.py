@@ -298,11 +298,13 @@ async def settle(
     argument: ``await settle(name(), age())`` is a
     ``tuple[str | Exception, int | Exception]``.
 
-    Example::
-
-        for url, page in zip(urls, await cohort.settle(*(fetch(u) for u in urls), limit=10)):
+    Example:
+        ```python
+        pages = await cohort.settle(*(fetch(u) for u in urls), limit=10)
+        for url, page in zip(urls, pages, strict=True):
             if isinstance(page, Exception):
-                log.warning("fetch failed", url=url, error=page)
+                print(f"{url} failed: {page!r}")
+        ```
     """
     coros = coroutines_of(aws, "settle")
     group = _new_group(coros, join=_SETTLE, limit=limit, timeout=timeout, name="cohort.settle")

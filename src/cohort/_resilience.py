@@ -655,11 +655,13 @@ class KeyedBulkhead:
 
     def __len__(self) -> int:
         """Keys with a bulkhead in use now (held or waited for)."""
-        return sum(
-            1
-            for ref in self._by_key.values()
-            if (b := ref()) is not None and (b._active or b._queue)
-        )
+        in_use = 0
+        for ref in self._by_key.values():
+            bulkhead = ref()
+            if bulkhead is not None:
+                stats = bulkhead.statistics()
+                in_use += bool(stats.active or stats.queued)
+        return in_use
 
     async def __aenter__(self) -> NoReturn:
         raise TypeError(
