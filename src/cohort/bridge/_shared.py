@@ -76,13 +76,17 @@ class Shared(Generic[T]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.released:
-            raise ValueError(
-                f"{self!r} was released: it cannot be sent to a worker any more; "
-                "share the object again, or release it after the calls that use it"
-            )
+            raise ValueError(released_message(self))
         if isinstance(self._key, tuple):  # a ProcessPool segment
             return _attach, (self._key,)
         return _by_value, (self._value,)  # elsewhere (a Dask handle nested in an argument)
+
+
+def released_message(handle: Shared[Any]) -> str:
+    return (
+        f"{handle!r} was released: it cannot be sent to a worker any more; "
+        "share the object again, or release it after the calls that use it"
+    )
 
 
 def _by_value(value: T) -> Shared[T]:
@@ -91,15 +95,27 @@ def _by_value(value: T) -> Shared[T]:
 
 # In a worker: the objects of the segments it has attached, by segment name.
 _attached: dict[str, Any] = {}
+# In a worker: how its own pool's segment names start. Only those objects are
+# kept: the pool tells its workers when one is released, another pool never does.
+_own_prefix = ""
+
+
+def keep_only(prefix: str) -> None:
+    """Cache the shared objects of the pool with segment prefix ``prefix`` (a worker's own)."""
+    global _own_prefix
+    _own_prefix = prefix
 
 
 def _attach(key: _shm.Key) -> Shared[Any]:
-    """Load the shared object in this process, once (the parent process included)."""
+    """The shared object, loaded once per worker if it is its own pool's, else
+    (another pool's handle, the parent process) loaded for this message only."""
     name = key[0]
     try:
         value = _attached[name]
     except KeyError:
-        value = _attached[name] = load(key)
+        value = load(key)
+        if _own_prefix and name.startswith(_own_prefix):
+            _attached[name] = value
     return Shared(value, None, None)
 
 
