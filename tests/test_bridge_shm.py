@@ -372,8 +372,11 @@ async def until(predicate: Any, what: str) -> None:
 async def test_release_reaches_idle_workers_at_once() -> None:
     async with pool_of(2) as pool:
         data = await pool.share(np.ones(BIG // 8))
-        assert await pool.map(f.shared_len, [data, data], chunksize=1) == [BIG // 8] * 2
-        await pool.run(f.add, 1, 1)  # both idle, both holding it
+        # One call each (both are sent before either can finish): both load it, then idle.
+        assert (
+            await asyncio.gather(*(pool.run(f.shared_len, data) for _ in range(2)))
+            == [BIG // 8] * 2
+        )
         name = data.key[0]
         pids = [w.pid or 0 for w in pool._workers]
         assert all(f.mapped(pid, name) for pid in pids)

@@ -626,6 +626,9 @@ class ProcessPool:
         """
         if not w.live:
             return
+        if w.wbuf:  # a frame half-written (a slow reader): no exit request can follow it
+            self._kill(w)
+            return
         w.state = RETIRING
         if w in self._idle:
             self._idle.remove(w)

@@ -27,14 +27,16 @@ class Shared(Generic[T]):
 
     Made by ``ProcessPool.share(obj)`` or ``DaskExecutor.share(obj)``. Calls
     receive the handle and read :attr:`value`: in the parent it is the
-    original object; in a worker it is loaded once per worker and cached
-    (numpy arrays there are read-only views of shared memory). The object is
-    copied when it is shared: changing the original later is not seen by
-    workers.
+    original object; in a worker of the pool that made it, it is loaded once
+    and cached until the handle is released (numpy arrays there are read-only
+    views of shared memory); another pool's workers load it per call. The
+    object is copied when it is shared: changing the original later is not
+    seen by workers.
 
     Released by :meth:`release`, by ``with`` at block exit, when the last
-    reference to the handle goes, or when its executor closes; a call that
-    uses a released handle fails.
+    reference to the handle goes, or when its executor closes: idle workers
+    drop it at once, busy ones when their call ends. A call given a released
+    handle fails with ``SerializationError``.
     """
 
     __slots__ = ("__weakref__", "_finalizer", "_key", "_value")
