@@ -230,8 +230,8 @@ async def main():
         for _ in range({calls}):
             await pool.run(echo, small)
         rss1 = await pool.run(worker_rss, 0)
-        during = shm_entries()
-    print(repr((before, after, rss0, rss1, during, shm_entries())))
+        during = shm_entries(pool.segment_prefix)
+    print(repr((before, after, rss0, rss1, during, shm_entries(pool.segment_prefix))))
 
 if __name__ == "__main__":
     asyncio.run(main())
@@ -250,8 +250,9 @@ def worker_rss(_: object) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def shm_entries() -> int:
-    return sum(1 for n in os.listdir("/dev/shm") if n.startswith("ch-"))
+def shm_entries(prefix: str) -> int:
+    """The segments of the pool with this prefix (others may belong to other programs)."""
+    return sum(1 for n in os.listdir("/dev/shm") if n.startswith(prefix.lstrip("/")))
 
 
 def _memory(calls: int) -> list[str]:

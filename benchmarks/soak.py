@@ -2,10 +2,13 @@
 
 Each round runs a random mix of the workloads users bring (fan-out under
 deadlines, cancellation churn, failing children, CPU calls that are cancelled
-or crash their worker, pipelines that are cancelled or left early) on uvloop,
-and checks what every round must leave behind: nothing. At the end it
-compares resident memory after warm-up with the end, file descriptors and
-child processes with the start, and counts the tasks still alive.
+or crash their worker, large payloads and shared objects through shared
+memory, pipelines that are cancelled or left early) on uvloop, and checks
+what every round must leave behind: nothing. At the end it compares resident
+memory after warm-up with the end, file descriptors and child processes with
+the start, the pool's shared-memory segments with what its workers may keep
+(two scratch segments each) and, after it closed, with none, and counts the
+tasks still alive.
 
 Flows: rounds also run random flows (failures, optional nodes, stray
 cancellations) in real time, and before the timed part ``--flows`` random
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import random
@@ -31,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
 import cohort
@@ -55,6 +60,34 @@ def crash(code: int) -> None:
 
 def fail(message: str) -> None:
     raise ValueError(message)
+
+
+def echo(x: Any) -> Any:
+    return x
+
+
+def total(a: Any) -> float:
+    return float(a.sum())
+
+
+def shared_part(handle: cohort.Shared[Any], i: int) -> float:
+    return float(handle.value[i::4].sum())
+
+
+def shared_len(handle: cohort.Shared[Any]) -> int:
+    return len(handle.value)
+
+
+def hold_and_spin(data: bytes) -> None:
+    while data:  # until cancelled: the worker is killed holding a large argument
+        pass
+
+
+def segments(prefix: str) -> int:
+    """How many shared-memory segments of the pool with this prefix exist now."""
+    if not os.path.isdir("/dev/shm"):
+        return 0
+    return sum(1 for name in os.listdir("/dev/shm") if name.startswith(prefix.lstrip("/")))
 
 
 class Soak:
@@ -147,6 +180,30 @@ class Soak:
                 g.spawn(pool.run, crunch, 10**8)
                 g.spawn(pool.run, crunch, 10)
 
+    async def large_payloads(self) -> None:
+        rng = self.rng
+        pool = self.pool
+        size = rng.choice([1 << 18, 1 << 20, 1 << 22])
+        kind = rng.random()
+        if kind < 0.3:
+            blob = rng.randbytes(size)
+            assert await pool.run(echo, blob if rng.random() < 0.5 else bytearray(blob)) == blob
+        elif kind < 0.5:
+            a = np.full(size // 8, 3.0)
+            assert await pool.run(total, a) == 3.0 * a.size
+            assert (await pool.run(echo, a) == a).all()
+        elif kind < 0.7:
+            with await pool.share(np.ones(size // 8)) as data:
+                parts = await pool.map(functools.partial(shared_part, data), range(4))
+                assert sum(parts) == data.value.size
+        elif kind < 0.85:
+            with cohort.move_on_after(0.002):
+                await pool.run(hold_and_spin, b"x" * size)  # cancelled: the worker is killed
+        else:
+            handle = await pool.share(rng.randbytes(size))
+            assert await pool.run(shared_len, handle) == size
+            del handle  # dropped, not released: its collection releases it
+
     async def pipelines(self) -> None:
         rng = self.rng
 
@@ -200,6 +257,7 @@ class Soak:
             self.helpers,
             self.sync,
             self.pool_calls,
+            self.large_payloads,
             self.pipelines,
             self.resilience,
             self.flows,
@@ -290,9 +348,16 @@ async def soak(minutes: float, seed: int) -> list[str]:
                 gc.collect()
                 rss_warm = me.memory_info().rss
         stats = pool.statistics()
+        gc.collect()
+        segments_open = segments(pool.segment_prefix)
     gc.collect()
     await asyncio.sleep(0)
+    segments_left = segments(pool.segment_prefix)
     problems = list(state.problems[:10])
+    if segments_open > 2 * stats.workers:
+        problems.append(f"{segments_open} shared-memory segments at the end (scratch: 2 a worker)")
+    if segments_left:
+        problems.append(f"{segments_left} shared-memory segments left after the pool closed")
     rss_end = me.memory_info().rss
     if rss_warm and rss_end > rss_warm * RSS_GROWTH_LIMIT:
         problems.append(f"RSS grew from {rss_warm >> 20} MiB to {rss_end >> 20} MiB")
@@ -308,7 +373,8 @@ async def soak(minutes: float, seed: int) -> list[str]:
     print(
         f"soak: {rounds} rounds in {minutes:g} min (seed {seed}); "
         f"RSS {rss_warm >> 20} MiB after warm-up, {rss_end >> 20} MiB at the end; "
-        f"fds {fds_start} -> {fds_end}; child processes {len(children)}; tasks {len(tasks)}"
+        f"fds {fds_start} -> {fds_end}; child processes {len(children)}; tasks {len(tasks)}; "
+        f"segments {segments_open} at the end, {segments_left} after close"
     )
     print(f"  pool: {stats}")
     print("  work: " + ", ".join(f"{k} x{v}" for k, v in sorted(state.counts.items())))

@@ -272,3 +272,31 @@ def mark_and_spin_holding(path: str, data: bytes) -> None:
 def buffer_owner_then_segfault(a: Any) -> None:
     buffer_owner(a)
     segfault()
+
+
+def shared_memory_fails_and_warnings_are_errors() -> None:
+    """Initializer: this worker cannot write segments, and runs as under ``-W error``."""
+    import warnings
+
+    from cohort.bridge import _shm
+
+    def no_room(self: Any, name: str, scratch: Any = None) -> Any:
+        raise OSError(28, "No space left on device")
+
+    _shm.Outbound.write = no_room  # type: ignore[method-assign]
+    warnings.simplefilter("error")
+
+
+def array_sum(a: Any) -> float:
+    return float(a.sum())
+
+
+def maps_segment(name: str) -> bool:
+    """Whether this process has the shared-memory segment ``name`` mapped."""
+    return mapped(os.getpid(), name)
+
+
+def mapped(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has the shared-memory segment ``name`` mapped."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return any(f"/dev/shm/{name.lstrip('/')}" in line for line in maps)

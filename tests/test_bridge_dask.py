@@ -68,6 +68,21 @@ async def test_shared_objects_are_scattered_once(cluster: Any) -> None:
     assert kept.released  # closing the executor released it
 
 
+@pytest.mark.parametrize("executor", ["dask", "pool"])
+async def test_a_released_handle_is_refused_on_every_executor(cluster: Any, executor: str) -> None:
+    import functools
+
+    async with (
+        DaskExecutor(cluster.scheduler_address) if executor == "dask" else cohort.ProcessPool(1)
+    ) as ex:
+        data = await ex.share(b"x" * 100)
+        data.release()
+        with pytest.raises(cohort.SerializationError, match=r"argument 0.*was released"):
+            await ex.run(f.shared_len, data)
+        with pytest.raises(cohort.SerializationError, match=r"function.*was released"):
+            await ex.map(functools.partial(f.shared_slice_sum, data), range(4))
+
+
 async def test_remote_exception_keeps_its_type(cluster: Any) -> None:
     async with DaskExecutor(cluster.scheduler_address) as dask:
         with pytest.raises(ValueError, match="boom"):

@@ -1,8 +1,9 @@
 """Large payloads through shared memory: round trips, shared objects, nothing left behind.
 
-Real worker processes throughout. Every test compares the pool's segments in
-/dev/shm before and after, including when workers crash, calls are cancelled
-and the parent itself is killed.
+Real worker processes throughout. Every test checks that no segment of the
+pools it made is left in /dev/shm (only theirs: another run of the suite may
+share the machine), including when workers crash, calls are cancelled and the
+parent itself is killed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import itertools
 import os
+import random
 import signal
 import sys
 import textwrap
@@ -26,6 +29,7 @@ import pytest
 import _bridge_funcs as f
 import cohort
 from _bridge_util import WorkerSignal, checked_pool
+from _parent_kill import kill_parent_once, remove, segments
 from _util import popen_python
 from cohort.bridge import ProcessPool, Shared, _shm
 from cohort.bridge._pool import SHARE_IN_THREAD, TRIM_AFTER
@@ -39,17 +43,20 @@ BIG = 4 * _shm.OOB_MIN  # comfortably above the out-of-band threshold
 SMALL = _shm.OOB_MIN // 4
 
 
-def segments() -> set[str]:
-    """cohort's shared-memory segments that exist now."""
-    return {name for name in os.listdir("/dev/shm") if name.startswith("ch-")}
-
-
 @pytest.fixture(autouse=True)
-def no_segment_left() -> Iterator[None]:
-    before = segments()
+def no_segment_left(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No segment of a pool the test made is left (other pools' are none of its business)."""
+    prefixes: list[str] = []
+    new_prefix = _shm.new_prefix
+
+    def recorded() -> str:
+        prefixes.append(new_prefix())
+        return prefixes[-1]
+
+    monkeypatch.setattr(_shm, "new_prefix", recorded)
     yield
     gc.collect()  # handles dropped by the test release their segments
-    assert segments() == before
+    assert [name for prefix in prefixes for name in segments(prefix)] == []
 
 
 @pytest.fixture
@@ -184,10 +191,9 @@ async def test_worker_killed_before_reading_its_arguments() -> None:
         (w,) = pool._workers
         await pool.run(f.add, 1, 1)  # ready
         os.kill(w.pid or 0, signal.SIGSTOP)  # it cannot read the request
-        before = segments()
         call = asyncio.ensure_future(pool.run(f.type_and_len, np.ones(BIG)))
         await asyncio.sleep(0)  # submitted and sent: the arguments are in a segment
-        assert len(segments() - before) == 1
+        assert len(segments(pool.segment_prefix)) == 1
         os.kill(w.pid or 0, signal.SIGKILL)
         with pytest.raises(cohort.WorkerCrashedError):
             await call
@@ -237,6 +243,8 @@ import cohort
 
 async def main():
     async with cohort.ProcessPool(2) as pool:
+        with open({prefix!r}, "w") as out:
+            out.write(pool.segment_prefix)
         shared = await pool.share(np.ones({big}))
         await asyncio.gather(*(pool.run(f.count_len, b"x" * {big}) for _ in range(4)))
         await pool.run(f.mark_and_spin_holding, {marker!r}, b"z" * {big})
@@ -253,16 +261,22 @@ def test_a_killed_parent_leaves_no_segment(tmp_path: Path) -> None:
     os.mkfifo(marker)
     script = tmp_path / "prog.py"
     tests = str(Path(__file__).parent)
-    script.write_text(textwrap.dedent(PARENT.format(tests=tests, big=BIG, marker=str(marker))))
-    before = segments()
+    prefix_file = tmp_path / "prefix"
+    script.write_text(
+        textwrap.dedent(
+            PARENT.format(tests=tests, big=BIG, marker=str(marker), prefix=str(prefix_file))
+        )
+    )
     proc = popen_python(str(script), start_new_session=True)
     try:
         worker = _wait_for_marker(marker, proc)
-        assert len(segments() - before) >= 2  # the shared array and the scratch segments
+        prefix = prefix_file.read_text()
+        assert len(segments(prefix)) >= 2  # the shared array and the scratch segments
         proc.kill()  # SIGKILL: nothing runs in the parent
         proc.wait(timeout=30)
         # The worker removes the pool's segments (all of them) before it exits.
         assert _wait_gone(worker)
+        assert segments(prefix) == []
     finally:
         proc.kill()
         proc.wait()
@@ -307,12 +321,11 @@ async def test_shared_objects_of_any_picklable_type() -> None:
 
 async def test_a_dropped_handle_releases_its_segment() -> None:
     async with pool_of() as pool:
-        before = segments()
         handle = await pool.share(np.ones(1000))
-        assert len(segments() - before) == 1
+        assert len(segments(pool.segment_prefix)) == 1
         del handle
         gc.collect()
-        assert segments() == before
+        assert segments(pool.segment_prefix) == []
 
 
 async def test_share_on_a_closed_pool_fails() -> None:
@@ -333,3 +346,189 @@ def test_an_unclosed_pool_releases_its_shared_objects() -> None:
         handle = asyncio.run(leave_open())
         gc.collect()  # the pool is collected: its finalizer kills workers, frees segments
     assert handle.released
+
+
+async def test_a_handle_of_another_pool_is_not_kept_by_this_pools_workers() -> None:
+    a = np.arange(BIG // 8, dtype=np.float64)
+    async with pool_of() as owner, pool_of() as other:
+        with await owner.share(a) as data:
+            (w,) = other._workers
+            assert await other.run(f.shared_view, data) == ("shared", False, float(a.sum()))
+            # Loaded for that call only: the other pool would never hear of its release.
+            assert await other.run(f.shared_objects_held) == 0
+            assert not f.mapped(w.pid or 0, data.key[0])
+            assert await other.run(f.shared_len, data) == a.size  # loaded again
+
+
+async def until(predicate: Any, what: str) -> None:
+    """Wait for another process to get somewhere (polled: it has no way to say so)."""
+    for _ in range(1000):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within 10 s: {what}")
+
+
+async def test_release_reaches_idle_workers_at_once() -> None:
+    async with pool_of(2) as pool:
+        data = await pool.share(np.ones(BIG // 8))
+        # One call each (both are sent before either can finish): both load it, then idle.
+        assert (
+            await asyncio.gather(*(pool.run(f.shared_len, data) for _ in range(2)))
+            == [BIG // 8] * 2
+        )
+        name = data.key[0]
+        pids = [w.pid or 0 for w in pool._workers]
+        assert all(f.mapped(pid, name) for pid in pids)
+        data.release()
+        await asyncio.sleep(0)  # the pool's turn
+        assert [w.forget for w in pool._workers] == [[], []]  # told, not kept for later
+        await until(lambda: not any(f.mapped(pid, name) for pid in pids), "unmapped")
+
+
+# -- failures on the way to shared memory --------------------------------------------
+
+
+async def test_fallback_to_the_pipe_works_under_warnings_as_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_room(self: Any, name: str, scratch: Any = None) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_shm.Outbound, "write", no_room)
+    data = os.urandom(BIG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as `python -W error` and this suite's settings
+        async with pool_of() as pool:
+            for _ in range(3):  # the worker is not lost: every call gets it
+                assert await asyncio.wait_for(pool.run(f.count_len, data), 60) == BIG
+            assert pool.statistics().busy == 0
+
+
+async def test_worker_falls_back_to_the_pipe_under_warnings_as_errors() -> None:
+    init = f.shared_memory_fails_and_warnings_are_errors
+    async with checked_pool(1, initializer=init) as pool:
+        assert await pool.run(f.big, BIG) == b"y" * BIG
+        data = os.urandom(BIG)
+        assert await pool.run(f.echo, data) == data
+
+
+async def test_a_send_that_fails_fails_its_call_and_frees_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_room(self: Any, name: str, scratch: Any = None) -> Any:
+        raise OSError(28, "No space left on device")
+
+    def no_memory(self: Any) -> bytes:
+        raise MemoryError("no room for the pickle either")
+
+    async with pool_of() as pool:
+        with monkeypatch.context() as m:
+            m.setattr(_shm.Outbound, "write", no_room)
+            m.setattr(_shm.Outbound, "inband", no_memory)
+            with pytest.raises(MemoryError, match="pickle either"):
+                await pool.run(f.count_len, os.urandom(BIG))
+        stats = pool.statistics()
+        assert (stats.busy, stats.idle) == (0, 1)
+        assert await pool.run(f.count_len, os.urandom(BIG)) == BIG
+
+
+# -- segment names -----------------------------------------------------------------------
+
+
+async def test_call_segments_never_take_a_workers_scratch_name() -> None:
+    a = np.arange(BIG // 8, dtype=np.float64)
+    data = os.urandom(BIG)
+    async with pool_of(2) as pool:
+        await pool.map(f.count_len, [data, data], chunksize=1)  # both scratch segments exist
+        # Call numbers run through the workers' pids and numbers, as over a small pid space.
+        pool._segment_numbers = itertools.count(min(w.pid or 0 for w in pool._workers) - 4)
+        for _ in range(16):
+            sums = pool.map(f.array_sum, [a, a], chunksize=1)
+            lens = pool.map(f.count_len, [data, data], chunksize=1)
+            assert await sums == [float(a.sum())] * 2
+            assert await lens == [BIG] * 2
+
+
+def squat(name: str) -> bytes:
+    """Make segment ``name`` as someone else would, with contents of its own."""
+    content = b"squatter " + name.encode()
+    fd = _shm.open_segment(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+    try:
+        os.write(fd, content)
+    finally:
+        os.close(fd)
+    return content
+
+
+def contents(name: str) -> bytes:
+    return Path(f"/dev/shm/{name.lstrip('/')}").read_bytes()
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_segment_names_taken_or_repeated_are_never_reused(seed: int) -> None:
+    """Fuzz: names from a tiny space (call numbers cycle through 0..2, as pids and
+    counters met in a small pid space) and names taken by someone else; every
+    result is right and no taken segment is written."""
+    rng = random.Random(seed)
+    a = np.arange(BIG // 8, dtype=np.float64)
+    async with pool_of(2) as pool:
+        prefix = pool.segment_prefix
+        pool._segment_numbers = itertools.cycle(range(3))
+        names = ["c0", "c2", "s1", "w0-a", "w1-a", "w0-r", "w1-r0", "w0-r1", "w1-r2"]
+        taken = {prefix + n: squat(prefix + n) for n in rng.sample(names, 4)}
+        for _ in range(12):
+            calls: list[Any] = []
+            expected: list[Any] = []
+            for _ in range(rng.randint(1, 5)):
+                kind = rng.randrange(4)
+                if kind == 0:
+                    calls.append(pool.run(f.array_sum, a * kind))
+                    expected.append(0.0)
+                elif kind == 1:
+                    back = np.full(rng.choice([SMALL, BIG]) // 8, float(len(calls)))
+                    calls.append(pool.run(f.echo, back))
+                    expected.append(back)
+                elif kind == 2:
+                    blob = os.urandom(rng.choice([SMALL, BIG, 2 * BIG]))
+                    calls.append(pool.run(f.echo, blob))
+                    expected.append(blob)
+                else:
+                    value = a + len(calls)
+                    calls.append(pool.run(f.shared_view, await pool.share(value)))
+                    expected.append(("shared", False, float(value.sum())))
+            for got, want in zip(await asyncio.gather(*calls), expected, strict=True):
+                if isinstance(want, np.ndarray):
+                    assert (got == want).all()
+                else:
+                    assert got == want
+        for name, content in taken.items():
+            assert contents(name) == content
+    remove(segments(prefix))  # what the pool did not remove (not its own) goes now
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_parent_killed_at_a_random_point_leaves_no_segment(tmp_path: Path, seed: int) -> None:
+    """Fuzz (a few kills here; ``benchmarks/parent_kill.py`` runs a hundred)."""
+    left = kill_parent_once(tmp_path, seed)
+    remove(left)
+    assert left == []
+
+
+def test_a_received_array_is_not_shared_with_a_forked_child() -> None:
+    async def receive() -> Any:
+        async with pool_of() as pool:
+            return await pool.run(f.echo, np.zeros(BIG // 8))
+
+    back = asyncio.run(receive())
+    assert f.buffer_owner(back) == ("shared", True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: fine here
+        pid = os.fork()
+    if pid == 0:  # the child writes to its copy, and is gone
+        back[:] = 7
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not back.any()  # the parent's array is its own
+    back[0] = 1.0  # and writable

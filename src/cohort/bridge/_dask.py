@@ -31,7 +31,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence, Sized
 from typing import Any, Never, TypeVar
 
-from cohort._exceptions import ClosedError
+from cohort._exceptions import ClosedError, SerializationError
 from cohort._observe import emit
 from cohort._validate import check_flag, keywords_refused
 from cohort.bridge._chunks import (
@@ -41,8 +41,8 @@ from cohort.bridge._chunks import (
     iterate_items,
     stream_chunks,
 )
-from cohort.bridge._shared import Shared
-from cohort.bridge._wire import check_plain
+from cohort.bridge._shared import Shared, released_message
+from cohort.bridge._wire import check_plain, describe
 
 # ``distributed`` is optional and only partly typed: its objects are ``Any`` here.
 Client = Any
@@ -114,8 +114,10 @@ def _split_shared(fn: Any, args: tuple[Any, ...]) -> tuple[Any, Any, list[Any], 
     replaced by its Dask future, which Dask resolves to the value on the worker,
     and which of them were handles).
 
-    Handles are looked for in the arguments and in a ``functools.partial``'s.
+    Handles are looked for in the arguments and in a ``functools.partial``'s;
+    a released one raises ``SerializationError``, as it does on a ``ProcessPool``.
     """
+    _refuse_released(fn, args)
     inner, kw, lead = fn, {}, ()
     if isinstance(fn, functools.partial) and any(_is_scattered(a) for a in fn.args):
         inner, kw, lead = fn.func, fn.keywords, fn.args
@@ -124,6 +126,20 @@ def _split_shared(fn: Any, args: tuple[Any, ...]) -> tuple[Any, Any, list[Any], 
         return None
     every = [a.key if s else a for a, s in zip((*lead, *args), was_shared, strict=True)]
     return inner, kw, every, was_shared
+
+
+def _refuse_released(fn: Any, args: tuple[Any, ...]) -> None:
+    for i, a in enumerate(args):
+        if isinstance(a, Shared) and a.released:
+            raise SerializationError(
+                f"cannot pickle argument {i} (Shared) for {describe(fn)}: {released_message(a)}"
+            )
+    if isinstance(fn, functools.partial):
+        for a in (*fn.args, *fn.keywords.values()):
+            if isinstance(a, Shared) and a.released:
+                raise SerializationError(
+                    f"cannot pickle the function {describe(fn)}: {released_message(a)}"
+                )
 
 
 def _rewrap(values: list[Any], was_shared: list[bool]) -> list[Any]:

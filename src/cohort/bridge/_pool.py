@@ -28,7 +28,15 @@ import signal
 import sys
 import warnings
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence, Sized
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+    Sized,
+)
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Never, TypeVar, TypeVarTuple, Unpack
@@ -177,7 +185,9 @@ class ProcessPool:
         self._all_exited: asyncio.Future[None] | None = None
         self._n_completed = self._n_cancelled = self._n_crashes = self._n_started = 0
         self._prefix = _shm.new_prefix()  # names of this pool's shared-memory segments
-        self._segment_numbers = itertools.count()
+        # Numbers in the names of calls' ("c<n>") and shared objects' ("s<n>") segments.
+        self._segment_numbers: Iterator[int] = itertools.count()
+        self._worker_numbers = itertools.count()  # each worker's segments ("w<k>-")
         self._trim_timer: asyncio.TimerHandle | None = None
         # The loop holds the pool only weakly (its readers, writers and timers
         # call through these), so a pool dropped without aclose() is collected
@@ -189,11 +199,22 @@ class ProcessPool:
         self._spawn_pending_cb = _weakly(self._spawn_pending)
         self._trim_cb = _weakly(self._trim)
         self._leftovers = _Leftovers(self._workers, repr(self), self._prefix)
+        self._leftovers.tell_forget = _weakly(self._tell_forget)
         self._finalizer = weakref.finalize(self, _reclaim, self._leftovers)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "broken" if self._broken else "open"
         return f"<cohort.ProcessPool workers={self._size} method={self._method!r} {state}>"
+
+    @property
+    def segment_prefix(self) -> str:
+        """How the names of this pool's shared-memory segments start (``/ch-<token>-``).
+
+        Every segment the pool and its workers create starts with it (in
+        ``/dev/shm`` on Linux, without the leading ``/``): what a leak check of
+        this pool, and only this pool, looks for.
+        """
+        return self._prefix
 
     # -- lifetime -----------------------------------------------------------------
 
@@ -365,7 +386,7 @@ class ProcessPool:
         out = _shm.encode(obj, always=True)
         if isinstance(out, bytes):  # no shared memory on this platform: pickled per call
             return Shared(obj, None, None)
-        name = f"{self._prefix}s{next(self._segment_numbers)}"
+        name = f"{self._prefix}s{next(self._segment_numbers)}"  # write() may pick another
         try:
             if out.nbytes < SHARE_IN_THREAD:
                 key = out.write(name)
@@ -374,7 +395,7 @@ class ProcessPool:
                 try:
                     key = await asyncio.shield(writing)
                 except asyncio.CancelledError:
-                    writing.add_done_callback(lambda _: _shm.unlink(name))
+                    writing.add_done_callback(lambda _: _shm.unlink(out.written))
                     raise
         except OSError as exc:
             raise OSError(
@@ -383,7 +404,7 @@ class ProcessPool:
                 f"{exc.strerror}; give /dev/shm more room or pass the object itself",
             ) from exc
         handle = Shared(obj, key, functools.partial(_forget_shared, weakref.ref(self._leftovers)))
-        self._leftovers.shared[name] = handle
+        self._leftovers.shared[key[0]] = handle
         if self._closed:  # closed while it was being written
             handle.release()
             self._check_usable()
@@ -433,18 +454,36 @@ class ProcessPool:
             self._send(idle.pop(), call)
 
     def _send(self, w: Worker, call: Call) -> None:
-        w.call = call
-        call.worker = w
         data = call.payload
         if not isinstance(data, bytes):
             # Large buffers are copied into shared memory now, not at submit:
             # a queued call holds no copy.
-            call.segment = f"{self._prefix}a{next(self._segment_numbers)}"
-            data = call.payload = _wire.finish(data, call.segment, w.scratch)
+            out = data
+            try:
+                data = _wire.finish(out, f"{self._prefix}c{next(self._segment_numbers)}", w.scratch)
+            except BaseException as exc:
+                # Even the pipe fallback failed: nothing was sent, the worker stays idle.
+                self._idle.append(w)
+                if not isinstance(exc, Exception):
+                    call.future.cancel()
+                    raise
+                call.future.set_exception(exc)
+                return
+            call.segment = out.written
+            call.payload = data
             w.scratch.used = self._trim_later()
+        w.call = call
+        call.worker = w
         if w.forget:
             names, w.forget = w.forget, []  # a finalizer may append meanwhile: keep those
             data = _wire.frame((_wire.FORGET, names, None)) + data
+        self._write(w, data)
+
+    def _write(self, w: Worker, data: bytes) -> None:
+        """Write ``data`` to the worker; what the pipe cannot take now follows when it can."""
+        if w.wbuf:
+            w.wbuf = bytes(w.wbuf) + data  # behind what is waiting already
+            return
         try:
             n = os.write(w.wfd, data)
         except BlockingIOError:
@@ -455,6 +494,14 @@ class ProcessPool:
             w.wbuf = memoryview(data)[n:]  # a view: no copy per partial write
             assert self._loop is not None
             self._loop.add_writer(w.wfd, self._on_writable_cb, w)
+
+    def _tell_forget(self) -> None:
+        """Tell idle workers about released shared objects now, so they unmap them
+        (busy ones hear it with their next request, or when they become idle)."""
+        for w in self._idle:
+            if w.forget:
+                names, w.forget = w.forget, []
+                self._write(w, _wire.frame((_wire.FORGET, names, None)))
 
     def _trim_later(self) -> float:
         """Make sure scratch segments get emptied once unused; return the time now."""
@@ -525,6 +572,7 @@ class ProcessPool:
         rep_r, rep_w = os.pipe()
         child_req = Connection(req_r, writable=False)
         child_rep = Connection(rep_w, readable=False)
+        family = _shm.worker_family(self._prefix, next(self._worker_numbers))
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(
@@ -534,6 +582,7 @@ class ProcessPool:
                 self._initializer,
                 self._initargs,
                 self._prefix,
+                family,
             ),
             name="cohort-worker",
         )
@@ -549,7 +598,7 @@ class ProcessPool:
             child_rep.close()
         os.set_blocking(req_w, False)
         os.set_blocking(rep_r, False)
-        w = Worker(process, req_w, rep_r, self._prefix)
+        w = Worker(process, req_w, rep_r, family)
         self._workers.add(w)
         self._n_started += 1
         self._loop.add_reader(rep_r, self._on_readable_cb, w)
@@ -582,6 +631,9 @@ class ProcessPool:
         parent forked since may hold the pipe open, so end-of-file may never come.
         """
         if not w.live:
+            return
+        if w.wbuf:  # a frame half-written (a slow reader): no exit request can follow it
+            self._kill(w)
             return
         w.state = RETIRING
         if w in self._idle:
@@ -625,6 +677,9 @@ class ProcessPool:
         if _shm.is_envelope(msg):
             # Read it before the worker gets its next request: it may reuse the segment.
             w.large_reply_at = self._trim_later()
+            scratch = _shm.scratch_of(msg)
+            if scratch is not None:
+                w.reply_name = scratch  # to empty it when idle, and remove it at exit
             if call.future.done():
                 _shm.discard(msg)
             else:
@@ -638,6 +693,8 @@ class ProcessPool:
         elif w.state is READY:
             self._idle.append(w)
             self._dispatch()
+            if w.forget and w.call is None:
+                self._tell_forget()
         if reply is not None:
             call.future.set_result(reply)
         elif not call.future.done():
@@ -775,13 +832,14 @@ class _Leftovers:
     """What a pool must release even if it is dropped without ``aclose()``: its
     workers and its shared objects."""
 
-    __slots__ = ("__weakref__", "loop", "prefix", "shared", "what", "workers")
+    __slots__ = ("__weakref__", "loop", "prefix", "shared", "tell_forget", "what", "workers")
 
     def __init__(self, workers: set[Worker], what: str, prefix: str) -> None:
         self.workers = workers
         self.what = what
         self.prefix = prefix
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.tell_forget: Callable[[], None] | None = None  # the pool's, held weakly
         self.shared: weakref.WeakValueDictionary[str, Shared[Any]] = weakref.WeakValueDictionary()
 
     def release_shared(self) -> None:
@@ -797,9 +855,17 @@ def _forget_shared(leftovers_ref: weakref.ref[_Leftovers], key: _shm.Key) -> Non
     if leftovers is None:
         return
     leftovers.shared.pop(name, None)
-    for w in leftovers.workers:
+    told = False
+    for w in list(leftovers.workers):
         if w.live:
             w.forget.append(name)
+            told = True
+    # Idle workers are told at once, from the loop (this may run in a finalizer,
+    # in the middle of anything, even in another thread).
+    loop = leftovers.loop
+    if told and loop is not None and leftovers.tell_forget is not None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: no worker to tell
+            loop.call_soon_threadsafe(leftovers.tell_forget)
 
 
 def _reclaim(leftovers: _Leftovers) -> None:

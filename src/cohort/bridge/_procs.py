@@ -59,6 +59,7 @@ class Worker:
     __slots__ = (
         "call",
         "exited",
+        "family",
         "forget",
         "items",
         "kill_timer",
@@ -75,7 +76,7 @@ class Worker:
         "wfd",
     )
 
-    def __init__(self, process: BaseProcess, wfd: int, rfd: int, prefix: str) -> None:
+    def __init__(self, process: BaseProcess, wfd: int, rfd: int, family: str) -> None:
         self.process = process
         self.pid = process.pid
         self.wfd = wfd  # requests, parent -> worker (non-blocking)
@@ -88,8 +89,12 @@ class Worker:
         self.kill_timer: asyncio.TimerHandle | None = None
         self.exited: asyncio.Future[None] | None = None  # made when someone waits for the exit
         self.replies = 0  # replies received after the hello; names the next reply's segment
-        self.reply_name = f"{prefix}r{self.pid}"  # see _worker._serve
-        self.scratch = _shm.Scratch(f"{prefix}a{self.pid}")  # for large arguments
+        # Every segment of this worker's traffic starts with ``family`` (see
+        # ``ProcessPool._spawn``): its reply scratch, its replies, the scratch for
+        # its large arguments.
+        self.family = family
+        self.reply_name = _shm.reply_scratch(family)  # or the name its replies gave
+        self.scratch = _shm.Scratch(f"{family}a")  # for large arguments
         self.forget: list[str] = []  # released shared objects to tell it about
         self.large_reply_at: float | None = None  # when a reply last came in shared memory
 
@@ -99,7 +104,9 @@ class Worker:
         if self.call is not None and self.call.segment:
             _shm.unlink(self.call.segment)
         _shm.unlink(self.reply_name)
-        _shm.unlink(f"{self.reply_name}-{self.replies}")
+        _shm.unlink(_shm.reply_segment(self.family, self.replies))
+        # Where /dev/shm can be listed, also what it named otherwise (a name it found taken).
+        _shm.cleanup_prefix(self.family)
 
     @property
     def live(self) -> bool:

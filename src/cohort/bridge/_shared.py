@@ -27,14 +27,16 @@ class Shared(Generic[T]):
 
     Made by ``ProcessPool.share(obj)`` or ``DaskExecutor.share(obj)``. Calls
     receive the handle and read :attr:`value`: in the parent it is the
-    original object; in a worker it is loaded once per worker and cached
-    (numpy arrays there are read-only views of shared memory). The object is
-    copied when it is shared: changing the original later is not seen by
-    workers.
+    original object; in a worker of the pool that made it, it is loaded once
+    and cached until the handle is released (numpy arrays there are read-only
+    views of shared memory); another pool's workers load it per call. The
+    object is copied when it is shared: changing the original later is not
+    seen by workers.
 
     Released by :meth:`release`, by ``with`` at block exit, when the last
-    reference to the handle goes, or when its executor closes; a call that
-    uses a released handle fails.
+    reference to the handle goes, or when its executor closes: idle workers
+    drop it at once, busy ones when their call ends. A call given a released
+    handle fails with ``SerializationError``.
     """
 
     __slots__ = ("__weakref__", "_finalizer", "_key", "_value")
@@ -76,13 +78,17 @@ class Shared(Generic[T]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.released:
-            raise ValueError(
-                f"{self!r} was released: it cannot be sent to a worker any more; "
-                "share the object again, or release it after the calls that use it"
-            )
+            raise ValueError(released_message(self))
         if isinstance(self._key, tuple):  # a ProcessPool segment
             return _attach, (self._key,)
         return _by_value, (self._value,)  # elsewhere (a Dask handle nested in an argument)
+
+
+def released_message(handle: Shared[Any]) -> str:
+    return (
+        f"{handle!r} was released: it cannot be sent to a worker any more; "
+        "share the object again, or release it after the calls that use it"
+    )
 
 
 def _by_value(value: T) -> Shared[T]:
@@ -91,15 +97,27 @@ def _by_value(value: T) -> Shared[T]:
 
 # In a worker: the objects of the segments it has attached, by segment name.
 _attached: dict[str, Any] = {}
+# In a worker: how its own pool's segment names start. Only those objects are
+# kept: the pool tells its workers when one is released, another pool never does.
+_own_prefix = ""
+
+
+def keep_only(prefix: str) -> None:
+    """Cache the shared objects of the pool with segment prefix ``prefix`` (a worker's own)."""
+    global _own_prefix
+    _own_prefix = prefix
 
 
 def _attach(key: _shm.Key) -> Shared[Any]:
-    """Load the shared object in this process, once (the parent process included)."""
+    """The shared object, loaded once per worker if it is its own pool's, else
+    (another pool's handle, the parent process) loaded for this message only."""
     name = key[0]
     try:
         value = _attached[name]
     except KeyError:
-        value = _attached[name] = load(key)
+        value = load(key)
+        if _own_prefix and name.startswith(_own_prefix):
+            _attached[name] = value
     return Shared(value, None, None)
 
 

@@ -13,12 +13,16 @@ pickler, so large ones at the top of a call's arguments or result
 The receiver opens the segment and unlinks it at once, so the kernel frees
 it as soon as the receiver drops it, whatever happens next. ``bytes`` are
 read with ``pread`` straight into a new ``bytes`` object (one copy);
-other buffers (numpy arrays) are slices of one mapping of the segment:
-no copy at all, the array's memory *is* the segment's.
+other buffers (numpy arrays) are slices of one private (copy-on-write)
+mapping of the segment: no copy until the receiver writes to them.
 
 Segments are named ``/ch-<token>-…`` where the token is per pool, so the
 parent can unlink what a dead worker left and a worker whose parent was
-killed can unlink everything of that pool (``cleanup_prefix``).
+killed can unlink everything of that pool (``cleanup_prefix``). After the
+token, each kind of segment has a letter of its own (see ``ProcessPool``),
+so names of different kinds never meet; a name that exists all the same
+(left by someone else) is never reused: a new segment then gets a random
+suffix (:func:`create`).
 ``_posixshmem`` is used rather than ``multiprocessing.shared_memory``: its
 resource tracker would unlink segments behind our back (or warn about
 them) when the creating process is not the one that unlinks.
@@ -56,9 +60,50 @@ BYTES, BYTEARRAY, VIEW = 0, 1, 2  # how the receiver materialises a buffer
 Key = tuple[str, bytes | None, int, list[tuple[int, int, int]], int, bool]
 
 
+CREATE_ATTEMPTS = 4  # names tried before a segment's creation fails (FileExistsError)
+
+
 def new_prefix() -> str:
     """A segment-name prefix unique to one pool (short: macOS allows 31 characters)."""
     return f"/ch-{secrets.token_hex(4)}-"
+
+
+def create(name: str) -> tuple[int, str]:
+    """Create a new segment named ``name``; return its file descriptor and its name.
+
+    Never opens a segment that exists already: if ``name`` is taken, the
+    segment is created under ``name`` plus a random suffix instead (so it still
+    starts with its owner's prefix), and ``FileExistsError`` is raised only if
+    every try is taken.
+    """
+    assert _posixshmem is not None
+    flags = os.O_CREAT | os.O_EXCL | os.O_RDWR
+    tried = name
+    for _ in range(CREATE_ATTEMPTS):
+        try:
+            return _posixshmem.shm_open(tried, flags, 0o600), tried
+        except FileExistsError:
+            tried = f"{name}~{secrets.token_hex(3)}"
+    raise FileExistsError(f"shared-memory segment names starting {name!r} are taken")
+
+
+def worker_family(prefix: str, serial: int) -> str:
+    """The start of the names of the segments of a pool's ``serial``-th worker.
+
+    Letters keep the kinds apart: ``c<n>`` a call's arguments and ``s<n>`` a
+    shared object (the pool's), ``w<k>-`` worker ``k``'s (``a`` its arguments'
+    scratch, ``r`` its replies' scratch, ``r<n>`` its n-th reply): no name of
+    one kind can be a name of another, whatever the numbers.
+    """
+    return f"{prefix}w{serial}-"
+
+
+def reply_scratch(family: str) -> str:
+    return f"{family}r"
+
+
+def reply_segment(family: str, n: int) -> str:
+    return f"{family}r{n}"
 
 
 def _same(x: Any) -> Any:
@@ -113,25 +158,28 @@ class Outbound:
     that when it sends the call, the worker when it replies).
     """
 
-    __slots__ = ("buffers", "obj", "payload")
+    __slots__ = ("buffers", "obj", "payload", "written")
 
     def __init__(self, obj: Any, payload: bytes, buffers: list[pickle.PickleBuffer]) -> None:
         self.obj = obj
         self.payload = payload
         self.buffers = buffers
+        self.written = ""  # the new segment :meth:`write` made, if it made one
 
     @property
     def nbytes(self) -> int:
         return len(self.payload) + sum(b.raw().nbytes for b in self.buffers)
 
     def write(self, name: str, scratch: Scratch | None = None) -> Key:
-        """Write the segment ``name`` (or ``scratch``); return the key a receiver reads it by.
+        """Write a new segment ``name`` (or ``scratch``); return the key a receiver reads it by.
 
         ``scratch`` is used when every buffer will be copied out by the
         receiver (``bytes``, ``bytearray``): rewriting pages that already
         exist is three times faster than filling a new segment. A message
         with other buffers (numpy arrays) gets a new segment, because the
-        receiver keeps it as the memory of those objects.
+        receiver keeps it as the memory of those objects; its name is
+        ``name`` unless that is taken (see :func:`create`), and is kept in
+        :attr:`written`.
 
         Raises ``OSError`` (no room in ``/dev/shm``, too many files) with a new
         segment removed; the caller then sends :meth:`inband` instead.
@@ -153,7 +201,8 @@ class Outbound:
                 _fill(fd, payload if inline is None else None, spans, views)
                 name, reused = scratch.name, True
             else:
-                fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+                fd, name = create(name)
+                self.written = name
                 reused = False
                 try:
                     os.ftruncate(fd, max(pos, 1))
@@ -196,14 +245,16 @@ class Scratch:
     Only for messages the receiver copies out at once (see ``Outbound.write``),
     and only one in flight at a time, which the pool guarantees: a worker has
     one call, and the parent reads a reply before the worker can write the next.
+    It is created like any new segment (:func:`create`): if ``name`` is taken,
+    :attr:`name` becomes the name it got; receivers read it from each message.
     The pool empties both directions' scratch segments when they have been
     idle a while (:meth:`trim`, :func:`truncate`), so the size is read afresh.
     """
 
-    __slots__ = ("fd", "name", "size", "used")
+    __slots__ = ("base", "fd", "name", "size", "used")
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        self.base = self.name = name
         self.fd = -1
         self.size = 0
         self.used = 0.0  # when it was last written, on the owner's clock
@@ -211,7 +262,7 @@ class Scratch:
     def reserve(self, n: int) -> int:
         assert _posixshmem is not None
         if self.fd < 0:
-            self.fd = _posixshmem.shm_open(self.name, os.O_CREAT | os.O_RDWR, 0o600)
+            self.fd, self.name = create(self.base)
         self.size = os.fstat(self.fd).st_size  # another process may have emptied it
         if n > self.size:
             os.ftruncate(self.fd, n)
@@ -226,10 +277,11 @@ class Scratch:
             self.size = 0
 
     def close(self) -> None:
+        """Close and remove it (if it was ever created: the name may be someone else's)."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        unlink(self.name)
+            unlink(self.name)
         self.size = 0
 
 
@@ -334,7 +386,12 @@ def _libc() -> Any:
 
 
 def _map(fd: int, size: int, writable: bool) -> memoryview:
-    """A view of the whole segment, mapped shared, that needs no file descriptor.
+    """A view of the whole segment that needs no file descriptor.
+
+    A writable view is mapped private (copy-on-write): what this process
+    writes stays its own, and a process it forks later gets its own copy,
+    as with any other memory; pages are copied only when written. A
+    read-only view (a ``Shared`` object's) is mapped shared.
 
     Not ``mmap.mmap``: before Python 3.13 it keeps a duplicate of the file
     descriptor open for as long as the mapping lives, and a program holding a
@@ -344,7 +401,8 @@ def _map(fd: int, size: int, writable: bool) -> memoryview:
 
     size = max(size, 1)
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-    address = _libc().mmap(None, size, prot, mmap.MAP_SHARED, fd, 0)
+    flags = mmap.MAP_PRIVATE if writable else mmap.MAP_SHARED
+    address = _libc().mmap(None, size, prot, flags, fd, 0)
     if address in (None, ctypes.c_void_p(-1).value):
         err = ctypes.get_errno()
         raise OSError(err, f"cannot map a shared-memory segment: {os.strerror(err)}")
@@ -352,6 +410,12 @@ def _map(fd: int, size: int, writable: bool) -> memoryview:
     memory.mapping = _Mapping(address, size)  # type: ignore[attr-defined]  # unmaps with it
     view = memoryview(memory).cast("B")
     return view if writable else view.toreadonly()
+
+
+def scratch_of(data: bytes) -> str | None:
+    """The name of the scratch segment an envelope names (``None``: a new segment)."""
+    key: Key = pickle.loads(memoryview(data)[1:])
+    return key[0] if key[5] else None
 
 
 def discard(data: bytes) -> None:

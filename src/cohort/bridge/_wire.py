@@ -13,6 +13,7 @@ losing anything the worker said.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import pickle
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cohort._exceptions import RemoteError, SerializationError
+from cohort._observe import emit
 from cohort.bridge import _shm
 
 HEADER = struct.Struct("<I")
@@ -65,16 +67,25 @@ def finish(out: _shm.Outbound, segment: str, scratch: _shm.Scratch | None = None
     """
     try:
         body = _shm.envelope(out.write(segment, scratch))
-        return HEADER.pack(len(body)) + body
     except OSError as exc:
+        payload = out.inband()
+        _fell_back(exc)
+        return HEADER.pack(len(payload)) + payload
+    return HEADER.pack(len(body)) + body
+
+
+def _fell_back(exc: OSError) -> None:
+    """Say that a payload went through the pipe: a ``bridge.shm_fallback`` event and a
+    ``RuntimeWarning``, unless a warnings filter turns it into an error, which would
+    undo the fallback (``-W error``): the warning is then dropped."""
+    emit("warning", "bridge.shm_fallback", reason=str(exc))
+    with contextlib.suppress(Warning):
         warnings.warn(
             f"cohort: a large payload went through the pipe, not shared memory ({exc}); "
             "give /dev/shm more room for full speed",
             RuntimeWarning,
             stacklevel=1,
         )
-        payload = out.inband()
-        return HEADER.pack(len(payload)) + payload
 
 
 class FrameReader:

@@ -8,23 +8,31 @@ corrupt its own channel.
 It exits on its own when the parent goes away: a watchdog thread polls the
 request pipe for hang-up (the parent's write end closed, which also happens
 when the parent is SIGKILLed) even while the main thread is busy running a
-call.
+call. Whichever thread sees it first removes the pool's shared memory and
+ends the process; creating a segment and that clean-up exclude each other
+(``_creating``), so no segment is made after the clean-up looked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from cohort.bridge import _shared, _shm, _wire
 from cohort.bridge._wire import READ_SIZE, FrameReader, RemoteFailure
 
 POLL_AFTER_REPLY = 100e-6  # seconds to spin for the next request before blocking
+HANGUP_GRACE = 5.0  # seconds a hung-up pipe waits for the parent's exit to be visible
+
+# Held while this process creates a segment; taken for good by the clean-up at exit.
+_creating = threading.Lock()
+_pidfd: int | None = None  # the parent's, where the kernel has pidfds
 
 
 def worker_main(
@@ -34,9 +42,11 @@ def worker_main(
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
     prefix: str,
+    family: str,
 ) -> None:
     """Entry point of a worker process (``requests``/``replies`` are pipe connections;
-    ``prefix`` starts the names of the pool's shared-memory segments)."""
+    ``prefix`` starts the names of the pool's shared-memory segments, ``family``
+    those of this worker's)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     if hasattr(os, "setpgid"):
         # A process group of its own: killing the worker kills what its calls
@@ -45,20 +55,26 @@ def worker_main(
     rfd, wfd = requests.fileno(), replies.fileno()
     os.set_blocking(rfd, True)
     os.set_blocking(wfd, True)
+    _shared.keep_only(prefix)
     _start_watchdog(rfd, parent_pid, prefix)
-    if initializer is not None:
-        try:
-            initializer(*initargs)
-        except BaseException as exc:
-            _write(wfd, _wire.frame((_wire.INIT_FAILED, RemoteFailure.capture(exc))))
-            return
-    _write(wfd, _wire.frame((_wire.READY, os.getpid())))
-    _serve(rfd, wfd, f"{prefix}r{os.getpid()}")
+    try:
+        if initializer is not None:
+            try:
+                initializer(*initargs)
+            except BaseException as exc:
+                _write(wfd, _wire.frame((_wire.INIT_FAILED, RemoteFailure.capture(exc))))
+                return
+        _write(wfd, _wire.frame((_wire.READY, os.getpid())))
+        _serve(rfd, wfd, family)
+    except (OSError, EOFError):  # a pipe hung up or broke: the parent closed it or is gone
+        _on_hangup(parent_pid, prefix)
 
 
-def _exit_with_group(prefix: str) -> None:
+def _exit_with_group(prefix: str) -> NoReturn:
     """The parent is gone: remove the pool's shared memory, take down what this
-    worker's calls started, then exit."""
+    worker's calls started, then exit. Never returns; a second caller (the
+    other thread) waits here until the process ends."""
+    _creating.acquire()  # a segment being made is finished first; none after this
     _shm.cleanup_prefix(prefix)  # every segment of the pool, where /dev/shm can be listed
     # Elsewhere, those this worker knows: its reply segments, the shared objects it read.
     for name in [_replying, _scratch_name, *_shared.attached_names()]:
@@ -77,12 +93,14 @@ def _start_watchdog(rfd: int, parent_pid: int, prefix: str) -> None:
     alone is not enough: a child that the parent forks later inherits its
     write end and keeps the pipe open after the parent is gone.
     """
+    global _pidfd
     try:
         pidfd: int | None = os.pidfd_open(parent_pid)
     except ProcessLookupError:
-        os._exit(0)
+        _exit_with_group(prefix)  # gone before this worker got going: what it left goes too
     except (AttributeError, OSError):
         pidfd = None
+    _pidfd = pidfd
 
     def watch() -> None:
         poller = select.poll()
@@ -91,10 +109,33 @@ def _start_watchdog(rfd: int, parent_pid: int, prefix: str) -> None:
             poller.register(pidfd, select.POLLIN)  # readable once the parent exited
         while True:
             events = poller.poll(None if pidfd is not None else 1000)
-            if events or not _alive(parent_pid):
+            if not _alive(parent_pid) or any(fd == pidfd for fd, _ in events):
                 _exit_with_group(prefix)
+            if events:  # the request pipe hung up
+                _on_hangup(parent_pid, prefix)
+                poller.unregister(rfd)  # the parent lives: the main thread retires
 
     threading.Thread(target=watch, name="cohort-parent-watchdog", daemon=True).start()
+
+
+def _on_hangup(parent_pid: int, prefix: str) -> None:
+    """A pipe to the parent hung up (end of file) or broke: if the parent is gone,
+    clean up and exit (no return); else return, and the worker retires.
+
+    The pipes close a moment before a killed parent's exit can be seen, so
+    the parent gets ``HANGUP_GRACE`` to be seen gone.
+    """
+    if _pidfd is not None:
+        with contextlib.suppress(OSError):
+            if select.select([_pidfd], [], [], HANGUP_GRACE)[0]:
+                _exit_with_group(prefix)
+        return
+    deadline = time.monotonic() + HANGUP_GRACE
+    while _alive(parent_pid):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+    _exit_with_group(prefix)
 
 
 def _alive(pid: int) -> bool:
@@ -111,18 +152,19 @@ _replying = ""  # the shared-memory segment of the reply being written, if any
 _scratch_name = ""  # the segment this worker rewrites for replies the parent copies out
 
 
-def _serve(rfd: int, wfd: int, reply_name: str) -> None:
-    """Answer requests until told to exit.
+def _serve(rfd: int, wfd: int, family: str) -> None:
+    """Answer requests until told to exit (``EOFError`` at the request pipe's end).
 
-    Large replies go through shared memory: the scratch segment ``reply_name``
-    when the parent copies them out, else a new segment ``{reply_name}-{n}``
-    for the n-th reply; the parent can derive both names to clean up after a crash,
-    and empties the scratch when it has been idle a while.
+    Large replies go through shared memory: the scratch segment
+    ``_shm.reply_scratch(family)`` when the parent copies them out, else a new
+    segment ``_shm.reply_segment(family, n)`` for the n-th reply; the parent
+    can derive both names to clean up after a crash, and empties the scratch
+    when it has been idle a while.
     """
     global _replying, _scratch_name
     replies = 0
-    scratch = _shm.Scratch(reply_name)
-    _scratch_name = reply_name
+    scratch = _shm.Scratch(_shm.reply_scratch(family))
+    _scratch_name = scratch.name
     reader = FrameReader()
     poller = select.poll()
     poller.register(rfd, select.POLLIN)
@@ -136,9 +178,9 @@ def _serve(rfd: int, wfd: int, reply_name: str) -> None:
                 os.sched_yield()
             data = os.read(rfd, READ_SIZE)
             if not data:
-                return  # parent closed the pipe: retire
+                raise EOFError("the parent closed the request pipe")
             pending = reader.feed(data)
-        _replying = f"{reply_name}-{replies}"
+        _replying = _shm.reply_segment(family, replies)
         reply = _handle(pending.pop(0), _replying, scratch)
         if reply is None:
             return  # asked to exit
@@ -170,7 +212,10 @@ def _handle(data: bytes, segment: str, scratch: _shm.Scratch) -> bytes | None:
         reply = (_wire.OK, _run_chunk(fn, args))
     try:
         out = _wire.encode(reply)
-        return out if isinstance(out, bytes) else _wire.finish(out, segment, scratch)
+        if isinstance(out, bytes):
+            return out
+        with _creating:
+            return _wire.finish(out, segment, scratch)
     except BaseException as exc:
         msg = (
             f"the result of {_wire.describe(fn)} could not be pickled in the worker: "
