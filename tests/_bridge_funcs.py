@@ -122,10 +122,28 @@ def read_marker(path: str) -> str:
 
 
 def reply_then_die(value: int) -> int:
-    """Return normally, then let a timer kill the process right after the reply went out."""
-    import threading
+    """Return normally; a thread kills the process as soon as the reply has been written.
 
-    threading.Timer(0.01, os._exit, (7,)).start()
+    It watches the worker loop's reply counter (a local of its ``_serve`` frame),
+    which goes up once the reply is in the pipe: no timer that a loaded machine
+    could fire before the reply went out.
+    """
+    import sys
+    import threading
+    import time
+
+    frame = sys._current_frames()[threading.main_thread().ident or 0]
+    while frame.f_code.co_name != "_serve":
+        assert frame.f_back is not None, "reply_then_die must run in a cohort worker"
+        frame = frame.f_back
+    serve, before = frame, frame.f_locals["replies"]
+
+    def die_after_the_reply() -> None:
+        while serve.f_locals["replies"] == before:
+            time.sleep(0.001)
+        os._exit(7)
+
+    threading.Thread(target=die_after_the_reply, daemon=True).start()
     return value
 
 
