@@ -786,6 +786,54 @@ async def test_rate_limiter_multi_token_and_bad_arguments() -> None:
         cohort.RateLimiter(0)
 
 
+async def test_a_rate_limiter_with_room_does_not_look_up_the_running_loop_per_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On Python 3.11 each asyncio.get_running_loop() makes a getpid() system call:
+    # the common case reads the clock of the loop it found on an earlier entry.
+    limiter = cohort.RateLimiter(1e6, burst=1000)
+    async with limiter:  # the first entry finds the loop
+        pass
+    lookups = 0
+    real = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        nonlocal lookups
+        lookups += 1
+        return real()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counting)
+    for _ in range(50):
+        async with limiter:
+            pass
+    monkeypatch.undo()
+    assert lookups == 0
+
+
+def test_a_rate_limiter_entered_on_a_new_loop_reads_the_new_loops_clock() -> None:
+    limiter = cohort.RateLimiter(1.0, burst=1)
+    entered: list[float] = []
+
+    async def take(then_sleep: float) -> None:
+        async with limiter:
+            entered.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(then_sleep)
+
+    first = cohort.testing.VirtualClockLoop()
+    try:
+        first.run_until_complete(take(5.0))  # the bucket is empty at 0.0; this clock reads 5.0
+    finally:
+        first.close()
+    second = cohort.testing.VirtualClockLoop(start=0.5)
+    try:
+        # Half a token on this loop's clock: the token comes at 1.0, not at once
+        # (as the first loop's clock, left at 5.0, would have it).
+        second.run_until_complete(take(0.0))
+    finally:
+        second.close()
+    assert entered == [0.0, 1.0]
+
+
 # -- bulkhead ---------------------------------------------------------------------------------
 
 

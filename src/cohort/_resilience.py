@@ -13,6 +13,7 @@ import collections
 import enum
 import functools
 import math
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
@@ -45,6 +46,7 @@ __all__ = [
 
 T = TypeVar("T")
 Predicate = Callable[[BaseException], bool]
+_get_ident = threading.get_ident
 
 
 def _now() -> float:
@@ -174,7 +176,8 @@ class CircuitBreaker:
         self._entered: dict[asyncio.Task[Any], int] = {}
         self._nested: dict[asyncio.Task[Any], list[int]] = {}
         self._inflight = self._stale = 0
-        self._calls = self._successes = self._n_failures = self._rejected = self._opened = 0
+        # Ended calls are the successes plus the failures: no third counter to keep.
+        self._successes = self._n_failures = self._rejected = self._opened = 0
 
     def __repr__(self) -> str:
         return f"<cohort.CircuitBreaker {self.name!r} {self.state.value}>"
@@ -232,7 +235,6 @@ class CircuitBreaker:
                 self._n_failures += 1
             else:
                 self._successes += 1
-        self._calls += 1
         if not current:
             return  # it began before the last transition: its outcome is old news
         if self._state is _HALF_OPEN:
@@ -326,6 +328,15 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc is None and not self._entered and not self._stale and self._state is _CLOSED:
+            # The common case, inline: a ticketless call of a closed breaker succeeded.
+            self._inflight -= 1
+            self._successes += 1
+            recent = self._recent
+            if self._recent_failures and len(recent) == self._window and recent[0]:
+                self._recent_failures -= 1
+            recent.append(False)
+            return
         if self._entered:
             task = asyncio.current_task()
             ticket = self._entered.pop(task, None) if task is not None else None
@@ -342,16 +353,7 @@ class CircuitBreaker:
             self._done(-2, exc)  # generation -1: counted, moves nothing
             return
         self._inflight -= 1
-        if exc is None and self._state is _CLOSED:
-            # The common case, inline: a success in the window of a closed breaker.
-            self._calls += 1
-            self._successes += 1
-            recent = self._recent
-            if len(recent) == self._window and recent[0]:
-                self._recent_failures -= 1
-            recent.append(False)
-        else:
-            self._done(self._generation << 1, exc)
+        self._done(self._generation << 1, exc)
 
     def __enter__(self) -> NoReturn:
         raise TypeError(f"{self!r} guards async calls: write `async with breaker:`, not `with`")
@@ -376,7 +378,7 @@ class CircuitBreaker:
             retry_after = max(0.0, self._opened_at + self._recovery - self._clock())
         return BreakerStatistics(
             state=state,
-            calls=self._calls,
+            calls=self._successes + self._n_failures,
             successes=self._successes,
             failures=self._n_failures,
             rejected=self._rejected,
@@ -407,7 +409,12 @@ class RateLimiter:
         self._stamp: float | None = None  # loop time of the last refill
         self._waiters: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
+        # The clock of the loop that last entered, and the thread that loop ran in:
+        # while that loop still runs, it is the one running in that thread (one per
+        # thread), so entering needs no asyncio.get_running_loop() (a getpid() system
+        # call per lookup on Python 3.11).
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
         self._time: Callable[[], float] = time.monotonic
 
     def __repr__(self) -> str:
@@ -416,7 +423,8 @@ class RateLimiter:
 
     def _refill(self, now: float) -> None:
         if self._stamp is not None:
-            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+            tokens = self._tokens + (now - self._stamp) * self._rate
+            self._tokens = tokens if tokens < self._burst else self._burst
         self._stamp = now
 
     async def acquire(self, tokens: int = 1) -> None:
@@ -473,20 +481,30 @@ class RateLimiter:
         self._schedule(loop)
 
     async def __aenter__(self) -> RateLimiter:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._loop, self._time = loop, clock_of(loop)
-        now = self._time()
+        loop = self._loop
+        if loop is None or self._thread != _get_ident() or not loop.is_running():
+            loop = asyncio.get_running_loop()
+            self._loop, self._time, self._thread = loop, clock_of(loop), _get_ident()
         if not self._waiters and self._stamp is not None:
-            tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-            if tokens >= 1 - 1e-9:  # the common case, without a second coroutine
+            # The common case, without a second coroutine: _refill and a token, inline
+            # (a conditional, not min(): this runs once per call).
+            now = self._time()
+            tokens = self._tokens + (now - self._stamp) * self._rate
+            if tokens > self._burst:
+                tokens = self._burst
+            if tokens >= 1 - 1e-9:
                 self._tokens = tokens - 1
                 self._stamp = now
                 return self
         await self.acquire()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         return None
 
     def __enter__(self) -> NoReturn:
@@ -594,11 +612,16 @@ class Bulkhead:
                     f"the deadline ({max(0.0, deadline - loop.time()):.3g} s away)"
                 )
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._done += 1
-        if not self._max_queue:  # the common case, inline: no waiters, no estimate
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._max_queue:  # the common case, inline: no waiters, no estimate to keep
             self._active -= 1
             return
+        self._done += 1
         if self._done >= 256:
             self._done //= 2
             self._busy /= 2
