@@ -176,6 +176,7 @@ class CircuitBreaker:
         self._entered: dict[asyncio.Task[Any], int] = {}
         self._nested: dict[asyncio.Task[Any], list[int]] = {}
         self._inflight = self._stale = 0
+        self._plain = True  # closed, nothing _stale, no ticket kept: the common case
         # Ended calls are the successes plus the failures: no third counter to keep.
         self._successes = self._n_failures = self._rejected = self._opened = 0
 
@@ -268,6 +269,11 @@ class CircuitBreaker:
         self._generation += 1
         self._stale += self._inflight
         self._inflight = 0
+        self._set_plain()
+
+    def _set_plain(self) -> None:
+        """After a change of state, of _stale or of _entered: is it the common case?"""
+        self._plain = self._state is _CLOSED and not self._stale and not self._entered
 
     def _move(self, new: CircuitState) -> None:
         old = self._state
@@ -308,7 +314,7 @@ class CircuitBreaker:
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
-        if self._state is _CLOSED and not self._stale and not self._entered:
+        if self._plain:
             self._inflight += 1  # the common case: no ticket to keep
             return self
         ticket = self._admit()
@@ -320,6 +326,7 @@ class CircuitBreaker:
         if task in entered:
             self._nested.setdefault(task, []).append(entered[task])
         entered[task] = ticket
+        self._plain = False
         return self
 
     async def __aexit__(
@@ -328,7 +335,7 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None and not self._entered and not self._stale and self._state is _CLOSED:
+        if exc is None and self._plain:
             # The common case, inline: a ticketless call of a closed breaker succeeded.
             self._inflight -= 1
             self._successes += 1
@@ -346,10 +353,12 @@ class CircuitBreaker:
                     self._entered[task] = outer.pop()
                     if not outer:
                         del self._nested[task]
+                self._set_plain()
                 self._done(ticket, exc)
                 return
         if self._stale:  # entered without a ticket before the last transition
             self._stale -= 1
+            self._set_plain()
             self._done(-2, exc)  # generation -1: counted, moves nothing
             return
         self._inflight -= 1
