@@ -13,7 +13,6 @@ import collections
 import enum
 import functools
 import math
-import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
@@ -46,11 +45,22 @@ __all__ = [
 
 T = TypeVar("T")
 Predicate = Callable[[BaseException], bool]
-_get_ident = threading.get_ident
 
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+def _finished() -> asyncio.Future[None]:
+    """A future done with ``None``, for a guard's ``__aexit__`` to return.
+
+    No guard waits on leaving its block, so ``__aexit__`` is a plain method that
+    returns this: awaiting a done future gives its result at once, on any loop,
+    without the coroutine an ``async def`` would make and run on every call.
+    """
+    finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    finished.set_result(None)
+    return finished
 
 
 def _failure_test(on: object) -> Callable[[BaseException], bool]:
@@ -177,6 +187,7 @@ class CircuitBreaker:
         self._nested: dict[asyncio.Task[Any], list[int]] = {}
         self._inflight = self._stale = 0
         self._plain = True  # closed, nothing _stale, no ticket kept: the common case
+        self._finished: asyncio.Future[None] | None = None  # what __aexit__ returns
         # Ended calls are the successes plus the failures: no third counter to keep.
         self._successes = self._n_failures = self._rejected = self._opened = 0
 
@@ -329,12 +340,12 @@ class CircuitBreaker:
         self._plain = False
         return self
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Awaitable[None]:
         if exc is None and self._plain:
             # The common case, inline: a ticketless call of a closed breaker succeeded.
             self._inflight -= 1
@@ -343,7 +354,15 @@ class CircuitBreaker:
             if self._recent_failures and len(recent) == self._window and recent[0]:
                 self._recent_failures -= 1
             recent.append(False)
-            return
+        else:
+            self._exit(exc)
+        finished = self._finished
+        if finished is None:
+            finished = self._finished = _finished()
+        return finished
+
+    def _exit(self, exc: BaseException | None) -> None:
+        """The outcome of a call that leaves ``async with`` other than in the common case."""
         if self._entered:
             task = asyncio.current_task()
             ticket = self._entered.pop(task, None) if task is not None else None
@@ -415,25 +434,23 @@ class RateLimiter:
         self._rate = rate
         self._burst = check_count("burst", burst)
         self._tokens = float(self._burst)
-        self._stamp: float | None = None  # loop time of the last refill
+        self._stamp = -math.inf  # loop time of the last refill (none yet: the bucket is full)
         self._waiters: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
-        # The clock of the loop that last entered, and the thread that loop ran in:
-        # while that loop still runs, it is the one running in that thread (one per
-        # thread), so entering needs no asyncio.get_running_loop() (a getpid() system
-        # call per lookup on Python 3.11).
+        # The loop that last entered, and its clock: while that loop still runs, it is
+        # the one entering (a limiter serves one loop at a time), so an entry needs no
+        # asyncio.get_running_loop(), a getpid() system call per lookup on Python 3.11.
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = 0
         self._time: Callable[[], float] = time.monotonic
+        self._finished: asyncio.Future[None] | None = None  # what __aexit__ returns
 
     def __repr__(self) -> str:
         waiting = len(self._waiters)
         return f"<cohort.RateLimiter {self._rate:g}/s burst={self._burst} waiting={waiting}>"
 
     def _refill(self, now: float) -> None:
-        if self._stamp is not None:
-            tokens = self._tokens + (now - self._stamp) * self._rate
-            self._tokens = tokens if tokens < self._burst else self._burst
+        tokens = self._tokens + (now - self._stamp) * self._rate
+        self._tokens = tokens if tokens < self._burst else self._burst
         self._stamp = now
 
     async def acquire(self, tokens: int = 1) -> None:
@@ -491,10 +508,10 @@ class RateLimiter:
 
     async def __aenter__(self) -> RateLimiter:
         loop = self._loop
-        if loop is None or self._thread != _get_ident() or not loop.is_running():
+        if loop is None or not loop.is_running():
             loop = asyncio.get_running_loop()
-            self._loop, self._time, self._thread = loop, clock_of(loop), _get_ident()
-        if not self._waiters and self._stamp is not None:
+            self._loop, self._time = loop, clock_of(loop)
+        if not self._waiters:
             # The common case, without a second coroutine: _refill and a token, inline
             # (a conditional, not min(): this runs once per call).
             now = self._time()
@@ -508,13 +525,16 @@ class RateLimiter:
         await self.acquire()
         return self
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
-        return None
+    ) -> Awaitable[None]:
+        finished = self._finished
+        if finished is None:
+            finished = self._finished = _finished()
+        return finished
 
     def __enter__(self) -> NoReturn:
         raise TypeError(f"{self!r} paces async calls: write `async with limiter:`, not `with`")
@@ -561,6 +581,7 @@ class Bulkhead:
         self._done = 0
         self._stamp = 0.0
         self._admitted = self._rejected = 0
+        self._finished: asyncio.Future[None] | None = None  # what __aexit__ returns
 
     def __repr__(self) -> str:
         return (
@@ -621,20 +642,24 @@ class Bulkhead:
                     f"the deadline ({max(0.0, deadline - loop.time()):.3g} s away)"
                 )
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Awaitable[None]:
         if not self._max_queue:  # the common case, inline: no waiters, no estimate to keep
             self._active -= 1
-            return
-        self._done += 1
-        if self._done >= 256:
-            self._done //= 2
-            self._busy /= 2
-        self._release()
+        else:
+            self._done += 1
+            if self._done >= 256:
+                self._done //= 2
+                self._busy /= 2
+            self._release()
+        finished = self._finished
+        if finished is None:
+            finished = self._finished = _finished()
+        return finished
 
     def _release(self) -> None:
         while self._queue:
