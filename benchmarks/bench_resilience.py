@@ -89,6 +89,15 @@ def _guard_cases() -> list[tuple[str, Callable[[], Handler], bool]]:
 
         return handle
 
+    def cohort_bulkhead_queue() -> Handler:
+        bulkhead = cohort.Bulkhead(1000, max_queue=1000)  # it keeps the mean hold: clock reads
+
+        async def handle(i: int) -> None:
+            async with bulkhead:
+                await backend(i)
+
+        return handle
+
     def cohort_breaker_call() -> Handler:
         breaker = cohort.CircuitBreaker()
 
@@ -133,6 +142,7 @@ def _guard_cases() -> list[tuple[str, Callable[[], Handler], bool]]:
         ("bare call", bare, True),
         ("cohort: breaker + bulkhead + rate limiter (async with)", cohort_guards, True),
         ("cohort: rate limiter alone (async with)", cohort_limiter, True),
+        ("cohort: bulkhead with a queue alone (async with)", cohort_bulkhead_queue, True),
         ("cohort: breaker.call only", cohort_breaker_call, True),
         ("pybreaker + asyncio.Semaphore + aiolimiter", peers, True),
         ("aiolimiter alone", aiolimiter_alone, True),

@@ -786,13 +786,21 @@ async def test_rate_limiter_multi_token_and_bad_arguments() -> None:
         cohort.RateLimiter(0)
 
 
-async def test_a_rate_limiter_with_room_does_not_look_up_the_running_loop_per_entry(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: cohort.RateLimiter(1e6, burst=1000),
+        lambda: cohort.Bulkhead(10, max_queue=10),  # with a queue: it keeps the mean hold
+    ],
+    ids=["rate_limiter", "bulkhead_with_a_queue"],
+)
+async def test_a_guard_with_room_does_not_look_up_the_running_loop_per_call(
+    make: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # On Python 3.11 each asyncio.get_running_loop() makes a getpid() system call:
-    # the common case reads the clock of the loop it found on an earlier entry.
-    limiter = cohort.RateLimiter(1e6, burst=1000)
-    async with limiter:  # the first entry finds the loop
+    # the common case reads the clock of the loop it found on an earlier call.
+    guard = make()
+    async with guard:  # the first call finds the loop
         pass
     lookups = 0
     real = asyncio.get_running_loop
@@ -804,7 +812,7 @@ async def test_a_rate_limiter_with_room_does_not_look_up_the_running_loop_per_en
 
     monkeypatch.setattr(asyncio, "get_running_loop", counting)
     for _ in range(50):
-        async with limiter:
+        async with guard:
             pass
     monkeypatch.undo()
     assert lookups == 0

@@ -51,6 +51,29 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
+class _LoopClock:
+    """The running loop's clock, read without looking the loop up on every reading.
+
+    ``asyncio.get_running_loop()`` makes a ``getpid()`` system call per lookup on
+    Python 3.11. A guard serves one loop at a time, so while the loop it found
+    last still runs, that is the loop calling; once it has stopped, the next
+    reading looks the running loop up again.
+    """
+
+    __slots__ = ("loop", "time")
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.time: Callable[[], float] = time.monotonic
+
+    def now(self) -> float:
+        loop = self.loop
+        if loop is None or not loop.is_running():
+            self.loop = loop = asyncio.get_running_loop()
+            self.time = clock_of(loop)
+        return self.time()
+
+
 def _finished() -> asyncio.Future[None]:
     """A future done with ``None``, for a guard's ``__aexit__`` to return.
 
@@ -437,11 +460,7 @@ class RateLimiter:
         self._stamp = -math.inf  # loop time of the last refill (none yet: the bucket is full)
         self._waiters: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
-        # The loop that last entered, and its clock: while that loop still runs, it is
-        # the one entering (a limiter serves one loop at a time), so an entry needs no
-        # asyncio.get_running_loop(), a getpid() system call per lookup on Python 3.11.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._time: Callable[[], float] = time.monotonic
+        self._clock = _LoopClock()
         self._finished: asyncio.Future[None] | None = None  # what __aexit__ returns
 
     def __repr__(self) -> str:
@@ -507,14 +526,12 @@ class RateLimiter:
         self._schedule(loop)
 
     async def __aenter__(self) -> RateLimiter:
-        loop = self._loop
-        if loop is None or not loop.is_running():
-            loop = asyncio.get_running_loop()
-            self._loop, self._time = loop, clock_of(loop)
         if not self._waiters:
             # The common case, without a second coroutine: _refill and a token, inline
-            # (a conditional, not min(): this runs once per call).
-            now = self._time()
+            # (as is self._clock.now(), and a conditional, not min(): once per call).
+            clock = self._clock
+            loop = clock.loop
+            now = clock.now() if loop is None or not loop.is_running() else clock.time()
             tokens = self._tokens + (now - self._stamp) * self._rate
             if tokens > self._burst:
                 tokens = self._burst
@@ -581,6 +598,7 @@ class Bulkhead:
         self._done = 0
         self._stamp = 0.0
         self._admitted = self._rejected = 0
+        self._clock = _LoopClock()  # read only with a queue, for the mean hold
         self._finished: asyncio.Future[None] | None = None  # what __aexit__ returns
 
     def __repr__(self) -> str:
@@ -596,7 +614,7 @@ class Bulkhead:
     async def __aenter__(self) -> Bulkhead:
         if self._active < self._max and not self._queue:
             if self._max_queue:
-                self._account(asyncio.get_running_loop().time())
+                self._account(self._clock.now())
             self._active += 1
         else:
             loop = asyncio.get_running_loop()
@@ -668,7 +686,7 @@ class Bulkhead:
                 waiter.set_result(None)  # the place goes to the next waiter
                 return
         if self._max_queue:  # without a queue there is no wait to estimate
-            self._account(asyncio.get_running_loop().time())
+            self._account(self._clock.now())
         self._active -= 1
 
     def __enter__(self) -> NoReturn:
