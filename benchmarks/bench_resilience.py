@@ -186,12 +186,19 @@ def _child(loop_name: str, calls: int, rounds: int) -> dict[str, list[float]]:
     return seconds
 
 
-def _fresh_runs(loop_name: str, calls: int, rounds: int) -> dict[str, list[float]]:
-    """Run ``_child`` in a new interpreter, with the cohort this process imported."""
+def _fresh_runs(
+    loop_name: str, calls: int, rounds: int, src: str | None = None
+) -> dict[str, list[float]]:
+    """Run ``_child`` in a new interpreter, with the cohort in ``src`` (default: this one's).
+
+    Measuring two source trees, their runs interleaved: ``_fresh_runs(..., src=tree)``
+    for each tree in turn, then ``_guards_tables`` for each.
+    """
     import cohort
 
     env = dict(os.environ)
-    paths = [str(Path(cohort.__file__).resolve().parents[1]), str(Path(__file__).parents[1])]
+    src = src or str(Path(cohort.__file__).resolve().parents[1])
+    paths = [src, str(Path(__file__).parents[1])]
     env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH")] if p])
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_resilience", loop_name, str(calls), str(rounds)],
@@ -218,7 +225,7 @@ def _guards_section(quick: bool) -> list[str]:
     for _ in range(runs):  # the loops' runs interleaved
         for name in loop_names:
             per_run[name].append(_fresh_runs(name, calls, rounds))
-    out = [
+    return [
         "## Guards around a call, a task per request",
         "",
         f"{calls:,} requests per round ({BATCH} in flight), {rounds} interleaved rounds per "
@@ -226,15 +233,20 @@ def _guards_section(quick: bool) -> list[str]:
         "call of the same round (the in-sequence case: minus the bare call in sequence), "
         "median over a run's rounds; then the median and min-max over the runs.",
         "",
+        *_guards_tables(per_run),
     ]
-    for name in loop_names:
+
+
+def _guards_tables(per_run: dict[str, list[dict[str, list[float]]]]) -> list[str]:
+    """One table per loop from the fresh runs' results (``_child``'s, per run)."""
+    out = []
+    for name, results in per_run.items():
         out += [
             f"### {name}",
             "",
             "| case | median per call | overhead: median of runs | min-max over runs |",
             "|---|---|---|---|",
         ]
-        results = per_run[name]
         verdict = ""
         for case, _, per_task in _guard_cases():
             base = "bare call" if per_task else "bare call, in sequence in one task"

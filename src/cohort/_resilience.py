@@ -74,16 +74,22 @@ class _LoopClock:
         return self.time()
 
 
-def _finished() -> asyncio.Future[None]:
-    """A future done with ``None``, for a guard's ``__aexit__`` to return.
+class _Guard:
+    """What the guards share: an ``__aexit__`` that returns a future done with ``None``.
 
     No guard waits on leaving its block, so ``__aexit__`` is a plain method that
-    returns this: awaiting a done future gives its result at once, on any loop,
-    without the coroutine an ``async def`` would make and run on every call.
+    returns ``self._finished or self._first_exit()``: awaiting a done future gives
+    its result at once, on any loop, without the coroutine an ``async def`` would
+    make and run on every call.
     """
-    finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    finished.set_result(None)
-    return finished
+
+    _finished: asyncio.Future[None] | None = None  # made on the first exit
+
+    def _first_exit(self) -> asyncio.Future[None]:
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        finished.set_result(None)
+        self._finished = finished
+        return finished
 
 
 def _failure_test(on: object) -> Callable[[BaseException], bool]:
@@ -122,7 +128,7 @@ class BreakerStatistics:
     retry_after: float  # seconds until an open breaker lets a probe through (0 otherwise)
 
 
-class CircuitBreaker:
+class CircuitBreaker(_Guard):
     """Stop calling a backend that keeps failing; let it recover; probe; resume.
 
     Args:
@@ -210,7 +216,6 @@ class CircuitBreaker:
         self._nested: dict[asyncio.Task[Any], list[int]] = {}
         self._inflight = self._stale = 0
         self._plain = True  # closed, nothing _stale, no ticket kept: the common case
-        self._finished: asyncio.Future[None] | None = None  # what __aexit__ returns
         # Ended calls are the successes plus the failures: no third counter to keep.
         self._successes = self._n_failures = self._rejected = self._opened = 0
 
@@ -379,10 +384,7 @@ class CircuitBreaker:
             recent.append(False)
         else:
             self._exit(exc)
-        finished = self._finished
-        if finished is None:
-            finished = self._finished = _finished()
-        return finished
+        return self._finished or self._first_exit()
 
     def _exit(self, exc: BaseException | None) -> None:
         """The outcome of a call that leaves ``async with`` other than in the common case."""
@@ -443,7 +445,7 @@ class CircuitBreaker:
 # -- rate limiter -------------------------------------------------------------------------
 
 
-class RateLimiter:
+class RateLimiter(_Guard):
     """A token bucket: at most ``max_per_second`` on average, bursts of up to ``burst``.
 
     ``await limiter.acquire()`` (or ``async with limiter:``) takes a token,
@@ -456,12 +458,11 @@ class RateLimiter:
         rate = check_seconds("max_per_second", max_per_second, zero=False, inf=False)
         self._rate = rate
         self._burst = check_count("burst", burst)
-        self._tokens = float(self._burst)
+        self._full = self._tokens = float(self._burst)  # a float: compared on every entry
         self._stamp = -math.inf  # loop time of the last refill (none yet: the bucket is full)
         self._waiters: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._clock = _LoopClock()
-        self._finished: asyncio.Future[None] | None = None  # what __aexit__ returns
 
     def __repr__(self) -> str:
         waiting = len(self._waiters)
@@ -469,7 +470,7 @@ class RateLimiter:
 
     def _refill(self, now: float) -> None:
         tokens = self._tokens + (now - self._stamp) * self._rate
-        self._tokens = tokens if tokens < self._burst else self._burst
+        self._tokens = tokens if tokens < self._full else self._full
         self._stamp = now
 
     async def acquire(self, tokens: int = 1) -> None:
@@ -533,10 +534,10 @@ class RateLimiter:
             loop = clock.loop
             now = clock.now() if loop is None or not loop.is_running() else clock.time()
             tokens = self._tokens + (now - self._stamp) * self._rate
-            if tokens > self._burst:
-                tokens = self._burst
-            if tokens >= 1 - 1e-9:
-                self._tokens = tokens - 1
+            if tokens > self._full:
+                tokens = self._full
+            if tokens >= 1.0 - 1e-9:
+                self._tokens = tokens - 1.0
                 self._stamp = now
                 return self
         await self.acquire()
@@ -548,10 +549,7 @@ class RateLimiter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> Awaitable[None]:
-        finished = self._finished
-        if finished is None:
-            finished = self._finished = _finished()
-        return finished
+        return self._finished or self._first_exit()
 
     def __enter__(self) -> NoReturn:
         raise TypeError(f"{self!r} paces async calls: write `async with limiter:`, not `with`")
@@ -574,7 +572,7 @@ class BulkheadStatistics:
     mean_hold: float  # seconds a call holds its place (moving average)
 
 
-class Bulkhead:
+class Bulkhead(_Guard):
     """At most ``max_concurrent`` calls at once, ``max_queue`` more waiting, the rest rejected.
 
     A slow dependency then takes only its own places, not every worker of the
@@ -599,7 +597,6 @@ class Bulkhead:
         self._stamp = 0.0
         self._admitted = self._rejected = 0
         self._clock = _LoopClock()  # read only with a queue, for the mean hold
-        self._finished: asyncio.Future[None] | None = None  # what __aexit__ returns
 
     def __repr__(self) -> str:
         return (
@@ -674,10 +671,7 @@ class Bulkhead:
                 self._done //= 2
                 self._busy /= 2
             self._release()
-        finished = self._finished
-        if finished is None:
-            finished = self._finished = _finished()
-        return finished
+        return self._finished or self._first_exit()
 
     def _release(self) -> None:
         while self._queue:
