@@ -909,6 +909,31 @@ async def test_bulkhead_cancelled_waiter_and_cancelled_holder_free_their_places(
 
 
 @vc
+async def test_a_bulkhead_waiter_cancelled_as_the_holder_leaves_raises_its_cancellation() -> None:
+    bulkhead = cohort.Bulkhead(1, max_queue=1)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with bulkhead:
+            await release.wait()
+
+    async def wait() -> None:
+        async with bulkhead:
+            pass
+
+    holder = asyncio.create_task(hold())
+    waiter = asyncio.create_task(wait())
+    await wait_all_tasks_blocked()
+    release.set()  # the holder runs first: it leaves, passing over the cancelled waiter
+    waiter.cancel()
+    await holder
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    stats = bulkhead.statistics()
+    assert (stats.active, stats.queued, stats.admitted) == (0, 0, 1)
+
+
+@vc
 async def test_bulkhead_per_key_is_made_on_demand_and_dropped_when_idle() -> None:
     per_host = cohort.Bulkhead.per_key(1)
     async with per_host("a"), per_host("b"):

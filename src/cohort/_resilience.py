@@ -623,7 +623,7 @@ class Bulkhead(_Guard):
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
                     self._release()  # handed a place as it was cancelled: pass it on
-                else:
+                elif waiter in self._queue:  # (a release may have passed over it already)
                     self._queue.remove(waiter)
                 raise
         self._admitted += 1
