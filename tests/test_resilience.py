@@ -842,6 +842,27 @@ def test_a_rate_limiter_entered_on_a_new_loop_reads_the_new_loops_clock() -> Non
     assert entered == [0.0, 1.0]
 
 
+def test_guards_entered_on_a_new_loop_after_their_first_loop_closed() -> None:
+    # Entering and leaving hand back futures made on the first loop (done ones).
+    breaker = cohort.CircuitBreaker()
+    limiter = cohort.RateLimiter(1000.0, burst=10)
+    bulkhead = cohort.Bulkhead(2, max_queue=1)
+
+    async def call() -> cohort.CircuitBreaker:
+        async with breaker as b, limiter as lim, bulkhead as bh:
+            assert lim is limiter and bh is bulkhead
+            return b
+
+    for _ in range(2):
+        loop = asyncio.new_event_loop()
+        try:
+            assert loop.run_until_complete(call()) is breaker
+        finally:
+            loop.close()
+    assert breaker.statistics().successes == 2
+    assert bulkhead.statistics().admitted == 2
+
+
 # -- bulkhead ---------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 from cohort import _scopes
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
@@ -75,21 +75,33 @@ class _LoopClock:
 
 
 class _Guard:
-    """What the guards share: an ``__aexit__`` that returns a future done with ``None``.
+    """What the guards share: ``async with`` without a coroutine per entry and exit.
 
     No guard waits on leaving its block, so ``__aexit__`` is a plain method that
-    returns ``self._finished or self._first_exit()``: awaiting a done future gives
-    its result at once, on any loop, without the coroutine an ``async def`` would
-    make and run on every call.
+    returns ``self._finished or self._first_exit()``, a future done with None:
+    awaiting a done future gives its result at once, on any loop, without the
+    coroutine an ``async def`` would make and run on every call. A breaker and
+    a rate limiter enter the same way in the common case, with a future done
+    with the guard itself (``_ready``; that future and the guard refer to each
+    other, so a dropped one is freed by the cycle collector). A bulkhead keeps
+    an ``async def __aenter__``: ``Bulkhead.per_key`` drops an idle one as soon
+    as nothing refers to it.
     """
 
     _finished: asyncio.Future[None] | None = None  # made on the first exit
+    _ready: asyncio.Future[Self] | None = None  # made on the first entry that needs it
 
     def _first_exit(self) -> asyncio.Future[None]:
         finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         finished.set_result(None)
         self._finished = finished
         return finished
+
+    def _first_ready(self) -> asyncio.Future[Self]:
+        ready: asyncio.Future[Self] = asyncio.get_running_loop().create_future()
+        ready.set_result(self)
+        self._ready = ready
+        return ready
 
 
 def _failure_test(on: object) -> Callable[[BaseException], bool]:
@@ -352,10 +364,15 @@ class CircuitBreaker(_Guard):
         self._done(ticket, None)
         return result
 
-    async def __aenter__(self) -> CircuitBreaker:
+    def __aenter__(self) -> Awaitable[CircuitBreaker]:
         if self._plain:
             self._inflight += 1  # the common case: no ticket to keep
-            return self
+        else:
+            self._enter()
+        return self._ready or self._first_ready()
+
+    def _enter(self) -> None:
+        """Admit a call that enters other than in the common case, and keep its ticket."""
         ticket = self._admit()
         task = asyncio.current_task()
         if task is None:
@@ -366,7 +383,6 @@ class CircuitBreaker(_Guard):
             self._nested.setdefault(task, []).append(entered[task])
         entered[task] = ticket
         self._plain = False
-        return self
 
     def __aexit__(
         self,
@@ -526,10 +542,10 @@ class RateLimiter(_Guard):
                 waiter.set_result(None)
         self._schedule(loop)
 
-    async def __aenter__(self) -> RateLimiter:
+    def __aenter__(self) -> Awaitable[RateLimiter]:
         if not self._waiters:
-            # The common case, without a second coroutine: _refill and a token, inline
-            # (as is self._clock.now(), and a conditional, not min(): once per call).
+            # The common case, without a coroutine: _refill and a token, inline (as is
+            # self._clock.now(), and a conditional, not min(): this runs once per call).
             clock = self._clock
             loop = clock.loop
             now = clock.now() if loop is None or not loop.is_running() else clock.time()
@@ -539,7 +555,10 @@ class RateLimiter(_Guard):
             if tokens >= 1.0 - 1e-9:
                 self._tokens = tokens - 1.0
                 self._stamp = now
-                return self
+                return self._ready or self._first_ready()
+        return self._wait()
+
+    async def _wait(self) -> RateLimiter:
         await self.acquire()
         return self
 
