@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NoReturn, Self, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from cohort import _scopes
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
@@ -74,34 +74,21 @@ class _LoopClock:
         return self.time()
 
 
-class _Guard:
-    """What the guards share: ``async with`` without a coroutine per entry and exit.
+def _resolved(value: T) -> asyncio.Future[T]:
+    """A future done with ``value``: what the guards' ``async with`` awaits.
 
-    No guard waits on leaving its block, so ``__aexit__`` is a plain method that
-    returns ``self._finished or self._first_exit()``, a future done with None:
-    awaiting a done future gives its result at once, on any loop, without the
-    coroutine an ``async def`` would make and run on every call. A breaker and
-    a rate limiter enter the same way in the common case, with a future done
-    with the guard itself (``_ready``; that future and the guard refer to each
-    other, so a dropped one is freed by the cycle collector). A bulkhead keeps
-    an ``async def __aenter__``: ``Bulkhead.per_key`` drops an idle one as soon
-    as nothing refers to it.
+    No guard waits on leaving its block, so each ``__aexit__`` is a plain method
+    that returns one future done with None, made on its first exit: awaiting a
+    done future gives its result at once, on any loop, without the coroutine an
+    ``async def`` would make and run on every call. A breaker and a rate limiter
+    enter the same way in the common case, with a future done with the guard
+    itself (that future and the guard refer to each other, so a dropped one is
+    freed by the cycle collector). A bulkhead keeps an ``async def __aenter__``:
+    ``Bulkhead.per_key`` drops an idle one as soon as nothing refers to it.
     """
-
-    _finished: asyncio.Future[None] | None = None  # made on the first exit
-    _ready: asyncio.Future[Self] | None = None  # made on the first entry that needs it
-
-    def _first_exit(self) -> asyncio.Future[None]:
-        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        finished.set_result(None)
-        self._finished = finished
-        return finished
-
-    def _first_ready(self) -> asyncio.Future[Self]:
-        ready: asyncio.Future[Self] = asyncio.get_running_loop().create_future()
-        ready.set_result(self)
-        self._ready = ready
-        return ready
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
 
 
 def _failure_test(on: object) -> Callable[[BaseException], bool]:
@@ -140,7 +127,7 @@ class BreakerStatistics:
     retry_after: float  # seconds until an open breaker lets a probe through (0 otherwise)
 
 
-class CircuitBreaker(_Guard):
+class CircuitBreaker:
     """Stop calling a backend that keeps failing; let it recover; probe; resume.
 
     Args:
@@ -228,6 +215,9 @@ class CircuitBreaker(_Guard):
         self._nested: dict[asyncio.Task[Any], list[int]] = {}
         self._inflight = self._stale = 0
         self._plain = True  # closed, nothing _stale, no ticket kept: the common case
+        # What __aenter__ (in the common case) and __aexit__ return: see _resolved.
+        self._ready: asyncio.Future[CircuitBreaker] | None = None
+        self._finished: asyncio.Future[None] | None = None
         # Ended calls are the successes plus the failures: no third counter to keep.
         self._successes = self._n_failures = self._rejected = self._opened = 0
 
@@ -402,6 +392,14 @@ class CircuitBreaker(_Guard):
             self._exit(exc)
         return self._finished or self._first_exit()
 
+    def _first_ready(self) -> asyncio.Future[CircuitBreaker]:
+        ready = self._ready = _resolved(self)
+        return ready
+
+    def _first_exit(self) -> asyncio.Future[None]:
+        finished = self._finished = _resolved(None)
+        return finished
+
     def _exit(self, exc: BaseException | None) -> None:
         """The outcome of a call that leaves ``async with`` other than in the common case."""
         if self._entered:
@@ -461,7 +459,7 @@ class CircuitBreaker(_Guard):
 # -- rate limiter -------------------------------------------------------------------------
 
 
-class RateLimiter(_Guard):
+class RateLimiter:
     """A token bucket: at most ``max_per_second`` on average, bursts of up to ``burst``.
 
     ``await limiter.acquire()`` (or ``async with limiter:``) takes a token,
@@ -479,6 +477,9 @@ class RateLimiter(_Guard):
         self._waiters: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._clock = _LoopClock()
+        # What __aenter__ (in the common case) and __aexit__ return: see _resolved.
+        self._ready: asyncio.Future[RateLimiter] | None = None
+        self._finished: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         waiting = len(self._waiters)
@@ -558,6 +559,14 @@ class RateLimiter(_Guard):
                 return self._ready or self._first_ready()
         return self._wait()
 
+    def _first_ready(self) -> asyncio.Future[RateLimiter]:
+        ready = self._ready = _resolved(self)
+        return ready
+
+    def _first_exit(self) -> asyncio.Future[None]:
+        finished = self._finished = _resolved(None)
+        return finished
+
     async def _wait(self) -> RateLimiter:
         await self.acquire()
         return self
@@ -591,7 +600,7 @@ class BulkheadStatistics:
     mean_hold: float  # seconds a call holds its place (moving average)
 
 
-class Bulkhead(_Guard):
+class Bulkhead:
     """At most ``max_concurrent`` calls at once, ``max_queue`` more waiting, the rest rejected.
 
     A slow dependency then takes only its own places, not every worker of the
@@ -616,6 +625,7 @@ class Bulkhead(_Guard):
         self._stamp = 0.0
         self._admitted = self._rejected = 0
         self._clock = _LoopClock()  # read only with a queue, for the mean hold
+        self._finished: asyncio.Future[None] | None = None  # what __aexit__ returns: _resolved
 
     def __repr__(self) -> str:
         return (
@@ -691,6 +701,10 @@ class Bulkhead(_Guard):
                 self._busy /= 2
             self._release()
         return self._finished or self._first_exit()
+
+    def _first_exit(self) -> asyncio.Future[None]:
+        finished = self._finished = _resolved(None)
+        return finished
 
     def _release(self) -> None:
         while self._queue:
