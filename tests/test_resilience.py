@@ -786,22 +786,32 @@ async def test_rate_limiter_multi_token_and_bad_arguments() -> None:
         cohort.RateLimiter(0)
 
 
+def entering(guard: Any) -> Any:
+    """One call through ``guard``: ``async with guard: pass``."""
+
+    async def call() -> None:
+        async with guard:
+            pass
+
+    return call
+
+
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: cohort.RateLimiter(1e6, burst=1000),
-        lambda: cohort.Bulkhead(10, max_queue=10),  # with a queue: it keeps the mean hold
+        lambda: entering(cohort.RateLimiter(1e6, burst=1000)),
+        lambda: cohort.RateLimiter(1e6, burst=1000).acquire,
+        lambda: entering(cohort.Bulkhead(10, max_queue=10)),  # it keeps the mean hold
     ],
-    ids=["rate_limiter", "bulkhead_with_a_queue"],
+    ids=["rate_limiter", "rate_limiter_acquire", "bulkhead_with_a_queue"],
 )
 async def test_a_guard_with_room_does_not_look_up_the_running_loop_per_call(
     make: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # On Python 3.11 each asyncio.get_running_loop() makes a getpid() system call:
     # the common case reads the clock of the loop it found on an earlier call.
-    guard = make()
-    async with guard:  # the first call finds the loop
-        pass
+    call = make()
+    await call()  # the first call finds the loop
     lookups = 0
     real = asyncio.get_running_loop
 
@@ -812,8 +822,7 @@ async def test_a_guard_with_room_does_not_look_up_the_running_loop_per_call(
 
     monkeypatch.setattr(asyncio, "get_running_loop", counting)
     for _ in range(50):
-        async with guard:
-            pass
+        await call()
     monkeypatch.undo()
     assert lookups == 0
 
@@ -850,7 +859,8 @@ def test_guards_entered_on_a_new_loop_after_their_first_loop_closed() -> None:
 
     async def call() -> cohort.CircuitBreaker:
         async with breaker as b, limiter as lim, bulkhead as bh:
-            assert lim is limiter and bh is bulkhead
+            assert lim is limiter
+            assert bh is bulkhead
             return b
 
     for _ in range(2):

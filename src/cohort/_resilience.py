@@ -496,11 +496,11 @@ class RateLimiter:
             tokens = check_count("tokens", tokens)
             if tokens > self._burst:
                 raise ValueError(f"cannot take {tokens} tokens at once: burst is {self._burst}")
-        loop = asyncio.get_running_loop()
-        self._refill(loop.time())
+        self._refill(self._clock.now())
         if not self._waiters and self._tokens >= tokens - 1e-9:
             self._tokens -= tokens
             return
+        loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         entry = (float(tokens), waiter)
         self._waiters.append(entry)
