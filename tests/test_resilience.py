@@ -786,6 +786,93 @@ async def test_rate_limiter_multi_token_and_bad_arguments() -> None:
         cohort.RateLimiter(0)
 
 
+def entering(guard: Any) -> Any:
+    """One call through ``guard``: ``async with guard: pass``."""
+
+    async def call() -> None:
+        async with guard:
+            pass
+
+    return call
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: entering(cohort.RateLimiter(1e6, burst=1000)),
+        lambda: cohort.RateLimiter(1e6, burst=1000).acquire,
+        lambda: entering(cohort.Bulkhead(10, max_queue=10)),  # it keeps the mean hold
+    ],
+    ids=["rate_limiter", "rate_limiter_acquire", "bulkhead_with_a_queue"],
+)
+async def test_a_guard_with_room_does_not_look_up_the_running_loop_per_call(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On Python 3.11 each asyncio.get_running_loop() makes a getpid() system call:
+    # the common case reads the clock of the loop it found on an earlier call.
+    call = make()
+    await call()  # the first call finds the loop
+    lookups = 0
+    real = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        nonlocal lookups
+        lookups += 1
+        return real()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counting)
+    for _ in range(50):
+        await call()
+    monkeypatch.undo()
+    assert lookups == 0
+
+
+def test_a_rate_limiter_entered_on_a_new_loop_reads_the_new_loops_clock() -> None:
+    limiter = cohort.RateLimiter(1.0, burst=1)
+    entered: list[float] = []
+
+    async def take(then_sleep: float) -> None:
+        async with limiter:
+            entered.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(then_sleep)
+
+    first = cohort.testing.VirtualClockLoop()
+    try:
+        first.run_until_complete(take(5.0))  # the bucket is empty at 0.0; this clock reads 5.0
+    finally:
+        first.close()
+    second = cohort.testing.VirtualClockLoop(start=0.5)
+    try:
+        # Half a token on this loop's clock: the token comes at 1.0, not at once
+        # (as the first loop's clock, left at 5.0, would have it).
+        second.run_until_complete(take(0.0))
+    finally:
+        second.close()
+    assert entered == [0.0, 1.0]
+
+
+def test_guards_entered_on_a_new_loop_after_their_first_loop_closed() -> None:
+    # Entering and leaving hand back futures made on the first loop (done ones).
+    breaker = cohort.CircuitBreaker()
+    limiter = cohort.RateLimiter(1000.0, burst=10)
+    bulkhead = cohort.Bulkhead(2, max_queue=1)
+
+    async def call() -> cohort.CircuitBreaker:
+        async with breaker as b, limiter as lim, bulkhead as bh:
+            assert lim is limiter
+            assert bh is bulkhead
+            return b
+
+    for _ in range(2):
+        loop = asyncio.new_event_loop()
+        try:
+            assert loop.run_until_complete(call()) is breaker
+        finally:
+            loop.close()
+    assert breaker.statistics().successes == 2
+    assert bulkhead.statistics().admitted == 2
+
+
 # -- bulkhead ---------------------------------------------------------------------------------
 
 
@@ -850,6 +937,31 @@ async def test_bulkhead_cancelled_waiter_and_cancelled_holder_free_their_places(
         holder.cancel()
     assert log == ["holder", "last"]
     assert bulkhead.statistics().active == 0
+
+
+@vc
+async def test_a_bulkhead_waiter_cancelled_as_the_holder_leaves_raises_its_cancellation() -> None:
+    bulkhead = cohort.Bulkhead(1, max_queue=1)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with bulkhead:
+            await release.wait()
+
+    async def wait() -> None:
+        async with bulkhead:
+            pass
+
+    holder = asyncio.create_task(hold())
+    waiter = asyncio.create_task(wait())
+    await wait_all_tasks_blocked()
+    release.set()  # the holder runs first: it leaves, passing over the cancelled waiter
+    waiter.cancel()
+    await holder
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    stats = bulkhead.statistics()
+    assert (stats.active, stats.queued, stats.admitted) == (0, 0, 1)
 
 
 @vc

@@ -51,6 +51,46 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
+class _LoopClock:
+    """The running loop's clock, read without looking the loop up on every reading.
+
+    ``asyncio.get_running_loop()`` makes a ``getpid()`` system call per lookup on
+    Python 3.11. A guard serves one loop at a time, so while the loop it found
+    last still runs, that is the loop calling; once it has stopped, the next
+    reading looks the running loop up again.
+    """
+
+    __slots__ = ("loop", "time")
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.time: Callable[[], float] = time.monotonic
+
+    def now(self) -> float:
+        loop = self.loop
+        if loop is None or not loop.is_running():
+            self.loop = loop = asyncio.get_running_loop()
+            self.time = clock_of(loop)
+        return self.time()
+
+
+def _resolved(value: T) -> asyncio.Future[T]:
+    """A future done with ``value``: what the guards' ``async with`` awaits.
+
+    No guard waits on leaving its block, so each ``__aexit__`` is a plain method
+    that returns one future done with None, made on its first exit: awaiting a
+    done future gives its result at once, on any loop, without the coroutine an
+    ``async def`` would make and run on every call. A breaker and a rate limiter
+    enter the same way in the common case, with a future done with the guard
+    itself (that future and the guard refer to each other, so a dropped one is
+    freed by the cycle collector). A bulkhead keeps an ``async def __aenter__``:
+    ``Bulkhead.per_key`` drops an idle one as soon as nothing refers to it.
+    """
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
+
+
 def _failure_test(on: object) -> Callable[[BaseException], bool]:
     kinds = check_exception_filter("on=", on)
     if isinstance(kinds, tuple):
@@ -174,7 +214,12 @@ class CircuitBreaker:
         self._entered: dict[asyncio.Task[Any], int] = {}
         self._nested: dict[asyncio.Task[Any], list[int]] = {}
         self._inflight = self._stale = 0
-        self._calls = self._successes = self._n_failures = self._rejected = self._opened = 0
+        self._plain = True  # closed, nothing _stale, no ticket kept: the common case
+        # What __aenter__ (in the common case) and __aexit__ return: see _resolved.
+        self._ready: asyncio.Future[CircuitBreaker] | None = None
+        self._finished: asyncio.Future[None] | None = None
+        # Ended calls are the successes plus the failures: no third counter to keep.
+        self._successes = self._n_failures = self._rejected = self._opened = 0
 
     def __repr__(self) -> str:
         return f"<cohort.CircuitBreaker {self.name!r} {self.state.value}>"
@@ -232,7 +277,6 @@ class CircuitBreaker:
                 self._n_failures += 1
             else:
                 self._successes += 1
-        self._calls += 1
         if not current:
             return  # it began before the last transition: its outcome is old news
         if self._state is _HALF_OPEN:
@@ -266,6 +310,11 @@ class CircuitBreaker:
         self._generation += 1
         self._stale += self._inflight
         self._inflight = 0
+        self._set_plain()
+
+    def _set_plain(self) -> None:
+        """After a change of state, of _stale or of _entered: is it the common case?"""
+        self._plain = self._state is _CLOSED and not self._stale and not self._entered
 
     def _move(self, new: CircuitState) -> None:
         old = self._state
@@ -305,10 +354,15 @@ class CircuitBreaker:
         self._done(ticket, None)
         return result
 
-    async def __aenter__(self) -> CircuitBreaker:
-        if self._state is _CLOSED and not self._stale and not self._entered:
+    def __aenter__(self) -> Awaitable[CircuitBreaker]:
+        if self._plain:
             self._inflight += 1  # the common case: no ticket to keep
-            return self
+        else:
+            self._enter()
+        return self._ready or self._first_ready()
+
+    def _enter(self) -> None:
+        """Admit a call that enters other than in the common case, and keep its ticket."""
         ticket = self._admit()
         task = asyncio.current_task()
         if task is None:
@@ -318,14 +372,36 @@ class CircuitBreaker:
         if task in entered:
             self._nested.setdefault(task, []).append(entered[task])
         entered[task] = ticket
-        return self
+        self._plain = False
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Awaitable[None]:
+        if exc is None and self._plain:
+            # The common case, inline: a ticketless call of a closed breaker succeeded.
+            self._inflight -= 1
+            self._successes += 1
+            recent = self._recent
+            if self._recent_failures and len(recent) == self._window and recent[0]:
+                self._recent_failures -= 1
+            recent.append(False)
+        else:
+            self._exit(exc)
+        return self._finished or self._first_exit()
+
+    def _first_ready(self) -> asyncio.Future[CircuitBreaker]:
+        ready = self._ready = _resolved(self)
+        return ready
+
+    def _first_exit(self) -> asyncio.Future[None]:
+        finished = self._finished = _resolved(None)
+        return finished
+
+    def _exit(self, exc: BaseException | None) -> None:
+        """The outcome of a call that leaves ``async with`` other than in the common case."""
         if self._entered:
             task = asyncio.current_task()
             ticket = self._entered.pop(task, None) if task is not None else None
@@ -335,23 +411,16 @@ class CircuitBreaker:
                     self._entered[task] = outer.pop()
                     if not outer:
                         del self._nested[task]
+                self._set_plain()
                 self._done(ticket, exc)
                 return
         if self._stale:  # entered without a ticket before the last transition
             self._stale -= 1
+            self._set_plain()
             self._done(-2, exc)  # generation -1: counted, moves nothing
             return
         self._inflight -= 1
-        if exc is None and self._state is _CLOSED:
-            # The common case, inline: a success in the window of a closed breaker.
-            self._calls += 1
-            self._successes += 1
-            recent = self._recent
-            if len(recent) == self._window and recent[0]:
-                self._recent_failures -= 1
-            recent.append(False)
-        else:
-            self._done(self._generation << 1, exc)
+        self._done(self._generation << 1, exc)
 
     def __enter__(self) -> NoReturn:
         raise TypeError(f"{self!r} guards async calls: write `async with breaker:`, not `with`")
@@ -376,7 +445,7 @@ class CircuitBreaker:
             retry_after = max(0.0, self._opened_at + self._recovery - self._clock())
         return BreakerStatistics(
             state=state,
-            calls=self._calls,
+            calls=self._successes + self._n_failures,
             successes=self._successes,
             failures=self._n_failures,
             rejected=self._rejected,
@@ -403,20 +472,22 @@ class RateLimiter:
         rate = check_seconds("max_per_second", max_per_second, zero=False, inf=False)
         self._rate = rate
         self._burst = check_count("burst", burst)
-        self._tokens = float(self._burst)
-        self._stamp: float | None = None  # loop time of the last refill
+        self._full = self._tokens = float(self._burst)  # a float: compared on every entry
+        self._stamp = -math.inf  # loop time of the last refill (none yet: the bucket is full)
         self._waiters: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._time: Callable[[], float] = time.monotonic
+        self._clock = _LoopClock()
+        # What __aenter__ (in the common case) and __aexit__ return: see _resolved.
+        self._ready: asyncio.Future[RateLimiter] | None = None
+        self._finished: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         waiting = len(self._waiters)
         return f"<cohort.RateLimiter {self._rate:g}/s burst={self._burst} waiting={waiting}>"
 
     def _refill(self, now: float) -> None:
-        if self._stamp is not None:
-            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        tokens = self._tokens + (now - self._stamp) * self._rate
+        self._tokens = tokens if tokens < self._full else self._full
         self._stamp = now
 
     async def acquire(self, tokens: int = 1) -> None:
@@ -425,11 +496,11 @@ class RateLimiter:
             tokens = check_count("tokens", tokens)
             if tokens > self._burst:
                 raise ValueError(f"cannot take {tokens} tokens at once: burst is {self._burst}")
-        loop = asyncio.get_running_loop()
-        self._refill(loop.time())
+        self._refill(self._clock.now())
         if not self._waiters and self._tokens >= tokens - 1e-9:
             self._tokens -= tokens
             return
+        loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         entry = (float(tokens), waiter)
         self._waiters.append(entry)
@@ -472,22 +543,41 @@ class RateLimiter:
                 waiter.set_result(None)
         self._schedule(loop)
 
-    async def __aenter__(self) -> RateLimiter:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._loop, self._time = loop, clock_of(loop)
-        now = self._time()
-        if not self._waiters and self._stamp is not None:
-            tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-            if tokens >= 1 - 1e-9:  # the common case, without a second coroutine
-                self._tokens = tokens - 1
+    def __aenter__(self) -> Awaitable[RateLimiter]:
+        if not self._waiters:
+            # The common case, without a coroutine: _refill and a token, inline (as is
+            # self._clock.now(), and a conditional, not min(): this runs once per call).
+            clock = self._clock
+            loop = clock.loop
+            now = clock.now() if loop is None or not loop.is_running() else clock.time()
+            tokens = self._tokens + (now - self._stamp) * self._rate
+            if tokens > self._full:
+                tokens = self._full
+            if tokens >= 1.0 - 1e-9:
+                self._tokens = tokens - 1.0
                 self._stamp = now
-                return self
+                return self._ready or self._first_ready()
+        return self._wait()
+
+    def _first_ready(self) -> asyncio.Future[RateLimiter]:
+        ready = self._ready = _resolved(self)
+        return ready
+
+    def _first_exit(self) -> asyncio.Future[None]:
+        finished = self._finished = _resolved(None)
+        return finished
+
+    async def _wait(self) -> RateLimiter:
         await self.acquire()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Awaitable[None]:
+        return self._finished or self._first_exit()
 
     def __enter__(self) -> NoReturn:
         raise TypeError(f"{self!r} paces async calls: write `async with limiter:`, not `with`")
@@ -534,6 +624,8 @@ class Bulkhead:
         self._done = 0
         self._stamp = 0.0
         self._admitted = self._rejected = 0
+        self._clock = _LoopClock()  # read only with a queue, for the mean hold
+        self._finished: asyncio.Future[None] | None = None  # what __aexit__ returns: _resolved
 
     def __repr__(self) -> str:
         return (
@@ -548,7 +640,7 @@ class Bulkhead:
     async def __aenter__(self) -> Bulkhead:
         if self._active < self._max and not self._queue:
             if self._max_queue:
-                self._account(asyncio.get_running_loop().time())
+                self._account(self._clock.now())
             self._active += 1
         else:
             loop = asyncio.get_running_loop()
@@ -560,7 +652,7 @@ class Bulkhead:
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
                     self._release()  # handed a place as it was cancelled: pass it on
-                else:
+                elif waiter in self._queue:  # (a release may have passed over it already)
                     self._queue.remove(waiter)
                 raise
         self._admitted += 1
@@ -594,15 +686,25 @@ class Bulkhead:
                     f"the deadline ({max(0.0, deadline - loop.time()):.3g} s away)"
                 )
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._done += 1
-        if not self._max_queue:  # the common case, inline: no waiters, no estimate
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Awaitable[None]:
+        if not self._max_queue:  # the common case, inline: no waiters, no estimate to keep
             self._active -= 1
-            return
-        if self._done >= 256:
-            self._done //= 2
-            self._busy /= 2
-        self._release()
+        else:
+            self._done += 1
+            if self._done >= 256:
+                self._done //= 2
+                self._busy /= 2
+            self._release()
+        return self._finished or self._first_exit()
+
+    def _first_exit(self) -> asyncio.Future[None]:
+        finished = self._finished = _resolved(None)
+        return finished
 
     def _release(self) -> None:
         while self._queue:
@@ -611,7 +713,7 @@ class Bulkhead:
                 waiter.set_result(None)  # the place goes to the next waiter
                 return
         if self._max_queue:  # without a queue there is no wait to estimate
-            self._account(asyncio.get_running_loop().time())
+            self._account(self._clock.now())
         self._active -= 1
 
     def __enter__(self) -> NoReturn:
