@@ -274,14 +274,20 @@ def demo_expectations(docs: int, seed: int) -> tuple[int, int]:
 QUORUM_AND_ALL = ["+ quorum reads", "+ hedging, mirror race"]
 
 
-# The outage drill runs on the real clock, 2 x 3.5 s by default; 1.4 s runs still
-# open the breaker (the drill's timeline is checked on the virtual clock in
-# test_examples_fanout). The demo with its defaults runs under `make soak`.
+# The outage drill runs on the real clock, 2 x 3.5 s by default. What the breaker
+# does in it is checked exactly on the virtual clock (test_examples_fanout); here
+# 1.4 s runs show that the part runs and reports, whatever the machine's load.
+# The demo with its defaults, breaker checks included, runs under `make soak`.
 SHORT_DRILL = ("--drill-seconds", "1.4")
 
 
 def check_demo(
-    result: subprocess.CompletedProcess[str], requests: int, docs: int, seed: int
+    result: subprocess.CompletedProcess[str],
+    requests: int,
+    docs: int,
+    seed: int,
+    *,
+    breaker_checks: bool,
 ) -> None:
     """The whole demo ran: the fan-out table, the outage drill, the ETL, the summary."""
     assert result.returncode == 0, result.stderr
@@ -292,7 +298,8 @@ def check_demo(
     # every strategy ran on the 3 key sets, and every request ended (medians)
     assert [row[32:].split()[:2] for row in table] == [["3", str(requests)]] * 3
     assert "2. Outage drill: catalog-1 answers 503" in out
-    assert "breaker open" in out  # the whole timeline: test_examples_fanout, virtual clock
+    assert " s  catalog-1 goes down (answers 503)\n" in out
+    assert " s  catalog-1 is back\n" in out
     assert f"3. ETL: fetch {docs} documents" in out
     rows, dead = demo_expectations(docs, seed)
     assert f"read {docs}: 0 succeeded, 0 dropped, {rows} done, {dead} failed, 0 cancelled" in out
@@ -307,8 +314,10 @@ def check_demo(
     )
     assert outage is not None, summary[1]
     with_breakers, failed_fast, without = map(int, outage.groups())
-    assert with_breakers < without
-    assert failed_fast > 0
+    if breaker_checks:
+        assert "breaker open" in out
+        assert with_breakers < without
+        assert failed_fast > 0
     assert summary[2].startswith(
         f"  etl: {docs} documents -> {rows} SQLite rows, {dead} dead letters"
     )
@@ -322,12 +331,13 @@ def check_demo(
 
 def test_demo_runs_the_fanout_load_and_the_etl_and_prints_its_summary() -> None:
     result = cohort_cli("demo", "--requests", "12", "--docs", "40", "--seed", "3", *SHORT_DRILL)
-    check_demo(result, requests=12, docs=40, seed=3)
+    check_demo(result, requests=12, docs=40, seed=3, breaker_checks=False)
 
 
 @pytest.mark.soak
 def test_demo_with_its_defaults_runs_and_prints_its_summary() -> None:
-    check_demo(cohort_cli("demo", timeout=300), requests=60, docs=120, seed=1)
+    result = cohort_cli("demo", timeout=300)
+    check_demo(result, requests=60, docs=120, seed=1, breaker_checks=True)
 
 
 def test_demo_load_over_https_runs_every_strategy_on_every_key_set_and_prints_medians(
