@@ -43,10 +43,12 @@ docs: $(STAMP)
 test: lint
 	@$(MAKE) --no-print-directory -j4 --output-sync=target typecheck docs pytest
 
-# Bytecode caches on even where the environment turns them off: the suite
-# starts a few hundred Python processes, and each would compile cohort again.
+# The suite in 2 processes (pytest-xdist): much of it waits on servers, worker
+# processes and subprocesses, so 2 pay even on 2 cores. Bytecode caches on even
+# where the environment turns them off: the suite starts a few hundred Python
+# processes, and each would compile cohort again.
 pytest: $(STAMP)
-	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n 2
 
 demo: $(DEMO_STAMP)
 	@echo "make demo: cohort demo: a web fan-out service under load (3 strategies x 3 key sets),"
