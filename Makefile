@@ -41,6 +41,8 @@ docs: $(STAMP)
 # of its time waiting on servers and worker processes, and the checkers fit in
 # those gaps even on 2 cores.
 test: lint
+	@echo "make test: mypy, pyright, the site and the suite (2 processes) side by side;"
+	@echo "  each one's output comes when it ends"
 	@$(MAKE) --no-print-directory -j4 --output-sync=target typecheck docs pytest
 
 # The suite in 2 processes (pytest-xdist): much of it waits on servers, worker
