@@ -47,8 +47,8 @@ test: lint
 
 # The suite in 2 processes (pytest-xdist): much of it waits on servers, worker
 # processes and subprocesses, so 2 pay even on 2 cores. Bytecode caches on even
-# where the environment turns them off: the suite starts a few hundred Python
-# processes, and each would compile cohort again.
+# where the environment turns them off: the suite starts many Python
+# processes (the CLI, examples, workers), and each would compile cohort again.
 pytest: $(STAMP)
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n 2
 
