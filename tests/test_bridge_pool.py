@@ -19,6 +19,7 @@ import pytest
 import _bridge_funcs as f
 import cohort
 from _bridge_util import WorkerSignal, assert_no_leaks, checked_pool, gone, snapshot
+from _util import until
 from cohort.bridge import PoolStatistics, ProcessPool
 
 
@@ -209,9 +210,23 @@ async def test_killed_worker_reports_the_signal() -> None:
         assert await pool.run(f.add, 1, 2) == 3
 
 
+def _wait_gone(pid: int) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).wait(timeout=30)
+
+
 async def test_reply_written_before_death_still_counts() -> None:
     async with checked_pool(1) as pool:
-        assert await pool.run(f.reply_then_die, 5) == 5
+        pid = await pool.run(f.getpid)
+        call = asyncio.create_task(pool.run(f.reply_then_die, 5))
+        await until(lambda: pool.statistics().busy == 1)  # sent to the worker
+        # The loop blocked until the worker has replied and exited: the pool sees its
+        # reply and its exit at once, and reads the reply before it counts the crash.
+        _wait_gone(pid)
+        assert await call == 5
+        # Then a new worker takes the next call (one sent to the dying worker would
+        # fail with WorkerCrashedError).
+        await until(lambda: pool.statistics().crashes == 1)
         assert await pool.run(f.add, 1, 2) == 3
 
 

@@ -32,7 +32,7 @@ from cohort.examples.fanout.backends import (
     backend_app,
 )
 from cohort.examples.fanout.load import Record, percentile, run_load, summarize
-from cohort.examples.fanout.loadtest import LOAD_STRATEGIES, Run, load_test, make_run, medians
+from cohort.examples.fanout.loadtest import make_run
 from cohort.examples.fanout.oracle import Oracle
 from cohort.examples.fanout.plain import PlainService
 from cohort.examples.fanout.service import CALL_TIMEOUT, DEADLINE, Strategy
@@ -175,23 +175,6 @@ def test_the_plain_asyncio_service_answers_like_the_cohort_one(
 
     records = cohort.testing.run(run, autojump_threshold=AUTOJUMP)
     check(records, Oracle(DEFAULT_BACKENDS, SEED), ALL)
-
-
-def test_the_load_test_over_https_runs_every_strategy_on_every_key_set() -> None:
-    """Backends on HTTPS (a throw-away CA), services and backends in their own processes."""
-    seen: list[Run] = []
-    runs = cohort.run(
-        load_test(requests=4, concurrency=2, seeds=(1, 2), tls=True, on_run=seen.append)
-    )
-    assert runs == seen
-    assert sorted((r.label, r.keys) for r in runs) == sorted(
-        (label, keys) for label in LOAD_STRATEGIES for keys in ("s1", "s2")
-    )
-    assert all(r.summary.requests == 4 for r in runs)
-    # Every request got an answer from the service: 200, or the 502/504 it decided on.
-    assert {status for r in runs for status in r.statuses} <= {200, 502, 504}
-    assert all(sum(r.statuses.values()) == 4 for r in runs)
-    assert medians(runs).keys() == LOAD_STRATEGIES.keys()
 
 
 def test_the_script_runs_and_prints_the_comparison() -> None:

@@ -18,6 +18,7 @@ It needs the web extras (``pip install 'cohort[cli]'``) and no network.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -53,6 +54,14 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls", action="store_true", help="with --load: the backends serve HTTPS")
     parser.add_argument(
         "--docs", type=int, default=120, metavar="N", help="documents for the ETL (default 120)"
+    )
+    parser.add_argument(
+        "--drill-seconds",
+        type=float,
+        default=3.5,
+        metavar="S",
+        help="length of each outage-drill run; the replica is down from 1/7 to 4/7 of it "
+        "(default 3.5)",
     )
     parser.add_argument(
         "--seed", type=int, default=1, metavar="S", help="seed of the backends' behaviour"
@@ -154,15 +163,18 @@ async def _outage(args: argparse.Namespace, summary: _Summary) -> None:
     from cohort.examples.fanout.service import BREAKER_RECOVERY
 
     summary.part = "the outage drill"
+    until = args.drill_seconds
+    down_at, up_at = until / 7, until * 4 / 7
     print(
-        "\n2. Outage drill: catalog-1 answers 503 from 0.5 s to 2.0 s while requests arrive at\n"
-        "   50 per second; the same traffic without, then with the service's circuit breakers\n"
-        f"   (open after 5 failures in 20 calls, a probe every {BREAKER_RECOVERY:g} s when open):",
+        f"\n2. Outage drill: catalog-1 answers 503 from {down_at:.1f} s to {up_at:.1f} s of "
+        f"{until:g} s while\n   requests arrive at 50 per second; the same traffic without, "
+        "then with the service's\n   circuit breakers (open after 5 failures in 20 calls, "
+        f"a probe every {BREAKER_RECOVERY:g} s when open):",
         flush=True,
     )
     runs = []
     for guard in (False, True):
-        runs.append(await drill(args.seed, guard=guard))
+        runs.append(await drill(args.seed, guard=guard, down_at=down_at, up_at=up_at, until=until))
         summary.progress = f"outage drill: {len(runs)} of 2 runs finished"
     summary.progress = None
     plain, guarded = runs
@@ -336,6 +348,8 @@ def _check(args: argparse.Namespace) -> None:
     for name in ("requests", "concurrency", "docs"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
+    if not (math.isfinite(args.drill_seconds) and args.drill_seconds > 0):
+        raise UsageError("--drill-seconds must be a number of seconds above 0")
     missing: list[str] = []
     modules = ["starlette", "uvicorn", "httpx", "aiohttp"] + (["trustme"] if args.tls else [])
     for module in modules:
