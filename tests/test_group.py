@@ -636,6 +636,92 @@ async def test_child_errors_win_over_outside_cancellation(how: str) -> None:
 
 
 @vc
+async def test_body_error_keeps_an_outside_cancellation_that_came_during_the_exit_wait(
+    how: str,
+) -> None:
+    """The body fails, the group waits for a shielded child, the enclosing scope's
+    deadline passes during that wait: the body's error wins, the scope's
+    cancellation still ends the next await inside it."""
+
+    shielded = asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        with cohort.CancelScope(shield=True):
+            shielded.set()
+            await asyncio.sleep(2)
+
+    with cohort.move_on_after(1) as outer:
+        with pytest.raises(ExceptionGroup) as raised:
+            async with cohort.TaskGroup() as g:
+                start(g, how, slow_to_stop)
+                await shielded.wait()
+                raise ValueError("body")
+        await asyncio.sleep(10)  # the enclosing scope still gets its cancellation
+        pytest.fail("outer cancellation was lost")
+    assert [str(e) for e in raised.value.exceptions] == ["body"]
+    assert statuses(g) == [S.CANCELLED]
+    assert outer.cancelled_caught
+    assert now() == 2
+
+
+@vc
+async def test_child_errors_keep_an_outside_cancellation_raised_at_a_shields_exit(
+    how: str,
+) -> None:
+    """The enclosing scope's deadline passes while the body sits in a shield: the
+    children are cancelled at once (one fails), the cancellation is raised at the
+    shield's exit; the children's errors win, the scope still gets its cancellation."""
+
+    async def fails_when_cancelled() -> None:
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError:
+            raise ValueError("while cancelling") from None
+
+    with cohort.move_on_after(1) as outer:
+        with pytest.raises(ExceptionGroup) as raised:
+            async with cohort.TaskGroup() as g:
+                start(g, how, fails_when_cancelled)
+                with cohort.CancelScope(shield=True):
+                    await asyncio.sleep(2)
+        await asyncio.sleep(10)  # the enclosing scope still gets its cancellation
+        pytest.fail("outer cancellation was lost")
+    assert [str(e) for e in raised.value.exceptions] == ["while cancelling"]
+    assert statuses(g) == [S.FAILED]
+    assert outer.cancelled_caught
+    assert now() == 2
+
+
+@vc
+async def test_a_cancellation_the_body_caught_is_not_delivered_again_by_child_errors(
+    how: str,
+) -> None:
+    """Edge-triggered: the body catches the cancellation raised at its shield's
+    exit and ends normally; a child's error is raised and nothing cancels the
+    next await inside the enclosing scope a second time."""
+
+    async def fails_when_cancelled() -> None:
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError:
+            raise ValueError("while cancelling") from None
+
+    with cohort.move_on_after(1) as outer:
+        with pytest.raises(ExceptionGroup):
+            async with cohort.TaskGroup() as g:
+                start(g, how, fails_when_cancelled)
+                try:
+                    with cohort.CancelScope(shield=True):
+                        await asyncio.sleep(2)
+                except asyncio.CancelledError:
+                    pass
+        await asyncio.sleep(1)
+    assert statuses(g) == [S.FAILED]
+    assert not outer.cancelled_caught
+    assert now() == 3
+
+
+@vc
 async def test_deadlines_reach_children(how: str) -> None:
     seen: list[float] = []
 

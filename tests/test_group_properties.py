@@ -859,7 +859,6 @@ def test_policy_ignoring_the_timeout_can_still_stop_the_body_later() -> None:
     assert vrun(main) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="cohort loses the outer scope's cancellation here")
 def test_an_outer_deadline_as_the_group_exits_still_ends_the_wait_after_a_caught_error() -> None:
     """move_on_after(3.5) around a group whose error is caught inside the scope: the group
     exits at 3.5 and the scope's cancellation still ends the wait after the caught error.

@@ -888,20 +888,11 @@ class TaskGroup:
         policy = self._policy
         child_errors = self._errors_to_raise()
         if body_error is not None:
+            self._keep_outside_cancel(exc)
             raise BaseExceptionGroup(f"{self.name}: the body failed", [body_error, *child_errors])
         if self._outside_cancel:
             if child_errors:
-                # Errors win over the cancellation, as in asyncio.TaskGroup; the
-                # cancellation is not lost: a raw task.cancel() is delivered
-                # again at the next await (uncancel + cancel keeps the count, as
-                # asyncio does since gh-116720), and an enclosing cohort scope
-                # gets its own delivered again if it is still active then.
-                task = self._task
-                assert task is not None
-                if _scopes.foreign_cancels(task):
-                    task.uncancel()
-                    task.cancel()
-                _scopes.redeliver(task)
+                self._keep_outside_cancel(exc)
                 raise BaseExceptionGroup(f"{self.name}: children failed", child_errors)
             if isinstance(exc, _CancelledError):
                 return False
@@ -924,6 +915,28 @@ class TaskGroup:
             # their way out: never swallowed.
             raise BaseExceptionGroup(f"{self.name}: children failed", child_errors)
         return True
+
+    def _keep_outside_cancel(self, exc: BaseException | None) -> None:
+        """Errors win over an outside cancellation, as in asyncio.TaskGroup; the
+        cancellation is not lost: a raw task.cancel() is delivered again at the
+        next await (uncancel + cancel keeps the count, as asyncio does since
+        gh-116720), and an enclosing cohort scope gets its own delivered again
+        if it is still active then.
+
+        Only a ``CancelledError`` the group consumed (the body's, or one that
+        ended a wait for the children) is delivered again: a cancellation still
+        held back by a shield arrives on its own, and one the body caught stays
+        caught (edge-triggered)."""
+        if not self._outside_cancel or (
+            self._cancel_exc is None and not isinstance(exc, _CancelledError)
+        ):
+            return
+        task = self._task
+        assert task is not None
+        if _scopes.foreign_cancels(task):
+            task.uncancel()
+            task.cancel()
+        _scopes.redeliver(task)
 
     def _errors_to_raise(self) -> list[BaseException]:
         """Child errors the group raises, in spawn order: critical failures if the

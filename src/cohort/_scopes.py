@@ -589,12 +589,13 @@ def foreign_cancels(task: asyncio.Task[object]) -> int:
 
 def redeliver(task: asyncio.Task[object]) -> None:
     """Deliver again, at the task's next await, the cancellation of its innermost
-    cancelled scope (used when errors replaced a cancellation on its way out)."""
+    cancelled scope (used when errors replaced a cancellation on its way out):
+    one delivered through ``task.cancel()`` or raised at a shield's exit."""
     state = _state_var.get()
     if state is None or state.task is not task:
         return
     for scope in reversed(state.stack):
-        if scope._reason and scope._cancel_requests:
+        if scope._reason and (scope._cancel_requests or scope._raised):
             state.loop.call_soon(state.deliver_later, scope)
             return
         if scope._shield:
