@@ -219,6 +219,33 @@ async def test_a_source_error_fails_the_run_with_that_error() -> None:
         await plus_ten.run(asource())
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_items_read_before_the_source_failed_are_counted_and_end(kind: str) -> None:
+    @cohort.stage(workers=1, buffer=1)
+    async def stuck(x: int) -> int:
+        await asyncio.Event().wait()  # the source's failure cancels it
+        return x
+
+    def source() -> Iterator[int]:
+        yield from range(10)
+        raise LookupError("source broke")
+
+    async def asource() -> AsyncIterator[int]:
+        for i in range(10):
+            yield i
+        raise LookupError("source broke")
+
+    stream = stuck.stream(source() if kind == "sync" else asource())
+    with pytest.raises(LookupError, match="source broke"):
+        async with stream as outputs:
+            async for _ in outputs:
+                pass
+    report = stream.report
+    assert report is not None
+    assert report.read == 10
+    assert report.counts_add_up()
+
+
 async def test_fail_fast_reports_in_flight_items_as_cancelled() -> None:
     stream = (plus_ten | failing_on(500, workers=4)).stream(range(10_000))
     with pytest.raises(cohort.PipelineError):
@@ -359,8 +386,8 @@ async def test_a_stray_cancellation_from_the_source_fails_the_run_with_a_pipelin
     _check_stray_source_error(info.value)
     report = stream.report
     assert report is not None
-    # A sync source is read a chunk at a time: the chunk it failed in never entered.
-    assert report.read == (3 if kind == "async" else 0)
+    # The items read before the source failed are counted and end like the others.
+    assert report.read == 3
     assert report.counts_add_up()
 
 

@@ -22,7 +22,7 @@ import enum
 import inspect
 import itertools
 import reprlib
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence, Sized
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence, Sized
 from typing import Any
 
 from cohort import _scopes
@@ -214,12 +214,7 @@ class Engine:
             if isinstance(source, AsyncIterable):
                 await self._feed_async(source, first)
             else:
-                it = iter(source)
-                tally = self.tally
-                while vals := list(itertools.islice(it, CHUNK)):
-                    start = tally.read
-                    tally.read = start + len(vals)
-                    await first.put(list(range(start, tally.read)), vals)
+                await self._feed_sync(iter(source), first)
         except Exception as exc:
             if self.fatal is None:
                 self.fatal = exc
@@ -237,19 +232,49 @@ class Engine:
             raise self.fail_fast(error) from stray
         first.close()
 
+    async def _feed_sync(self, it: Iterator[Any], first: Channel) -> None:
+        tally = self.tally
+        while True:
+            vals: list[Any] = []
+            try:
+                # extend() keeps what the source yielded before it raised: those
+                # items were read, so they go in and end like any other.
+                vals.extend(itertools.islice(it, CHUNK))
+            except (Exception, asyncio.CancelledError):
+                if vals:
+                    await self._put_read(first, vals)
+                raise
+            if not vals:
+                return
+            await self._put_read(first, vals)
+
+    async def _put_read(self, first: Channel, vals: list[Any]) -> None:
+        start = self.tally.read
+        self.tally.read = start + len(vals)
+        await first.put(list(range(start, self.tally.read)), vals)
+
     async def _feed_async(self, source: AsyncIterable[Any], first: Channel) -> None:
         idxs: list[int] = []
         vals: list[Any] = []
         tally = self.tally
-        async for value in source:
-            idxs.append(tally.read)
-            vals.append(value)
-            tally.read += 1
-            # Hand items over at once while the first stage has room (it may be
-            # idle); accumulate a chunk while it is busy.
-            if len(idxs) >= CHUNK or first.size < first.capacity:
+        try:
+            async for value in source:
+                idxs.append(tally.read)
+                vals.append(value)
+                tally.read += 1
+                # Hand items over at once while the first stage has room (it may be
+                # idle); accumulate a chunk while it is busy.
+                if len(idxs) >= CHUNK or first.size < first.capacity:
+                    await first.put(idxs, vals)
+                    idxs, vals = [], []
+        except asyncio.CancelledError as exc:
+            if idxs and _scopes.stray(exc, "the source") is not None:
+                await first.put(idxs, vals)  # read before the source failed: they end too
+            raise
+        except Exception:
+            if idxs:
                 await first.put(idxs, vals)
-                idxs, vals = [], []
+            raise
         if idxs:
             await first.put(idxs, vals)
 
