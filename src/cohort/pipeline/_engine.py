@@ -233,7 +233,6 @@ class Engine:
         first.close()
 
     async def _feed_sync(self, it: Iterator[Any], first: Channel) -> None:
-        tally = self.tally
         while True:
             vals: list[Any] = []
             try:
