@@ -1,11 +1,12 @@
 """Large arguments and results through the process bridge, against its peers.
 
-Round trips of ``bytes`` and numpy arrays (100 B, 10 MB, 100 MB) through
+Round trips of ``bytes`` and numpy arrays (100 B, 100 KB, 10 MB, 100 MB) through
 ``ProcessPool.run``, ``anyio.to_process.run_sync`` and
 ``loop.run_in_executor(ProcessPoolExecutor)``, sequential, rounds interleaved
 on one loop; a map over 16 partitions of one 400 MB array passed by shared
 reference against the pure compute time; and peak memory per process of a
-100 MB round trip, measured in a fresh interpreter.
+100 MB round trip, measured in a fresh interpreter; and the crossover
+between the pipe and shared memory, each size forced both ways in one run.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ PEERS = ("anyio.to_process.run_sync", "run_in_executor(ProcessPoolExecutor)")
 
 def _round_trips(b: _Bench, rounds: int, quick: bool) -> list[str]:
     out: list[str] = []
-    sizes = [(100, 2000), (10 * MB, 5), (100 * MB, 1)]
+    sizes = [(100, 2000), (100_000, 200), (10 * MB, 5), (100 * MB, 1)]
     for size, calls in sizes:
         for kind in ("bytes", "numpy"):
             raw = os.urandom(size)
@@ -144,10 +145,78 @@ def _round_trips(b: _Bench, rounds: int, quick: bool) -> list[str]:
                 line += f"; {rate:.2f} GB/s both ways (target <= {target}x"
                 line += ", >= 1 GB/s" if size >= 100 * MB else ""
                 line += f": {_verdict(ok)})"
-            else:
+            elif size < 1000 and kind == "bytes":
+                ok = ratios[0] <= 0.4 and ratios[1] <= 0.25
+                line += f" (target <= 0.4x anyio, <= 0.25x ProcessPoolExecutor: {_verdict(ok)})"
+            elif size < 1000:
                 line += f" (target <= 0.5x anyio: {_verdict(ratios[0] <= 0.5)})"
+            else:
+                line += f" (target <= 0.5x ProcessPoolExecutor: {_verdict(ratios[1] <= 0.5)})"
             out += [line, ""]
     return out
+
+
+def set_oob_min(n: int) -> int:
+    """Set this process's shared-memory threshold (for the crossover sweep)."""
+    from cohort.bridge import _shm
+
+    _shm.OOB_MIN = n
+    return n
+
+
+def _crossover(rounds: int, quick: bool) -> list[str]:
+    """Pipe against shared memory at each size, forced both ways in the same run:
+    where the threshold (``_shm.OOB_MIN``) should be on this machine."""
+    import cohort
+    from cohort.bridge import _shm
+
+    sizes = [16 << 10, 64 << 10, 100_000, 128 << 10, 256 << 10, 512 << 10, 1 << 20]
+    if quick:
+        sizes = sizes[1::2]
+    default = _shm.OOB_MIN
+    out = [
+        "## Pipe or shared memory: the crossover (1 worker, each size forced both ways)",
+        "",
+        f"Threshold in use: {default:,} B. Cost per round trip, best and median over "
+        f"{rounds} interleaved rounds.",
+        "",
+        "| payload | size | pipe best / median | shared memory best / median | faster |",
+        "|---|---|---|---|---|",
+    ]
+    runner = asyncio.Runner()
+    pool = cohort.ProcessPool(1)
+
+    async def measure(payload: object, threshold: int, calls: int) -> float:
+        _shm.OOB_MIN = threshold
+        await pool.run(set_oob_min, threshold)
+        await pool.run(echo, payload)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            await pool.run(echo, payload)
+        return (time.perf_counter() - t0) / calls
+
+    try:
+        for kind in ("bytes", "numpy"):
+            for size in sizes:
+                raw = os.urandom(size)
+                payload: object = raw if kind == "bytes" else np.frombuffer(raw, np.uint8).copy()
+                calls = max(10, 4 * MB // size)
+                pipe: list[float] = []
+                shm: list[float] = []
+                for _ in range(rounds):
+                    pipe.append(runner.run(measure(payload, 1 << 62, calls)))
+                    shm.append(runner.run(measure(payload, 1, calls)))
+                p, m = statistics.median(pipe), statistics.median(shm)
+                out.append(
+                    f"| {kind} | {size:,} B | {min(pipe) * 1e6:.0f} / {p * 1e6:.0f} us | "
+                    f"{min(shm) * 1e6:.0f} / {m * 1e6:.0f} us | "
+                    f"{'pipe' if p <= m else 'shared memory'} |"
+                )
+    finally:
+        _shm.OOB_MIN = default
+        runner.run(pool.aclose())
+        runner.close()
+    return [*out, ""]
 
 
 def _shared_map(b: _Bench, rounds: int, quick: bool) -> list[str]:
@@ -306,6 +375,7 @@ def main(quick: bool) -> str:
         out += _shared_map(b, rounds, quick)
     finally:
         b.close()
+    out += _crossover(rounds, quick)
     out += _memory(100 if quick else 1000)
     out.append(f"_(suite ran {time.perf_counter() - t0:.0f} s)_")
     return "\n".join(out)

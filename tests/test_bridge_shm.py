@@ -532,3 +532,61 @@ def test_a_received_array_is_not_shared_with_a_forked_child() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert not back.any()  # the parent's array is its own
     back[0] = 1.0  # and writable
+
+
+async def test_small_calls_are_pickled_without_a_buffer_callback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call whose arguments and result are known to be small (scalars, strings,
+    short binary data, small plain arrays) is one plain pickle each way."""
+    from cohort.bridge import _wire
+
+    def refused(obj: object, **kw: object) -> object:
+        raise AssertionError("the out-of-band encoder ran for a small message")
+
+    for args in [(b"x" * 100,), (np.arange(10),), (1, 2.5, "s", None)]:
+        monkeypatch.setattr(_shm, "encode", refused)
+        frame = _wire.dumps_request(_wire.CALL, f.echo, args)
+        monkeypatch.undo()
+        assert isinstance(frame, bytes)
+        kind, fn, got = _shm.decode(frame[4:])
+        assert (kind, fn) == (_wire.CALL, f.echo)
+        assert [type(a) for a in got] == [type(a) for a in args]
+    async with checked_pool() as pool:
+        back = await pool.run(f.echo, np.arange(10))
+        assert back.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize("how", ["partial", "in a list", "object array", "bytes", "strided numpy"])
+def test_large_buffers_reach_shared_memory_whatever_holds_them(how: str) -> None:
+    """The small-call shortcut never takes a large buffer through the pipe."""
+    from cohort.bridge import _wire
+
+    big = np.ones(BIG // 8)
+    fn: Any = f.echo
+    args: tuple[Any, ...]
+    if how == "partial":
+        fn, args = functools.partial(f.echo, big), ()
+    elif how == "in a list":
+        args = ([big],)
+    elif how == "object array":
+        holder = np.empty(1, dtype=object)
+        holder[0] = big
+        args = (holder,)
+    elif how == "bytes":
+        args = (bytes(BIG),)
+    else:
+        args = (big[::2],)
+    out = _wire.dumps_request(_wire.CALL, fn, args)
+    assert isinstance(out, _shm.Outbound)
+    out.release()
+
+
+async def test_worker_pipes_hold_a_megabyte_so_mid_size_payloads_cross_in_one_write() -> None:
+    from cohort.bridge import _wire
+
+    async with checked_pool() as pool:
+        sizes = await pool.run(f.pipe_sizes, None)
+        assert sizes.count(_wire.PIPE_SIZE) >= 2  # its request and its reply pipe
+        payload = os.urandom(SMALL * 3)  # under the threshold: through the pipe
+        assert await pool.run(f.echo, payload) == payload

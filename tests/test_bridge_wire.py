@@ -54,3 +54,22 @@ def test_a_reply_that_cannot_be_unpickled_is_a_serialization_error() -> None:
     kind, value = _wire.loads_reply(b"not a pickle", abs)
     assert kind == _wire.FAIL
     assert isinstance(value, cohort.SerializationError)
+
+
+def test_a_lambda_is_refused_after_a_plain_function_was_accepted() -> None:
+    """Accepting a function is remembered; refusing anything else is not affected."""
+    _wire.check_callable(pickle.dumps)
+    _wire.check_callable(test_a_lambda_is_refused_after_a_plain_function_was_accepted)
+    _wire.check_callable(test_a_lambda_is_refused_after_a_plain_function_was_accepted)
+    with pytest.raises(cohort.SerializationError, match="lambda"):
+        _wire.check_callable(lambda: None)
+    with pytest.raises(cohort.SerializationError, match="lambda"):
+        _wire.check_callable(lambda: None)
+
+
+def test_one_whole_frame_and_then_pieces() -> None:
+    reader = _wire.FrameReader()
+    one, two = _wire.frame("one"), _wire.frame("two")
+    assert [pickle.loads(m) for m in reader.feed(one)] == ["one"]
+    assert reader.feed(two[:3]) == []
+    assert [pickle.loads(m) for m in reader.feed(two[3:] + one)] == ["two", "one"]

@@ -570,6 +570,8 @@ class ProcessPool:
         assert self._loop is not None
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
+        _wire.widen(req_w)
+        _wire.widen(rep_w)
         child_req = Connection(req_r, writable=False)
         child_rep = Connection(rep_w, readable=False)
         family = _shm.worker_family(self._prefix, next(self._worker_numbers))

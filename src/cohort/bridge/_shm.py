@@ -151,6 +151,32 @@ def wrap(x: Any) -> Any:
     return _wrap(x) if AVAILABLE and type(x) in _WRAPPED else x
 
 
+_SCALARS = frozenset({int, float, complex, bool, type(None), str})
+
+
+def small(x: Any) -> bool:
+    """Whether ``x`` is known to pickle with no buffer that could go out of band.
+
+    Scalars, strings (never out of band), ``bytes``/``bytearray`` under
+    ``OOB_MIN`` (never wrapped) and numpy arrays of plain values under
+    ``OOB_MIN``; anything else (containers, other objects) may hold a large
+    buffer somewhere inside. Such a message needs no ``buffer_callback``:
+    its plain pickle is what :func:`encode` would make, made faster.
+    """
+    t = type(x)
+    if t in _SCALARS:
+        return True
+    if t is bytes or t is bytearray:
+        return len(x) < OOB_MIN
+    numpy = sys.modules.get("numpy")
+    return (
+        numpy is not None
+        and t is numpy.ndarray
+        and x.nbytes < OOB_MIN
+        and not x.dtype.hasobject  # its items are pickled one by one, and may be large
+    )
+
+
 class Outbound:
     """A message whose large buffers still live in the sender's objects.
 

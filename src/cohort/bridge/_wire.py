@@ -15,6 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 import inspect
 import pickle
 import struct
@@ -31,6 +36,8 @@ from cohort.bridge import _shm
 
 HEADER = struct.Struct("<I")
 _pack = HEADER.pack
+_unpack_from = HEADER.unpack_from
+_dumps = pickle.dumps
 READ_SIZE = 64 * 1024  # below 128 KiB on purpose, see the module docstring
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -46,14 +53,36 @@ INIT_FAILED = 3  # (INIT_FAILED, RemoteFailure)
 UNPICKLABLE = 4  # (UNPICKLABLE, message): result or request could not be (un)pickled
 
 
+PIPE_SIZE = 1 << 20  # bytes a pipe holds (Linux's default, 64 KiB, is the floor for
+# payloads under the shared-memory threshold: the writer waits for the reader at every 64 KiB)
+
+
+def widen(fd: int) -> None:
+    """Let pipe ``fd`` hold ``PIPE_SIZE`` bytes, where the system allows it
+    (Linux, within ``/proc/sys/fs/pipe-max-size`` and the user's pipe quota)."""
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+    if setpipe is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setpipe, PIPE_SIZE)
+
+
 def frame(obj: Any) -> bytes:
     """Pickle ``obj`` and prefix it with its length."""
     payload = pickle.dumps(obj, PROTOCOL)
     return HEADER.pack(len(payload)) + payload
 
 
-def encode(obj: Any) -> bytes | _shm.Outbound:
-    """A frame for ``obj``, or, when it is large, an ``Outbound`` to :func:`finish` at send time."""
+def encode(obj: Any, *, small: bool = False) -> bytes | _shm.Outbound:
+    """A frame for ``obj``, or, when it is large, an ``Outbound`` to :func:`finish` at send time.
+
+    ``small``: ``obj`` is known to hold no buffer that could go out of band
+    (see ``_shm.small``), so a plain pickle is tried first: what a small call
+    costs matters, and the ``buffer_callback`` is most of it.
+    """
+    if small:
+        payload = _dumps(obj, PROTOCOL)
+        if len(payload) < _shm.OOB_MIN:
+            return _pack(len(payload)) + payload
     out = _shm.encode(obj)
     if out.__class__ is bytes:
         return _pack(len(out)) + out
@@ -98,6 +127,8 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf
+        if not buf and len(data) >= 4 and _unpack_from(data)[0] == len(data) - 4:
+            return [data[4:]]  # one whole frame, the usual case: one copy, not three
         buf += data
         out: list[bytes] = []
         pos = 0
@@ -183,8 +214,19 @@ def check_plain(fn: Any) -> None:
         )
 
 
+_accepted: Any = None  # the plain function check_callable() accepted last
+
+
 def check_callable(fn: Any) -> None:
-    """Refuse at submit time what cannot reach a worker by reference: lambdas and closures."""
+    """Refuse at submit time what cannot reach a worker by reference: lambdas and closures.
+
+    A plain function accepted once is accepted again at once: a loop of small
+    calls checks its function once (only functions are remembered; a
+    ``partial`` may hold large arguments and is checked each time).
+    """
+    global _accepted
+    if fn is _accepted:
+        return
     inner = fn
     while isinstance(inner, functools.partial):
         inner = inner.func
@@ -204,6 +246,8 @@ def check_callable(fn: Any) -> None:
                 "move it to module level and pass what it captured as arguments "
                 "(or bind them with functools.partial)"
             )
+        if inner is fn:
+            _accepted = fn
 
 
 def dumps_request(kind: int, fn: Any, args: Any) -> bytes | _shm.Outbound:
@@ -212,7 +256,11 @@ def dumps_request(kind: int, fn: Any, args: Any) -> bytes | _shm.Outbound:
     try:
         # Only a call's arguments are looked at: a chunk may hold thousands of tiny
         # items, and a large one among them still reaches shared memory (in the pickle).
-        return encode((kind, fn, _shm.wrap_all(args) if kind == CALL else args))
+        if kind != CALL:
+            return encode((kind, fn, args))
+        # A function goes by reference; a partial may hold large arguments of its own.
+        small = type(fn) is types.FunctionType and all(map(_shm.small, args))
+        return encode((kind, fn, args if small else _shm.wrap_all(args)), small=small)
     except Exception as exc:
         raise _request_error(kind, fn, args, exc) from exc
 

@@ -203,15 +203,18 @@ def _handle(data: bytes, segment: str, scratch: _shm.Scratch) -> bytes | None:
         _shared.forget(fn)
         return b""
     fn = getattr(fn, "_cohort_cpu_target", fn)
+    small = False
     if kind == _wire.CALL:
         try:
-            reply: tuple[int, Any] = (_wire.OK, _shm.wrap(fn(*args)))
+            value = fn(*args)
+            small = _shm.small(value)
+            reply: tuple[int, Any] = (_wire.OK, value if small else _shm.wrap(value))
         except BaseException as exc:
             reply = (_wire.FAIL, RemoteFailure.capture(exc))
     else:
         reply = (_wire.OK, _run_chunk(fn, args))
     try:
-        out = _wire.encode(reply)
+        out = _wire.encode(reply, small=small)
         if isinstance(out, bytes):
             return out
         with _creating:
@@ -240,10 +243,11 @@ def _run_chunk(
 
 
 def _write(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view[:READ_SIZE])
-        view = view[n:]
+    n = os.write(fd, data)  # all of it, usually: the pipe holds _wire.PIPE_SIZE
+    if n < len(data):
+        view = memoryview(data)[n:]
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 __all__ = ["worker_main"]
