@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, assert_type
@@ -287,6 +288,41 @@ async def test_workers_run_concurrently() -> None:
     start = now()
     await sleepy.run(range(100))
     assert now() - start == pytest.approx(10)
+
+
+async def test_a_stage_that_only_yields_to_the_loop_takes_chunks_however_busy_the_loop() -> None:
+    # Its calls never wait on anything, so workers running them side by side gain
+    # nothing: a worker takes runs of items, although each call stays suspended
+    # long (over 1 ms: another task holds the loop up at every turn).
+    import time
+
+    done = False
+    by_task: dict[asyncio.Task[Any] | None, list[int]] = {}
+
+    async def hog() -> None:
+        while not done:
+            until = time.perf_counter() + 1.2e-3
+            while time.perf_counter() < until:
+                pass
+            await asyncio.sleep(0)
+
+    @cohort.stage(workers=4)
+    async def yielding(i: int) -> int:
+        by_task.setdefault(asyncio.current_task(), []).append(i)
+        await asyncio.sleep(0)
+        return i
+
+    hogging = asyncio.create_task(hog())
+    try:
+        report = await yielding.run(range(400), collect=False)
+    finally:
+        done = True
+        await hogging
+    assert report.succeeded == 400
+    # Items a worker took right after the one before it: nearly all in chunks of up
+    # to 64, far fewer when each idle worker is handed one item at a time.
+    in_runs = sum(b == a + 1 for items in by_task.values() for a, b in itertools.pairwise(items))
+    assert in_runs > 0.8 * 400
 
 
 async def test_many_drop_and_generators() -> None:

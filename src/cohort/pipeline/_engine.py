@@ -22,7 +22,16 @@ import enum
 import inspect
 import itertools
 import reprlib
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence, Sized
+from collections.abc import (
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Sequence,
+    Sized,
+)
+from time import perf_counter
 from typing import Any
 
 from cohort import _scopes
@@ -38,7 +47,12 @@ from cohort.pipeline._retry import DROP, AttemptsFailed, Many, call_with_policy
 StagePlan = tuple[StageOptions, Callable[[Any], Awaitable[Any]]]
 
 CHUNK = 64  # most items a worker takes at once
-FAST = 50e-6  # mean seconds per call under which a stage's workers stop sharing chunks out
+# A stage's workers take all that is queued (up to CHUNK) once CALM sampled calls
+# in a row did not wait on a future, while the sampled calls ran on the loop for
+# under FAST seconds on average (a decaying mean, each sample counted up to 4 x FAST,
+# so that one call slowed by a garbage collection does not change the mode).
+CALM = 16
+FAST = 50e-6
 # Mean seconds per call under which a worker may take its share of a backlog
 # (an item then waits for at most a few such calls before it moves on).
 QUICK = 1e-3
@@ -283,6 +297,41 @@ def _labels(names: Sequence[str]) -> list[str]:
     return labels
 
 
+class _Probe:
+    """Awaits a coroutine as ``await`` would, noting whether it ever waited on a
+    future (a bare yield to the loop is not waiting) and the time it ran."""
+
+    __slots__ = ("coro", "own", "waited")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.own = 0.0  # seconds spent running the coroutine's steps
+        self.waited = False
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self.coro
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            t0 = perf_counter()
+            try:
+                signal = coro.send(sent) if thrown is None else coro.throw(thrown)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                self.own += perf_counter() - t0
+            thrown = None
+            if signal is not None:
+                self.waited = True
+            try:
+                sent = yield signal
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                sent, thrown = None, exc
+
+
 class StageRun:
     """One stage inside one run: its workers, reorder window and statistics."""
 
@@ -312,6 +361,8 @@ class StageRun:
         self.active = 0  # workers calling the function (the others share what is queued)
         self.items_in = self.items_out = self.failed = self.retried = self.dropped = 0
         self.processed = 0  # items whose call finished (in flight: items_in - processed)
+        self.calm = 0  # sampled calls in a row that never waited on a future (see _fast)
+        self.own = 0.0  # decaying mean of the sampled calls' time running on the loop
         self.busy = 0.0
         self.sampler = LatencySampler()
 
@@ -388,15 +439,23 @@ class StageRun:
             return inp.take_now(min(room, size))
 
     def _fast(self) -> bool:
-        """True once this stage's calls are known to be quick (mean under ``FAST``).
+        """True while this stage's calls are known not to need concurrent workers.
 
-        Quick calls barely wait, so one worker taking all that is queued (up to
-        ``CHUNK``) beats sharing it out: fewer, larger chunks. Slower calls are
-        taken one at a time, so that every idle worker gets one and they all
-        run concurrently (and a small input spreads over all workers).
+        A call that never waits on a future (it may yield to the loop, as
+        ``await asyncio.sleep(0)`` does) gains nothing from running beside
+        others on the same loop, and one that runs briefly does not hold the
+        loop up: one worker taking all that is queued (up to ``CHUNK``) beats
+        sharing it out, with fewer, larger chunks. Otherwise items are taken
+        one at a time, so that every idle worker gets one and they all run
+        concurrently (and a small input spreads over all workers).
+
+        The first call of every chunk is sampled (``_sample``), so the mode
+        follows the calls' behaviour both ways. It does not depend on how long
+        a call stays suspended: that time includes the other workers' turns,
+        which are longer while items are taken one at a time, so a wall-time
+        rule would keep a stage in the mode it started in.
         """
-        processed = self.processed
-        return processed >= CHUNK and self.busy < FAST * processed
+        return self.calm >= CALM and self.own < FAST
 
     def _quick(self) -> bool:
         """True once this stage's calls are known to take under ``QUICK`` on average."""
@@ -461,9 +520,14 @@ class StageRun:
         # chunk's first item (chunks of slow stages are small, so most are sampled).
         start = clock()
         sampled = False
+        first = True
         for i, x in zip(idxs, vals, strict=True):
             try:
-                y = await call(x)
+                if first:
+                    first = False
+                    y = await self._sample(call, x)
+                else:
+                    y = await call(x)
             except Exception as exc:
                 sampled = True
                 await self.fail([i], [x], exc)
@@ -488,6 +552,19 @@ class StageRun:
         self.busy += clock() - start
         self.items_out += len(ov)
         return oi, ov
+
+    async def _sample(self, call: Callable[[Any], Awaitable[Any]], value: Any) -> Any:
+        """Call once, driving the coroutine to see whether it waits and how long it runs."""
+        aw = call(value)
+        if not isinstance(aw, Coroutine):
+            self.calm = 0
+            return await aw
+        probe = _Probe(aw)
+        try:
+            return await probe
+        finally:
+            self.calm = 0 if probe.waited else self.calm + 1
+            self.own += (min(probe.own, 4 * FAST) - self.own) / 8
 
     async def process_batch(self, idxs: list[int], vals: list[Any]) -> tuple[list[int], list[Any]]:
         clock = self.engine.loop.time
