@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from numbers import Real
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, TypeGuard, overload
 
-__all__ = ["check_count", "check_flag", "check_seconds"]
+if TYPE_CHECKING:
+    from numbers import Real
+
+__all__ = ["check_count", "check_flag", "check_seconds", "is_real"]
 
 
 @overload
@@ -34,6 +36,17 @@ def check_count(name: str, value: object, *, least: int = 1, none: bool = False)
     if value < least:
         raise ValueError(f"{name} must be an int >= {least}{_or_none(none)}, got {value!r}")
     return value
+
+
+def is_real(value: object) -> TypeGuard[Real]:
+    """Whether ``value`` is a real number (``numbers.Real``), ``bool`` excepted."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    import numbers  # not imported with cohort: ints and floats need no ABC
+
+    return isinstance(value, numbers.Real)
 
 
 @overload
@@ -67,7 +80,7 @@ def check_seconds(
         if 0 < seconds < math.inf or (seconds == 0 and zero) or (seconds == math.inf and inf):
             return seconds
     what = f"a number of seconds {'>= 0' if zero else '> 0'}{_or_none(none)}"
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be {what}, got {value!r}")
     seconds = float(value)
     if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not zero):
