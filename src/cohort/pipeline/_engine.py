@@ -301,12 +301,13 @@ class _Probe:
     """Awaits a coroutine as ``await`` would, noting whether it ever waited on a
     future (a bare yield to the loop is not waiting) and the time it ran."""
 
-    __slots__ = ("coro", "own", "waited")
+    __slots__ = ("coro", "own", "waited", "yielded")
 
     def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self.coro = coro
         self.own = 0.0  # seconds spent running the coroutine's steps
-        self.waited = False
+        self.waited = False  # it waited on a future
+        self.yielded = False  # it was suspended, waiting or not
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro = self.coro
@@ -321,6 +322,7 @@ class _Probe:
             finally:
                 self.own += perf_counter() - t0
             thrown = None
+            self.yielded = True
             if signal is not None:
                 self.waited = True
             try:
@@ -353,6 +355,11 @@ class StageRun:
         self.slow = opts.timeout is not None or opts.retry is not None
         self.window = opts.window if opts.ordered else 0
         self.limit = opts.batch or CHUNK
+        # Calls that yield to the loop run side by side, and the more of them the
+        # fewer turns of the loop per item: a worker of an ordered stage then
+        # takes no more than its share of the window, which one chunk would fill.
+        self.share = max(1, self.window // opts.workers) if self.window else CHUNK
+        self.yields = False  # the last sampled call yielded to the loop
         self.next_release = 0
         self.pending: dict[int, tuple[int, list[int], list[Any]]] = {}
         self.releasing = False
@@ -408,6 +415,8 @@ class StageRun:
             if batch is None:
                 if self._fast():
                     n = min(room, size)  # quick calls: all that is queued
+                    if self.yields and n > self.share:
+                        n = self.share
                 elif self.active + 1 < self.alive or not self._quick():
                     # An idle worker could take the next one, or calls are slow:
                     # no item waits behind another.
@@ -564,6 +573,7 @@ class StageRun:
             return await probe
         finally:
             self.calm = 0 if probe.waited else self.calm + 1
+            self.yields = probe.yielded
             self.own += (min(probe.own, 4 * FAST) - self.own) / 8
 
     async def process_batch(self, idxs: list[int], vals: list[Any]) -> tuple[list[int], list[Any]]:
