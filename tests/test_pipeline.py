@@ -326,12 +326,12 @@ async def test_a_stage_that_only_yields_to_the_loop_takes_chunks_however_busy_th
 
 
 async def test_ordered_stages_that_yield_keep_every_worker_busy_once_they_take_chunks() -> None:
-    # Each worker takes its share of the reorder window (128 items / 4 workers),
+    # Each worker takes its share of the reorder window (128 items / 8 workers),
     # not a whole chunk of 64 that would leave room for two workers only.
     in_flight = 0
     most = 0
 
-    @cohort.stage(workers=4)
+    @cohort.stage(workers=8, buffer=120)  # window = buffer + workers
     async def yielding(i: int) -> int:
         nonlocal in_flight, most
         in_flight += 1
@@ -343,7 +343,7 @@ async def test_ordered_stages_that_yield_keep_every_worker_busy_once_they_take_c
 
     report = await yielding.run(range(3000))
     assert report.outputs == list(range(3000))
-    assert most == 4
+    assert most == 8
 
 
 async def test_many_drop_and_generators() -> None:

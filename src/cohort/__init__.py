@@ -136,11 +136,11 @@ __all__ = [
     "to_process",
 ]
 
-# Task groups, scopes and the helpers built on them are imported with cohort.
-# The process bridge, pipelines, Flow, retries and the resilience guards, the
-# synchronisation primitives, result streams and the task tree are imported on first use of one
-# of their names, so `import cohort` stays light (no multiprocessing, tempfile
-# or structlog); type checkers see plain imports.
+# Task groups, scopes, policies and the helpers built on them come with cohort.
+# The process bridge, pipelines, Flow, retries and resilience guards, the
+# synchronisation primitives, result streams and the task tree are imported at
+# the first use of one of their names, so that `import cohort` stays light (no
+# multiprocessing, tempfile or structlog); type checkers see plain imports.
 _LAZY = {
     "cohort._barrier": ("Barrier", "BarrierStatistics"),
     "cohort._flags": ("EventFlags", "EventFlagsStatistics"),
