@@ -32,6 +32,7 @@ from collections.abc import (
     Sized,
 )
 from time import perf_counter
+from types import CoroutineType
 from typing import Any
 
 from cohort import _scopes
@@ -53,6 +54,7 @@ CHUNK = 64  # most items a worker takes at once
 # so that one call slowed by a garbage collection does not change the mode).
 CALM = 16
 FAST = 50e-6
+SAMPLE_EVERY = 8  # chunks per sampled call once a stage is calm
 # Mean seconds per call under which a worker may take its share of a backlog
 # (an item then waits for at most a few such calls before it moves on).
 QUICK = 1e-3
@@ -298,40 +300,47 @@ def _labels(names: Sequence[str]) -> list[str]:
 
 
 class _Probe:
-    """Awaits a coroutine as ``await`` would, noting whether it ever waited on a
-    future (a bare yield to the loop is not waiting) and the time it ran."""
+    """Awaits a sampled call's coroutine as ``await`` would, then tells the stage
+    whether it ever waited on a future (a bare yield to the loop is not
+    waiting), whether it yielded at all, and how long it ran (see ``_fast``)."""
 
-    __slots__ = ("coro", "own", "waited", "yielded")
+    __slots__ = ("coro", "run")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def __init__(self, run: StageRun, coro: Coroutine[Any, Any, Any]) -> None:
+        self.run = run
         self.coro = coro
-        self.own = 0.0  # seconds spent running the coroutine's steps
-        self.waited = False  # it waited on a future
-        self.yielded = False  # it was suspended, waiting or not
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro = self.coro
         sent: Any = None
         thrown: BaseException | None = None
-        while True:
-            t0 = perf_counter()
-            try:
-                signal = coro.send(sent) if thrown is None else coro.throw(thrown)
-            except StopIteration as stop:
-                return stop.value
-            finally:
-                self.own += perf_counter() - t0
-            thrown = None
-            self.yielded = True
-            if signal is not None:
-                self.waited = True
-            try:
-                sent = yield signal
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                sent, thrown = None, exc
+        own = 0.0  # seconds spent running the coroutine's steps
+        waited = yielded = False
+        try:
+            while True:
+                t0 = perf_counter()
+                try:
+                    signal = coro.send(sent) if thrown is None else coro.throw(thrown)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    own += perf_counter() - t0
+                thrown = None
+                yielded = True
+                if signal is not None:
+                    waited = True
+                try:
+                    sent = yield signal
+                except GeneratorExit:
+                    coro.close()
+                    raise
+                except BaseException as exc:
+                    sent, thrown = None, exc
+        finally:
+            run = self.run
+            run.calm = 0 if waited else run.calm + 1
+            run.yields = yielded
+            run.own += (min(own, 4 * FAST) - run.own) / 8
 
 
 class StageRun:
@@ -369,6 +378,7 @@ class StageRun:
         self.items_in = self.items_out = self.failed = self.retried = self.dropped = 0
         self.processed = 0  # items whose call finished (in flight: items_in - processed)
         self.calm = 0  # sampled calls in a row that never waited on a future (see _fast)
+        self.chunks = 0  # chunks taken by process_items
         self.own = 0.0  # decaying mean of the sampled calls' time running on the loop
         self.busy = 0.0
         self.sampler = LatencySampler()
@@ -458,7 +468,8 @@ class StageRun:
         one at a time, so that every idle worker gets one and they all run
         concurrently (and a small input spreads over all workers).
 
-        The first call of every chunk is sampled (``_sample``), so the mode
+        The first call of a chunk is sampled (``_sample``; every chunk's until
+        the stage is calm, then every ``SAMPLE_EVERY``-th chunk's), so the mode
         follows the calls' behaviour both ways. It does not depend on how long
         a call stays suspended: that time includes the other workers' turns,
         which are longer while items are taken one at a time, so a wall-time
@@ -529,7 +540,10 @@ class StageRun:
         # chunk's first item (chunks of slow stages are small, so most are sampled).
         start = clock()
         sampled = False
-        first = True
+        # The chunk's first call is sampled (see _fast): every chunk's until the
+        # stage is calm, then every SAMPLE_EVERY-th chunk's (a sample costs a few us).
+        self.chunks += 1
+        first = self.calm < CALM or not self.chunks % SAMPLE_EVERY
         for i, x in zip(idxs, vals, strict=True):
             try:
                 if first:
@@ -562,19 +576,14 @@ class StageRun:
         self.items_out += len(ov)
         return oi, ov
 
-    async def _sample(self, call: Callable[[Any], Awaitable[Any]], value: Any) -> Any:
-        """Call once, driving the coroutine to see whether it waits and how long it runs."""
+    def _sample(self, call: Callable[[Any], Awaitable[Any]], value: Any) -> Awaitable[Any]:
+        """Call once, to be driven by a ``_Probe`` that sees whether it waits and how
+        long it runs (a call that returns no coroutine counts as waiting)."""
         aw = call(value)
-        if not isinstance(aw, Coroutine):
-            self.calm = 0
-            return await aw
-        probe = _Probe(aw)
-        try:
-            return await probe
-        finally:
-            self.calm = 0 if probe.waited else self.calm + 1
-            self.yields = probe.yielded
-            self.own += (min(probe.own, 4 * FAST) - self.own) / 8
+        if type(aw) is CoroutineType or isinstance(aw, Coroutine):
+            return _Probe(self, aw)
+        self.calm = 0
+        return aw
 
     async def process_batch(self, idxs: list[int], vals: list[Any]) -> tuple[list[int], list[Any]]:
         clock = self.engine.loop.time
