@@ -647,3 +647,18 @@ async def test_leaving_a_stream_early_closes_its_iterator() -> None:
     assert iterator.ag_frame is None  # closed
     assert stream.report is not None
     assert stream.report.counts_add_up()
+
+
+@vc
+async def test_a_stage_that_starts_waiting_shares_its_items_out_again() -> None:
+    @cohort.stage(workers=8, ordered=False)
+    async def turns_slow(i: int) -> int:
+        await asyncio.sleep(0 if i < 640 else 1)
+        return i
+
+    start = now()
+    report = await turns_slow.run(range(1280))
+    assert report.succeeded == 1280
+    # The chunks taken while calls were quick run to their end (64 s at most),
+    # then the other slow items go one at a time to 8 workers: not 64 in a row.
+    assert now() - start < 100
