@@ -659,6 +659,6 @@ async def test_a_stage_that_starts_waiting_shares_its_items_out_again() -> None:
     start = now()
     report = await turns_slow.run(range(1280))
     assert report.succeeded == 1280
-    # The chunks taken while calls were quick run to their end (64 s at most),
-    # then the other slow items go one at a time to 8 workers: not 64 in a row.
+    # A sampled call that waits ends chunk mode: the chunks already taken run to
+    # their end (64 s at most), then the slow items go one at a time to 8 workers.
     assert now() - start < 100

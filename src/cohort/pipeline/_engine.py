@@ -572,11 +572,7 @@ class StageRun:
             else:
                 oi.append(i)
                 ov.append(y)
-        took = clock() - start
-        self.busy += took
-        if took > QUICK * len(idxs):
-            # Slow calls, whichever chunks were sampled: share items out again.
-            self.calm = 0
+        self.busy += clock() - start
         self.items_out += len(ov)
         return oi, ov
 
