@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, assert_type
@@ -287,6 +288,62 @@ async def test_workers_run_concurrently() -> None:
     start = now()
     await sleepy.run(range(100))
     assert now() - start == pytest.approx(10)
+
+
+async def test_a_stage_that_only_yields_to_the_loop_takes_chunks_however_busy_the_loop() -> None:
+    # Its calls never wait on anything, so workers running them side by side gain
+    # nothing: a worker takes runs of items, although each call stays suspended
+    # long (over 1 ms: another task holds the loop up at every turn).
+    import time
+
+    done = False
+    by_task: dict[asyncio.Task[Any] | None, list[int]] = {}
+
+    async def hog() -> None:
+        while not done:
+            until = time.perf_counter() + 1.2e-3
+            while time.perf_counter() < until:
+                pass
+            await asyncio.sleep(0)
+
+    @cohort.stage(workers=4)
+    async def yielding(i: int) -> int:
+        by_task.setdefault(asyncio.current_task(), []).append(i)
+        await asyncio.sleep(0)
+        return i
+
+    hogging = asyncio.create_task(hog())
+    try:
+        report = await yielding.run(range(400), collect=False)
+    finally:
+        done = True
+        await hogging
+    assert report.succeeded == 400
+    # Items a worker took right after the one before it: nearly all in chunks of up
+    # to 64, far fewer when each idle worker is handed one item at a time.
+    in_runs = sum(b == a + 1 for items in by_task.values() for a, b in itertools.pairwise(items))
+    assert in_runs > 0.8 * 400
+
+
+async def test_ordered_stages_that_yield_keep_every_worker_busy_once_they_take_chunks() -> None:
+    # Each worker takes its share of the reorder window (128 items / 8 workers),
+    # not a whole chunk of 64 that would leave room for two workers only.
+    in_flight = 0
+    most = 0
+
+    @cohort.stage(workers=8, buffer=120)  # window = buffer + workers
+    async def yielding(i: int) -> int:
+        nonlocal in_flight, most
+        in_flight += 1
+        if i >= 1000:  # long after the stage took to chunks
+            most = max(most, in_flight)
+        await asyncio.sleep(0)
+        in_flight -= 1
+        return i
+
+    report = await yielding.run(range(3000))
+    assert report.outputs == list(range(3000))
+    assert most == 8
 
 
 async def test_many_drop_and_generators() -> None:
@@ -590,3 +647,18 @@ async def test_leaving_a_stream_early_closes_its_iterator() -> None:
     assert iterator.ag_frame is None  # closed
     assert stream.report is not None
     assert stream.report.counts_add_up()
+
+
+@vc
+async def test_a_stage_that_starts_waiting_shares_its_items_out_again() -> None:
+    @cohort.stage(workers=8, ordered=False)
+    async def turns_slow(i: int) -> int:
+        await asyncio.sleep(0 if i < 640 else 1)
+        return i
+
+    start = now()
+    report = await turns_slow.run(range(1280))
+    assert report.succeeded == 1280
+    # A sampled call that waits ends chunk mode: the chunks already taken run to
+    # their end (64 s at most), then the slow items go one at a time to 8 workers.
+    assert now() - start < 100

@@ -13,7 +13,7 @@ def test_all_is_sorted_and_unique() -> None:
 
 
 def test_every_public_name_is_exported() -> None:
-    public = {n for n in vars(cohort) if n[0].isalpha()}  # pytest adds "@py_*" names
+    public = {n for n in dir(cohort) if n[0].isalpha()}  # pytest adds "@py_*" names
     submodules = {m.name for m in pkgutil.iter_modules(cohort.__path__)}
     assert public - submodules - {"annotations"} == set(cohort.__all__)
 
@@ -47,3 +47,29 @@ def test_version_and_the_testing_subpackage_after_a_bare_import() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [cohort.__version__, "False", "ran", "True"]
     assert cohort.__version__.count(".") == 2
+
+
+def test_import_cohort_leaves_the_heavy_layers_for_first_use() -> None:
+    from _util import run_python
+
+    heavy = [
+        "multiprocessing",
+        "tempfile",
+        "structlog",
+        "cohort.bridge",
+        "cohort.pipeline",
+        "cohort._flow",
+        "cohort._resilience",
+    ]
+    code = (
+        "import sys, cohort\n"
+        f"heavy = {heavy!r}\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "print(sorted(set(cohort.__all__) - set(dir(cohort))))\n"
+        "from cohort import Stage\n"
+        "print(Stage.__module__, cohort.ProcessPool.__module__, cohort.stage is cohort.stage)\n"
+        "print(sorted(m for m in heavy[:2] + heavy[3:5] if m not in sys.modules))\n"
+    )
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "[]", "cohort cohort True", "[]"]

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from cohort._barrier import Barrier, BarrierStatistics
 from cohort._combinators import gather, hedge, quorum, race, settle
 from cohort._exceptions import (
     BrokenBarrierError,
@@ -25,12 +24,8 @@ from cohort._exceptions import (
     SerializationError,
     WorkerCrashedError,
 )
-from cohort._flags import EventFlags, EventFlagsStatistics
-from cohort._flow import Flow, FlowError, FlowResult, Node
 from cohort._group import TaskGroup
 from cohort._handle import ChildStatus, Handle, Outcome
-from cohort._latch import Latch, LatchStatistics
-from cohort._linger import Linger, LingerStatistics
 from cohort._observe import GroupStatistics, configure_logging, enable_events
 from cohort._policies import (
     ChildView,
@@ -43,17 +38,6 @@ from cohort._policies import (
     Settle,
 )
 from cohort._public import publish as _publish
-from cohort._resilience import (
-    BreakerStatistics,
-    Bulkhead,
-    BulkheadStatistics,
-    CircuitBreaker,
-    CircuitState,
-    HedgeBudget,
-    KeyedBulkhead,
-    RateLimiter,
-)
-from cohort._retry import RetryState, retry
 from cohort._runtime import run
 from cohort._scopes import (
     CancelScope,
@@ -63,30 +47,6 @@ from cohort._scopes import (
     fail_at,
     move_on_after,
     move_on_at,
-)
-from cohort._stream import ResultStream, as_completed, map
-from cohort._tree import GroupSnapshot, TaskTree, task_tree
-from cohort.bridge import (
-    Executor,
-    PoolStatistics,
-    ProcessPool,
-    Shared,
-    cpu,
-    set_default_executor,
-    to_process,
-)
-from cohort.pipeline import (
-    DROP,
-    DropType,
-    ErrorRecord,
-    Many,
-    Pipeline,
-    Report,
-    Retry,
-    Stage,
-    StageStats,
-    fork,
-    stage,
 )
 
 __all__ = [
@@ -177,17 +137,115 @@ __all__ = [
     "to_process",
 ]
 
-_publish(globals(), "cohort")
+# Task groups, scopes, policies and the helpers built on them come with cohort.
+# The process bridge, pipelines, Flow, retries and resilience guards, the
+# synchronisation primitives, result streams and the task tree are imported at
+# the first use of one of their names, so that `import cohort` stays light (no
+# multiprocessing, tempfile or structlog); type checkers see plain imports.
+_LAZY = {
+    "cohort._barrier": ("Barrier", "BarrierStatistics"),
+    "cohort._flags": ("EventFlags", "EventFlagsStatistics"),
+    "cohort._flow": ("Flow", "FlowError", "FlowResult", "Node"),
+    "cohort._latch": ("Latch", "LatchStatistics"),
+    "cohort._linger": ("Linger", "LingerStatistics"),
+    "cohort._resilience": (
+        "BreakerStatistics",
+        "Bulkhead",
+        "BulkheadStatistics",
+        "CircuitBreaker",
+        "CircuitState",
+        "HedgeBudget",
+        "KeyedBulkhead",
+        "RateLimiter",
+    ),
+    "cohort._retry": ("Retry", "RetryState", "retry"),
+    "cohort._stream": ("ResultStream", "as_completed", "map"),
+    "cohort._tree": ("GroupSnapshot", "TaskTree", "task_tree"),
+    "cohort.bridge": (
+        "Executor",
+        "PoolStatistics",
+        "ProcessPool",
+        "Shared",
+        "cpu",
+        "set_default_executor",
+        "to_process",
+    ),
+    "cohort.pipeline": (
+        "DROP",
+        "DropType",
+        "ErrorRecord",
+        "Many",
+        "Pipeline",
+        "Report",
+        "Stage",
+        "StageStats",
+        "fork",
+        "stage",
+    ),
+}
+_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
+
+_publish(globals(), "cohort", [n for n in __all__ if n not in _LAZY_NAMES])
 
 if _TYPE_CHECKING:
     from cohort import testing as testing
+    from cohort._barrier import Barrier, BarrierStatistics
+    from cohort._flags import EventFlags, EventFlagsStatistics
+    from cohort._flow import Flow, FlowError, FlowResult, Node
+    from cohort._latch import Latch, LatchStatistics
+    from cohort._linger import Linger, LingerStatistics
+    from cohort._resilience import (
+        BreakerStatistics,
+        Bulkhead,
+        BulkheadStatistics,
+        CircuitBreaker,
+        CircuitState,
+        HedgeBudget,
+        KeyedBulkhead,
+        RateLimiter,
+    )
+    from cohort._retry import Retry, RetryState, retry
+    from cohort._stream import ResultStream, as_completed, map
+    from cohort._tree import GroupSnapshot, TaskTree, task_tree
+    from cohort.bridge import (
+        Executor,
+        PoolStatistics,
+        ProcessPool,
+        Shared,
+        cpu,
+        set_default_executor,
+        to_process,
+    )
+    from cohort.pipeline import (
+        DROP,
+        DropType,
+        ErrorRecord,
+        Many,
+        Pipeline,
+        Report,
+        Stage,
+        StageStats,
+        fork,
+        stage,
+    )
 else:
 
     def __getattr__(name: str) -> object:
-        # `cohort.testing.run(...)` after a bare `import cohort`: the subpackage
-        # is imported on first use (it is not needed at run time).
-        if name == "testing":
-            import cohort.testing
+        # A layer's names are imported (and shown as cohort's) on first use;
+        # `cohort.testing.run(...)` after a bare `import cohort` likewise.
+        import importlib
 
-            return cohort.testing
-        raise AttributeError(f"module 'cohort' has no attribute {name!r}")
+        if name == "testing":
+            return importlib.import_module("cohort.testing")
+        module = _LAZY_NAMES.get(name)
+        if module is None:
+            raise AttributeError(f"module 'cohort' has no attribute {name!r}")
+        namespace = vars(importlib.import_module(module))
+        names = _LAZY[module]
+        loaded = {n: namespace[n] for n in names}
+        _publish(loaded, "cohort", names)
+        globals().update(loaded)
+        return loaded[name]
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__) | {"testing"})

@@ -27,10 +27,11 @@ from cohort import _observe, _scopes
 from cohort._handle import ChildStatus, Handle, Outcome, _coro_name, _pop_caller_frame
 from cohort._observe import EVENTS, GroupStatistics
 from cohort._policies import Decision, Gather, JoinPolicy
-from cohort._retry import Retry, attempt_all
-from cohort._retry import _name as _retry_name
 from cohort._scopes import CancelScope, cancel_task
 from cohort._validate import check_count, check_seconds, keywords_refused
+
+if TYPE_CHECKING:
+    from cohort._retry import Retry
 
 __all__ = ["TaskGroup", "close_coroutines", "open_groups"]
 
@@ -1041,6 +1042,9 @@ def _retrying(
     fn: Any, args: tuple[Any, ...], policy: Retry
 ) -> tuple[Callable[[], Coroutine[Any, Any, Any]], tuple[()], list[int]]:
     """``spawn(fn, *args, retry=policy)``: the child calls ``fn(*args)`` again on failure."""
+    from cohort._retry import Retry, attempt_all  # not imported with cohort
+    from cohort._retry import _name as _retry_name
+
     if not isinstance(policy, Retry):
         close_coroutines((fn,))
         raise TypeError(f"retry must be a cohort.Retry, got {policy!r}")

@@ -18,7 +18,7 @@ import enum
 import sys
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from cohort import _scopes
 from cohort._scopes import cancel_task, stray_cancellation
@@ -30,17 +30,19 @@ T = TypeVar("T")
 _CancelledError = asyncio.CancelledError
 
 
-class _Parent(Protocol):
-    """What a handle needs of its group (``TaskGroup``)."""
+if TYPE_CHECKING:
 
-    @property
-    def timed_out(self) -> bool: ...
+    class _Parent(Protocol):
+        """What a handle needs of its group (``TaskGroup``)."""
 
-    def _child_ended(self, handle: Handle[Any], status: ChildStatus, started: bool) -> None: ...
+        @property
+        def timed_out(self) -> bool: ...
 
-    def _child_succeeded(self, handle: Handle[Any]) -> None: ...
+        def _child_ended(self, handle: Handle[Any], status: ChildStatus, started: bool) -> None: ...
 
-    def _drop_queued(self, handle: Handle[Any]) -> None: ...
+        def _child_succeeded(self, handle: Handle[Any]) -> None: ...
+
+        def _drop_queued(self, handle: Handle[Any]) -> None: ...
 
 
 class ChildStatus(enum.Enum):

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import math
-import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Never, ParamSpec, TypeVar
@@ -110,7 +109,11 @@ class Retry:
         delay = self.backoff * 2.0 ** min(retry - 1, 1023) if self.backoff else 0.0
         if self.max_backoff is not None:
             delay = min(delay, self.max_backoff)
-        return random.uniform(0, delay) if self.jitter else delay
+        if not self.jitter:
+            return delay
+        import random  # not imported with cohort (it costs as much as a module of cohort's)
+
+        return random.uniform(0, delay)
 
     def retries(self, exc: BaseException) -> bool:
         """Whether ``exc`` is worth another attempt under this policy."""

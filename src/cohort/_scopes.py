@@ -31,9 +31,10 @@ import math
 import sys
 import weakref
 from contextvars import ContextVar
-from numbers import Real
 from types import TracebackType
 from typing import Final, NoReturn
+
+from cohort._validate import is_real
 
 __all__ = [
     "CancelScope",
@@ -630,7 +631,7 @@ def stray(exc: BaseException, what: str) -> RuntimeError | None:
 def _check_deadline(value: object) -> float:
     if type(value) is float and value == value:  # the common case, without the ABC check
         return value
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if not is_real(value):
         raise TypeError(f"deadline must be a number on the loop's clock or math.inf, got {value!r}")
     if value != value:
         raise ValueError("deadline must be a number or math.inf, not NaN")
@@ -640,7 +641,7 @@ def _check_deadline(value: object) -> float:
 def _relative_scope(delay: float, fail: bool) -> CancelScope:
     kind = type(delay)
     # float and int first: the ABC check is slow, and this runs at every move_on_after.
-    if kind is not float and kind is not int and (kind is bool or not isinstance(delay, Real)):
+    if kind is not float and kind is not int and not is_real(delay):
         raise TypeError(f"the delay must be a number of seconds, got {delay!r}")
     if delay != delay:
         raise ValueError("the delay must be a number of seconds, not NaN")

@@ -14,8 +14,10 @@ import difflib
 import math
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
-from numbers import Real
-from typing import Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Literal, TypeGuard, TypeVar, overload
+
+if TYPE_CHECKING:
+    from numbers import Real
 
 __all__ = [
     "check_callable",
@@ -25,6 +27,7 @@ __all__ = [
     "check_fraction",
     "check_name",
     "check_seconds",
+    "is_real",
     "keywords_refused",
 ]
 
@@ -48,6 +51,17 @@ def check_count(name: str, value: object, *, least: int = 1, none: bool = False)
     if value < least:
         raise ValueError(f"{name} must be an int >= {least}{_or_none(none)}, got {value!r}")
     return value
+
+
+def is_real(value: object) -> TypeGuard[Real]:
+    """Whether ``value`` is a real number (``numbers.Real``), ``bool`` excepted."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    import numbers  # not imported with cohort: ints and floats need no ABC
+
+    return isinstance(value, numbers.Real)
 
 
 @overload
@@ -81,7 +95,7 @@ def check_seconds(
         if 0 < seconds < math.inf or (seconds == 0 and zero) or (seconds == math.inf and inf):
             return seconds
     what = f"a number of seconds {'>= 0' if zero else '> 0'}{_or_none(none)}"
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be {what}, got {value!r}")
     seconds = float(value)
     if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not zero):
@@ -111,7 +125,7 @@ def check_fraction(
     if value is None and none:
         return None
     what = f"a number in {'[' if zero else '('}0, 1]{_or_none(none)}"
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be {what}, got {value!r}")
     fraction = float(value)
     if not (0 <= fraction <= 1) or (fraction == 0 and not zero):

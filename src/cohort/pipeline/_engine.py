@@ -22,7 +22,18 @@ import enum
 import inspect
 import itertools
 import reprlib
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence, Sized
+from collections.abc import (
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    Sequence,
+    Sized,
+)
+from time import perf_counter
+from types import CoroutineType
 from typing import Any
 
 from cohort import _scopes
@@ -38,7 +49,13 @@ from cohort.pipeline._retry import DROP, AttemptsFailed, Many, call_with_policy
 StagePlan = tuple[StageOptions, Callable[[Any], Awaitable[Any]]]
 
 CHUNK = 64  # most items a worker takes at once
-FAST = 50e-6  # mean seconds per call under which a stage's workers stop sharing chunks out
+# A stage's workers take all that is queued (up to CHUNK) once CALM sampled calls
+# in a row did not wait on a future, while the sampled calls ran on the loop for
+# under FAST seconds on average (a decaying mean, each sample counted up to 4 x FAST,
+# so that one call slowed by a garbage collection does not change the mode).
+CALM = 16
+FAST = 50e-6
+SAMPLE_EVERY = 8  # chunks per sampled call once a stage is calm
 # Mean seconds per call under which a worker may take its share of a backlog
 # (an item then waits for at most a few such calls before it moves on).
 QUICK = 1e-3
@@ -320,6 +337,50 @@ def _labels(names: Sequence[str]) -> list[str]:
     return labels
 
 
+class _Probe:
+    """Awaits a sampled call's coroutine as ``await`` would, then tells the stage
+    whether it ever waited on a future (a bare yield to the loop is not
+    waiting), whether it yielded at all, and how long it ran (see ``_fast``)."""
+
+    __slots__ = ("coro", "run")
+
+    def __init__(self, run: StageRun, coro: Coroutine[Any, Any, Any]) -> None:
+        self.run = run
+        self.coro = coro
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self.coro
+        sent: Any = None
+        thrown: BaseException | None = None
+        own = 0.0  # seconds spent running the coroutine's steps
+        waited = yielded = False
+        try:
+            while True:
+                t0 = perf_counter()
+                try:
+                    signal = coro.send(sent) if thrown is None else coro.throw(thrown)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    own += perf_counter() - t0
+                thrown = None
+                yielded = True
+                if signal is not None:
+                    waited = True
+                try:
+                    sent = yield signal
+                except GeneratorExit:
+                    coro.close()
+                    raise
+                except BaseException as exc:
+                    sent, thrown = None, exc
+        finally:
+            run = self.run
+            run.calm = 0 if waited else run.calm + 1
+            run.yields = yielded
+            run.own += (min(own, 4 * FAST) - run.own) / 8
+
+
 class StageRun:
     """One stage inside one run: its workers, reorder window and statistics."""
 
@@ -341,6 +402,11 @@ class StageRun:
         self.slow = opts.timeout is not None or opts.retry is not None
         self.window = opts.window if opts.ordered else 0
         self.limit = opts.batch or CHUNK
+        # Calls that yield to the loop run side by side, and the more of them the
+        # fewer turns of the loop per item: a worker of an ordered stage then
+        # takes no more than its share of the window, which one chunk would fill.
+        self.share = max(1, self.window // opts.workers) if self.window else CHUNK
+        self.yields = False  # the last sampled call yielded to the loop
         self.next_release = 0
         self.pending: dict[int, tuple[int, list[int], list[Any]]] = {}
         self.releasing = False
@@ -349,6 +415,9 @@ class StageRun:
         self.active = 0  # workers calling the function (the others share what is queued)
         self.items_in = self.items_out = self.failed = self.retried = self.dropped = 0
         self.processed = 0  # items whose call finished (in flight: items_in - processed)
+        self.calm = 0  # sampled calls in a row that never waited on a future (see _fast)
+        self.chunks = 0  # chunks taken by process_items
+        self.own = 0.0  # decaying mean of the sampled calls' time running on the loop
         self.busy = 0.0
         self.sampler = LatencySampler()
 
@@ -394,6 +463,8 @@ class StageRun:
             if batch is None:
                 if self._fast():
                     n = min(room, size)  # quick calls: all that is queued
+                    if self.yields and n > self.share:
+                        n = self.share
                 elif self.active + 1 < self.alive or not self._quick():
                     # An idle worker could take the next one, or calls are slow:
                     # no item waits behind another.
@@ -425,15 +496,24 @@ class StageRun:
             return inp.take_now(min(room, size))
 
     def _fast(self) -> bool:
-        """True once this stage's calls are known to be quick (mean under ``FAST``).
+        """True while this stage's calls are known not to need concurrent workers.
 
-        Quick calls barely wait, so one worker taking all that is queued (up to
-        ``CHUNK``) beats sharing it out: fewer, larger chunks. Slower calls are
-        taken one at a time, so that every idle worker gets one and they all
-        run concurrently (and a small input spreads over all workers).
+        A call that never waits on a future (it may yield to the loop, as
+        ``await asyncio.sleep(0)`` does) gains nothing from running beside
+        others on the same loop, and one that runs briefly does not hold the
+        loop up: one worker taking all that is queued (up to ``CHUNK``) beats
+        sharing it out, with fewer, larger chunks. Otherwise items are taken
+        one at a time, so that every idle worker gets one and they all run
+        concurrently (and a small input spreads over all workers).
+
+        The first call of a chunk is sampled (``_sample``; every chunk's until
+        the stage is calm, then every ``SAMPLE_EVERY``-th chunk's), so the mode
+        follows the calls' behaviour both ways. It does not depend on how long
+        a call stays suspended: that time includes the other workers' turns,
+        which are longer while items are taken one at a time, so a wall-time
+        rule would keep a stage in the mode it started in.
         """
-        processed = self.processed
-        return processed >= CHUNK and self.busy < FAST * processed
+        return self.calm >= CALM and self.own < FAST
 
     def _quick(self) -> bool:
         """True once this stage's calls are known to take under ``QUICK`` on average."""
@@ -498,9 +578,17 @@ class StageRun:
         # chunk's first item (chunks of slow stages are small, so most are sampled).
         start = clock()
         sampled = False
+        # The chunk's first call is sampled (see _fast): every chunk's until the
+        # stage is calm, then every SAMPLE_EVERY-th chunk's (a sample costs a few us).
+        self.chunks += 1
+        first = self.calm < CALM or not self.chunks % SAMPLE_EVERY
         for i, x in zip(idxs, vals, strict=True):
             try:
-                y = await call(x)
+                if first:
+                    first = False
+                    y = await self._sample(call, x)
+                else:
+                    y = await call(x)
             except Exception as exc:
                 sampled = True
                 await self.fail([i], [x], exc)
@@ -525,6 +613,15 @@ class StageRun:
         self.busy += clock() - start
         self.items_out += len(ov)
         return oi, ov
+
+    def _sample(self, call: Callable[[Any], Awaitable[Any]], value: Any) -> Awaitable[Any]:
+        """Call once, to be driven by a ``_Probe`` that sees whether it waits and how
+        long it runs (a call that returns no coroutine counts as waiting)."""
+        aw = call(value)
+        if type(aw) is CoroutineType or isinstance(aw, Coroutine):
+            return _Probe(self, aw)
+        self.calm = 0
+        return aw
 
     async def process_batch(self, idxs: list[int], vals: list[Any]) -> tuple[list[int], list[Any]]:
         clock = self.engine.loop.time
