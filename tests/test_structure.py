@@ -40,7 +40,7 @@ import ast
 import functools
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +197,8 @@ class Import:
 
 @dataclass(frozen=True)
 class Module:
+    """One parsed module of a tree."""
+
     name: str
     where: str  # the file, relative to the root
     package: str
@@ -244,29 +246,34 @@ def _is_type_checking(test: ast.expr) -> bool:
 
 
 def _walk_imports(
-    node: ast.AST, *, local: bool, type_only: bool, lazy: bool, top: bool
+    nodes: Iterable[ast.AST], *, local: bool, type_only: bool, lazy: bool, top: bool
 ) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool, bool, bool]]:
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.Import | ast.ImportFrom):
-            yield child, local, type_only, lazy
-        elif isinstance(child, ast.If) and _is_type_checking(child.test):
-            for stmt in child.body:
-                yield from _walk_imports(
-                    ast.Module([stmt], []), local=local, type_only=True, lazy=lazy, top=top
-                )
-            for stmt in child.orelse:
-                yield from _walk_imports(
-                    ast.Module([stmt], []), local=local, type_only=type_only, lazy=lazy, top=top
-                )
-        elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-            loader = top and isinstance(child, ast.FunctionDef) and child.name == "__getattr__"
+    """Each import statement under ``nodes``: whether it is inside a function, under
+    ``if TYPE_CHECKING``, and inside a module-level ``__getattr__`` (``top``: still at
+    module level)."""
+    for node in nodes:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node, local, type_only, lazy
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            flags = {"local": local, "lazy": lazy, "top": top}
+            yield from _walk_imports(node.body, type_only=True, **flags)
+            yield from _walk_imports(node.orelse, type_only=type_only, **flags)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            loader = top and node.name == "__getattr__"
             yield from _walk_imports(
-                child, local=True, type_only=type_only, lazy=lazy or loader, top=False
+                ast.iter_child_nodes(node),
+                local=True,
+                type_only=type_only,
+                lazy=lazy or loader,
+                top=False,
             )
         else:
-            still_top = top and not isinstance(child, ast.ClassDef)
             yield from _walk_imports(
-                child, local=local, type_only=type_only, lazy=lazy, top=still_top
+                ast.iter_child_nodes(node),
+                local=local,
+                type_only=type_only,
+                lazy=lazy,
+                top=top and not isinstance(node, ast.ClassDef),
             )
 
 
@@ -297,7 +304,7 @@ def _imports(module: Module, names: Names) -> tuple[Import, ...]:
     found: list[Import] = []
     is_init = module.where.endswith("__init__.py")
     for node, local, type_only, lazy in _walk_imports(
-        module.tree, local=False, type_only=False, lazy=False, top=True
+        module.tree.body, local=False, type_only=False, lazy=False, top=True
     ):
         targets: set[str] = set()
         if isinstance(node, ast.Import):
