@@ -60,14 +60,14 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     **{("cohort/_scopes.py", f"{name}.{attr}"): "same module (the scope machinery)"
        for name, attrs in {
            "scope": ("_cancel_requests", "_deadline", "_deliver", "_expire", "_fail",
-                     "_phase", "_raised", "_reason", "_relative", "_shield"),
+                     "_phase", "_raised", "_reason", "_relative"),
            "inner": ("_anyio", "_held_back", "_shield"),
            "s": ("_shield",),
        }.items()
        for attr in attrs},
-    **{("cohort/_scopes.py", f"scope.{attr}"): (
-        "same module (a foreign scope answers getattr with a default)"
-    ) for attr in ("_host_task", "_parent_scope")},
+    ("cohort/_scopes.py", "scope._shield"): (
+        "same module, and anyio's scopes (read with getattr, as below)"
+    ),
     **{("cohort/_flow.py", expr): "same module (a run reads its flow's plan)"
        for expr in ("flow._dependents", "flow._n_critical", "self.flow._roots",
                     "self.flow._group_name")},
@@ -130,6 +130,9 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     ),
     ("cohort/bridge/_procs.py", "server._preload_modules"): "the same preload list",
     ("cohort/_scopes.py", "backend._task_states"): "anyio keeps its shields to itself",
+    **{("cohort/_scopes.py", f"scope.{attr}"): (
+        "anyio has no public way to walk a task's scopes to find a shield"
+    ) for attr in ("_host_task", "_parent_scope")},
 }  # fmt: skip
 
 # (file under src, module imported inside a function) -> why
