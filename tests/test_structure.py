@@ -120,7 +120,7 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     ("cohort/_handle.py", "sys._getframe"): "documented CPython function",
     ("cohort/bridge/_worker.py", "os._exit"): "documented standard library function",
     ("cohort/bridge/_pool.py", "asyncio._get_running_loop"): (
-        "documented: the running loop or None, without raising"
+        "in asyncio.__all__: the running loop or None, without raising"
     ),
     ("cohort/bridge/_pool.py", "multiprocessing.current_process()._inheriting"): (
         "the stdlib has no public way to tell a worker's import of __main__"
