@@ -156,6 +156,12 @@ LOCAL_IMPORTS: dict[tuple[str, str], str] = {
     ("cohort/examples/fanout/service.py", "cohort.examples.fanout.page"): (
         "the page's Flow, built when /page is first asked for"
     ),
+    ("cohort/_group.py", "cohort._retry"): (
+        "retries load on first use of spawn(retry=), so import cohort stays light"
+    ),
+    **{("cohort/_combinators.py", module): (
+        "retry() and hedge()'s budget load on first use, so import cohort stays light"
+    ) for module in ("cohort._retry", "cohort._resilience")},
 }  # fmt: skip
 
 # The layers of docs/architecture.md, bottom up: a module or a package (with
