@@ -1,37 +1,54 @@
-"""Core costs: spawn+join per task, race, and cancel-scope enter/exit.
+"""Core costs: spawn+join per task, race, and cancel scopes entered and left or fired.
 
 * Spawn: N children (N = 1k, 10k, 100k) that return at once, spawned and
   joined in one group: ``cohort.TaskGroup`` (Gather), through ``spawn()`` and
   through ``start_soon()`` (no handle), against ``asyncio.TaskGroup`` (the
-  baseline), ``asyncio.gather``, an anyio task group and a trio nursery.
-  Cost per task.
-* Race: K children (K = 10, 100, 1000), one wins after one loop turn, the
+  baseline), ``asyncio.gather``, an anyio task group (not at 100k) and a trio
+  nursery. Cost per task.
+* Race: K children (K = 2, 10, 100, 1000), one wins after one loop turn, the
   others sleep and are cancelled and reaped: ``cohort.race`` and
   ``TaskGroup(join=FirstWins())`` against a hand-written
   ``asyncio.wait(FIRST_COMPLETED)`` + cancel + gather (the baseline), anyio
   and trio. Cost per race.
-* Scopes: entering and leaving ``move_on_after``/``fail_after`` with an empty
-  body, against ``asyncio.timeout`` (the baseline), anyio and trio. Cost per use.
+* Scopes, enter/exit: entering and leaving ``move_on_after``/``fail_after``
+  with an empty body, against ``asyncio.timeout`` (the baseline), anyio and
+  trio. Cost per use.
+* Scopes, deadline fires: the same scopes with a 0 s deadline around a wait
+  that never ends on its own (the timer fires, the wait is cancelled, the
+  scope exits silently or raises ``TimeoutError``, caught). Cost per use.
 
-Each asyncio-based case runs on the default loop and on uvloop (one table
-each); trio runs on its own loop and appears in both tables, measured in the
-same interleaved rounds. Targets: TaskGroup <= 1.15x asyncio.TaskGroup,
-race <= 1.1x the hand-written version, scopes <= 1.0x asyncio.timeout.
+Each loop (the default loop and uvloop) is measured in several fresh
+interpreters, run one after the other, the loops' runs interleaved; in each,
+every case runs once per round, rounds interleaved, timed in CPU time. Ratios
+are paired per round against the baseline; per run, the median over its
+rounds; over the runs, the median and min-max, and the min-max of every
+single round. trio runs on its own loop and appears in both tables.
+Targets: TaskGroup <= 1.15x asyncio.TaskGroup, race <= 1.1x the hand-written
+version, scopes <= 1.0x asyncio.timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
 import trio
 
 import cohort
-from benchmarks._harness import LoopFactory, compare, cyclic_garbage, loops, table, versions
+from benchmarks._harness import compare, cyclic_garbage, loops, versions
 
-_Factory = LoopFactory
+RUNS = 3  # fresh interpreters per loop (2 with --quick)
 
 
 def _on(
@@ -180,7 +197,7 @@ def _trio_race(k: int, races: int) -> Callable[[], object]:
 # -- scopes ------------------------------------------------------------------------
 
 
-# The bodies are empty on purpose: what is timed is entering and leaving.
+# Enter/exit: the bodies are empty on purpose, what is timed is entering and leaving.
 
 
 def _scope_cases(uses: int) -> dict[str, Callable[[], Coroutine[Any, Any, object]]]:
@@ -235,89 +252,267 @@ def _trio_scopes(uses: int) -> dict[str, Callable[[], object]]:
     }
 
 
-# -- running -----------------------------------------------------------------------
+# Deadline fires: a 0-second deadline around a wait that never ends on its own, so
+# every use arms the timer, delivers the cancellation, unwinds the wait and turns
+# it into a silent exit or a TimeoutError (caught here), as a timeout that runs out.
 
 
-def _measure(
-    title: str,
-    unit: str,
-    factory: _Factory,
-    cases: dict[str, Callable[[], Coroutine[Any, Any, object]]],
-    extra: dict[str, Callable[[], object]],
-    rounds: int,
-    per: int,
-) -> str:
-    runners = [asyncio.Runner(loop_factory=factory) for _ in cases]
-    try:
-        timed = [(name, _on(r, fn)) for r, (name, fn) in zip(runners, cases.items(), strict=True)]
-        for _, fn in timed:  # warm-up: imports, caches, first-use costs
-            fn()
-        for fn in extra.values():
-            fn()
-        results = compare([*timed, *extra.items()], rounds=rounds, per=per)
-        garbage = {name: cyclic_garbage(fn) for name, fn in timed}
-    finally:
-        for r in runners:
-            r.close()
+def _firing_cases(uses: int) -> dict[str, Callable[[], Coroutine[Any, Any, object]]]:
+    async def asyncio_timeout() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(uses):
+            try:
+                async with asyncio.timeout(0):
+                    await loop.create_future()
+            except TimeoutError:
+                pass
+
+    async def cohort_move_on() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(uses):
+            with cohort.move_on_after(0):
+                await loop.create_future()
+
+    async def cohort_fail() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(uses):
+            try:
+                with cohort.fail_after(0):
+                    await loop.create_future()
+            except TimeoutError:
+                pass
+
+    async def anyio_move_on() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(uses):
+            with anyio.move_on_after(0):
+                await loop.create_future()
+
+    async def anyio_fail() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(uses):
+            try:
+                with anyio.fail_after(0):
+                    await loop.create_future()
+            except TimeoutError:
+                pass
+
+    return {
+        "asyncio.timeout": asyncio_timeout,
+        "cohort.move_on_after": cohort_move_on,
+        "cohort.fail_after": cohort_fail,
+        "anyio.move_on_after": anyio_move_on,
+        "anyio.fail_after": anyio_fail,
+    }
+
+
+def _trio_firing(uses: int) -> dict[str, Callable[[], object]]:
+    async def move_on() -> None:
+        for _ in range(uses):
+            with trio.move_on_after(0):
+                await trio.sleep_forever()
+
+    async def fail() -> None:
+        for _ in range(uses):
+            try:
+                with trio.fail_after(0):
+                    await trio.sleep_forever()
+            except trio.TooSlowError:
+                pass
+
+    return {
+        "trio.move_on_after": lambda: trio.run(move_on),
+        "trio.fail_after": lambda: trio.run(fail),
+    }
+
+
+# -- one fresh interpreter's run ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    title: str
+    unit: str
+    cases: Callable[[], dict[str, Callable[[], Coroutine[Any, Any, object]]]]
+    extra: Callable[[], dict[str, Callable[[], object]]]
+    rounds: int
+    per: int
+    warm: bool = True  # run every case once before the rounds
+
+
+def _sections(quick: bool) -> list[_Section]:
+    """What one run measures, in order, on one loop (trio rows: on trio's own loop)."""
+    out: list[_Section] = []
+    # (N, rounds per run, spawns of N per round)
+    sizes = [(1_000, 5, 5), (10_000, 3, 1)] if quick else [(1_000, 5, 10), (10_000, 3, 1)]
+    if not quick:
+        sizes.append((100_000, 2, 1))
+    for n, rounds, repeat in sizes:
+        # At 100k the smaller sizes have warmed the code already, and the anyio
+        # group (5x and more at every size) would take half the run on its own.
+        big = n >= 100_000
+        out.append(
+            _Section(
+                f"Spawn + join, N = {n:,}",
+                "per task",
+                partial(_repeated_cases, n, repeat, skip=("anyio task group",) if big else ()),
+                partial(lambda n, r: {"trio nursery": _repeat_sync(_trio_spawn(n), r)}, n, repeat),
+                rounds,
+                n * repeat,
+                warm=not big,
+            )
+        )
+    for k, races in [(2, 1000), (10, 200), (100, 40), (1000, 4)]:
+        races = max(1, races // 2) if quick else races
+        out.append(
+            _Section(
+                f"Race, K = {k:,}",
+                "per race",
+                partial(_race_cases, k, races),
+                partial(lambda k, r: {"trio nursery + cancel": _trio_race(k, r)}, k, races),
+                3 if quick else 5,
+                races,
+            )
+        )
+    uses = 2_000 if quick else 5_000
+    rounds = 3 if quick else 5
+    out.append(
+        _Section(
+            "Cancel scope enter/exit, empty body",
+            "per use",
+            partial(_scope_cases, uses),
+            partial(_trio_scopes, uses),
+            rounds,
+            uses,
+        )
+    )
+    out.append(
+        _Section(
+            "Cancel scope whose deadline fires (0 s, around a wait that never ends)",
+            "per use",
+            partial(_firing_cases, uses // 2),
+            partial(_trio_firing, uses // 2),
+            rounds,
+            uses // 2,
+        )
+    )
+    return out
+
+
+def _repeated_cases(
+    n: int, times: int, skip: tuple[str, ...] = ()
+) -> dict[str, Callable[[], Coroutine[Any, Any, object]]]:
+    cases = _spawn_cases(n).items()
+    return {name: _repeat(fn, times) for name, fn in cases if name not in skip}
+
+
+def _child(loop_name: str, quick: bool) -> dict[str, Any]:
+    """One fresh interpreter: every section on one loop; CPU seconds per unit, per round."""
+    factory = dict(loops())[loop_name]
+    result: dict[str, Any] = {}
+    for section in _sections(quick):
+        cases = section.cases()
+        extra = section.extra()
+        runners = [asyncio.Runner(loop_factory=factory) for _ in cases]
+        try:
+            timed = [
+                (name, _on(r, fn)) for r, (name, fn) in zip(runners, cases.items(), strict=True)
+            ]
+            if section.warm:  # imports, caches, first-use costs
+                for _, fn in [*timed, *extra.items()]:
+                    fn()
+            results = compare(
+                [*timed, *extra.items()],
+                rounds=section.rounds,
+                per=section.per,
+                clock=time.process_time,
+            )
+            garbage = {name: cyclic_garbage(fn) for name, fn in timed}
+        finally:
+            for r in runners:
+                r.close()
+        result[section.title] = {
+            "seconds": {r.name: r.seconds for r in results},
+            "garbage": garbage,
+        }
+    return result
+
+
+def _fresh_run(loop_name: str, quick: bool) -> dict[str, Any]:
+    """Run ``_child`` in a new interpreter, with this interpreter's cohort."""
+    src = str(Path(cohort.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    paths = [src, str(Path(__file__).parents[1])]
+    env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH")] if p])
+    args = [sys.executable, "-m", "benchmarks.bench_core", loop_name, "quick" if quick else "full"]
+    out = subprocess.run(
+        args, check=True, capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1]
+    ).stdout
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+# -- report ------------------------------------------------------------------------
+
+
+def _section_table(title: str, loop_name: str, unit: str, runs: list[dict[str, Any]]) -> str:
+    """Per run: the median over its rounds (cost, and ratio paired per round with the
+    first row); then over the runs: the median, the min-max of the runs' medians, and
+    the min-max of every single round's ratio."""
+    per_run = [run[title]["seconds"] for run in runs]
+    names = list(per_run[0])
+    base = names[0]
+    lines = [
+        f"## {title} ({loop_name})",
+        "",
+        f"| case | median {unit} | ratio, median of runs | min-max over runs | "
+        "min-max over all rounds |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        costs = [statistics.median(r[name]) for r in per_run]
+        ratios = [[t / b for t, b in zip(r[name], r[base], strict=True)] for r in per_run]
+        medians = [statistics.median(x) for x in ratios]
+        every = [x for run in ratios for x in run]
+        lines.append(
+            f"| {name} | {_fmt(statistics.median(costs))} | {statistics.median(medians):.2f}x "
+            f"| {min(medians):.2f}-{max(medians):.2f} | {min(every):.2f}-{max(every):.2f} |"
+        )
+    garbage: dict[str, int] = {}
+    for run in runs:
+        for name, count in run[title]["garbage"].items():
+            garbage[name] = max(garbage.get(name, 0), count)
     left = ", ".join(f"{name} {count:,}" for name, count in garbage.items())
-    return table(title, results, unit) + f"\n- cyclic garbage left per round: {left}\n"
+    return "\n".join(lines) + f"\n\n- cyclic garbage left per round (most over the runs): {left}\n"
+
+
+def _fmt(s: float) -> str:
+    return f"{s * 1e3:.2f} ms" if s >= 1e-3 else f"{s * 1e6:.2f} us"
 
 
 def main(quick: bool) -> str:
+    runs = 2 if quick else RUNS
+    loop_names = [name for name, _ in loops()]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in loop_names}
+    for _ in range(runs):  # the loops' runs interleaved
+        for name in loop_names:
+            results[name].append(_fresh_run(name, quick))
     out = [
         "# Core: spawn+join, race, cancel scopes\n",
         "Versions: "
         + versions("cohort", "anyio", "trio", "uvloop")
-        + "\n\nRatios are paired per round against the first row (same loop, same run).\n",
+        + f"; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs.\n",
+        f"{runs} fresh interpreters per loop, run one after the other (the loops' runs "
+        "interleaved); in each, every case runs once per round, rounds interleaved, timed in "
+        "CPU time (`time.process_time`: on a shared machine wall time also counts other "
+        "programs' turns). Ratios are paired per round against the first row (same loop, "
+        "same round). Per run, the median over its rounds; then the median and min-max of "
+        "the runs' medians, and the min-max of every single round's ratio (the cases that "
+        "lose now and then). The trio rows run on trio's own loop and appear in both tables.\n",
     ]
-    sizes = [(1_000, 11, 5), (10_000, 5, 1)] if quick else [(1_000, 21, 20), (10_000, 9, 2)]
-    if not quick:
-        sizes.append((100_000, 3, 1))
-    race_sizes = [(10, 200), (100, 40), (1000, 4)]
-    race_rounds = 5 if quick else 15
-    uses = 2_000 if quick else 10_000
-    scope_rounds = 7 if quick else 21
-    for loop_name, factory in loops():
-        for n, rounds, repeat in sizes:
-            cases = _spawn_cases(n)
-            if repeat > 1:
-                cases = {name: _repeat(fn, repeat) for name, fn in cases.items()}
-            out.append(
-                _measure(
-                    f"Spawn + join, N = {n:,} ({loop_name})",
-                    "per task",
-                    factory,
-                    cases,
-                    {"trio nursery": _repeat_sync(_trio_spawn(n), repeat)},
-                    rounds,
-                    n * repeat,
-                )
-            )
-        for k, races in race_sizes:
-            if quick:
-                races = max(1, races // 2)
-            out.append(
-                _measure(
-                    f"Race, K = {k:,} ({loop_name})",
-                    "per race",
-                    factory,
-                    _race_cases(k, races),
-                    {"trio nursery + cancel": _trio_race(k, races)},
-                    race_rounds,
-                    races,
-                )
-            )
-        out.append(
-            _measure(
-                f"Cancel scope enter/exit, empty body ({loop_name})",
-                "per use",
-                factory,
-                _scope_cases(uses),
-                _trio_scopes(uses),
-                scope_rounds,
-                uses,
-            )
-        )
+    for name in loop_names:
+        for section in _sections(quick):
+            out.append(_section_table(section.title, name, section.unit, results[name]))
     return "\n".join(out)
 
 
@@ -340,3 +535,7 @@ def _repeat_sync(fn: Callable[[], object], times: int) -> Callable[[], object]:
             fn()
 
     return repeated
+
+
+if __name__ == "__main__":  # one fresh interpreter's run: LOOP quick|full, JSON out
+    print(json.dumps(_child(sys.argv[1], sys.argv[2] == "quick")))
