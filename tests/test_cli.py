@@ -365,6 +365,7 @@ def test_demo_runs_the_fanout_load_and_the_etl_and_prints_its_summary() -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(360)  # the whole demo, longer than the suite's per-test limit
 def test_demo_with_its_defaults_runs_and_prints_its_summary() -> None:
     result = cohort_cli("demo", timeout=300)
     check_demo(result, requests=60, docs=120, seed=1, breaker_checks=True)
@@ -407,6 +408,7 @@ def test_demo_load_over_https_runs_every_strategy_on_every_key_set_and_prints_me
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(660)  # a full load test, longer than the suite's per-test limit
 @pytest.mark.parametrize("tls", [[], ["--tls"]], ids=["http", "https"])
 def test_demo_load_with_its_defaults_runs_every_strategy(tls: list[str]) -> None:
     result = cohort_cli("demo", "--load", *tls, timeout=600)
