@@ -737,6 +737,57 @@ async def test_deadlines_reach_children(how: str) -> None:
 
 
 @vc
+async def test_current_deadline_in_a_groups_body_follows_an_enclosing_scope_that_changes() -> None:
+    with cohort.move_on_after(10) as outer:
+        async with cohort.TaskGroup():
+            assert cohort.current_deadline() == 10
+            outer.deadline = 20
+            assert cohort.current_deadline() == 20
+            outer.deadline = 3
+            assert cohort.current_deadline() == 3
+            async with cohort.TaskGroup(timeout=5):
+                assert cohort.current_deadline() == 3
+                outer.deadline = 30
+                assert cohort.current_deadline() == 5
+
+
+class _KeepGoing(cohort.Gather):
+    def on_timeout(self, group: cohort.GroupView) -> cohort.Decision | None:
+        return cohort.Decision.CONTINUE
+
+
+@vc
+async def test_current_deadline_drops_a_group_timeout_its_policy_ignored() -> None:
+    with cohort.move_on_after(10):
+        async with cohort.TaskGroup(join=_KeepGoing(), timeout=2):
+            assert cohort.current_deadline() == 2
+            await asyncio.sleep(3)
+            assert cohort.current_deadline() == 10
+
+
+@vc
+async def test_current_deadline_in_nested_groups_is_the_nearest_of_every_level() -> None:
+    seen: list[tuple[float, float]] = []
+
+    async def child(expected: float) -> None:
+        seen.append((cohort.current_deadline(), expected))
+
+    async def level(depth: int, expected: float) -> None:
+        timeout = 100.0 - (depth % 5) * 7
+        expected = min(expected, timeout)
+        async with cohort.TaskGroup(timeout=timeout) as g:
+            g.spawn(child, expected)
+            assert cohort.current_deadline() == expected
+            if depth:
+                await level(depth - 1, expected)
+
+    with cohort.move_on_after(90):
+        await level(40, 90)
+    assert len(seen) == 41
+    assert all(got == expected for got, expected in seen)
+
+
+@vc
 async def test_shielded_child_finishes_its_block_before_cancellation(how: str) -> None:
     finished_shielded_part = False
 

@@ -19,8 +19,8 @@ ALLOWED = {
     # A CancelScope's per-task bookkeeping, in the same module as the class.
     **{("cohort/_scopes.py", f"{name}.{attr}"): "same module"
        for name in ("scope", "inner", "s")
-       for attr in ("_anyio", "_cancel_requests", "_deadline", "_fail", "_phase", "_raised",
-                    "_reason", "_relative", "_shield")},
+       for attr in ("_anyio", "_cancel_requests", "_deadline", "_effective", "_fail", "_phase",
+                    "_raised", "_reason", "_relative", "_shield")},
     ("cohort/_scopes.py", "backend._task_states"): "anyio keeps its shields to itself",
     ("cohort/_handle.py", "handle._timed_out"): "same module (the child's timeout wrapper)",
     ("cohort/pipeline/_pipeline.py", "other._stages"): "same class (composition with |)",

@@ -69,7 +69,7 @@ class _GroupScope(CancelScope):
         if not self._reason:
             # The body had finished, or the policy chose to ignore the timeout:
             # this deadline is spent, but the scope can still be cancelled.
-            self._deadline = math.inf
+            self._retire_deadline()
 
     def _held_back(self) -> None:
         # The body sits in a shield, the children do not: they are cancelled now.
@@ -764,8 +764,7 @@ class TaskGroup:
         self._entered_at = now = loop.time()
         deadline = math.inf if self._timeout is None else now + self._timeout
         self._scope = _GroupScope(self, deadline)
-        self._scope.__enter__()
-        deadline_for_children = _scopes.current_deadline()
+        deadline_for_children = self._scope._enter_in(task)
         self._base_token = (
             None
             if deadline_for_children == _scopes._base_deadline.get()

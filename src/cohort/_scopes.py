@@ -81,6 +81,7 @@ class _TaskState:
 
     __slots__ = (
         "__weakref__",
+        "base",
         "loop",
         "root_pending",
         "shields",
@@ -94,6 +95,9 @@ class _TaskState:
         self.task = task
         self.loop = loop
         self.stack: list[CancelScope] = []
+        # The deadline in force below the stack (a group's child inherits it),
+        # read when the first scope of the stack was entered.
+        self.base = math.inf
         self.timer: asyncio.Handle | None = None
         self.timer_when = math.inf
         self.shields = 0
@@ -129,6 +133,24 @@ class _TaskState:
                 upcoming = scope._deadline
         if upcoming < math.inf and upcoming < self.timer_when:
             self.arm(upcoming)
+
+    def refresh(self, start: int) -> None:
+        """The deadline of ``stack[start]`` changed, or a scope left from there:
+        recompute the deadlines in force from there up to the next shield."""
+        stack = self.stack
+        outer = self.base
+        if start:
+            scope = stack[start - 1]
+            outer = scope._effective
+        for i in range(start, len(stack)):
+            scope = stack[i]
+            if scope._shield:
+                if i > start:
+                    return  # a shield's deadline in force is its own: nothing above changes
+                outer = scope._deadline
+            elif scope._deadline < outer:
+                outer = scope._deadline
+            scope._effective = outer
 
     def shielded_above(self, scope: CancelScope) -> bool:
         """True when a shield sits between ``scope`` and the top of the stack."""
@@ -275,6 +297,7 @@ class CancelScope:
         "_anyio",
         "_cancel_requests",
         "_deadline",
+        "_effective",
         "_entry_cancelling",
         "_fail",
         "_phase",
@@ -298,6 +321,10 @@ class CancelScope:
         self._cancel_requests = 0
         self._raised = False
         self._anyio: object = None  # anyio's innermost scope in the task at entry
+        # While active: the nearest deadline in force in the block (this scope's,
+        # those around it up to a shield, the one inherited below the stack),
+        # kept up to date when one of them changes; current_deadline() reads it.
+        self._effective = math.inf
         #: True when the block ended because this scope cancelled it.
         self.cancelled_caught = False
 
@@ -332,6 +359,8 @@ class CancelScope:
         self._relative = math.nan
         self._deadline = value
         state = self._state
+        if self._phase is _Phase.ACTIVE and state is not None:
+            state.refresh(state.stack.index(self))
         if self._phase is _Phase.ACTIVE and state is not None and not self._reason:
             if self._deadline <= state.loop.time():
                 self._expire()
@@ -357,6 +386,13 @@ class CancelScope:
             return
         self._reason = _Reason.EXPLICIT
         self._request()
+
+    def _retire_deadline(self) -> None:
+        """The deadline no longer applies (the scope stays active, and can still be cancelled)."""
+        self._deadline = math.inf
+        state = self._state
+        if self._phase is _Phase.ACTIVE and state is not None:
+            state.refresh(state.stack.index(self))
 
     def _expire(self) -> None:
         """Called by the task's timer when the deadline has passed."""
@@ -408,6 +444,11 @@ class CancelScope:
             raise RuntimeError(outside_asyncio(f"{self!r} must be entered inside an asyncio task"))
         if self._phase is not _Phase.IDLE:
             raise RuntimeError(f"{self!r} has already been entered; create a new scope each time")
+        self._enter_in(task)
+        return self
+
+    def _enter_in(self, task: asyncio.Task[object]) -> float:
+        """Enter the (idle) scope in ``task``, the running one; return the deadline in force."""
         state = _state_var.get()
         if state is None or state.task is not task:
             state = _state_for(task)
@@ -418,7 +459,17 @@ class CancelScope:
             self._anyio = _anyio_scope(task)
         if self._relative == self._relative:
             self._deadline = state.loop.time() + self._relative
-        state.stack.append(self)
+        stack = state.stack
+        deadline = self._deadline
+        if stack:
+            scope = stack[-1]
+            effective = scope._effective
+        else:
+            effective = state.base = _base_deadline.get()
+        if deadline < effective or self._shield:
+            effective = deadline
+        self._effective = effective
+        stack.append(self)
         if self._shield:
             state.shields += 1
             _shielded[task] = state
@@ -428,7 +479,7 @@ class CancelScope:
             # A deadline already passed arms a timer in the past: it fires at
             # the task's next await, and not at all if the block never awaits.
             state.arm(self._deadline)
-        return self
+        return effective
 
     def __exit__(
         self,
@@ -509,7 +560,10 @@ class CancelScope:
     def _abandon(self, state: _TaskState) -> None:
         """Take the scope off its task's stack without delivering anything."""
         if self in state.stack:
-            state.stack.remove(self)
+            index = state.stack.index(self)
+            del state.stack[index]
+            if index < len(state.stack):
+                state.refresh(index)
             if self._shield:
                 state.shields -= 1
                 if not state.shields:
@@ -700,12 +754,8 @@ def current_deadline() -> float:
     task = _current_task()
     if task is None:
         raise RuntimeError("current_deadline() must be called inside an asyncio task")
-    deadline = math.inf
     state = _state_var.get()
-    if state is not None and state.task is task:
-        for scope in reversed(state.stack):
-            if scope._deadline < deadline:
-                deadline = scope._deadline
-            if scope._shield:
-                return deadline
-    return min(deadline, _base_deadline.get())
+    if state is not None and state.task is task and state.stack:
+        scope = state.stack[-1]
+        return scope._effective  # kept up to date: no walk of the stack
+    return _base_deadline.get()
