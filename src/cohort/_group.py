@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Never, NoReturn, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, Never, NoReturn, TypeVar, TypeVarTuple
 
 from cohort import _observe, _scopes
 from cohort._handle import ChildStatus, Handle, Outcome, _coro_name, _pop_caller_frame
@@ -43,7 +43,8 @@ _CancelledError = asyncio.CancelledError
 _get_ident = threading.get_ident
 
 
-_CONTINUE = Decision.CONTINUE
+# Bound once: an enum member's look-up on its class costs a descriptor call.
+_CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
 _CoroutineType = types.CoroutineType
 _SUCCEEDED = ChildStatus.SUCCEEDED
 _FAILED = ChildStatus.FAILED
@@ -96,6 +97,21 @@ _current_group: ContextVar[TaskGroup | None] = ContextVar("cohort_group", defaul
 # Every open group and the task it runs in, for task_tree() (added at entry,
 # removed at exit).
 _live_groups: dict[TaskGroup, asyncio.Task[Any]] = {}
+
+
+def _traits(join: JoinPolicy) -> tuple[bool, bool, bool]:
+    """What a group needs to know of its policy: whether results are in completion
+    order, whether a success is reported to ``on_child_done``, and whether
+    ``on_body_done`` and ``on_all_done`` are JoinPolicy's own."""
+    kind = type(join)
+    return (
+        join.results_order == "completion",
+        join.consults_on_success and kind.on_child_done is not JoinPolicy.on_child_done,
+        kind.on_body_done is JoinPolicy.on_body_done and kind.on_all_done is JoinPolicy.on_all_done,
+    )
+
+
+_GATHER_TRAITS: Final = _traits(Gather())
 
 
 def open_groups(loop: asyncio.AbstractEventLoop) -> list[tuple[TaskGroup, asyncio.Task[Any]]]:
@@ -165,6 +181,7 @@ class TaskGroup:
         "_outside_cancel",
         "_parent",
         "_phase",
+        "_plain_ends",
         "_policy",
         "_queue",
         "_quiet",
@@ -192,16 +209,27 @@ class TaskGroup:
     ) -> None:
         if join is None:
             join = Gather()
-        elif isinstance(join, type) and issubclass(join, JoinPolicy):
-            raise TypeError(f"join= takes a policy instance: write join={join.__name__}()")
-        elif not isinstance(join, JoinPolicy):
-            raise TypeError(f"join= must be a cohort.JoinPolicy instance, got {join!r}")
-        limit = check_count("limit", limit, none=True)
-        timeout = check_seconds("timeout", timeout, none=True)
-        if not isinstance(on_timeout, str):
-            raise TypeError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
-        if on_timeout not in ("raise", "partial"):
-            raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
+            # What the policy's class says, worked out once for the default policy.
+            completion_order, consult_on_success, plain_ends = _GATHER_TRAITS
+            on_spawn_hook = None
+        else:
+            if isinstance(join, type) and issubclass(join, JoinPolicy):
+                raise TypeError(f"join= takes a policy instance: write join={join.__name__}()")
+            if not isinstance(join, JoinPolicy):
+                raise TypeError(f"join= must be a cohort.JoinPolicy instance, got {join!r}")
+            completion_order, consult_on_success, plain_ends = _traits(join)
+            on_spawn_hook = (
+                join.on_spawn if type(join).on_spawn is not JoinPolicy.on_spawn else None
+            )
+        if limit is not None:
+            limit = check_count("limit", limit)
+        if timeout is not None:
+            timeout = check_seconds("timeout", timeout)
+        if type(on_timeout) is not str or (on_timeout != "raise" and on_timeout != "partial"):
+            if not isinstance(on_timeout, str):
+                raise TypeError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
+            if on_timeout not in ("raise", "partial"):
+                raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
         self._policy = join
         self._limit = limit
         self._timeout = timeout
@@ -226,7 +254,7 @@ class TaskGroup:
         self._succeeded = 0
         self._failed = 0
         self._child_errors = False  # a child failed or timed out (critical or not)
-        self._decision = Decision.CONTINUE
+        self._decision = _CONTINUE
         self._timed_out = False
         # KeyboardInterrupt/SystemExit seen in the body or a child: re-raised bare.
         self._base_error: BaseException | None = None
@@ -236,18 +264,16 @@ class TaskGroup:
         self._outside_cancel = False
         self._cancel_exc: _CancelledError | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._completion_order = join.results_order == "completion"
-        self._consult_on_success = join.consults_on_success and (
-            type(join).on_child_done is not JoinPolicy.on_child_done
-        )
+        self._completion_order = completion_order
+        self._consult_on_success = consult_on_success
+        # on_body_done() and on_all_done() are JoinPolicy's: exit need not call them.
+        self._plain_ends = plain_ends
         # A critical child's success only counts: not kept in completion order, no
         # policy hook to call (a fatal error has already decided the group).
-        self._lean_success = not self._completion_order and not self._consult_on_success
-        self._on_spawn_hook = (
-            join.on_spawn if type(join).on_spawn is not JoinPolicy.on_spawn else None
-        )
+        self._lean_success = not completion_order and not consult_on_success
+        self._on_spawn_hook = on_spawn_hook
         # start_soon() may leave a child without a handle: no policy hook reads it.
-        self._bare_ok = self._lean_success and self._on_spawn_hook is None
+        self._bare_ok = self._lean_success and on_spawn_hook is None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
         self._task: asyncio.Task[Any] | None = None
@@ -335,7 +361,7 @@ class TaskGroup:
         if policy.results_order == "completion":
             values = [h.result() for h in self._completed if h.status is _SUCCEEDED and h.critical]
             cap = policy.results_limit
-            return values[:cap] if cap is not None and self._decision is Decision.DONE else values
+            return values[:cap] if cap is not None and self._decision is _DONE else values
         return [h.result() for h in self._records() if h.status is _SUCCEEDED]
 
     @property
@@ -611,8 +637,8 @@ class TaskGroup:
 
     def cancel(self) -> None:
         """Stop the group now: cancel every child and the body; exit normally."""
-        if self._phase in (_OPEN, _EXITING) and self._decision is Decision.CONTINUE:
-            self._decide(Decision.DONE)
+        if self._phase in (_OPEN, _EXITING) and self._decision is _CONTINUE:
+            self._decide(_DONE)
 
     def _launch(self, handle: Handle[Any]) -> None:
         """Start a child's task; raises (closing its coroutine) if it cannot be created."""
@@ -682,11 +708,11 @@ class TaskGroup:
                 consult = True
             if self._decision is _CONTINUE:
                 if self._fatal:
-                    self._decide(Decision.FAIL)
+                    self._decide(_FAIL)
                 elif consult:
                     self._apply(self._policy.on_child_done(self, handle))
         elif self._fatal and self._decision is _CONTINUE:
-            self._decide(Decision.FAIL)
+            self._decide(_FAIL)
         if EVENTS.on:
             _observe.child_ended(handle, self.name, self._parent_name)
         if self._waiter is not None and (
@@ -695,7 +721,7 @@ class TaskGroup:
             self._wake()
 
     def _apply(self, decision: Decision) -> None:
-        if decision is not Decision.CONTINUE and self._decision is Decision.CONTINUE:
+        if decision is not _CONTINUE and self._decision is _CONTINUE:
             self._decide(decision)
 
     def _decide(self, decision: Decision) -> None:
@@ -722,13 +748,13 @@ class TaskGroup:
                     cancel_task(task)
 
     def _on_timeout(self) -> None:
-        if self._decision is not Decision.CONTINUE:
+        if self._decision is not _CONTINUE:
             return
         self._timed_out = True
         decision = self._policy.on_timeout(self)
         if decision is None:
-            decision = Decision.FAIL if self._on_timeout_mode == "raise" else Decision.DONE
-        if decision is Decision.CONTINUE:
+            decision = _FAIL if self._on_timeout_mode == "raise" else _DONE
+        if decision is _CONTINUE:
             self._timed_out = False
             return
         self._decide(decision)
@@ -837,15 +863,15 @@ class TaskGroup:
             body_error = exc
             if not isinstance(exc, Exception):
                 self._on_fatal(exc)
-            if self._decision is Decision.CONTINUE:
-                self._decide(Decision.FAIL)
-        if self._decision is Decision.CONTINUE:
+            if self._decision is _CONTINUE:
+                self._decide(_FAIL)
+        if self._decision is _CONTINUE:
             self._apply(self._policy.on_body_done(self))
         while True:
-            if self._decision is Decision.CONTINUE and self.pending == 0:
+            if self._decision is _CONTINUE and self.pending == 0:
                 self._apply(self._policy.on_all_done(self))
-                if self._decision is Decision.CONTINUE:
-                    self._decide(Decision.DONE)
+                if self._decision is _CONTINUE:
+                    self._decide(_DONE)
             if self._running == 0 and not self._queue:
                 break
             self._waiter = self._loop.create_future()
@@ -875,8 +901,8 @@ class TaskGroup:
         if self._outside_cancel:
             return
         self._outside_cancel = True
-        if self._decision is Decision.CONTINUE:
-            self._decision = Decision.DONE
+        if self._decision is _CONTINUE:
+            self._decision = _DONE
             self._accepting = False
         self._cancel_rest()
 
@@ -896,7 +922,7 @@ class TaskGroup:
             if isinstance(exc, _CancelledError):
                 return False
             raise self._cancel_exc or _CancelledError()
-        if self._decision is Decision.FAIL:
+        if self._decision is _FAIL:
             if self._timed_out:
                 timeout_error = TimeoutError(
                     f"{self.name} timed out after {self._timeout} s ({self._policy!r})"

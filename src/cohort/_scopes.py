@@ -76,6 +76,11 @@ class _Reason(enum.IntEnum):
     DEADLINE = 2
 
 
+# Bound once: an enum member's look-up on its class costs a descriptor call.
+_IDLE, _ACTIVE, _EXITED = _Phase.IDLE, _Phase.ACTIVE, _Phase.EXITED
+_NO_REASON, _EXPLICIT, _DEADLINE = _Reason.NONE, _Reason.EXPLICIT, _Reason.DEADLINE
+
+
 class _TaskState:
     """Per-task bookkeeping: the stack of active scopes and the one shared timer."""
 
@@ -166,7 +171,7 @@ class _TaskState:
         return False
 
     def deliver_later(self, scope: CancelScope) -> None:
-        if scope._phase is _Phase.ACTIVE:
+        if scope._phase is _ACTIVE:
             if self.shielded_above(scope):
                 self.hold(scope)
             else:
@@ -314,8 +319,8 @@ class CancelScope:
         self._relative = math.nan
         self._shield = shield
         self._fail = False
-        self._phase = _Phase.IDLE
-        self._reason = _Reason.NONE
+        self._phase = _IDLE
+        self._reason = _NO_REASON
         self._state: _TaskState | None = None
         self._entry_cancelling = 0
         self._cancel_requests = 0
@@ -339,7 +344,7 @@ class CancelScope:
     @property
     def deadline(self) -> float:
         """The absolute deadline (settable; ``math.inf`` for none)."""
-        if self._phase is _Phase.IDLE and self._relative == self._relative:
+        if self._phase is _IDLE and self._relative == self._relative:
             try:
                 return asyncio.get_running_loop().time() + self._relative
             except RuntimeError:
@@ -348,9 +353,9 @@ class CancelScope:
 
     @deadline.setter
     def deadline(self, value: float) -> None:
-        if self._phase is _Phase.EXITED:
+        if self._phase is _EXITED:
             raise RuntimeError(f"{self!r} has exited: its deadline can no longer change")
-        if self._reason is _Reason.DEADLINE:
+        if self._reason is _DEADLINE:
             raise RuntimeError(
                 f"{self!r} has already expired: its deadline can no longer change "
                 "(as asyncio.Timeout.reschedule); enter a new scope"
@@ -359,9 +364,9 @@ class CancelScope:
         self._relative = math.nan
         self._deadline = value
         state = self._state
-        if self._phase is _Phase.ACTIVE and state is not None:
+        if self._phase is _ACTIVE and state is not None:
             state.refresh(state.stack.index(self))
-        if self._phase is _Phase.ACTIVE and state is not None and not self._reason:
+        if self._phase is _ACTIVE and state is not None and not self._reason:
             if self._deadline <= state.loop.time():
                 self._expire()
             elif self._deadline < state.timer_when:
@@ -375,7 +380,7 @@ class CancelScope:
     @property
     def cancel_called(self) -> bool:
         """True once ``cancel()`` was called or the deadline passed."""
-        return self._reason is not _Reason.NONE
+        return self._reason is not _NO_REASON
 
     def cancel(self) -> None:
         """Cancel the block: the task gets ``CancelledError`` at its next await inside it.
@@ -384,24 +389,24 @@ class CancelScope:
         """
         if self._reason:
             return
-        self._reason = _Reason.EXPLICIT
+        self._reason = _EXPLICIT
         self._request()
 
     def _retire_deadline(self) -> None:
         """The deadline no longer applies (the scope stays active, and can still be cancelled)."""
         self._deadline = math.inf
         state = self._state
-        if self._phase is _Phase.ACTIVE and state is not None:
+        if self._phase is _ACTIVE and state is not None:
             state.refresh(state.stack.index(self))
 
     def _expire(self) -> None:
         """Called by the task's timer when the deadline has passed."""
-        self._reason = _Reason.DEADLINE
+        self._reason = _DEADLINE
         self._request()
 
     def _request(self) -> None:
         state = self._state
-        if self._phase is not _Phase.ACTIVE or state is None:
+        if self._phase is not _ACTIVE or state is None:
             return
         if state.shielded_above(self):
             state.hold(self)  # delivered when the shield exits
@@ -442,7 +447,7 @@ class CancelScope:
             task = None
         if task is None:
             raise RuntimeError(outside_asyncio(f"{self!r} must be entered inside an asyncio task"))
-        if self._phase is not _Phase.IDLE:
+        if self._phase is not _IDLE:
             raise RuntimeError(f"{self!r} has already been entered; create a new scope each time")
         self._enter_in(task)
         return self
@@ -453,7 +458,7 @@ class CancelScope:
         if state is None or state.task is not task:
             state = _state_for(task)
         self._state = state
-        self._phase = _Phase.ACTIVE
+        self._phase = _ACTIVE
         self._entry_cancelling = task.cancelling()
         if _ANYIO_BACKEND in _modules:
             self._anyio = _anyio_scope(task)
@@ -488,7 +493,7 @@ class CancelScope:
         tb: TracebackType | None,
     ) -> bool:
         if self._exit(exc):
-            if self._fail and self._reason is _Reason.DEADLINE:
+            if self._fail and self._reason is _DEADLINE:
                 what = (
                     f"fail_after({self._relative:g})"
                     if self._relative == self._relative
@@ -501,7 +506,7 @@ class CancelScope:
     def _exit(self, exc: BaseException | None) -> bool:
         """Leave the scope; True when ``exc`` is this scope's own cancellation (caught)."""
         state = self._state
-        if state is None or self._phase is not _Phase.ACTIVE:
+        if state is None or self._phase is not _ACTIVE:
             raise RuntimeError(f"{self!r} exited without being entered")
         here = _current_task(state.loop)  # with the loop: no lookup of the running one
         if here is not state.task:
@@ -523,7 +528,7 @@ class CancelScope:
                 "scopes must nest"
             )
         stack.pop()
-        self._phase = _Phase.EXITED
+        self._phase = _EXITED
         self._state = None
         task = state.task
         if self._shield:
@@ -568,7 +573,7 @@ class CancelScope:
                 state.shields -= 1
                 if not state.shields:
                     _shielded.pop(state.task, None)
-        self._phase = _Phase.EXITED
+        self._phase = _EXITED
         self._state = None
 
     @staticmethod
