@@ -41,6 +41,7 @@ _CancelledError = asyncio.CancelledError
 # The thread check of spawn(): asyncio._get_running_loop() makes a getpid() system
 # call at every call (it checks for a fork), a thread's id is a plain read.
 _get_ident = threading.get_ident
+_current_task = asyncio.current_task
 
 
 # Bound once: an enum member's look-up on its class costs a descriptor call.
@@ -196,7 +197,9 @@ class TaskGroup:
         "_waiter",
     )
 
-    _bare_done: Callable[[asyncio.Task[Any]], None]  # while open: _on_bare_done, bound once
+    # While open: _on_bare_done, bound once (by the first start_soon) for every
+    # handle-less child; dropped at exit, so that no cycle is left behind.
+    _bare_done: Callable[[asyncio.Task[Any]], None] | None
 
     def __init__(
         self,
@@ -244,6 +247,7 @@ class TaskGroup:
         # _handles, bit-inverted (~) for an optional child; and the names given.
         self._bare: dict[asyncio.Task[Any], int] = {}
         self._bare_names: dict[asyncio.Task[Any], str] = {}
+        self._bare_done = None
         # start_soon() children that have a handle all the same (a timeout, a queue
         # slot, a policy that reads every child): recorded only if they do not succeed.
         self._quiet: set[Handle[Any]] = set()
@@ -573,7 +577,10 @@ class TaskGroup:
         handles.append(self._clock())
         if name is not None:
             self._bare_names[task] = name
-        task.add_done_callback(self._bare_done)
+        done = self._bare_done
+        if done is None:
+            done = self._bare_done = self._on_bare_done
+        task.add_done_callback(done)
         self._running += 1
         if EVENTS.on:
             _observe.child_started(name or _coro_name(coro), self.name, self._parent_name)
@@ -674,10 +681,21 @@ class TaskGroup:
         if self._lean_success and handle.critical and not self._queue and not EVENTS.on:
             self._running -= 1
             self._succeeded += 1
-            if self._waiter is not None and (
-                self._running == 0 or self._spawned == self._succeeded + self._failed
+            waiter = self._waiter
+            # _wake(), inlined (no queue): nothing left running, or every critical
+            # child done while undecided.
+            if (
+                waiter is not None
+                and (
+                    self._running == 0
+                    or (
+                        self._spawned == self._succeeded + self._failed
+                        and self._decision is _CONTINUE
+                    )
+                )
+                and not waiter.done()
             ):
-                self._wake()
+                waiter.set_result(None)
         else:
             self._child_ended(handle, _SUCCEEDED, True)
 
@@ -777,7 +795,7 @@ class TaskGroup:
         if self._phase is not _NEW:
             raise RuntimeError(f"{self!r} has already been entered; create a new TaskGroup")
         try:
-            task = asyncio.current_task()
+            task = _current_task()
         except RuntimeError:  # no running asyncio loop
             task = None
         if task is None:
@@ -786,22 +804,20 @@ class TaskGroup:
         self._task = task
         self._thread = _get_ident()
         self._loop = loop = task.get_loop()
-        self._clock = clock_of(loop)
+        # clock_of(loop), inlined
+        self._clock = _monotonic if type(loop).time is _base_time else loop.time
         self._entered_at = now = loop.time()
         deadline = math.inf if self._timeout is None else now + self._timeout
-        self._scope = _GroupScope(self, deadline)
-        deadline_for_children = self._scope._enter_in(task)
+        scope = self._scope = _GroupScope(self, deadline)
+        deadline_for_children = scope._enter_in(task)
+        base = _scopes._base_deadline
         self._base_token = (
-            None
-            if deadline_for_children == _scopes._base_deadline.get()
-            else _scopes._base_deadline.set(deadline_for_children)
+            None if deadline_for_children == base.get() else base.set(deadline_for_children)
         )
         self._parent = _current_group.get()
         self._group_token = _current_group.set(self)
         self._phase = _OPEN
         self._accepting = True
-        # Bound once: every handle-less child shares it (dropped at exit: no cycle left).
-        self._bare_done = self._on_bare_done
         _live_groups[self] = task
         if EVENTS.on:
             _observe.group_event("group entered", self.statistics(), self._parent_name)
@@ -816,12 +832,69 @@ class TaskGroup:
         """``__aexit__``: True swallows the body's cancellation by the group itself."""
         self._phase = _EXITING
         try:
-            return await self._exit(exc)
+            task = self._task
+            scope = self._scope
+            assert task is not None
+            assert scope is not None
+            saw_cancel = False
+            body_error: BaseException | None = None
+            if exc is not None:
+                if isinstance(exc, _CancelledError):
+                    saw_cancel = True
+                    if scope._cancelled_from_outside(task):
+                        self._outside()
+                else:
+                    body_error = exc
+                    if not isinstance(exc, Exception):
+                        self._on_fatal(exc)
+                    if self._decision is _CONTINUE:
+                        self._decide(_FAIL)
+            if self._decision is _CONTINUE and not self._plain_ends:
+                self._apply(self._policy.on_body_done(self))
+            while True:
+                if self._decision is _CONTINUE and (
+                    self._spawned == self._succeeded + self._failed  # nothing pending
+                ):
+                    if not self._plain_ends:
+                        self._apply(self._policy.on_all_done(self))
+                    if self._decision is _CONTINUE:
+                        # JoinPolicy.on_all_done's answer; with nothing left to
+                        # cancel or wake, _decide(DONE) comes down to this:
+                        if self._running or self._queue:
+                            self._decide(_DONE)
+                        else:
+                            self._decision = _DONE
+                            self._accepting = False
+                if self._running == 0 and not self._queue:
+                    break
+                self._waiter = self._loop.create_future()
+                try:
+                    await self._waiter
+                except _CancelledError as cancelled:
+                    # Keep the instance: anyio recognises its own by the message.
+                    self._cancel_exc = cancelled
+                    saw_cancel = True
+                    if scope._cancelled_from_outside(task):
+                        self._outside()
+                finally:
+                    self._waiter = None
+            caught = scope._exit(_CancelledError() if saw_cancel else None)
+            if saw_cancel and not caught:
+                self._outside_cancel = True
+            if (
+                body_error is None
+                and not self._child_errors
+                and not self._outside_cancel
+                and self._base_error is None
+                and self._decision is _DONE
+            ):
+                return True  # what _raise_outcome() answers then, without its work
+            return self._raise_outcome(exc, body_error)
         finally:
             self._phase = _CLOSED
             self._accepting = False
             self._scope = None  # it refers to the group: no cycle left behind
-            del self._bare_done
+            self._bare_done = None
             _current_group.reset(self._group_token)
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
@@ -848,47 +921,6 @@ class TaskGroup:
     @property
     def _parent_name(self) -> str | None:
         return None if self._parent is None else self._parent.name
-
-    async def _exit(self, exc: BaseException | None) -> bool:
-        task = self._task
-        scope = self._scope
-        assert task is not None
-        assert scope is not None
-        saw_cancel = isinstance(exc, _CancelledError)
-        body_error: BaseException | None = None
-        if saw_cancel:
-            if scope._cancelled_from_outside(task):
-                self._outside()
-        elif exc is not None:
-            body_error = exc
-            if not isinstance(exc, Exception):
-                self._on_fatal(exc)
-            if self._decision is _CONTINUE:
-                self._decide(_FAIL)
-        if self._decision is _CONTINUE:
-            self._apply(self._policy.on_body_done(self))
-        while True:
-            if self._decision is _CONTINUE and self.pending == 0:
-                self._apply(self._policy.on_all_done(self))
-                if self._decision is _CONTINUE:
-                    self._decide(_DONE)
-            if self._running == 0 and not self._queue:
-                break
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            except _CancelledError as cancelled:
-                # Keep the instance: anyio recognises its own by the message.
-                self._cancel_exc = cancelled
-                saw_cancel = True
-                if scope._cancelled_from_outside(task):
-                    self._outside()
-            finally:
-                self._waiter = None
-        caught = scope._exit(_CancelledError() if saw_cancel else None)
-        if saw_cancel and not caught:
-            self._outside_cancel = True
-        return self._raise_outcome(exc, body_error)
 
     def _on_fatal(self, exc: BaseException) -> None:
         self._fatal = True
@@ -1027,9 +1059,13 @@ def clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     Children are timed on the loop's clock (a virtual clock included); calling
     the C function directly saves a Python method call per timestamp.
     """
-    if type(loop).time is asyncio.BaseEventLoop.time:
-        return time.monotonic
+    if type(loop).time is _base_time:
+        return _monotonic
     return loop.time
+
+
+_base_time: Final = asyncio.BaseEventLoop.time
+_monotonic: Final = time.monotonic
 
 
 _SPAWN_OPTIONS = ("name", "timeout", "critical", "retry", "context")

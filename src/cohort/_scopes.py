@@ -315,7 +315,9 @@ class CancelScope:
     )
 
     def __init__(self, *, deadline: float = math.inf, shield: bool = False) -> None:
-        self._deadline = _check_deadline(deadline)
+        if type(deadline) is not float or deadline != deadline:  # not the common case
+            deadline = _check_deadline(deadline)
+        self._deadline = deadline
         self._relative = math.nan
         self._shield = shield
         self._fail = False
