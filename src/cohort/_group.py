@@ -38,6 +38,8 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _CancelledError = asyncio.CancelledError
+_INF: Final = math.inf
+_NAN: Final = math.nan
 # The thread check of spawn(): asyncio._get_running_loop() makes a getpid() system
 # call at every call (it checks for a fork), a thread's id is a plain read.
 _get_ident = threading.get_ident
@@ -53,6 +55,7 @@ _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
 _running_handle = Handle._running  # bound once: a classmethod is bound at every look-up
 _UNSUCCESSFUL = frozenset({_FAILED, _CANCELLED, _TIMED_OUT})
+_NO_HANDLES: frozenset[Handle[Any]] = frozenset()
 
 
 class _GroupScope(CancelScope):
@@ -61,7 +64,7 @@ class _GroupScope(CancelScope):
     __slots__ = ("_group",)
 
     def __init__(self, group: TaskGroup, deadline: float) -> None:
-        super().__init__(deadline=deadline)
+        CancelScope.__init__(self, deadline=deadline)  # not super(): no proxy object made
         self._group = group
 
     def _expire(self) -> None:
@@ -112,7 +115,9 @@ def _traits(join: JoinPolicy) -> tuple[bool, bool, bool]:
     )
 
 
-_GATHER_TRAITS: Final = _traits(Gather())
+# The policy of a group given none: policies keep no state, one serves every group.
+_DEFAULT_POLICY: Final = Gather()
+_GATHER_TRAITS: Final = _traits(_DEFAULT_POLICY)
 
 
 def open_groups(loop: asyncio.AbstractEventLoop) -> list[tuple[TaskGroup, asyncio.Task[Any]]]:
@@ -211,7 +216,7 @@ class TaskGroup:
         name: str | None = None,
     ) -> None:
         if join is None:
-            join = Gather()
+            join = _DEFAULT_POLICY
             # What the policy's class says, worked out once for the default policy.
             completion_order, consult_on_success, plain_ends = _GATHER_TRAITS
             on_spawn_hook = None
@@ -250,9 +255,11 @@ class TaskGroup:
         self._bare_done = None
         # start_soon() children that have a handle all the same (a timeout, a queue
         # slot, a policy that reads every child): recorded only if they do not succeed.
-        self._quiet: set[Handle[Any]] = set()
+        # (None until the first such child: a group pays for what it uses.)
+        self._quiet: set[Handle[Any]] | None = None
         self._completed: list[Handle[Any]] = []
-        self._queue: deque[Handle[Any]] = deque()
+        # Children waiting for a ``limit`` slot (None until the first one waits).
+        self._queue: deque[Handle[Any]] | None = None
         self._running = 0
         self._spawned = 0
         self._succeeded = 0
@@ -279,11 +286,11 @@ class TaskGroup:
         # start_soon() may leave a child without a handle: no policy hook reads it.
         self._bare_ok = self._lean_success and on_spawn_hook is None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
+        self._clock: Callable[[], float] = _monotonic  # the loop's clock, from entry
         self._task: asyncio.Task[Any] | None = None
         self._thread = 0  # the id of the thread that runs the group's loop, from entry
         self._scope: _GroupScope | None = None
-        self._entered_at = math.nan
+        self._entered_at = _NAN
         self._parent: TaskGroup | None = None
 
     def __repr__(self) -> str:
@@ -302,7 +309,7 @@ class TaskGroup:
             decision=self._decision,
             children=len(self._handles),
             running=self._running,
-            queued=len(self._queue),
+            queued=len(self._queue or ()),
             spawned=self._spawned,
             succeeded=self._succeeded,
             failed=self._failed,
@@ -402,7 +409,7 @@ class TaskGroup:
         return self._records()
 
     def _records(self) -> list[Handle[Any]]:
-        quiet = self._quiet
+        quiet = self._quiet or _NO_HANDLES
         return [
             h
             for h in self._handles
@@ -412,7 +419,7 @@ class TaskGroup:
     def _tree_rows(self) -> list[_TreeRow]:
         """For ``task_tree()``: (name, status, started, ended, task) of every child with
         a record, and of every ``start_soon`` child still running, in spawn order."""
-        quiet = self._quiet
+        quiet = self._quiet or _NO_HANDLES
         running = self._bare_at()
         rows: list[_TreeRow] = []
         for i, h in enumerate(self._handles):
@@ -485,11 +492,16 @@ class TaskGroup:
                 # once: not that of whichever child's end frees the slot.
                 context = contextvars.copy_context()
             handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical, context)
+            if self._queue is None:
+                self._queue = deque()
             self._queue.append(handle)
         elif timeout is None:
             # The common case, made fast: the task is made here and handed to the handle.
             try:
-                task = loop.create_task(coro, name=name, context=context)
+                if name is None and context is None:
+                    task = loop.create_task(coro)  # no keywords to pass: a cheaper call
+                else:
+                    task = loop.create_task(coro, name=name, context=context)
             except BaseException:
                 coro.close()  # no task, no child: nothing is recorded
                 raise
@@ -538,17 +550,18 @@ class TaskGroup:
             or not self._bare_ok
             or (self._limit is not None and self._running >= self._limit)
         ):
-            self._quiet.add(
-                self.spawn(
-                    fn,
-                    *args,
-                    name=name,
-                    timeout=timeout,
-                    critical=critical,
-                    retry=retry,
-                    context=context,
-                )
+            handle = self.spawn(
+                fn,
+                *args,
+                name=name,
+                timeout=timeout,
+                critical=critical,
+                retry=retry,
+                context=context,
             )
+            if self._quiet is None:
+                self._quiet = set()
+            self._quiet.add(handle)
             return
         if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
@@ -564,7 +577,10 @@ class TaskGroup:
         else:
             coro = _coro_object(fn, args)
         try:
-            task = loop.create_task(coro, name=name, context=context)
+            if name is None and context is None:
+                task = loop.create_task(coro)  # no keywords to pass: a cheaper call
+            else:
+                task = loop.create_task(coro, name=name, context=context)
         except BaseException:
             coro.close()
             raise
@@ -656,6 +672,7 @@ class TaskGroup:
 
     def _drop_queued(self, handle: Handle[Any]) -> None:
         """A queued child is cancelled before it ever ran."""
+        assert self._queue is not None  # it is queued
         self._queue.remove(handle)
         handle._discard()
         self._child_ended(handle, handle._settle(_CANCELLED, None, None), False)
@@ -807,7 +824,7 @@ class TaskGroup:
         # clock_of(loop), inlined
         self._clock = _monotonic if type(loop).time is _base_time else loop.time
         self._entered_at = now = loop.time()
-        deadline = math.inf if self._timeout is None else now + self._timeout
+        deadline = _INF if self._timeout is None else now + self._timeout
         scope = self._scope = _GroupScope(self, deadline)
         deadline_for_children = scope._enter_in(task)
         base = _scopes._base_deadline

@@ -54,6 +54,8 @@ __all__ = [
 _current_task = asyncio.current_task
 _modules = sys.modules
 _CancelledError = asyncio.CancelledError
+_INF: Final = math.inf
+_NAN: Final = math.nan
 
 
 def outside_asyncio(what: str) -> str:
@@ -318,7 +320,7 @@ class CancelScope:
         if type(deadline) is not float or deadline != deadline:  # not the common case
             deadline = _check_deadline(deadline)
         self._deadline = deadline
-        self._relative = math.nan
+        self._relative = _NAN
         self._shield = shield
         self._fail = False
         self._phase = _IDLE
@@ -331,7 +333,7 @@ class CancelScope:
         # While active: the nearest deadline in force in the block (this scope's,
         # those around it up to a shield, the one inherited below the stack),
         # kept up to date when one of them changes; current_deadline() reads it.
-        self._effective = math.inf
+        self._effective = _INF
         #: True when the block ended because this scope cancelled it.
         self.cancelled_caught = False
 
