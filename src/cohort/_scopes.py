@@ -412,10 +412,10 @@ class CancelScope:
         state = self._state
         if self._phase is not _ACTIVE or state is None:
             return
-        if state.shielded_above(self):
+        if state.shields and state.shielded_above(self):
             state.hold(self)  # delivered when the shield exits
             return
-        if state.task is _current_task():
+        if state.task is _current_task(state.loop):  # the loop given: no look-up
             # Never cancel the running task synchronously: a block that ends
             # before its next await must not leave a cancellation behind.
             state.loop.call_soon(state.deliver_later, self)
@@ -428,7 +428,7 @@ class CancelScope:
     def _deliver(self) -> None:
         state = self._state
         assert state is not None
-        if _anyio_shielded(state.task, self._anyio):
+        if _ANYIO_BACKEND in _modules and _anyio_shielded(state.task, self._anyio):
             state.hold_for_anyio(self)
             return
         self._cancel_requests += 1
