@@ -426,6 +426,23 @@ async def test_a_scope_in_an_async_generator_closed_by_another_task_leaves_its_o
     assert now() == 2
 
 
+async def test_current_deadline_drops_an_abandoned_generator_scope_below_open_ones() -> None:
+    async def numbers() -> AsyncGenerator[int]:
+        with cohort.move_on_after(1):
+            yield 1
+            yield 2
+
+    gen = numbers()
+    loop = asyncio.get_running_loop()
+    with cohort.move_on_after(5):
+        assert await anext(gen) == 1
+        with cohort.CancelScope():
+            assert cohort.current_deadline() == 1  # the generator's scope is below this one
+            with pytest.raises(RuntimeError, match="exited in 'closer'"):
+                await loop.create_task(gen.aclose(), name="closer")
+            assert cohort.current_deadline() == 5
+
+
 async def test_a_deadline_cannot_change_after_exit_or_expiry() -> None:
     with cohort.move_on_after(1) as scope:
         await asyncio.sleep(2)
