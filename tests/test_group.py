@@ -89,6 +89,19 @@ def test_constructor_validates_arguments() -> None:
         cohort.Quorum(0)
 
 
+def test_constructor_validates_on_timeout_of_another_type() -> None:
+    with pytest.raises(TypeError, match="on_timeout"):
+        cohort.TaskGroup(on_timeout=1)  # type: ignore[arg-type]
+    assert cohort.TaskGroup(on_timeout="".join(["par", "tial"])).statistics().phase == "new"
+
+
+def test_groups_without_join_share_one_gather() -> None:
+    first, second = cohort.TaskGroup(), cohort.TaskGroup()
+    assert type(first.policy) is cohort.Gather
+    assert first.policy is second.policy
+    assert cohort.TaskGroup(join=cohort.Gather()).policy is not first.policy
+
+
 async def test_spawn_before_enter_and_after_exit_raise() -> None:
     g = cohort.TaskGroup(name="g1")
     with pytest.raises(RuntimeError, match="enter it"):
