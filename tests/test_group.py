@@ -92,7 +92,7 @@ def test_constructor_validates_arguments() -> None:
 def test_constructor_validates_on_timeout_of_another_type() -> None:
     with pytest.raises(TypeError, match="on_timeout"):
         cohort.TaskGroup(on_timeout=1)  # type: ignore[arg-type]
-    assert cohort.TaskGroup(on_timeout="".join(["par", "tial"])).statistics().phase == "new"
+    assert cohort.TaskGroup(on_timeout="".join(["par", "tial"])).statistics().phase == "new"  # type: ignore[arg-type]
 
 
 def test_groups_without_join_share_one_gather() -> None:
