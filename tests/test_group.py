@@ -89,6 +89,19 @@ def test_constructor_validates_arguments() -> None:
         cohort.Quorum(0)
 
 
+def test_constructor_validates_on_timeout_of_another_type() -> None:
+    with pytest.raises(TypeError, match="on_timeout"):
+        cohort.TaskGroup(on_timeout=1)  # type: ignore[arg-type]
+    assert cohort.TaskGroup(on_timeout="".join(["par", "tial"])).statistics().phase == "new"  # type: ignore[arg-type]
+
+
+def test_groups_without_join_share_one_gather() -> None:
+    first, second = cohort.TaskGroup(), cohort.TaskGroup()
+    assert type(first.policy) is cohort.Gather
+    assert first.policy is second.policy
+    assert cohort.TaskGroup(join=cohort.Gather()).policy is not first.policy
+
+
 async def test_spawn_before_enter_and_after_exit_raise() -> None:
     g = cohort.TaskGroup(name="g1")
     with pytest.raises(RuntimeError, match="enter it"):
@@ -734,6 +747,57 @@ async def test_deadlines_reach_children(how: str) -> None:
         async with cohort.TaskGroup() as g:
             start(g, how, child)
     assert seen == [4, 10]
+
+
+@vc
+async def test_current_deadline_in_a_groups_body_follows_an_enclosing_scope_that_changes() -> None:
+    with cohort.move_on_after(10) as outer:
+        async with cohort.TaskGroup():
+            assert cohort.current_deadline() == 10
+            outer.deadline = 20
+            assert cohort.current_deadline() == 20
+            outer.deadline = 3
+            assert cohort.current_deadline() == 3
+            async with cohort.TaskGroup(timeout=5):
+                assert cohort.current_deadline() == 3
+                outer.deadline = 30
+                assert cohort.current_deadline() == 5
+
+
+class _KeepGoing(cohort.Gather):
+    def on_timeout(self, group: cohort.GroupView) -> cohort.Decision | None:
+        return cohort.Decision.CONTINUE
+
+
+@vc
+async def test_current_deadline_drops_a_group_timeout_its_policy_ignored() -> None:
+    with cohort.move_on_after(10):
+        async with cohort.TaskGroup(join=_KeepGoing(), timeout=2):
+            assert cohort.current_deadline() == 2
+            await asyncio.sleep(3)
+            assert cohort.current_deadline() == 10
+
+
+@vc
+async def test_current_deadline_in_nested_groups_is_the_nearest_of_every_level() -> None:
+    seen: list[tuple[float, float]] = []
+
+    async def child(expected: float) -> None:
+        seen.append((cohort.current_deadline(), expected))
+
+    async def level(depth: int, expected: float) -> None:
+        timeout = 100.0 - (depth % 5) * 7
+        expected = min(expected, timeout)
+        async with cohort.TaskGroup(timeout=timeout) as g:
+            g.spawn(child, expected)
+            assert cohort.current_deadline() == expected
+            if depth:
+                await level(depth - 1, expected)
+
+    with cohort.move_on_after(90):
+        await level(40, 90)
+    assert len(seen) == 41
+    assert all(got == expected for got, expected in seen)
 
 
 @vc

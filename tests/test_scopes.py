@@ -230,6 +230,53 @@ async def test_current_deadline_and_time() -> None:
     assert cohort.current_deadline() == math.inf
 
 
+async def test_current_deadline_follows_an_outer_scope_whose_deadline_changes() -> None:
+    with cohort.move_on_after(5) as outer:
+        with cohort.move_on_after(3), cohort.CancelScope():
+            assert cohort.current_deadline() == 3
+            outer.deadline = 1
+            assert cohort.current_deadline() == 1
+            outer.deadline = 8
+            assert cohort.current_deadline() == 3
+            outer.deadline = math.inf
+            assert cohort.current_deadline() == 3
+        assert cohort.current_deadline() == math.inf
+        outer.deadline = 4
+        assert cohort.current_deadline() == 4
+
+
+async def test_current_deadline_inside_a_shield_ignores_outer_changes_but_not_the_shields() -> None:
+    with cohort.move_on_after(5) as outer:
+        with cohort.CancelScope(shield=True) as shield, cohort.CancelScope():
+            assert cohort.current_deadline() == math.inf
+            outer.deadline = 1
+            assert cohort.current_deadline() == math.inf
+            shield.deadline = 2
+            assert cohort.current_deadline() == 2
+            with cohort.move_on_after(7), cohort.CancelScope(shield=True) as inner:
+                assert cohort.current_deadline() == math.inf
+                shield.deadline = 0.5
+                assert cohort.current_deadline() == math.inf
+                inner.deadline = 9
+                assert cohort.current_deadline() == 9
+            assert cohort.current_deadline() == 0.5
+        assert cohort.current_deadline() == 1
+
+
+async def test_current_deadline_at_depth_is_the_nearest_of_every_level() -> None:
+    deadlines = [50.0 - (i % 7) * 3 - i / 100 for i in range(300)]
+    scopes = [cohort.CancelScope(deadline=d) for d in deadlines]
+    for depth, scope in enumerate(scopes, 1):
+        scope.__enter__()
+        assert cohort.current_deadline() == min(deadlines[:depth])
+    scopes[0].deadline = 1
+    assert cohort.current_deadline() == 1
+    for depth in range(len(scopes), 0, -1):
+        scopes[depth - 1].__exit__(None, None, None)
+        expected = min([1.0, *deadlines[1 : depth - 1]]) if depth > 1 else math.inf
+        assert cohort.current_deadline() == expected
+
+
 async def test_deadline_is_settable_while_active() -> None:
     with cohort.CancelScope() as scope:
         scope.deadline = now() + 2
@@ -377,6 +424,23 @@ async def test_a_scope_in_an_async_generator_closed_by_another_task_leaves_its_o
         await asyncio.sleep(2)  # the abandoned deadline cancels nothing
     assert not outer.cancel_called
     assert now() == 2
+
+
+async def test_current_deadline_drops_an_abandoned_generator_scope_below_open_ones() -> None:
+    async def numbers() -> AsyncGenerator[int]:
+        with cohort.move_on_after(1):
+            yield 1
+            yield 2
+
+    gen = numbers()
+    loop = asyncio.get_running_loop()
+    with cohort.move_on_after(5):
+        assert await anext(gen) == 1
+        with cohort.CancelScope():
+            assert cohort.current_deadline() == 1  # the generator's scope is below this one
+            with pytest.raises(RuntimeError, match="exited in 'closer'"):
+                await loop.create_task(gen.aclose(), name="closer")
+            assert cohort.current_deadline() == 5
 
 
 async def test_a_deadline_cannot_change_after_exit_or_expiry() -> None:

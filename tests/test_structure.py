@@ -59,14 +59,18 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     # Within one module: a class and the class it works for.
     **{("cohort/_scopes.py", f"{name}.{attr}"): "same module (the scope machinery)"
        for name, attrs in {
-           "scope": ("_cancel_requests", "_deadline", "_deliver", "_expire", "_fail",
-                     "_phase", "_raised", "_reason", "_relative"),
+           "scope": ("_cancel_requests", "_deadline", "_deliver", "_effective", "_expire",
+                     "_fail", "_phase", "_raised", "_reason", "_relative"),
            "inner": ("_anyio", "_held_back", "_shield"),
            "s": ("_shield",),
        }.items()
        for attr in attrs},
     ("cohort/_scopes.py", "scope._shield"): (
         "same module, and anyio's scopes (read with getattr, as below)"
+    ),
+    ("cohort/_group.py", "scope._enter_in"): (
+        "a group enters its own scope (a CancelScope subclass) in one call that also "
+        "returns the deadline in force, not through __enter__ and current_deadline()"
     ),
     **{("cohort/_flow.py", expr): "same module (a run reads its flow's plan)"
        for expr in ("flow._dependents", "flow._n_critical", "self.flow._roots",

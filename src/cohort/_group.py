@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Never, NoReturn, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, Never, NoReturn, TypeVar, TypeVarTuple
 
 from cohort import _observe, _scopes
 from cohort._handle import ChildStatus, Handle, Outcome, _coro_name, _pop_caller_frame
@@ -39,12 +39,16 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _CancelledError = asyncio.CancelledError
+_INF: Final = math.inf
+_NAN: Final = math.nan
 # The thread check of spawn(): asyncio._get_running_loop() makes a getpid() system
 # call at every call (it checks for a fork), a thread's id is a plain read.
 _get_ident = threading.get_ident
+_current_task = asyncio.current_task
 
 
-_CONTINUE = Decision.CONTINUE
+# Bound once: an enum member's look-up on its class costs a descriptor call.
+_CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
 _CoroutineType = types.CoroutineType
 _SUCCEEDED = ChildStatus.SUCCEEDED
 _FAILED = ChildStatus.FAILED
@@ -52,6 +56,7 @@ _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
 _running_handle = Handle._running  # bound once: a classmethod is bound at every look-up
 _UNSUCCESSFUL = frozenset({_FAILED, _CANCELLED, _TIMED_OUT})
+_NO_HANDLES: frozenset[Handle[Any]] = frozenset()
 
 
 class _GroupScope(CancelScope):
@@ -60,7 +65,7 @@ class _GroupScope(CancelScope):
     __slots__ = ("_group",)
 
     def __init__(self, group: TaskGroup, deadline: float) -> None:
-        super().__init__(deadline=deadline)
+        CancelScope.__init__(self, deadline=deadline)  # not super(): no proxy object made
         self._group = group
 
     def _expire(self) -> None:
@@ -70,7 +75,7 @@ class _GroupScope(CancelScope):
         if not self._reason:
             # The body had finished, or the policy chose to ignore the timeout:
             # this deadline is spent, but the scope can still be cancelled.
-            self._deadline = math.inf
+            self._retire_deadline()
 
     def _held_back(self) -> None:
         # The body sits in a shield, the children do not: they are cancelled now.
@@ -97,6 +102,23 @@ _current_group: ContextVar[TaskGroup | None] = ContextVar("cohort_group", defaul
 # Every open group and the task it runs in, for task_tree() (added at entry,
 # removed at exit).
 _live_groups: dict[TaskGroup, asyncio.Task[Any]] = {}
+
+
+def _traits(join: JoinPolicy) -> tuple[bool, bool, bool]:
+    """What a group needs to know of its policy: whether results are in completion
+    order, whether a success is reported to ``on_child_done``, and whether
+    ``on_body_done`` and ``on_all_done`` are JoinPolicy's own."""
+    kind = type(join)
+    return (
+        join.results_order == "completion",
+        join.consults_on_success and kind.on_child_done is not JoinPolicy.on_child_done,
+        kind.on_body_done is JoinPolicy.on_body_done and kind.on_all_done is JoinPolicy.on_all_done,
+    )
+
+
+# The policy of a group given none: policies keep no state, one serves every group.
+_DEFAULT_POLICY: Final = Gather()
+_GATHER_TRAITS: Final = _traits(_DEFAULT_POLICY)
 
 
 def open_groups(loop: asyncio.AbstractEventLoop) -> list[tuple[TaskGroup, asyncio.Task[Any]]]:
@@ -166,6 +188,7 @@ class TaskGroup:
         "_outside_cancel",
         "_parent",
         "_phase",
+        "_plain_ends",
         "_policy",
         "_queue",
         "_quiet",
@@ -180,7 +203,9 @@ class TaskGroup:
         "_waiter",
     )
 
-    _bare_done: Callable[[asyncio.Task[Any]], None]  # while open: _on_bare_done, bound once
+    # While open: _on_bare_done, bound once (by the first start_soon) for every
+    # handle-less child; dropped at exit, so that no cycle is left behind.
+    _bare_done: Callable[[asyncio.Task[Any]], None] | None
 
     def __init__(
         self,
@@ -192,17 +217,28 @@ class TaskGroup:
         name: str | None = None,
     ) -> None:
         if join is None:
-            join = Gather()
-        elif isinstance(join, type) and issubclass(join, JoinPolicy):
-            raise TypeError(f"join= takes a policy instance: write join={join.__name__}()")
-        elif not isinstance(join, JoinPolicy):
-            raise TypeError(f"join= must be a cohort.JoinPolicy instance, got {join!r}")
-        limit = check_count("limit", limit, none=True)
-        timeout = check_seconds("timeout", timeout, none=True)
-        if not isinstance(on_timeout, str):
-            raise TypeError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
-        if on_timeout not in ("raise", "partial"):
-            raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
+            join = _DEFAULT_POLICY
+            # What the policy's class says, worked out once for the default policy.
+            completion_order, consult_on_success, plain_ends = _GATHER_TRAITS
+            on_spawn_hook = None
+        else:
+            if isinstance(join, type) and issubclass(join, JoinPolicy):
+                raise TypeError(f"join= takes a policy instance: write join={join.__name__}()")
+            if not isinstance(join, JoinPolicy):
+                raise TypeError(f"join= must be a cohort.JoinPolicy instance, got {join!r}")
+            completion_order, consult_on_success, plain_ends = _traits(join)
+            on_spawn_hook = (
+                join.on_spawn if type(join).on_spawn is not JoinPolicy.on_spawn else None
+            )
+        if limit is not None:
+            limit = check_count("limit", limit)
+        if timeout is not None:
+            timeout = check_seconds("timeout", timeout)
+        if type(on_timeout) is not str or (on_timeout != "raise" and on_timeout != "partial"):
+            if not isinstance(on_timeout, str):
+                raise TypeError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
+            if on_timeout not in ("raise", "partial"):
+                raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
         self._policy = join
         self._limit = limit
         self._timeout = timeout
@@ -217,17 +253,20 @@ class TaskGroup:
         # _handles, bit-inverted (~) for an optional child; and the names given.
         self._bare: dict[asyncio.Task[Any], int] = {}
         self._bare_names: dict[asyncio.Task[Any], str] = {}
+        self._bare_done = None
         # start_soon() children that have a handle all the same (a timeout, a queue
         # slot, a policy that reads every child): recorded only if they do not succeed.
-        self._quiet: set[Handle[Any]] = set()
+        # (None until the first such child: a group pays for what it uses.)
+        self._quiet: set[Handle[Any]] | None = None
         self._completed: list[Handle[Any]] = []
-        self._queue: deque[Handle[Any]] = deque()
+        # Children waiting for a ``limit`` slot (None until the first one waits).
+        self._queue: deque[Handle[Any]] | None = None
         self._running = 0
         self._spawned = 0
         self._succeeded = 0
         self._failed = 0
         self._child_errors = False  # a child failed or timed out (critical or not)
-        self._decision = Decision.CONTINUE
+        self._decision = _CONTINUE
         self._timed_out = False
         # KeyboardInterrupt/SystemExit seen in the body or a child: re-raised bare.
         self._base_error: BaseException | None = None
@@ -237,24 +276,22 @@ class TaskGroup:
         self._outside_cancel = False
         self._cancel_exc: _CancelledError | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._completion_order = join.results_order == "completion"
-        self._consult_on_success = join.consults_on_success and (
-            type(join).on_child_done is not JoinPolicy.on_child_done
-        )
+        self._completion_order = completion_order
+        self._consult_on_success = consult_on_success
+        # on_body_done() and on_all_done() are JoinPolicy's: exit need not call them.
+        self._plain_ends = plain_ends
         # A critical child's success only counts: not kept in completion order, no
         # policy hook to call (a fatal error has already decided the group).
-        self._lean_success = not self._completion_order and not self._consult_on_success
-        self._on_spawn_hook = (
-            join.on_spawn if type(join).on_spawn is not JoinPolicy.on_spawn else None
-        )
+        self._lean_success = not completion_order and not consult_on_success
+        self._on_spawn_hook = on_spawn_hook
         # start_soon() may leave a child without a handle: no policy hook reads it.
-        self._bare_ok = self._lean_success and self._on_spawn_hook is None
+        self._bare_ok = self._lean_success and on_spawn_hook is None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
+        self._clock: Callable[[], float] = _monotonic  # the loop's clock, from entry
         self._task: asyncio.Task[Any] | None = None
         self._thread = 0  # the id of the thread that runs the group's loop, from entry
         self._scope: _GroupScope | None = None
-        self._entered_at = math.nan
+        self._entered_at = _NAN
         self._parent: TaskGroup | None = None
 
     def __repr__(self) -> str:
@@ -273,7 +310,7 @@ class TaskGroup:
             decision=self._decision,
             children=len(self._handles),
             running=self._running,
-            queued=len(self._queue),
+            queued=len(self._queue or ()),
             spawned=self._spawned,
             succeeded=self._succeeded,
             failed=self._failed,
@@ -336,7 +373,7 @@ class TaskGroup:
         if policy.results_order == "completion":
             values = [h.result() for h in self._completed if h.status is _SUCCEEDED and h.critical]
             cap = policy.results_limit
-            return values[:cap] if cap is not None and self._decision is Decision.DONE else values
+            return values[:cap] if cap is not None and self._decision is _DONE else values
         return [h.result() for h in self._records() if h.status is _SUCCEEDED]
 
     @property
@@ -373,7 +410,7 @@ class TaskGroup:
         return self._records()
 
     def _records(self) -> list[Handle[Any]]:
-        quiet = self._quiet
+        quiet = self._quiet or _NO_HANDLES
         return [
             h
             for h in self._handles
@@ -383,7 +420,7 @@ class TaskGroup:
     def _tree_rows(self) -> list[_TreeRow]:
         """For ``task_tree()``: (name, status, started, ended, task) of every child with
         a record, and of every ``start_soon`` child still running, in spawn order."""
-        quiet = self._quiet
+        quiet = self._quiet or _NO_HANDLES
         running = self._bare_at()
         rows: list[_TreeRow] = []
         for i, h in enumerate(self._handles):
@@ -456,11 +493,16 @@ class TaskGroup:
                 # once: not that of whichever child's end frees the slot.
                 context = contextvars.copy_context()
             handle = Handle._queued(self, loop, self._clock, coro, name, timeout, critical, context)
+            if self._queue is None:
+                self._queue = deque()
             self._queue.append(handle)
         elif timeout is None:
             # The common case, made fast: the task is made here and handed to the handle.
             try:
-                task = loop.create_task(coro, name=name, context=context)
+                if name is None and context is None:
+                    task = loop.create_task(coro)  # no keywords to pass: a cheaper call
+                else:
+                    task = loop.create_task(coro, name=name, context=context)
             except BaseException:
                 coro.close()  # no task, no child: nothing is recorded
                 raise
@@ -509,17 +551,18 @@ class TaskGroup:
             or not self._bare_ok
             or (self._limit is not None and self._running >= self._limit)
         ):
-            self._quiet.add(
-                self.spawn(
-                    fn,
-                    *args,
-                    name=name,
-                    timeout=timeout,
-                    critical=critical,
-                    retry=retry,
-                    context=context,
-                )
+            handle = self.spawn(
+                fn,
+                *args,
+                name=name,
+                timeout=timeout,
+                critical=critical,
+                retry=retry,
+                context=context,
             )
+            if self._quiet is None:
+                self._quiet = set()
+            self._quiet.add(handle)
             return
         if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
@@ -535,7 +578,10 @@ class TaskGroup:
         else:
             coro = _coro_object(fn, args)
         try:
-            task = loop.create_task(coro, name=name, context=context)
+            if name is None and context is None:
+                task = loop.create_task(coro)  # no keywords to pass: a cheaper call
+            else:
+                task = loop.create_task(coro, name=name, context=context)
         except BaseException:
             coro.close()
             raise
@@ -548,7 +594,10 @@ class TaskGroup:
         handles.append(self._clock())
         if name is not None:
             self._bare_names[task] = name
-        task.add_done_callback(self._bare_done)
+        done = self._bare_done
+        if done is None:
+            done = self._bare_done = self._on_bare_done
+        task.add_done_callback(done)
         self._running += 1
         if EVENTS.on:
             _observe.child_started(name or _coro_name(coro), self.name, self._parent_name)
@@ -612,8 +661,8 @@ class TaskGroup:
 
     def cancel(self) -> None:
         """Stop the group now: cancel every child and the body; exit normally."""
-        if self._phase in (_OPEN, _EXITING) and self._decision is Decision.CONTINUE:
-            self._decide(Decision.DONE)
+        if self._phase in (_OPEN, _EXITING) and self._decision is _CONTINUE:
+            self._decide(_DONE)
 
     def _launch(self, handle: Handle[Any]) -> None:
         """Start a child's task; raises (closing its coroutine) if it cannot be created."""
@@ -624,6 +673,7 @@ class TaskGroup:
 
     def _drop_queued(self, handle: Handle[Any]) -> None:
         """A queued child is cancelled before it ever ran."""
+        assert self._queue is not None  # it is queued
         self._queue.remove(handle)
         handle._discard()
         self._child_ended(handle, handle._settle(_CANCELLED, None, None), False)
@@ -649,10 +699,21 @@ class TaskGroup:
         if self._lean_success and handle.critical and not self._queue and not EVENTS.on:
             self._running -= 1
             self._succeeded += 1
-            if self._waiter is not None and (
-                self._running == 0 or self._spawned == self._succeeded + self._failed
+            waiter = self._waiter
+            # _wake(), inlined (no queue): nothing left running, or every critical
+            # child done while undecided.
+            if (
+                waiter is not None
+                and (
+                    self._running == 0
+                    or (
+                        self._spawned == self._succeeded + self._failed
+                        and self._decision is _CONTINUE
+                    )
+                )
+                and not waiter.done()
             ):
-                self._wake()
+                waiter.set_result(None)
         else:
             self._child_ended(handle, _SUCCEEDED, True)
 
@@ -683,11 +744,11 @@ class TaskGroup:
                 consult = True
             if self._decision is _CONTINUE:
                 if self._fatal:
-                    self._decide(Decision.FAIL)
+                    self._decide(_FAIL)
                 elif consult:
                     self._apply(self._policy.on_child_done(self, handle))
         elif self._fatal and self._decision is _CONTINUE:
-            self._decide(Decision.FAIL)
+            self._decide(_FAIL)
         if EVENTS.on:
             _observe.child_ended(handle, self.name, self._parent_name)
         if self._waiter is not None and (
@@ -696,7 +757,7 @@ class TaskGroup:
             self._wake()
 
     def _apply(self, decision: Decision) -> None:
-        if decision is not Decision.CONTINUE and self._decision is Decision.CONTINUE:
+        if decision is not _CONTINUE and self._decision is _CONTINUE:
             self._decide(decision)
 
     def _decide(self, decision: Decision) -> None:
@@ -723,13 +784,13 @@ class TaskGroup:
                     cancel_task(task)
 
     def _on_timeout(self) -> None:
-        if self._decision is not Decision.CONTINUE:
+        if self._decision is not _CONTINUE:
             return
         self._timed_out = True
         decision = self._policy.on_timeout(self)
         if decision is None:
-            decision = Decision.FAIL if self._on_timeout_mode == "raise" else Decision.DONE
-        if decision is Decision.CONTINUE:
+            decision = _FAIL if self._on_timeout_mode == "raise" else _DONE
+        if decision is _CONTINUE:
             self._timed_out = False
             return
         self._decide(decision)
@@ -752,7 +813,7 @@ class TaskGroup:
         if self._phase is not _NEW:
             raise RuntimeError(f"{self!r} has already been entered; create a new TaskGroup")
         try:
-            task = asyncio.current_task()
+            task = _current_task()
         except RuntimeError:  # no running asyncio loop
             task = None
         if task is None:
@@ -761,23 +822,20 @@ class TaskGroup:
         self._task = task
         self._thread = _get_ident()
         self._loop = loop = task.get_loop()
-        self._clock = clock_of(loop)
+        # clock_of(loop), inlined
+        self._clock = _monotonic if type(loop).time is _base_time else loop.time
         self._entered_at = now = loop.time()
-        deadline = math.inf if self._timeout is None else now + self._timeout
-        self._scope = _GroupScope(self, deadline)
-        self._scope.__enter__()
-        deadline_for_children = _scopes.current_deadline()
+        deadline = _INF if self._timeout is None else now + self._timeout
+        scope = self._scope = _GroupScope(self, deadline)
+        deadline_for_children = scope._enter_in(task)
+        base = _scopes._base_deadline
         self._base_token = (
-            None
-            if deadline_for_children == _scopes._base_deadline.get()
-            else _scopes._base_deadline.set(deadline_for_children)
+            None if deadline_for_children == base.get() else base.set(deadline_for_children)
         )
         self._parent = _current_group.get()
         self._group_token = _current_group.set(self)
         self._phase = _OPEN
         self._accepting = True
-        # Bound once: every handle-less child shares it (dropped at exit: no cycle left).
-        self._bare_done = self._on_bare_done
         _live_groups[self] = task
         if EVENTS.on:
             _observe.group_event("group entered", self.statistics(), self._parent_name)
@@ -792,12 +850,69 @@ class TaskGroup:
         """``__aexit__``: True swallows the body's cancellation by the group itself."""
         self._phase = _EXITING
         try:
-            return await self._exit(exc)
+            task = self._task
+            scope = self._scope
+            assert task is not None
+            assert scope is not None
+            saw_cancel = False
+            body_error: BaseException | None = None
+            if exc is not None:
+                if isinstance(exc, _CancelledError):
+                    saw_cancel = True
+                    if scope._cancelled_from_outside(task):
+                        self._outside()
+                else:
+                    body_error = exc
+                    if not isinstance(exc, Exception):
+                        self._on_fatal(exc)
+                    if self._decision is _CONTINUE:
+                        self._decide(_FAIL)
+            if self._decision is _CONTINUE and not self._plain_ends:
+                self._apply(self._policy.on_body_done(self))
+            while True:
+                if self._decision is _CONTINUE and (
+                    self._spawned == self._succeeded + self._failed  # nothing pending
+                ):
+                    if not self._plain_ends:
+                        self._apply(self._policy.on_all_done(self))
+                    if self._decision is _CONTINUE:
+                        # JoinPolicy.on_all_done's answer; with nothing left to
+                        # cancel or wake, _decide(DONE) comes down to this:
+                        if self._running or self._queue:
+                            self._decide(_DONE)
+                        else:
+                            self._decision = _DONE
+                            self._accepting = False
+                if self._running == 0 and not self._queue:
+                    break
+                self._waiter = self._loop.create_future()
+                try:
+                    await self._waiter
+                except _CancelledError as cancelled:
+                    # Keep the instance: anyio recognises its own by the message.
+                    self._cancel_exc = cancelled
+                    saw_cancel = True
+                    if scope._cancelled_from_outside(task):
+                        self._outside()
+                finally:
+                    self._waiter = None
+            caught = scope._exit(_CancelledError() if saw_cancel else None)
+            if saw_cancel and not caught:
+                self._outside_cancel = True
+            if (
+                body_error is None
+                and not self._child_errors
+                and not self._outside_cancel
+                and self._base_error is None
+                and self._decision is _DONE
+            ):
+                return True  # what _raise_outcome() answers then, without its work
+            return self._raise_outcome(exc, body_error)
         finally:
             self._phase = _CLOSED
             self._accepting = False
             self._scope = None  # it refers to the group: no cycle left behind
-            del self._bare_done
+            self._bare_done = None
             _current_group.reset(self._group_token)
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
@@ -825,47 +940,6 @@ class TaskGroup:
     def _parent_name(self) -> str | None:
         return None if self._parent is None else self._parent.name
 
-    async def _exit(self, exc: BaseException | None) -> bool:
-        task = self._task
-        scope = self._scope
-        assert task is not None
-        assert scope is not None
-        saw_cancel = isinstance(exc, _CancelledError)
-        body_error: BaseException | None = None
-        if saw_cancel:
-            if scope._cancelled_from_outside(task):
-                self._outside()
-        elif exc is not None:
-            body_error = exc
-            if not isinstance(exc, Exception):
-                self._on_fatal(exc)
-            if self._decision is Decision.CONTINUE:
-                self._decide(Decision.FAIL)
-        if self._decision is Decision.CONTINUE:
-            self._apply(self._policy.on_body_done(self))
-        while True:
-            if self._decision is Decision.CONTINUE and self.pending == 0:
-                self._apply(self._policy.on_all_done(self))
-                if self._decision is Decision.CONTINUE:
-                    self._decide(Decision.DONE)
-            if self._running == 0 and not self._queue:
-                break
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            except _CancelledError as cancelled:
-                # Keep the instance: anyio recognises its own by the message.
-                self._cancel_exc = cancelled
-                saw_cancel = True
-                if scope._cancelled_from_outside(task):
-                    self._outside()
-            finally:
-                self._waiter = None
-        caught = scope._exit(_CancelledError() if saw_cancel else None)
-        if saw_cancel and not caught:
-            self._outside_cancel = True
-        return self._raise_outcome(exc, body_error)
-
     def _on_fatal(self, exc: BaseException) -> None:
         self._fatal = True
         if self._base_error is None and isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -877,8 +951,8 @@ class TaskGroup:
         if self._outside_cancel:
             return
         self._outside_cancel = True
-        if self._decision is Decision.CONTINUE:
-            self._decision = Decision.DONE
+        if self._decision is _CONTINUE:
+            self._decision = _DONE
             self._accepting = False
         self._cancel_rest()
 
@@ -898,7 +972,7 @@ class TaskGroup:
             if isinstance(exc, _CancelledError):
                 return False
             raise self._cancel_exc or _CancelledError()
-        if self._decision is Decision.FAIL:
+        if self._decision is _FAIL:
             if self._timed_out:
                 timeout_error = TimeoutError(
                     f"{self.name} timed out after {self._timeout} s ({self._policy!r})"
@@ -1003,9 +1077,13 @@ def clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     Children are timed on the loop's clock (a virtual clock included); calling
     the C function directly saves a Python method call per timestamp.
     """
-    if type(loop).time is asyncio.BaseEventLoop.time:
-        return time.monotonic
+    if type(loop).time is _base_time:
+        return _monotonic
     return loop.time
+
+
+_base_time: Final = asyncio.BaseEventLoop.time
+_monotonic: Final = time.monotonic
 
 
 _SPAWN_OPTIONS = ("name", "timeout", "critical", "retry", "context")

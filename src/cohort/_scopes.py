@@ -55,6 +55,8 @@ __all__ = [
 _current_task = asyncio.current_task
 _modules = sys.modules
 _CancelledError = asyncio.CancelledError
+_INF: Final = math.inf
+_NAN: Final = math.nan
 
 
 def outside_asyncio(what: str) -> str:
@@ -77,11 +79,17 @@ class _Reason(enum.IntEnum):
     DEADLINE = 2
 
 
+# Bound once: an enum member's look-up on its class costs a descriptor call.
+_IDLE, _ACTIVE, _EXITED = _Phase.IDLE, _Phase.ACTIVE, _Phase.EXITED
+_NO_REASON, _EXPLICIT, _DEADLINE = _Reason.NONE, _Reason.EXPLICIT, _Reason.DEADLINE
+
+
 class _TaskState:
     """Per-task bookkeeping: the stack of active scopes and the one shared timer."""
 
     __slots__ = (
         "__weakref__",
+        "base",
         "loop",
         "root_pending",
         "shields",
@@ -95,6 +103,9 @@ class _TaskState:
         self.task = task
         self.loop = loop
         self.stack: list[CancelScope] = []
+        # The deadline in force below the stack (a group's child inherits it),
+        # read when the first scope of the stack was entered.
+        self.base = math.inf
         self.timer: asyncio.Handle | None = None
         self.timer_when = math.inf
         self.shields = 0
@@ -131,6 +142,24 @@ class _TaskState:
         if upcoming < math.inf and upcoming < self.timer_when:
             self.arm(upcoming)
 
+    def refresh(self, start: int) -> None:
+        """The deadline of ``stack[start]`` changed, or a scope left from there:
+        recompute the deadlines in force from there up to the next shield."""
+        stack = self.stack
+        outer = self.base
+        if start:
+            scope = stack[start - 1]
+            outer = scope._effective
+        for i in range(start, len(stack)):
+            scope = stack[i]
+            if scope._shield:
+                if i > start:
+                    return  # a shield's deadline in force is its own: nothing above changes
+                outer = scope._deadline
+            elif scope._deadline < outer:
+                outer = scope._deadline
+            scope._effective = outer
+
     def shielded_above(self, scope: CancelScope) -> bool:
         """True when a shield sits between ``scope`` and the top of the stack."""
         if not self.shields:
@@ -145,7 +174,7 @@ class _TaskState:
         return False
 
     def deliver_later(self, scope: CancelScope) -> None:
-        if scope._phase is _Phase.ACTIVE:
+        if scope._phase is _ACTIVE:
             if self.shielded_above(scope):
                 self.hold(scope)
             else:
@@ -276,6 +305,7 @@ class CancelScope:
         "_anyio",
         "_cancel_requests",
         "_deadline",
+        "_effective",
         "_entry_cancelling",
         "_fail",
         "_phase",
@@ -288,17 +318,23 @@ class CancelScope:
     )
 
     def __init__(self, *, deadline: float = math.inf, shield: bool = False) -> None:
-        self._deadline = _check_deadline(deadline)
-        self._relative = math.nan
+        if type(deadline) is not float or deadline != deadline:  # not the common case
+            deadline = _check_deadline(deadline)
+        self._deadline = deadline
+        self._relative = _NAN
         self._shield = shield
         self._fail = False
-        self._phase = _Phase.IDLE
-        self._reason = _Reason.NONE
+        self._phase = _IDLE
+        self._reason = _NO_REASON
         self._state: _TaskState | None = None
         self._entry_cancelling = 0
         self._cancel_requests = 0
         self._raised = False
         self._anyio: object = None  # anyio's innermost scope in the task at entry
+        # While active: the nearest deadline in force in the block (this scope's,
+        # those around it up to a shield, the one inherited below the stack),
+        # kept up to date when one of them changes; current_deadline() reads it.
+        self._effective = _INF
         #: True when the block ended because this scope cancelled it.
         self.cancelled_caught = False
 
@@ -313,7 +349,7 @@ class CancelScope:
     @property
     def deadline(self) -> float:
         """The absolute deadline (settable; ``math.inf`` for none)."""
-        if self._phase is _Phase.IDLE and self._relative == self._relative:
+        if self._phase is _IDLE and self._relative == self._relative:
             try:
                 return asyncio.get_running_loop().time() + self._relative
             except RuntimeError:
@@ -322,9 +358,9 @@ class CancelScope:
 
     @deadline.setter
     def deadline(self, value: float) -> None:
-        if self._phase is _Phase.EXITED:
+        if self._phase is _EXITED:
             raise RuntimeError(f"{self!r} has exited: its deadline can no longer change")
-        if self._reason is _Reason.DEADLINE:
+        if self._reason is _DEADLINE:
             raise RuntimeError(
                 f"{self!r} has already expired: its deadline can no longer change "
                 "(as asyncio.Timeout.reschedule); enter a new scope"
@@ -333,7 +369,9 @@ class CancelScope:
         self._relative = math.nan
         self._deadline = value
         state = self._state
-        if self._phase is _Phase.ACTIVE and state is not None and not self._reason:
+        if self._phase is _ACTIVE and state is not None:
+            state.refresh(state.stack.index(self))
+        if self._phase is _ACTIVE and state is not None and not self._reason:
             if self._deadline <= state.loop.time():
                 self._expire()
             elif self._deadline < state.timer_when:
@@ -347,7 +385,7 @@ class CancelScope:
     @property
     def cancel_called(self) -> bool:
         """True once ``cancel()`` was called or the deadline passed."""
-        return self._reason is not _Reason.NONE
+        return self._reason is not _NO_REASON
 
     def cancel(self) -> None:
         """Cancel the block: the task gets ``CancelledError`` at its next await inside it.
@@ -356,22 +394,29 @@ class CancelScope:
         """
         if self._reason:
             return
-        self._reason = _Reason.EXPLICIT
+        self._reason = _EXPLICIT
         self._request()
+
+    def _retire_deadline(self) -> None:
+        """The deadline no longer applies (the scope stays active, and can still be cancelled)."""
+        self._deadline = math.inf
+        state = self._state
+        if self._phase is _ACTIVE and state is not None:
+            state.refresh(state.stack.index(self))
 
     def _expire(self) -> None:
         """Called by the task's timer when the deadline has passed."""
-        self._reason = _Reason.DEADLINE
+        self._reason = _DEADLINE
         self._request()
 
     def _request(self) -> None:
         state = self._state
-        if self._phase is not _Phase.ACTIVE or state is None:
+        if self._phase is not _ACTIVE or state is None:
             return
-        if state.shielded_above(self):
+        if state.shields and state.shielded_above(self):
             state.hold(self)  # delivered when the shield exits
             return
-        if state.task is _current_task():
+        if state.task is _current_task(state.loop):  # the loop given: no look-up
             # Never cancel the running task synchronously: a block that ends
             # before its next await must not leave a cancellation behind.
             state.loop.call_soon(state.deliver_later, self)
@@ -384,7 +429,7 @@ class CancelScope:
     def _deliver(self) -> None:
         state = self._state
         assert state is not None
-        if _anyio_shielded(state.task, self._anyio):
+        if _ANYIO_BACKEND in _modules and _anyio_shielded(state.task, self._anyio):
             state.hold_for_anyio(self)
             return
         self._cancel_requests += 1
@@ -407,19 +452,34 @@ class CancelScope:
             task = None
         if task is None:
             raise RuntimeError(outside_asyncio(f"{self!r} must be entered inside an asyncio task"))
-        if self._phase is not _Phase.IDLE:
+        if self._phase is not _IDLE:
             raise RuntimeError(f"{self!r} has already been entered; create a new scope each time")
+        self._enter_in(task)
+        return self
+
+    def _enter_in(self, task: asyncio.Task[object]) -> float:
+        """Enter the (idle) scope in ``task``, the running one; return the deadline in force."""
         state = _state_var.get()
         if state is None or state.task is not task:
             state = _state_for(task)
         self._state = state
-        self._phase = _Phase.ACTIVE
+        self._phase = _ACTIVE
         self._entry_cancelling = task.cancelling()
         if _ANYIO_BACKEND in _modules:
             self._anyio = _anyio_scope(task)
         if self._relative == self._relative:
             self._deadline = state.loop.time() + self._relative
-        state.stack.append(self)
+        stack = state.stack
+        deadline = self._deadline
+        if stack:
+            scope = stack[-1]
+            effective = scope._effective
+        else:
+            effective = state.base = _base_deadline.get()
+        if deadline < effective or self._shield:
+            effective = deadline
+        self._effective = effective
+        stack.append(self)
         if self._shield:
             state.shields += 1
             _shielded[task] = state
@@ -429,7 +489,7 @@ class CancelScope:
             # A deadline already passed arms a timer in the past: it fires at
             # the task's next await, and not at all if the block never awaits.
             state.arm(self._deadline)
-        return self
+        return effective
 
     def __exit__(
         self,
@@ -438,7 +498,7 @@ class CancelScope:
         tb: TracebackType | None,
     ) -> bool:
         if self._exit(exc):
-            if self._fail and self._reason is _Reason.DEADLINE:
+            if self._fail and self._reason is _DEADLINE:
                 what = (
                     f"fail_after({self._relative:g})"
                     if self._relative == self._relative
@@ -451,7 +511,7 @@ class CancelScope:
     def _exit(self, exc: BaseException | None) -> bool:
         """Leave the scope; True when ``exc`` is this scope's own cancellation (caught)."""
         state = self._state
-        if state is None or self._phase is not _Phase.ACTIVE:
+        if state is None or self._phase is not _ACTIVE:
             raise RuntimeError(f"{self!r} exited without being entered")
         here = _current_task(state.loop)  # with the loop: no lookup of the running one
         if here is not state.task:
@@ -473,7 +533,7 @@ class CancelScope:
                 "scopes must nest"
             )
         stack.pop()
-        self._phase = _Phase.EXITED
+        self._phase = _EXITED
         self._state = None
         task = state.task
         if self._shield:
@@ -510,12 +570,15 @@ class CancelScope:
     def _abandon(self, state: _TaskState) -> None:
         """Take the scope off its task's stack without delivering anything."""
         if self in state.stack:
-            state.stack.remove(self)
+            index = state.stack.index(self)
+            del state.stack[index]
+            if index < len(state.stack):
+                state.refresh(index)
             if self._shield:
                 state.shields -= 1
                 if not state.shields:
                     _shielded.pop(state.task, None)
-        self._phase = _Phase.EXITED
+        self._phase = _EXITED
         self._state = None
 
     @staticmethod
@@ -701,12 +764,8 @@ def current_deadline() -> float:
     task = _current_task()
     if task is None:
         raise RuntimeError("current_deadline() must be called inside an asyncio task")
-    deadline = math.inf
     state = _state_var.get()
-    if state is not None and state.task is task:
-        for scope in reversed(state.stack):
-            if scope._deadline < deadline:
-                deadline = scope._deadline
-            if scope._shield:
-                return deadline
-    return min(deadline, _base_deadline.get())
+    if state is not None and state.task is task and state.stack:
+        scope = state.stack[-1]
+        return scope._effective  # kept up to date: no walk of the stack
+    return _base_deadline.get()

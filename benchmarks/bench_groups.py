@@ -1,0 +1,207 @@
+"""A group's own cost: small groups (one per request), nested groups, expiring scopes.
+
+* Small groups: G groups opened and closed one after another, each with C
+  children that return at once (C = 1 and 10): ``cohort.TaskGroup`` through
+  ``spawn()`` and through ``start_soon()``, against ``asyncio.TaskGroup`` (the
+  baseline). Cost per group.
+* Nested groups: one group inside the body of another, D deep (D = 10, 100,
+  1000), each with one child, against nested ``asyncio.TaskGroup``. Cost per
+  level: it should not grow with the depth.
+* Expiring scopes: a scope whose deadline fires while its body awaits
+  (``move_on_after(0)``, ``fail_after(0)``, caught) against ``asyncio.timeout(0)``.
+
+Each case runs on the default loop and on uvloop, in interleaved rounds; the
+time is the process's CPU time (``time.process_time``), so that other load on
+a shared machine counts less. Targets: small groups <= 1.2x asyncio.TaskGroup,
+nested groups <= 1.5x per level and depth 1000 within 1.2x of depth 10,
+expiring scopes <= 1.0x asyncio.timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import cohort
+from benchmarks._harness import CaseResult, LoopFactory, loops, table, versions
+
+_Cases = dict[str, Callable[[], Coroutine[Any, Any, object]]]
+
+
+async def _noop() -> None:
+    pass
+
+
+def _small_cases(children: int, groups: int) -> _Cases:
+    async def asyncio_tg() -> None:
+        for _ in range(groups):
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(children):
+                    tg.create_task(_noop())
+
+    async def cohort_spawn() -> None:
+        for _ in range(groups):
+            async with cohort.TaskGroup() as g:
+                for _ in range(children):
+                    g.spawn(_noop)
+
+    async def cohort_start_soon() -> None:
+        for _ in range(groups):
+            async with cohort.TaskGroup() as g:
+                for _ in range(children):
+                    g.start_soon(_noop)
+
+    return {
+        "asyncio.TaskGroup": asyncio_tg,
+        "cohort.TaskGroup spawn": cohort_spawn,
+        "cohort.TaskGroup start_soon": cohort_start_soon,
+    }
+
+
+def _nested_cases(depth: int, repeat: int) -> _Cases:
+    async def asyncio_level(d: int) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_noop())
+            if d > 1:
+                await asyncio_level(d - 1)
+
+    async def cohort_level(d: int) -> None:
+        async with cohort.TaskGroup() as g:
+            g.spawn(_noop)
+            if d > 1:
+                await cohort_level(d - 1)
+
+    async def asyncio_nested() -> None:
+        for _ in range(repeat):
+            await asyncio_level(depth)
+
+    async def cohort_nested() -> None:
+        for _ in range(repeat):
+            await cohort_level(depth)
+
+    return {"asyncio.TaskGroup nested": asyncio_nested, "cohort.TaskGroup nested": cohort_nested}
+
+
+def _expiring_cases(uses: int) -> _Cases:
+    async def asyncio_timeout() -> None:
+        for _ in range(uses):
+            try:
+                async with asyncio.timeout(0):
+                    await asyncio.sleep(1)
+            except TimeoutError:
+                pass
+
+    async def cohort_move_on() -> None:
+        for _ in range(uses):
+            with cohort.move_on_after(0):
+                await asyncio.sleep(1)
+
+    async def cohort_fail() -> None:
+        for _ in range(uses):
+            try:
+                with cohort.fail_after(0):
+                    await asyncio.sleep(1)
+            except TimeoutError:
+                pass
+
+    return {
+        "asyncio.timeout": asyncio_timeout,
+        "cohort.move_on_after": cohort_move_on,
+        "cohort.fail_after": cohort_fail,
+    }
+
+
+def _cpu_compare(
+    cases: list[tuple[str, Callable[[], object]]], rounds: int, per: int
+) -> list[CaseResult]:
+    """As ``_harness.compare``, on the process's CPU time."""
+    times: dict[str, list[float]] = {name: [] for name, _ in cases}
+    for _ in range(rounds):
+        for name, fn in cases:
+            gc.collect()
+            t0 = time.process_time()
+            fn()
+            times[name].append((time.process_time() - t0) / per)
+    base = times[cases[0][0]]
+    return [
+        CaseResult(name, ts, [t / b for t, b in zip(ts, base, strict=True)])
+        for name, ts in times.items()
+    ]
+
+
+def _measure(
+    title: str, unit: str, factory: LoopFactory, cases: _Cases, rounds: int, per: int
+) -> str:
+    runners = [asyncio.Runner(loop_factory=factory) for _ in cases]
+    try:
+        timed: list[tuple[str, Callable[[], object]]] = [
+            (name, _bind(r, fn)) for r, (name, fn) in zip(runners, cases.items(), strict=True)
+        ]
+        for _, fn in timed:  # warm-up: imports, caches, first-use costs
+            fn()
+        results = _cpu_compare(timed, rounds, per)
+    finally:
+        for r in runners:
+            r.close()
+    return table(title, results, unit)
+
+
+def _bind(
+    runner: asyncio.Runner, fn: Callable[[], Coroutine[Any, Any, object]]
+) -> Callable[[], object]:
+    return lambda: runner.run(fn())
+
+
+def main(quick: bool) -> str:
+    out = [
+        "# Groups: small groups, nested groups, expiring scopes\n",
+        "Versions: "
+        + versions("cohort", "uvloop")
+        + "\n\nCPU time; ratios are paired per round against the first row "
+        "(same loop, same run).\n",
+    ]
+    rounds = 5 if quick else 9
+    scale = 10 if quick else 1
+    small = [(1, 100_000 // scale), (10, 10_000 // scale)]
+    nested = [(10, 1_000 // scale), (100, 100 // scale), (1_000, max(1, 10 // scale))]
+    uses = 20_000 // scale
+    for loop_name, factory in loops():
+        for children, groups in small:
+            out.append(
+                _measure(
+                    f"Groups of {children} (x{groups:,}, {loop_name})",
+                    "per group",
+                    factory,
+                    _small_cases(children, groups),
+                    rounds,
+                    groups,
+                )
+            )
+        for depth, repeat in nested:
+            # Each level is a few frames deep while the innermost body runs.
+            sys.setrecursionlimit(max(sys.getrecursionlimit(), 8 * depth + 1_000))
+            out.append(
+                _measure(
+                    f"Nested groups, depth {depth:,} (x{repeat:,}, {loop_name})",
+                    "per level",
+                    factory,
+                    _nested_cases(depth, repeat),
+                    rounds,
+                    depth * repeat,
+                )
+            )
+        out.append(
+            _measure(
+                f"Scope whose deadline fires (x{uses:,}, {loop_name})",
+                "per use",
+                factory,
+                _expiring_cases(uses),
+                rounds,
+                uses,
+            )
+        )
+    return "\n".join(out)
