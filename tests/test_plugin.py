@@ -83,6 +83,7 @@ async def test_reads_a_socket_nobody_writes():
                 await reader.read(1)
         finally:
             writer.close()
+            await writer.wait_closed()  # no socket of this test left for the next one's clock
 
 @pytest.mark.virtual_clock
 async def test_waits_on_nothing():
