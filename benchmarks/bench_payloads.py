@@ -321,7 +321,9 @@ def worker_rss(_: object) -> int:
 
 def shm_entries(prefix: str) -> int:
     """The segments of the pool with this prefix (others may belong to other programs)."""
-    return sum(1 for n in os.listdir("/dev/shm") if n.startswith(prefix.lstrip("/")))
+    from cohort.bridge._shm import segment_names
+
+    return len(segment_names(prefix))
 
 
 def _memory(calls: int) -> list[str]:

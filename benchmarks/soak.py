@@ -40,6 +40,7 @@ import psutil
 
 import cohort
 import cohort.testing
+from cohort.bridge._shm import segment_names
 
 # The random flows and their checker are the property test's (tests/test_flow_properties.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -85,9 +86,7 @@ def hold_and_spin(data: bytes) -> None:
 
 def segments(prefix: str) -> int:
     """How many shared-memory segments of the pool with this prefix exist now."""
-    if not os.path.isdir("/dev/shm"):
-        return 0
-    return sum(1 for name in os.listdir("/dev/shm") if name.startswith(prefix.lstrip("/")))
+    return len(segment_names(prefix))
 
 
 class Soak:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psutil
 
+from cohort.bridge._shm import segment_names
+
 PARENT = """
 import asyncio, os, random, signal, sys, threading, time
 
@@ -87,8 +89,7 @@ MAX_DELAY = 0.3  # seconds: the kill comes at a random point within this after w
 
 def segments(prefix: str) -> list[str]:
     """The segments in /dev/shm whose names start with ``prefix`` (one pool's)."""
-    stem = prefix.lstrip("/")
-    return sorted(name for name in os.listdir("/dev/shm") if name.startswith(stem))
+    return segment_names(prefix)
 
 
 def kill_parent_once(directory: Path, seed: int) -> list[str]:

@@ -481,15 +481,22 @@ def unlink(name: str) -> None:
             _posixshmem.shm_unlink(name)
 
 
+def segment_names(prefix: str) -> list[str]:
+    """The segments whose names start with ``prefix`` (one pool's), where they can be
+    listed (Linux's ``/dev/shm``); elsewhere none."""
+    if not os.path.isdir(_SHM_DIR) or not sys.platform.startswith("linux"):
+        return []
+    stem = prefix.lstrip("/")
+    try:
+        return sorted(entry for entry in os.listdir(_SHM_DIR) if entry.startswith(stem))
+    except OSError:
+        return []
+
+
 def cleanup_prefix(prefix: str) -> None:
     """Unlink every segment whose name starts with ``prefix`` (where they can be listed)."""
-    if not os.path.isdir(_SHM_DIR) or not sys.platform.startswith("linux"):
-        return
-    stem = prefix.lstrip("/")
-    with contextlib.suppress(OSError):
-        for entry in os.listdir(_SHM_DIR):
-            if entry.startswith(stem):
-                unlink("/" + entry)
+    for entry in segment_names(prefix):
+        unlink("/" + entry)
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
