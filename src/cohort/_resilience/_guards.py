@@ -260,8 +260,11 @@ class CircuitBreaker:
     def _done(self, ticket: int, exc: BaseException | None) -> None:
         """Record how an admitted call ended (``exc`` None: success).
 
-        Every admitted call that ends counts in the statistics, whatever the
-        state then; only calls admitted since the last transition move it.
+        The books, for both ways to use the breaker (``call`` runs the path of
+        ``async with``): every admitted call that ends counts in the statistics,
+        whatever the state then; only calls admitted since the last transition
+        move it. ``__aexit__`` inlines the common case: a success of a call
+        admitted while closed, in this generation.
         """
         current = ticket >> 1 == self._generation
         if ticket & 1 and current:
@@ -288,7 +291,7 @@ class CircuitBreaker:
                     self._move(_CLOSED)
             return
         recent = self._recent
-        if len(recent) == self._window and recent[0]:
+        if self._recent_failures and len(recent) == self._window and recent[0]:
             self._recent_failures -= 1
         recent.append(failed)
         if failed:
@@ -345,13 +348,15 @@ class CircuitBreaker:
                 f"breaker.call() takes the async function and its arguments, got {fn!r}: "
                 "write `await breaker.call(fetch, url)`, not `breaker.call(fetch(url))`"
             )
-        ticket = self._admit()
+        # The very path of `async with breaker:`, fast path included: its methods are
+        # plain ones that return done futures, which a call has no need to await.
+        self.__aenter__()
         try:
             result = await fn(*args)
         except BaseException as exc:
-            self._done(ticket, exc)
+            self.__aexit__(type(exc), exc, exc.__traceback__)
             raise
-        self._done(ticket, None)
+        self.__aexit__(None, None, None)
         return result
 
     def __aenter__(self) -> Awaitable[CircuitBreaker]:
@@ -381,7 +386,8 @@ class CircuitBreaker:
         tb: TracebackType | None,
     ) -> Awaitable[None]:
         if exc is None and self._plain:
-            # The common case, inline: a ticketless call of a closed breaker succeeded.
+            # The common case: a ticketless call of a closed breaker succeeded. This is
+            # _done(current ticket, None) inlined: a method call would add a third to its cost.
             self._inflight -= 1
             self._successes += 1
             recent = self._recent
