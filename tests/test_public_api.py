@@ -59,7 +59,10 @@ def test_import_cohort_leaves_the_heavy_layers_for_first_use() -> None:
         "cohort.bridge",
         "cohort.pipeline",
         "cohort._flow._flow",
-        "cohort._resilience._guards",
+        "cohort._resilience._breaker",
+        "cohort._resilience._bulkhead",
+        "cohort._resilience._hedge",
+        "cohort._resilience._limiter",
     ]
     code = (
         "import sys, cohort\n"

@@ -167,7 +167,7 @@ LOCAL_IMPORTS: dict[tuple[str, str], str] = {
     ),
     **{("cohort/_core/_combinators.py", module): (
         "retry() and hedge()'s budget load on first use, so import cohort stays light"
-    ) for module in ("cohort._core._retry", "cohort._resilience._guards")},
+    ) for module in ("cohort._core._retry", "cohort._resilience._hedge")},
 }  # fmt: skip
 
 # The layers of docs/architecture.md, bottom up: a module or a package (with
@@ -206,7 +206,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # (importer, imported) pointing up -> why
 UPWARD_IMPORTS: dict[tuple[str, str], str] = {
-    ("cohort._core._combinators", "cohort._resilience._guards"): (
+    ("cohort._core._combinators", "cohort._resilience._hedge"): (
         "hedge() takes a HedgeBudget, a guard of the resilience layer"
     ),
 }
