@@ -37,7 +37,7 @@ from cohort._observe._events import EVENTS
 from cohort.pipeline._channel import CHUNK, Channel
 from cohort.pipeline._feeder import read_async, read_sync
 from cohort.pipeline._options import StageOptions
-from cohort.pipeline._report import ErrorRecord, LatencySampler, Report, StageStats
+from cohort.pipeline._report import ErrorRecord, LatencySampler, Report, StageStatistics
 from cohort.pipeline._retry import DROP, AttemptsFailed, Many, call_with_policy
 from cohort.pipeline._tally import DONE, DROPPED, FAILED, Tally
 
@@ -639,8 +639,8 @@ class StageRun:
 
     # -- statistics ----------------------------------------------------------------------
 
-    def stats(self) -> StageStats:
-        return StageStats(
+    def stats(self) -> StageStatistics:
+        return StageStatistics(
             name=self.name,
             workers=self.options.workers,
             items_in=self.items_in,
