@@ -343,6 +343,69 @@ async def test_aclose_kills_running_calls_with_closed_error(sig: WorkerSignal) -
         assert pool.statistics().closed
 
 
+# One test per transition of a pool's life: new -> open -> broken -> closed, new -> closed.
+
+
+async def test_a_pool_closed_before_it_started_refuses_calls_and_entry() -> None:
+    pool = ProcessPool(1)
+    await pool.aclose()  # new -> closed: no worker was ever started
+    with pytest.raises(cohort.ClosedError, match="is closed; create a new pool"):
+        await pool.run(f.add, 1, 2)
+    with pytest.raises(cohort.ClosedError, match="is closed; create a new pool"):
+        async with pool:
+            pytest.fail("a closed pool does not run the body")
+    stats = pool.statistics()
+    assert (stats.closed, stats.broken, stats.workers_started) == (True, False, 0)
+    assert "closed" in repr(pool)
+
+
+async def test_entering_a_pool_closed_on_its_own_loop_is_a_closed_error() -> None:
+    async with checked_pool(1) as pool:
+        assert await pool.run(f.add, 1, 2) == 3
+    with pytest.raises(cohort.ClosedError, match="is closed"):
+        async with pool:
+            pytest.fail("a closed pool does not run the body")
+
+
+async def test_closing_a_pool_twice_is_a_no_op() -> None:
+    async with checked_pool(1) as pool:
+        assert await pool.run(f.add, 1, 2) == 3
+        await pool.aclose()
+        stats = pool.statistics()
+        await pool.aclose()  # and the context manager's exit closes it a third time
+        assert pool.statistics() == stats
+        assert (stats.closed, stats.workers) == (True, 0)
+
+
+async def test_closing_fails_the_running_and_the_queued_calls(sig: WorkerSignal) -> None:
+    async with checked_pool(1) as pool:
+        running = asyncio.create_task(pool.run(f.mark_and_spin, str(sig)))
+        await sig.wait()
+        queued = asyncio.create_task(pool.run(f.add, 1, 2))
+        await until(lambda: pool.statistics().queued == 1)
+        await pool.aclose()
+        for call in (running, queued):
+            with pytest.raises(cohort.ClosedError, match="closed while the call was pending"):
+                await call
+
+
+async def test_a_broken_pool_refuses_calls_until_closed_then_is_closed() -> None:
+    async with checked_pool(1, initializer=f.init_fail) as pool:
+        with pytest.raises(cohort.PoolBrokenError, match="initializer"):
+            await pool.run(f.add, 1, 2)  # open -> broken
+        with pytest.raises(cohort.PoolBrokenError, match="is broken: the worker initializer"):
+            await pool.run(f.add, 1, 2)
+        with pytest.raises(cohort.PoolBrokenError, match="is broken"):
+            async with pool:
+                pytest.fail("a broken pool does not run the body")
+        assert "broken" in repr(pool)
+        await pool.aclose()  # broken -> closed: it still says it broke
+        stats = pool.statistics()
+        assert (stats.broken, stats.closed) == (True, True)
+        with pytest.raises(cohort.ClosedError):
+            await pool.run(f.add, 1, 2)
+
+
 async def test_initializer_runs_in_every_worker(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     async with checked_pool(1, initializer=f.init_marker, initargs=(str(marker),)) as pool:

@@ -349,3 +349,53 @@ async def test_result_types_follow_the_awaitables() -> None:
         assert_type(results, cohort.ResultStream[int])
         assert [assert_type(v, int) async for v in results] == [0, 1, 2]
     assert [assert_type(b, bytes) async for b in cohort.as_completed([read("a", 1)])] == [b"a\x01"]
+
+
+# -- each helper is a one-shot group with its policy -------------------------------------------
+
+
+def _inputs() -> list[Any]:
+    return [ok("a", 3), bad("b", 1), ok("c", 2), ok("d", 5)]
+
+
+async def _as_group(policy: cohort.JoinPolicy, shape: str) -> Any:
+    async with cohort.TaskGroup(join=policy) as g:
+        for aw in _inputs():
+            g.spawn(aw)
+    if shape == "outcomes":  # settle's: every outcome in spawn order, a value or the exception
+        return tuple(o.error if o.error is not None else o.value for o in g.outcomes)
+    if shape == "first":  # race's: the winner's value
+        return g.results[0]
+    return tuple(g.results) if shape == "tuple" else g.results
+
+
+async def _ended(run: Callable[[], Awaitable[Any]]) -> tuple[str, float]:
+    """What ``run`` returned or raised (as text), and when, from its start."""
+    start = now()
+    try:
+        got = repr(await run())
+    except Exception as exc:  # an ExceptionGroup or QuorumError: its type and errors
+        inner = getattr(exc, "exceptions", ())
+        got = f"{type(exc).__name__}{sorted(map(repr, inner))}"
+    return got, now() - start
+
+
+@vc
+@pytest.mark.parametrize("helper", ["gather", "settle", "quorum", "race"])
+async def test_each_helper_is_a_task_group_with_the_policy_of_its_name(helper: str) -> None:
+    """gather/Gather, settle/Settle, quorum/Quorum, race/FirstWins: same inputs, same
+    values or errors, at the same time (docs/semantics.md, Helpers)."""
+    by_function: dict[str, Callable[[], Awaitable[Any]]] = {
+        "gather": lambda: cohort.gather(*_inputs()),
+        "settle": lambda: cohort.settle(*_inputs()),
+        "quorum": lambda: cohort.quorum(2, *_inputs()),
+        "race": lambda: cohort.race(*_inputs()),
+    }
+    by_group: dict[str, Callable[[], Awaitable[Any]]] = {
+        "gather": lambda: _as_group(cohort.Gather(), "tuple"),
+        "settle": lambda: _as_group(cohort.Settle(), "outcomes"),
+        "quorum": lambda: _as_group(cohort.Quorum(2), "list"),
+        "race": lambda: _as_group(cohort.FirstWins(), "first"),
+    }
+    function, group = await _ended(by_function[helper]), await _ended(by_group[helper])
+    assert function == group

@@ -6,6 +6,7 @@ import importlib
 import pkgutil
 
 import cohort
+import cohort.pipeline
 
 
 def test_all_is_sorted_and_unique() -> None:
@@ -59,7 +60,10 @@ def test_import_cohort_leaves_the_heavy_layers_for_first_use() -> None:
         "cohort.bridge",
         "cohort.pipeline",
         "cohort._flow._flow",
-        "cohort._resilience._guards",
+        "cohort._resilience._breaker",
+        "cohort._resilience._bulkhead",
+        "cohort._resilience._hedge",
+        "cohort._resilience._limiter",
     ]
     code = (
         "import sys, cohort\n"
@@ -73,3 +77,21 @@ def test_import_cohort_leaves_the_heavy_layers_for_first_use() -> None:
     result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["[]", "[]", "cohort cohort True", "[]"]
+
+
+def test_stage_stats_is_another_name_for_stage_statistics() -> None:
+    """Statistics records are named ``*Statistics``; the earlier ``StageStats`` still works."""
+    assert cohort.StageStats is cohort.StageStatistics
+    assert cohort.pipeline.StageStats is cohort.pipeline.StageStatistics is cohort.StageStatistics
+    assert cohort.StageStatistics.__name__ == "StageStatistics"
+    assert cohort.StageStatistics.__module__ == "cohort"
+
+    async def main() -> cohort.Report[int]:
+        return await cohort.stage(_double).run([1, 2])
+
+    stats = cohort.testing.run(main).stages
+    assert [type(s) for s in stats] == [cohort.StageStatistics]
+
+
+async def _double(x: int) -> int:
+    return 2 * x

@@ -698,6 +698,113 @@ def test_breaker_state_machine_matches_a_model_through_both_forms(
     cohort.testing.run(run)
 
 
+Step = tuple[str, int]  # outcome ("ok", "fail", "ignored", "cancel", "reset"), seconds
+
+steps_of_calls = st.lists(
+    st.one_of(
+        st.just(("wait", 0)),
+        st.tuples(
+            st.sampled_from(["ok", "ok", "fail", "fail", "ignored", "cancel", "reset"]),
+            st.sampled_from([0, 0, 1, 3]),
+        ),
+    ),
+    max_size=30,
+)
+
+
+Books = tuple[dict[int, str], list[tuple[float, str, str]], list[cohort.BreakerStatistics]]
+
+
+def breaker_books(steps: list[Step], form: str, half_open_max: int) -> Books:
+    """Run ``steps`` through a fresh breaker, every call in ``form``: what it counted.
+
+    Step i starts at i seconds and lasts its seconds plus (i + 1) ms (no two events
+    at one time); the result holds each call's end, the transitions with their
+    times, and the statistics read after every step and at the end.
+    """
+
+    async def run() -> Books:
+        changes: list[tuple[float, str, str]] = []
+        breaker = cohort.CircuitBreaker(
+            failures=3,
+            window=4,
+            recovery_timeout=2.0,
+            half_open_max=half_open_max,
+            on=lambda exc: not isinstance(exc, Status),
+            on_state_change=lambda b, old, new: changes.append((now(), old.value, new.value)),
+        )
+        ends: dict[int, str] = {}
+        snapshots: list[cohort.BreakerStatistics] = []
+
+        async def one(i: int, outcome: str, seconds: int) -> None:
+            lasts = seconds + (i + 1) / 1000
+
+            async def backend() -> None:
+                await asyncio.sleep(100 if outcome == "cancel" else lasts)
+                if outcome == "fail":
+                    raise ConnectionError("down")
+                if outcome == "ignored":
+                    raise Status(404)
+
+            ends[i] = outcome
+            try:
+                with (
+                    cohort.move_on_after(lasts) if outcome == "cancel" else contextlib.nullcontext()
+                ):
+                    if form == "call":
+                        await breaker.call(backend)
+                    else:
+                        async with breaker:
+                            await backend()
+            except cohort.CircuitOpenError:
+                ends[i] = "rejected"
+            except (ConnectionError, Status):
+                pass
+
+        async with cohort.TaskGroup() as g:
+            for i, (outcome, seconds) in enumerate(steps):
+                if outcome == "reset":
+                    breaker.reset()
+                elif outcome != "wait":
+                    g.start_soon(one, i, outcome, seconds)
+                await asyncio.sleep(1.0)
+                snapshots.append(breaker.statistics())
+        snapshots.append(breaker.statistics())
+        return ends, changes, snapshots
+
+    return cohort.testing.run(run)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps_of_calls, st.sampled_from([1, 2]))
+def test_breaker_call_and_async_with_keep_the_same_books(
+    steps: list[Step], half_open_max: int
+) -> None:
+    """The same successes, failures, ignored errors, cancellations, rejections and resets,
+    once through `breaker.call()` and once through `async with breaker` (its fast path
+    while closed): the same calls end the same way, the same transitions happen at the
+    same times, and every statistic (the window included) agrees after every step."""
+    assert breaker_books(steps, "call", half_open_max) == breaker_books(
+        steps, "with", half_open_max
+    )
+
+
+def test_breaker_forms_agree_on_a_run_that_opens_probes_and_closes() -> None:
+    """One fixed run through every state, so the comparison above is never vacuous."""
+    steps: list[Step] = [
+        ("ok", 0), ("ignored", 0), ("fail", 3), ("fail", 0), ("ok", 0), ("fail", 0),
+        ("ok", 0), ("fail", 0), ("wait", 0), ("wait", 0), ("ok", 1), ("ok", 0),
+        ("cancel", 0), ("ok", 0), ("fail", 0), ("reset", 0), ("ok", 0),
+    ]  # fmt: skip
+    by_call = breaker_books(steps, "call", 1)
+    assert by_call == breaker_books(steps, "with", 1)
+    _, changes, snapshots = by_call
+    assert [new for _, _, new in changes] == ["open", "half_open", "closed"]
+    final = snapshots[-1]
+    assert final.rejected > 0
+    assert final.times_opened == 1
+
+
 # -- rate limiter ------------------------------------------------------------------------------
 
 

@@ -146,8 +146,6 @@ LOCAL_IMPORTS: dict[tuple[str, str], str] = {
     **{("cohort/_flow/_flow.py", module): "Flow's arrows to the bridge (cpu nodes), hidden"
        for module in ("cohort.bridge", "cohort.bridge._default")},
     ("cohort/_flow/_flow.py", "cohort.pipeline"): "Flow's arrow to pipelines (as_stage), hidden",
-    **{("cohort/pipeline/_pipeline.py", module): "the engine, imported when a run starts"
-       for module in ("cohort.pipeline._engine", "cohort.pipeline._progress")},
     **{("cohort/cli/__init__.py", module): "a subcommand's module, imported when it runs"
        for module in ("cohort", "cohort.cli._bench", "cohort.cli._demo", "cohort.cli._run")},
     **{("cohort/cli/_demo.py", f"cohort.examples.fanout.{name}"): (
@@ -159,15 +157,12 @@ LOCAL_IMPORTS: dict[tuple[str, str], str] = {
     ("cohort/examples/fanout/loadtest.py", "cohort.examples.fanout.plain"): (
         "the plain baseline needs httpx and aiohttp"
     ),
-    ("cohort/examples/fanout/service.py", "cohort.examples.fanout.page"): (
-        "the page's Flow, built when /page is first asked for"
-    ),
     ("cohort/_core/_group.py", "cohort._core._retry"): (
         "retries load on first use of spawn(retry=), so import cohort stays light"
     ),
     **{("cohort/_core/_combinators.py", module): (
         "retry() and hedge()'s budget load on first use, so import cohort stays light"
-    ) for module in ("cohort._core._retry", "cohort._resilience._guards")},
+    ) for module in ("cohort._core._retry", "cohort._resilience._hedge")},
 }  # fmt: skip
 
 # The layers of docs/architecture.md, bottom up: a module or a package (with
@@ -206,7 +201,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # (importer, imported) pointing up -> why
 UPWARD_IMPORTS: dict[tuple[str, str], str] = {
-    ("cohort._core._combinators", "cohort._resilience._guards"): (
+    ("cohort._core._combinators", "cohort._resilience._hedge"): (
         "hedge() takes a HedgeBudget, a guard of the resilience layer"
     ),
 }

@@ -108,6 +108,7 @@ __all__ = [
     "Settle",
     "Shared",
     "Stage",
+    "StageStatistics",
     "StageStats",
     "TaskGroup",
     "TaskTree",
@@ -148,16 +149,10 @@ _LAZY = {
     "cohort._flow._flow": ("Flow", "FlowError", "FlowResult", "Node"),
     "cohort._sync._latch": ("Latch", "LatchStatistics"),
     "cohort._resilience._linger": ("Linger", "LingerStatistics"),
-    "cohort._resilience._guards": (
-        "BreakerStatistics",
-        "Bulkhead",
-        "BulkheadStatistics",
-        "CircuitBreaker",
-        "CircuitState",
-        "HedgeBudget",
-        "KeyedBulkhead",
-        "RateLimiter",
-    ),
+    "cohort._resilience._breaker": ("BreakerStatistics", "CircuitBreaker", "CircuitState"),
+    "cohort._resilience._bulkhead": ("Bulkhead", "BulkheadStatistics", "KeyedBulkhead"),
+    "cohort._resilience._hedge": ("HedgeBudget",),
+    "cohort._resilience._limiter": ("RateLimiter",),
     "cohort._core._retry": ("Retry", "RetryState", "retry"),
     "cohort._core._stream": ("ResultStream", "as_completed", "map"),
     "cohort._core._tree": ("GroupSnapshot", "TaskTree", "task_tree"),
@@ -178,6 +173,7 @@ _LAZY = {
         "Pipeline",
         "Report",
         "Stage",
+        "StageStatistics",
         "StageStats",
         "fork",
         "stage",
@@ -193,16 +189,10 @@ if _TYPE_CHECKING:
     from cohort._core._stream import ResultStream, as_completed, map
     from cohort._core._tree import GroupSnapshot, TaskTree, task_tree
     from cohort._flow._flow import Flow, FlowError, FlowResult, Node
-    from cohort._resilience._guards import (
-        BreakerStatistics,
-        Bulkhead,
-        BulkheadStatistics,
-        CircuitBreaker,
-        CircuitState,
-        HedgeBudget,
-        KeyedBulkhead,
-        RateLimiter,
-    )
+    from cohort._resilience._breaker import BreakerStatistics, CircuitBreaker, CircuitState
+    from cohort._resilience._bulkhead import Bulkhead, BulkheadStatistics, KeyedBulkhead
+    from cohort._resilience._hedge import HedgeBudget
+    from cohort._resilience._limiter import RateLimiter
     from cohort._resilience._linger import Linger, LingerStatistics
     from cohort._sync._barrier import Barrier, BarrierStatistics
     from cohort._sync._flags import EventFlags, EventFlagsStatistics
@@ -224,6 +214,7 @@ if _TYPE_CHECKING:
         Pipeline,
         Report,
         Stage,
+        StageStatistics,
         StageStats,
         fork,
         stage,

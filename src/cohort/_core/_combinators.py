@@ -20,7 +20,7 @@ from cohort._validate import check_count, check_seconds, keywords_refused
 
 if TYPE_CHECKING:
     from cohort._core._retry import Retry
-    from cohort._resilience._guards import HedgeBudget
+    from cohort._resilience._hedge import HedgeBudget
 
 __all__ = ["coroutines_of", "gather", "hedge", "quorum", "race", "settle"]
 
@@ -511,7 +511,7 @@ async def hedge(  # type: ignore[misc]  # mypy: a TypeVarTuple overload
         calls = [(fn, args)] * check_count("attempts", 2 if attempts is None else attempts)
     delay = check_seconds("delay", delay)
     if budget is not None:
-        from cohort._resilience._guards import HedgeBudget  # not imported with cohort
+        from cohort._resilience._hedge import HedgeBudget  # not imported with cohort
 
         if not isinstance(budget, HedgeBudget):
             raise TypeError(f"budget must be a cohort.HedgeBudget or None, got {budget!r}")

@@ -1,5 +1,7 @@
-"""Guards around calls: circuit breaker, rate limiter, bulkhead, hedging
-budget (``_guards``) and work that may outlive its caller (``_linger``).
+"""Guards around calls, one module each: circuit breaker (``_breaker``), rate
+limiter (``_limiter``), bulkhead (``_bulkhead``), hedging budget (``_hedge``),
+on the loop helpers they share (``_loop``); and work that may outlive its
+caller (``_linger``).
 
 Private: users import these names from ``cohort``.
 """

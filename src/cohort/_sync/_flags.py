@@ -21,6 +21,7 @@ by bit so that ``set()`` and ``clear()`` only look at waiters that can change:
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,11 +31,19 @@ __all__ = ["EventFlags", "EventFlagsStatistics"]
 
 _get_running_loop = asyncio.get_running_loop  # one global lookup on hot paths
 
-# Waiter modes.
-_ALL_SET = 0
-_ANY_SET = 1
-_ALL_CLEAR = 2
-_ANY_CLEAR = 3
+
+class _Mode(enum.Enum):
+    """What a waiter waits for: all or any of its flags, set or clear."""
+
+    ALL_SET = "all set"  # wait_all, sync: listed under one clear bit of its mask
+    ANY_SET = "any set"  # wait_any: listed under every bit of its mask
+    ALL_CLEAR = "all clear"  # wait_clear_all: listed under one set bit of its mask
+    ANY_CLEAR = "any clear"  # wait_clear_any: listed under every bit of its mask
+
+
+# Bound once: a member read from the class costs a descriptor call on every use.
+_ALL_SET, _ANY_SET = _Mode.ALL_SET, _Mode.ANY_SET
+_ALL_CLEAR, _ANY_CLEAR = _Mode.ALL_CLEAR, _Mode.ANY_CLEAR
 
 _Bucket = dict["_Waiter", None]  # insertion-ordered set: FIFO per flag, O(1) removal
 
@@ -62,7 +71,7 @@ class _Waiter:
     gave_up: bool
 
     def __init__(
-        self, fut: asyncio.Future[frozenset[str]], mask: int, mode: int, consume: bool
+        self, fut: asyncio.Future[frozenset[str]], mask: int, mode: _Mode, consume: bool
     ) -> None:
         self.fut = fut
         self.mask = mask
@@ -349,30 +358,30 @@ class EventFlags:
         return snap
 
     async def _wait_for(
-        self, names: tuple[str, ...], mode: int, consume: bool, what: str
+        self, names: tuple[str, ...], mode: _Mode, consume: bool, what: str
     ) -> frozenset[str]:
         """``wait_all``/``wait_any`` beyond the fast path: any names, consuming or not."""
         mask = self._mask(names, what)
         state = self._state
-        if mode == _ALL_SET:
+        if mode is _ALL_SET:
             if state & mask == mask:
                 return self._take_now(state, mask if consume else 0)
         elif state & mask:
             return self._take_now(state, state & mask if consume else 0)
         return await self._wait(mask, mode, consume)
 
-    async def _wait(self, mask: int, mode: int, consume: bool) -> frozenset[str]:
+    async def _wait(self, mask: int, mode: _Mode, consume: bool) -> frozenset[str]:
         fut: asyncio.Future[frozenset[str]] = _get_running_loop().create_future()
         waiter = _Waiter(fut, mask, mode, consume)
         state = self._state
-        if mode == _ALL_SET:
+        if mode is _ALL_SET:
             blocking = mask & ~state
             self._index(waiter, blocking & -blocking, self._on_set)
-        elif mode == _ALL_CLEAR:
+        elif mode is _ALL_CLEAR:
             blocking = mask & state
             self._index(waiter, blocking & -blocking, self._on_clear)
         else:
-            self._index(waiter, mask, self._on_set if mode == _ANY_SET else self._on_clear)
+            self._index(waiter, mask, self._on_set if mode is _ANY_SET else self._on_clear)
         try:
             return await fut
         except asyncio.CancelledError:
@@ -403,7 +412,8 @@ class EventFlags:
         """A waiting task was cancelled: leave nothing behind, give back what it consumed."""
         if waiter.watch:
             # Still waiting: nothing was consumed.
-            index = self._on_clear if waiter.mode >= _ALL_CLEAR else self._on_set
+            clear = waiter.mode is _ALL_CLEAR or waiter.mode is _ANY_CLEAR
+            index = self._on_clear if clear else self._on_set
             self._unlist(waiter, waiter.watch, index)
             waiter.watch = 0
             return
@@ -490,7 +500,7 @@ class EventFlags:
                 continue
             for waiter in bucket:
                 mask = waiter.mask
-                if waiter.mode == _ANY_SET or snap & mask == mask or waiter.fut.done():
+                if waiter.mode is _ANY_SET or snap & mask == mask or waiter.fut.done():
                     if waiter.watch != bit:
                         self._unlist(waiter, waiter.watch ^ bit, on_set)
                     waiter.watch = 0
@@ -539,7 +549,7 @@ class EventFlags:
             if not bucket:
                 continue
             for waiter in bucket:
-                if waiter.mode == _ANY_CLEAR or not snap & waiter.mask or waiter.fut.done():
+                if waiter.mode is _ANY_CLEAR or not snap & waiter.mask or waiter.fut.done():
                     if waiter.watch != bit:
                         self._unlist(waiter, waiter.watch ^ bit, on_clear)
                     waiter.watch = 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import enum
 import functools
 import itertools
 import multiprocessing
@@ -79,6 +80,29 @@ STARTING, READY, RETIRING, DYING = (
     WorkerState.RETIRING,
     WorkerState.DYING,
 )
+
+
+class _PoolState(enum.Enum):
+    """Where a pool is in its life; ``_TRANSITIONS`` says where it may go next."""
+
+    NEW = "new"  # made: its workers start on first use, on the loop of that use
+    OPEN = "open"  # started on a loop: takes calls
+    BROKEN = "broken"  # gave up (initializer failed, crashes): calls fail with PoolBrokenError
+    CLOSED = "closed"  # aclose() called: calls fail with ClosedError
+
+
+_NEW, _OPEN, _BROKEN, _CLOSED = (
+    _PoolState.NEW,
+    _PoolState.OPEN,
+    _PoolState.BROKEN,
+    _PoolState.CLOSED,
+)
+_TRANSITIONS = {
+    _NEW: {_OPEN, _CLOSED},
+    _OPEN: {_BROKEN, _CLOSED},
+    _BROKEN: {_CLOSED},
+    _CLOSED: set(),
+}
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -180,8 +204,8 @@ class ProcessPool:
         self._spawns_pending = 0
         self._crash_times: collections.deque[float] = collections.deque()
         self._ever_ready = False
-        self._broken: BaseException | None = None
-        self._closed = False
+        self._state = _NEW  # changed only by _move
+        self._broken: BaseException | None = None  # why it broke, once it has (kept when closed)
         self._all_exited: asyncio.Future[None] | None = None
         self._n_completed = self._n_cancelled = self._n_crashes = self._n_started = 0
         self._prefix = _shm.new_prefix()  # names of this pool's shared-memory segments
@@ -203,7 +227,7 @@ class ProcessPool:
         self._finalizer = weakref.finalize(self, _reclaim, self._leftovers)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "broken" if self._broken else "open"
+        state = "open" if self._state is _NEW else self._state.value
         return f"<cohort.ProcessPool workers={self._size} method={self._method!r} {state}>"
 
     @property
@@ -219,6 +243,7 @@ class ProcessPool:
     # -- lifetime -----------------------------------------------------------------
 
     async def __aenter__(self) -> ProcessPool:
+        self._check_usable()
         self._ensure_started()
         return self
 
@@ -229,7 +254,7 @@ class ProcessPool:
         loop = asyncio.get_running_loop()
         if self._loop is loop:
             return loop
-        if self._closed:
+        if self._state is _CLOSED:
             raise ClosedError(f"{self!r} is closed; create a new pool")
         if self._loop is not None:
             raise RuntimeError(
@@ -241,6 +266,7 @@ class ProcessPool:
                 'module: guard the code that starts your program with `if __name__ == "__main__":`'
             )
         self._loop = self._leftovers.loop = loop
+        self._move(_OPEN)
         if self._method == "forkserver":
             preload_worker_in_forkserver()
         for _ in range(self._size):
@@ -252,16 +278,17 @@ class ProcessPool:
 
         Waits until every worker has exited and been reaped. Idempotent.
         """
-        if self._loop is None:
-            self._closed = True
+        if self._state is _NEW:
+            self._move(_CLOSED)
             self._leftovers.release_shared()
             return
-        if not self._closed:
-            self._closed = True
+        if self._state is not _CLOSED:
+            self._move(_CLOSED)
             msg = f"{self!r} was closed while the call was pending"
             self._fail_everything(lambda: ClosedError(msg))
         try:
             if self._workers:
+                assert self._loop is not None  # workers run only on the loop it started on
                 if self._all_exited is None or self._all_exited.done():
                     self._all_exited = self._loop.create_future()
                 try:
@@ -405,7 +432,7 @@ class ProcessPool:
             ) from exc
         handle = Shared(obj, key, functools.partial(_forget_shared, weakref.ref(self._leftovers)))
         self._leftovers.shared[key[0]] = handle
-        if self._closed:  # closed while it was being written
+        if self._state is _CLOSED:  # closed while it was being written
             handle.release()
             self._check_usable()
         return handle
@@ -423,16 +450,23 @@ class ProcessPool:
             crashes=self._n_crashes,
             workers_started=self._n_started,
             broken=self._broken is not None,
-            closed=self._closed,
+            closed=self._state is _CLOSED,
         )
 
     # -- submission and dispatch ---------------------------------------------------
 
     def _check_usable(self) -> None:
-        if self._closed:
+        state = self._state
+        if state is _CLOSED:
             raise ClosedError(f"{self!r} is closed; create a new pool")
-        if self._broken is not None:
+        if state is _BROKEN:
             raise PoolBrokenError(f"{self!r} is broken: {self._broken}") from self._broken
+
+    def _move(self, new: _PoolState) -> None:
+        """The one place the pool's state changes: along ``_TRANSITIONS`` only."""
+        if new not in _TRANSITIONS[self._state]:
+            raise AssertionError(f"{self!r}: no transition from {self._state} to {new}")
+        self._state = new
 
     def _submit(self, kind: int, fn: Any, args: Any, size: int) -> Call:
         self._check_usable()
@@ -608,7 +642,7 @@ class ProcessPool:
 
     def _replenish(self) -> None:
         """Start workers until the pool has its size again (counting ones about to start)."""
-        if self._closed or self._broken is not None:
+        if self._state is not _OPEN:
             return
         live = sum(1 for w in self._workers if w.live)
         for _ in range(self._size - live - self._spawns_pending):
@@ -708,7 +742,7 @@ class ProcessPool:
             w.state = READY
             self._ever_ready = True
             emit("debug", "bridge.worker_started", pid=w.pid)
-            if self._closed:
+            if self._state is _CLOSED:
                 self._retire(w)
                 return
             self._idle.append(w)
@@ -792,7 +826,7 @@ class ProcessPool:
         self._restart_later(0.0 if recent <= 1 else min(2.0, 0.05 * 2 ** (recent - 2)))
 
     def _restart_later(self, delay: float) -> None:
-        if self._closed or self._broken is not None:
+        if self._state is not _OPEN:
             return
         assert self._loop is not None
         delay *= random.uniform(0.5, 1.0)  # jitter: do not restart in lockstep
@@ -804,10 +838,11 @@ class ProcessPool:
         self._replenish()
 
     def _break(self, exc: PoolBrokenError, *, cause: BaseException | None) -> None:
-        if self._broken is not None or self._closed:
+        if self._state is not _OPEN:
             return
         exc.__cause__ = cause
         self._broken = exc
+        self._move(_BROKEN)
         emit("error", "bridge.pool_broken", reason=str(exc))
 
         def error() -> PoolBrokenError:

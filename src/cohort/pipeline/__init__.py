@@ -26,7 +26,7 @@ from cohort._public import publish as _publish
 from cohort.pipeline._fork import fork
 from cohort.pipeline._options import StageOptions
 from cohort.pipeline._pipeline import Pipeline, PipelineStream
-from cohort.pipeline._report import ErrorRecord, Report, StageStats
+from cohort.pipeline._report import ErrorRecord, Report, StageStatistics, StageStats
 from cohort.pipeline._retry import DROP, DropType, Many, Retry
 from cohort.pipeline._stage import Stage, stage
 
@@ -41,6 +41,7 @@ __all__ = [
     "Retry",
     "Stage",
     "StageOptions",
+    "StageStatistics",
     "StageStats",
     "fork",
     "stage",

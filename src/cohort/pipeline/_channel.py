@@ -18,9 +18,10 @@ import asyncio
 from collections import deque
 from typing import Any
 
-__all__ = ["Channel"]
+__all__ = ["CHUNK", "Channel"]
 
 Chunk = tuple[list[int], list[Any]]
+CHUNK = 64  # most items moved at once: what a stage's worker takes, what the feeder puts
 
 
 class Channel:

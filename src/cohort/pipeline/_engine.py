@@ -1,26 +1,21 @@
 """The engine: long-lived workers per stage, bounded channels, one task group.
 
 No task per item. A feeder reads the source in chunks into the first stage's
-channel; each stage's workers take chunks (sharing what is queued between the
+channel (``_feeder``); each stage's workers take chunks (sharing what is queued between the
 idle workers, up to ``CHUNK`` items), call the stage function item by item,
 and put their outputs into the next channel. An ordered stage releases
 finished chunks in sequence through a reorder window bounded by its
 ``window`` option: a worker does not take items beyond it.
 
 Accounting: each source item has an index; every item ends exactly once
-(``settle``) as output, dropped, done or failed; what never ended is
-cancelled. An item that a stage fanned out (``Many``) ends when all its
-descendants have ended: failed if one failed (at once), else output if one
-was output, else done, else dropped.
+as output, dropped, done or failed; what never ended is cancelled (the
+tally of fates, ``_tally``, fanned-out items included).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import enum
 import inspect
-import itertools
 import reprlib
 from collections.abc import (
     AsyncIterable,
@@ -28,7 +23,6 @@ from collections.abc import (
     Callable,
     Coroutine,
     Generator,
-    Iterator,
     Sequence,
     Sized,
 )
@@ -40,15 +34,16 @@ from cohort._core import _scopes
 from cohort._core._group import TaskGroup
 from cohort._exceptions import PipelineError
 from cohort._observe._events import EVENTS
-from cohort.pipeline._channel import Channel
+from cohort.pipeline._channel import CHUNK, Channel
+from cohort.pipeline._feeder import read_async, read_sync
 from cohort.pipeline._options import StageOptions
-from cohort.pipeline._report import ErrorRecord, LatencySampler, Report, StageStats
+from cohort.pipeline._report import ErrorRecord, LatencySampler, Report, StageStatistics
 from cohort.pipeline._retry import DROP, AttemptsFailed, Many, call_with_policy
+from cohort.pipeline._tally import DONE, DROPPED, FAILED, Tally
 
 # What the engine needs of a stage: its options and how to call it on one item.
 StagePlan = tuple[StageOptions, Callable[[Any], Awaitable[Any]]]
 
-CHUNK = 64  # most items a worker takes at once
 # A stage's workers take all that is queued (up to CHUNK) once CALM sampled calls
 # in a row did not wait on a future, while the sampled calls ran on the loop for
 # under FAST seconds on average (a decaying mean, each sample counted up to 4 x FAST,
@@ -63,85 +58,10 @@ QUICK = 1e-3
 SOURCE = "<source>"
 
 
-class Fate(enum.IntEnum):
-    """How a source item ended (its index in ``Tally.counts``); cancelled is what is left."""
-
-    OUTPUT = 0
-    DROPPED = 1
-    DONE = 2
-    FAILED = 3
-
-
-OUTPUT, DROPPED, DONE, FAILED = Fate.OUTPUT, Fate.DROPPED, Fate.DONE, Fate.FAILED
 _MIN_RATE_SAMPLE = 10  # items a stage must have seen before max_error_rate is judged mid-run
 _reprer = reprlib.Repr()
 _reprer.maxstring = _reprer.maxother = 60
 _repr = _reprer.repr
-
-
-@dataclasses.dataclass(slots=True)
-class _Fan:
-    """A source item that became several: how many parts are still live, and how they ended."""
-
-    live: int
-    fates: int = 0  # bitmask of the parts' fates
-    failed: bool = False  # counted as failed once, whatever its other parts do
-
-
-class Tally:
-    """Counts every source item's fate exactly once, fanned-out items included."""
-
-    __slots__ = ("counts", "fanout", "read")
-
-    def __init__(self) -> None:
-        self.read = 0
-        self.counts = [0, 0, 0, 0]  # by Fate
-        self.fanout: dict[int, _Fan] = {}
-
-    def settle_outputs(self, idxs: list[int]) -> None:
-        if not self.fanout:
-            self.counts[OUTPUT] += len(idxs)
-            return
-        for i in idxs:
-            self.settle(i, OUTPUT)
-
-    def settle(self, index: int, fate: Fate) -> None:
-        fan = self.fanout.get(index)
-        if fan is None:
-            self.counts[fate] += 1
-            return
-        fan.live -= 1
-        fan.fates |= 1 << fate
-        if fate == FAILED and not fan.failed:
-            fan.failed = True
-            self.counts[FAILED] += 1
-        if fan.live == 0:
-            del self.fanout[index]
-            if not fan.failed:
-                # One fate per item: output if any part came out, else done, else dropped.
-                for f in (OUTPUT, DONE, DROPPED):
-                    if fan.fates & (1 << f):
-                        self.counts[f] += 1
-                        break
-
-    def fan(self, index: int, n: int) -> None:
-        """Item ``index`` became ``n`` (> 1) items."""
-        fan = self.fanout.get(index)
-        if fan is None:
-            self.fanout[index] = _Fan(n)
-        else:
-            fan.live += n - 1
-
-    def summary(self) -> dict[str, int]:
-        out, dropped, done, failed = self.counts
-        return {
-            "read": self.read,
-            "succeeded": out,
-            "dropped": dropped,
-            "done": done,
-            "failed": failed,
-            "cancelled": self.read - out - dropped - done - failed,
-        }
 
 
 class _Collector:
@@ -229,9 +149,9 @@ class Engine:
         first = self.source_channel
         try:
             if isinstance(source, AsyncIterable):
-                await self._feed_async(source, first)
+                await read_async(source, first, self.tally)
             else:
-                await self._feed_sync(iter(source), first)
+                await read_sync(iter(source), first, self.tally)
         except Exception as exc:
             if self.fatal is None:
                 self.fatal = exc
@@ -248,51 +168,6 @@ class Engine:
             )
             raise self.fail_fast(error) from stray
         first.close()
-
-    async def _feed_sync(self, it: Iterator[Any], first: Channel) -> None:
-        while True:
-            vals: list[Any] = []
-            try:
-                # extend() keeps what the source yielded before it raised: those
-                # items were read, so they go in and end like any other.
-                vals.extend(itertools.islice(it, CHUNK))
-            except (Exception, asyncio.CancelledError):
-                if vals:
-                    await self._put_read(first, vals)
-                raise
-            if not vals:
-                return
-            await self._put_read(first, vals)
-
-    async def _put_read(self, first: Channel, vals: list[Any]) -> None:
-        start = self.tally.read
-        self.tally.read = start + len(vals)
-        await first.put(list(range(start, self.tally.read)), vals)
-
-    async def _feed_async(self, source: AsyncIterable[Any], first: Channel) -> None:
-        idxs: list[int] = []
-        vals: list[Any] = []
-        tally = self.tally
-        try:
-            async for value in source:
-                idxs.append(tally.read)
-                vals.append(value)
-                tally.read += 1
-                # Hand items over at once while the first stage has room (it may be
-                # idle); accumulate a chunk while it is busy.
-                if len(idxs) >= CHUNK or first.size < first.capacity:
-                    await first.put(idxs, vals)
-                    idxs, vals = [], []
-        except asyncio.CancelledError as exc:
-            if idxs and _scopes.stray(exc, "the source") is not None:
-                await first.put(idxs, vals)  # read before the source failed: they end too
-            raise
-        except Exception:
-            if idxs:
-                await first.put(idxs, vals)
-            raise
-        if idxs:
-            await first.put(idxs, vals)
 
     def fail_fast(self, error: BaseException) -> BaseException:
         if self.fatal is None:
@@ -764,8 +639,8 @@ class StageRun:
 
     # -- statistics ----------------------------------------------------------------------
 
-    def stats(self) -> StageStats:
-        return StageStats(
+    def stats(self) -> StageStatistics:
+        return StageStatistics(
             name=self.name,
             workers=self.options.workers,
             items_in=self.items_in,

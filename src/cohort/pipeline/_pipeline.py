@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from cohort._core import _scopes
 from cohort._core._runtime import note_cut_short
 from cohort._validate import check_flag
+from cohort.pipeline._engine import Engine
+from cohort.pipeline._progress import progress_task
 from cohort.pipeline._report import Report
 
 if TYPE_CHECKING:
-    from cohort.pipeline._engine import Engine, StagePlan
+    from cohort.pipeline._engine import StagePlan
     from cohort.pipeline._retry import DropType
     from cohort.pipeline._stage import Stage
 
@@ -116,9 +118,6 @@ class Pipeline(Generic[I_contra, O_co]):
                 cancelled (``stage="<source>"`` for the source).
             Exception: what the source raised, unchanged.
         """
-        from cohort.pipeline._engine import Engine
-        from cohort.pipeline._progress import progress_task
-
         check_source(source, self)
         check_flag("collect", collect)
         check_flag("progress", progress)
@@ -174,9 +173,6 @@ class PipelineStream(Generic[R]):
         return f"<PipelineStream of {self._pipe!r}>"
 
     async def __aenter__(self) -> AsyncIterator[R]:
-        from cohort.pipeline._engine import Engine
-        from cohort.pipeline._progress import progress_task
-
         if self._engine is not None:
             raise RuntimeError(f"{self!r} was already entered; call pipe.stream() again")
         engine = self._engine = Engine(self._pipe._plans(), collect=False, stream=True)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["ErrorRecord", "Report", "StageStats"]
+__all__ = ["ErrorRecord", "Report", "StageStatistics", "StageStats"]
 
 R = TypeVar("R")
 
@@ -31,8 +31,8 @@ class ErrorRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class StageStats:
-    """What one stage did in a run.
+class StageStatistics:
+    """What one stage did in a run (``Report.stages``; ``StageStats`` is another name for it).
 
     ``items_in`` items entered it, ``items_out`` values left it (Many counts each
     value), ``failed`` items ended in error there, ``retried`` attempts were
@@ -53,6 +53,10 @@ class StageStats:
     busy: float
 
 
+StageStats = StageStatistics
+"""The earlier name of :class:`StageStatistics` (the same class), kept for existing code."""
+
+
 @dataclass(frozen=True, slots=True)
 class Report(Generic[R]):
     """The result of ``Pipeline.run`` (and ``stream(...).report``).
@@ -69,7 +73,7 @@ class Report(Generic[R]):
     done: int
     failed: int
     cancelled: int
-    stages: tuple[StageStats, ...]
+    stages: tuple[StageStatistics, ...]
     elapsed: float
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -78,7 +82,7 @@ class Report(Generic[R]):
         ended = self.succeeded + self.dropped + self.done + self.failed + self.cancelled
         return ended == self.read
 
-    def stage(self, name: str) -> StageStats:
+    def stage(self, name: str) -> StageStatistics:
         """The statistics of the stage called ``name``."""
         for s in self.stages:
             if s.name == name:

@@ -51,6 +51,7 @@ from starlette.routing import Route
 
 import cohort
 from cohort.examples.fanout.backends import CATALOG, MIRRORS, PRICING, REVIEWS
+from cohort.examples.fanout.page import PAGE, render
 
 __all__ = [
     "BREAKER_RECOVERY",
@@ -226,8 +227,6 @@ class FanoutService:
 
     async def page_endpoint(self, request: Request) -> JSONResponse:
         """The product page as a ``cohort.Flow`` (``fanout.page``), under the same deadline."""
-        from cohort.examples.fanout.page import PAGE, render
-
         key = request.path_params["key"]
         try:
             result = await PAGE.run(service=self, key=key, timeout=self.deadline)
