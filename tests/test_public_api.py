@@ -58,7 +58,7 @@ def test_import_cohort_leaves_the_heavy_layers_for_first_use() -> None:
         "structlog",
         "cohort.bridge",
         "cohort.pipeline",
-        "cohort._flow._flow",
+        "cohort._flow",
         "cohort._resilience._guards",
     ]
     code = (
