@@ -117,6 +117,7 @@ class Run:
     """One execution of a flow: its nodes' records, and who starts whom."""
 
     __slots__ = (
+        "alive",
         "clock",
         "critical_left",
         "done",
@@ -146,21 +147,30 @@ class Run:
         self.ending = False  # set once the run cancels what still runs
         self.failure: tuple[str, BaseException] | None = None
         self.threads: Threads = []  # of plain-def nodes cut short
+        self.alive = 0  # node tasks started and not returned (or not yet run: counted)
 
     async def execute(self) -> None:
         loop = asyncio.get_running_loop()
         self.clock = clock_of(loop)
         self.done = loop.create_future()
-        async with TaskGroup(join=_RunJoin(self), name=self.plan.group_name) as group:
-            self.group = group
-            records = self.records
-            for node in self.plan.roots:
-                self._start(node, records[node.name])
-            try:
-                await self.done
-            finally:
-                self.ending = True  # a node cancelled from now on was cancelled by the run
-                group.cancel()  # whatever still runs is not needed any more
+        join = _RunJoin(self)
+        try:
+            async with TaskGroup(join=join, name=self.plan.group_name) as group:
+                self.group = group
+                records = self.records
+                for node in self.plan.roots:
+                    self._start(node, records[node.name])
+                try:
+                    await self.done
+                finally:
+                    self.ending = True  # a node cancelled from now on was cancelled by the run
+                    if self.alive:
+                        group.cancel()  # whatever still runs is not needed any more
+        finally:
+            # The node tasks' contexts hold the group, its policy this run: break the
+            # cycle, so that refcounting frees a run (the collector would, much later).
+            join.run = None
+            self.group = None
 
     def warn_threads_left(self) -> None:
         """Warn about plain-def nodes whose threads still run (Python cannot stop one)."""
@@ -199,6 +209,7 @@ class Run:
         kwargs = self._launch(node, record)
         group = self.group
         assert group is not None
+        self.alive += 1
         if node.cancellable:  # it may be cut short, even before its task runs: keep a handle
             record.handle = group.spawn(self._run_node, node, record, kwargs, name=node.name)
         else:
@@ -254,40 +265,43 @@ class Run:
         # task stays in the record after the node ended, when it is never looked at).
         task = None if node.cancellable else asyncio.current_task()
         clock = self.clock
-        while True:
-            record.task = task
-            started = clock()
-            if EVENTS.on:
-                emit("debug", "flow.node_started", flow=self.flow.name, node=node.name)
-            try:
-                if node.simple:
-                    value = await node.fn(**kwargs)
-                else:
-                    tally = record.tally = [1]
-                    value = await call(node, kwargs, tally, self.threads)
-            except BaseException as exc:
+        try:
+            while True:
+                record.task = task
+                started = clock()
+                if EVENTS.on:
+                    emit("debug", "flow.node_started", flow=self.flow.name, node=node.name)
+                try:
+                    if node.simple:
+                        value = await node.fn(**kwargs)
+                    else:
+                        tally = record.tally = [1]
+                        value = await call(node, kwargs, tally, self.threads)
+                except BaseException as exc:
+                    record.started = started
+                    record.ended = clock()
+                    error = self._raised(node, record, exc)
+                    if error is exc:
+                        raise
+                    raise error from exc
                 record.started = started
                 record.ended = clock()
-                error = self._raised(node, record, exc)
-                if error is exc:
-                    raise
-                raise error from exc
-            record.started = started
-            record.ended = clock()
-            if record.state is not _RUNNING:  # cancelled as unneeded, and it returned anyway
-                return
-            record.state = _SUCCEEDED
-            record.value = value
-            if EVENTS.on:
-                self._event(node, record)
-            # A task with a handle (a cancellable node's) shows that node's name in
-            # task_tree(): it does not carry on with another one.
-            carried = self._ended(node, record, True, carry_on=task is not None)
-            if carried is None:
-                return
-            node, record, kwargs = carried
-            assert task is not None
-            task.set_name(node.name)  # task_tree() shows the node now running
+                if record.state is not _RUNNING:  # cancelled as unneeded, returned anyway
+                    return
+                record.state = _SUCCEEDED
+                record.value = value
+                if EVENTS.on:
+                    self._event(node, record)
+                # A task with a handle (a cancellable node's) shows that node's name in
+                # task_tree(): it does not carry on with another one.
+                carried = self._ended(node, record, True, carry_on=task is not None)
+                if carried is None:
+                    return
+                node, record, kwargs = carried
+                assert task is not None
+                task.set_name(node.name)  # task_tree() shows the node now running
+        finally:
+            self.alive -= 1
 
     def _raised(self, node: Node[Any], record: NodeRecord, exc: BaseException) -> BaseException:
         """``node`` raised ``exc``: record how it ended; return what its task raises."""
@@ -454,9 +468,9 @@ class _RunJoin(Settle):
     consults_on_success = False
 
     def __init__(self, run: Run) -> None:
-        self.run = run
+        self.run: Run | None = run  # None once the group exited
 
     def on_child_done(self, group: GroupView, handle: ChildView) -> Decision:
-        if handle.status is _CANCELLED:
+        if handle.status is _CANCELLED and self.run is not None:
             self.run.cancelled_unrun(handle.name)
         return Decision.CONTINUE
