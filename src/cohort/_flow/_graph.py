@@ -382,7 +382,8 @@ class Flow:
                 with move_on_after(timeout):
                     await run.execute()
         finally:
-            run.warn_threads_left()
+            if run.threads:
+                run.warn_threads_left()
         return run.finish()
 
     def as_stage(self, input: str, output: Node[R], **stage_options: Any) -> Stage[Any, R]:

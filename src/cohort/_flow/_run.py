@@ -136,7 +136,8 @@ class Run:
         self.flow = flow
         self.plan = plan
         self.inputs = inputs
-        self.records = {name: NodeRecord(node) for name, node in plan.nodes.items()}
+        nodes = plan.nodes
+        self.records = dict(zip(nodes, map(NodeRecord, nodes.values()), strict=True))
         self.clock = time.monotonic
         # The run ends when every critical node ended; a flow of optional nodes
         # only, when every node ended.
@@ -216,13 +217,22 @@ class Run:
             group.start_soon(self._run_node, node, record, kwargs, name=node.name)
 
     def _launch(self, node: Node[Any], record: NodeRecord) -> dict[str, Any]:
-        """Mark ``node`` started and return its arguments."""
+        """Mark ``node`` started and return its arguments: an upstream that did not
+        make it (quorum, first-wins, optional) is passed as ``None``."""
         record.state = _RUNNING
-        inputs, records = self.inputs, self.records
+        records = self.records
+        kwargs = {}
         if node.outcomes:
-            kwargs = {p: inputs[p] if p in inputs else records[p].outcome() for p in node.params}
-        else:  # an upstream that did not make it (quorum, first-wins, optional): None
-            kwargs = {p: inputs[p] if p in inputs else records[p].value for p in node.params}
+            inputs = self.inputs
+            for p in node.params:
+                kwargs[p] = inputs[p] if p in inputs else records[p].outcome()
+        elif node.n_deps == len(node.params):  # it takes no input: the common case
+            for p in node.params:
+                kwargs[p] = records[p].value
+        else:
+            inputs = self.inputs
+            for p in node.params:
+                kwargs[p] = inputs[p] if p in inputs else records[p].value
         if node.n_deps > record.n_ok + record.n_bad:
             self._cancel_unneeded(node)
         return kwargs
@@ -294,7 +304,7 @@ class Run:
                     self._event(node, record)
                 # A task with a handle (a cancellable node's) shows that node's name in
                 # task_tree(): it does not carry on with another one.
-                carried = self._ended(node, record, True, carry_on=task is not None)
+                carried = self._ended(node, record, True, task is not None)
                 if carried is None:
                     return
                 node, record, kwargs = carried
@@ -370,7 +380,7 @@ class Run:
     # -- a node ended ------------------------------------------------------------------
 
     def _ended(
-        self, node: Node[Any], record: NodeRecord, ok: bool, *, carry_on: bool = False
+        self, node: Node[Any], record: NodeRecord, ok: bool, carry_on: bool = False
     ) -> Carried | None:
         """``node`` ended: count it for its dependents, start what it unblocked, and
         see whether the run is over. With ``carry_on``, one unblocked node that no
