@@ -113,7 +113,7 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
                            ("cohort/bridge/_pool.py", "holder"),
                            ("cohort/bridge/_worker.py", "fn"))},
     ("cohort/bridge/_shared.py", "_shm._pread_all"): "reads a segment as _shm does",
-    ("cohort/_flow/_invoke.py", "from cohort.bridge._default import ..."): (
+    ("cohort/_flow/_extras.py", "from cohort.bridge._default import ..."): (
         "a cpu node's function by reference, as @cpu sends it"
     ),
     # Outside cohort: the standard library and anyio.

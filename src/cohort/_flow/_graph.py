@@ -14,20 +14,23 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeAlias, TypeVar, overload
 
+import cohort._flow as package
 from cohort._core._policies import Gather, JoinPolicy, Quorum
 from cohort._core._retry import Retry
 from cohort._core._scopes import fail_after, move_on_after
 from cohort._flow import _join
-from cohort._flow._invoke import cpu_target
 from cohort._flow._render import mermaid
-from cohort._flow._result import FlowResult
+from cohort._flow._result import FlowError, FlowResult
 from cohort._flow._run import Plan, Run
 from cohort._validate import check_count, check_flag, check_seconds
-from cohort.pipeline import Stage, stage
 
-__all__ = ["Flow", "Node"]
+if TYPE_CHECKING:
+    from cohort.pipeline import Stage
+
+# FlowError and FlowResult too: cohort loads the layer's names from here.
+__all__ = ["Flow", "FlowError", "FlowResult", "Node"]
 
 R = TypeVar("R")
 Join: TypeAlias = JoinPolicy
@@ -88,7 +91,7 @@ class Node(Generic[R]):
         # and name. The decorator rebinds that name to this node, so the node leads
         # back to the function (as a @cohort.cpu wrapper or a cpu stage does).
         self._cohort_cpu_target = fn
-        self.target = cpu_target(fn) if self.kind == "cpu" else fn
+        self.target = package._extras.cpu_target(fn) if self.kind == "cpu" else fn
         # Awaited directly, without the wrappers a timeout, a retry or a map needs.
         self.simple = (
             self.kind == "async"
@@ -401,7 +404,7 @@ class Flow:
 
         per_item.__name__ = self.name
         stage_options.setdefault("name", self.name)
-        made: Stage[Any, R] = stage(**stage_options)(per_item)
+        made: Stage[Any, R] = package._extras.stage(**stage_options)(per_item)
         return made
 
     # -- looking at it -----------------------------------------------------------------

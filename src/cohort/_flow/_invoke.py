@@ -1,6 +1,6 @@
 """Calling one node: its timeout and retries, element by element for ``map_over``,
 on the loop, in a thread (a plain ``def``) or in a worker process (``cpu=True``,
-``executor=``) through the bridge."""
+``executor=``) through the bridge (``_extras``, loaded on a cpu node's first call)."""
 
 from __future__ import annotations
 
@@ -11,25 +11,18 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import cohort._flow as package
 from cohort._core._group import TaskGroup
 from cohort._core._retry import attempt_all
 from cohort._core._scopes import fail_after
-from cohort.bridge import default_executor, to_process
-from cohort.bridge._default import by_reference
 
 if TYPE_CHECKING:
     from cohort._flow._graph import Node
 
-__all__ = ["Threads", "call", "cpu_target"]
+__all__ = ["Threads", "call"]
 
 # The threads of plain-def nodes cut short, with whether each has returned since.
 Threads = list[tuple[str, threading.Event]]
-
-
-def cpu_target(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """What a worker process is sent for a cpu node: a reference to ``fn`` by its
-    module and name, as ``@cohort.cpu`` sends its function."""
-    return by_reference(fn)
 
 
 async def call(node: Node[Any], kwargs: dict[str, Any], tally: list[int], threads: Threads) -> Any:
@@ -56,7 +49,8 @@ async def _invoke(node: Node[Any], kwargs: dict[str, Any], threads: Threads) -> 
         return await node.fn(**kwargs)
     if node.kind == "thread":
         return await _in_thread(node, kwargs, threads)
-    return await to_process(functools.partial(node.target, **kwargs), executor=node.executor)
+    work = functools.partial(node.target, **kwargs)
+    return await package._extras.to_process(work, executor=node.executor)
 
 
 async def _in_thread(node: Node[Any], kwargs: dict[str, Any], threads: Threads) -> Any:
@@ -84,7 +78,9 @@ async def _map(node: Node[Any], kwargs: dict[str, Any], threads: Threads) -> lis
         )
     items = list(elements)
     if node.kind == "cpu" and node.timeout is None and node.limit is None:
-        executor = node.executor if node.executor is not None else await default_executor()
+        executor = node.executor
+        if executor is None:
+            executor = await package._extras.default_executor()
         rest = {k: v for k, v in kwargs.items() if k != node.map_over}
         fn = functools.partial(_call_with, node.target, node.map_over, rest)
         return list(await executor.map(fn, items))
