@@ -79,10 +79,14 @@ def takes_outcomes(join: JoinPolicy) -> bool:
 
 
 def decide(
-    node: Node[Any], records: Mapping[str, NodeRecord], upstream: NodeRecord, counted: bool
+    node: Node[Any],
+    record: NodeRecord,
+    records: Mapping[str, NodeRecord],
+    upstream: NodeRecord,
+    counted: bool,
 ) -> int:
-    """``START``, ``WAIT`` or ``NEVER`` for ``node`` (``records``: the run's, by node
-    name), now that ``upstream`` ended (``counted``: it succeeded, or was optional
+    """``START``, ``WAIT`` or ``NEVER`` for ``node`` (its ``record``; ``records``: the
+    run's, by node name), now that ``upstream`` ended (``counted``: it succeeded, or was optional
     and is passed as ``None``).
 
     As in a task group whose children are the node's upstreams: ``on_child_done``
@@ -91,7 +95,6 @@ def decide(
     there means DONE. May raise what the policy raises.
     """
     join = node.join
-    record = records[node.name]
     view: _JoinView | None = None
     if not counted or node.consult_ok:
         view = _JoinView(node, record, records)

@@ -401,7 +401,7 @@ class Run:
                 waiting.n_bad += 1
             if waiting.state is _PENDING and not cancelled and self.failure is None:
                 try:
-                    decision = decide(dependent, records, record, counted)
+                    decision = decide(dependent, waiting, records, record, counted)
                 except Exception as exc:  # the policy's own error: the node cannot start
                     self._impossible(dependent, waiting, record, exc)
                     continue
