@@ -6,6 +6,7 @@ Timing semantics on the virtual clock: every assertion on times is exact.
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any, assert_type
 
 import pytest
@@ -820,3 +821,43 @@ def test_to_mermaid_draws_the_policy_as_declared() -> None:
     text = flow.to_mermaid()
     assert '  a -->|"FirstWins()"| c' in text
     assert "Quorum(1)" not in text
+
+
+async def test_a_finished_run_leaves_nothing_for_the_cycle_collector() -> None:
+    """A run that ended is freed by reference counting: no cycle through its group
+    (the node tasks' contexts hold the group, whose policy holds the run), and no
+    cancellation of a group that has nothing left running."""
+    flow = cohort.Flow("acyclic", inputs=["x"])
+
+    @flow.node
+    async def a(x: int) -> int:
+        return x + 1
+
+    @flow.node
+    async def b(a: int) -> int:
+        return a * 2
+
+    @flow.node
+    async def c(a: int) -> int:
+        return a * 3
+
+    @flow.node
+    async def d(b: int, c: int) -> int:
+        return b + c
+
+    assert (await flow.run(x=0))[d] == 5
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        result = await flow.run(x=1)
+        assert result[d] == 10
+        del result
+        gc.collect()
+        left = [o for o in gc.garbage if type(o).__module__.startswith("cohort")]
+        left += [e for e in gc.garbage if isinstance(e, asyncio.CancelledError)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []

@@ -59,7 +59,7 @@ def test_import_cohort_leaves_the_heavy_layers_for_first_use() -> None:
         "structlog",
         "cohort.bridge",
         "cohort.pipeline",
-        "cohort._flow._flow",
+        "cohort._flow",
         "cohort._resilience._breaker",
         "cohort._resilience._bulkhead",
         "cohort._resilience._hedge",
@@ -95,3 +95,35 @@ def test_stage_stats_is_another_name_for_stage_statistics() -> None:
 
 async def _double(x: int) -> int:
     return 2 * x
+
+
+def test_a_flow_of_async_nodes_leaves_the_bridge_and_the_pipeline_unloaded() -> None:
+    """Flow loads the bridge (multiprocessing) and the pipeline when a flow first
+    needs them (a cpu node, ``as_stage``), not before."""
+    from _util import run_python
+
+    code = (
+        "import asyncio, sys, cohort\n"
+        "layers = ['multiprocessing', 'cohort.bridge', 'cohort.pipeline']\n"
+        "def loaded():\n"
+        "    print(sorted(m for m in layers if m in sys.modules))\n"
+        "flow = cohort.Flow('f', inputs=['x'])\n"
+        "@flow.node\n"
+        "async def a(x):\n"
+        "    return x + 1\n"
+        "print(asyncio.run(flow.run(x=1))[a])\n"
+        "loaded()\n"
+        "@flow.node(cpu=True)\n"
+        "def b(a):\n"
+        "    return a\n"
+        "loaded()\n"
+        "print(flow.as_stage('x', a).name)\n"
+    )
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "2",
+        "[]",
+        "['cohort.bridge', 'cohort.pipeline', 'multiprocessing']",
+        "f",
+    ]

@@ -10,7 +10,7 @@ with ``ast`` (nothing is imported):
   name (``from cohort._core._handle import _coro_name``), not through a module
   (``_scopes._base_deadline``), and not by importing a private module of a
   package that is neither its own nor an ancestor (``cohort.bridge._default``
-  from ``cohort._flow._flow``). ``self``, ``cls`` and ``super()`` are the object's
+  from ``cohort._flow._graph``). ``self``, ``cls`` and ``super()`` are the object's
   own; a private module imported inside its package is not a reach-through.
 * **No hidden arrows.** No function-local import of a cohort module: every
   dependency is at the top of the module, where a reader (and the layer
@@ -72,9 +72,6 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
         "a group enters its own scope (a CancelScope subclass) in one call that also "
         "returns the deadline in force, not through __enter__ and current_deadline()"
     ),
-    **{("cohort/_flow/_flow.py", expr): "same module (a run reads its flow's plan)"
-       for expr in ("flow._dependents", "flow._n_critical", "self.flow._roots",
-                    "self.flow._group_name")},
     **{("cohort/_core/_group.py", f"self._group.{attr}"): "same module (the group's body scope)"
        for attr in ("_on_timeout", "_outside")},
     ("cohort/_core/_handle.py", "handle._timed_out"): "same module (the child's timeout wrapper)",
@@ -116,11 +113,8 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
                            ("cohort/bridge/_pool.py", "holder"),
                            ("cohort/bridge/_worker.py", "fn"))},
     ("cohort/bridge/_shared.py", "_shm._pread_all"): "reads a segment as _shm does",
-    ("cohort/_flow/_flow.py", "from cohort.bridge._default import ..."): (
+    ("cohort/_flow/_extras.py", "from cohort.bridge._default import ..."): (
         "a cpu node's function by reference, as @cpu sends it"
-    ),
-    ("cohort/_flow/_flow.py", "from cohort.pipeline._stage import ..."): (
-        "type only (TYPE_CHECKING)"
     ),
     # Outside cohort: the standard library and anyio.
     ("cohort/_core/_handle.py", "sys._getframe"): "documented CPython function",
@@ -143,9 +137,6 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
 
 # (file under src, module imported inside a function) -> why
 LOCAL_IMPORTS: dict[tuple[str, str], str] = {
-    **{("cohort/_flow/_flow.py", module): "Flow's arrows to the bridge (cpu nodes), hidden"
-       for module in ("cohort.bridge", "cohort.bridge._default")},
-    ("cohort/_flow/_flow.py", "cohort.pipeline"): "Flow's arrow to pipelines (as_stage), hidden",
     **{("cohort/cli/__init__.py", module): "a subcommand's module, imported when it runs"
        for module in ("cohort", "cohort.cli._bench", "cohort.cli._demo", "cohort.cli._run")},
     **{("cohort/cli/_demo.py", f"cohort.examples.fanout.{name}"): (

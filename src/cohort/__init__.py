@@ -146,7 +146,7 @@ __all__ = [
 _LAZY = {
     "cohort._sync._barrier": ("Barrier", "BarrierStatistics"),
     "cohort._sync._flags": ("EventFlags", "EventFlagsStatistics"),
-    "cohort._flow._flow": ("Flow", "FlowError", "FlowResult", "Node"),
+    "cohort._flow._graph": ("Flow", "FlowError", "FlowResult", "Node"),
     "cohort._sync._latch": ("Latch", "LatchStatistics"),
     "cohort._resilience._linger": ("Linger", "LingerStatistics"),
     "cohort._resilience._breaker": ("BreakerStatistics", "CircuitBreaker", "CircuitState"),
@@ -188,7 +188,7 @@ if _TYPE_CHECKING:
     from cohort._core._retry import Retry, RetryState, retry
     from cohort._core._stream import ResultStream, as_completed, map
     from cohort._core._tree import GroupSnapshot, TaskTree, task_tree
-    from cohort._flow._flow import Flow, FlowError, FlowResult, Node
+    from cohort._flow._graph import Flow, FlowError, FlowResult, Node
     from cohort._resilience._breaker import BreakerStatistics, CircuitBreaker, CircuitState
     from cohort._resilience._bulkhead import Bulkhead, BulkheadStatistics, KeyedBulkhead
     from cohort._resilience._hedge import HedgeBudget

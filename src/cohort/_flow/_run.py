@@ -1,0 +1,486 @@
+"""One run of a flow: a record per node, and who starts whom.
+
+A run is one task group. A node starts the moment its own join policy is
+satisfied, not level by level; an upstream node that no node still waiting
+needs is cancelled, and so, in turn, are its own upstreams; leaving or
+cancelling the run leaves nothing running, except the thread of a plain
+``def`` node cut short, which Python cannot stop (the run warns about it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from cohort._core._group import TaskGroup, clock_of
+from cohort._core._handle import ChildStatus, Handle, Outcome
+from cohort._core._policies import ChildView, Decision, GroupView, Settle
+from cohort._core._scopes import cancel_task, stray_cancellation
+from cohort._flow._invoke import Threads, call
+from cohort._flow._join import decide
+from cohort._flow._result import FlowError, FlowResult, UpstreamFailed
+from cohort._observe._events import EVENTS, emit
+
+if TYPE_CHECKING:
+    from cohort._flow._graph import Flow, Node
+
+__all__ = ["NodeRecord", "Plan", "Run"]
+
+_PENDING = ChildStatus.PENDING
+_RUNNING = ChildStatus.RUNNING
+_SUCCEEDED = ChildStatus.SUCCEEDED
+_FAILED = ChildStatus.FAILED
+_CANCELLED = ChildStatus.CANCELLED
+_TIMED_OUT = ChildStatus.TIMED_OUT
+
+# A node carried on by the task of the node that unblocked it: its record and arguments.
+Carried = tuple["Node[Any]", "NodeRecord", dict[str, Any]]
+
+
+class Plan:
+    """What every run of a flow starts from, kept up to date by the flow as its
+    nodes are declared."""
+
+    __slots__ = ("group_name", "n_critical", "nodes", "roots")
+
+    def __init__(self, group_name: str, nodes: dict[str, Node[Any]]) -> None:
+        self.group_name = group_name  # the run's task group's
+        self.nodes = nodes  # by name, in declaration order (the flow's own dict)
+        self.roots: list[Node[Any]] = []  # the nodes that take only inputs
+        self.n_critical = 0
+
+
+class NodeRecord:
+    """One node in one run.
+
+    ``state`` is a ``ChildStatus``: ``PENDING`` until the node starts (its join
+    is satisfied), ``RUNNING`` once its task is made, then how it ended. The
+    counters are its upstreams that ended counted (succeeded, or optional and
+    passed as ``None``) and not, kept as each ends, so deciding whether the
+    node may start costs the same however wide the graph.
+    """
+
+    __slots__ = (
+        "ended",
+        "error",
+        "handle",
+        "n_bad",
+        "n_ok",
+        "node",
+        "started",
+        "state",
+        "tally",
+        "task",
+        "value",
+    )
+
+    def __init__(self, node: Node[Any]) -> None:
+        self.node = node
+        self.state = _PENDING
+        self.value: Any = None  # set if it succeeded
+        self.error: BaseException | None = None  # set if it failed or timed out
+        self.started: float | None = None  # the loop's clock, if it ran
+        self.ended: float | None = None
+        self.tally: list[int] | None = None  # attempts, where a retry may make several
+        self.handle: Handle[Any] | None = None  # the child, if it may be cut short
+        self.task: asyncio.Task[Any] | None = None  # else its task, once it runs the node
+        self.n_ok = 0
+        self.n_bad = 0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is _SUCCEEDED
+
+    def outcome(self) -> Outcome:
+        """The node's ``Outcome``, made when asked for (a run makes none of its own)."""
+        node = self.node
+        status = self.state
+        if status is _RUNNING:  # started, then cancelled before it ran at all
+            status = _CANCELLED
+        tally = self.tally
+        started = self.started
+        return Outcome(
+            node.name,
+            status,
+            self.value,
+            self.error,
+            node.critical,
+            started,
+            self.ended,
+            tally[0] if tally else (1 if started is not None else 0),
+        )
+
+
+class Run:
+    """One execution of a flow: its nodes' records, and who starts whom."""
+
+    __slots__ = (
+        "alive",
+        "clock",
+        "critical_left",
+        "done",
+        "ending",
+        "failure",
+        "flow",
+        "group",
+        "inputs",
+        "plan",
+        "records",
+        "threads",
+        "whole",
+    )
+
+    def __init__(self, flow: Flow, plan: Plan, inputs: dict[str, Any]) -> None:
+        self.flow = flow
+        self.plan = plan
+        self.inputs = inputs
+        nodes = plan.nodes
+        self.records = dict(zip(nodes, map(NodeRecord, nodes.values()), strict=True))
+        self.clock = time.monotonic
+        # The run ends when every critical node ended; a flow of optional nodes
+        # only, when every node ended.
+        self.whole = plan.n_critical == 0
+        self.critical_left = len(self.records) if self.whole else plan.n_critical
+        self.group: TaskGroup | None = None
+        self.done: asyncio.Future[None] | None = None
+        self.ending = False  # set once the run cancels what still runs
+        self.failure: tuple[str, BaseException] | None = None
+        self.threads: Threads = []  # of plain-def nodes cut short
+        self.alive = 0  # node tasks started and not returned (or not yet run: counted)
+
+    async def execute(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.clock = clock_of(loop)
+        self.done = loop.create_future()
+        join = _RunJoin(self)
+        try:
+            async with TaskGroup(join=join, name=self.plan.group_name) as group:
+                self.group = group
+                records = self.records
+                for node in self.plan.roots:
+                    self._start(node, records[node.name])
+                try:
+                    await self.done
+                finally:
+                    self.ending = True  # a node cancelled from now on was cancelled by the run
+                    if self.alive:
+                        group.cancel()  # whatever still runs is not needed any more
+        finally:
+            # The node tasks' contexts hold the group, its policy this run: break the
+            # cycle, so that refcounting frees a run (the collector would, much later).
+            join.run = None
+            self.group = None
+
+    def warn_threads_left(self) -> None:
+        """Warn about plain-def nodes whose threads still run (Python cannot stop one)."""
+        left = self.threads_left()
+        if left:
+            warnings.warn(
+                f"flow {self.flow.name!r}: the thread of node {left[0]!r}"
+                + (f" (and of {left[1:]})" if len(left) > 1 else "")
+                + " is still running: the node was cut short (timeout or cancellation), but "
+                "Python cannot stop a thread. Make the function return on its own (bound "
+                "its I/O, check a flag), or run it in a process (cpu=True), which can be killed",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def threads_left(self) -> list[str]:
+        """The nodes whose thread, cut short, has not returned yet."""
+        return list(dict.fromkeys(name for name, ended in self.threads if not ended.is_set()))
+
+    def finish(self) -> FlowResult:
+        result = FlowResult(self)
+        if self.failure is not None:
+            name, exc = self.failure
+            error = FlowError(
+                f"flow {self.flow.name!r}: node {name!r} failed: {type(exc).__name__}: {exc}",
+                node=name,
+                result=result,
+            )
+            raise error from exc
+        return result
+
+    # -- starting ----------------------------------------------------------------------
+
+    def _start(self, node: Node[Any], record: NodeRecord) -> None:
+        """Start ``node`` as a child of the run's group."""
+        kwargs = self._launch(node, record)
+        group = self.group
+        assert group is not None
+        self.alive += 1
+        if node.cancellable:  # it may be cut short, even before its task runs: keep a handle
+            record.handle = group.spawn(self._run_node, node, record, kwargs, name=node.name)
+        else:
+            group.start_soon(self._run_node, node, record, kwargs, name=node.name)
+
+    def _launch(self, node: Node[Any], record: NodeRecord) -> dict[str, Any]:
+        """Mark ``node`` started and return its arguments: an upstream that did not
+        make it (quorum, first-wins, optional) is passed as ``None``."""
+        record.state = _RUNNING
+        records = self.records
+        kwargs = {}
+        if node.outcomes:
+            inputs = self.inputs
+            for p in node.params:
+                kwargs[p] = inputs[p] if p in inputs else records[p].outcome()
+        elif node.n_deps == len(node.params):  # it takes no input: the common case
+            for p in node.params:
+                kwargs[p] = records[p].value
+        else:
+            inputs = self.inputs
+            for p in node.params:
+                kwargs[p] = inputs[p] if p in inputs else records[p].value
+        if node.n_deps > record.n_ok + record.n_bad:
+            self._cancel_unneeded(node)
+        return kwargs
+
+    def _cancel_unneeded(self, started: Node[Any]) -> None:
+        """Cancel what nothing that can still run needs any more, now that ``started``
+        started (or can never start): each of its upstreams not ended that no waiting
+        node takes, then, in turn, theirs (a chain feeding only a met quorum). A sink
+        never: its value is an output."""
+        records = self.records
+        stack = list(started.deps)
+        while stack:
+            record = records[stack.pop()]
+            node = record.node
+            state = record.state
+            if (state is not _PENDING and state is not _RUNNING) or not node.dependents:
+                continue  # ended, or a sink
+            if any(records[dep.name].state is _PENDING for dep in node.dependents):
+                continue  # still needed
+            if state is _PENDING:
+                pass  # never to start
+            elif record.handle is not None:
+                record.handle.cancel()
+            elif record.task is not None:
+                cancel_task(record.task)  # the node its task runs now: the chain stops
+            else:
+                continue  # its task has not taken its first step: it runs to its end
+            # Count it as ended now: a task cancelled before its first step
+            # never runs its node, so it would never report.
+            record.state = _CANCELLED
+            self._ended(node, record, False)
+            stack.extend(node.deps)
+
+    # -- running a node ----------------------------------------------------------------
+
+    async def _run_node(self, node: Node[Any], record: NodeRecord, kwargs: dict[str, Any]) -> None:
+        """Run ``node``, then, in the same task, a node it was the last to unblock
+        (one task per chain instead of one per node)."""
+        # A node without a handle is cancelled through its task, while it runs (the
+        # task stays in the record after the node ended, when it is never looked at).
+        task = None if node.cancellable else asyncio.current_task()
+        clock = self.clock
+        try:
+            while True:
+                record.task = task
+                started = clock()
+                if EVENTS.on:
+                    emit("debug", "flow.node_started", flow=self.flow.name, node=node.name)
+                try:
+                    if node.simple:
+                        value = await node.fn(**kwargs)
+                    else:
+                        tally = record.tally = [1]
+                        value = await call(node, kwargs, tally, self.threads)
+                except BaseException as exc:
+                    record.started = started
+                    record.ended = clock()
+                    error = self._raised(node, record, exc)
+                    if error is exc:
+                        raise
+                    raise error from exc
+                record.started = started
+                record.ended = clock()
+                if record.state is not _RUNNING:  # cancelled as unneeded, returned anyway
+                    return
+                record.state = _SUCCEEDED
+                record.value = value
+                if EVENTS.on:
+                    self._event(node, record)
+                # A task with a handle (a cancellable node's) shows that node's name in
+                # task_tree(): it does not carry on with another one.
+                carried = self._ended(node, record, True, task is not None)
+                if carried is None:
+                    return
+                node, record, kwargs = carried
+                assert task is not None
+                task.set_name(node.name)  # task_tree() shows the node now running
+        finally:
+            self.alive -= 1
+
+    def _raised(self, node: Node[Any], record: NodeRecord, exc: BaseException) -> BaseException:
+        """``node`` raised ``exc``: record how it ended; return what its task raises."""
+        if record.state is not _RUNNING:  # cancelled as unneeded, then ended: counted
+            return exc
+        name = node.name
+        error: BaseException = exc
+        if isinstance(exc, asyncio.CancelledError):
+            if self.ending:
+                # The run is ending: there is no one to start.
+                record.state = _CANCELLED
+                self._ended(node, record, False)
+                return exc
+            # Nothing in the run asked for it (a library cancelled its own task,
+            # or it awaited something cancelled elsewhere): a failure of the node.
+            error = stray_cancellation(f"flow {self.flow.name!r}: node {name!r}", exc)
+        if any(n == name and not ended.is_set() for n, ended in self.threads):
+            error.add_note(
+                f"node {name!r}: its thread is still running (Python cannot stop a thread)"
+            )
+        record.state = _TIMED_OUT if isinstance(error, TimeoutError) else _FAILED
+        record.error = error
+        self._event(node, record)
+        self._ended(node, record, False)
+        if node.critical and self.failure is None and not self._tolerated(node):
+            self._fail(name, error)
+        return error
+
+    def _event(self, node: Node[Any], record: NodeRecord) -> None:
+        status = record.state
+        emit(
+            "info" if status is _SUCCEEDED else "warning",
+            "flow.node_done",
+            flow=self.flow.name,
+            node=node.name,
+            status=status.value,
+            attempts=(record.tally or [1])[0],
+        )
+
+    def cancelled_unrun(self, name: str) -> None:
+        """The task started for node ``name`` ended cancelled. If the run did not ask
+        for it, the task was cancelled before it ran the node (else the node itself
+        reports): a stray cancellation, the node's failure."""
+        if self.ending:
+            return
+        record = self.records[name]
+        if record.state is not _RUNNING:
+            return
+        node = record.node
+        cause = asyncio.CancelledError()
+        error = stray_cancellation(f"flow {self.flow.name!r}: node {name!r} (before it ran)", cause)
+        record.state = _FAILED
+        record.error = error
+        self._event(node, record)
+        self._ended(node, record, False)
+        if node.critical and self.failure is None and not self._tolerated(node):
+            self._fail(name, error)
+
+    @staticmethod
+    def _tolerated(node: Node[Any]) -> bool:
+        """Whether a failure of ``node``, already counted for its dependents (which
+        failed the run if a critical one could not do without it), is absorbed: only
+        a critical dependent can absorb it (an optional one, or none, cannot)."""
+        return any(dep.critical for dep in node.dependents)
+
+    # -- a node ended ------------------------------------------------------------------
+
+    def _ended(
+        self, node: Node[Any], record: NodeRecord, ok: bool, carry_on: bool = False
+    ) -> Carried | None:
+        """``node`` ended: count it for its dependents, start what it unblocked, and
+        see whether the run is over. With ``carry_on``, one unblocked node that no
+        join may cancel is returned instead of started, for the caller's task to run."""
+        carried: Carried | None = None
+        if node.critical or self.whole:
+            self.critical_left -= 1
+        counted = ok or not node.critical  # an optional upstream that failed passes None
+        cancelled = record.state is _CANCELLED
+        records = self.records
+        for dependent in node.dependents:
+            waiting = records[dependent.name]
+            if counted:
+                count = waiting.n_ok = waiting.n_ok + 1
+                if not dependent.consult_ok and count + waiting.n_bad < dependent.n_deps:
+                    continue  # a policy not shown successes (Gather): nothing to decide yet
+            else:
+                waiting.n_bad += 1
+            if waiting.state is _PENDING and not cancelled and self.failure is None:
+                try:
+                    decision = decide(dependent, waiting, records, record, counted)
+                except Exception as exc:  # the policy's own error: the node cannot start
+                    self._impossible(dependent, waiting, record, exc)
+                    continue
+                if decision > 0:
+                    if carry_on and carried is None and not dependent.cancellable:
+                        carried = (dependent, waiting, self._launch(dependent, waiting))
+                    else:
+                        self._start(dependent, waiting)
+                elif decision < 0:
+                    self._impossible(dependent, waiting, record)
+        if self.critical_left == 0 or self.failure is not None:
+            self._finish_now()
+        return carried
+
+    def _impossible(
+        self,
+        node: Node[Any],
+        record: NodeRecord,
+        trigger: NodeRecord,
+        policy_error: Exception | None = None,
+    ) -> None:
+        """``node`` can never start: what it needed failed, ``trigger`` last (or its
+        join policy raised ``policy_error``)."""
+        records = self.records
+        failed = [
+            d
+            for d in node.deps
+            if (s := records[d].state) is not _PENDING and s is not _RUNNING and s is not _SUCCEEDED
+        ]
+        error: Exception = policy_error or UpstreamFailed(
+            f"node {node.name!r} needed {failed}, which did not succeed"
+        )
+        record.state = _FAILED
+        record.error = error
+        emit("warning", "flow.node_skipped", flow=self.flow.name, node=node.name, missing=failed)
+        if node.critical:
+            if policy_error is not None:
+                self._fail(node.name, policy_error)
+            else:
+                self._fail(*self._root_cause(trigger.node.name))
+        self._ended(node, record, False)
+        if self.failure is None:
+            self._cancel_unneeded(node)  # what it was waiting for may be needed no more
+
+    def _root_cause(self, name: str) -> tuple[str, BaseException]:
+        """The node whose own failure ``name``'s failure comes from, and its error."""
+        records = self.records
+        seen = set()
+        while isinstance(records[name].error, UpstreamFailed) and name not in seen:
+            seen.add(name)
+            upstream = [d for d in records[name].node.deps if records[d].error is not None]
+            if not upstream:
+                break
+            name = upstream[-1]
+        error = records[name].error
+        assert error is not None
+        return name, error
+
+    def _fail(self, name: str, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = (name, exc)
+        self._finish_now()
+
+    def _finish_now(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+
+class _RunJoin(Settle):
+    """The policy of a run's group: wait for every node task, never fail for one (the
+    run decides); a task cancelled by anything but the run before it ran its node is
+    reported to the run, which would otherwise wait for that node for ever."""
+
+    consults_on_success = False
+
+    def __init__(self, run: Run) -> None:
+        self.run: Run | None = run  # None once the group exited
+
+    def on_child_done(self, group: GroupView, handle: ChildView) -> Decision:
+        if handle.status is _CANCELLED and self.run is not None:
+            self.run.cancelled_unrun(handle.name)
+        return Decision.CONTINUE
