@@ -178,6 +178,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("sync", ("cohort._barrier", "cohort._flags", "cohort._latch")),
     ("resilience", ("cohort._resilience", "cohort._linger")),
     ("bridge", ("cohort.bridge",)),
+    ("durable", ("cohort.durable",)),
     ("pipeline", ("cohort.pipeline",)),
     ("flow", ("cohort._flow",)),
     ("testing", ("cohort.testing",)),

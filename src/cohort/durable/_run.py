@@ -1,0 +1,615 @@
+"""Durable runs: children and steps recorded by structural path, replayed on resume.
+
+``run()`` owns a run in a store for the ``async with`` block. While it is
+active, ``TaskGroup.spawn`` calls the run's hook (``cohort._group.spawn_hook``,
+a context variable): the child is named by its path (run / groups / child
+name), never by its start order, and its coroutine is wrapped so that a child
+recorded as finished is not run again (its value or error is returned, in the
+recorded completion order), and one that finishes is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import os
+import re
+import signal
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar, Token
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from cohort._group import TaskGroup, close_coroutines, spawn_hook
+from cohort._policies import Decision, Quorum
+from cohort.durable._codec import Codec, PickleCodec, decode_error, encode_error
+from cohort.durable._sqlite import SQLiteStore
+from cohort.durable._store import (
+    AmbiguousStepError,
+    DecisionRecord,
+    DivergenceError,
+    DurableError,
+    StepRecord,
+    Store,
+)
+
+__all__ = [
+    "DurableRun",
+    "ValueEncodingError",
+    "current_run",
+    "epoch",
+    "idempotency_key",
+    "run",
+    "step",
+]
+
+T = TypeVar("T")
+
+_run_var: ContextVar[DurableRun | None] = ContextVar("cohort_durable_run", default=None)
+# The structural path of the code running now: () in a run's body, else the
+# segments of the child or step it runs in.
+_path_var: ContextVar[tuple[str, ...]] = ContextVar("cohort_durable_path", default=())
+_DEFAULT_GROUP_NAME = re.compile(r"TaskGroup-\d+")
+_FLUSH_AT = 512  # records pending: commit now rather than at the end of the iteration
+_DONE = ("ok", "error", "cancelled")
+
+# Injected crash points for the crash-loop harness: COHORT_DURABLE_CRASH=point[@n]
+# SIGKILLs the process the n-th time (1 by default) it reaches that point.
+CRASH_POINTS = ("before-effect", "after-effect", "in-commit", "decision")
+
+
+class ValueEncodingError(DurableError, TypeError):
+    """A step's value could not be encoded by the run's codec."""
+
+
+class _Crash:
+    """The crash point this process was told to die at, if any."""
+
+    def __init__(self) -> None:
+        spec = os.environ.get("COHORT_DURABLE_CRASH", "")
+        point, _, count = spec.partition("@")
+        self.point = point
+        self.left = int(count or 1)
+
+    def at(self, point: str) -> None:
+        if point == self.point:
+            self.left -= 1
+            if self.left <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _GroupState:
+    """What a run knows of one task group: its path, and its replay of the record."""
+
+    __slots__ = ("completed", "group", "next_seq", "ok_order", "path", "slots", "timeout_seq")
+
+    def __init__(self, group: TaskGroup, path: tuple[str, ...], next_seq: int) -> None:
+        self.group = group
+        self.path = path
+        self.next_seq = next_seq
+        # seq -> a future done once that recorded child has replayed
+        self.slots: dict[int, asyncio.Future[None]] = {}
+        self.ok_order: list[str] = []  # paths that succeeded, in completion order
+        self.timeout_seq: int | None = None  # a recorded partial timeout fired here
+        self.completed = False
+
+    def take_seq(self) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
+
+
+class DurableRun:
+    """An open durable run (made by :func:`run`); use it with ``async with``."""
+
+    def __init__(
+        self,
+        run_id: str,
+        store: Store | str | os.PathLike[str],
+        *,
+        codec: Codec | None = None,
+        sync: Literal["group", "step"] = "group",
+        wait: float = 0.0,
+        steal: bool = False,
+        on_divergence: Literal["fail", "discard"] = "fail",
+        on_ambiguous: Literal["fail", "rerun", "skip"] = "fail",
+    ) -> None:
+        if not isinstance(run_id, str) or not run_id:
+            raise TypeError(f"run_id must be a non-empty str, got {run_id!r}")
+        if on_divergence not in ("fail", "discard"):
+            raise ValueError(f'on_divergence must be "fail" or "discard", got {on_divergence!r}')
+        if on_ambiguous not in ("fail", "rerun", "skip"):
+            raise ValueError(
+                f'on_ambiguous must be "fail", "rerun" or "skip", got {on_ambiguous!r}'
+            )
+        if sync not in ("group", "step"):
+            raise ValueError(f'sync must be "group" or "step", got {sync!r}')
+        self._owns_store = not isinstance(store, Store)
+        if isinstance(store, Store):
+            self.store = store
+        elif isinstance(store, str | os.PathLike):
+            self.store = SQLiteStore(Path(store), sync=sync)
+        else:
+            raise TypeError(
+                f"store= takes a cohort.durable.Store or a database path, got {store!r}"
+            )
+        self.run_id = run_id
+        self.codec: Codec = PickleCodec() if codec is None else codec
+        self.sync = sync
+        self._wait = wait
+        self._steal = steal
+        self._on_divergence = on_divergence
+        self._on_ambiguous = on_ambiguous
+        self.epoch = 0
+        self._recorded: dict[str, StepRecord] = {}
+        self._decisions: dict[tuple[str, str], DecisionRecord] = {}
+        self._visited: set[str] = set()
+        self._replayed: set[str] = set()
+        self._names: dict[tuple[str, ...], set[str]] = {}
+        self._unnamed_groups: dict[tuple[str, ...], int] = {}
+        self._groups: weakref.WeakKeyDictionary[TaskGroup, _GroupState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._max_seq: dict[tuple[str, ...], int] = {}
+        self._flush_scheduled = False
+        self._failure: BaseException | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tokens: tuple[Token[Any], Token[Any], Token[Any]] | None = None
+        self._crash = _Crash()
+        self.resumed = False
+
+    def __repr__(self) -> str:
+        return f"<DurableRun {self.run_id!r} epoch={self.epoch} store={self.store!r}>"
+
+    # -- entering and leaving -----------------------------------------------------------
+
+    async def __aenter__(self) -> DurableRun:
+        if self._tokens is not None:
+            raise RuntimeError(f"{self!r} is already open")
+        if self._wait > 0:
+            self.epoch = await asyncio.to_thread(
+                self.store.acquire, self.run_id, wait=self._wait, steal=self._steal
+            )
+        else:
+            self.epoch = self.store.acquire(self.run_id, wait=0.0, steal=self._steal)
+        try:
+            steps, decisions = self.store.load(self.run_id)
+        except BaseException:
+            self.store.release(self.run_id)
+            raise
+        self._recorded = {r.path: r for r in steps}
+        self.resumed = bool(steps)
+        self._decisions = {(d.path, d.kind): d for d in decisions}
+        for record in steps:
+            parent = tuple(record.path.split("/")[:-1])
+            self._max_seq[parent] = max(self._max_seq.get(parent, -1), record.seq)
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._tokens = (_run_var.set(self), _path_var.set(()), spawn_hook.set(self._on_spawn))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tokens is not None
+        run_token, path_token, hook_token = self._tokens
+        spawn_hook.reset(hook_token)
+        _path_var.reset(path_token)
+        _run_var.reset(run_token)
+        self._tokens = None
+        try:
+            if self._failure is not None:
+                raise self._failure
+            if exc is None:
+                self._check_divergence()
+                self.store.finish(self.run_id, self.epoch, "done")
+            elif isinstance(exc, Exception):
+                self.store.finish(self.run_id, self.epoch, "failed")
+            else:  # cancelled or interrupted: the run stays resumable as it is
+                self.store.flush(self.run_id, self.epoch)
+        finally:
+            self.store.release(self.run_id)
+            if self._owns_store:
+                self.store.close()
+
+    def _check_divergence(self) -> None:
+        missing = []
+        for path in self._recorded:
+            if path in self._visited:
+                continue
+            parts = path.split("/")
+            if any("/".join(parts[:i]) in self._replayed for i in range(1, len(parts))):
+                continue  # inside a child that replayed: its insides never ran again
+            missing.append(path)
+        if not missing:
+            return
+        if self._on_divergence == "discard":
+            self.store.discard_steps(self.run_id, sorted(missing))
+            return
+        shown = ", ".join(sorted(missing)[:10]) + (" ..." if len(missing) > 10 else "")
+        raise DivergenceError(
+            f"run {self.run_id!r} was resumed by code whose structure differs from the "
+            f"record: {len(missing)} recorded step(s) no longer exist ({shown}); fix the "
+            'code, or pass on_divergence="discard" to drop the steps that no longer match'
+        )
+
+    # -- recording ----------------------------------------------------------------------
+
+    def _put(self, record: StepRecord) -> None:
+        self.store.put_step(record)
+        self._after_put()
+
+    def _after_put(self) -> None:
+        if self.sync == "step" or self.store.pending >= _FLUSH_AT:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_soon)
+
+    def _flush(self) -> None:
+        self.store.flush(self.run_id, self.epoch)
+
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        try:
+            self._flush()
+        except BaseException as exc:  # fenced, disk full: the run stops and reports it
+            if self._failure is None:
+                self._failure = exc
+            if self._task is not None:
+                self._task.cancel()
+
+    def flush(self) -> None:
+        """Commit every pending record now."""
+        self._flush()
+
+    def _encode(self, path: str, value: Any) -> bytes:
+        try:
+            return self.codec.encode(value)
+        except Exception as exc:
+            raise ValueEncodingError(
+                f"durable step {path!r} of run {self.run_id!r} returned a value that "
+                f"{self.codec!r} cannot encode ({type(exc).__name__}: {exc}); return an "
+                "encodable value or pass another codec= to the run"
+            ) from exc
+
+    def _decode(self, record: StepRecord) -> Any:
+        if record.status == "ok":
+            assert record.value is not None
+            return self.codec.decode(record.value)
+        assert record.value is not None
+        raise decode_error(record.value)
+
+    # -- names --------------------------------------------------------------------------
+
+    def _claim(self, parent: tuple[str, ...], name: str, what: str) -> None:
+        taken = self._names.setdefault(parent, set())
+        if name in taken:
+            where = "/".join(parent) or "the run's body"
+            raise ValueError(
+                f"durable run {self.run_id!r}: a {what} named {name!r} already exists in "
+                f"{where}; names must be unique there: pass name= to tell them apart"
+            )
+        taken.add(name)
+
+    def _group_state(self, group: TaskGroup) -> _GroupState:
+        state = self._groups.get(group)
+        if state is None:
+            parent = _path_var.get()
+            name = group.name
+            if _DEFAULT_GROUP_NAME.fullmatch(name):
+                n = self._unnamed_groups.get(parent, 0) + 1
+                self._unnamed_groups[parent] = n
+                name = f"group-{n}"
+            elif "/" in name:
+                raise ValueError(f"a group in a durable run has a name without '/': {name!r}")
+            self._claim(parent, name, "group")
+            path = (*parent, name)
+            state = _GroupState(group, path, self._max_seq.get(path, -1) + 1)
+            key = "/".join(path)
+            timeout = self._decisions.get((key, "timeout"))
+            if timeout is not None:
+                state.timeout_seq = timeout.seq
+            self._groups[group] = state
+        return state
+
+    def _on_spawn(
+        self, group: TaskGroup, fn: object, name: str | None
+    ) -> tuple[str, Callable[[Coroutine[Any, Any, Any]], Coroutine[Any, Any, Any]]]:
+        try:
+            name = _name_of(fn, name, "spawn")
+            state = self._group_state(group)
+            self._claim(state.path, name, "child")
+        except BaseException:
+            close_coroutines((fn,))
+            raise
+        path = "/".join((*state.path, name))
+        self._visited.add(path)
+        record = self._recorded.get(path)
+        if record is not None and record.status in _DONE:
+            assert self._loop is not None
+            slot = self._loop.create_future()
+            state.slots[record.seq] = slot
+            done = record
+
+            def replay(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
+                coro.close()
+                return self._replay_child(state, done, slot)
+
+            return name, replay
+
+        def live(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
+            return self._live_child(state, path, coro, record)
+
+        return name, live
+
+    # -- children -----------------------------------------------------------------------
+
+    async def _replay_child(
+        self, state: _GroupState, record: StepRecord, slot: asyncio.Future[None]
+    ) -> Any:
+        self._replayed.add(record.path)
+        try:
+            for seq, earlier in list(state.slots.items()):
+                if seq < record.seq and not earlier.done():
+                    await asyncio.shield(earlier)
+            if record.status == "cancelled":
+                if state.timeout_seq is not None and record.seq >= state.timeout_seq:
+                    state.group.cancel()  # the recorded timeout fires here
+                await _cancel_self()
+            return self._decode(record)
+        finally:
+            if not slot.done():
+                slot.set_result(None)
+
+    async def _live_child(
+        self,
+        state: _GroupState,
+        path: str,
+        coro: Coroutine[Any, Any, Any],
+        record: StepRecord | None,
+    ) -> Any:
+        group = state.group
+        try:
+            for earlier in list(state.slots.values()):
+                if not earlier.done():
+                    await asyncio.shield(earlier)
+            if state.timeout_seq is not None:
+                group.cancel()  # the recorded timeout had fired: only recorded children count
+                await _cancel_self()
+        except asyncio.CancelledError:
+            coro.close()
+            self._note_cancelled(state, path, time.time())
+            raise
+        return await self._execute(path, coro, record, state)
+
+    def _note_cancelled(self, state: _GroupState, path: str, started: float) -> None:
+        """A child was cancelled: recorded only when its group's decision cancelled it
+        (a loser, or a partial timeout), not when the run itself is being cancelled."""
+        stats = state.group.statistics()
+        if stats.decision is Decision.CONTINUE or stats.cancelled_from_outside:
+            return
+        seq = state.take_seq()
+        group_path = "/".join(state.path)
+        if stats.timed_out and (group_path, "timeout") not in self._decisions:
+            self._journal(group_path, "timeout", {"after": len(state.ok_order)}, seq)
+        policy = state.group.policy
+        if isinstance(policy, Quorum) and (group_path, "winners") not in self._decisions:
+            self._journal(group_path, "winners", state.ok_order[: policy.k], seq)
+        self._put(StepRecord(self.run_id, path, "cancelled", None, seq, 1, started, time.time()))
+
+    def _journal(self, path: str, kind: str, value: object, seq: int) -> None:
+        record = DecisionRecord(self.run_id, path, kind, json.dumps(value), seq)
+        self._decisions[(path, kind)] = record
+        self.store.put_decision(record)
+        self._crash.at("decision")
+
+    async def _execute(
+        self,
+        path: str,
+        work: Coroutine[Any, Any, Any] | Callable[[], Any],
+        record: StepRecord | None,
+        state: _GroupState | None,
+        effect: bool = False,
+    ) -> Any:
+        """Run a child or step that is not recorded as done, and record how it ends."""
+        attempt = 1 if record is None else record.attempt + 1
+        started = time.time()
+        if record is not None and record.status == "started":
+            if self._on_ambiguous == "fail":
+                if inspect.iscoroutine(work):
+                    work.close()
+                raise AmbiguousStepError(
+                    f"durable step {path!r} of run {self.run_id!r} started an external "
+                    "effect before a crash and recorded no result: the effect may or may "
+                    'not have happened; pass on_ambiguous="rerun" or "skip" to the run '
+                    "once you know which"
+                )
+            if self._on_ambiguous == "skip":
+                if inspect.iscoroutine(work):
+                    work.close()
+                value = None
+                self._record_ok(path, value, attempt, started, state)
+                return value
+        if effect:
+            self.store.put_step(
+                StepRecord(self.run_id, path, "started", None, 0, attempt, started, None)
+            )
+            self._flush()  # "started" is durable before the effect can begin
+            self._crash.at("before-effect")
+        token = _path_var.set(tuple(path.split("/")))
+        try:
+            if inspect.iscoroutine(work):
+                value = await work
+            else:
+                assert callable(work)
+                value = work()
+                if inspect.isawaitable(value):
+                    value = await value
+        except asyncio.CancelledError:
+            if state is not None:
+                self._note_cancelled(state, path, started)
+            raise
+        except Exception as exc:
+            seq = -1 if state is None else state.take_seq()
+            self._put(
+                StepRecord(
+                    self.run_id,
+                    path,
+                    "error",
+                    encode_error(exc),
+                    seq,
+                    attempt,
+                    started,
+                    time.time(),
+                )
+            )
+            raise
+        finally:
+            _path_var.reset(token)
+        self._crash.at("after-effect")
+        self._record_ok(path, value, attempt, started, state)
+        return value
+
+    def _record_ok(
+        self, path: str, value: Any, attempt: int, started: float, state: _GroupState | None
+    ) -> None:
+        data = self._encode(path, value)
+        seq = -1
+        if state is not None:
+            seq = state.take_seq()
+            state.ok_order.append(path)
+        self._put(StepRecord(self.run_id, path, "ok", data, seq, attempt, started, time.time()))
+
+    # -- steps --------------------------------------------------------------------------
+
+    async def step(
+        self,
+        fn: Callable[..., Awaitable[T] | T],
+        *args: Any,
+        name: str | None = None,
+        effect: bool = False,
+    ) -> T:
+        """Run ``fn(*args)`` once as a recorded step named ``name`` (default: the
+        function's name) under the current path; on resume its recorded value is
+        returned (its recorded error raised) without calling ``fn``.
+
+        ``effect=True`` marks an external effect: "started" is committed before
+        ``fn`` runs, so a crash in between is reported on resume (``on_ambiguous``).
+        """
+        name = _name_of(fn, name, "step")
+        parent = _path_var.get()
+        self._claim(parent, name, "step")
+        path = "/".join((*parent, name))
+        self._visited.add(path)
+        record = self._recorded.get(path)
+        if record is not None and record.status in _DONE:
+            self._replayed.add(path)
+            if record.status == "cancelled":
+                raise asyncio.CancelledError
+            result: T = self._decode(record)
+            return result
+        value: T = await self._execute(path, lambda: fn(*args), record, None, effect)
+        return value
+
+
+async def _cancel_self() -> None:
+    """End the current task as cancelled (a real cancellation, not a stray one)."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await asyncio.sleep(0)
+
+
+def _name_of(fn: object, name: str | None, where: str) -> str:
+    """The name given, or the function's; checked."""
+    if name is None:
+        name = getattr(fn, "__name__", None)
+        if not isinstance(name, str):
+            raise TypeError(f"{where}() in a durable run needs name= for {fn!r}")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"a name in a durable run is a non-empty string without '/', got {name!r}")
+    return name
+
+
+def run(
+    run_id: str,
+    *,
+    store: Store | str | os.PathLike[str],
+    codec: Codec | None = None,
+    sync: Literal["group", "step"] = "group",
+    wait: float = 0.0,
+    steal: bool = False,
+    on_divergence: Literal["fail", "discard"] = "fail",
+    on_ambiguous: Literal["fail", "rerun", "skip"] = "fail",
+) -> DurableRun:
+    """A durable run: ``async with cohort.durable.run("nightly", store="runs.db") as run:``.
+
+    Starting a run whose id is recorded resumes it: children and steps that
+    finished return their recorded values without running again.
+
+    Args:
+        run_id: the run's id in the store.
+        store: a :class:`Store`, or the path of a SQLite database.
+        codec: how values are recorded (``PickleCodec()`` by default).
+        sync: ``"group"`` commits once per loop iteration; ``"step"`` commits
+            (and, with a database path, fsyncs) each step before it is done.
+        wait: seconds to wait for another live owner of the run to go.
+        steal: take the run over from a live but hung owner (fenced off).
+        on_divergence: ``"fail"`` or ``"discard"`` recorded steps that the
+            resumed code no longer has.
+        on_ambiguous: an effect step that started before a crash without a
+            recorded result: ``"fail"``, ``"rerun"`` it, or ``"skip"`` it (None).
+    """
+    return DurableRun(
+        run_id,
+        store,
+        codec=codec,
+        sync=sync,
+        wait=wait,
+        steal=steal,
+        on_divergence=on_divergence,
+        on_ambiguous=on_ambiguous,
+    )
+
+
+def current_run() -> DurableRun:
+    """The durable run the calling code runs in; ``LookupError`` outside one."""
+    active = _run_var.get()
+    if active is None:
+        raise LookupError("no durable run is active here: use `async with cohort.durable.run(...)`")
+    return active
+
+
+async def step(
+    fn: Callable[..., Awaitable[T] | T],
+    *args: Any,
+    name: str | None = None,
+    effect: bool = False,
+) -> T:
+    """``current_run().step(fn, *args, name=name, effect=effect)``."""
+    return await current_run().step(fn, *args, name=name, effect=effect)
+
+
+def idempotency_key() -> str:
+    """A key for the step running now, the same on every attempt and resume: pass it
+    to an external service to make its effect happen once (hash of run id and path)."""
+    active = current_run()
+    path = "/".join(_path_var.get())
+    return hashlib.sha256(f"{active.run_id}\0{path}".encode()).hexdigest()
+
+
+def epoch() -> int:
+    """The current owner's epoch of the run: a fencing token for other stores (a
+    write carrying an older epoch than one already seen must be refused)."""
+    return current_run().epoch
