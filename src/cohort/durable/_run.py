@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar, Token
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from cohort._group import TaskGroup, close_coroutines, spawn_hook
 from cohort._policies import Decision, Quorum
@@ -493,13 +493,27 @@ class DurableRun:
 
     # -- steps --------------------------------------------------------------------------
 
+    @overload
     async def step(
         self,
-        fn: Callable[..., Awaitable[T] | T],
+        fn: Callable[..., Awaitable[T]],
         *args: Any,
         name: str | None = None,
         effect: bool = False,
-    ) -> T:
+    ) -> T: ...
+
+    @overload
+    async def step(
+        self, fn: Callable[..., T], *args: Any, name: str | None = None, effect: bool = False
+    ) -> T: ...
+
+    async def step(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        name: str | None = None,
+        effect: bool = False,
+    ) -> Any:
         """Run ``fn(*args)`` once as a recorded step named ``name`` (default: the
         function's name) under the current path; on resume its recorded value is
         returned (its recorded error raised) without calling ``fn``.
@@ -517,10 +531,8 @@ class DurableRun:
             self._replayed.add(path)
             if record.status == "cancelled":
                 raise asyncio.CancelledError
-            result: T = self._decode(record)
-            return result
-        value: T = await self._execute(path, lambda: fn(*args), record, None, effect)
-        return value
+            return self._decode(record)
+        return await self._execute(path, lambda: fn(*args), record, None, effect)
 
 
 async def _cancel_self() -> None:
@@ -591,12 +603,21 @@ def current_run() -> DurableRun:
     return active
 
 
+@overload
 async def step(
-    fn: Callable[..., Awaitable[T] | T],
-    *args: Any,
-    name: str | None = None,
-    effect: bool = False,
-) -> T:
+    fn: Callable[..., Awaitable[T]], *args: Any, name: str | None = None, effect: bool = False
+) -> T: ...
+
+
+@overload
+async def step(
+    fn: Callable[..., T], *args: Any, name: str | None = None, effect: bool = False
+) -> T: ...
+
+
+async def step(
+    fn: Callable[..., Any], *args: Any, name: str | None = None, effect: bool = False
+) -> Any:
     """``current_run().step(fn, *args, name=name, effect=effect)``."""
     return await current_run().step(fn, *args, name=name, effect=effect)
 
