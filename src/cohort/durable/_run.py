@@ -360,9 +360,8 @@ class DurableRun:
     ) -> Any:
         self._replayed.add(record.path)
         try:
-            for seq, earlier in list(state.slots.items()):
-                if seq < record.seq and not earlier.done():
-                    await asyncio.shield(earlier)
+            earlier = [slot for seq, slot in state.slots.items() if seq < record.seq]
+            await _after_replays(earlier)
             if record.status == "cancelled":
                 if state.timeout_seq is not None and record.seq >= state.timeout_seq:
                     state.group.cancel()  # the recorded timeout fires here
@@ -381,9 +380,7 @@ class DurableRun:
     ) -> Any:
         group = state.group
         try:
-            for earlier in list(state.slots.values()):
-                if not earlier.done():
-                    await asyncio.shield(earlier)
+            await _after_replays(list(state.slots.values()))
             if state.timeout_seq is not None:
                 group.cancel()  # the recorded timeout had fired: only recorded children count
                 await _cancel_self()
@@ -533,6 +530,18 @@ class DurableRun:
                 raise asyncio.CancelledError
             return self._decode(record)
         return await self._execute(path, lambda: fn(*args), record, None, effect)
+
+
+async def _after_replays(slots: list[asyncio.Future[None]]) -> None:
+    """Wait until these recorded children have replayed and their group has seen them
+    end: a replayed child's slot is set just before it returns, so one more turn of
+    the loop runs its task's done callbacks (the group's bookkeeping) first."""
+    if not slots:
+        return
+    for slot in slots:
+        if not slot.done():
+            await asyncio.shield(slot)
+    await asyncio.sleep(0)
 
 
 async def _cancel_self() -> None:
