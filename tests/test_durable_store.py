@@ -131,3 +131,44 @@ def test_runs_are_listed_and_deleted_but_not_while_owned(tmp_path: Path) -> None
     assert other.load("a") == ([], [])
     store.close()
     other.close()
+
+
+def test_expire_deletes_finished_old_runs_only(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "runs.db")
+    for run_id, state in (("done", "done"), ("failed", "failed")):
+        epoch = store.acquire(run_id)
+        store.finish(run_id, epoch, state)  # type: ignore[arg-type]
+        store.release(run_id)
+    store.acquire("running")
+    assert store.expire(3600.0) == []  # not old enough
+    assert store.expire(0.0) == ["done", "failed"]
+    assert [r.run_id for r in store.runs()] == ["running"]
+    with pytest.raises(ValueError, match="seconds >= 0"):
+        store.expire(-1)
+    store.close()
+
+
+def test_the_runs_command_lists_shows_and_deletes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cohort.cli import main
+
+    db = tmp_path / "runs.db"
+    store = SQLiteStore(db)
+    epoch = store.acquire("nightly")
+    store.put_step(_step("nightly", "export/day-1"))
+    store.put_decision(DecisionRecord("nightly", "race", "winners", '["race/b"]', 1))
+    store.finish("nightly", epoch, "done")
+    store.close()
+    assert main(["runs", "ls", "--db", str(db)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[1].split()[:4] == ["nightly", "done", "1", "1"]
+    assert main(["runs", "show", "nightly", "--db", str(db)]) == 0
+    shown = capsys.readouterr().out
+    assert "step export/day-1: ok seq=0 attempt=1 1 bytes" in shown
+    assert "decision race winners: ['race/b'] seq=1" in shown
+    assert main(["runs", "show", "nope", "--db", str(db)]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+    assert main(["runs", "rm", "nightly", "--db", str(db)]) == 0
+    assert capsys.readouterr().out == "deleted nightly\n"
+    assert main(["runs", "ls", "--db", str(tmp_path / "missing.db")]) == 2

@@ -147,7 +147,8 @@ LOCAL_IMPORTS: dict[tuple[str, str], str] = {
     **{("cohort/pipeline/_pipeline.py", module): "the engine, imported when a run starts"
        for module in ("cohort.pipeline._engine", "cohort.pipeline._progress")},
     **{("cohort/cli/__init__.py", module): "a subcommand's module, imported when it runs"
-       for module in ("cohort", "cohort.cli._bench", "cohort.cli._demo", "cohort.cli._run")},
+       for module in ("cohort", "cohort.cli._bench", "cohort.cli._demo", "cohort.cli._run",
+                       "cohort.cli._runs")},
     **{("cohort/cli/_demo.py", f"cohort.examples.fanout.{name}"): (
         "the demo's web examples need the optional web extras"
     ) for name in ("backends", "drill", "load", "loadtest", "service", "stack")},

@@ -286,6 +286,23 @@ class SQLiteStore(Store):
                 os.close(fd)
         return bool(found)
 
+    def expire(self, older_than: float) -> list[str]:
+        if older_than < 0:
+            raise ValueError(f"older_than is a number of seconds >= 0, got {older_than!r}")
+        cutoff = time.time() - older_than
+        rows = self._db.execute(
+            "SELECT id FROM runs WHERE state IN ('done', 'failed') AND updated <= ? ORDER BY id",
+            (cutoff,),
+        ).fetchall()
+        gone = []
+        for (run_id,) in rows:
+            try:
+                if self.delete(run_id):
+                    gone.append(run_id)
+            except RunBusyError:
+                continue  # resumed by a live process meanwhile
+        return gone
+
     def close(self) -> None:
         for run_id in list(self._locks):
             self.release(run_id)

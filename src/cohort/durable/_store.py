@@ -165,5 +165,10 @@ class Store(abc.ABC):
         (:class:`RunBusyError`) while a live process owns it."""
 
     @abc.abstractmethod
+    def expire(self, older_than: float) -> list[str]:
+        """Delete the finished runs (``done`` or ``failed``) not updated for
+        ``older_than`` seconds, skipping any a live process owns; their ids."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Close the store (pending records are dropped: flush first)."""
