@@ -1,0 +1,96 @@
+"""Durable runs killed for real (SIGKILL at injected crash points), restarted until done."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import cohort.durable as durable
+
+PROGRAM = Path(__file__).with_name("_durable_prog.py")
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _run(db: Path, crash: str = "", program: Path = PROGRAM) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COHORT_DURABLE_CRASH": crash}
+    return subprocess.run(
+        [sys.executable, str(program), str(db)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _until_done(db: Path, crash: str) -> tuple[str, int]:
+    """Run until the program finishes, the crash point armed in the first three runs
+    (a point reached again at every restart, as a decision is, would loop for ever);
+    (output, kills)."""
+    for kills in range(50):
+        result = _run(db, crash if kills < 3 else "")
+        if result.returncode == 0:
+            return result.stdout, kills
+        assert result.returncode == -9, result.stderr
+    raise AssertionError("never finished")
+
+
+@pytest.mark.parametrize("crash", ["after-effect@37", "after-effect@105", "decision@1"])
+def test_a_fanout_killed_at_a_crash_point_resumes_to_the_crash_free_output(
+    tmp_path: Path, crash: str
+) -> None:
+    expected = _run(tmp_path / "clean.db")
+    assert expected.returncode == 0, expected.stderr
+    output, kills = _until_done(tmp_path / "crashed.db", crash)
+    assert kills >= 1  # it was killed, for real, and resumed
+    assert output == expected.stdout
+
+
+_EFFECT = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    import cohort.durable as durable
+
+    async def main(db, mode):
+        async with durable.run("r", store=db, on_ambiguous=mode) as run:
+            async def charge():
+                print("charged", durable.idempotency_key()[:8], flush=True)
+                return "receipt"
+            print(await run.step(charge, effect=True), flush=True)
+
+    try:
+        asyncio.run(main(sys.argv[1], os.environ.get("MODE", "fail")))
+    except durable.AmbiguousStepError as exc:
+        print("ambiguous:", exc)
+        sys.exit(3)
+    """
+)
+
+
+def test_an_effect_killed_before_its_result_is_reported_on_resume(tmp_path: Path) -> None:
+    program = tmp_path / "effect.py"
+    program.write_text(_EFFECT)
+    db = tmp_path / "runs.db"
+    killed = _run(db, "before-effect", program)
+    assert killed.returncode == -9
+    refused = _run(db, "", program)
+    assert refused.returncode == 3
+    assert "step 'charge'" in refused.stdout
+    assert 'on_ambiguous="rerun" or "skip"' in refused.stdout
+    os.environ["MODE"] = "rerun"
+    try:
+        rerun = _run(db, "", program)
+    finally:
+        del os.environ["MODE"]
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.splitlines()[1] == "receipt"
+    assert rerun.stdout.startswith("charged ")
+    store = durable.SQLiteStore(db)
+    [step] = store.load("r")[0]
+    store.close()
+    assert (step.status, step.attempt) == ("ok", 2)
