@@ -40,7 +40,9 @@ def _until_done(db: Path, crash: str) -> tuple[str, int]:
     raise AssertionError("never finished")
 
 
-@pytest.mark.parametrize("crash", ["after-effect@37", "after-effect@105", "decision@1"])
+@pytest.mark.parametrize(
+    "crash", ["after-effect@37", "after-effect@105", "decision@1", "in-commit@3"]
+)
 def test_a_fanout_killed_at_a_crash_point_resumes_to_the_crash_free_output(
     tmp_path: Path, crash: str
 ) -> None:

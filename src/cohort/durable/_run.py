@@ -191,6 +191,8 @@ class DurableRun:
             self._max_seq[parent] = max(self._max_seq.get(parent, -1), record.seq)
         self._task = asyncio.current_task()
         self._loop = asyncio.get_running_loop()
+        if self._crash.point == "in-commit" and isinstance(self.store, SQLiteStore):
+            self.store.before_commit = lambda: self._crash.at("in-commit")
         self._tokens = (_run_var.set(self), _path_var.set(()), spawn_hook.set(self._on_spawn))
         return self
 

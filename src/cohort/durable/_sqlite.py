@@ -16,6 +16,7 @@ import hashlib
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,6 +95,8 @@ class SQLiteStore(Store):
         self._decisions: list[tuple[Any, ...]] = []
         self._deletes: list[tuple[str, str]] = []
         self._statements: list[tuple[str, list[tuple[Any, ...]]]] = []
+        # Called inside each commit's transaction, just before COMMIT (crash tests).
+        self.before_commit: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, sync={self.sync!r})"
@@ -245,6 +248,8 @@ class SQLiteStore(Store):
                 db.executemany(_PUT_DECISION, decisions)
             for sql, rows in statements:
                 db.executemany(sql, rows)
+            if self.before_commit is not None:
+                self.before_commit()
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
