@@ -36,7 +36,7 @@ _TIMED = (
     "print(t1 - t0, t2 - t0)\n"
 )
 _HEAVY = ("multiprocessing", "tempfile", "structlog", "cohort.bridge", "cohort.pipeline")
-_LAYERS = ("cohort._flow", "cohort._resilience", "cohort.bridge._shm")
+_LAYERS = ("cohort._flow._flow", "cohort._resilience._guards", "cohort.bridge._shm")
 
 
 def _env(cache: str) -> dict[str, str]:

@@ -399,7 +399,7 @@ def test_reprs_and_statistics_before_start() -> None:
 async def test_structlog_events_when_switched_on(sig: WorkerSignal) -> None:
     from structlog.testing import capture_logs
 
-    from cohort._observe import enable_events
+    from cohort._observe._events import enable_events
 
     enable_events(True)
     try:

@@ -1,4 +1,4 @@
-"""gather, race, quorum and hedge (cohort._combinators)."""
+"""gather, race, quorum and hedge (cohort._core._combinators)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Task groups and join policies (cohort._group, cohort._policies)."""
+"""Task groups and join policies (cohort._core._group, cohort._core._policies)."""
 
 from __future__ import annotations
 

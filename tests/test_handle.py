@@ -1,4 +1,4 @@
-"""A group's child as its handle shows it (cohort._handle)."""
+"""A group's child as its handle shows it (cohort._core._handle)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Structured events and the live task tree (cohort._observe)."""
+"""Structured events and the live task tree (cohort._observe._events)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Join policies through their public seams (cohort._policies)."""
+"""Join policies through their public seams (cohort._core._policies)."""
 
 from __future__ import annotations
 

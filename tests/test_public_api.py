@@ -58,8 +58,8 @@ def test_import_cohort_leaves_the_heavy_layers_for_first_use() -> None:
         "structlog",
         "cohort.bridge",
         "cohort.pipeline",
-        "cohort._flow",
-        "cohort._resilience",
+        "cohort._flow._flow",
+        "cohort._resilience._guards",
         "cohort.durable",
         "sqlite3",
     ]

@@ -1074,7 +1074,7 @@ async def test_hedge_budget_refuses_bad_arguments() -> None:
 
 
 def test_partial_keeps_the_retry_name() -> None:
-    from cohort._retry import _name
+    from cohort._core._retry import _name
 
     assert _name(functools.partial(succeed)) == "succeed"
 

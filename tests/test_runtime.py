@@ -1,4 +1,4 @@
-"""cohort.run: asyncio.run on uvloop when available (cohort._runtime)."""
+"""cohort.run: asyncio.run on uvloop when available (cohort._core._runtime)."""
 
 from __future__ import annotations
 

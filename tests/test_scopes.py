@@ -1,4 +1,4 @@
-"""Cancel scopes, deadlines and shields (cohort._scopes)."""
+"""Cancel scopes, deadlines and shields (cohort._core._scopes)."""
 
 from __future__ import annotations
 

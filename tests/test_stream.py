@@ -1,4 +1,4 @@
-"""map, as_completed and their ResultStream (cohort._stream)."""
+"""map, as_completed and their ResultStream (cohort._core._stream)."""
 
 from __future__ import annotations
 

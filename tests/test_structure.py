@@ -7,10 +7,10 @@ with ``ast`` (nothing is imported):
   names (``_x``, not ``__x__``): not by attribute (read, call, assignment,
   ``del``, augmented assignment), not through ``getattr``/``setattr``/
   ``hasattr``/``delattr`` with a constant name, not by importing a private
-  name (``from cohort._handle import _coro_name``), not through a module
+  name (``from cohort._core._handle import _coro_name``), not through a module
   (``_scopes._base_deadline``), and not by importing a private module of a
   package that is neither its own nor an ancestor (``cohort.bridge._default``
-  from ``cohort._flow``). ``self``, ``cls`` and ``super()`` are the object's
+  from ``cohort._flow._flow``). ``self``, ``cls`` and ``super()`` are the object's
   own; a private module imported inside its package is not a reach-through.
 * **No hidden arrows.** No function-local import of a cohort module: every
   dependency is at the top of the module, where a reader (and the layer
@@ -57,7 +57,7 @@ _SAME_MODULE = "same module (a class reading its own module's class)"
 # (file under src, what is reached) -> why
 REACH_THROUGHS: dict[tuple[str, str], str] = {
     # Within one module: a class and the class it works for.
-    **{("cohort/_scopes.py", f"{name}.{attr}"): "same module (the scope machinery)"
+    **{("cohort/_core/_scopes.py", f"{name}.{attr}"): "same module (the scope machinery)"
        for name, attrs in {
            "scope": ("_cancel_requests", "_deadline", "_deliver", "_effective", "_expire",
                      "_fail", "_phase", "_raised", "_reason", "_relative"),
@@ -65,19 +65,19 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
            "s": ("_shield",),
        }.items()
        for attr in attrs},
-    ("cohort/_scopes.py", "scope._shield"): (
+    ("cohort/_core/_scopes.py", "scope._shield"): (
         "same module, and anyio's scopes (read with getattr, as below)"
     ),
-    ("cohort/_group.py", "scope._enter_in"): (
+    ("cohort/_core/_group.py", "scope._enter_in"): (
         "a group enters its own scope (a CancelScope subclass) in one call that also "
         "returns the deadline in force, not through __enter__ and current_deadline()"
     ),
-    **{("cohort/_flow.py", expr): "same module (a run reads its flow's plan)"
+    **{("cohort/_flow/_flow.py", expr): "same module (a run reads its flow's plan)"
        for expr in ("flow._dependents", "flow._n_critical", "self.flow._roots",
                     "self.flow._group_name")},
-    **{("cohort/_group.py", f"self._group.{attr}"): "same module (the group's body scope)"
+    **{("cohort/_core/_group.py", f"self._group.{attr}"): "same module (the group's body scope)"
        for attr in ("_on_timeout", "_outside")},
-    ("cohort/_handle.py", "handle._timed_out"): "same module (the child's timeout wrapper)",
+    ("cohort/_core/_handle.py", "handle._timed_out"): "same module (the child's timeout wrapper)",
     **{("cohort/bridge/_dask.py", f"self.executor.{attr}"): _SAME_MODULE
        for attr in ("_cancel", "_wait")},
     **{("cohort/bridge/_pool.py", f"self.pool.{attr}"): _SAME_MODULE
@@ -88,40 +88,42 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
        for attr in ("_blocked_waiters", "_explain_timeout", "_io_jump_count", "_jump",
                     "_wake_blocked_waiters")},
     # Across modules: the group and its children's handles drive each other.
-    **{("cohort/_group.py", f"Handle.{attr}"): "the handle's constructors, for its group"
+    **{("cohort/_core/_group.py", f"Handle.{attr}"): "the handle's constructors, for its group"
        for attr in ("_adopt", "_queued", "_running")},
-    **{("cohort/_group.py", f"handle.{attr}"): "the handle's life, driven by its group"
+    **{("cohort/_core/_group.py", f"handle.{attr}"): "the handle's life, driven by its group"
        for attr in ("_discard", "_on_done", "_raised", "_settle", "_start")},
-    ("cohort/_group.py", "handle._tally"): (
+    ("cohort/_core/_group.py", "handle._tally"): (
         "set by spawn(retry=) only, so that the handle's constructors cost no more"
     ),
-    **{("cohort/_handle.py", expr): "a child's end, told to its group"
+    **{("cohort/_core/_handle.py", expr): "a child's end, told to its group"
        for expr in ("group._child_ended", "group._child_succeeded",
                     "self._group._drop_queued")},
-    **{("cohort/_group.py", f"from cohort._handle import {name}"): (
+    **{("cohort/_core/_group.py", f"from cohort._core._handle import {name}"): (
         "the handle's naming helpers, shared with the group"
     ) for name in ("_coro_name", "_pop_caller_frame")},
-    **{(where, "from cohort._retry import _name"): "Retry's name for a callable"
-       for where in ("cohort/_combinators.py", "cohort/_group.py")},
+    **{(where, "from cohort._core._retry import _name"): "Retry's name for a callable"
+       for where in ("cohort/_core/_combinators.py", "cohort/_core/_group.py")},
     # Across modules: the group and the scope machinery.
     **{(where, "_scopes._base_deadline"): "the deadline children inherit (a context var)"
-       for where in ("cohort/_group.py", "cohort/_stream.py")},
-    ("cohort/_group.py", "_scopes._state_var"): "a detached context starts with no scopes",
-    **{("cohort/_group.py", f"scope.{attr}"): "the group's body scope, exited by the group"
+       for where in ("cohort/_core/_group.py", "cohort/_core/_stream.py")},
+    ("cohort/_core/_group.py", "_scopes._state_var"): "a detached context starts with no scopes",
+    **{("cohort/_core/_group.py", f"scope.{attr}"): "the group's body scope, exited by the group"
        for attr in ("_cancelled_from_outside", "_exit")},
-    ("cohort/_tree.py", "g._tree_rows"): "the task tree reads each group's children",
+    ("cohort/_core/_tree.py", "g._tree_rows"): "the task tree reads each group's children",
     # Across modules of the bridge.
     **{(where, f"{name}._cohort_cpu_target"): "the marker a @cpu wrapper carries to workers"
        for where, name in (("cohort/bridge/_default.py", "obj"),
                            ("cohort/bridge/_pool.py", "holder"),
                            ("cohort/bridge/_worker.py", "fn"))},
     ("cohort/bridge/_shared.py", "_shm._pread_all"): "reads a segment as _shm does",
-    ("cohort/_flow.py", "from cohort.bridge._default import ..."): (
+    ("cohort/_flow/_flow.py", "from cohort.bridge._default import ..."): (
         "a cpu node's function by reference, as @cpu sends it"
     ),
-    ("cohort/_flow.py", "from cohort.pipeline._stage import ..."): "type only (TYPE_CHECKING)",
+    ("cohort/_flow/_flow.py", "from cohort.pipeline._stage import ..."): (
+        "type only (TYPE_CHECKING)"
+    ),
     # Outside cohort: the standard library and anyio.
-    ("cohort/_handle.py", "sys._getframe"): "documented CPython function",
+    ("cohort/_core/_handle.py", "sys._getframe"): "documented CPython function",
     ("cohort/bridge/_worker.py", "os._exit"): "documented standard library function",
     ("cohort/bridge/_pool.py", "asyncio._get_running_loop"): (
         "in asyncio.__all__: the running loop or None, without raising"
@@ -133,17 +135,17 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
         "the stdlib has no public way to read the forkserver's preload list"
     ),
     ("cohort/bridge/_procs.py", "server._preload_modules"): "the same preload list",
-    ("cohort/_scopes.py", "backend._task_states"): "anyio keeps its shields to itself",
-    **{("cohort/_scopes.py", f"scope.{attr}"): (
+    ("cohort/_core/_scopes.py", "backend._task_states"): "anyio keeps its shields to itself",
+    **{("cohort/_core/_scopes.py", f"scope.{attr}"): (
         "anyio has no public way to walk a task's scopes to find a shield"
     ) for attr in ("_host_task", "_parent_scope")},
 }  # fmt: skip
 
 # (file under src, module imported inside a function) -> why
 LOCAL_IMPORTS: dict[tuple[str, str], str] = {
-    **{("cohort/_flow.py", module): "Flow's arrows to the bridge (cpu nodes), hidden"
+    **{("cohort/_flow/_flow.py", module): "Flow's arrows to the bridge (cpu nodes), hidden"
        for module in ("cohort.bridge", "cohort.bridge._default")},
-    ("cohort/_flow.py", "cohort.pipeline"): "Flow's arrow to pipelines (as_stage), hidden",
+    ("cohort/_flow/_flow.py", "cohort.pipeline"): "Flow's arrow to pipelines (as_stage), hidden",
     **{("cohort/pipeline/_pipeline.py", module): "the engine, imported when a run starts"
        for module in ("cohort.pipeline._engine", "cohort.pipeline._progress")},
     **{("cohort/cli/__init__.py", module): "a subcommand's module, imported when it runs"
@@ -161,23 +163,40 @@ LOCAL_IMPORTS: dict[tuple[str, str], str] = {
     ("cohort/examples/fanout/service.py", "cohort.examples.fanout.page"): (
         "the page's Flow, built when /page is first asked for"
     ),
-    ("cohort/_group.py", "cohort._retry"): (
+    ("cohort/_core/_group.py", "cohort._core._retry"): (
         "retries load on first use of spawn(retry=), so import cohort stays light"
     ),
-    **{("cohort/_combinators.py", module): (
+    **{("cohort/_core/_combinators.py", module): (
         "retry() and hedge()'s budget load on first use, so import cohort stays light"
-    ) for module in ("cohort._retry", "cohort._resilience")},
+    ) for module in ("cohort._core._retry", "cohort._resilience._guards")},
 }  # fmt: skip
 
 # The layers of docs/architecture.md, bottom up: a module or a package (with
 # everything under it). An import points to the same layer or one below.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("cohort._exceptions", "cohort._validate", "cohort._observe", "cohort._public")),
-    ("scopes", ("cohort._scopes",)),
-    ("groups", ("cohort._handle", "cohort._policies", "cohort._retry", "cohort._group")),
-    ("helpers", ("cohort._combinators", "cohort._stream", "cohort._tree", "cohort._runtime")),
-    ("sync", ("cohort._barrier", "cohort._flags", "cohort._latch")),
-    ("resilience", ("cohort._resilience", "cohort._linger")),
+    ("scopes", ("cohort._core._scopes",)),
+    (
+        "groups",
+        (
+            "cohort._core._handle",
+            "cohort._core._policies",
+            "cohort._core._retry",
+            "cohort._core._group",
+        ),
+    ),
+    (
+        "helpers",
+        (
+            "cohort._core",
+            "cohort._core._combinators",
+            "cohort._core._stream",
+            "cohort._core._tree",
+            "cohort._core._runtime",
+        ),
+    ),
+    ("sync", ("cohort._sync",)),
+    ("resilience", ("cohort._resilience",)),
     ("bridge", ("cohort.bridge",)),
     ("durable", ("cohort.durable",)),
     ("pipeline", ("cohort.pipeline",)),
@@ -189,7 +208,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # (importer, imported) pointing up -> why
 UPWARD_IMPORTS: dict[tuple[str, str], str] = {
-    ("cohort._combinators", "cohort._resilience"): (
+    ("cohort._core._combinators", "cohort._resilience._guards"): (
         "hedge() takes a HedgeBudget, a guard of the resilience layer"
     ),
 }
@@ -407,8 +426,16 @@ def _foreign_private_module(module: Module, source: str, names: Names) -> bool:
     ``module``'s own nor an ancestor of it."""
     if source not in names.modules or not is_private(source.rpartition(".")[2]):
         return False
-    owner = names.package_of(source)
+    owner = _public_owner(names.package_of(source))
     return not (module.package == owner or module.package.startswith(owner + "."))
+
+
+def _public_owner(package: str) -> str:
+    """The nearest public package at or above ``package``: a private package
+    (``cohort._core``) is its parent's internals, shared by that parent's layers."""
+    while is_private(package.rpartition(".")[2]):
+        package = package.rpartition(".")[0]
+    return package
 
 
 def local_imports(root: Path) -> set[tuple[str, str]]:
@@ -601,36 +628,36 @@ REACH_THROUGH_KINDS = {
     "name-mangled attribute": ("def probe(g):\n    return g.__probe\n", "g.__probe"),
     "attribute of an attribute": ("def probe(g):\n    return g.child._probe\n", "g.child._probe"),
     "class attribute": (
-        "from cohort._group import TaskGroup\n\ndef probe():\n    return TaskGroup._probe\n",
+        "from cohort._core._group import TaskGroup\n\ndef probe():\n    return TaskGroup._probe\n",
         "TaskGroup._probe",
     ),
     "private name imported": (
-        "from cohort._group import _probe\n",
-        "from cohort._group import _probe",
+        "from cohort._core._group import _probe\n",
+        "from cohort._core._group import _probe",
     ),
     "private name imported under a public alias": (
-        "from cohort._group import _probe as probe\n",
-        "from cohort._group import _probe",
+        "from cohort._core._group import _probe as probe\n",
+        "from cohort._core._group import _probe",
     ),
     "private name imported relatively": (
         "from ._group import _probe\n",
-        "from cohort._group import _probe",
+        "from cohort._core._group import _probe",
     ),
     "private name imported inside a function": (
-        "def probe():\n    from cohort._group import _probe\n    return _probe\n",
-        "from cohort._group import _probe",
+        "def probe():\n    from cohort._core._group import _probe\n    return _probe\n",
+        "from cohort._core._group import _probe",
     ),
     "through a module alias": (
-        "import cohort._group as m\n\ndef probe():\n    return m._probe\n",
+        "import cohort._core._group as m\n\ndef probe():\n    return m._probe\n",
         "m._probe",
     ),
     "through a module imported from its package": (
-        "from cohort import _group\n\ndef probe():\n    return _group._probe\n",
+        "from cohort._core import _group\n\ndef probe():\n    return _group._probe\n",
         "_group._probe",
     ),
     "through a dotted module path": (
-        "import cohort._group\n\ndef probe():\n    return cohort._group._probe\n",
-        "cohort._group._probe",
+        "import cohort._core._group\n\ndef probe():\n    return cohort._core._group._probe\n",
+        "cohort._core._group._probe",
     ),
 }
 
@@ -638,9 +665,9 @@ REACH_THROUGH_KINDS = {
 @pytest.mark.parametrize("kind", sorted(REACH_THROUGH_KINDS))
 def test_each_kind_of_reach_through_is_caught(scratch: Path, kind: str) -> None:
     code, expected = REACH_THROUGH_KINDS[kind]
-    _append(scratch, "cohort/_tree.py", code)
+    _append(scratch, "cohort/_core/_tree.py", code)
     new = reach_throughs(scratch) - REACH_THROUGHS.keys()
-    assert new == {("cohort/_tree.py", expected)}
+    assert new == {("cohort/_core/_tree.py", expected)}
 
 
 def test_a_private_module_of_a_sibling_package_is_a_reach_through(scratch: Path) -> None:
@@ -660,31 +687,34 @@ NOT_REACH_THROUGHS = {
     ),
     "dunder attribute": "def probe(g):\n    return g.__class__.__name__\n",
     "a private module imported within its package": (
-        "from cohort import _scopes\nimport cohort._group\n\n"
-        "def probe():\n    return cohort._group, _scopes.current_time\n"
+        "from cohort._core import _scopes\nimport cohort._core._group\n\n"
+        "def probe():\n    return cohort._core._group, _scopes.current_time\n"
     ),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(NOT_REACH_THROUGHS))
 def test_what_is_not_a_reach_through_passes(scratch: Path, kind: str) -> None:
-    _append(scratch, "cohort/_tree.py", NOT_REACH_THROUGHS[kind])
+    _append(scratch, "cohort/_core/_tree.py", NOT_REACH_THROUGHS[kind])
     assert reach_throughs(scratch) - REACH_THROUGHS.keys() == set()
 
 
 LOCAL_IMPORT_KINDS = {
-    "from-import in a function": ("def probe():\n    from cohort import _group\n", "cohort._group"),
+    "from-import in a function": (
+        "def probe():\n    from cohort._core import _group\n",
+        "cohort._core._group",
+    ),
     "import in a method": (
         "class P:\n    def probe(self):\n        import cohort.bridge\n",
         "cohort.bridge",
     ),
     "relative import in an async function": (
-        "async def probe():\n    from .pipeline import Pipeline\n",
+        "async def probe():\n    from ..pipeline import Pipeline\n",
         "cohort.pipeline",
     ),
     "a module-level __getattr__ outside a package's __init__": (
-        "def __getattr__(name):\n    import cohort._group\n",
-        "cohort._group",
+        "def __getattr__(name):\n    import cohort._core._group\n",
+        "cohort._core._group",
     ),
 }
 
@@ -692,8 +722,8 @@ LOCAL_IMPORT_KINDS = {
 @pytest.mark.parametrize("kind", sorted(LOCAL_IMPORT_KINDS))
 def test_each_kind_of_function_local_import_is_caught(scratch: Path, kind: str) -> None:
     code, expected = LOCAL_IMPORT_KINDS[kind]
-    _append(scratch, "cohort/_tree.py", code)
-    assert local_imports(scratch) - LOCAL_IMPORTS.keys() == {("cohort/_tree.py", expected)}
+    _append(scratch, "cohort/_core/_tree.py", code)
+    assert local_imports(scratch) - LOCAL_IMPORTS.keys() == {("cohort/_core/_tree.py", expected)}
 
 
 def test_type_only_imports_and_a_packages_lazy_loader_are_not_hidden_arrows(
@@ -701,7 +731,7 @@ def test_type_only_imports_and_a_packages_lazy_loader_are_not_hidden_arrows(
 ) -> None:
     _append(
         scratch,
-        "cohort/_tree.py",
+        "cohort/_core/_tree.py",
         "def probe():\n    if TYPE_CHECKING:\n        from cohort.pipeline import Pipeline\n",
     )
     _append(
@@ -713,10 +743,10 @@ def test_type_only_imports_and_a_packages_lazy_loader_are_not_hidden_arrows(
 
 
 def test_an_upward_import_is_caught_at_the_top_or_hidden_in_a_function(scratch: Path) -> None:
-    _append(scratch, "cohort/_scopes.py", "from cohort._group import TaskGroup\n")
+    _append(scratch, "cohort/_core/_scopes.py", "from cohort._core._group import TaskGroup\n")
     _append(scratch, "cohort/bridge/_wire.py", "def probe():\n    from cohort import pipeline\n")
     assert upward_imports(scratch) - UPWARD_IMPORTS.keys() == {
-        ("cohort._scopes", "cohort._group"),
+        ("cohort._core._scopes", "cohort._core._group"),
         ("cohort.bridge._wire", "cohort.pipeline"),
     }
 
@@ -724,8 +754,8 @@ def test_an_upward_import_is_caught_at_the_top_or_hidden_in_a_function(scratch: 
 def test_a_type_only_upward_import_is_not_an_arrow(scratch: Path) -> None:
     _append(
         scratch,
-        "cohort/_scopes.py",
-        "if TYPE_CHECKING:\n    from cohort._group import TaskGroup\n",
+        "cohort/_core/_scopes.py",
+        "if TYPE_CHECKING:\n    from cohort._core._group import TaskGroup\n",
     )
     assert upward_imports(scratch) - UPWARD_IMPORTS.keys() == set()
 
@@ -733,8 +763,14 @@ def test_a_type_only_upward_import_is_not_an_arrow(scratch: Path) -> None:
 def test_an_import_cycle_is_caught_even_through_a_function_local_import(
     scratch: Path,
 ) -> None:
-    _append(scratch, "cohort/_handle.py", "def probe():\n    from cohort._group import TaskGroup\n")
-    assert cycles(scratch) - CYCLES.keys() == {frozenset({"cohort._group", "cohort._handle"})}
+    _append(
+        scratch,
+        "cohort/_core/_handle.py",
+        "def probe():\n    from cohort._core._group import TaskGroup\n",
+    )
+    assert cycles(scratch) - CYCLES.keys() == {
+        frozenset({"cohort._core._group", "cohort._core._handle"})
+    }
 
 
 def test_a_module_missing_from_the_map_is_caught(scratch: Path) -> None:

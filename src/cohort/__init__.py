@@ -10,7 +10,29 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from cohort._combinators import gather, hedge, quorum, race, settle
+from cohort._core._combinators import gather, hedge, quorum, race, settle
+from cohort._core._group import TaskGroup
+from cohort._core._handle import ChildStatus, Handle, Outcome
+from cohort._core._policies import (
+    ChildView,
+    Decision,
+    FirstWins,
+    Gather,
+    GroupView,
+    JoinPolicy,
+    Quorum,
+    Settle,
+)
+from cohort._core._runtime import run
+from cohort._core._scopes import (
+    CancelScope,
+    current_deadline,
+    current_time,
+    fail_after,
+    fail_at,
+    move_on_after,
+    move_on_at,
+)
 from cohort._exceptions import (
     BrokenBarrierError,
     BulkheadFullError,
@@ -24,30 +46,8 @@ from cohort._exceptions import (
     SerializationError,
     WorkerCrashedError,
 )
-from cohort._group import TaskGroup
-from cohort._handle import ChildStatus, Handle, Outcome
-from cohort._observe import GroupStatistics, configure_logging, enable_events
-from cohort._policies import (
-    ChildView,
-    Decision,
-    FirstWins,
-    Gather,
-    GroupView,
-    JoinPolicy,
-    Quorum,
-    Settle,
-)
+from cohort._observe._events import GroupStatistics, configure_logging, enable_events
 from cohort._public import publish as _publish
-from cohort._runtime import run
-from cohort._scopes import (
-    CancelScope,
-    current_deadline,
-    current_time,
-    fail_after,
-    fail_at,
-    move_on_after,
-    move_on_at,
-)
 
 __all__ = [
     "Barrier",
@@ -143,12 +143,12 @@ __all__ = [
 # the first use of one of their names, so that `import cohort` stays light (no
 # multiprocessing, tempfile or structlog); type checkers see plain imports.
 _LAZY = {
-    "cohort._barrier": ("Barrier", "BarrierStatistics"),
-    "cohort._flags": ("EventFlags", "EventFlagsStatistics"),
-    "cohort._flow": ("Flow", "FlowError", "FlowResult", "Node"),
-    "cohort._latch": ("Latch", "LatchStatistics"),
-    "cohort._linger": ("Linger", "LingerStatistics"),
-    "cohort._resilience": (
+    "cohort._sync._barrier": ("Barrier", "BarrierStatistics"),
+    "cohort._sync._flags": ("EventFlags", "EventFlagsStatistics"),
+    "cohort._flow._flow": ("Flow", "FlowError", "FlowResult", "Node"),
+    "cohort._sync._latch": ("Latch", "LatchStatistics"),
+    "cohort._resilience._linger": ("Linger", "LingerStatistics"),
+    "cohort._resilience._guards": (
         "BreakerStatistics",
         "Bulkhead",
         "BulkheadStatistics",
@@ -158,9 +158,9 @@ _LAZY = {
         "KeyedBulkhead",
         "RateLimiter",
     ),
-    "cohort._retry": ("Retry", "RetryState", "retry"),
-    "cohort._stream": ("ResultStream", "as_completed", "map"),
-    "cohort._tree": ("GroupSnapshot", "TaskTree", "task_tree"),
+    "cohort._core._retry": ("Retry", "RetryState", "retry"),
+    "cohort._core._stream": ("ResultStream", "as_completed", "map"),
+    "cohort._core._tree": ("GroupSnapshot", "TaskTree", "task_tree"),
     "cohort.bridge": (
         "Executor",
         "PoolStatistics",
@@ -189,12 +189,11 @@ _publish(globals(), "cohort", [n for n in __all__ if n not in _LAZY_NAMES])
 
 if _TYPE_CHECKING:
     from cohort import testing as testing
-    from cohort._barrier import Barrier, BarrierStatistics
-    from cohort._flags import EventFlags, EventFlagsStatistics
-    from cohort._flow import Flow, FlowError, FlowResult, Node
-    from cohort._latch import Latch, LatchStatistics
-    from cohort._linger import Linger, LingerStatistics
-    from cohort._resilience import (
+    from cohort._core._retry import Retry, RetryState, retry
+    from cohort._core._stream import ResultStream, as_completed, map
+    from cohort._core._tree import GroupSnapshot, TaskTree, task_tree
+    from cohort._flow._flow import Flow, FlowError, FlowResult, Node
+    from cohort._resilience._guards import (
         BreakerStatistics,
         Bulkhead,
         BulkheadStatistics,
@@ -204,9 +203,10 @@ if _TYPE_CHECKING:
         KeyedBulkhead,
         RateLimiter,
     )
-    from cohort._retry import Retry, RetryState, retry
-    from cohort._stream import ResultStream, as_completed, map
-    from cohort._tree import GroupSnapshot, TaskTree, task_tree
+    from cohort._resilience._linger import Linger, LingerStatistics
+    from cohort._sync._barrier import Barrier, BarrierStatistics
+    from cohort._sync._flags import EventFlags, EventFlagsStatistics
+    from cohort._sync._latch import Latch, LatchStatistics
     from cohort.bridge import (
         Executor,
         PoolStatistics,

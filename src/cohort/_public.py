@@ -10,7 +10,7 @@ def publish(namespace: dict[str, Any], module: str, names: Iterable[str] | None 
     """Set ``__module__`` of the names in ``namespace["__all__"]`` (or ``names``) to ``module``.
 
     Tracebacks, reprs and docs then show ``cohort.TaskGroup`` rather than
-    ``cohort._group.TaskGroup``, and pickles refer to the public path.
+    ``cohort._core._group.TaskGroup``, and pickles refer to the public path.
     """
     prefix = module + "."
     for name in namespace["__all__"] if names is None else names:

@@ -32,7 +32,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, S
 from typing import Any, Never, TypeVar
 
 from cohort._exceptions import ClosedError, SerializationError
-from cohort._observe import emit
+from cohort._observe._events import emit
 from cohort._validate import check_flag, keywords_refused
 from cohort.bridge._chunks import (
     ChunkSizer,

@@ -47,7 +47,7 @@ from cohort._exceptions import (
     SerializationError,
     WorkerCrashedError,
 )
-from cohort._observe import emit
+from cohort._observe._events import emit
 from cohort._validate import check_count, check_seconds, keywords_refused
 from cohort.bridge import _shm, _wire
 from cohort.bridge._chunks import (

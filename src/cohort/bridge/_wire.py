@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cohort._exceptions import RemoteError, SerializationError
-from cohort._observe import emit
+from cohort._observe._events import emit
 from cohort.bridge import _shm
 
 HEADER = struct.Struct("<I")

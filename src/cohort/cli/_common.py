@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cohort._runtime import EXIT_INTERRUPTED
+from cohort._core._runtime import EXIT_INTERRUPTED
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "UsageError"]
 

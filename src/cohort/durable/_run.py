@@ -1,7 +1,7 @@
 """Durable runs: children and steps recorded by structural path, replayed on resume.
 
 ``run()`` owns a run in a store for the ``async with`` block. While it is
-active, ``TaskGroup.spawn`` calls the run's hook (``cohort._group.spawn_hook``,
+active, ``TaskGroup.spawn`` calls the run's hook (``cohort._core._group.spawn_hook``,
 a context variable): the child is named by its path (run / groups / child
 name), never by its start order, and its coroutine is wrapped so that a child
 recorded as finished is not run again (its value or error is returned, in the
@@ -25,8 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
-from cohort._group import TaskGroup, close_coroutines, spawn_hook
-from cohort._policies import Decision, Quorum
+from cohort._core._group import TaskGroup, close_coroutines, spawn_hook
+from cohort._core._policies import Decision, Quorum
 from cohort.durable._codec import Codec, PickleCodec, decode_error, encode_error
 from cohort.durable._sqlite import SQLiteStore
 from cohort.durable._store import (

@@ -36,10 +36,10 @@ from time import perf_counter
 from types import CoroutineType
 from typing import Any
 
-from cohort import _scopes
+from cohort._core import _scopes
+from cohort._core._group import TaskGroup
 from cohort._exceptions import PipelineError
-from cohort._group import TaskGroup
-from cohort._observe import EVENTS
+from cohort._observe._events import EVENTS
 from cohort.pipeline._channel import Channel
 from cohort.pipeline._options import StageOptions
 from cohort.pipeline._report import ErrorRecord, LatencySampler, Report, StageStats

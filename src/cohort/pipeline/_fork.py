@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from cohort._group import TaskGroup
-from cohort._handle import ChildStatus
-from cohort._policies import Gather, JoinPolicy
+from cohort._core._group import TaskGroup
+from cohort._core._handle import ChildStatus
+from cohort._core._policies import Gather, JoinPolicy
 from cohort.pipeline._stage import Stage, stage
 
 __all__ = ["fork"]

@@ -13,8 +13,8 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterab
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from cohort import _scopes
-from cohort._runtime import note_cut_short
+from cohort._core import _scopes
+from cohort._core._runtime import note_cut_short
 from cohort._validate import check_flag
 from cohort.pipeline._report import Report
 

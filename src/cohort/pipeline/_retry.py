@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Generic, TypeVar, final
 
-from cohort._retry import AttemptsFailed, Retry, run_attempts
+from cohort._core._retry import AttemptsFailed, Retry, run_attempts
 
 __all__ = ["DROP", "AttemptsFailed", "DropType", "Many", "Retry", "call_with_policy"]
 

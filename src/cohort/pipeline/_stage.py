@@ -22,7 +22,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, Protocol, overload
 
-from cohort._retry import own_chain
+from cohort._core._retry import own_chain
 from cohort.bridge import CpuFunction, Executor
 from cohort.pipeline._options import OnError, StageOptions
 from cohort.pipeline._pipeline import Pipeline

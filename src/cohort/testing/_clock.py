@@ -15,7 +15,7 @@ import selectors
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Never, TypeVar
 
-from cohort._runtime import refuse_inside_a_loop
+from cohort._core._runtime import refuse_inside_a_loop
 from cohort._validate import keywords_refused
 
 if TYPE_CHECKING:

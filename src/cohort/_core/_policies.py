@@ -32,7 +32,7 @@ from cohort._exceptions import CohortError, QuorumError
 from cohort._validate import check_count
 
 if TYPE_CHECKING:
-    from cohort._handle import ChildStatus
+    from cohort._core._handle import ChildStatus
 
 __all__ = [
     "ChildView",

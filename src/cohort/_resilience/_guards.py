@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
-from cohort import _scopes
+from cohort._core import _scopes
+from cohort._core._group import clock_of, close_coroutines
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
-from cohort._group import clock_of, close_coroutines
-from cohort._observe import emit
+from cohort._observe._events import emit
 from cohort._validate import (
     check_callable,
     check_count,

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
+from cohort._core._group import detached_context
 from cohort._exceptions import ClosedError
-from cohort._group import detached_context
 from cohort._validate import check_count, check_seconds
 
 __all__ = ["Linger", "LingerStatistics"]

@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cohort._observe import EVENTS
+from cohort._observe._events import EVENTS
 
 __all__ = ["EventFlags", "EventFlagsStatistics"]
 

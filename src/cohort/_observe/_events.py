@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cohort._handle import Handle
-    from cohort._policies import Decision, JoinPolicy
+    from cohort._core._handle import Handle
+    from cohort._core._policies import Decision, JoinPolicy
 
 __all__ = ["GroupStatistics", "configure_logging", "enable_events"]
 

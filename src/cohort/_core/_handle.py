@@ -20,8 +20,8 @@ from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from cohort import _scopes
-from cohort._scopes import cancel_task, stray_cancellation
+from cohort._core import _scopes
+from cohort._core._scopes import cancel_task, stray_cancellation
 
 __all__ = ["ChildStatus", "Handle", "Outcome"]
 

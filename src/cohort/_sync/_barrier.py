@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from cohort._exceptions import BrokenBarrierError
-from cohort._observe import EVENTS
+from cohort._observe._events import EVENTS
 from cohort._validate import check_count
 
 __all__ = ["Barrier", "BarrierStatistics"]

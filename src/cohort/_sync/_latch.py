@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from cohort._observe import EVENTS
+from cohort._observe._events import EVENTS
 from cohort._validate import check_count
 
 __all__ = ["Latch", "LatchStatistics"]

@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, Literal, Never, TypeVar, TypeVarTuple
 
-from cohort._group import close_coroutines
+from cohort._core._group import close_coroutines
 from cohort._validate import keywords_refused
 
 __all__ = ["note_cut_short", "refuse_inside_a_loop", "run"]

@@ -28,11 +28,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeAlias, TypeVar, overload
 
-from cohort._exceptions import CohortError
-from cohort._group import TaskGroup, clock_of
-from cohort._handle import ChildStatus, Handle, Outcome
-from cohort._observe import EVENTS, emit
-from cohort._policies import (
+from cohort._core._group import TaskGroup, clock_of
+from cohort._core._handle import ChildStatus, Handle, Outcome
+from cohort._core._policies import (
     ChildView,
     Decision,
     Gather,
@@ -41,8 +39,10 @@ from cohort._policies import (
     Quorum,
     Settle,
 )
-from cohort._retry import Retry, attempt_all
-from cohort._scopes import cancel_task, fail_after, move_on_after, stray_cancellation
+from cohort._core._retry import Retry, attempt_all
+from cohort._core._scopes import cancel_task, fail_after, move_on_after, stray_cancellation
+from cohort._exceptions import CohortError
+from cohort._observe._events import EVENTS, emit
 from cohort._validate import check_count, check_flag, check_seconds
 
 if TYPE_CHECKING:

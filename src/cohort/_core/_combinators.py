@@ -12,15 +12,15 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, overload
 
-from cohort import _scopes
-from cohort._group import TaskGroup, close_coroutines
-from cohort._observe import emit
-from cohort._policies import FirstWins, Quorum, Settle
+from cohort._core import _scopes
+from cohort._core._group import TaskGroup, close_coroutines
+from cohort._core._policies import FirstWins, Quorum, Settle
+from cohort._observe._events import emit
 from cohort._validate import check_count, check_seconds, keywords_refused
 
 if TYPE_CHECKING:
-    from cohort._resilience import HedgeBudget
-    from cohort._retry import Retry
+    from cohort._core._retry import Retry
+    from cohort._resilience._guards import HedgeBudget
 
 __all__ = ["coroutines_of", "gather", "hedge", "quorum", "race", "settle"]
 
@@ -401,8 +401,8 @@ def _check_quorum(k: object, n: int) -> int:
 
 
 async def _retried(policy: Retry, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
-    from cohort._retry import _name as _retry_name
-    from cohort._retry import attempt_all
+    from cohort._core._retry import _name as _retry_name
+    from cohort._core._retry import attempt_all
 
     return await attempt_all(policy, lambda: fn(*args), _retry_name(fn))
 
@@ -511,13 +511,13 @@ async def hedge(  # type: ignore[misc]  # mypy: a TypeVarTuple overload
         calls = [(fn, args)] * check_count("attempts", 2 if attempts is None else attempts)
     delay = check_seconds("delay", delay)
     if budget is not None:
-        from cohort._resilience import HedgeBudget  # not imported with cohort
+        from cohort._resilience._guards import HedgeBudget  # not imported with cohort
 
         if not isinstance(budget, HedgeBudget):
             raise TypeError(f"budget must be a cohort.HedgeBudget or None, got {budget!r}")
         budget.deposit()
     if retry is not None:
-        from cohort._retry import Retry
+        from cohort._core._retry import Retry
 
         if not isinstance(retry, Retry):
             raise TypeError(f"retry must be a cohort.Retry or None, got {retry!r}")

@@ -26,10 +26,10 @@ from collections.abc import (
 from types import TracebackType
 from typing import Any, Generic, Never, TypeVar
 
-from cohort import _scopes
-from cohort._combinators import coroutines_of
-from cohort._group import TaskGroup, close_coroutines
-from cohort._policies import Settle
+from cohort._core import _scopes
+from cohort._core._combinators import coroutines_of
+from cohort._core._group import TaskGroup, close_coroutines
+from cohort._core._policies import Settle
 from cohort._validate import check_count, keywords_refused
 
 __all__ = ["ResultStream", "as_completed", "map"]

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from cohort._group import TaskGroup, open_groups
+from cohort._core._group import TaskGroup, open_groups
 
 __all__ = ["GroupSnapshot", "TaskTree", "task_tree"]
 

@@ -23,15 +23,16 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Never, NoReturn, TypeVar, TypeVarTuple
 
-from cohort import _observe, _scopes
-from cohort._handle import ChildStatus, Handle, Outcome, _coro_name, _pop_caller_frame
-from cohort._observe import EVENTS, GroupStatistics
-from cohort._policies import Decision, Gather, JoinPolicy
-from cohort._scopes import CancelScope, cancel_task
+from cohort._core import _scopes
+from cohort._core._handle import ChildStatus, Handle, Outcome, _coro_name, _pop_caller_frame
+from cohort._core._policies import Decision, Gather, JoinPolicy
+from cohort._core._scopes import CancelScope, cancel_task
+from cohort._observe import _events as _observe
+from cohort._observe._events import EVENTS, GroupStatistics
 from cohort._validate import check_count, check_seconds, keywords_refused
 
 if TYPE_CHECKING:
-    from cohort._retry import Retry
+    from cohort._core._retry import Retry
 
 __all__ = ["SpawnHook", "TaskGroup", "close_coroutines", "open_groups", "spawn_hook"]
 
@@ -1139,8 +1140,8 @@ def _retrying(
     fn: Any, args: tuple[Any, ...], policy: Retry
 ) -> tuple[Callable[[], Coroutine[Any, Any, Any]], tuple[()], list[int]]:
     """``spawn(fn, *args, retry=policy)``: the child calls ``fn(*args)`` again on failure."""
-    from cohort._retry import Retry, attempt_all  # not imported with cohort
-    from cohort._retry import _name as _retry_name
+    from cohort._core._retry import Retry, attempt_all  # not imported with cohort
+    from cohort._core._retry import _name as _retry_name
 
     if not isinstance(policy, Retry):
         close_coroutines((fn,))

@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Never, ParamSpec, TypeVar
 
-from cohort import _scopes
+from cohort._core import _scopes
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
-from cohort._observe import emit
+from cohort._observe._events import emit
 from cohort._validate import (
     check_count,
     check_exception_filter,
