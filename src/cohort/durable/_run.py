@@ -86,7 +86,16 @@ class _Crash:
 class _GroupState:
     """What a run knows of one task group: its path, and its replay of the record."""
 
-    __slots__ = ("completed", "group", "next_seq", "ok_order", "path", "slots", "timeout_seq")
+    __slots__ = (
+        "completed",
+        "ended",
+        "group",
+        "next_seq",
+        "ok_order",
+        "path",
+        "slots",
+        "timeout_seq",
+    )
 
     def __init__(self, group: TaskGroup, path: tuple[str, ...], next_seq: int) -> None:
         self.group = group
@@ -97,6 +106,7 @@ class _GroupState:
         self.ok_order: list[str] = []  # paths that succeeded, in completion order
         self.timeout_seq: int | None = None  # a recorded partial timeout fired here
         self.completed = False
+        self.ended = False  # the record says this group closed (a new child diverges)
 
     def take_seq(self) -> int:
         seq = self.next_seq
@@ -156,6 +166,8 @@ class DurableRun:
             weakref.WeakKeyDictionary()
         )
         self._max_seq: dict[tuple[str, ...], int] = {}
+        # Groups not yet seen closed, by the path they were opened in.
+        self._open: dict[tuple[str, ...], list[_GroupState]] = {}
         self._flush_scheduled = False
         self._failure: BaseException | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -212,6 +224,7 @@ class DurableRun:
             if self._failure is not None:
                 raise self._failure
             if exc is None:
+                self._note_closed(())
                 self._check_divergence()
                 self.store.finish(self.run_id, self.epoch, "done")
             elif isinstance(exc, Exception):
@@ -315,6 +328,7 @@ class DurableRun:
                 name = f"group-{n}"
             elif "/" in name:
                 raise ValueError(f"a group in a durable run has a name without '/': {name!r}")
+            self._note_closed(parent)
             self._claim(parent, name, "group")
             path = (*parent, name)
             state = _GroupState(group, path, self._max_seq.get(path, -1) + 1)
@@ -322,7 +336,10 @@ class DurableRun:
             timeout = self._decisions.get((key, "timeout"))
             if timeout is not None:
                 state.timeout_seq = timeout.seq
+            state.ended = (key, "end") in self._decisions
             self._groups[group] = state
+            if not state.ended:
+                self._open.setdefault(parent, []).append(state)
         return state
 
     def _on_spawn(
@@ -338,6 +355,14 @@ class DurableRun:
         path = "/".join((*state.path, name))
         self._visited.add(path)
         record = self._recorded.get(path)
+        if state.ended and record is None and self._on_divergence == "fail":
+            close_coroutines((fn,))
+            raise DivergenceError(
+                f"run {self.run_id!r} was resumed by code whose structure differs from the "
+                f"record: a new child {path!r} appears in group {'/'.join(state.path)!r}, "
+                "which the record shows closed without it; fix the code, or pass "
+                'on_divergence="discard" to run it all the same'
+            )
         if record is not None and record.status in _DONE:
             assert self._loop is not None
             slot = self._loop.create_future()
@@ -406,6 +431,23 @@ class DurableRun:
         if isinstance(policy, Quorum) and (group_path, "winners") not in self._decisions:
             self._journal(group_path, "winners", state.ok_order[: policy.k], seq)
         self._put(StepRecord(self.run_id, path, "cancelled", None, seq, 1, started, time.time()))
+
+    def _note_closed(self, parent: tuple[str, ...]) -> None:
+        """Journal the end of the groups opened in ``parent`` that have closed since
+        (before anything later in ``parent`` is recorded): a resumed run that spawns
+        a child the record does not have into a closed group has diverged."""
+        states = self._open.get(parent)
+        if not states:
+            return
+        still = []
+        for state in states:
+            stats = state.group.statistics()
+            if stats.phase != "closed":
+                still.append(state)
+            elif not stats.cancelled_from_outside:  # its unrecorded children re-run
+                self._journal("/".join(state.path), "end", {"children": stats.children}, -1)
+                self._after_put()
+        self._open[parent] = still
 
     def _journal(self, path: str, kind: str, value: object, seq: int) -> None:
         record = DecisionRecord(self.run_id, path, kind, json.dumps(value), seq)
@@ -476,6 +518,7 @@ class DurableRun:
             raise
         finally:
             _path_var.reset(token)
+        self._note_closed(tuple(path.split("/")))
         self._crash.at("after-effect")
         self._record_ok(path, value, attempt, started, state)
         return value
@@ -522,6 +565,7 @@ class DurableRun:
         """
         name = _name_of(fn, name, "step")
         parent = _path_var.get()
+        self._note_closed(parent)
         self._claim(parent, name, "step")
         path = "/".join((*parent, name))
         self._visited.add(path)
