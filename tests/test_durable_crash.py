@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -96,3 +97,27 @@ def test_an_effect_killed_before_its_result_is_reported_on_resume(tmp_path: Path
     [step] = store.load("r")[0]
     store.close()
     assert (step.status, step.attempt) == ("ok", 2)
+
+
+SINK = Path(__file__).with_name("_durable_sink_prog.py")
+
+
+@pytest.mark.parametrize("crash", ["in-commit@2", "after-effect@17"])
+def test_a_transactional_sink_killed_mid_run_writes_every_row_exactly_once(
+    tmp_path: Path, crash: str
+) -> None:
+    db = tmp_path / "runs.db"
+    for kills in range(10):
+        result = _run(db, crash if kills < 3 else "", SINK)
+        if result.returncode == 0:
+            break
+        assert result.returncode == -9, result.stderr
+    else:
+        raise AssertionError("never finished")
+    assert kills >= 1
+    assert result.stdout == "400\n"
+    with sqlite3.connect(db) as check:
+        rows = check.execute("SELECT batch, item, v FROM sink").fetchall()
+    check.close()
+    assert len(rows) == 400  # 0 duplicates ...
+    assert sorted(rows) == [(b, i, b * 100 + i) for b in range(40) for i in range(10)]  # 0 lost

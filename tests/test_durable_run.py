@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,46 @@ async def test_the_idempotency_key_and_epoch_are_stable_per_path(tmp_path: Path)
     async with durable.run("r", store=db) as run:
         await run.step(effect, name="a")
     assert keys[0] == keys[2] != keys[1]
+
+
+async def test_write_rows_commits_its_rows_with_its_record_once(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    with sqlite3.connect(db) as setup:
+        setup.execute("CREATE TABLE out (v INTEGER)")
+    setup.close()
+    gate = asyncio.Event()
+
+    async def body(block: bool) -> int:
+        async with durable.run("r", store=db) as run:
+            first = await run.write_rows("INSERT INTO out VALUES (?)", [(1,), (2,)], name="a")
+            second = await durable.write_rows("INSERT INTO out VALUES (?)", [[3]], name="b")
+            if block:
+                await gate.wait()  # cancelled here, as a crash would stop it
+            return first + second
+
+    task = asyncio.create_task(body(True))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await body(False) == 3
+    with sqlite3.connect(db) as check:
+        assert sorted(check.execute("SELECT v FROM out").fetchall()) == [(1,), (2,), (3,)]
+    check.close()
+
+
+async def test_write_rows_refuses_a_bad_statement_and_a_store_without_sql(
+    tmp_path: Path,
+) -> None:
+    async with durable.run("r", store=tmp_path / "runs.db") as run:
+        with pytest.raises(ValueError, match=r"no such table: nowhere.*check the statement"):
+            await run.write_rows("INSERT INTO nowhere VALUES (?)", [(1,)], name="bad")
+
+    class Elsewhere(durable.SQLiteStore):
+        def execute_in_commit(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+            durable.Store.execute_in_commit(self, sql, rows)
+
+    async with durable.run("r2", store=Elsewhere(tmp_path / "other.db")) as run:
+        with pytest.raises(TypeError, match="cannot commit a sink's rows"):
+            await run.write_rows("INSERT INTO t VALUES (?)", [(1,)], name="rows")

@@ -21,6 +21,7 @@ from cohort.durable._run import (
     idempotency_key,
     run,
     step,
+    write_rows,
 )
 from cohort.durable._sqlite import SQLiteStore
 from cohort.durable._store import (
@@ -57,6 +58,7 @@ __all__ = [
     "idempotency_key",
     "run",
     "step",
+    "write_rows",
 ]
 
 _publish(globals(), "cohort.durable")

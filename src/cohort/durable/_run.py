@@ -19,7 +19,7 @@ import re
 import signal
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextvars import ContextVar, Token
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +46,7 @@ __all__ = [
     "idempotency_key",
     "run",
     "step",
+    "write_rows",
 ]
 
 T = TypeVar("T")
@@ -577,6 +578,37 @@ class DurableRun:
             return self._decode(record)
         return await self._execute(path, lambda: fn(*args), record, None, effect)
 
+    async def write_rows(self, sql: str, rows: Iterable[Sequence[Any]], *, name: str) -> int:
+        """A transactional sink: a step named ``name`` that runs
+        ``executemany(sql, rows)`` on the ledger's SQLite database in the same
+        transaction as its own record, so the rows are written exactly once, even
+        across kill -9 (a resume finds the step recorded and writes nothing).
+        Returns the number of rows (recorded). The statement is checked here
+        (``ValueError``); with a store that is not SQLite, ``TypeError``."""
+        name = _name_of(None, name, "write_rows")
+        parent = _path_var.get()
+        self._note_closed(parent)
+        self._claim(parent, name, "step")
+        path = "/".join((*parent, name))
+        self._visited.add(path)
+        record = self._recorded.get(path)
+        if record is not None and record.status == "ok":
+            self._replayed.add(path)
+            value: int = self._decode(record)
+            return value
+        batch = [tuple(row) for row in rows]
+        started = time.time()
+        attempt = 1 if record is None else record.attempt + 1
+        data = self._encode(path, len(batch))
+        # Buffered together, with no await in between: one commit holds both.
+        self.store.execute_in_commit(sql, batch)
+        self.store.put_step(
+            StepRecord(self.run_id, path, "ok", data, -1, attempt, started, started)
+        )
+        self._crash.at("after-effect")
+        self._after_put()
+        return len(batch)
+
 
 async def _after_replays(slots: list[asyncio.Future[None]]) -> None:
     """Wait until these recorded children have replayed and their group has seen them
@@ -675,6 +707,12 @@ async def step(
 ) -> Any:
     """``current_run().step(fn, *args, name=name, effect=effect)``."""
     return await current_run().step(fn, *args, name=name, effect=effect)
+
+
+async def write_rows(sql: str, rows: Iterable[Sequence[Any]], *, name: str) -> int:
+    """``current_run().write_rows(sql, rows, name=name)``: rows committed exactly once,
+    in the ledger's transaction."""
+    return await current_run().write_rows(sql, rows, name=name)
 
 
 def idempotency_key() -> str:

@@ -203,8 +203,20 @@ class SQLiteStore(Store):
 
     def execute_in_commit(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         """Buffer ``executemany(sql, rows)`` into the next commit: a sink's rows in
-        this database are committed in the same transaction as the ledger's records."""
-        self._statements.append((sql, rows))
+        this database are committed in the same transaction as the ledger's records.
+        The statement is compiled now (``EXPLAIN``): a bad one raises ``ValueError``
+        here rather than failing the commit."""
+        if not isinstance(sql, str):
+            raise TypeError(f"sql must be a str, got {sql!r}")
+        if rows:
+            try:
+                self._db.execute(f"EXPLAIN {sql}", rows[0])
+            except sqlite3.Error as exc:
+                raise ValueError(
+                    f"cannot write rows with {sql!r} in {self.path}: {exc}; check the "
+                    "statement, its table and its number of parameters"
+                ) from exc
+            self._statements.append((sql, rows))
 
     @property
     def pending(self) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from cohort._exceptions import CohortError
 
@@ -134,6 +134,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def discard_steps(self, run_id: str, paths: list[str]) -> None:
         """Buffer the deletion of these steps (a resumed run that chose to discard them)."""
+
+    def execute_in_commit(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Buffer ``executemany(sql, rows)`` on the ledger's own database into the next
+        commit (a transactional sink). A store that cannot raises ``TypeError``."""
+        raise TypeError(
+            f"{self!r} cannot commit a sink's rows with its records: write them with "
+            "a SQLiteStore, or make the sink idempotent with idempotency_key()"
+        )
 
     @property
     @abc.abstractmethod
