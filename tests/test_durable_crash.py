@@ -41,9 +41,7 @@ def _until_done(db: Path, crash: str) -> tuple[str, int]:
     raise AssertionError("never finished")
 
 
-@pytest.mark.parametrize(
-    "crash", ["after-effect@37", "after-effect@105", "decision@1", "in-commit@3"]
-)
+@pytest.mark.parametrize("crash", ["after-effect@105", "decision@1", "in-commit@3"])
 def test_a_fanout_killed_at_a_crash_point_resumes_to_the_crash_free_output(
     tmp_path: Path, crash: str
 ) -> None:
@@ -121,3 +119,35 @@ def test_a_transactional_sink_killed_mid_run_writes_every_row_exactly_once(
     check.close()
     assert len(rows) == 400  # 0 duplicates ...
     assert sorted(rows) == [(b, i, b * 100 + i) for b in range(40) for i in range(10)]  # 0 lost
+
+
+def test_the_crash_loop_harness_kills_at_random_moments_and_points_then_compares(
+    tmp_path: Path,
+) -> None:
+    from cohort.durable._run import CRASH_POINTS as DURABLE_POINTS
+    from cohort.testing import CRASH_POINTS, CrashLoopError, crash_loop
+
+    assert CRASH_POINTS == DURABLE_POINTS
+    command = [sys.executable, str(SINK)]
+    result = crash_loop(
+        [*command, str(tmp_path / "runs.db")],
+        reference=[*command, str(tmp_path / "clean.db")],
+        random_kills=2,
+        crash_point="in-commit",
+        point_range=3,
+        seed=5,
+    )
+    assert result.output == result.expected == "400\n"
+    assert result.kills >= 1
+    assert result.point_kills <= 1
+    assert result.runs == result.kills + 1
+    with sqlite3.connect(tmp_path / "runs.db") as check:
+        assert check.execute("SELECT count(*), count(DISTINCT v) FROM sink").fetchone() == (
+            400,
+            400,
+        )
+    check.close()
+    with pytest.raises(CrashLoopError, match=r"failed \(1\)"):
+        crash_loop([sys.executable, "-c", "raise SystemExit(1)"], random_kills=0)
+    with pytest.raises(ValueError, match="crash_point is one of"):
+        crash_loop(command, crash_point="nowhere")
