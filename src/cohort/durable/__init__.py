@@ -15,6 +15,7 @@ from cohort._public import publish as _publish
 from cohort.durable._codec import Codec, JsonCodec, PickleCodec, RecordedError
 from cohort.durable._run import (
     DurableRun,
+    ItemLedger,
     ValueEncodingError,
     current_run,
     epoch,
@@ -44,6 +45,7 @@ __all__ = [
     "DurableError",
     "DurableRun",
     "FencedError",
+    "ItemLedger",
     "JsonCodec",
     "PickleCodec",
     "RecordedError",

@@ -40,6 +40,7 @@ from cohort.durable._store import (
 
 __all__ = [
     "DurableRun",
+    "ItemLedger",
     "ValueEncodingError",
     "current_run",
     "epoch",
@@ -57,6 +58,9 @@ _run_var: ContextVar[DurableRun | None] = ContextVar("cohort_durable_run", defau
 _path_var: ContextVar[tuple[str, ...]] = ContextVar("cohort_durable_path", default=())
 _DEFAULT_GROUP_NAME = re.compile(r"TaskGroup-\d+")
 _FLUSH_AT = 512  # records pending: commit now rather than at the end of the iteration
+# A pipeline's item ledger commits every _LEDGER_EVERY seconds, or at _LEDGER_AT items.
+_LEDGER_EVERY = 0.02
+_LEDGER_AT = 4096
 _DONE = ("ok", "error", "cancelled")
 
 # Injected crash points for the crash-loop harness: COHORT_DURABLE_CRASH=point[@n]
@@ -113,6 +117,58 @@ class _GroupState:
         seq = self.next_seq
         self.next_seq += 1
         return seq
+
+
+class ItemLedger:
+    """A durable pipeline's item ledger: source offset -> the stage it reached.
+
+    A stage notes an item's new value in memory (``reach``, ``drop``,
+    ``write``); the run commits what moved since its last commit as one row
+    (path ``<pipeline>/#<n>``, ``seq`` n) whose value is the list of
+    ``[offset, stage reached (1-based), dropped, value]``: an item that moved
+    through several stages meanwhile is listed once. ``recorded`` is what a
+    resumed run found: offset -> (stage, dropped, value).
+    """
+
+    __slots__ = ("batches", "dirty", "keep_last", "prefix", "recorded", "run", "stages")
+
+    def __init__(
+        self,
+        run: DurableRun,
+        prefix: str,
+        stages: int,
+        keep_last: bool,
+        recorded: dict[int, tuple[int, bool, Any]],
+    ) -> None:
+        self.run = run
+        self.prefix = prefix
+        self.stages = stages
+        self.keep_last = keep_last
+        self.recorded = recorded
+        self.batches = 0
+        self.dirty: dict[int, tuple[int, bool, Any]] = {}
+
+    def reach(self, offset: int, stage: int, value: Any) -> None:
+        """Item ``offset`` left stage ``stage`` (1-based) with ``value``."""
+        dirty = self.dirty
+        dirty[offset] = (stage, False, value)
+        if len(dirty) == 1 or len(dirty) >= _LEDGER_AT:
+            self.run.touch(len(dirty))
+
+    def drop(self, offset: int, stage: int) -> None:
+        """Stage ``stage`` dropped item ``offset``: it is finished."""
+        dirty = self.dirty
+        dirty[offset] = (stage, True, None)
+        self.run.touch(len(dirty))
+
+    def write(self, offset: int, stage: int, value: Any, sql: str, rows: list[Any]) -> None:
+        """A transactional sink: ``rows`` written by ``sql`` in the same commit as
+        item ``offset`` reaching ``stage``: exactly once."""
+        if rows:
+            self.run.store.execute_in_commit(sql, rows)
+        self.dirty[offset] = (stage, False, value)  # no await since: one commit holds both
+        self.run.crash_point("after-effect")
+        self.run.touch(len(self.dirty))
 
 
 class DurableRun:
@@ -175,6 +231,8 @@ class DurableRun:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tokens: tuple[Token[Any], Token[Any], Token[Any]] | None = None
         self._crash = _Crash()
+        self._ledgers: list[ItemLedger] = []
+        self._ledger_timer: asyncio.TimerHandle | None = None
         self.resumed = False
 
     def __repr__(self) -> str:
@@ -221,7 +279,13 @@ class DurableRun:
         _path_var.reset(path_token)
         _run_var.reset(run_token)
         self._tokens = None
+        if self._ledger_timer is not None:
+            self._ledger_timer.cancel()
+            self._ledger_timer = None
         try:
+            for ledger in self._ledgers:
+                if ledger.dirty:
+                    self._drain(ledger)
             if self._failure is not None:
                 raise self._failure
             if exc is None:
@@ -273,7 +337,73 @@ class DurableRun:
             self._loop.call_soon(self._flush_soon)
 
     def _flush(self) -> None:
+        for ledger in self._ledgers:
+            if ledger.dirty:
+                self._drain(ledger)
         self.store.flush(self.run_id, self.epoch)
+
+    def _drain(self, ledger: ItemLedger) -> None:
+        """Buffer what a pipeline's ledger saw move since the last commit: one row,
+        ``<pipeline>/#<n>``, whose value lists ``[offset, stage, dropped, value]``."""
+        dirty, ledger.dirty = ledger.dirty, {}
+        last, keep_last = ledger.stages, ledger.keep_last
+        batch = [
+            [offset, stage, dropped, None if stage == last and not keep_last else value]
+            for offset, (stage, dropped, value) in dirty.items()
+        ]
+        ledger.batches += 1
+        path = f"{ledger.prefix}#{ledger.batches}"
+        data = self._encode(path, batch)
+        now = time.time()
+        self.store.put_rows([(self.run_id, path, "ok", data, ledger.batches, 1, now, now)])
+
+    def touch(self, pending: int) -> None:
+        """Note that ``pending`` items of a pipeline's ledger wait in memory: they are
+        committed in groups, every ``_LEDGER_EVERY`` seconds or ``_LEDGER_AT`` items
+        (an item that moves through several stages meanwhile is one row)."""
+        if self.sync == "step" or pending >= _LEDGER_AT:
+            self._flush()
+        elif self._ledger_timer is None:
+            assert self._loop is not None
+            self._ledger_timer = self._loop.call_later(_LEDGER_EVERY, self._ledger_due)
+
+    def _ledger_due(self) -> None:
+        self._ledger_timer = None
+        self._flush_soon()
+
+    def crash_point(self, point: str) -> None:
+        """The crash-loop harness's injected point ``point`` (see ``CRASH_POINTS``)."""
+        self._crash.at(point)
+
+    def decode(self, record: StepRecord) -> Any:
+        """A recorded step's value (its recorded error raised)."""
+        return self._decode(record)
+
+    def item_ledger(self, name: str, stages: int, *, keep_last: bool = True) -> ItemLedger:
+        """The item ledger of a pipeline named ``name`` in the current path, with
+        ``stages`` stages: what each source offset reached, recorded by this run."""
+        name = _name_of(None, name, "a durable pipeline")
+        parent = _path_var.get()
+        self._note_closed(parent)
+        self._claim(parent, name, "pipeline")
+        path = "/".join((*parent, name))
+        self._visited.add(path)
+        self._replayed.add(path)  # its items are the ledger's, not children
+        prefix = path + "/"
+        batches = []
+        for key, record in self._recorded.items():
+            if key.startswith(prefix) and key[len(prefix) : len(prefix) + 1] == "#":
+                batches.append(record)
+        batches.sort(key=lambda r: r.seq)
+        recorded: dict[int, tuple[int, bool, Any]] = {}
+        for record in batches:
+            for offset, stage, dropped, value in self._decode(record):
+                recorded[offset] = (stage, dropped, value)
+        ledger = ItemLedger(self, prefix, stages, keep_last, recorded)
+        ledger.batches = batches[-1].seq if batches else 0
+        ledger = ItemLedger(self, prefix, stages, keep_last, recorded)
+        self._ledgers.append(ledger)
+        return ledger
 
     def _flush_soon(self) -> None:
         self._flush_scheduled = False

@@ -195,6 +195,9 @@ class SQLiteStore(Store):
             )
         )
 
+    def put_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        self._steps.extend(rows)
+
     def put_decision(self, record: DecisionRecord) -> None:
         self._decisions.append((record.run_id, record.path, record.kind, record.value, record.seq))
 

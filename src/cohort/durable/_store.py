@@ -127,6 +127,12 @@ class Store(abc.ABC):
     def put_step(self, record: StepRecord) -> None:
         """Buffer a step record (replacing any record of the same path)."""
 
+    def put_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Buffer step records given as tuples in ``StepRecord``'s field order (a
+        store may take them as they are: no record objects on a hot path)."""
+        for row in rows:
+            self.put_step(StepRecord(*row))
+
     @abc.abstractmethod
     def put_decision(self, record: DecisionRecord) -> None:
         """Buffer a decision record."""
