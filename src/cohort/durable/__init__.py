@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from cohort._public import publish as _publish
 from cohort.durable._codec import Codec, JsonCodec, PickleCodec, RecordedError
+from cohort.durable._flows import resume_flow, run_flow
 from cohort.durable._run import (
     DurableRun,
+    FlowReplay,
     ItemLedger,
     ValueEncodingError,
     current_run,
@@ -45,6 +47,7 @@ __all__ = [
     "DurableError",
     "DurableRun",
     "FencedError",
+    "FlowReplay",
     "ItemLedger",
     "JsonCodec",
     "PickleCodec",
@@ -58,7 +61,9 @@ __all__ = [
     "current_run",
     "epoch",
     "idempotency_key",
+    "resume_flow",
     "run",
+    "run_flow",
     "step",
     "write_rows",
 ]

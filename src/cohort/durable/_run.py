@@ -40,6 +40,7 @@ from cohort.durable._store import (
 
 __all__ = [
     "DurableRun",
+    "FlowReplay",
     "ItemLedger",
     "ValueEncodingError",
     "current_run",
@@ -169,6 +170,24 @@ class ItemLedger:
         self.dirty[offset] = (stage, False, value)  # no await since: one commit holds both
         self.run.crash_point("after-effect")
         self.run.touch(len(self.dirty))
+
+
+class FlowReplay:
+    """What a run knows of one flow it runs: the path of its nodes, and the
+    replay of their recorded completions (in order)."""
+
+    __slots__ = ("next_seq", "path", "slots")
+
+    def __init__(self, path: tuple[str, ...], next_seq: int) -> None:
+        self.path = path
+        self.next_seq = next_seq
+        # seq -> a future done once that recorded node has replayed
+        self.slots: dict[int, asyncio.Future[None]] = {}
+
+    def take_seq(self) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
 
 
 class DurableRun:
@@ -511,6 +530,68 @@ class DurableRun:
 
         return name, live
 
+    # -- flows --------------------------------------------------------------------------
+
+    def flow_replay(self, name: str) -> FlowReplay:
+        """Open the flow named ``name`` in the current path: its nodes' records, in
+        their recorded completion order (``flow_node`` replays them so)."""
+        name = _name_of(None, name, "a durable flow")
+        parent = _path_var.get()
+        self._note_closed(parent)
+        self._claim(parent, name, "flow")
+        path = (*parent, name)
+        prefix = "/".join(path) + "/"
+        assert self._loop is not None
+        replay = FlowReplay(path, 0)
+        for key, record in self._recorded.items():
+            if key.startswith(prefix) and "/" not in key[len(prefix) :] and record.seq >= 0:
+                if record.status in ("ok", "error"):
+                    replay.slots[record.seq] = self._loop.create_future()
+                replay.next_seq = max(replay.next_seq, record.seq + 1)
+        return replay
+
+    def flow_scope(self, replay: FlowReplay) -> tuple[Token[Any], Token[Any]]:
+        """Enter ``replay``'s flow: its own tasks are not recorded as children (its
+        nodes are, by ``flow_node``); reset with ``flow_scope_end``."""
+        return (_path_var.set(replay.path), spawn_hook.set(None))
+
+    def flow_scope_end(self, tokens: tuple[Token[Any], Token[Any]]) -> None:
+        path_token, hook_token = tokens
+        spawn_hook.reset(hook_token)
+        _path_var.reset(path_token)
+
+    async def flow_node(
+        self, replay: FlowReplay, name: str, call: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """Run a flow's node ``call()`` once as the step ``<flow>/<name>``: a recorded
+        one replays after the nodes recorded as ending before it; a live one starts
+        after every recorded one has replayed (so a join sees the same ones first)."""
+        self._claim(replay.path, name, "node")
+        path = "/".join((*replay.path, name))
+        self._visited.add(path)
+        record = self._recorded.get(path)
+        if record is not None and record.seq in replay.slots:
+            slot = replay.slots[record.seq]
+            self._replayed.add(path)
+            try:
+                earlier = [s for seq, s in replay.slots.items() if seq < record.seq]
+                await _after_replays(earlier)
+                return self._decode(record)
+            finally:
+                if not slot.done():
+                    slot.set_result(None)
+        await _after_replays(list(replay.slots.values()))
+        hook = self._on_spawn
+
+        async def work() -> Any:
+            token = spawn_hook.set(hook)  # the node's own groups are recorded again
+            try:
+                return await call()
+            finally:
+                spawn_hook.reset(token)
+
+        return await self._execute(path, work(), record, None, order=replay)
+
     # -- children -----------------------------------------------------------------------
 
     async def _replay_child(
@@ -593,8 +674,10 @@ class DurableRun:
         record: StepRecord | None,
         state: _GroupState | None,
         effect: bool = False,
+        order: FlowReplay | None = None,
     ) -> Any:
-        """Run a child or step that is not recorded as done, and record how it ends."""
+        """Run a child or step that is not recorded as done, and record how it ends
+        (``order``: a flow's node, its completion counted there)."""
         attempt = 1 if record is None else record.attempt + 1
         started = time.time()
         if record is not None and record.status == "started":
@@ -633,7 +716,7 @@ class DurableRun:
                 self._note_cancelled(state, path, started)
             raise
         except Exception as exc:
-            seq = -1 if state is None else state.take_seq()
+            seq = state.take_seq() if state is not None else order.take_seq() if order else -1
             self._put(
                 StepRecord(
                     self.run_id,
@@ -651,14 +734,20 @@ class DurableRun:
             _path_var.reset(token)
         self._note_closed(tuple(path.split("/")))
         self._crash.at("after-effect")
-        self._record_ok(path, value, attempt, started, state)
+        self._record_ok(path, value, attempt, started, state, order)
         return value
 
     def _record_ok(
-        self, path: str, value: Any, attempt: int, started: float, state: _GroupState | None
+        self,
+        path: str,
+        value: Any,
+        attempt: int,
+        started: float,
+        state: _GroupState | None,
+        order: FlowReplay | None = None,
     ) -> None:
         data = self._encode(path, value)
-        seq = -1
+        seq = -1 if order is None else order.take_seq()
         if state is not None:
             seq = state.take_seq()
             state.ok_order.append(path)
