@@ -241,7 +241,7 @@ class DurableRun:
         self._groups: weakref.WeakKeyDictionary[TaskGroup, _GroupState] = (
             weakref.WeakKeyDictionary()
         )
-        self._max_seq: dict[tuple[str, ...], int] = {}
+        self._max_seq: dict[str, int] = {}  # group path -> its highest recorded seq
         # Groups not yet seen closed, by the path they were opened in.
         self._open: dict[tuple[str, ...], list[_GroupState]] = {}
         self._flush_scheduled = False
@@ -273,12 +273,16 @@ class DurableRun:
         except BaseException:
             self.store.release(self.run_id)
             raise
-        self._recorded = {r.path: r for r in steps}
+        self._recorded = {r[1]: r for r in steps}
         self.resumed = bool(steps)
         self._decisions = {(d.path, d.kind): d for d in decisions}
+        max_seq = self._max_seq
         for record in steps:
-            parent = tuple(record.path.split("/")[:-1])
-            self._max_seq[parent] = max(self._max_seq.get(parent, -1), record.seq)
+            seq = record.seq
+            if seq >= 0:
+                parent = record.path.rpartition("/")[0]
+                if max_seq.get(parent, -1) < seq:
+                    max_seq[parent] = seq
         self._task = asyncio.current_task()
         self._loop = asyncio.get_running_loop()
         if self._crash.point == "in-commit" and isinstance(self.store, SQLiteStore):
@@ -481,7 +485,7 @@ class DurableRun:
             self._note_closed(parent)
             self._claim(parent, name, "group")
             path = (*parent, name)
-            state = _GroupState(group, path, self._max_seq.get(path, -1) + 1)
+            state = _GroupState(group, path, self._max_seq.get("/".join(path), -1) + 1)
             key = "/".join(path)
             timeout = self._decisions.get((key, "timeout"))
             if timeout is not None:
@@ -675,6 +679,7 @@ class DurableRun:
         state: _GroupState | None,
         effect: bool = False,
         order: FlowReplay | None = None,
+        parts: tuple[str, ...] | None = None,
     ) -> Any:
         """Run a child or step that is not recorded as done, and record how it ends
         (``order``: a flow's node, its completion counted there)."""
@@ -702,7 +707,8 @@ class DurableRun:
             )
             self._flush()  # "started" is durable before the effect can begin
             self._crash.at("before-effect")
-        token = _path_var.set(tuple(path.split("/")))
+        parts = tuple(path.split("/")) if parts is None else parts
+        token = _path_var.set(parts)
         try:
             if inspect.iscoroutine(work):
                 value = await work
@@ -732,8 +738,10 @@ class DurableRun:
             raise
         finally:
             _path_var.reset(token)
-        self._note_closed(tuple(path.split("/")))
-        self._crash.at("after-effect")
+        if parts in self._open:
+            self._note_closed(parts)
+        if self._crash.point:
+            self._crash.at("after-effect")
         self._record_ok(path, value, attempt, started, state, order)
         return value
 
@@ -751,7 +759,10 @@ class DurableRun:
         if state is not None:
             seq = state.take_seq()
             state.ok_order.append(path)
-        self._put(StepRecord(self.run_id, path, "ok", data, seq, attempt, started, time.time()))
+        self.store.put_step(
+            StepRecord(self.run_id, path, "ok", data, seq, attempt, started, time.time())
+        )
+        self._after_put()
 
     # -- steps --------------------------------------------------------------------------
 
@@ -785,17 +796,28 @@ class DurableRun:
         """
         name = _name_of(fn, name, "step")
         parent = _path_var.get()
-        self._note_closed(parent)
-        self._claim(parent, name, "step")
-        path = "/".join((*parent, name))
+        if parent in self._open:
+            self._note_closed(parent)
+        taken = self._names.get(parent)
+        if taken is None or name in taken:
+            self._claim(parent, name, "step")  # the first, or a duplicate (refused)
+        else:
+            taken.add(name)
+        parts = (*parent, name)
+        path = "/".join(parts)
         self._visited.add(path)
         record = self._recorded.get(path)
-        if record is not None and record.status in _DONE:
-            self._replayed.add(path)
-            if record.status == "cancelled":
-                raise asyncio.CancelledError
-            return self._decode(record)
-        return await self._execute(path, lambda: fn(*args), record, None, effect)
+        if record is not None:
+            status = record.status
+            if status == "ok":
+                self._replayed.add(path)
+                return self.codec.decode(record.value)  # type: ignore[arg-type]
+            if status in _DONE:
+                self._replayed.add(path)
+                if status == "cancelled":
+                    raise asyncio.CancelledError
+                return self._decode(record)
+        return await self._execute(path, lambda: fn(*args), record, None, effect, parts=parts)
 
     async def write_rows(self, sql: str, rows: Iterable[Sequence[Any]], *, name: str) -> int:
         """A transactional sink: a step named ``name`` that runs

@@ -12,6 +12,7 @@ over with ``steal=True``) can never commit again.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import sqlite3
@@ -171,10 +172,8 @@ class SQLiteStore(Store):
     # -- records --------------------------------------------------------------------
 
     def load(self, run_id: str) -> tuple[list[StepRecord], list[DecisionRecord]]:
-        steps = [
-            StepRecord(*row)
-            for row in self._db.execute("SELECT * FROM steps WHERE run_id = ?", (run_id,))
-        ]
+        make = functools.partial(tuple.__new__, StepRecord)  # StepRecord._make, less a call
+        steps = list(map(make, self._db.execute("SELECT * FROM steps WHERE run_id = ?", (run_id,))))
         decisions = [
             DecisionRecord(*row)
             for row in self._db.execute("SELECT * FROM decisions WHERE run_id = ?", (run_id,))
@@ -182,18 +181,7 @@ class SQLiteStore(Store):
         return steps, decisions
 
     def put_step(self, record: StepRecord) -> None:
-        self._steps.append(
-            (
-                record.run_id,
-                record.path,
-                record.status,
-                record.value,
-                record.seq,
-                record.attempt,
-                record.started,
-                record.ended,
-            )
-        )
+        self._steps.append(record)  # a tuple in the table's column order
 
     def put_rows(self, rows: list[tuple[Any, ...]]) -> None:
         self._steps.extend(rows)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from cohort._exceptions import CohortError
 
@@ -76,9 +76,9 @@ class RunRecord:
     updated: float
 
 
-@dataclass(frozen=True, slots=True)
-class StepRecord:
-    """One step (a child or a ``step()`` call) as the ledger holds it."""
+class StepRecord(NamedTuple):
+    """One step (a child or a ``step()`` call) as the ledger holds it (a named
+    tuple: a resume builds one per recorded step, from its row as it is)."""
 
     run_id: str
     path: str
