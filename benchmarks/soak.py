@@ -15,7 +15,15 @@ cancellations) in real time, and before the timed part ``--flows`` random
 flows run on the virtual clock, each checked for a hang, a lost error, a
 wrong error or a task left (the property test's checker).
 
-Usage: ``python -m benchmarks.soak [--minutes 3] [--seed 1] [--flows 2000]``
+Durable runs: first, the durable test programs (a fan-out of 100 under
+Gather, Quorum and FirstWins; 40 batches written by a transactional sink)
+are SIGKILLed ``--durable-kills`` times at random moments and
+``--durable-point-kills`` times at each injected crash point reached, through
+``cohort.testing.crash_loop``: every loop must end with the crash-free
+output, with no hang, and the sink with each row exactly once.
+
+Usage: ``python -m benchmarks.soak [--minutes 3] [--seed 1] [--flows 2000]
+[--durable-kills 1000] [--durable-point-kills 200]``
 (``make soak``). Exit status 0 when clean, 1 with the reasons otherwise.
 """
 
@@ -406,6 +414,87 @@ def random_flows(n: int, seed: int) -> list[str]:
     return [f"random flow: {example}" for example in examples]
 
 
+# -- durable runs killed for real ---------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+DURABLE_PROGRAMS = {
+    "fan-out (Gather, Quorum, FirstWins)": TESTS / "_durable_prog.py",
+    "transactional sink": TESTS / "_durable_sink_prog.py",
+}
+
+
+def _sink_rows(db: Path) -> tuple[int, int]:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT count(*), count(DISTINCT v) FROM sink").fetchone()
+    conn.close()
+    return int(row[0]), int(row[1])
+
+
+def durable_crash_loops(random_kills: int, point_kills: int, seed: int) -> list[str]:
+    """SIGKILL the durable programs ``random_kills`` times at random moments and
+    ``point_kills`` times at each crash point (cohort.testing.crash_loop, 10 kills per
+    database); each must finish with the crash-free output, its sink with every row
+    once. Returns the problems."""
+    import tempfile
+
+    from cohort.testing import CRASH_POINTS, CrashLoopError, crash_loop
+
+    problems = []
+    rng = random.Random(seed)
+    for label, program in DURABLE_PROGRAMS.items():
+        started = time.monotonic()
+        tally: Counter[str] = Counter()
+        plans = [("random", None)] + [(point, point) for point in CRASH_POINTS]
+        with tempfile.TemporaryDirectory(prefix="cohort-soak-durable-") as where:
+            tmp = Path(where)
+            reference = [sys.executable, str(program), str(tmp / "clean.db")]
+            for kind, point in plans:
+                wanted = random_kills if point is None else point_kills
+                done = tries = 0
+                while done < wanted and tries < 3 * wanted:  # a point never reached ends it
+                    db = tmp / f"run-{tally['loops']}.db"
+                    tally["loops"] += 1
+                    chunk = min(10, wanted - done)
+                    tries += chunk
+                    try:
+                        result = crash_loop(
+                            [sys.executable, str(program), str(db)],
+                            reference=reference,
+                            random_kills=chunk if point is None else 0,
+                            crash_point=point,
+                            point_kills=chunk,
+                            point_range=60 if point == "after-effect" else 5,
+                            seed=rng.randrange(2**32),
+                            timeout=120,
+                        )
+                    except CrashLoopError as exc:
+                        problems.append(f"{label}, {kind}: {exc}")
+                        tally["failed loops"] += 1
+                        continue
+                    got = result.point_kills if point is not None else result.kills
+                    tally[f"{kind} kills"] += got
+                    done += got
+                    if "sink" in label:
+                        rows, distinct = _sink_rows(db)
+                        tally["duplicate rows"] += rows - distinct
+                        tally["lost rows"] += 400 - distinct
+        kills = ", ".join(f"{tally[f'{k} kills']} {k}" for k, _ in plans)
+        print(
+            f"durable {label}: {tally['loops']} crash loops in "
+            f"{time.monotonic() - started:.0f} s, SIGKILLs: {kills}; "
+            f"{tally['failed loops']} failed (wrong output, divergence, hang), "
+            f"{tally['lost rows']} lost rows, {tally['duplicate rows']} duplicate rows",
+            flush=True,
+        )
+        if tally["duplicate rows"] or tally["lost rows"]:
+            problems.append(
+                f"{label}: {tally['duplicate rows']} duplicate, {tally['lost rows']} lost rows"
+            )
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=3.0, help="how long (default 3)")
@@ -413,8 +502,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--flows", type=int, default=2000, help="random flows on the virtual clock (default 2000)"
     )
+    parser.add_argument(
+        "--durable-kills", type=int, default=1000, help="random SIGKILLs per durable program"
+    )
+    parser.add_argument(
+        "--durable-point-kills", type=int, default=200, help="SIGKILLs per crash point"
+    )
     args = parser.parse_args(argv)
-    problems: Any = random_flows(args.flows, args.seed)
+    problems: Any = durable_crash_loops(args.durable_kills, args.durable_point_kills, args.seed)
+    problems += random_flows(args.flows, args.seed)
     problems += cohort.run(soak, args.minutes, args.seed, uvloop=True)
     for problem in problems:
         print(f"soak: FAILED: {problem}", file=sys.stderr)

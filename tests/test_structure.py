@@ -138,7 +138,8 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
 # (file under src, module imported inside a function) -> why
 LOCAL_IMPORTS: dict[tuple[str, str], str] = {
     **{("cohort/cli/__init__.py", module): "a subcommand's module, imported when it runs"
-       for module in ("cohort", "cohort.cli._bench", "cohort.cli._demo", "cohort.cli._run")},
+       for module in ("cohort", "cohort.cli._bench", "cohort.cli._demo", "cohort.cli._run",
+                       "cohort.cli._runs")},
     **{("cohort/cli/_demo.py", f"cohort.examples.fanout.{name}"): (
         "the demo's web examples need the optional web extras"
     ) for name in ("backends", "drill", "load", "loadtest", "service", "stack")},
@@ -183,6 +184,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("sync", ("cohort._sync",)),
     ("resilience", ("cohort._resilience",)),
     ("bridge", ("cohort.bridge",)),
+    ("durable", ("cohort.durable",)),
     ("pipeline", ("cohort.pipeline",)),
     ("flow", ("cohort._flow",)),
     ("testing", ("cohort.testing",)),

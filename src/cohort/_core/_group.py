@@ -34,7 +34,7 @@ from cohort._validate import check_count, check_seconds, keywords_refused
 if TYPE_CHECKING:
     from cohort._core._retry import Retry
 
-__all__ = ["TaskGroup", "close_coroutines", "open_groups"]
+__all__ = ["SpawnHook", "TaskGroup", "close_coroutines", "open_groups", "spawn_hook"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -120,6 +120,19 @@ def _traits(join: JoinPolicy) -> tuple[bool, bool, bool]:
 # The policy of a group given none: policies keep no state, one serves every group.
 _DEFAULT_POLICY: Final = Gather()
 _GATHER_TRAITS: Final = _traits(_DEFAULT_POLICY)
+
+
+# -- the hook of an optional layer (cohort.durable) ------------------------------
+#
+# spawn() reads this context variable once per child: None (the default) costs
+# nothing more. A layer that sets it is called with the group, the callable (or
+# coroutine object) and the name given, before the coroutine is made; it
+# answers the child's name and a function that wraps the child's coroutine.
+SpawnHook = Callable[
+    ["TaskGroup", object, "str | None"],
+    tuple[str, Callable[[Coroutine[Any, Any, Any]], Coroutine[Any, Any, Any]]],
+]
+spawn_hook: ContextVar[SpawnHook | None] = ContextVar("cohort_spawn_hook", default=None)
 
 
 def open_groups(loop: asyncio.AbstractEventLoop) -> list[tuple[TaskGroup, asyncio.Task[Any]]]:
@@ -469,6 +482,9 @@ class TaskGroup:
             self._refuse_spawn(fn)
         if context is not None:
             context = _child_context(context, fn)
+        hook = spawn_hook.get()
+        if hook is not None:  # an optional layer wraps the child (see spawn_hook)
+            name, wrap = hook(self, fn, name)
         tally: list[int] | None = None
         if retry is not None:
             fn, args, tally = _retrying(fn, args, retry)  # type: ignore[assignment]
@@ -487,6 +503,8 @@ class TaskGroup:
             coro = fn
         else:
             coro = _coro_object(fn, args)
+        if hook is not None:
+            coro = wrap(coro)
         handle: Handle[T]
         if self._limit is not None and self._running >= self._limit:
             if context is None:
@@ -550,6 +568,7 @@ class TaskGroup:
             timeout is not None
             or retry is not None
             or not self._bare_ok
+            or spawn_hook.get() is not None  # a wrapped child goes through spawn()
             or (self._limit is not None and self._running >= self._limit)
         ):
             handle = self.spawn(

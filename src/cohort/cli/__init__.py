@@ -1,4 +1,4 @@
-"""The ``cohort`` command: ``cohort run``, ``cohort bench`` and ``cohort demo``.
+"""The ``cohort`` command: ``cohort run``, ``cohort bench``, ``cohort demo``, ``cohort runs``.
 
 Built on the standard library's :mod:`argparse`, so the core keeps its
 dependency list short (structlog only); the command has three subcommands and
@@ -108,6 +108,26 @@ def _parser() -> argparse.ArgumentParser:
             "network; needs the web extras (pip install 'cohort[cli]')."
         ),
     )
+    runs = sub.add_parser(
+        "runs",
+        help="list, show and delete durable runs in a ledger",
+        description="Inspect the durable runs recorded in a SQLite ledger (cohort.durable).",
+    )
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    runs_ls = runs_sub.add_parser("ls", help="list runs: id, state, epoch, steps, updated")
+    runs_show = runs_sub.add_parser("show", help="one run's steps and decisions")
+    runs_show.add_argument("run_id", metavar="RUN_ID")
+    runs_rm = runs_sub.add_parser("rm", help="delete runs, or expire finished old ones")
+    runs_rm.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    runs_rm.add_argument(
+        "--older-than",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="delete every finished run not updated for this many seconds",
+    )
+    for action in (runs_ls, runs_show, runs_rm):
+        action.add_argument("--db", required=True, metavar="PATH", help="the ledger's database")
     from cohort.cli._demo import add_demo_arguments
 
     add_demo_arguments(demo)
@@ -127,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cohort.cli._bench import bench_command
 
             return bench_command(args.names, quick=args.quick)
+        if args.command == "runs":
+            from cohort.cli._runs import runs_command
+
+            return runs_command(args)
         from cohort.cli._demo import demo_command
 
         return demo_command(args)

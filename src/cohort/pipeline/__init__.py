@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cohort._public import publish as _publish
 from cohort.pipeline._fork import fork
 from cohort.pipeline._options import StageOptions
@@ -44,7 +46,27 @@ __all__ = [
     "StageStatistics",
     "StageStats",
     "fork",
+    "run_durable",
+    "sql_sink",
     "stage",
 ]
 
-_publish(globals(), "cohort.pipeline")
+if TYPE_CHECKING:
+    from cohort.pipeline._durable import run_durable, sql_sink
+
+_DURABLE = ("run_durable", "sql_sink")  # they load cohort.durable (sqlite3): on first use
+
+
+def __getattr__(name: str) -> object:
+    if name not in _DURABLE:
+        raise AttributeError(f"module 'cohort.pipeline' has no attribute {name!r}")
+    import importlib
+
+    namespace = vars(importlib.import_module("cohort.pipeline._durable"))
+    loaded = {n: namespace[n] for n in _DURABLE}
+    _publish(loaded, "cohort.pipeline", _DURABLE)
+    globals().update(loaded)
+    return loaded[name]
+
+
+_publish(globals(), "cohort.pipeline", [n for n in __all__ if n not in _DURABLE])

@@ -31,7 +31,7 @@ from types import CoroutineType
 from typing import Any
 
 from cohort._core import _scopes
-from cohort._core._group import TaskGroup
+from cohort._core._group import TaskGroup, spawn_hook
 from cohort._exceptions import PipelineError
 from cohort._observe._events import EVENTS
 from cohort.pipeline._channel import CHUNK, Channel
@@ -124,6 +124,9 @@ class Engine:
         fatal: BaseException | None = None
         if isinstance(source, Sized):
             self.total = len(source)
+        # The engine's own workers are not the caller's children: a layer that
+        # records children (cohort.durable) does not see them.
+        hook = spawn_hook.set(None)
         try:
             async with TaskGroup(name="pipeline") as g:
                 g.spawn(self.feed, source, name="pipeline-source")
@@ -137,6 +140,7 @@ class Engine:
                 raise
             fatal = self.fatal
         finally:
+            spawn_hook.reset(hook)
             self.ended = self.loop.time()
         if fatal is None:
             fatal = self.fatal = self._judge_rates()

@@ -1,0 +1,71 @@
+"""cohort.durable: runs that survive a crash (kill -9) and resume where they stopped.
+
+Inside ``async with cohort.durable.run(run_id, store=path) as run:`` every
+task-group child and every ``run.step(...)`` is recorded in a ledger (SQLite
+by default) under its structural path: run / group name / child name. Run the
+same code again with the same ``run_id`` and what finished is not run again:
+its recorded value (or error) is returned, in the order it was recorded.
+
+This package is optional: ``import cohort`` does not load it.
+"""
+
+from __future__ import annotations
+
+from cohort._public import publish as _publish
+from cohort.durable._codec import Codec, JsonCodec, PickleCodec, RecordedError
+from cohort.durable._flows import resume_flow, run_flow
+from cohort.durable._run import (
+    DurableRun,
+    FlowReplay,
+    ItemLedger,
+    ValueEncodingError,
+    current_run,
+    epoch,
+    idempotency_key,
+    run,
+    step,
+    write_rows,
+)
+from cohort.durable._sqlite import SQLiteStore
+from cohort.durable._store import (
+    AmbiguousStepError,
+    DecisionRecord,
+    DivergenceError,
+    DurableError,
+    FencedError,
+    RunBusyError,
+    RunRecord,
+    StepRecord,
+    Store,
+)
+
+__all__ = [
+    "AmbiguousStepError",
+    "Codec",
+    "DecisionRecord",
+    "DivergenceError",
+    "DurableError",
+    "DurableRun",
+    "FencedError",
+    "FlowReplay",
+    "ItemLedger",
+    "JsonCodec",
+    "PickleCodec",
+    "RecordedError",
+    "RunBusyError",
+    "RunRecord",
+    "SQLiteStore",
+    "StepRecord",
+    "Store",
+    "ValueEncodingError",
+    "current_run",
+    "epoch",
+    "idempotency_key",
+    "resume_flow",
+    "run",
+    "run_flow",
+    "step",
+    "write_rows",
+]
+
+_publish(globals(), "cohort.durable")

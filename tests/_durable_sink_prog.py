@@ -1,0 +1,36 @@
+"""A durable program with a transactional sink for the crash tests: 40 batches of 10
+rows written with write_rows by children finishing in a seeded random order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+import sys
+
+import cohort
+import cohort.durable as durable
+
+
+async def main(db: str) -> None:
+    with sqlite3.connect(db) as setup:
+        setup.execute("CREATE TABLE IF NOT EXISTS sink (batch INTEGER, item INTEGER, v INTEGER)")
+    setup.close()
+    order = random.Random(11)
+    delays = [order.randrange(0, 10) for _ in range(40)]
+
+    async def batch(b: int) -> int:
+        for _ in range(delays[b]):
+            await asyncio.sleep(0)
+        rows = [(b, i, b * 100 + i) for i in range(10)]
+        return await durable.write_rows("INSERT INTO sink VALUES (?, ?, ?)", rows, name="rows")
+
+    async with durable.run("sink", store=db), cohort.TaskGroup(name="batches") as g:
+        for b in range(40):
+            g.spawn(batch, b, name=f"b{b}")
+    print(json.dumps(sum(g.results)))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))

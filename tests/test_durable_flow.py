@@ -1,0 +1,79 @@
+"""Durable flows: run_flow resumes a Flow node by node; resume_flow re-runs from a node."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import cohort
+import cohort.durable as durable
+from cohort.testing import crash_loop
+
+FLOW = Path(__file__).with_name("_durable_flow_prog.py")
+
+
+async def test_a_finished_flow_node_is_not_run_again_on_resume(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    calls: list[str] = []
+    flow = cohort.Flow("f", inputs=["x"])
+    fail = {"b": True}
+
+    @flow.node
+    async def a(x: int) -> list[int]:
+        calls.append("a")
+        return list(range(x))
+
+    @flow.node(map_over="a")
+    async def sq(a: int) -> int:
+        calls.append(f"sq{a}")
+        return a * a
+
+    @flow.node
+    async def b(sq: list[int]) -> int:
+        calls.append("b")
+        if fail["b"]:
+            raise ValueError("b")
+        return sum(sq)
+
+    with pytest.raises(cohort.FlowError):
+        await durable.run_flow(flow, run_id="r", store=db, x=3)
+    assert calls == ["a", "sq0", "sq1", "sq2", "b"]
+    calls.clear()
+    fail["b"] = False
+    # A recorded error replays as the same error: the node's record must go first.
+    with pytest.raises(cohort.FlowError):
+        await durable.run_flow(flow, run_id="r", store=db, x=3)
+    assert calls == []
+    result = await durable.resume_flow(flow, "r", from_node="b", store=db)
+    assert result[b] == 5
+    assert result[sq] == [0, 1, 4]
+    assert calls == ["b"]  # upstream results kept
+    calls.clear()
+    result = await durable.resume_flow(flow, "r", from_node=sq, store=db)
+    assert result[b] == 5
+    assert sorted(calls) == ["b", "sq0", "sq1", "sq2"]
+    with pytest.raises(ValueError, match="no node 'nope'"):
+        await durable.resume_flow(flow, "r", from_node="nope", store=db)
+    with pytest.raises(LookupError, match="nothing to resume"):
+        await durable.resume_flow(flow, "other", from_node="b", store=db)
+
+
+@pytest.mark.parametrize("point", ["after-effect", "in-commit"])
+def test_a_flow_with_a_quorum_and_a_map_sigkilled_resumes_to_the_crash_free_output(
+    tmp_path: Path, point: str
+) -> None:
+    command = [sys.executable, str(FLOW)]
+    result = crash_loop(
+        [*command, str(tmp_path / "runs.db")],
+        reference=[*command, str(tmp_path / "clean.db")],
+        random_kills=1,
+        crash_point=point,
+        point_kills=2,
+        point_range=12,
+        seed=7,
+    )
+    assert result.kills >= 1
+    assert result.output == result.expected
+    assert result.output.splitlines()[1] == "[8555, 8556]"
