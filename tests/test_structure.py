@@ -77,7 +77,6 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
                     "self.flow._group_name")},
     **{("cohort/_core/_group.py", f"self._group.{attr}"): "same module (the group's body scope)"
        for attr in ("_on_timeout", "_outside")},
-    ("cohort/_core/_handle.py", "handle._timed_out"): "same module (the child's timeout wrapper)",
     **{("cohort/bridge/_dask.py", f"self.executor.{attr}"): _SAME_MODULE
        for attr in ("_cancel", "_wait")},
     **{("cohort/bridge/_pool.py", f"self.pool.{attr}"): _SAME_MODULE
@@ -87,20 +86,6 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     **{("cohort/testing/_clock.py", f"loop.{attr}"): "same module (the virtual clock)"
        for attr in ("_blocked_waiters", "_explain_timeout", "_io_jump_count", "_jump",
                     "_wake_blocked_waiters")},
-    # Across modules: the group and its children's handles drive each other.
-    **{("cohort/_core/_group.py", f"Handle.{attr}"): "the handle's constructors, for its group"
-       for attr in ("_adopt", "_queued", "_running")},
-    **{("cohort/_core/_group.py", f"handle.{attr}"): "the handle's life, driven by its group"
-       for attr in ("_discard", "_on_done", "_raised", "_settle", "_start")},
-    ("cohort/_core/_group.py", "handle._tally"): (
-        "set by spawn(retry=) only, so that the handle's constructors cost no more"
-    ),
-    **{("cohort/_core/_handle.py", expr): "a child's end, told to its group"
-       for expr in ("group._child_ended", "group._child_succeeded",
-                    "self._group._drop_queued")},
-    **{("cohort/_core/_group.py", f"from cohort._core._handle import {name}"): (
-        "the handle's naming helpers, shared with the group"
-    ) for name in ("_coro_name", "_pop_caller_frame")},
     **{(where, "from cohort._core._retry import _name"): "Retry's name for a callable"
        for where in ("cohort/_core/_combinators.py", "cohort/_core/_group.py")},
     # Across modules: the group and the scope machinery.
@@ -123,7 +108,7 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
         "type only (TYPE_CHECKING)"
     ),
     # Outside cohort: the standard library and anyio.
-    ("cohort/_core/_handle.py", "sys._getframe"): "documented CPython function",
+    ("cohort/_core/_child.py", "sys._getframe"): "documented CPython function",
     ("cohort/bridge/_worker.py", "os._exit"): "documented standard library function",
     ("cohort/bridge/_pool.py", "asyncio._get_running_loop"): (
         "in asyncio.__all__: the running loop or None, without raising"
@@ -178,6 +163,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "groups",
         (
+            "cohort._core._child",
             "cohort._core._handle",
             "cohort._core._policies",
             "cohort._core._retry",
