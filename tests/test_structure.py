@@ -75,6 +75,7 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     **{("cohort/_flow/_flow.py", expr): "same module (a run reads its flow's plan)"
        for expr in ("flow._dependents", "flow._n_critical", "self.flow._roots",
                     "self.flow._group_name")},
+    ("cohort/_core/_group.py", "g._tasks"): "same class (a group finds the group it runs in)",
     **{("cohort/_core/_group.py", f"self._group.{attr}"): "same module (the group's body scope)"
        for attr in ("_on_timeout", "_outside")},
     **{("cohort/bridge/_dask.py", f"self.executor.{attr}"): _SAME_MODULE

@@ -21,7 +21,6 @@ import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Never, NoReturn, TypeVar, TypeVarTuple
 
@@ -112,10 +111,8 @@ _TreeRow = tuple[str, ChildStatus, float | None, float | None, asyncio.Task[Any]
 _Queued = tuple[Child, Coroutine[Any, Any, Any], contextvars.Context]
 
 _group_numbers = itertools.count(1)
-# The group whose child is running (children inherit it through their context).
-_current_group: ContextVar[TaskGroup | None] = ContextVar("cohort_group", default=None)
-# Every open group and the task it runs in, for task_tree() (added at entry,
-# removed at exit).
+# Every open group and the task it runs in, in entry order, for task_tree() and
+# for naming a group's parent in events (added at entry, removed at exit).
 _live_groups: dict[TaskGroup, asyncio.Task[Any]] = {}
 
 # The policy of a group given none: policies keep no state, one serves every group.
@@ -174,7 +171,6 @@ class TaskGroup:
         "_entered_at",
         "_failed",
         "_fatal",
-        "_group_token",
         "_kept",
         "_lean",
         "_limit",
@@ -268,7 +264,8 @@ class TaskGroup:
         self._thread = 0  # the id of the thread that runs the group's loop, from entry
         self._scope: _GroupScope | None = None
         self._entered_at: float | None = None
-        self._parent: TaskGroup | None = None
+        # The group this one runs in (for events), found on first need while open.
+        self._parent: TaskGroup | Literal[False] | None = False
 
     def __repr__(self) -> str:
         return (
@@ -735,8 +732,6 @@ class TaskGroup:
         self._base_token = (
             None if deadline_for_children == base.get() else base.set(deadline_for_children)
         )
-        self._parent = _current_group.get()
-        self._group_token = _current_group.set(self)
         self._phase = _OPEN
         self._accepting = True
         self._done_cb = self._on_task_done
@@ -814,12 +809,11 @@ class TaskGroup:
             self._accepting = False
             self._scope = None  # it refers to the group: no cycle left behind
             self._done_cb = None
-            _current_group.reset(self._group_token)
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
-            _live_groups.pop(self, None)
             if EVENTS.on:
                 _observe.group_event("group exited", self.statistics(), self._parent_name)
+            _live_groups.pop(self, None)
 
     if TYPE_CHECKING:
         # Typed as never swallowing, like asyncio.TaskGroup's: it swallows only its
@@ -839,7 +833,26 @@ class TaskGroup:
 
     @property
     def _parent_name(self) -> str | None:
-        return None if self._parent is None else self._parent.name
+        parent = self._parent
+        if parent is False:
+            parent = self._parent = self._find_parent()
+        return None if parent is None else parent.name
+
+    def _find_parent(self) -> TaskGroup | None:
+        """The group this one runs in: the innermost open group whose body runs in the
+        same task, else the group of which that task is a child (read only for events:
+        no context variable is set at each entry for it)."""
+        host = self._task
+        child_of: TaskGroup | None = None
+        outer: TaskGroup | None = None
+        for g, task in list(_live_groups.items()):
+            if g is self:
+                break
+            if task is host:
+                outer = g
+            elif host in g._tasks:
+                child_of = g
+        return outer or child_of
 
     def _on_fatal(self, exc: BaseException) -> None:
         self._fatal = True
@@ -930,25 +943,24 @@ class TaskGroup:
 
 def detached_context() -> contextvars.Context:
     """A copy of the current context for a task that may outlive this one: the
-    application's variables stay (logging bindings...), cohort's group and
-    deadlines do not apply there."""
+    application's variables stay (logging bindings...), cohort's deadlines and
+    scopes do not apply there."""
     context = contextvars.copy_context()
     context.run(_detach)
     return context
 
 
 def _detach() -> None:
-    _current_group.set(None)
     _scopes._base_deadline.set(math.inf)
     _scopes._state_var.set(None)
 
 
 def _child_context(context: object, fn: object) -> contextvars.Context:
-    """``spawn(context=)``: the context, checked, holding cohort's own variables as the
-    caller's (the group there, the deadline in force), as a copy of the caller's would.
+    """``spawn(context=)``: the context, checked, holding the deadline in force as the
+    caller's, as a copy of the caller's would.
 
-    They are set only where they differ: the caller's own running context (which
-    cannot be entered again) already holds them.
+    It is set only where it differs: the caller's own running context (which
+    cannot be entered again) already holds it.
     """
     if type(context) is not contextvars.Context:
         close_coroutines((fn,))
@@ -956,19 +968,10 @@ def _child_context(context: object, fn: object) -> contextvars.Context:
             "context= takes a contextvars.Context (e.g. contextvars.copy_context()), "
             f"got {context!r}"
         )
-    group = _current_group.get()
     deadline = _scopes._base_deadline.get()
-    if (
-        context.get(_current_group) is not group
-        or context.get(_scopes._base_deadline, math.inf) != deadline
-    ):
-        context.run(_inherit, group, deadline)
+    if context.get(_scopes._base_deadline, math.inf) != deadline:
+        context.run(_scopes._base_deadline.set, deadline)
     return context
-
-
-def _inherit(group: TaskGroup | None, deadline: float) -> None:
-    _current_group.set(group)
-    _scopes._base_deadline.set(deadline)
 
 
 def clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
