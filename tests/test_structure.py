@@ -88,11 +88,11 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
        for attr in ("_blocked_waiters", "_explain_timeout", "_io_jump_count", "_jump",
                     "_wake_blocked_waiters")},
     **{(where, "from cohort._core._retry import _name"): "Retry's name for a callable"
-       for where in ("cohort/_core/_combinators.py", "cohort/_core/_group.py")},
+       for where in ("cohort/_core/_combinators.py", "cohort/_core/_coros.py")},
     # Across modules: the group and the scope machinery.
     **{(where, "_scopes._base_deadline"): "the deadline children inherit (a context var)"
-       for where in ("cohort/_core/_group.py", "cohort/_core/_stream.py")},
-    ("cohort/_core/_group.py", "_scopes._state_var"): "a detached context starts with no scopes",
+       for where in ("cohort/_core/_coros.py", "cohort/_core/_group.py", "cohort/_core/_stream.py")},
+    ("cohort/_core/_coros.py", "_scopes._state_var"): "a detached context starts with no scopes",
     **{("cohort/_core/_group.py", f"scope.{attr}"): "the group's body scope, exited by the group"
        for attr in ("_cancelled_from_outside", "_exit")},
     ("cohort/_core/_tree.py", "g._tree_rows"): "the task tree reads each group's children",
@@ -148,7 +148,7 @@ LOCAL_IMPORTS: dict[tuple[str, str], str] = {
     ("cohort/examples/fanout/service.py", "cohort.examples.fanout.page"): (
         "the page's Flow, built when /page is first asked for"
     ),
-    ("cohort/_core/_group.py", "cohort._core._retry"): (
+    ("cohort/_core/_coros.py", "cohort._core._retry"): (
         "retries load on first use of spawn(retry=), so import cohort stays light"
     ),
     **{("cohort/_core/_combinators.py", module): (
@@ -165,6 +165,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "groups",
         (
             "cohort._core._child",
+            "cohort._core._coros",
             "cohort._core._handle",
             "cohort._core._policies",
             "cohort._core._retry",

@@ -20,12 +20,22 @@ import threading
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Never, NoReturn, TypeVar, TypeVarTuple
 
 from cohort._core import _scopes
 from cohort._core._child import Child, ChildStatus, Outcome, pop_caller_frame, run_with_timeout
+from cohort._core._coros import (
+    SPAWN_OPTIONS,
+    check_coro,
+    child_context,
+    clock_of,
+    close_coroutines,
+    coro_object,
+    detached_context,
+    retrying,
+)
 from cohort._core._handle import Handle
 from cohort._core._policies import (
     Decision,
@@ -46,7 +56,9 @@ from cohort._validate import check_count, check_seconds, keywords_refused
 if TYPE_CHECKING:
     from cohort._core._retry import Retry
 
-__all__ = ["TaskGroup", "close_coroutines", "open_groups"]
+# clock_of, close_coroutines and detached_context: shown here too, for the layers
+# above that import them with TaskGroup.
+__all__ = ["TaskGroup", "clock_of", "close_coroutines", "detached_context", "open_groups"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -256,7 +268,7 @@ class TaskGroup:
         self._cancel_exc: _CancelledError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._clock: Callable[[], float] = _monotonic  # the loop's clock, from entry
+        self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
         # While open: _on_task_done, bound once for every child (dropped at exit,
         # so that no cycle is left behind).
         self._done_cb: Callable[[asyncio.Task[Any]], None] | None = None
@@ -421,7 +433,7 @@ class TaskGroup:
         ``asyncio.TaskGroup.create_task``.
         """
         if kwargs:
-            raise keywords_refused("spawn", fn, args, kwargs, _SPAWN_OPTIONS)
+            raise keywords_refused("spawn", fn, args, kwargs, SPAWN_OPTIONS)
         return Handle(self._add(fn, args, name, timeout, critical, retry, context, True))
 
     def start_soon(
@@ -445,7 +457,7 @@ class TaskGroup:
         ``task_tree()`` and ``context`` work as for ``spawn``; a success costs less.
         """
         if kwargs:
-            raise keywords_refused("start_soon", fn, args, kwargs, _SPAWN_OPTIONS)
+            raise keywords_refused("start_soon", fn, args, kwargs, SPAWN_OPTIONS)
         self._add(fn, args, name, timeout, critical, retry, context, False)
 
     def _add(
@@ -464,25 +476,24 @@ class TaskGroup:
         if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
         if context is not None:
-            context = _child_context(context, fn)
+            context = child_context(context, fn)
         tally: list[int] | None = None
         if retry is not None:
-            fn, args, tally = _retrying(fn, args, retry)
+            fn, args, tally = retrying(fn, args, retry)
         if timeout is not None:
             try:
                 timeout = check_seconds("timeout", timeout)
             except (TypeError, ValueError):
                 close_coroutines((fn,))
                 raise
-        coro: Coroutine[Any, Any, Any]
         if callable(fn):
             coro = fn(*args)
             if type(coro) is not _CoroutineType:
-                coro = _check_coro(fn, coro)
+                coro = check_coro(fn, coro)
         elif type(fn) is _CoroutineType and not args:
             coro = fn
         else:
-            coro = _coro_object(fn, args)
+            coro = coro_object(fn, args)
         child = _new_child(Child)
         child.seq = self._count
         child.coro = coro
@@ -722,8 +733,7 @@ class TaskGroup:
         self._task = task
         self._thread = _get_ident()
         self._loop = loop = task.get_loop()
-        # clock_of(loop), inlined
-        self._clock = _monotonic if type(loop).time is _base_time else loop.time
+        self._clock = clock_of(loop)
         self._entered_at = now = loop.time()
         deadline = _INF if self._timeout is None else now + self._timeout
         scope = self._scope = _GroupScope(self, deadline)
@@ -939,106 +949,3 @@ class TaskGroup:
             if c.error is not None
             and (not isinstance(c.error, Exception) or (raises and c.critical))
         ]
-
-
-def detached_context() -> contextvars.Context:
-    """A copy of the current context for a task that may outlive this one: the
-    application's variables stay (logging bindings...), cohort's deadlines and
-    scopes do not apply there."""
-    context = contextvars.copy_context()
-    context.run(_detach)
-    return context
-
-
-def _detach() -> None:
-    _scopes._base_deadline.set(math.inf)
-    _scopes._state_var.set(None)
-
-
-def _child_context(context: object, fn: object) -> contextvars.Context:
-    """``spawn(context=)``: the context, checked, holding the deadline in force as the
-    caller's, as a copy of the caller's would.
-
-    It is set only where it differs: the caller's own running context (which
-    cannot be entered again) already holds it.
-    """
-    if type(context) is not contextvars.Context:
-        close_coroutines((fn,))
-        raise TypeError(
-            "context= takes a contextvars.Context (e.g. contextvars.copy_context()), "
-            f"got {context!r}"
-        )
-    deadline = _scopes._base_deadline.get()
-    if context.get(_scopes._base_deadline, math.inf) != deadline:
-        context.run(_scopes._base_deadline.set, deadline)
-    return context
-
-
-def clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
-    """``loop.time``, or ``time.monotonic`` itself where that is all ``loop.time`` does.
-
-    Children are timed on the loop's clock (a virtual clock included); calling
-    the C function directly saves a Python method call per timestamp.
-    """
-    if type(loop).time is _base_time:
-        return _monotonic
-    return loop.time
-
-
-_base_time: Final = asyncio.BaseEventLoop.time
-_monotonic: Final = time.monotonic
-
-
-_SPAWN_OPTIONS = ("name", "timeout", "critical", "retry", "context")
-
-
-def close_coroutines(items: Iterable[object]) -> None:
-    """Close coroutine objects that will never run (no "never awaited" warning)."""
-    for item in items:
-        if asyncio.iscoroutine(item):
-            item.close()
-
-
-def _coro_object(fn: Any, args: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
-    """``spawn(coroutine_object)``: check it is one, and that no arguments came with it."""
-    if not asyncio.iscoroutine(fn):
-        raise TypeError(f"spawn() needs an async callable or a coroutine object, got {fn!r}")
-    if args:
-        fn.close()
-        raise TypeError("spawn() got a coroutine object and arguments; pass fn, *args")
-    return fn
-
-
-def _check_coro(fn: Any, coro: Any) -> Coroutine[Any, Any, Any]:
-    """``fn(*args)`` did not return a plain coroutine: accept other coroutines only."""
-    if asyncio.iscoroutine(coro):
-        return coro
-    raise TypeError(
-        f"spawn() needs an async function: {fn!r} returned {type(coro).__name__}, "
-        "not a coroutine (use `async def`, or cohort.to_process/to_thread for plain functions)"
-    )
-
-
-def _retrying(
-    fn: Any, args: tuple[Any, ...], policy: Retry
-) -> tuple[Callable[[], Coroutine[Any, Any, Any]], tuple[()], list[int]]:
-    """``spawn(fn, *args, retry=policy)``: the child calls ``fn(*args)`` again on failure."""
-    from cohort._core._retry import Retry, attempt_all  # not imported with cohort
-    from cohort._core._retry import _name as _retry_name
-
-    if not isinstance(policy, Retry):
-        close_coroutines((fn,))
-        raise TypeError(f"retry must be a cohort.Retry, got {policy!r}")
-    if not callable(fn):
-        close_coroutines((fn,))
-        raise TypeError(
-            "spawn(retry=) needs an async callable and its arguments, not a coroutine "
-            "object: a coroutine runs once"
-        )
-    tally = [0]
-    what = _retry_name(fn)
-
-    def child() -> Coroutine[Any, Any, Any]:
-        return attempt_all(policy, lambda: fn(*args), what, tally)
-
-    return child, (), tally
