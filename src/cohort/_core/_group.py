@@ -171,10 +171,7 @@ class TaskGroup:
         "__dict__",
         "__weakref__",
         "_accepting",
-        "_base_error",
         "_base_token",
-        "_cancel_exc",
-        "_child_errors",
         "_clock",
         "_completed",
         "_count",
@@ -182,15 +179,12 @@ class TaskGroup:
         "_done_cb",
         "_entered_at",
         "_failed",
-        "_fatal",
         "_kept",
         "_lean",
         "_limit",
         "_loop",
         "_name",
         "_on_timeout_mode",
-        "_outside_cancel",
-        "_parent",
         "_phase",
         "_policy",
         "_queue",
@@ -200,12 +194,25 @@ class TaskGroup:
         "_task",
         "_tasks",
         "_thread",
-        "_timed_out",
         "_timeout",
         "_traits",
-        "_unsorted",
         "_waiter",
     )
+
+    # Rarely set, so not slots: these class-level values serve until an instance
+    # sets its own (in its __dict__), and a group that never needs them pays no store.
+    _unsorted: bool = False  # a start_soon child's record was added out of spawn order
+    _child_errors: bool = False  # a child failed or timed out (critical or not)
+    _timed_out: bool = False
+    # KeyboardInterrupt/SystemExit seen in the body or a child: re-raised bare.
+    _base_error: BaseException | None = None
+    # Any error that is not an Exception (those two included): no policy may
+    # swallow it, the group fails.
+    _fatal: bool = False
+    _outside_cancel: bool = False
+    _cancel_exc: _CancelledError | None = None
+    # The group this one runs in (for events), found on first need while open.
+    _parent: TaskGroup | Literal[False] | None = False
 
     def __init__(
         self,
@@ -244,28 +251,17 @@ class TaskGroup:
         self._accepting = False  # open and undecided: spawn() is allowed
         self._count = 0  # children admitted: the next one's place in spawn order
         # The running children by their task; the records shown in handles/outcomes
-        # (in spawn order unless _unsorted: a start_soon child that did not succeed
-        # is added when it ends); the finished ones in completion order (for a
-        # policy that orders results so).
+        # (in spawn order unless _unsorted); the finished ones in completion order
+        # (for a policy that orders results so).
         self._tasks: dict[asyncio.Task[Any], Child] = {}
         self._kept: list[Child] = []
-        self._unsorted = False
         self._completed: list[Child] = []
         # Children waiting for a ``limit`` slot (None until the first one waits).
         self._queue: deque[_Queued] | None = None
         self._spawned = 0
         self._succeeded = 0
         self._failed = 0
-        self._child_errors = False  # a child failed or timed out (critical or not)
         self._decision = _CONTINUE
-        self._timed_out = False
-        # KeyboardInterrupt/SystemExit seen in the body or a child: re-raised bare.
-        self._base_error: BaseException | None = None
-        # Any error that is not an Exception (those two included): no policy
-        # may swallow it, the group fails.
-        self._fatal = False
-        self._outside_cancel = False
-        self._cancel_exc: _CancelledError | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
@@ -276,8 +272,6 @@ class TaskGroup:
         self._thread = 0  # the id of the thread that runs the group's loop, from entry
         self._scope: _GroupScope | None = None
         self._entered_at: float | None = None
-        # The group this one runs in (for events), found on first need while open.
-        self._parent: TaskGroup | Literal[False] | None = False
 
     def __repr__(self) -> str:
         return (
