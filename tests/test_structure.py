@@ -91,7 +91,8 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
        for where in ("cohort/_core/_combinators.py", "cohort/_core/_coros.py")},
     # Across modules: the group and the scope machinery.
     **{(where, "_scopes._base_deadline"): "the deadline children inherit (a context var)"
-       for where in ("cohort/_core/_coros.py", "cohort/_core/_group.py", "cohort/_core/_stream.py")},
+       for where in ("cohort/_core/_coros.py", "cohort/_core/_group.py",
+                     "cohort/_core/_stream.py")},
     ("cohort/_core/_coros.py", "_scopes._state_var"): "a detached context starts with no scopes",
     **{("cohort/_core/_group.py", f"scope.{attr}"): "the group's body scope, exited by the group"
        for attr in ("_cancelled_from_outside", "_exit")},
