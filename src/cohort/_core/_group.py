@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import math
 import threading
+import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -58,6 +59,8 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _CancelledError = asyncio.CancelledError
+_base_time: Final = asyncio.BaseEventLoop.time
+_monotonic: Final = time.monotonic
 _INF: Final = math.inf
 # The thread check of spawn(): asyncio._get_running_loop() makes a getpid() system
 # call at every call (it checks for a fork), a thread's id is a plain read.
@@ -314,6 +317,7 @@ class TaskGroup(GroupState):
             and (self._limit is None or len(self._tasks) < self._limit)
         ):
             child, run, context = queue.popleft()
+            child.on_cancel = None
             try:
                 self._start(child, run, context)
             except Exception as exc:  # no task could be made: the child failed
@@ -353,7 +357,9 @@ class TaskGroup(GroupState):
         child.status = status
         child.value = value
         child.error = error
-        child.task = child.on_cancel = None
+        child.task = None
+        if not ran:
+            child.on_cancel = None  # it was queued: the group's way to drop it goes
         child.ended = self._clock()
         waiter = child.waiter
         if waiter is not None and not waiter.done():
@@ -454,7 +460,8 @@ class TaskGroup(GroupState):
         self._task = task
         self._thread = _get_ident()
         self._loop = loop = task.get_loop()
-        self._clock = clock_of(loop)
+        # clock_of(loop), inlined
+        self._clock = _monotonic if type(loop).time is _base_time else loop.time
         self._entered_at = now = loop.time()
         deadline = _INF if self._timeout is None else now + self._timeout
         scope = self._scope = _GroupScope(self, deadline)
@@ -504,7 +511,9 @@ class TaskGroup(GroupState):
                 if self._decision is _CONTINUE and (
                     self._spawned == self._succeeded + self._failed  # nothing pending
                 ):
-                    decision = ask_all_done(self._policy, traits, self)
+                    decision = (
+                        ask_all_done(self._policy, traits, self) if traits.sees_all_done else _DONE
+                    )
                     if self._tasks or self._queue or decision is not _DONE:
                         self._decide(decision)
                     else:  # with nothing left to cancel or wake, _decide(DONE) is this:

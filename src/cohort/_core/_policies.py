@@ -295,11 +295,8 @@ class Traits(NamedTuple):
     sees_all_done: bool
     #: ``on_timeout`` is the policy's own (JoinPolicy's defers to the joiner's mode).
     sees_timeout: bool
-
-    @property
-    def lean(self) -> bool:
-        """A critical child's success only counts: nothing to keep, nothing to ask."""
-        return not self.completion_order and not self.sees_successes
+    #: A critical child's success only counts: nothing to keep, nothing to ask.
+    lean: bool
 
 
 _CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
@@ -323,14 +320,18 @@ def traits_of(policy: JoinPolicy) -> Traits:
 
 
 def _traits(policy: JoinPolicy, kind: type[JoinPolicy]) -> Traits:
+    completion_order = policy.results_order == "completion"
+    sees_successes = (
+        bool(policy.consults_on_success) and kind.on_child_done is not JoinPolicy.on_child_done
+    )
     return Traits(
-        completion_order=policy.results_order == "completion",
-        sees_successes=bool(policy.consults_on_success)
-        and kind.on_child_done is not JoinPolicy.on_child_done,
+        completion_order=completion_order,
+        sees_successes=sees_successes,
         sees_spawns=kind.on_spawn is not JoinPolicy.on_spawn,
         sees_body_done=kind.on_body_done is not JoinPolicy.on_body_done,
         sees_all_done=kind.on_all_done is not JoinPolicy.on_all_done,
         sees_timeout=kind.on_timeout is not JoinPolicy.on_timeout,
+        lean=not completion_order and not sees_successes,
     )
 
 

@@ -57,6 +57,7 @@ live_groups: dict[GroupState, asyncio.Task[Any]] = {}
 
 # The policy of a group given none: policies keep no state, one serves every group.
 _DEFAULT_POLICY: Final = Gather()
+_DEFAULT_TRAITS: Final = traits_of(_DEFAULT_POLICY)
 
 
 def open_groups(loop: asyncio.AbstractEventLoop) -> list[tuple[Any, asyncio.Task[Any]]]:
@@ -128,7 +129,10 @@ class GroupState:
     ) -> None:
         if join is None:
             join = _DEFAULT_POLICY
-        elif not isinstance(join, JoinPolicy):
+            traits = _DEFAULT_TRAITS
+        elif isinstance(join, JoinPolicy):
+            traits = traits_of(join)
+        else:
             if isinstance(join, type) and issubclass(join, JoinPolicy):
                 raise TypeError(f"join= takes a policy instance: write join={join.__name__}()")
             raise TypeError(f"join= must be a cohort.JoinPolicy instance, got {join!r}")
@@ -142,7 +146,7 @@ class GroupState:
             if on_timeout not in ("raise", "partial"):
                 raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
         self._policy = join
-        self._traits = traits = traits_of(join)
+        self._traits = traits
         # A critical child's success only counts: not kept in completion order, no
         # policy hook to call.
         self._lean = traits.lean
