@@ -342,7 +342,21 @@ class TaskGroup(GroupState):
             else:
                 self._ended(child, _FAILED, None, exc)
             return
-        self._ended(child, _SUCCEEDED, value, None)
+        if not self._lean or self._queue or EVENTS.on:
+            self._ended(child, _SUCCEEDED, value, None)
+            return
+        # _ended() of a success that only counts (no queue to start from, no policy
+        # to ask, no event), inlined: every such child ends here.
+        child.status = _SUCCEEDED
+        child.value = value
+        child.task = None
+        child.ended = self._clock()
+        if child.waiter is not None and not child.waiter.done():
+            child.waiter.set_result(None)
+        if child.critical:
+            self._succeeded += 1
+        if self._waiter is not None:
+            self._wake_exit()
 
     def _ended(
         self,
@@ -379,8 +393,12 @@ class TaskGroup(GroupState):
                 self._succeeded += 1
         else:
             self._judge(child, status)
-        # Wake __aexit__ (once per wait, not per child): nothing left running, or
-        # every critical child done while undecided.
+        if self._waiter is not None:
+            self._wake_exit()
+
+    def _wake_exit(self) -> None:
+        """Wake __aexit__ (once per wait, not per child) when it has something to do:
+        nothing left running, or every critical child done while undecided."""
         waiter = self._waiter
         if (
             waiter is not None
