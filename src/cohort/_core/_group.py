@@ -19,7 +19,7 @@ import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Never, NoReturn, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, Final, Never, TypeVar, TypeVarTuple
 
 from cohort._core import _scopes
 from cohort._core._child import Child, ChildStatus, pop_caller_frame, run_with_timeout
@@ -273,22 +273,6 @@ class TaskGroup(GroupState):
         task.add_done_callback(done)
         if EVENTS.on:
             _observe.child_started(child.name, self.name, self._parent_name)
-
-    def _refuse_spawn(self, fn: object) -> NoReturn:
-        close_coroutines((fn,))
-        if self._accepting:  # open, but called from another thread
-            raise RuntimeError(
-                f"cannot spawn into {self!r} from outside its event loop's thread; "
-                "use loop.call_soon_threadsafe or asyncio.run_coroutine_threadsafe"
-            )
-        if self._phase is _NEW:
-            raise RuntimeError(f"cannot spawn into {self!r}: enter it with `async with` first")
-        if self._phase is _CLOSED:
-            raise RuntimeError(f"cannot spawn into {self!r}: it has exited")
-        raise RuntimeError(
-            f"cannot spawn into {self!r}: its policy has decided "
-            f"({self._decision.value}); spawn into a new group"
-        )
 
     def cancel(self) -> None:
         """Stop the group now: cancel every child and the body; exit normally."""

@@ -16,10 +16,11 @@ import operator
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NoReturn
 
 from cohort._core import _scopes
 from cohort._core._child import Child, ChildStatus, Outcome
+from cohort._core._coros import close_coroutines
 from cohort._core._handle import Handle
 from cohort._core._policies import Decision, Gather, JoinPolicy, traits_of
 from cohort._core._scopes import CancelScope
@@ -337,6 +338,22 @@ class GroupState:
         self._fatal = True
         if self._base_error is None and isinstance(exc, (KeyboardInterrupt, SystemExit)):
             self._base_error = exc
+
+    def _refuse_spawn(self, fn: object) -> NoReturn:
+        close_coroutines((fn,))
+        if self._accepting:  # open, but called from another thread
+            raise RuntimeError(
+                f"cannot spawn into {self!r} from outside its event loop's thread; "
+                "use loop.call_soon_threadsafe or asyncio.run_coroutine_threadsafe"
+            )
+        if self._phase is _NEW:
+            raise RuntimeError(f"cannot spawn into {self!r}: enter it with `async with` first")
+        if self._phase is _CLOSED:
+            raise RuntimeError(f"cannot spawn into {self!r}: it has exited")
+        raise RuntimeError(
+            f"cannot spawn into {self!r}: its policy has decided "
+            f"({self._decision.value}); spawn into a new group"
+        )
 
     # -- what the group ends with -------------------------------------------------
 
