@@ -170,6 +170,36 @@ def _race_cases(k: int, races: int) -> dict[str, Callable[[], Coroutine[Any, Any
     }
 
 
+def _quorum_cases(n: int, k: int) -> dict[str, Callable[[], Coroutine[Any, Any, object]]]:
+    """``k`` winners among ``n`` children (the rest never finish): the first ``k``
+    results, the rest cancelled; by hand with ``asyncio.wait`` + cancel + gather."""
+
+    async def hand_written() -> None:
+        tasks = [asyncio.create_task(_lose()) for _ in range(n - k)]
+        tasks += [asyncio.create_task(_win()) for _ in range(k)]
+        results: list[int] = []
+        pending: set[asyncio.Task[int]] = set(tasks)
+        while len(results) < k:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            results += [t.result() for t in done]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def cohort_quorum() -> None:
+        async with cohort.TaskGroup(join=cohort.FirstWins() if k == 1 else cohort.Quorum(k)) as g:
+            for _ in range(n - k):
+                g.spawn(_lose)
+            for _ in range(k):
+                g.spawn(_win)
+
+    name = "FirstWins" if k == 1 else f"Quorum({k})"
+    return {
+        "asyncio.wait + cancel + gather": hand_written,
+        f"cohort.TaskGroup({name})": cohort_quorum,
+    }
+
+
 def _trio_race(k: int, races: int) -> Callable[[], object]:
     async def lose() -> int:
         await trio.sleep(3600)
@@ -372,6 +402,17 @@ def _sections(quick: bool) -> list[_Section]:
                 partial(lambda k, r: {"trio nursery + cancel": _trio_race(k, r)}, k, races),
                 3 if quick else 5,
                 races,
+            )
+        )
+    for k in (1, 10):
+        out.append(
+            _Section(
+                f"{'FirstWins' if k == 1 else f'Quorum({k})'} over 10,000 children",
+                "per child",
+                partial(_quorum_cases, 10_000, k),
+                dict,
+                3,
+                10_000,
             )
         )
     uses = 2_000 if quick else 5_000

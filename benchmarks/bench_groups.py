@@ -15,6 +15,9 @@ time is the process's CPU time (``time.process_time``), so that other load on
 a shared machine counts less. Targets: small groups <= 1.2x asyncio.TaskGroup,
 nested groups <= 1.5x per level and depth 1000 within 1.2x of depth 10,
 expiring scopes <= 1.0x asyncio.timeout.
+* Memory per waiting child: N children blocked in one group, traced with
+  ``tracemalloc`` (spawn keeps its handles, as its caller does); target <= 1.05x
+  ``asyncio.TaskGroup``, flat in N.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import asyncio
 import gc
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -115,6 +119,65 @@ def _expiring_cases(uses: int) -> _Cases:
     }
 
 
+async def _blocked(release: asyncio.Event) -> None:
+    await release.wait()
+
+
+async def _peak_per_child(n: int, kind: str) -> float:
+    """Bytes traced per child while ``n`` children wait in one group (tracemalloc)."""
+    release = asyncio.Event()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        if kind == "asyncio.TaskGroup":
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(n):
+                    tg.create_task(_blocked(release))
+                await asyncio.sleep(0)  # every child at its first await
+                used = tracemalloc.get_traced_memory()[0] - before
+                release.set()
+        else:
+            handles = []
+            async with cohort.TaskGroup() as g:
+                if kind == "cohort.TaskGroup spawn":
+                    # The handles kept, as a caller of spawn does.
+                    handles = [g.spawn(_blocked, release) for _ in range(n)]
+                else:
+                    for _ in range(n):
+                        g.start_soon(_blocked, release)
+                await asyncio.sleep(0)
+                used = tracemalloc.get_traced_memory()[0] - before
+                release.set()
+            del handles
+    finally:
+        tracemalloc.stop()
+    return used / n
+
+
+_MEMORY_KINDS = ("asyncio.TaskGroup", "cohort.TaskGroup spawn", "cohort.TaskGroup start_soon")
+
+
+def _memory_table(sizes: list[int], factory: LoopFactory, loop_name: str) -> str:
+    lines = [
+        f"## Memory per waiting child ({loop_name}; tracemalloc, bytes)\n",
+        "| children | " + " | ".join(_MEMORY_KINDS) + " | spawn / asyncio | start_soon / asyncio |",
+        "|---|" + "---|" * (len(_MEMORY_KINDS) + 2),
+    ]
+    for n in sizes:
+        per = {}
+        for kind in _MEMORY_KINDS:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                gc.collect()
+                per[kind] = runner.run(_peak_per_child(n, kind))
+        base = per["asyncio.TaskGroup"]
+        lines.append(
+            f"| {n:,} | "
+            + " | ".join(f"{per[k]:.0f}" for k in _MEMORY_KINDS)
+            + f" | {per[_MEMORY_KINDS[1]] / base:.3f}x | {per[_MEMORY_KINDS[2]] / base:.3f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _cpu_compare(
     cases: list[tuple[str, Callable[[], object]]], rounds: int, per: int
 ) -> list[CaseResult]:
@@ -194,6 +257,9 @@ def main(quick: bool) -> str:
                     depth * repeat,
                 )
             )
+        out.append(
+            _memory_table([10_000] if quick else [10_000, 100_000, 1_000_000], factory, loop_name)
+        )
         out.append(
             _measure(
                 f"Scope whose deadline fires (x{uses:,}, {loop_name})",

@@ -518,7 +518,7 @@ def check_policy(runner: Runner, rec: Record) -> None:
     handles = [rec.handles[i] for i in rec.spawn_order]
     critical = [h for h in handles if h.critical]
     crit_failures = [
-        h for h in critical if h.status in (ChildStatus.FAILED, ChildStatus.TIMED_OUT) and h._error
+        h for h in critical if h.status in (ChildStatus.FAILED, ChildStatus.TIMED_OUT) and h.error
     ]
     success_values = [h.result() for h in handles if h.status is ChildStatus.SUCCEEDED]
     if isinstance(exc, TimeoutError):

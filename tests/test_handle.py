@@ -56,3 +56,19 @@ async def test_a_cancelled_child_has_not_failed() -> None:
     with pytest.raises(asyncio.CancelledError):
         h.result()
     assert not h.cancel()  # already done
+
+
+async def test_two_handles_of_one_child_are_equal_and_outlive_the_group() -> None:
+    async with cohort.TaskGroup(cohort.Settle()) as g:
+        h = g.spawn(ok, "v", 1)
+        other = g.spawn(bad, "boom", 1)
+    assert g.handles == [h, other]
+    assert h != other
+    assert len({h, *g.handles}) == 2
+    assert (h.status, h.result(), h.outcome().value, h.cancel()) == (
+        cohort.ChildStatus.SUCCEEDED,
+        "v",
+        "v",
+        False,
+    )
+    assert await other.wait() == other.outcome()

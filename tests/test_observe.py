@@ -60,6 +60,28 @@ async def test_nested_group_names_its_parent(events: list[dict[str, object]]) ->
     assert [(e["group"], e["parent"]) for e in entered] == [("outer", None), ("inner", "outer")]
 
 
+async def test_a_group_names_the_group_whose_body_or_child_it_runs_in(
+    events: list[dict[str, object]],
+) -> None:
+    async def in_child() -> None:
+        async with cohort.TaskGroup(name="child-outer") as g:
+            async with cohort.TaskGroup(name="child-inner") as g2:
+                g2.spawn(ok, 1)
+            g.spawn(ok, 2)
+
+    async with cohort.TaskGroup(name="top") as g:
+        async with cohort.TaskGroup(name="body") as g2:
+            g2.spawn(in_child)
+        g.spawn(ok, 3)
+    exited = {e["group"]: e["parent"] for e in events if e["event"] == "group exited"}
+    assert exited == {
+        "top": None,
+        "body": "top",
+        "child-outer": "body",
+        "child-inner": "child-outer",
+    }
+
+
 @pytest.mark.virtual_clock
 async def test_timed_out_and_cancelled_children_are_reported(
     events: list[dict[str, object]],

@@ -103,3 +103,66 @@ async def test_statistics_is_a_frozen_snapshot() -> None:
     with pytest.raises(AttributeError):
         s.running = 5  # type: ignore[misc]
     assert cohort.TaskGroup().statistics().phase == "new"
+
+
+class _SeesSuccesses(cohort.JoinPolicy):
+    def __init__(self, sees: bool) -> None:
+        if not sees:
+            self.consults_on_success = False  # set on the instance, not the class
+        self.seen: list[str] = []
+
+    def on_child_done(self, group: cohort.GroupView, handle: cohort.ChildView) -> cohort.Decision:
+        self.seen.append(handle.name)
+        return cohort.Decision.CONTINUE
+
+
+async def test_an_instance_that_sets_consults_on_success_is_read_on_its_own() -> None:
+    for sees, expected in ((True, ["a"]), (False, []), (True, ["a"])):
+        policy = _SeesSuccesses(sees)
+        async with cohort.TaskGroup(join=policy) as g:
+            g.spawn(ok, 1, 1, name="a")
+        assert policy.seen == expected
+
+
+class _Continues(cohort.JoinPolicy):
+    def on_all_done(self, group: cohort.GroupView) -> cohort.Decision:
+        return cohort.Decision.CONTINUE
+
+
+def test_every_joiner_asks_a_policy_the_same_questions() -> None:
+    from cohort._core import _policies
+
+    class View:
+        name = "v"
+        spawned = succeeded = 1
+        failed = pending = 0
+        body_done = True
+        timed_out = False
+        results: list[Any] = [1]
+
+        def errors_of_critical(self) -> list[Exception]:
+            return []
+
+    class Done:
+        name = "c"
+        critical = True
+        status = cohort.ChildStatus.SUCCEEDED
+        failed = False
+        error = None
+
+    gather, quorum = cohort.Gather(), cohort.Quorum(1)
+    g_traits, q_traits = _policies.traits_of(gather), _policies.traits_of(quorum)
+    assert g_traits is _policies.traits_of(cohort.Gather())  # once per class
+    assert g_traits.lean
+    assert not q_traits.lean
+    # A success is shown to Quorum (it counts toward k), not to Gather.
+    assert _policies.ask_child_done(gather, g_traits, View(), Done()) is cohort.Decision.CONTINUE
+    assert _policies.ask_child_done(quorum, q_traits, View(), Done()) is cohort.Decision.DONE
+    # on_all_done answering CONTINUE means DONE: nothing is left to wait for.
+    cont = _Continues()
+    assert _policies.ask_all_done(cont, _policies.traits_of(cont), View()) is cohort.Decision.DONE
+    assert _policies.ask_timeout(gather, g_traits, View(), partial=True) is cohort.Decision.DONE
+    assert _policies.ask_timeout(gather, g_traits, View(), partial=False) is cohort.Decision.FAIL
+    assert _policies.fan_in_refusal(quorum) is None
+    assert "on_spawn" in (_policies.fan_in_refusal(Recorder()) or "")
+    assert "JoinPolicy" in (_policies.fan_in_refusal(object()) or "")

@@ -26,13 +26,11 @@ class TwoOrThreeStrikes(cohort.JoinPolicy):
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
+from cohort._core._child import ChildStatus
 from cohort._exceptions import CohortError, QuorumError
 from cohort._validate import check_count
-
-if TYPE_CHECKING:
-    from cohort._core._handle import ChildStatus
 
 __all__ = [
     "ChildView",
@@ -43,6 +41,14 @@ __all__ = [
     "JoinPolicy",
     "Quorum",
     "Settle",
+    "Traits",
+    "ask_all_done",
+    "ask_body_done",
+    "ask_child_done",
+    "ask_spawned",
+    "ask_timeout",
+    "fan_in_refusal",
+    "traits_of",
 ]
 
 
@@ -264,3 +270,122 @@ class FirstWins(Quorum):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+# -- the one policy question ---------------------------------------------------------
+#
+# Whoever joins children under a policy (a TaskGroup, a Flow node's fan-in, a
+# pipeline fork through its group) asks it through these functions, with its own
+# GroupView and ChildView objects, and gets the same answers: a hook that is
+# JoinPolicy's own is not called, its answer is known.
+
+
+class Traits(NamedTuple):
+    """What a joiner needs to know of a policy's class, worked out once per class."""
+
+    #: ``results`` in completion order (the joiner keeps the finished children in order).
+    completion_order: bool
+    #: ``on_child_done`` is asked about successes too (else a success only counts).
+    sees_successes: bool
+    #: ``on_spawn`` is the policy's own (asked for each critical child spawned).
+    sees_spawns: bool
+    #: ``on_body_done`` is the policy's own.
+    sees_body_done: bool
+    #: ``on_all_done`` is the policy's own (JoinPolicy's says DONE).
+    sees_all_done: bool
+    #: ``on_timeout`` is the policy's own (JoinPolicy's defers to the joiner's mode).
+    sees_timeout: bool
+    #: A critical child's success only counts: nothing to keep, nothing to ask.
+    lean: bool
+
+
+_CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
+_SUCCEEDED: Final = ChildStatus.SUCCEEDED
+_by_class: dict[type[JoinPolicy], Traits] = {}
+# Class attributes an instance may set for itself (then its traits are its own).
+_PER_INSTANCE = ("results_order", "consults_on_success")
+
+
+def traits_of(policy: JoinPolicy) -> Traits:
+    """The traits of ``policy``: cached per class, unless the instance sets the
+    class-level switches (``results_order``, ``consults_on_success``) itself."""
+    kind = type(policy)
+    own = getattr(policy, "__dict__", None)
+    if own and any(name in own for name in _PER_INSTANCE):
+        return _traits(policy, kind)
+    traits = _by_class.get(kind)
+    if traits is None:
+        traits = _by_class[kind] = _traits(policy, kind)
+    return traits
+
+
+def _traits(policy: JoinPolicy, kind: type[JoinPolicy]) -> Traits:
+    completion_order = policy.results_order == "completion"
+    sees_successes = (
+        bool(policy.consults_on_success) and kind.on_child_done is not JoinPolicy.on_child_done
+    )
+    return Traits(
+        completion_order=completion_order,
+        sees_successes=sees_successes,
+        sees_spawns=kind.on_spawn is not JoinPolicy.on_spawn,
+        sees_body_done=kind.on_body_done is not JoinPolicy.on_body_done,
+        sees_all_done=kind.on_all_done is not JoinPolicy.on_all_done,
+        sees_timeout=kind.on_timeout is not JoinPolicy.on_timeout,
+        lean=not completion_order and not sees_successes,
+    )
+
+
+def ask_spawned(policy: JoinPolicy, traits: Traits, group: GroupView, child: ChildView) -> Decision:
+    """A critical child was spawned."""
+    return policy.on_spawn(group, child) if traits.sees_spawns else _CONTINUE
+
+
+def ask_child_done(
+    policy: JoinPolicy, traits: Traits, group: GroupView, child: ChildView
+) -> Decision:
+    """A critical child ended (the joiner has counted it): a success is shown to the
+    policy only if it asks to see successes."""
+    if child.status is _SUCCEEDED and not traits.sees_successes:
+        return _CONTINUE
+    return policy.on_child_done(group, child)
+
+
+def ask_body_done(policy: JoinPolicy, traits: Traits, group: GroupView) -> Decision:
+    """No more children will come (the body ended)."""
+    return policy.on_body_done(group) if traits.sees_body_done else _CONTINUE
+
+
+def ask_all_done(policy: JoinPolicy, traits: Traits, group: GroupView) -> Decision:
+    """Every critical child ended and nothing decided yet: DONE or FAIL (a CONTINUE
+    here means DONE, there being nothing left to wait for)."""
+    if not traits.sees_all_done:
+        return _DONE
+    return _FAIL if policy.on_all_done(group) is _FAIL else _DONE
+
+
+def ask_timeout(policy: JoinPolicy, traits: Traits, group: GroupView, partial: bool) -> Decision:
+    """The joiner's timeout fired: the policy's answer, or, where it has none, FAIL
+    (``on_timeout="raise"``) or DONE (``partial``)."""
+    decision = policy.on_timeout(group) if traits.sees_timeout else None
+    if decision is None:
+        return _DONE if partial else _FAIL
+    return decision
+
+
+def fan_in_refusal(policy: object) -> str | None:
+    """Why ``policy`` cannot join a fan-in whose children are not spawned one by one
+    and that has no timeout of its own (a Flow node's upstreams); ``None`` if it can."""
+    if not isinstance(policy, JoinPolicy):
+        return (
+            "join= takes a cohort.JoinPolicy: Gather(), Quorum(k), FirstWins(), Settle() "
+            f"or a subclass, got {policy!r}"
+        )
+    traits = traits_of(policy)
+    for hook, overridden in (("on_spawn", traits.sees_spawns), ("on_timeout", traits.sees_timeout)):
+        if overridden:
+            return (
+                f"join={policy!r} overrides {hook}(), which a fan-in never calls (its "
+                "upstreams are not spawned by it and it has no timeout of its own); "
+                "decide in on_child_done()/on_all_done(), or use it in a TaskGroup"
+            )
+    return None

@@ -56,7 +56,6 @@ _current_task = asyncio.current_task
 _modules = sys.modules
 _CancelledError = asyncio.CancelledError
 _INF: Final = math.inf
-_NAN: Final = math.nan
 
 
 def outside_asyncio(what: str) -> str:
@@ -321,7 +320,7 @@ class CancelScope:
         if type(deadline) is not float or deadline != deadline:  # not the common case
             deadline = _check_deadline(deadline)
         self._deadline = deadline
-        self._relative = _NAN
+        self._relative: float | None = None  # move_on_after/fail_after: seconds from entry
         self._shield = shield
         self._fail = False
         self._phase = _IDLE
@@ -349,7 +348,7 @@ class CancelScope:
     @property
     def deadline(self) -> float:
         """The absolute deadline (settable; ``math.inf`` for none)."""
-        if self._phase is _IDLE and self._relative == self._relative:
+        if self._phase is _IDLE and self._relative is not None:
             try:
                 return asyncio.get_running_loop().time() + self._relative
             except RuntimeError:
@@ -366,7 +365,7 @@ class CancelScope:
                 "(as asyncio.Timeout.reschedule); enter a new scope"
             )
         value = _check_deadline(value)
-        self._relative = math.nan
+        self._relative = None
         self._deadline = value
         state = self._state
         if self._phase is _ACTIVE and state is not None:
@@ -467,7 +466,7 @@ class CancelScope:
         self._entry_cancelling = task.cancelling()
         if _ANYIO_BACKEND in _modules:
             self._anyio = _anyio_scope(task)
-        if self._relative == self._relative:
+        if self._relative is not None:
             self._deadline = state.loop.time() + self._relative
         stack = state.stack
         deadline = self._deadline
@@ -501,7 +500,7 @@ class CancelScope:
             if self._fail and self._reason is _DEADLINE:
                 what = (
                     f"fail_after({self._relative:g})"
-                    if self._relative == self._relative
+                    if self._relative is not None
                     else f"fail_at({self._deadline:g})"
                 )
                 raise TimeoutError(f"cohort.{what}: the deadline passed") from exc

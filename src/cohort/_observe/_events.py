@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cohort._core._handle import Handle
+    from cohort._core._child import Child
     from cohort._core._policies import Decision, JoinPolicy
 
 __all__ = ["GroupStatistics", "configure_logging", "enable_events"]
@@ -110,7 +110,7 @@ def child_started(child: str, group: str, parent: str | None) -> None:
     EVENTS.log.debug("child started", child=child, group=group, parent=parent)
 
 
-def child_ended(handle: Handle[Any], group: str, parent: str | None) -> None:
+def child_ended(handle: Child, group: str, parent: str | None) -> None:
     """``child succeeded`` and ``child cancelled`` at debug, failures and timeouts at info."""
     status = handle.status
     log = EVENTS.log.debug if status.value in ("succeeded", "cancelled") else EVENTS.log.info

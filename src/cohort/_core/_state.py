@@ -1,0 +1,428 @@
+"""A task group's state and what is read of it: ``GroupState``, the base of ``TaskGroup``.
+
+The records of the children (running by task, kept in spawn order, finished in
+completion order, queued), the counters the policies read, the results, and the
+phase. ``TaskGroup`` (``cohort._core._group``) adds what changes that state:
+spawning, the completion path, decisions, entry and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import enum
+import itertools
+import operator
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, Literal, NoReturn
+
+from cohort._core import _scopes
+from cohort._core._child import Child, ChildStatus, Outcome
+from cohort._core._coros import close_coroutines
+from cohort._core._handle import Handle
+from cohort._core._policies import Decision, Gather, JoinPolicy, traits_of
+from cohort._core._scopes import CancelScope
+from cohort._observe._events import GroupStatistics
+from cohort._validate import check_count, check_seconds
+
+__all__ = ["GroupState", "Phase", "Queued", "TreeRow", "live_groups", "open_groups"]
+
+_CancelledError = asyncio.CancelledError
+_CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
+_SUCCEEDED = ChildStatus.SUCCEEDED
+_by_seq = operator.attrgetter("seq")
+
+
+class Phase(enum.Enum):
+    """Where a group is in its life (as CPython's ``asyncio.timeouts._State``)."""
+
+    NEW = "new"
+    OPEN = "open"  # the body runs
+    EXITING = "exiting"  # the body has finished; waiting for the children
+    CLOSED = "closed"
+
+
+_NEW, _EXITING, _CLOSED = Phase.NEW, Phase.EXITING, Phase.CLOSED
+
+# A child as task_tree() shows it: name, status, started, ended and its task.
+TreeRow = tuple[str, ChildStatus, float | None, float | None, asyncio.Task[Any] | None]
+# A child waiting for a ``limit`` slot: its record, the coroutine to run, the context.
+Queued = tuple[Child, Coroutine[Any, Any, Any], contextvars.Context]
+
+_group_numbers = itertools.count(1)
+# Every open group and the task it runs in, in entry order, for task_tree() and
+# for naming a group's parent in events (added at entry, removed at exit).
+live_groups: dict[GroupState, asyncio.Task[Any]] = {}
+
+# The policy of a group given none: policies keep no state, one serves every group.
+_DEFAULT_POLICY: Final = Gather()
+_DEFAULT_TRAITS: Final = traits_of(_DEFAULT_POLICY)
+
+
+def open_groups(loop: asyncio.AbstractEventLoop) -> list[tuple[Any, asyncio.Task[Any]]]:
+    """The groups open on ``loop``, each with the task whose body it is, in entry order."""
+    return [(g, task) for g, task in list(live_groups.items()) if task.get_loop() is loop]
+
+
+class GroupState:
+    """A task group's state, its counters for policies and its results (see ``TaskGroup``)."""
+
+    # Slots: a group's state is read on every spawn and every child's end, and
+    # more attributes than a shared-key instance dict holds would slow each read.
+    # __dict__ and __weakref__ stay, as for any class.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_accepting",
+        "_base_token",
+        "_clock",
+        "_completed",
+        "_count",
+        "_decision",
+        "_done_cb",
+        "_entered_at",
+        "_failed",
+        "_kept",
+        "_lean",
+        "_limit",
+        "_loop",
+        "_name",
+        "_on_timeout_mode",
+        "_phase",
+        "_policy",
+        "_queue",
+        "_scope",
+        "_spawned",
+        "_succeeded",
+        "_task",
+        "_tasks",
+        "_thread",
+        "_timeout",
+        "_traits",
+        "_waiter",
+    )
+
+    # Rarely set, so not slots: these class-level values serve until an instance
+    # sets its own (in its __dict__), and a group that never needs them pays no store.
+    _unsorted: bool = False  # a start_soon child's record was added out of spawn order
+    _child_errors: bool = False  # a child failed or timed out (critical or not)
+    _timed_out: bool = False
+    # KeyboardInterrupt/SystemExit seen in the body or a child: re-raised bare.
+    _base_error: BaseException | None = None
+    # Any error that is not an Exception (those two included): no policy may
+    # swallow it, the group fails.
+    _fatal: bool = False
+    _outside_cancel: bool = False
+    _cancel_exc: _CancelledError | None = None
+    # The group this one runs in (for events), found on first need while open.
+    _parent: GroupState | Literal[False] | None = False
+
+    def __init__(
+        self,
+        join: JoinPolicy | None = None,
+        *,
+        limit: int | None = None,
+        timeout: float | None = None,
+        on_timeout: Literal["raise", "partial"] = "raise",
+        name: str | None = None,
+    ) -> None:
+        if join is None:
+            join = _DEFAULT_POLICY
+            traits = _DEFAULT_TRAITS
+        elif isinstance(join, JoinPolicy):
+            traits = traits_of(join)
+        else:
+            if isinstance(join, type) and issubclass(join, JoinPolicy):
+                raise TypeError(f"join= takes a policy instance: write join={join.__name__}()")
+            raise TypeError(f"join= must be a cohort.JoinPolicy instance, got {join!r}")
+        if limit is not None:
+            limit = check_count("limit", limit)
+        if timeout is not None:
+            timeout = check_seconds("timeout", timeout)
+        if type(on_timeout) is not str or (on_timeout != "raise" and on_timeout != "partial"):
+            if not isinstance(on_timeout, str):
+                raise TypeError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
+            if on_timeout not in ("raise", "partial"):
+                raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
+        self._policy = join
+        self._traits = traits
+        # A critical child's success only counts: not kept in completion order, no
+        # policy hook to call.
+        self._lean = traits.lean
+        self._limit = limit
+        self._timeout = timeout
+        self._on_timeout_mode = on_timeout
+        self._name = name
+        self._phase = _NEW
+        self._accepting = False  # open and undecided: spawn() is allowed
+        self._count = 0  # children admitted: the next one's place in spawn order
+        # The running children by their task; the records shown in handles/outcomes
+        # (in spawn order unless _unsorted); the finished ones in completion order
+        # (for a policy that orders results so).
+        self._tasks: dict[asyncio.Task[Any], Child] = {}
+        self._kept: list[Child] = []
+        self._completed: list[Child] = []
+        # Children waiting for a ``limit`` slot (None until the first one waits).
+        self._queue: deque[Queued] | None = None
+        self._spawned = 0
+        self._succeeded = 0
+        self._failed = 0
+        self._decision = _CONTINUE
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
+        # While open: _on_task_done, bound once for every child (dropped at exit,
+        # so that no cycle is left behind).
+        self._done_cb: Callable[[asyncio.Task[Any]], None] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._thread = 0  # the id of the thread that runs the group's loop, from entry
+        self._scope: CancelScope | None = None
+        self._entered_at: float | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<TaskGroup {self.name!r} {self._phase.value} join={self._policy!r} "
+            f"children={self._count}>"
+        )
+
+    def statistics(self) -> GroupStatistics:
+        """The group's counters now, as a frozen record (for monitoring and policies)."""
+        entered = self._entered_at
+        return GroupStatistics(
+            name=self.name,
+            policy=self._policy,
+            phase=self._phase.value,
+            decision=self._decision,
+            children=self._count,
+            running=len(self._tasks),
+            queued=len(self._queue or ()),
+            spawned=self._spawned,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            timed_out=self._timed_out,
+            cancelled_from_outside=self._outside_cancel,
+            elapsed=0.0 if entered is None else self._loop.time() - entered,
+        )
+
+    # -- counters for policies ---------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The group's name: ``name=``, or ``TaskGroup-N``."""
+        if self._name is None:
+            self._name = f"TaskGroup-{next(_group_numbers)}"
+        return self._name
+
+    @property
+    def policy(self) -> JoinPolicy:
+        """The join policy that decides when the group is done."""
+        return self._policy
+
+    @property
+    def spawned(self) -> int:
+        """Critical children spawned so far."""
+        return self._spawned
+
+    @property
+    def succeeded(self) -> int:
+        """Critical children that succeeded."""
+        return self._succeeded
+
+    @property
+    def failed(self) -> int:
+        """Critical children that failed, timed out or were cancelled."""
+        return self._failed
+
+    @property
+    def pending(self) -> int:
+        """Critical children not finished yet (queued or running)."""
+        return self._spawned - self._succeeded - self._failed
+
+    @property
+    def body_done(self) -> bool:
+        """True once the ``async with`` body has finished."""
+        return self._phase in (_EXITING, _CLOSED)
+
+    @property
+    def timed_out(self) -> bool:
+        """True if the group's timeout fired."""
+        return self._timed_out
+
+    # -- results ------------------------------------------------------------------
+
+    @property
+    def results(self) -> list[Any]:
+        """Successful values: spawn order; for quorum policies the critical values that
+        made the quorum, in completion order (optional children: see ``outcomes``)."""
+        policy = self._policy
+        if self._traits.completion_order:
+            values = [c.value for c in self._completed if c.status is _SUCCEEDED and c.critical]
+            cap = policy.results_limit
+            return values[:cap] if cap is not None and self._decision is _DONE else values
+        return [c.value for c in self._records() if c.status is _SUCCEEDED]
+
+    @property
+    def result(self) -> Any:
+        """The winner's value (for ``FirstWins``): the first successful result."""
+        values = self.results
+        if not values:
+            raise LookupError(f"no child of {self!r} succeeded")
+        return values[0]
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Errors of children that failed or timed out (critical or not), spawn order."""
+        return [c.error for c in self._records() if c.error is not None]
+
+    def errors_of_critical(self) -> list[Exception]:
+        """Errors of critical children that failed or timed out, in spawn order."""
+        return [c.error for c in self._records() if c.critical and isinstance(c.error, Exception)]
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """One record per child in spawn order (a ``start_soon`` child only if it did
+        not succeed)."""
+        return [c.outcome() for c in self._records()]
+
+    @property
+    def handles(self) -> list[Handle[Any]]:
+        """The children's handles in spawn order (a ``start_soon`` child's only if it
+        ended without succeeding)."""
+        return [Handle(c) for c in self._records()]
+
+    def _records(self) -> list[Child]:
+        if self._unsorted:
+            self._kept.sort(key=_by_seq)
+            self._unsorted = False
+        return self._kept
+
+    def _tree_rows(self) -> list[TreeRow]:
+        """For ``task_tree()``: (name, status, started, ended, task) of every child with
+        a record, and of every ``start_soon`` child still running, in spawn order."""
+        children = [*self._records(), *(c for c in self._tasks.values() if not c.shown)]
+        children.sort(key=_by_seq)
+        rows: list[TreeRow] = []
+        for c in children:
+            task = c.task
+            # A running task's own name: it may have been renamed since.
+            name = task.get_name() if task is not None and c.label is not None else c.name
+            rows.append((name, c.status, c.started, c.ended, task))
+        return rows
+
+    @property
+    def _parent_name(self) -> str | None:
+        parent = self._parent
+        if parent is False:
+            parent = self._parent = self._find_parent()
+        return None if parent is None else parent.name
+
+    def _find_parent(self) -> GroupState | None:
+        """The group this one runs in: the innermost open group whose body runs in the
+        same task, else the group of which that task is a child (read only for events:
+        no context variable is set at each entry for it)."""
+        host = self._task
+        child_of: GroupState | None = None
+        outer: GroupState | None = None
+        for g, task in list(live_groups.items()):
+            if g is self:
+                break
+            if task is host:
+                outer = g
+            elif host in g._tasks:
+                child_of = g
+        return outer or child_of
+
+    def _on_fatal(self, exc: BaseException) -> None:
+        self._fatal = True
+        if self._base_error is None and isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            self._base_error = exc
+
+    def _refuse_spawn(self, fn: object) -> NoReturn:
+        close_coroutines((fn,))
+        if self._accepting:  # open, but called from another thread
+            raise RuntimeError(
+                f"cannot spawn into {self!r} from outside its event loop's thread; "
+                "use loop.call_soon_threadsafe or asyncio.run_coroutine_threadsafe"
+            )
+        if self._phase is _NEW:
+            raise RuntimeError(f"cannot spawn into {self!r}: enter it with `async with` first")
+        if self._phase is _CLOSED:
+            raise RuntimeError(f"cannot spawn into {self!r}: it has exited")
+        raise RuntimeError(
+            f"cannot spawn into {self!r}: its policy has decided "
+            f"({self._decision.value}); spawn into a new group"
+        )
+
+    # -- what the group ends with -------------------------------------------------
+
+    def _raise_outcome(self, exc: BaseException | None, body_error: BaseException | None) -> bool:
+        """Raise what the group ended with; return True to swallow the body's exception."""
+        if self._base_error is not None:
+            raise self._base_error
+        policy = self._policy
+        child_errors = self._errors_to_raise()
+        if body_error is not None:
+            self._keep_outside_cancel(exc)
+            raise BaseExceptionGroup(f"{self.name}: the body failed", [body_error, *child_errors])
+        if self._outside_cancel:
+            if child_errors:
+                self._keep_outside_cancel(exc)
+                raise BaseExceptionGroup(f"{self.name}: children failed", child_errors)
+            if isinstance(exc, _CancelledError):
+                return False
+            raise self._cancel_exc or _CancelledError()
+        if self._decision is _FAIL:
+            if self._timed_out:
+                timeout_error = TimeoutError(
+                    f"{self.name} timed out after {self._timeout} s ({self._policy!r})"
+                )
+                if child_errors:
+                    raise BaseExceptionGroup(
+                        f"{self.name}: timed out", [*child_errors, timeout_error]
+                    )
+                raise timeout_error
+            if self._fatal:
+                raise BaseExceptionGroup(f"{self.name}: children failed", child_errors)
+            raise policy.error(self)
+        if child_errors:
+            # Decided DONE (partial timeout, g.cancel()) but children failed on
+            # their way out: never swallowed.
+            raise BaseExceptionGroup(f"{self.name}: children failed", child_errors)
+        return True
+
+    def _keep_outside_cancel(self, exc: BaseException | None) -> None:
+        """Errors win over an outside cancellation, as in asyncio.TaskGroup; the
+        cancellation is not lost: a raw task.cancel() is delivered again at the
+        next await (uncancel + cancel keeps the count, as asyncio does since
+        gh-116720), and an enclosing cohort scope gets its own delivered again
+        if it is still active then.
+
+        Only a ``CancelledError`` the group consumed (the body's, or one that
+        ended a wait for the children) is delivered again: a cancellation still
+        held back by a shield arrives on its own, and one the body caught stays
+        caught (edge-triggered)."""
+        if not self._outside_cancel or (
+            self._cancel_exc is None and not isinstance(exc, _CancelledError)
+        ):
+            return
+        task = self._task
+        assert task is not None
+        if _scopes.foreign_cancels(task):
+            task.uncancel()
+            task.cancel()
+        _scopes.redeliver(task)
+
+    def _errors_to_raise(self) -> list[BaseException]:
+        """Child errors the group raises, in spawn order: critical failures if the
+        policy raises them, and any child error that is not an ``Exception``."""
+        if not self._child_errors:
+            return []
+        raises = self._policy.raises_child_errors
+        return [
+            c.error
+            for c in self._records()
+            if c.error is not None
+            and (not isinstance(c.error, Exception) or (raises and c.critical))
+        ]
