@@ -43,9 +43,7 @@ class Node(Generic[R]):
 
     __slots__ = (
         "_cohort_cpu_target",
-        "asks_all_done",
         "cancellable",
-        "consult_ok",
         "critical",
         "dependents",
         "deps",
@@ -64,6 +62,7 @@ class Node(Generic[R]):
         "simple",
         "target",
         "timeout",
+        "traits",
     )
 
     def __init__(self, flow: Flow, fn: Callable[..., Any], options: dict[str, Any]) -> None:
@@ -84,8 +83,7 @@ class Node(Generic[R]):
         self.dependents: list[Node[Any]] = []  # the nodes that take it, in declaration order
         self.cancellable = False  # set when a join may start without it (it may be cut short)
         join = self.join
-        self.consult_ok = _join.shown_successes(join)
-        self.asks_all_done = _join.asks_all_done(join)
+        self.traits = _join.traits(join)  # what the policy's class asks to see
         self.outcomes = _join.takes_outcomes(join)  # it takes each upstream's Outcome
         # What a worker process is sent: a reference to the function by its module
         # and name. The decorator rebinds that name to this node, so the node leads

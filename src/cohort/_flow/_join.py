@@ -11,7 +11,19 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cohort._core._handle import ChildStatus
-from cohort._core._policies import ChildView, Decision, Gather, GroupView, JoinPolicy, Settle
+from cohort._core._policies import (
+    ChildView,
+    Decision,
+    Gather,
+    GroupView,
+    JoinPolicy,
+    Settle,
+    Traits,
+    ask_all_done,
+    ask_child_done,
+    fan_in_refusal,
+    traits_of,
+)
 
 if TYPE_CHECKING:
     from cohort._flow._graph import Node
@@ -21,12 +33,11 @@ __all__ = [
     "NEVER",
     "START",
     "WAIT",
-    "asks_all_done",
     "check_join",
     "decide",
     "may_start_early",
-    "shown_successes",
     "takes_outcomes",
+    "traits",
 ]
 
 START = 1  # the node may start now
@@ -40,31 +51,16 @@ _CANCELLED = ChildStatus.CANCELLED
 
 
 def check_join(join: object) -> None:
-    """``join=`` must be a policy whose answers a flow can ask for."""
-    if not isinstance(join, JoinPolicy):
-        raise TypeError(
-            "join= takes a cohort.JoinPolicy: Gather(), Quorum(k), FirstWins(), Settle() "
-            f"or a subclass, got {join!r}"
-        )
-    kind = type(join)
-    for hook in ("on_spawn", "on_timeout"):
-        if getattr(kind, hook) is not getattr(JoinPolicy, hook):
-            raise TypeError(
-                f"join={join!r} overrides {hook}(), which a flow never calls (a node's "
-                "upstreams are not spawned by it and its join has no timeout of its own); "
-                "decide in on_child_done()/on_all_done(), or use it in a TaskGroup"
-            )
+    """``join=`` must be a policy whose answers a flow can ask for (the refusal a
+    task group's fan-ins share: ``fan_in_refusal``)."""
+    refusal = fan_in_refusal(join)
+    if refusal is not None:
+        raise TypeError(refusal)
 
 
-def shown_successes(join: JoinPolicy) -> bool:
-    """Whether an upstream's success is shown to ``join`` (as a TaskGroup shows a
-    child's: only if the policy asks to see successes and has a hook for them)."""
-    return join.consults_on_success and type(join).on_child_done is not JoinPolicy.on_child_done
-
-
-def asks_all_done(join: JoinPolicy) -> bool:
-    """Whether ``join`` has an ``on_all_done`` of its own (``JoinPolicy``'s says DONE)."""
-    return type(join).on_all_done is not JoinPolicy.on_all_done
+def traits(join: JoinPolicy) -> Traits:
+    """What a flow needs to know of ``join``'s class, as a task group does."""
+    return traits_of(join)
 
 
 def may_start_early(join: JoinPolicy) -> bool:
@@ -95,19 +91,21 @@ def decide(
     there means DONE. May raise what the policy raises.
     """
     join = node.join
+    traits = node.traits
     view: _JoinView | None = None
-    if not counted or node.consult_ok:
+    if not counted or traits.sees_successes:
         view = _JoinView(node, record, records)
-        decision = join.on_child_done(view, _UpstreamView(upstream, counted))
+        decision = ask_child_done(join, traits, view, _UpstreamView(upstream, counted))
         if decision is _DONE:
             return START
         if decision is _FAIL:
             return NEVER
     if record.n_ok + record.n_bad < node.n_deps:
         return WAIT
-    if not node.asks_all_done:
-        return START
-    return NEVER if join.on_all_done(view or _JoinView(node, record, records)) is _FAIL else START
+    if not traits.sees_all_done:
+        return START  # ask_all_done's answer, without making a view for it
+    view = view or _JoinView(node, record, records)
+    return NEVER if ask_all_done(join, traits, view) is _FAIL else START
 
 
 class _JoinView:

@@ -395,7 +395,7 @@ class Run:
             waiting = records[dependent.name]
             if counted:
                 count = waiting.n_ok = waiting.n_ok + 1
-                if not dependent.consult_ok and count + waiting.n_bad < dependent.n_deps:
+                if not dependent.traits.sees_successes and count + waiting.n_bad < dependent.n_deps:
                     continue  # a policy not shown successes (Gather): nothing to decide yet
             else:
                 waiting.n_bad += 1
