@@ -861,3 +861,44 @@ async def test_a_finished_run_leaves_nothing_for_the_cycle_collector() -> None:
         gc.garbage.clear()
         gc.enable()
     assert left == []
+
+
+class _TwoSuffice(cohort.JoinPolicy):
+    """Done at the second success: a policy of the user's own, not a built-in type."""
+
+    consults_on_success = True
+
+    def on_child_done(self, group: cohort.GroupView, handle: cohort.ChildView) -> cohort.Decision:
+        return cohort.Decision.DONE if group.succeeded >= 2 else cohort.Decision.CONTINUE
+
+
+class _MyGather(cohort.Gather):
+    """A subclass of Gather: a fan-in under it waits for every upstream, as Gather's."""
+
+
+@vc
+@pytest.mark.parametrize("policy", [_TwoSuffice(), _MyGather()], ids=["custom", "gather-subclass"])
+async def test_a_policy_of_the_users_own_decides_a_fan_in_as_it_decides_a_group(
+    policy: cohort.JoinPolicy,
+) -> None:
+    durations = {"a": 1.0, "b": 2.0, "c": 5.0}
+
+    async def leg(name: str) -> str:
+        await asyncio.sleep(durations[name])
+        return name
+
+    async with cohort.TaskGroup(policy) as g:
+        for name in durations:
+            g.spawn(leg, name, name=name)
+    group_done = now()
+
+    flow = cohort.Flow("legs", inputs=["x"])
+    for name in durations:
+        flow.node(name=name)(_with_x(lambda name=name: leg(name)))
+
+    @flow.node(join=policy, critical=True)
+    async def joined(a: str | None, b: str | None, c: str | None) -> float:
+        return now() - group_done
+
+    result = await flow.run(x=0)
+    assert result[joined] == group_done  # the fan-in started when the group was done
