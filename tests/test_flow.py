@@ -872,12 +872,14 @@ class _TwoSuffice(cohort.JoinPolicy):
         return cohort.Decision.DONE if group.succeeded >= 2 else cohort.Decision.CONTINUE
 
 
-class _MyGather(cohort.Gather):
+class _GatherOfMine(cohort.Gather):
     """A subclass of Gather: a fan-in under it waits for every upstream, as Gather's."""
 
 
 @vc
-@pytest.mark.parametrize("policy", [_TwoSuffice(), _MyGather()], ids=["custom", "gather-subclass"])
+@pytest.mark.parametrize(
+    "policy", [_TwoSuffice(), _GatherOfMine()], ids=["custom", "gather-subclass"]
+)
 async def test_a_policy_of_the_users_own_decides_a_fan_in_as_it_decides_a_group(
     policy: cohort.JoinPolicy,
 ) -> None:
