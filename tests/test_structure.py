@@ -124,6 +124,9 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     ),
     # Outside cohort: the standard library and anyio.
     ("cohort/_core/_handle.py", "sys._getframe"): "documented CPython function",
+    ("cohort/_observe/_watchdog.py", "sys._current_frames"): (
+        "documented CPython function: the blocked loop thread's stack"
+    ),
     ("cohort/bridge/_worker.py", "os._exit"): "documented standard library function",
     ("cohort/bridge/_pool.py", "asyncio._get_running_loop"): (
         "in asyncio.__all__: the running loop or None, without raising"
@@ -194,6 +197,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("bridge", ("cohort.bridge",)),
     ("pipeline", ("cohort.pipeline",)),
     ("flow", ("cohort._flow",)),
+    (
+        "observe",
+        ("cohort._observe._hangs", "cohort._observe._watchdog", "cohort._observe._dump"),
+    ),
     ("testing", ("cohort.testing",)),
     ("api", ("cohort",)),
     ("applications", ("cohort.cli", "cohort.examples")),

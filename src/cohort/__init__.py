@@ -81,6 +81,7 @@ __all__ = [
     "GroupStatistics",
     "GroupView",
     "Handle",
+    "HangReport",
     "HedgeBudget",
     "JoinPolicy",
     "KeyedBulkhead",
@@ -110,8 +111,11 @@ __all__ = [
     "Stage",
     "StageStatistics",
     "StageStats",
+    "StallReport",
     "TaskGroup",
     "TaskTree",
+    "Wait",
+    "Watchdog",
     "WorkerCrashedError",
     "as_completed",
     "configure_logging",
@@ -123,6 +127,7 @@ __all__ = [
     "fail_at",
     "fork",
     "gather",
+    "hang_report",
     "hedge",
     "map",
     "move_on_after",
@@ -136,6 +141,7 @@ __all__ = [
     "stage",
     "task_tree",
     "to_process",
+    "watchdog",
 ]
 
 # Task groups, scopes, policies and the helpers built on them come with cohort.
@@ -156,6 +162,8 @@ _LAZY = {
     "cohort._core._retry": ("Retry", "RetryState", "retry"),
     "cohort._core._stream": ("ResultStream", "as_completed", "map"),
     "cohort._core._tree": ("GroupSnapshot", "TaskTree", "task_tree"),
+    "cohort._observe._hangs": ("HangReport", "Wait", "hang_report"),
+    "cohort._observe._watchdog": ("StallReport", "Watchdog", "watchdog"),
     "cohort.bridge": (
         "Executor",
         "PoolStatistics",
@@ -189,6 +197,8 @@ if _TYPE_CHECKING:
     from cohort._core._stream import ResultStream, as_completed, map
     from cohort._core._tree import GroupSnapshot, TaskTree, task_tree
     from cohort._flow._flow import Flow, FlowError, FlowResult, Node
+    from cohort._observe._hangs import HangReport, Wait, hang_report
+    from cohort._observe._watchdog import StallReport, Watchdog, watchdog
     from cohort._resilience._breaker import BreakerStatistics, CircuitBreaker, CircuitState
     from cohort._resilience._bulkhead import Bulkhead, BulkheadStatistics, KeyedBulkhead
     from cohort._resilience._hedge import HedgeBudget
