@@ -150,7 +150,8 @@ LOCAL_IMPORTS: dict[tuple[str, str], str] = {
        for module in ("cohort.bridge", "cohort.bridge._default")},
     ("cohort/_flow/_flow.py", "cohort.pipeline"): "Flow's arrow to pipelines (as_stage), hidden",
     **{("cohort/cli/__init__.py", module): "a subcommand's module, imported when it runs"
-       for module in ("cohort", "cohort.cli._bench", "cohort.cli._demo", "cohort.cli._run")},
+       for module in ("cohort", "cohort.cli._bench", "cohort.cli._demo", "cohort.cli._ps",
+                      "cohort.cli._run")},
     **{("cohort/cli/_demo.py", f"cohort.examples.fanout.{name}"): (
         "the demo's web examples need the optional web extras"
     ) for name in ("backends", "drill", "load", "loadtest", "service", "stack")},

@@ -122,6 +122,8 @@ __all__ = [
     "cpu",
     "current_deadline",
     "current_time",
+    "dump",
+    "enable_dump",
     "enable_events",
     "fail_after",
     "fail_at",
@@ -134,6 +136,7 @@ __all__ = [
     "move_on_at",
     "quorum",
     "race",
+    "request_dump",
     "retry",
     "run",
     "set_default_executor",
@@ -162,6 +165,7 @@ _LAZY = {
     "cohort._core._retry": ("Retry", "RetryState", "retry"),
     "cohort._core._stream": ("ResultStream", "as_completed", "map"),
     "cohort._core._tree": ("GroupSnapshot", "TaskTree", "task_tree"),
+    "cohort._observe._dump": ("dump", "enable_dump", "request_dump"),
     "cohort._observe._hangs": ("HangReport", "Wait", "hang_report"),
     "cohort._observe._watchdog": ("StallReport", "Watchdog", "watchdog"),
     "cohort.bridge": (
@@ -197,6 +201,7 @@ if _TYPE_CHECKING:
     from cohort._core._stream import ResultStream, as_completed, map
     from cohort._core._tree import GroupSnapshot, TaskTree, task_tree
     from cohort._flow._flow import Flow, FlowError, FlowResult, Node
+    from cohort._observe._dump import dump, enable_dump, request_dump
     from cohort._observe._hangs import HangReport, Wait, hang_report
     from cohort._observe._watchdog import StallReport, Watchdog, watchdog
     from cohort._resilience._breaker import BreakerStatistics, CircuitBreaker, CircuitState

@@ -1,4 +1,4 @@
-"""The ``cohort`` command: ``cohort run``, ``cohort bench`` and ``cohort demo``.
+"""The ``cohort`` command: ``run``, ``bench``, ``demo``, and ``ps``/``tree``/``why PID``.
 
 Built on the standard library's :mod:`argparse`, so the core keeps its
 dependency list short (structlog only); the command has three subcommands and
@@ -111,6 +111,22 @@ def _parser() -> argparse.ArgumentParser:
     from cohort.cli._demo import add_demo_arguments
 
     add_demo_arguments(demo)
+    for name, what in (
+        ("ps", "every task of a running process: its await point and coroutine chain"),
+        ("tree", "the task groups of a running process and their children"),
+        ("why", "what each task of a running process waits on, for whom; deadlocks"),
+    ):
+        ps = sub.add_parser(
+            name,
+            help=f"{what} (the process called cohort.enable_dump())",
+            description=(
+                f"Send SIGUSR1 to PID and print {what}, from the dump its "
+                "cohort.enable_dump() handler writes."
+            ),
+        )
+        ps.add_argument("pid", type=int, metavar="PID", help="the process to ask")
+        ps.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+        ps.add_argument("--all", action="store_true", help="print the whole dump")
     return parser
 
 
@@ -127,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cohort.cli._bench import bench_command
 
             return bench_command(args.names, quick=args.quick)
+        if args.command in ("ps", "tree", "why"):
+            from cohort.cli._ps import ps_command
+
+            return ps_command(args.command, args.pid, timeout=args.timeout, whole=args.all)
         from cohort.cli._demo import demo_command
 
         return demo_command(args)
