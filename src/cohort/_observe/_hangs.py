@@ -180,10 +180,13 @@ class _TaskInfo:
 def _read(task: asyncio.Task[Any], name: str) -> _TaskInfo:
     pairs, last = _frames(task)
     kind, obj, place = "?", None, None
+    # The innermost run of frames in waiting places, named by its outermost frame:
+    # asyncio.Barrier.wait waits in a Condition, but the caller waits on the barrier.
     for _, frame in reversed(pairs):
         found = _place(frame)
         if found is not None:
             kind, obj, place = found, frame.f_locals.get("self"), frame
+        elif place is not None:
             break
     outside = [frame for _, frame in pairs if not _internal(frame)]
     here = outside[-1] if outside else (pairs[-1][1] if pairs else None)
@@ -245,8 +248,12 @@ def _explain(
     kind, obj = info.kind, info.obj
     waits_for: tuple[str, ...] = ()
     same = [i for i in infos if i.obj is not None and i.obj is obj]
-    if kind in _HELD:
-        held_by = [h for h in holders.get(id(obj), ()) if h is not info]
+    if kind == "asyncio.Condition" and info.chain and ".wait" in info.chain[-1]:
+        detail = f"asyncio.Condition never notified; {len(same)} waiting"
+    elif kind in _HELD:
+        # A task entering `async with` has its __aexit__ on the stack already: one
+        # that waits on this very object is a waiter, not a holder.
+        held_by = [h for h in holders.get(id(obj), ()) if h.obj is not obj]
         waits_for = tuple(h.name for h in held_by)
         label = f"{kind} {getattr(obj, 'name', '')!r}" if kind == "Bulkhead" else kind
         who = (
