@@ -105,6 +105,9 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     ),
     # Outside cohort: the standard library and anyio.
     ("cohort/_core/_child.py", "sys._getframe"): "documented CPython function",
+    ("cohort/_observe/_watchdog.py", "sys._current_frames"): (
+        "documented CPython function: the blocked loop thread's stack"
+    ),
     ("cohort/bridge/_worker.py", "os._exit"): "documented standard library function",
     ("cohort/bridge/_pool.py", "asyncio._get_running_loop"): (
         "in asyncio.__all__: the running loop or None, without raising"
@@ -125,8 +128,8 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
 # (file under src, module imported inside a function) -> why
 LOCAL_IMPORTS: dict[tuple[str, str], str] = {
     **{("cohort/cli/__init__.py", module): "a subcommand's module, imported when it runs"
-       for module in ("cohort", "cohort.cli._bench", "cohort.cli._demo", "cohort.cli._run",
-                       "cohort.cli._runs")},
+       for module in ("cohort", "cohort.cli._bench", "cohort.cli._demo", "cohort.cli._ps",
+                       "cohort.cli._run", "cohort.cli._runs")},
     **{("cohort/cli/_demo.py", f"cohort.examples.fanout.{name}"): (
         "the demo's web examples need the optional web extras"
     ) for name in ("backends", "drill", "load", "loadtest", "service", "stack")},
@@ -177,6 +180,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("durable", ("cohort.durable",)),
     ("pipeline", ("cohort.pipeline",)),
     ("flow", ("cohort._flow",)),
+    (
+        "observe",
+        ("cohort._observe._hangs", "cohort._observe._watchdog", "cohort._observe._dump"),
+    ),
     ("testing", ("cohort.testing",)),
     ("api", ("cohort",)),
     ("applications", ("cohort.cli", "cohort.examples")),

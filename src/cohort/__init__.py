@@ -81,6 +81,7 @@ __all__ = [
     "GroupStatistics",
     "GroupView",
     "Handle",
+    "HangReport",
     "HedgeBudget",
     "JoinPolicy",
     "KeyedBulkhead",
@@ -110,25 +111,32 @@ __all__ = [
     "Stage",
     "StageStatistics",
     "StageStats",
+    "StallReport",
     "TaskGroup",
     "TaskTree",
+    "Wait",
+    "Watchdog",
     "WorkerCrashedError",
     "as_completed",
     "configure_logging",
     "cpu",
     "current_deadline",
     "current_time",
+    "dump",
+    "enable_dump",
     "enable_events",
     "fail_after",
     "fail_at",
     "fork",
     "gather",
+    "hang_report",
     "hedge",
     "map",
     "move_on_after",
     "move_on_at",
     "quorum",
     "race",
+    "request_dump",
     "retry",
     "run",
     "set_default_executor",
@@ -136,6 +144,7 @@ __all__ = [
     "stage",
     "task_tree",
     "to_process",
+    "watchdog",
 ]
 
 # Task groups, scopes, policies and the helpers built on them come with cohort.
@@ -156,6 +165,9 @@ _LAZY = {
     "cohort._core._retry": ("Retry", "RetryState", "retry"),
     "cohort._core._stream": ("ResultStream", "as_completed", "map"),
     "cohort._core._tree": ("GroupSnapshot", "TaskTree", "task_tree"),
+    "cohort._observe._dump": ("dump", "enable_dump", "request_dump"),
+    "cohort._observe._hangs": ("HangReport", "Wait", "hang_report"),
+    "cohort._observe._watchdog": ("StallReport", "Watchdog", "watchdog"),
     "cohort.bridge": (
         "Executor",
         "PoolStatistics",
@@ -189,6 +201,9 @@ if _TYPE_CHECKING:
     from cohort._core._stream import ResultStream, as_completed, map
     from cohort._core._tree import GroupSnapshot, TaskTree, task_tree
     from cohort._flow._graph import Flow, FlowError, FlowResult, Node
+    from cohort._observe._dump import dump, enable_dump, request_dump
+    from cohort._observe._hangs import HangReport, Wait, hang_report
+    from cohort._observe._watchdog import StallReport, Watchdog, watchdog
     from cohort._resilience._breaker import BreakerStatistics, CircuitBreaker, CircuitState
     from cohort._resilience._bulkhead import Bulkhead, BulkheadStatistics, KeyedBulkhead
     from cohort._resilience._hedge import HedgeBudget

@@ -1,4 +1,4 @@
-"""The ``cohort`` command: ``cohort run``, ``cohort bench``, ``cohort demo``, ``cohort runs``.
+"""The ``cohort`` command: ``run``, ``bench``, ``demo``, ``runs``, and ``ps``/``tree``/``why PID``.
 
 Built on the standard library's :mod:`argparse`, so the core keeps its
 dependency list short (structlog only); the command has three subcommands and
@@ -131,6 +131,22 @@ def _parser() -> argparse.ArgumentParser:
     from cohort.cli._demo import add_demo_arguments
 
     add_demo_arguments(demo)
+    for name, what in (
+        ("ps", "every task of a running process: its await point and coroutine chain"),
+        ("tree", "the task groups of a running process and their children"),
+        ("why", "what each task of a running process waits on, for whom; deadlocks"),
+    ):
+        ps = sub.add_parser(
+            name,
+            help=f"{what} (the process called cohort.enable_dump())",
+            description=(
+                f"Send SIGUSR1 to PID and print {what}, from the dump its "
+                "cohort.enable_dump() handler writes."
+            ),
+        )
+        ps.add_argument("pid", type=int, metavar="PID", help="the process to ask")
+        ps.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+        ps.add_argument("--all", action="store_true", help="print the whole dump")
     return parser
 
 
@@ -151,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cohort.cli._runs import runs_command
 
             return runs_command(args)
+        if args.command in ("ps", "tree", "why"):
+            from cohort.cli._ps import ps_command
+
+            return ps_command(args.command, args.pid, timeout=args.timeout, whole=args.all)
         from cohort.cli._demo import demo_command
 
         return demo_command(args)
