@@ -60,6 +60,34 @@ async def test_a_finished_flow_node_is_not_run_again_on_resume(tmp_path: Path) -
         await durable.resume_flow(flow, "other", from_node="b", store=db)
 
 
+async def test_flow_run_with_a_run_id_is_durable_and_flow_resume_reruns_downstream(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+    calls: list[str] = []
+    flow = cohort.Flow("g", inputs=["x"])
+
+    @flow.node
+    async def a(x: int) -> int:
+        calls.append("a")
+        return x + 1
+
+    @flow.node
+    async def b(a: int) -> int:
+        calls.append("b")
+        return 2 * a
+
+    assert (await flow.run(run_id="r", store=db, x=1))[b] == 4
+    assert (await flow.run(run_id="r", store=db, x=1))[b] == 4
+    assert calls == ["a", "b"]  # the second run replayed both nodes
+    assert (await flow.resume("r", from_node=b, store=db))[b] == 4
+    assert calls == ["a", "b", "b"]
+    with pytest.raises(TypeError, match="both run_id= and store="):
+        await flow.run(run_id="r", x=1)
+    with pytest.raises(TypeError, match="both run_id= and store="):
+        await flow.run(store=db, x=1)
+
+
 @pytest.mark.parametrize("point", ["after-effect", "in-commit"])
 def test_a_flow_with_a_quorum_and_a_map_sigkilled_resumes_to_the_crash_free_output(
     tmp_path: Path, point: str

@@ -12,6 +12,7 @@ type. Running the graph is ``_run``'s; calling one node, ``_invoke``'s.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeAlias, TypeVar, overload
@@ -27,6 +28,7 @@ from cohort._flow._run import Plan, Run
 from cohort._validate import check_count, check_flag, check_seconds
 
 if TYPE_CHECKING:
+    from cohort.durable import Store
     from cohort.pipeline import Stage
 
 # FlowError and FlowResult too: cohort loads the layer's names from here.
@@ -349,6 +351,8 @@ class Flow:
         *,
         timeout: float | None = None,
         on_timeout: Literal["raise", "partial"] = "raise",
+        run_id: str | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
         **inputs: Any,
     ) -> FlowResult:
         """Run the flow once with these inputs; return every node's value and outcome.
@@ -356,8 +360,19 @@ class Flow:
         ``timeout`` bounds the whole run: ``on_timeout="raise"`` raises
         ``TimeoutError``, ``"partial"`` returns what finished (the rest
         cancelled). Raises :class:`FlowError` when a critical node failed
-        and no join could do without it.
+        and no join could do without it. With ``run_id=`` and ``store=`` the
+        run is durable (``cohort.durable.run_flow``): run again with the same
+        id after a crash, the nodes that finished are not run again.
         """
+        if run_id is not None or store is not None:
+            if run_id is None or store is None:
+                raise TypeError(
+                    "a durable flow run takes both run_id= and store= "
+                    "(a ledger path or a cohort.durable.Store)"
+                )
+            return await package.durable.run_flow(
+                self, run_id=run_id, store=store, timeout=timeout, on_timeout=on_timeout, **inputs
+            )
         if inputs.keys() != self._input_set:
             missing = [i for i in self.inputs if i not in inputs]
             extra = [i for i in inputs if i not in self.inputs]
@@ -386,6 +401,23 @@ class Flow:
             if run.threads:
                 run.warn_threads_left()
         return run.finish()
+
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        from_node: str | Node[Any],
+        store: Store | str | os.PathLike[str],
+        timeout: float | None = None,
+        on_timeout: Literal["raise", "partial"] = "raise",
+    ) -> FlowResult:
+        """Re-run node ``from_node`` of the durable run ``run_id`` and every node
+        downstream of it, keeping the recorded results of the others and the
+        recorded inputs (``cohort.durable.resume_flow``): after a fix to one
+        node's code, only what depends on it runs again."""
+        return await package.durable.resume_flow(
+            self, run_id, from_node=from_node, store=store, timeout=timeout, on_timeout=on_timeout
+        )
 
     def as_stage(self, input: str, output: Node[R], **stage_options: Any) -> Stage[Any, R]:
         """This flow as a pipeline stage: each item is the ``input``, the stage emits
