@@ -170,7 +170,7 @@ def _crossover(rounds: int, quick: bool) -> list[str]:
     import cohort
     from cohort.bridge import _shm
 
-    sizes = [16 << 10, 64 << 10, 100_000, 128 << 10, 256 << 10, 512 << 10, 1 << 20]
+    sizes = [8 << 10, 16 << 10, 32 << 10, 64 << 10, 100_000, 256 << 10, 1 << 20, 4 << 20, 8 << 20]
     if quick:
         sizes = sizes[1::2]
     default = _shm.OOB_MIN
