@@ -122,3 +122,23 @@ async def test_small_arrays_cross_a_pool_both_ways_exactly(writeable: bool) -> N
             a2, b2 = await pool.run(f.echo_two, a, a)  # two arguments, a tuple back
             same_array(a2, a)
             same_array(b2, a)
+
+
+@pytest.mark.parametrize("nbytes", [4 * _shm.OOB_MIN, 2 * _shm.COPY_MAX])  # copied; mapped
+@pytest.mark.parametrize("layout", ["C", "F", ">f8", "read-only", "strided"])
+async def test_large_arrays_keep_dtype_shape_order_and_values(nbytes: int, layout: str) -> None:
+    """Out of band (through a scratch copy or a segment of their own) as in band: writable
+    unless sent read-only, as with numpy's pickle."""
+    a = np.arange(nbytes // 8, dtype=">f8" if layout == ">f8" else "<f8").reshape(-1, 8)
+    if layout == "F":
+        a = np.asfortranarray(a)
+    elif layout == "strided":
+        a = a[:, ::2]
+    a.flags.writeable = layout != "read-only"
+    async with checked_pool(1) as pool:
+        for back in [await pool.run(f.echo, a), *await pool.run(f.echo_two, a, a)]:
+            assert back.dtype.str == a.dtype.str
+            assert back.shape == a.shape
+            assert back.tobytes() == a.tobytes()
+            assert back.flags.f_contiguous == (layout == "F")
+            assert back.flags.writeable == (layout != "read-only")

@@ -130,30 +130,36 @@ class _Big:
         return rebuild, (pickle.PickleBuffer(obj),)
 
 
-_WRAPPED = (bytes, bytearray, memoryview)
-
-
 def _wrap(x: Any) -> Any:
     t = type(x)
     if t is memoryview:
         return _Big(x) if x.contiguous else x  # in band too: a memoryview does not pickle
     if (t is bytes or t is bytearray) and len(x) >= OOB_MIN:
         return _Big(x)
-    return x
+    return compact(x)
 
 
 def wrap_all(xs: Any) -> Any:
-    """``xs`` (a tuple or list) with large binary members wrapped; ``xs`` itself if none are."""
+    """``xs`` (a tuple or list) with large binary members wrapped and numpy arrays in
+    their compact form (see :func:`compact`); ``xs`` itself if none are."""
+    if not AVAILABLE:
+        return xs
+    numpy = sys.modules.get("numpy")
+    ndarray = None if numpy is None else numpy.ndarray
     for x in xs:
         t = type(x)
-        if t is memoryview or ((t is bytes or t is bytearray) and len(x) >= OOB_MIN):
-            return type(xs)([_wrap(y) for y in xs]) if AVAILABLE else xs
+        if (
+            t is memoryview
+            or t is ndarray
+            or ((t is bytes or t is bytearray) and len(x) >= OOB_MIN)
+        ):
+            return type(xs)([_wrap(y) for y in xs])
     return xs
 
 
 def wrap(x: Any) -> Any:
-    """``x``, wrapped if it is large binary data."""
-    return _wrap(x) if AVAILABLE and type(x) in _WRAPPED else x
+    """``x``, wrapped if it is large binary data, in its compact form if a numpy array."""
+    return _wrap(x) if AVAILABLE else x
 
 
 _SCALARS = frozenset({int, float, complex, bool, type(None), str})
@@ -186,14 +192,17 @@ _PLAIN_KINDS = frozenset("biufc")  # bool, integers, floats, complex: raw bytes 
 
 
 class _Array:
-    """A small numpy array of plain values, pickled as what rebuilds it and nothing more.
+    """A numpy array of plain values, pickled as what rebuilds it and nothing more.
 
     ``numpy.ndarray(shape, dtype.str, raw, 0, None, order)``: two to three
-    times cheaper both ways than numpy's own reduce, which a small call would
-    otherwise spend most of its time in. The copy is the same as numpy's
-    pickle makes, exactly: dtype (byte order included), shape, C or Fortran
-    order (other layouts arrive C-contiguous), writability (a read-only
-    contiguous array travels as ``bytes`` and arrives read-only).
+    times cheaper both ways than numpy's own reduce (most of it the dtype's),
+    which a small call would otherwise spend most of its time in. The copy is
+    what numpy's pickle makes: dtype (byte order included), shape, C or
+    Fortran order (other layouts arrive C-contiguous), writability (a
+    read-only contiguous array travels as ``bytes`` and arrives read-only). A
+    contiguous array of ``OOB_MIN`` bytes or more offers its memory as a
+    ``PickleBuffer``, to go out of band, as numpy's own reduce does (pickle
+    marks it read-only if it is).
     """
 
     __slots__ = ("a",)
@@ -213,13 +222,19 @@ class _Array:
         # Read-only stays read-only where numpy's pickle would hand out the array's own
         # buffer (a contiguous one); a copy of another layout arrives writable, as there.
         # Through a memoryview: bytes() of a 0-d integer array would be that many zeros.
-        raw = src.tobytes() if shared and not flags.writeable else bytearray(memoryview(src))
+        raw: Any
+        if shared and a.nbytes >= OOB_MIN:
+            raw = pickle.PickleBuffer(src)
+        elif shared and not flags.writeable:
+            raw = src.tobytes()
+        else:
+            raw = bytearray(memoryview(src))
         return type(a), (a.shape, a.dtype.str, raw, 0, None, order)
 
 
 def compact(x: Any) -> Any:
-    """``x``, or a cheaper-to-pickle stand-in for it if it is a small numpy array of plain
-    values (only for what :func:`small` accepts: no size check here)."""
+    """``x``, or a cheaper-to-pickle stand-in for it if it is a numpy array of plain
+    values (exactly ``numpy.ndarray``; bool, integer, float or complex dtype)."""
     if type(x) in _SCALARS or type(x) is bytes:
         return x
     numpy = sys.modules.get("numpy")
