@@ -248,7 +248,7 @@ def compact(x: Any) -> Any:
 def compact_all(xs: tuple[Any, ...]) -> tuple[Any, ...]:
     """``xs`` with :func:`compact` applied to each member (``xs`` itself if none changes)."""
     numpy = sys.modules.get("numpy")
-    if numpy is None or not any(type(x) is numpy.ndarray for x in xs):
+    if numpy is None or numpy.ndarray not in map(type, xs):
         return xs
     return tuple(map(compact, xs))
 
