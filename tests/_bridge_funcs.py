@@ -24,6 +24,10 @@ def echo(x: _T) -> _T:
     return x
 
 
+def echo_two(x: _T, y: _T) -> tuple[_T, _T]:
+    return x, y
+
+
 def getpid(_: object = None) -> int:
     return os.getpid()
 

@@ -41,6 +41,7 @@ pytestmark = pytest.mark.skipif(
 
 BIG = 4 * _shm.OOB_MIN  # comfortably above the out-of-band threshold
 SMALL = _shm.OOB_MIN // 4
+HUGE = 2 * _shm.COPY_MAX  # above the size that is copied through the scratch mappings
 
 
 @pytest.fixture(autouse=True)
@@ -103,8 +104,8 @@ async def test_a_writable_memoryview_stays_writable() -> None:
 
 @pytest.mark.parametrize("order", ["C", "F"])
 async def test_numpy_arrays_arrive_without_a_copy_and_writable(order: str) -> None:
-    a = np.asfortranarray(np.arange(BIG // 8.0).reshape(-1, 8)) if order == "F" else None
-    a = a if a is not None else np.arange(BIG // 8, dtype=np.float64).reshape(-1, 8)
+    a = np.asfortranarray(np.arange(HUGE // 8.0).reshape(-1, 8)) if order == "F" else None
+    a = a if a is not None else np.arange(HUGE // 8, dtype=np.float64).reshape(-1, 8)
     async with pool_of() as pool:
         back = await pool.run(f.echo, a)
         assert back.dtype == a.dtype
@@ -170,6 +171,54 @@ async def test_idle_scratch_segments_are_emptied() -> None:
         assert scratch_bytes(w.scratch.name) == scratch_bytes(w.reply_name) == 0
         data = os.urandom(BIG)
         assert await pool.run(f.echo, data) == data  # and they grow again
+
+
+async def test_mid_size_messages_are_copied_through_the_scratch_mappings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Arrays and bytes up to ``COPY_MAX`` reuse each direction's scratch segment, mapped
+    once on each side: no segment per call, and what arrives is a private, writable copy."""
+    created: list[str] = []
+    create = _shm.create
+
+    def recording(name: str) -> tuple[int, str]:
+        created.append(name)
+        return create(name)
+
+    monkeypatch.setattr(_shm, "create", recording)  # the parent's side
+    a = np.arange(BIG // 8, dtype=np.float64)
+    data = os.urandom(BIG)
+    async with pool_of() as pool:
+        (w,) = pool._workers
+        for i in range(3):
+            back = await pool.run(f.echo, a + i)
+            assert (back == a + i).all()
+            assert f.buffer_owner(back) == ("bytearray", True)
+            assert await pool.run(f.buffer_owner, a) == ("bytearray", True)
+            assert await pool.run(f.echo, data) == data
+            assert sorted(segments(pool.segment_prefix)) == sorted(
+                name.lstrip("/") for name in (w.scratch.name, w.reply_name)
+            )
+        assert created == [w.scratch.name]  # once, for the first call
+        back[:] = 7  # its own memory: the next reply does not change it
+        assert (await pool.run(f.echo, a) == a).all()
+        assert (back == 7).all()
+        assert w.reply_name in _shm._scratch_views
+    assert w.reply_name not in _shm._scratch_views  # unmapped when the worker went
+
+
+async def test_scratch_mappings_survive_their_segments_being_emptied() -> None:
+    a = np.arange(2 * BIG // 8, dtype=np.float64)
+    async with pool_of() as pool:
+        (w,) = pool._workers
+        for size in (BIG, BIG // 2, 2 * BIG, BIG):  # emptied, then grown again, other sizes
+            back = await pool.run(f.echo, a[: size // 8])
+            assert (back == a[: size // 8]).all()
+            w.scratch.used -= 2 * TRIM_AFTER
+            assert w.large_reply_at is not None
+            w.large_reply_at -= 2 * TRIM_AFTER
+            pool._trim()
+            assert scratch_bytes(w.scratch.name) == scratch_bytes(w.reply_name) == 0
 
 
 async def test_a_full_dev_shm_falls_back_to_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -437,7 +486,7 @@ async def test_a_send_that_fails_fails_its_call_and_frees_the_worker(
 
 
 async def test_call_segments_never_take_a_workers_scratch_name() -> None:
-    a = np.arange(BIG // 8, dtype=np.float64)
+    a = np.arange(HUGE // 8, dtype=np.float64)
     data = os.urandom(BIG)
     async with pool_of(2) as pool:
         await pool.map(f.count_len, [data, data], chunksize=1)  # both scratch segments exist
@@ -483,10 +532,10 @@ async def test_segment_names_taken_or_repeated_are_never_reused(seed: int) -> No
             for _ in range(rng.randint(1, 5)):
                 kind = rng.randrange(4)
                 if kind == 0:
-                    calls.append(pool.run(f.array_sum, a * kind))
+                    calls.append(pool.run(f.array_sum, np.zeros(rng.choice([BIG, HUGE]) // 8)))
                     expected.append(0.0)
                 elif kind == 1:
-                    back = np.full(rng.choice([SMALL, BIG]) // 8, float(len(calls)))
+                    back = np.full(rng.choice([SMALL, BIG, HUGE]) // 8, float(len(calls)))
                     calls.append(pool.run(f.echo, back))
                     expected.append(back)
                 elif kind == 2:
@@ -515,13 +564,14 @@ def test_a_parent_killed_at_a_random_point_leaves_no_segment(tmp_path: Path, see
     assert left == []
 
 
-def test_a_received_array_is_not_shared_with_a_forked_child() -> None:
+@pytest.mark.parametrize(("size", "owner"), [(BIG, "bytearray"), (HUGE, "shared")])
+def test_a_received_array_is_not_shared_with_a_forked_child(size: int, owner: str) -> None:
     async def receive() -> Any:
         async with pool_of() as pool:
-            return await pool.run(f.echo, np.zeros(BIG // 8))
+            return await pool.run(f.echo, np.zeros(size // 8))
 
     back = asyncio.run(receive())
-    assert f.buffer_owner(back) == ("shared", True)
+    assert f.buffer_owner(back) == (owner, True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: fine here
         pid = os.fork()

@@ -104,6 +104,7 @@ class Worker:
         if self.call is not None and self.call.segment:
             _shm.unlink(self.call.segment)
         _shm.unlink(self.reply_name)
+        _shm.forget_scratch(self.reply_name)
         _shm.unlink(_shm.reply_segment(self.family, self.replies))
         # Where /dev/shm can be listed, also what it named otherwise (a name it found taken).
         _shm.cleanup_prefix(self.family)

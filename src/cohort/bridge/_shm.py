@@ -45,7 +45,12 @@ except ImportError:  # pragma: no cover - Windows: everything goes through the p
     _posixshmem = None
 
 AVAILABLE = _posixshmem is not None
-OOB_MIN = 256 * 1024  # bytes: buffers (and pickles) at least this big go out of band
+OOB_MIN = 64 * 1024  # bytes: buffers (and pickles) at least this big go out of band
+# Messages up to this size that go through a scratch segment are copied in and out
+# of a mapping that each side keeps (no map, open or unmap per message), numpy
+# arrays too; larger ones are written with pwrite, and numpy arrays get a new
+# segment that the receiver maps (no copy on its side).
+COPY_MAX = 4 << 20
 ALIGN = 64  # buffer offsets in a segment: numpy and SIMD like aligned data
 ENVELOPE = 0x53  # first byte of a frame body that names a segment ("S"); pickles start 0x80
 _SHM_DIR = "/dev/shm"
@@ -125,30 +130,36 @@ class _Big:
         return rebuild, (pickle.PickleBuffer(obj),)
 
 
-_WRAPPED = (bytes, bytearray, memoryview)
-
-
 def _wrap(x: Any) -> Any:
     t = type(x)
     if t is memoryview:
         return _Big(x) if x.contiguous else x  # in band too: a memoryview does not pickle
     if (t is bytes or t is bytearray) and len(x) >= OOB_MIN:
         return _Big(x)
-    return x
+    return compact(x)
 
 
 def wrap_all(xs: Any) -> Any:
-    """``xs`` (a tuple or list) with large binary members wrapped; ``xs`` itself if none are."""
+    """``xs`` (a tuple or list) with large binary members wrapped and numpy arrays in
+    their compact form (see :func:`compact`); ``xs`` itself if none are."""
+    if not AVAILABLE:
+        return xs
+    numpy = sys.modules.get("numpy")
+    ndarray = None if numpy is None else numpy.ndarray
     for x in xs:
         t = type(x)
-        if t is memoryview or ((t is bytes or t is bytearray) and len(x) >= OOB_MIN):
-            return type(xs)([_wrap(y) for y in xs]) if AVAILABLE else xs
+        if (
+            t is memoryview
+            or t is ndarray
+            or ((t is bytes or t is bytearray) and len(x) >= OOB_MIN)
+        ):
+            return type(xs)([_wrap(y) for y in xs])
     return xs
 
 
 def wrap(x: Any) -> Any:
-    """``x``, wrapped if it is large binary data."""
-    return _wrap(x) if AVAILABLE and type(x) in _WRAPPED else x
+    """``x``, wrapped if it is large binary data, in its compact form if a numpy array."""
+    return _wrap(x) if AVAILABLE else x
 
 
 _SCALARS = frozenset({int, float, complex, bool, type(None), str})
@@ -177,6 +188,71 @@ def small(x: Any) -> bool:
     )
 
 
+_PLAIN_KINDS = frozenset("biufc")  # bool, integers, floats, complex: raw bytes say it all
+
+
+class _Array:
+    """A numpy array of plain values, pickled as what rebuilds it and nothing more.
+
+    ``numpy.ndarray(shape, dtype.str, raw, 0, None, order)``: two to three
+    times cheaper both ways than numpy's own reduce (most of it the dtype's),
+    which a small call would otherwise spend most of its time in. The copy is
+    what numpy's pickle makes: dtype (byte order included), shape, C or
+    Fortran order (other layouts arrive C-contiguous), writability (a
+    read-only contiguous array travels as ``bytes`` and arrives read-only). A
+    contiguous array of ``OOB_MIN`` bytes or more offers its memory as a
+    ``PickleBuffer``, to go out of band, as numpy's own reduce does (pickle
+    marks it read-only if it is).
+    """
+
+    __slots__ = ("a",)
+
+    def __init__(self, a: Any) -> None:
+        self.a = a
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        a = self.a
+        flags = a.flags
+        if flags.c_contiguous:
+            src, order, shared = a, "C", True
+        elif flags.f_contiguous:
+            src, order, shared = a.T, "F", True  # the same memory, C-contiguous
+        else:
+            src, order, shared = a, "C", False  # numpy's pickle sends a C-ordered copy
+        # Read-only stays read-only where numpy's pickle would hand out the array's own
+        # buffer (a contiguous one); a copy of another layout arrives writable, as there.
+        # Through a memoryview: bytes() of a 0-d integer array would be that many zeros.
+        raw: Any
+        if shared and a.nbytes >= OOB_MIN:
+            raw = pickle.PickleBuffer(src)
+        elif shared and not flags.writeable:
+            raw = src.tobytes()
+        else:
+            raw = bytearray(memoryview(src))
+        return type(a), (a.shape, a.dtype.str, raw, 0, None, order)
+
+
+def compact(x: Any) -> Any:
+    """``x``, or a cheaper-to-pickle stand-in for it if it is a numpy array of plain
+    values (exactly ``numpy.ndarray``; bool, integer, float or complex dtype)."""
+    if type(x) in _SCALARS or type(x) is bytes:
+        return x
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and type(x) is numpy.ndarray:
+        dtype = x.dtype
+        if dtype.kind in _PLAIN_KINDS and dtype.metadata is None:
+            return _Array(x)
+    return x
+
+
+def compact_all(xs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``xs`` with :func:`compact` applied to each member (``xs`` itself if none changes)."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None or numpy.ndarray not in map(type, xs):
+        return xs
+    return tuple(map(compact, xs))
+
+
 class Outbound:
     """A message whose large buffers still live in the sender's objects.
 
@@ -200,12 +276,13 @@ class Outbound:
         """Write a new segment ``name`` (or ``scratch``); return the key a receiver reads it by.
 
         ``scratch`` is used when every buffer will be copied out by the
-        receiver (``bytes``, ``bytearray``): rewriting pages that already
-        exist is three times faster than filling a new segment. A message
-        with other buffers (numpy arrays) gets a new segment, because the
-        receiver keeps it as the memory of those objects; its name is
-        ``name`` unless that is taken (see :func:`create`), and is kept in
-        :attr:`written`.
+        receiver: a message of at most ``COPY_MAX`` bytes (copied in and out
+        of mappings both sides keep), or one whose buffers are all ``bytes``
+        or ``bytearray``: rewriting pages that already exist is three times
+        faster than filling a new segment. A larger message with other buffers
+        (numpy arrays) gets a new segment, because the receiver keeps it as the
+        memory of those objects; its name is ``name`` unless that is taken (see
+        :func:`create`), and is kept in :attr:`written`.
 
         Raises ``OSError`` (no room in ``/dev/shm``, too many files) with a new
         segment removed; the caller then sends :meth:`inband` instead.
@@ -222,7 +299,14 @@ class Outbound:
                 kind = BYTES if exporter is bytes else BYTEARRAY if exporter is bytearray else VIEW
                 spans.append((pos, view.nbytes, kind))
                 pos = _align(pos + view.nbytes)
-            if scratch is not None and all(kind != VIEW for _, _, kind in spans):
+            if scratch is not None and pos <= COPY_MAX:
+                into = scratch.mapped(pos)
+                if inline is None:
+                    into[: len(payload)] = memoryview(payload)
+                for (off, n, _), view in zip(spans, views, strict=True):
+                    into[off : off + n] = view
+                name, reused = scratch.name, True
+            elif scratch is not None and all(kind != VIEW for _, _, kind in spans):
                 fd = scratch.reserve(pos)
                 _fill(fd, payload if inline is None else None, spans, views)
                 name, reused = scratch.name, True
@@ -277,13 +361,26 @@ class Scratch:
     idle a while (:meth:`trim`, :func:`truncate`), so the size is read afresh.
     """
 
-    __slots__ = ("base", "fd", "name", "size", "used")
+    __slots__ = ("base", "fd", "name", "size", "used", "view")
 
     def __init__(self, name: str) -> None:
         self.base = self.name = name
         self.fd = -1
         self.size = 0
         self.used = 0.0  # when it was last written, on the owner's clock
+        self.view: memoryview | None = None  # its first COPY_MAX bytes, mapped shared
+
+    def mapped(self, n: int) -> memoryview:
+        """The first ``n`` (at most ``COPY_MAX``) bytes of the segment, to write into.
+
+        Mapped once (shared, ``COPY_MAX`` long whatever the size) and kept: only
+        the first ``n`` bytes exist in the segment, and only those are touched.
+        """
+        fd = self.reserve(n)
+        view = self.view
+        if view is None:
+            view = self.view = _map(fd, COPY_MAX, writable=True, private=False)
+        return view[:n]
 
     def reserve(self, n: int) -> int:
         assert _posixshmem is not None
@@ -304,6 +401,7 @@ class Scratch:
 
     def close(self) -> None:
         """Close and remove it (if it was ever created: the name may be someone else's)."""
+        self.view = None  # unmapped with it
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -352,6 +450,8 @@ def decode(data: bytes) -> Any:
     assert _posixshmem is not None
     key: Key = pickle.loads(memoryview(data)[1:])
     name, inline, plen, spans, size, reused = key
+    if reused and size <= COPY_MAX:
+        return _copy_out(name, inline, plen, spans)
     fd = _posixshmem.shm_open(name, os.O_RDWR, 0)
     try:
         if not reused:
@@ -361,6 +461,36 @@ def decode(data: bytes) -> Any:
     finally:
         os.close(fd)
     return pickle.loads(payload, buffers=buffers)
+
+
+# The sender's scratch segments this process reads from, mapped once (shared,
+# read-only, ``COPY_MAX`` long): one per worker in the parent, one in a worker.
+_scratch_views: dict[str, memoryview] = {}
+
+
+def _copy_out(name: str, inline: bytes | None, plen: int, spans: list[tuple[int, int, int]]) -> Any:
+    """Rebuild a message from a sender's scratch: every buffer copied into an object
+    of its own (``bytes``, ``bytearray``; a ``bytearray`` under anything else), since
+    the sender rewrites the segment with its next message."""
+    view = _scratch_views.get(name)
+    if view is None:
+        assert _posixshmem is not None
+        fd = _posixshmem.shm_open(name, os.O_RDONLY, 0)
+        try:
+            view = _scratch_views[name] = _map(fd, COPY_MAX, writable=False, private=False)
+        finally:
+            os.close(fd)
+    payload = inline if inline is not None else view[:plen]
+    buffers = [
+        view[off : off + n].tobytes() if kind == BYTES else bytearray(view[off : off + n])
+        for off, n, kind in spans
+    ]
+    return pickle.loads(payload, buffers=buffers)
+
+
+def forget_scratch(name: str) -> None:
+    """Unmap the scratch segment ``name`` this process read from (its sender is gone)."""
+    _scratch_views.pop(name, None)
 
 
 def materialise(
@@ -411,13 +541,14 @@ def _libc() -> Any:
     return libc
 
 
-def _map(fd: int, size: int, writable: bool) -> memoryview:
+def _map(fd: int, size: int, writable: bool, *, private: bool | None = None) -> memoryview:
     """A view of the whole segment that needs no file descriptor.
 
     A writable view is mapped private (copy-on-write): what this process
     writes stays its own, and a process it forks later gets its own copy,
     as with any other memory; pages are copied only when written. A
-    read-only view (a ``Shared`` object's) is mapped shared.
+    read-only view (a ``Shared`` object's) is mapped shared. ``private``
+    overrides that (a scratch segment's writer maps it shared and writable).
 
     Not ``mmap.mmap``: before Python 3.13 it keeps a duplicate of the file
     descriptor open for as long as the mapping lives, and a program holding a
@@ -427,7 +558,9 @@ def _map(fd: int, size: int, writable: bool) -> memoryview:
 
     size = max(size, 1)
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-    flags = mmap.MAP_PRIVATE if writable else mmap.MAP_SHARED
+    if private is None:
+        private = writable
+    flags = mmap.MAP_PRIVATE if private else mmap.MAP_SHARED
     address = _libc().mmap(None, size, prot, flags, fd, 0)
     if address in (None, ctypes.c_void_p(-1).value):
         err = ctypes.get_errno()

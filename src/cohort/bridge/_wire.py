@@ -260,7 +260,8 @@ def dumps_request(kind: int, fn: Any, args: Any) -> bytes | _shm.Outbound:
             return encode((kind, fn, args))
         # A function goes by reference; a partial may hold large arguments of its own.
         small = type(fn) is types.FunctionType and all(map(_shm.small, args))
-        return encode((kind, fn, args if small else _shm.wrap_all(args)), small=small)
+        sent = _shm.compact_all(args) if small else _shm.wrap_all(args)
+        return encode((kind, fn, sent), small=small)
     except Exception as exc:
         raise _request_error(kind, fn, args, exc) from exc
 

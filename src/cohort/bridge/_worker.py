@@ -208,7 +208,7 @@ def _handle(data: bytes, segment: str, scratch: _shm.Scratch) -> bytes | None:
         try:
             value = fn(*args)
             small = _shm.small(value)
-            reply: tuple[int, Any] = (_wire.OK, value if small else _shm.wrap(value))
+            reply: tuple[int, Any] = (_wire.OK, _shm.compact(value) if small else _shm.wrap(value))
         except BaseException as exc:
             reply = (_wire.FAIL, RemoteFailure.capture(exc))
     else:
