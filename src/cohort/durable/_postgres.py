@@ -211,12 +211,18 @@ class PostgresStore(Store):
         self._pg = _psycopg()
         self._mutex = threading.RLock()  # the connection: this thread and the heartbeat
         self._conn = self._connect()
-        self.schema = _migrate(self._conn, _check_schema(schema))[0]
+        try:
+            self.schema = _migrate(self._conn, _check_schema(schema))[0]
+        except BaseException:
+            self._conn.close()
+            raise
         s = self.schema
         self._sql_put_step = _PUT_STEP.format(s=s)
         self._sql_put_decision = _PUT_DECISION.format(s=s)
         self._sql_del_step = _DEL_STEP.format(s=s)
-        self._locks: dict[str, bool] = {}  # run id -> holds its advisory lock
+        # run id -> "held" (its advisory lock), "stolen" (steal=True: none), "lost"
+        # (the session ended: the next commit takes it again or is fenced)
+        self._locks: dict[str, str] = {}
         self._steps: list[tuple[Any, ...]] = []
         self._decisions: list[tuple[Any, ...]] = []
         self._deletes: list[tuple[str, str]] = []
@@ -261,8 +267,9 @@ class PostgresStore(Store):
         takes its lock again or is fenced."""
         if self._conn.closed or self._conn.broken:
             self._conn = self._connect()
-            for run_id in self._locks:
-                self._locks[run_id] = False
+            for run_id, how in self._locks.items():
+                if how == "held":
+                    self._locks[run_id] = "lost"
         return self._conn
 
     # -- ownership ------------------------------------------------------------------
@@ -312,7 +319,7 @@ class PostgresStore(Store):
                     self._unlock(run_id)
                 raise
             assert row is not None
-            self._locks[run_id] = locked
+            self._locks[run_id] = "held" if locked else "stolen"
             return int(row[0])
 
     def _unlock(self, run_id: str) -> None:
@@ -322,7 +329,7 @@ class PostgresStore(Store):
 
     def release(self, run_id: str) -> None:
         with self._mutex:
-            if self._locks.pop(run_id, False):
+            if self._locks.pop(run_id, None) == "held":
                 with contextlib.suppress(self._pg.OperationalError):
                     self._unlock(run_id)  # (a session that is gone took its lock along)
 
@@ -403,13 +410,13 @@ class PostgresStore(Store):
             conn = self._alive()
             with conn.transaction():
                 cur = conn.cursor()
-                if run_id in self._locks and not self._locks[run_id]:
+                if self._locks.get(run_id) == "lost":
                     # The session was lost (a partition): its lock must be ours again.
                     cur.execute("SELECT pg_try_advisory_lock(%s)", (_key(s, run_id),))
                     got = cur.fetchone()
                     if not (got and got[0]):
                         _fenced(run_id, epoch)
-                    self._locks[run_id] = True
+                    self._locks[run_id] = "held"
                 if state is None:
                     cur.execute(
                         f"UPDATE {s}.cohort_runs SET updated = %s WHERE id = %s AND epoch = %s",
