@@ -50,7 +50,10 @@ test: lint
 # processes and subprocesses, so 2 pay even on 2 cores. Bytecode caches on even
 # where the environment turns them off: the suite starts many Python
 # processes (the CLI, examples, workers), and each would compile cohort again.
+# The Postgres durability tests start throw-away clusters: scripts/ensure-postgres
+# installs the server binaries (Debian, as root) or says what to do (they skip).
 pytest: $(STAMP)
+	@sh scripts/ensure-postgres
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n 2
 
 demo: $(DEMO_STAMP)

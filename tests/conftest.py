@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import cohort
+from _ledger import Ledger
 
 
 @pytest.fixture
@@ -28,3 +29,37 @@ def how(request: pytest.FixtureRequest) -> str:
     (for tests whose guarantees hold for both; see ``_util.start``)."""
     kind: str = request.param
     return kind
+
+
+# -- durable ledgers: the same durability tests on SQLite and on Postgres ---------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A throw-away PostgreSQL cluster for this test session (this xdist worker):
+    skipped, with one line saying what to install, when the binaries are missing."""
+    from _pg_server import find_bin_dir, server
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: run scripts/ensure-postgres"
+        )
+    pytest.importorskip("psycopg", reason="psycopg 3 missing: pip install 'cohort[postgres]'")
+    with server(bin_dir) as pg:
+        yield pg
+
+
+@pytest.fixture
+def pg_dsn(pg_server: Any) -> str:
+    """A fresh empty schema on the session's Postgres server; a URL that uses it."""
+    dsn: str = pg_server.new_schema()
+    return dsn
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Any) -> Ledger:
+    """The ledger of a durability test, once on SQLite and once on Postgres."""
+    if request.param == "sqlite":
+        return Ledger("sqlite", tmp_path / "runs.db")
+    return Ledger("postgres", request.getfixturevalue("pg_dsn"))

@@ -10,6 +10,7 @@ import pytest
 
 import cohort
 import cohort.durable as durable
+from _ledger import Ledger
 
 
 async def _race(db: Path, delays: dict[str, float], calls: list[str]) -> tuple[str, list[str]]:
@@ -29,9 +30,9 @@ async def _race(db: Path, delays: dict[str, float], calls: list[str]) -> tuple[s
 
 @pytest.mark.virtual_clock
 async def test_first_wins_replays_the_same_winner_and_does_not_rerun_losers(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     calls: list[str] = []
     first = await _race(db, {"a": 3.0, "b": 1.0, "c": 2.0}, calls)
     assert first == ("b", ["cancelled", "succeeded", "cancelled"])
@@ -40,7 +41,7 @@ async def test_first_wins_replays_the_same_winner_and_does_not_rerun_losers(
     again = await _race(db, {"a": 0.0, "b": 5.0, "c": 0.0}, calls)
     assert again == first
     assert calls == []
-    store = durable.SQLiteStore(db)
+    store = ledger.open()
     [decision] = [d for d in store.load("r")[1] if d.kind == "winners"]
     store.close()
     assert (decision.path, json.loads(decision.value)) == ("race", ["race/b"])
@@ -48,17 +49,19 @@ async def test_first_wins_replays_the_same_winner_and_does_not_rerun_losers(
 
 @pytest.mark.virtual_clock
 async def test_losers_not_yet_recorded_as_cancelled_are_not_rerun_after_the_winner(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     calls: list[str] = []
     await _race(db, {"a": 3.0, "b": 1.0, "c": 2.0}, calls)
     # A crash right after the winner's record: the losers' records and the decision
     # never reached the ledger.
-    store = durable.SQLiteStore(db)
+    store = ledger.open()
     epoch = store.acquire("r")
     store.discard_steps("r", ["race/a", "race/c"])
-    store.execute_in_commit("DELETE FROM decisions WHERE run_id = ?", [("r",)])
+    store.execute_in_commit(
+        ledger.sql(f"DELETE FROM {ledger.table('decisions')} WHERE run_id = ?"), [("r",)]
+    )
     store.flush("r", epoch)
     store.close()
     calls.clear()
@@ -69,9 +72,9 @@ async def test_losers_not_yet_recorded_as_cancelled_are_not_rerun_after_the_winn
 
 @pytest.mark.virtual_clock
 async def test_quorum_replays_its_winners_in_their_recorded_completion_order(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
 
     async def body(delays: list[float]) -> list[int]:
         async def reply(i: int) -> int:
@@ -92,8 +95,8 @@ async def test_quorum_replays_its_winners_in_their_recorded_completion_order(
 
 
 @pytest.mark.virtual_clock
-async def test_a_partial_timeout_stays_partial_on_replay(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_a_partial_timeout_stays_partial_on_replay(ledger: Ledger) -> None:
+    db = ledger.target
     calls: list[int] = []
 
     async def body(delays: list[float]) -> tuple[list[int], list[str]]:
@@ -117,7 +120,7 @@ async def test_a_partial_timeout_stays_partial_on_replay(tmp_path: Path) -> None
     assert results == [0, 2]
     assert statuses == ["succeeded", "cancelled", "succeeded", "cancelled"]
     assert calls == []
-    store = durable.SQLiteStore(db)
+    store = ledger.open()
     kinds = sorted((d.path, d.kind) for d in store.load("r")[1])
     store.close()
     assert kinds == [("g", "end"), ("g", "timeout")]

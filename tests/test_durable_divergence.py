@@ -9,6 +9,7 @@ import pytest
 
 import cohort
 import cohort.durable as durable
+from _ledger import Ledger
 
 
 async def _value(v: str) -> str:
@@ -25,9 +26,9 @@ async def _fan(db: Path, names: list[str], **options: object) -> dict[str, str]:
 
 
 async def test_a_recorded_path_the_resumed_code_never_reaches_fails_the_run_at_exit(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     await _fan(db, ["a", "b", "c"])
     with pytest.raises(durable.DivergenceError, match=r"1 recorded step\(s\).*fan/c"):
         await _fan(db, ["a", "b"])
@@ -37,9 +38,9 @@ async def test_a_recorded_path_the_resumed_code_never_reaches_fails_the_run_at_e
 
 
 async def test_a_new_child_in_a_group_the_record_shows_closed_is_refused_at_spawn(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     await _fan(db, ["a", "b"])
     with pytest.raises(ExceptionGroup) as caught:  # raised by spawn in the group's body
         await _fan(db, ["a", "new", "b"])
@@ -49,13 +50,13 @@ async def test_a_new_child_in_a_group_the_record_shows_closed_is_refused_at_spaw
     assert "new child 'fan/new'" in message
     assert "closed without it" in message
     assert 'on_divergence="discard"' in message
-    store = durable.SQLiteStore(db)
+    store = ledger.open()
     assert "fan/new" not in {s.path for s in store.load("r")[0]}
     store.close()
 
 
-async def test_a_new_child_runs_with_on_divergence_discard(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_a_new_child_runs_with_on_divergence_discard(ledger: Ledger) -> None:
+    db = ledger.target
     await _fan(db, ["a", "b"])
     got = await _fan(db, ["a", "new", "b"], on_divergence="discard")
     assert got == {"a": "a", "new": "new", "b": "b"}
@@ -63,9 +64,9 @@ async def test_a_new_child_runs_with_on_divergence_discard(tmp_path: Path) -> No
 
 
 async def test_a_child_without_a_record_in_a_group_that_never_closed_runs(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     gate = asyncio.Event()
     started = asyncio.Event()
 

@@ -9,13 +9,14 @@ import pytest
 
 import cohort
 import cohort.durable as durable
+from _ledger import Ledger
 from cohort.testing import crash_loop
 
 FLOW = Path(__file__).with_name("_durable_flow_prog.py")
 
 
-async def test_a_finished_flow_node_is_not_run_again_on_resume(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_a_finished_flow_node_is_not_run_again_on_resume(ledger: Ledger) -> None:
+    db = ledger.target
     calls: list[str] = []
     flow = cohort.Flow("f", inputs=["x"])
     fail = {"b": True}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 import cohort
 import cohort.durable as durable
+from _ledger import Ledger
 from cohort.pipeline import run_durable, sql_sink
 from cohort.testing import crash_loop
 
@@ -21,9 +21,9 @@ class Boom(Exception):
 
 
 async def test_a_resumed_pipeline_skips_finished_items_and_counts_them_as_done(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     calls: list[tuple[str, int]] = []
     fail_at: set[int] = {7}
 
@@ -56,8 +56,8 @@ async def test_a_resumed_pipeline_skips_finished_items_and_counts_them_as_done(
     assert report.extra["resumed_items"] + len({x for s, x in calls if s == "b"}) == 10
 
 
-async def test_the_engines_workers_are_not_recorded_as_children(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_the_engines_workers_are_not_recorded_as_children(ledger: Ledger) -> None:
+    db = ledger.target
 
     @cohort.stage(workers=3)
     async def ident(x: int) -> int:
@@ -67,17 +67,17 @@ async def test_the_engines_workers_are_not_recorded_as_children(tmp_path: Path) 
         async with durable.run("r", store=db):
             report = await ident.run(range(5))
             assert report.outputs == list(range(5))
-    store = durable.SQLiteStore(db)
+    store = ledger.open()
     assert store.load("r")[0] == []
     store.close()
 
 
-async def test_durable_pipeline_bad_input_is_refused_at_the_call(tmp_path: Path) -> None:
+async def test_durable_pipeline_bad_input_is_refused_at_the_call(ledger: Ledger) -> None:
     @cohort.stage(batch=4)
     async def batched(xs: list[int]) -> list[int]:
         return xs
 
-    async with durable.run("r", store=tmp_path / "runs.db"):
+    async with durable.run("r", store=ledger.target):
         with pytest.raises(ValueError, match="batches items"):
             await run_durable(batched, range(3))
         with pytest.raises(TypeError, match="Pipeline"):
@@ -90,20 +90,17 @@ async def test_durable_pipeline_bad_input_is_refused_at_the_call(tmp_path: Path)
         await sql_sink("INSERT INTO t VALUES (?)").run(range(1))
 
 
-async def test_a_sql_sink_writes_each_item_once_across_resumes(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
-    with sqlite3.connect(db) as setup:
-        setup.execute("CREATE TABLE t (v INTEGER)")
-    setup.close()
+async def test_a_sql_sink_writes_each_item_once_across_resumes(ledger: Ledger) -> None:
+    db = ledger.target
+    ledger.query("CREATE TABLE t (v INTEGER)")
     for _ in range(2):
         async with durable.run("r", store=db):
             report = await run_durable(
-                sql_sink("INSERT INTO t VALUES (?)", lambda v: [(v,), (-v,)]), range(4)
+                sql_sink(ledger.sql("INSERT INTO t VALUES (?)"), lambda v: [(v,), (-v,)]),
+                range(4),
             )
         assert report.outputs == [0, 1, 2, 3]
-    with sqlite3.connect(db) as check:
-        assert sorted(v for (v,) in check.execute("SELECT v FROM t")) == [-3, -2, -1, 0, 0, 1, 2, 3]
-    check.close()
+    assert sorted(v for (v,) in ledger.query("SELECT v FROM t")) == [-3, -2, -1, 0, 0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("point", ["after-effect", "in-commit"])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 import cohort
 import cohort.durable as durable
+from _ledger import Ledger
 from _util import run_python
 
 
@@ -17,8 +17,8 @@ class Boom(Exception):
     pass
 
 
-async def test_finished_children_are_not_run_again_on_resume(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_finished_children_are_not_run_again_on_resume(ledger: Ledger) -> None:
+    db = ledger.target
     calls: list[str] = []
 
     async def work(i: int) -> int:
@@ -38,8 +38,8 @@ async def test_finished_children_are_not_run_again_on_resume(tmp_path: Path) -> 
     assert calls == []
 
 
-async def test_a_child_is_identified_by_its_path_not_its_start_order(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_a_child_is_identified_by_its_path_not_its_start_order(ledger: Ledger) -> None:
+    db = ledger.target
 
     async def value(v: str) -> str:
         return v
@@ -55,8 +55,8 @@ async def test_a_child_is_identified_by_its_path_not_its_start_order(tmp_path: P
     assert (a.result(), b.result()) == ("A", "B")
 
 
-async def test_a_recorded_error_is_raised_again_as_the_same_type(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_a_recorded_error_is_raised_again_as_the_same_type(ledger: Ledger) -> None:
+    db = ledger.target
     calls: list[str] = []
 
     async def fails() -> None:
@@ -71,17 +71,17 @@ async def test_a_recorded_error_is_raised_again_as_the_same_type(tmp_path: Path)
         assert type(error) is Boom
         assert str(error) == "disk on fire"
     assert calls == ["fails"]
-    store = durable.SQLiteStore(db)
+    store = ledger.open()
     assert store.run("r") is not None
     assert store.run("r").state == "failed"  # type: ignore[union-attr]
     store.close()
 
 
-async def test_a_duplicate_child_name_is_an_error_at_spawn(tmp_path: Path) -> None:
+async def test_a_duplicate_child_name_is_an_error_at_spawn(ledger: Ledger) -> None:
     async def work() -> None:
         pass
 
-    async with durable.run("r", store=tmp_path / "runs.db"), cohort.TaskGroup(name="g") as g:
+    async with durable.run("r", store=ledger.target), cohort.TaskGroup(name="g") as g:
         g.spawn(work)
         with pytest.raises(ValueError, match=r"'work' already exists in g.*pass name="):
             g.spawn(work)
@@ -90,8 +90,8 @@ async def test_a_duplicate_child_name_is_an_error_at_spawn(tmp_path: Path) -> No
         g.spawn(work, name="work-2")
 
 
-async def test_start_soon_children_are_durable_too(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_start_soon_children_are_durable_too(ledger: Ledger) -> None:
+    db = ledger.target
     calls: list[int] = []
 
     async def work(i: int) -> int:
@@ -109,8 +109,8 @@ async def test_start_soon_children_are_durable_too(tmp_path: Path) -> None:
     assert sorted(calls) == [0, 1, 2]
 
 
-async def test_nested_groups_and_steps_have_paths_of_their_own(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_nested_groups_and_steps_have_paths_of_their_own(ledger: Ledger) -> None:
+    db = ledger.target
     calls: list[str] = []
 
     async def leaf(tag: str) -> str:
@@ -133,7 +133,7 @@ async def test_nested_groups_and_steps_have_paths_of_their_own(tmp_path: Path) -
 
     expected = ["top", ["a-first", "a-leaf"], ["b-first", "b-leaf"]]
     assert await body() == expected
-    store = durable.SQLiteStore(db)
+    store = ledger.open()
     paths = sorted(s.path for s in store.load("r")[0])
     store.close()
     assert paths == [
@@ -150,8 +150,8 @@ async def test_nested_groups_and_steps_have_paths_of_their_own(tmp_path: Path) -
     assert calls == []
 
 
-async def test_a_child_that_did_not_finish_runs_again_on_resume(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_a_child_that_did_not_finish_runs_again_on_resume(ledger: Ledger) -> None:
+    db = ledger.target
     calls: list[str] = []
     gate = asyncio.Event()
 
@@ -184,14 +184,14 @@ async def test_a_child_that_did_not_finish_runs_again_on_resume(tmp_path: Path) 
 
 
 async def test_a_value_the_codec_cannot_encode_is_an_error_naming_its_path(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
     async def a_set() -> set[int]:
         return {1}
 
     with pytest.raises(ExceptionGroup) as caught:
         async with (
-            durable.run("r", store=tmp_path / "runs.db", codec=durable.JsonCodec()),
+            durable.run("r", store=ledger.target, codec=durable.JsonCodec()),
             cohort.TaskGroup(name="g") as g,
         ):
             g.spawn(a_set, name="bad")
@@ -201,13 +201,13 @@ async def test_a_value_the_codec_cannot_encode_is_an_error_naming_its_path(
     assert "JsonCodec()" in str(error)
 
 
-async def test_the_json_codec_records_portable_values(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_the_json_codec_records_portable_values(ledger: Ledger) -> None:
+    db = ledger.target
     for _ in range(2):
         async with durable.run("r", store=db, codec=durable.JsonCodec()) as run:
             value = await run.step(lambda: {"rows": [1, 2]}, name="count")
         assert value == {"rows": [1, 2]}
-    store = durable.SQLiteStore(db)
+    store = ledger.open()
     [record] = store.load("r")[0]
     store.close()
     assert record.value == b'{"rows":[1,2]}'
@@ -228,8 +228,8 @@ def test_import_cohort_does_not_load_the_durable_layer() -> None:
     assert result.stdout.split() == ["False", "False"]
 
 
-async def test_the_idempotency_key_and_epoch_are_stable_per_path(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
+async def test_the_idempotency_key_and_epoch_are_stable_per_path(ledger: Ledger) -> None:
+    db = ledger.target
     keys: list[str] = []
 
     async def effect() -> int:
@@ -239,7 +239,7 @@ async def test_the_idempotency_key_and_epoch_are_stable_per_path(tmp_path: Path)
     async with durable.run("r", store=db) as run:
         assert await run.step(effect, name="a") == 1
         await run.step(lambda: keys.append(durable.idempotency_key()), name="b")
-    store = durable.SQLiteStore(db)
+    store = ledger.open()
     store.delete("r")
     store.close()
     async with durable.run("r", store=db) as run:
@@ -247,17 +247,16 @@ async def test_the_idempotency_key_and_epoch_are_stable_per_path(tmp_path: Path)
     assert keys[0] == keys[2] != keys[1]
 
 
-async def test_write_rows_commits_its_rows_with_its_record_once(tmp_path: Path) -> None:
-    db = tmp_path / "runs.db"
-    with sqlite3.connect(db) as setup:
-        setup.execute("CREATE TABLE out (v INTEGER)")
-    setup.close()
+async def test_write_rows_commits_its_rows_with_its_record_once(ledger: Ledger) -> None:
+    db = ledger.target
+    ledger.query("CREATE TABLE out (v INTEGER)")
+    insert = ledger.sql("INSERT INTO out VALUES (?)")
     gate = asyncio.Event()
 
     async def body(block: bool) -> int:
         async with durable.run("r", store=db) as run:
-            first = await run.write_rows("INSERT INTO out VALUES (?)", [(1,), (2,)], name="a")
-            second = await durable.write_rows("INSERT INTO out VALUES (?)", [[3]], name="b")
+            first = await run.write_rows(insert, [(1,), (2,)], name="a")
+            second = await durable.write_rows(insert, [[3]], name="b")
             if block:
                 await gate.wait()  # cancelled here, as a crash would stop it
             return first + second
@@ -269,17 +268,15 @@ async def test_write_rows_commits_its_rows_with_its_record_once(tmp_path: Path) 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await body(False) == 3
-    with sqlite3.connect(db) as check:
-        assert sorted(check.execute("SELECT v FROM out").fetchall()) == [(1,), (2,), (3,)]
-    check.close()
+    assert sorted(ledger.query("SELECT v FROM out")) == [(1,), (2,), (3,)]
 
 
 async def test_write_rows_refuses_a_bad_statement_and_a_store_without_sql(
-    tmp_path: Path,
+    ledger: Ledger, tmp_path: Path
 ) -> None:
-    async with durable.run("r", store=tmp_path / "runs.db") as run:
-        with pytest.raises(ValueError, match=r"no such table: nowhere.*check the statement"):
-            await run.write_rows("INSERT INTO nowhere VALUES (?)", [(1,)], name="bad")
+    async with durable.run("r", store=ledger.target) as run:
+        with pytest.raises(ValueError, match=r"nowhere.*check the statement"):
+            await run.write_rows(ledger.sql("INSERT INTO nowhere VALUES (?)"), [(1,)], name="bad")
 
     class Elsewhere(durable.SQLiteStore):
         def execute_in_commit(self, sql: str, rows: list[tuple[object, ...]]) -> None:

@@ -1,4 +1,5 @@
-"""cohort.durable's SQLite store: buffered records, group commit, ownership and fencing."""
+"""cohort.durable's stores (SQLite; Postgres too where a test is about the interface):
+buffered records, group commit, ownership and fencing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from _ledger import Ledger
 from cohort.durable import (
     DecisionRecord,
     FencedError,
@@ -22,14 +24,14 @@ def _step(run_id: str, path: str, value: bytes = b"v") -> StepRecord:
     return StepRecord(run_id, path, "ok", value, 0, 1, 1.0, 2.0)
 
 
-def test_records_are_buffered_until_flush_then_committed_together(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "runs.db")
+def test_records_are_buffered_until_flush_then_committed_together(ledger: Ledger) -> None:
+    store = ledger.open()
     epoch = store.acquire("r")
     store.put_step(_step("r", "a"))
     store.put_step(_step("r", "g/b"))
     store.put_decision(DecisionRecord("r", "g", "winners", '["g/b"]', 1))
     assert store.pending == 3
-    other = SQLiteStore(tmp_path / "runs.db")  # a reader in another connection
+    other = ledger.open()  # a reader in another connection
     assert other.load("r") == ([], [])
     store.flush("r", epoch)
     assert store.pending == 0
@@ -53,9 +55,9 @@ def test_store_uses_wal_and_the_sync_mode_asked_for(tmp_path: Path) -> None:
     step.close()
 
 
-def test_a_second_owner_of_a_live_run_is_refused_with_what_to_do(tmp_path: Path) -> None:
-    first = SQLiteStore(tmp_path / "runs.db")
-    second = SQLiteStore(tmp_path / "runs.db")
+def test_a_second_owner_of_a_live_run_is_refused_with_what_to_do(ledger: Ledger) -> None:
+    first = ledger.open()
+    second = ledger.open()
     first.acquire("r")
     with pytest.raises(RunBusyError, match=r"owned by another live process.*wait=.*steal=True"):
         second.acquire("r", wait=0.05)
@@ -66,9 +68,9 @@ def test_a_second_owner_of_a_live_run_is_refused_with_what_to_do(tmp_path: Path)
     second.close()
 
 
-def test_a_stale_owner_commits_nothing_after_a_takeover(tmp_path: Path) -> None:
-    old = SQLiteStore(tmp_path / "runs.db")
-    new = SQLiteStore(tmp_path / "runs.db")
+def test_a_stale_owner_commits_nothing_after_a_takeover(ledger: Ledger) -> None:
+    old = ledger.open()
+    new = ledger.open()
     old_epoch = old.acquire("r")
     new_epoch = new.acquire("r", steal=True)  # the old owner is hung: fenced off
     assert new_epoch == old_epoch + 1
@@ -111,9 +113,9 @@ def test_the_lock_of_a_killed_owner_is_released_at_once(tmp_path: Path) -> None:
         store.close()
 
 
-def test_runs_are_listed_and_deleted_but_not_while_owned(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "runs.db")
-    other = SQLiteStore(tmp_path / "runs.db")
+def test_runs_are_listed_and_deleted_but_not_while_owned(ledger: Ledger) -> None:
+    store = ledger.open()
+    other = ledger.open()
     for run_id in ("a", "b"):
         epoch = store.acquire(run_id)
         store.put_step(_step(run_id, "x"))
@@ -133,8 +135,8 @@ def test_runs_are_listed_and_deleted_but_not_while_owned(tmp_path: Path) -> None
     other.close()
 
 
-def test_expire_deletes_finished_old_runs_only(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "runs.db")
+def test_expire_deletes_finished_old_runs_only(ledger: Ledger) -> None:
+    store = ledger.open()
     for run_id, state in (("done", "done"), ("failed", "failed")):
         epoch = store.acquire(run_id)
         store.finish(run_id, epoch, state)  # type: ignore[arg-type]

@@ -111,7 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     runs = sub.add_parser(
         "runs",
         help="list, show and delete durable runs in a ledger",
-        description="Inspect the durable runs recorded in a SQLite ledger (cohort.durable).",
+        description=(
+            "Inspect the durable runs recorded in a ledger (cohort.durable): a SQLite "
+            "file or a postgresql:// URL."
+        ),
     )
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
     runs_ls = runs_sub.add_parser("ls", help="list runs: id, state, epoch, steps, updated")
@@ -126,8 +129,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="delete every finished run not updated for this many seconds",
     )
-    for action in (runs_ls, runs_show, runs_rm):
-        action.add_argument("--db", required=True, metavar="PATH", help="the ledger's database")
+    runs_migrate = runs_sub.add_parser(
+        "migrate", help="create or upgrade a Postgres ledger's tables (versioned)"
+    )
+    runs_migrate.add_argument(
+        "--schema", default=None, help="the schema of the tables (default: current_schema())"
+    )
+    for action in (runs_ls, runs_show, runs_rm, runs_migrate):
+        action.add_argument(
+            "--db",
+            required=True,
+            metavar="PATH|URL",
+            help="the ledger: a SQLite database file, or a postgresql:// URL",
+        )
     from cohort.cli._demo import add_demo_arguments
 
     add_demo_arguments(demo)

@@ -1,4 +1,5 @@
-"""``cohort runs ls/show/rm --db PATH``: the durable runs recorded in a SQLite ledger."""
+"""``cohort runs ls/show/rm/migrate --db PATH|URL``: the durable runs recorded in a
+ledger (a SQLite file, or a ``postgresql://`` URL)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from pathlib import Path
 
 from cohort.cli._common import UsageError
-from cohort.durable import RunBusyError, SQLiteStore
+from cohort.durable import PostgresStore, RunBusyError, SQLiteStore, Store, migrate
 
 __all__ = ["runs_command"]
 
@@ -19,10 +20,22 @@ def _when(seconds: float) -> str:
 
 def runs_command(args: argparse.Namespace) -> int:
     """Run one ``cohort runs`` action; return the exit status."""
-    db = Path(args.db)
-    if not db.is_file():
-        raise UsageError(f"no ledger at {db} (--db takes the database a durable run wrote)")
-    store = SQLiteStore(db)
+    db: Path | str
+    store: Store
+    if args.db.startswith(("postgresql://", "postgres://")):
+        db = args.db
+        if args.runs_command == "migrate":
+            before, after = migrate(args.db, schema=args.schema)
+            print(f"ledger schema at version {after} (was {before})")
+            return 0
+        store = PostgresStore(args.db)
+    else:
+        db = Path(args.db)
+        if args.runs_command == "migrate":
+            raise UsageError("cohort runs migrate takes a postgresql:// URL (SQLite needs none)")
+        if not db.is_file():
+            raise UsageError(f"no ledger at {db} (--db takes the database a durable run wrote)")
+        store = SQLiteStore(db)
     try:
         if args.runs_command == "ls":
             print(f"{'RUN':<32} {'STATE':<8} {'EPOCH':>5} {'STEPS':>6}  UPDATED")

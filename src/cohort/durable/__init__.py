@@ -14,6 +14,7 @@ from __future__ import annotations
 from cohort._public import publish as _publish
 from cohort.durable._codec import Codec, JsonCodec, PickleCodec, RecordedError
 from cohort.durable._flows import resume_flow, run_flow
+from cohort.durable._postgres import PostgresStore, migrate
 from cohort.durable._run import (
     DurableRun,
     FlowReplay,
@@ -50,6 +51,7 @@ __all__ = [
     "FlowReplay",
     "ItemLedger",
     "JsonCodec",
+    "PostgresStore",
     "PickleCodec",
     "RecordedError",
     "RunBusyError",
@@ -61,6 +63,7 @@ __all__ = [
     "current_run",
     "epoch",
     "idempotency_key",
+    "migrate",
     "resume_flow",
     "run",
     "run_flow",

@@ -23,8 +23,7 @@ from cohort._core._retry import attempt_all
 from cohort._core._scopes import fail_after
 from cohort.bridge import to_process
 from cohort.durable._codec import Codec
-from cohort.durable._run import DurableRun, FlowReplay, current_run, run
-from cohort.durable._sqlite import SQLiteStore
+from cohort.durable._run import DurableRun, FlowReplay, current_run, open_store, run
 from cohort.durable._store import Store
 
 if TYPE_CHECKING:
@@ -188,7 +187,7 @@ async def resume_flow(
     start = from_node if isinstance(from_node, str) else from_node.name
     again = _downstream(flow, start)
     owned = not isinstance(store, Store)
-    ledger = store if isinstance(store, Store) else SQLiteStore(store, sync=sync)
+    ledger = open_store(store, sync)
     try:
         if ledger.run(run_id) is None:
             raise LookupError(f"no run {run_id!r} in {ledger!r}: nothing to resume")

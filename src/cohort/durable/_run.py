@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar, overload
 from cohort._core._group import TaskGroup, close_coroutines, spawn_hook
 from cohort._core._policies import Decision, Quorum
 from cohort.durable._codec import Codec, PickleCodec, decode_error, encode_error
+from cohort.durable._postgres import PostgresStore
 from cohort.durable._sqlite import SQLiteStore
 from cohort.durable._store import (
     AmbiguousStepError,
@@ -40,6 +41,7 @@ from cohort.durable._store import (
 
 __all__ = [
     "DurableRun",
+    "open_store",
     "FlowReplay",
     "ItemLedger",
     "ValueEncodingError",
@@ -67,6 +69,21 @@ _DONE = ("ok", "error", "cancelled")
 # Injected crash points for the crash-loop harness: COHORT_DURABLE_CRASH=point[@n]
 # SIGKILLs the process the n-th time (1 by default) it reaches that point.
 CRASH_POINTS = ("before-effect", "after-effect", "in-commit", "decision")
+
+
+def open_store(store: Store | str | os.PathLike[str], sync: Literal["group", "step"]) -> Store:
+    """The store ``store=`` names: a :class:`Store` as it is, a ``postgresql://`` URL
+    (a :class:`PostgresStore`), or the path of a SQLite database."""
+    if isinstance(store, Store):
+        return store
+    if isinstance(store, str) and store.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(store, sync=sync)
+    if isinstance(store, str | os.PathLike):
+        return SQLiteStore(Path(store), sync=sync)
+    raise TypeError(
+        "store= takes a cohort.durable.Store, a SQLite database path or a "
+        f"postgresql:// URL, got {store!r}"
+    )
 
 
 class ValueEncodingError(DurableError, TypeError):
@@ -216,14 +233,7 @@ class DurableRun:
         if sync not in ("group", "step"):
             raise ValueError(f'sync must be "group" or "step", got {sync!r}')
         self._owns_store = not isinstance(store, Store)
-        if isinstance(store, Store):
-            self.store = store
-        elif isinstance(store, str | os.PathLike):
-            self.store = SQLiteStore(Path(store), sync=sync)
-        else:
-            raise TypeError(
-                f"store= takes a cohort.durable.Store or a database path, got {store!r}"
-            )
+        self.store = open_store(store, sync)
         self.run_id = run_id
         self.codec: Codec = PickleCodec() if codec is None else codec
         self.sync = sync
@@ -285,7 +295,7 @@ class DurableRun:
                     max_seq[parent] = seq
         self._task = asyncio.current_task()
         self._loop = asyncio.get_running_loop()
-        if self._crash.point == "in-commit" and isinstance(self.store, SQLiteStore):
+        if self._crash.point == "in-commit" and isinstance(self.store, SQLiteStore | PostgresStore):
             self.store.before_commit = lambda: self._crash.at("in-commit")
         self._tokens = (_run_var.set(self), _path_var.set(()), spawn_hook.set(self._on_spawn))
         return self
@@ -900,7 +910,8 @@ def run(
 
     Args:
         run_id: the run's id in the store.
-        store: a :class:`Store`, or the path of a SQLite database.
+        store: a :class:`Store`, the path of a SQLite database, or a
+            ``postgresql://`` URL (a :class:`PostgresStore`).
         codec: how values are recorded (``PickleCodec()`` by default).
         sync: ``"group"`` commits once per loop iteration; ``"step"`` commits
             (and, with a database path, fsyncs) each step before it is done.

@@ -146,7 +146,7 @@ class Store(abc.ABC):
         commit (a transactional sink). A store that cannot raises ``TypeError``."""
         raise TypeError(
             f"{self!r} cannot commit a sink's rows with its records: write them with "
-            "a SQLiteStore, or make the sink idempotent with idempotency_key()"
+            "a SQLiteStore or a PostgresStore, or make the sink idempotent with idempotency_key()"
         )
 
     @property

@@ -1,0 +1,186 @@
+"""cohort.durable on Postgres: migrations, one owner across machines (advisory lock +
+epoch), a killed owner taken over at once, a partitioned owner fenced off."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import cohort.durable as durable
+from _util import run_python
+
+
+def _step(path: str) -> durable.StepRecord:
+    return durable.StepRecord("r", path, "ok", b"v", 0, 1, 1.0, 2.0)
+
+
+def test_migrate_creates_the_versioned_schema_and_upgrades_an_old_one(
+    pg_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import psycopg
+
+    from cohort.cli import main
+
+    assert main(["runs", "migrate", "--db", pg_dsn]) == 0
+    assert capsys.readouterr().out == "ledger schema at version 2 (was 0)\n"
+    assert main(["runs", "migrate", "--db", pg_dsn]) == 0
+    assert capsys.readouterr().out == "ledger schema at version 2 (was 2)\n"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # back to version 1
+        conn.execute("ALTER TABLE cohort_runs DROP COLUMN program")
+        conn.execute("UPDATE cohort_schema_version SET version = 1")
+    assert durable.migrate(pg_dsn) == (1, 2)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE cohort_schema_version SET version = 99")
+    with pytest.raises(RuntimeError, match="newer than this cohort's 2: upgrade cohort"):
+        durable.PostgresStore(pg_dsn)
+    assert main(["runs", "migrate", "--db", "runs.db"]) == 2
+    assert "takes a postgresql:// URL" in capsys.readouterr().err
+
+
+def test_a_postgres_owner_killed_with_sigkill_is_taken_over_at_once(pg_dsn: str) -> None:
+    code = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from cohort.durable import PostgresStore
+        store = PostgresStore({pg_dsn!r})
+        store.acquire("r")
+        print("owned", flush=True)
+        sys.stdin.readline()
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        assert child.stdout.readline() == "owned\n"
+        store = durable.PostgresStore(pg_dsn)
+        with pytest.raises(durable.RunBusyError, match="advisory lock"):
+            store.acquire("r")
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(timeout=30) == -signal.SIGKILL
+        # The server ends the dead session (its socket closed): no lease to wait for.
+        assert store.acquire("r", wait=30) == 2
+        store.close()
+
+
+class _Proxy:
+    """A TCP proxy on loopback, in a thread of its own: ``block()`` holds every byte in
+    both directions (a network partition), ``unblock()`` lets them through."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._open = asyncio.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._open.set()
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.run_until_complete(server.wait_closed())
+        self._loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self._open.wait()
+                writer.write(data)
+                await writer.drain()
+            await self._open.wait()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def block(self) -> None:
+        self._loop.call_soon_threadsafe(self._open.clear)
+
+    def unblock(self) -> None:
+        self._loop.call_soon_threadsafe(self._open.set)
+
+    def close(self) -> None:
+        self.unblock()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+
+@pytest.fixture
+def proxy(pg_server: Any) -> Iterator[_Proxy]:
+    proxy = _Proxy(pg_server.port)
+    yield proxy
+    proxy.close()
+
+
+def test_a_partitioned_owner_that_comes_back_cannot_commit(pg_dsn: str, proxy: _Proxy) -> None:
+    via_proxy = pg_dsn.replace(f":{proxy.upstream}/", f":{proxy.port}/")
+    zombie = durable.PostgresStore(via_proxy, lease=1.0)
+    epoch = zombie.acquire("r")
+    zombie.put_step(_step("before"))
+    zombie.flush("r", epoch)
+    proxy.block()
+    # Another process (another machine) asks for the run: the server ends the
+    # silent owner's session after its lease, and with it its advisory lock.
+    taker = textwrap.dedent(
+        f"""
+        from cohort.durable import PostgresStore, StepRecord
+        store = PostgresStore({pg_dsn!r})
+        epoch = store.acquire("r", wait=60)
+        store.put_step(StepRecord("r", "taken", "ok", b"t", 0, 1, 1.0, 2.0))
+        store.finish("r", epoch, "done")
+        store.close()
+        print(epoch)
+        """
+    )
+    done = run_python("-c", taker, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "2\n", "")
+    proxy.unblock()
+    zombie.put_step(_step("late"))
+    with pytest.raises(durable.FencedError, match="epoch 1 no longer owns it"):
+        zombie.flush("r", epoch)
+    zombie.close()
+    check = durable.PostgresStore(pg_dsn)
+    assert sorted(s.path for s in check.load("r")[0]) == ["before", "taken"]
+    record = check.run("r")
+    assert record is not None
+    assert (record.epoch, record.state) == (2, "done")
+    check.close()
+
+
+async def test_one_line_switches_a_run_to_postgres(pg_dsn: str) -> None:
+    calls: list[int] = []
+
+    def once() -> int:
+        calls.append(1)
+        return 7
+
+    for _ in range(2):
+        async with durable.run("nightly", store=pg_dsn) as run:
+            assert await run.step(once) == 7
+    assert calls == [1]
