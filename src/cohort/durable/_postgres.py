@@ -90,11 +90,26 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_PUT_STEP = (
-    "INSERT INTO {s}.cohort_steps VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (run_id, path) DO UPDATE SET status = EXCLUDED.status, "
+# A batch of steps in one statement: one array per column (unnest), so a commit is
+# one statement whatever its size (executemany would be one statement per row).
+_UNNEST_STEPS = (
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], "
+    "%s::int8[], %s::int4[], %s::float8[], %s::float8[])"
+)
+_UPSERT_STEPS = (
+    " ON CONFLICT (run_id, path) DO UPDATE SET status = EXCLUDED.status, "
     "value = EXCLUDED.value, seq = EXCLUDED.seq, attempt = EXCLUDED.attempt, "
     "started = EXCLUDED.started, ended = EXCLUDED.ended"
+)
+# The epoch check and the steps in one statement (one round trip, its own
+# transaction): the steps are inserted only if the fence's UPDATE found the run
+# at this epoch, and the statement returns how many it found (0: fenced).
+_FENCED_STEPS = (
+    "WITH fence AS (UPDATE {s}.cohort_runs SET updated = %s, state = coalesce(%s, state) "
+    "WHERE id = %s AND epoch = %s RETURNING 1), "
+    "put AS (INSERT INTO {s}.cohort_steps SELECT u.* FROM (" + _UNNEST_STEPS + ") AS u "
+    "WHERE EXISTS (SELECT FROM fence)" + _UPSERT_STEPS + ") "
+    "SELECT count(*) FROM fence"
 )
 _PUT_DECISION = (
     "INSERT INTO {s}.cohort_decisions VALUES (%s, %s, %s, %s, %s) "
@@ -217,7 +232,8 @@ class PostgresStore(Store):
             self._conn.close()
             raise
         s = self.schema
-        self._sql_put_step = _PUT_STEP.format(s=s)
+        self._sql_put_step = f"INSERT INTO {s}.cohort_steps {_UNNEST_STEPS}{_UPSERT_STEPS}"
+        self._sql_fenced_steps = _FENCED_STEPS.format(s=s)
         self._sql_put_decision = _PUT_DECISION.format(s=s)
         self._sql_del_step = _DEL_STEP.format(s=s)
         # run id -> "held" (its advisory lock), "stolen" (steal=True: none), "lost"
@@ -406,8 +422,22 @@ class PostgresStore(Store):
         )
         self._steps, self._decisions, self._deletes, self._statements = [], [], [], []
         s = self.schema
+        now = time.time()
         with self._mutex:
             conn = self._alive()
+            if (
+                not (deletes or decisions or statements)
+                and self.before_commit is None
+                and self._locks.get(run_id) != "lost"
+            ):
+                # The common commit: the epoch check and the steps, one statement in
+                # its own transaction (autocommit): one round trip.
+                row = conn.execute(
+                    self._sql_fenced_steps, (now, state, run_id, epoch, *_columns(steps))
+                ).fetchone()
+                if not (row and row[0] == 1):
+                    _fenced(run_id, epoch)
+                return
             with conn.transaction():
                 cur = conn.cursor()
                 if self._locks.get(run_id) == "lost":
@@ -417,23 +447,17 @@ class PostgresStore(Store):
                     if not (got and got[0]):
                         _fenced(run_id, epoch)
                     self._locks[run_id] = "held"
-                if state is None:
-                    cur.execute(
-                        f"UPDATE {s}.cohort_runs SET updated = %s WHERE id = %s AND epoch = %s",
-                        (time.time(), run_id, epoch),
-                    )
-                else:
-                    cur.execute(
-                        f"UPDATE {s}.cohort_runs SET updated = %s, state = %s "
-                        "WHERE id = %s AND epoch = %s",
-                        (time.time(), state, run_id, epoch),
-                    )
+                cur.execute(
+                    f"UPDATE {s}.cohort_runs SET updated = %s, state = coalesce(%s, state) "
+                    "WHERE id = %s AND epoch = %s",
+                    (now, state, run_id, epoch),
+                )
                 if cur.rowcount != 1:
                     _fenced(run_id, epoch)
                 if deletes:
                     cur.executemany(self._sql_del_step, deletes)
                 if steps:
-                    cur.executemany(self._sql_put_step, steps)
+                    cur.execute(self._sql_put_step, _columns(steps))
                 if decisions:
                     cur.executemany(self._sql_put_decision, decisions)
                 for sql, rows in statements:
@@ -521,6 +545,13 @@ def _fenced(run_id: str, epoch: int) -> None:
         f"run {run_id!r}: epoch {epoch} no longer owns it (another process took "
         "it over); nothing of this process was committed"
     )
+
+
+def _columns(steps: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Step rows as one list per column, the last row of each path only (one
+    statement cannot update a row twice; a later record of a path replaces it)."""
+    last = {(row[0], row[1]): row for row in steps}
+    return [list(column) for column in zip(*last.values(), strict=True)] if last else [[]] * 8
 
 
 def _bytes(value: Any) -> bytes | None:
