@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 import threading
 import time
@@ -244,6 +245,7 @@ class PostgresStore(Store):
         self._deletes: list[tuple[str, str]] = []
         self._statements: list[tuple[str, list[tuple[Any, ...]]]] = []
         self._closed = threading.Event()
+        self._claimed: dict[str, int] = {}  # run id -> epoch: claim()ed, not acquired yet
         # Called inside each commit's transaction, just before COMMIT (crash tests).
         self.before_commit: Callable[[], None] | None = None
         self._heartbeat = threading.Thread(
@@ -302,6 +304,9 @@ class PostgresStore(Store):
         """Own ``run_id``; see :meth:`Store.acquire`. A run whose owner's connection
         ended (killed, or partitioned for ``lease`` seconds) is free at once."""
         with self._mutex:
+            if run_id in self._claimed:  # claim() took its lock and its epoch
+                self._locks[run_id] = "held"
+                return self._claimed.pop(run_id)
             if run_id in self._locks:
                 raise RunBusyError(f"run {run_id!r} is already open in this store")
             deadline = time.monotonic() + wait
@@ -465,6 +470,63 @@ class PostgresStore(Store):
                 if self.before_commit is not None:
                     self.before_commit()
 
+    # -- work distribution ----------------------------------------------------------
+
+    def submit(self, run_id: str, program: str, args: Any = None) -> bool:
+        """Record a pending run of ``program`` (a name registered with
+        :func:`cohort.durable.program`) with ``args`` (JSON), for a worker
+        (``cohort runs worker``) to pick up; False if ``run_id`` exists already."""
+        if not isinstance(run_id, str) or not isinstance(program, str):
+            raise TypeError(f"run_id and program are str, got {run_id!r}, {program!r}")
+        try:
+            data = json.dumps(args)
+        except TypeError as exc:
+            raise TypeError(f"args of run {run_id!r} must be JSON-serialisable: {exc}") from None
+        now = time.time()
+        with self._mutex:
+            found = (
+                self._alive()
+                .execute(
+                    f"INSERT INTO {self.schema}.cohort_runs "
+                    f"({_RUN_COLUMNS}, program, args) VALUES (%s, 'pending', 0, %s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (run_id, now, now, program, data),
+                )
+                .rowcount
+            )
+        return found == 1
+
+    def claim(self, programs: list[str]) -> tuple[str, str, Any] | None:
+        """Take a pending or abandoned run of one of ``programs`` (oldest first), or
+        None: its advisory lock taken and its epoch bumped, so that the next
+        ``acquire`` of it here owns it. The candidate rows are read ``FOR UPDATE
+        SKIP LOCKED`` (two workers never examine the same run at once) and a run
+        whose owner is alive (its advisory lock held) is skipped. (id, program, args)."""
+        s = self.schema
+        with self._mutex:
+            conn = self._alive()
+            with conn.transaction():
+                rows = conn.execute(
+                    f"SELECT id, program, args FROM {s}.cohort_runs "
+                    "WHERE state IN ('pending', 'running') AND program = ANY(%s) "
+                    "ORDER BY created, id LIMIT 64 FOR UPDATE SKIP LOCKED",
+                    (programs,),
+                ).fetchall()
+                for run_id, program, args in rows:
+                    if run_id in self._locks or run_id in self._claimed:
+                        continue
+                    if not self._try_lock(run_id):
+                        continue  # owned by a live process
+                    row = conn.execute(
+                        f"UPDATE {s}.cohort_runs SET epoch = epoch + 1, state = 'running', "
+                        "updated = %s WHERE id = %s RETURNING epoch",
+                        (time.time(), run_id),
+                    ).fetchone()
+                    assert row is not None
+                    self._claimed[run_id] = int(row[0])
+                    return run_id, program, json.loads(args) if args is not None else None
+        return None
+
     # -- operations -----------------------------------------------------------------
 
     def runs(self) -> list[RunRecord]:
@@ -536,6 +598,7 @@ class PostgresStore(Store):
         with self._mutex:
             for run_id in list(self._locks):
                 self.release(run_id)
+            self._claimed.clear()
             self._conn.close()
         self._heartbeat.join()
 
