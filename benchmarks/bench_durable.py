@@ -17,6 +17,11 @@
   against the same pipeline run outside one: stages awaiting 1 ms
   per item (target <= 1.3x), and no-op stages (target >= 50,000
   checkpointed items/s).
+* Postgres: the same sequential steps on a ``PostgresStore`` (a cluster started by
+  the benchmark in a temp dir, as the tests do, with ``fsync`` on), against two
+  floors through the same driver (psycopg 3), same rows, transactions of 512:
+  ``executemany`` of the upsert, and one ``INSERT ... SELECT FROM unnest(...)``
+  per batch (what the store sends). Target <= 2x the floor.
 * DBOS Transact on SQLite, same machine, same run: a workflow of N
   sequential steps, per step, if ``dbos`` is importable in
   ``/work/venvs/dbos`` (or here); else the table says it did not run.
@@ -38,6 +43,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cohort
 import cohort.durable as durable
@@ -61,7 +67,7 @@ def _ident(i: int) -> int:
 # -- sequential steps ---------------------------------------------------------------
 
 
-async def _steps(db: Path, n: int, sync: str = "group") -> list[float]:
+async def _steps(db: Path | str, n: int, sync: str = "group") -> list[float]:
     """n sequential steps; the duration of each."""
     each = []
     async with durable.run("bench", store=db, sync=sync) as run:  # type: ignore[arg-type]
@@ -234,6 +240,95 @@ def _bench_pipeline(tmp: Path, quick: bool) -> str:
     return "\n".join(out)
 
 
+# -- Postgres -------------------------------------------------------------------------
+
+_PG_TABLE = (
+    "CREATE TABLE steps (run_id TEXT NOT NULL, path TEXT NOT NULL, status TEXT NOT NULL,"
+    " value BYTEA, seq BIGINT NOT NULL, attempt INTEGER NOT NULL,"
+    " started DOUBLE PRECISION NOT NULL, ended DOUBLE PRECISION, PRIMARY KEY (run_id, path))"
+)
+_PG_UPSERT = (
+    " ON CONFLICT (run_id, path) DO UPDATE SET status = EXCLUDED.status,"
+    " value = EXCLUDED.value, seq = EXCLUDED.seq, attempt = EXCLUDED.attempt,"
+    " started = EXCLUDED.started, ended = EXCLUDED.ended"
+)
+
+
+def _pg_floor(dsn: str, n: int, unnest: bool) -> None:
+    """The same rows, raw, in transactions of 512: executemany, or one unnest INSERT."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(_PG_TABLE)
+        batch: list[tuple[object, ...]] = []
+        for i in range(n):
+            now = time.time()
+            batch.append(("bench", f"s{i}", "ok", pickle.dumps(i), -1, 1, now, now))
+            if len(batch) == 512 or i == n - 1:
+                if unnest:
+                    conn.execute(
+                        "INSERT INTO steps SELECT * FROM unnest(%s::text[], %s::text[], "
+                        "%s::text[], %s::bytea[], %s::int8[], %s::int4[], %s::float8[], "
+                        "%s::float8[])" + _PG_UPSERT,
+                        [list(c) for c in zip(*batch, strict=True)],
+                    )
+                else:
+                    with conn.transaction():
+                        conn.cursor().executemany(
+                            "INSERT INTO steps VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                            + _PG_UPSERT,
+                            batch,
+                        )
+                batch = []
+
+
+def _bench_postgres(quick: bool) -> str:
+    bin_dir = _pg_server().find_bin_dir()
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        bin_dir = None
+    if bin_dir is None:
+        return (
+            "## Postgres\n\nnot run: "
+            "no PostgreSQL binaries or no psycopg (scripts/ensure-postgres)\n"
+        )
+    n = 5_000 if quick else 20_000
+    with _pg_server().server(bin_dir, fsync=True) as pg:
+        results = compare(
+            [
+                ("raw psycopg executemany (floor)", lambda: _pg_floor(pg.new_schema(), n, False)),
+                ("raw psycopg unnest INSERT (floor)", lambda: _pg_floor(pg.new_schema(), n, True)),
+                (
+                    "cohort.durable run.step (PostgresStore)",
+                    lambda: asyncio.run(_steps(pg.new_schema(), n)),
+                ),
+            ],
+            rounds=3 if quick else 5,
+            per=n,
+        )
+    ratio = statistics.median(results[2].ratios)
+    ratio2 = statistics.median(
+        r / b for r, b in zip(results[2].seconds, results[1].seconds, strict=True)
+    )
+    verdict = "met" if ratio <= 2 else "NOT met"
+    return (
+        table(
+            f"Checkpointed sequential step on Postgres (fsync on), {n} per run", results, "per step"
+        )
+        + f"\ncohort / executemany floor {ratio:.2f}x (target <= 2x {verdict}); "
+        f"cohort / unnest floor {ratio2:.2f}x\n"
+    )
+
+
+def _pg_server() -> Any:
+    """tests/_pg_server.py: the throw-away cluster the tests use."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import _pg_server
+
+    return _pg_server
+
+
 # -- DBOS Transact ------------------------------------------------------------------------
 
 _DBOS_SCRIPT = textwrap.dedent(
@@ -306,6 +401,7 @@ def main(quick: bool) -> str:
             _bench_fsync(tmp, quick),
             _bench_resume(tmp, quick),
             _bench_pipeline(tmp, quick),
+            _bench_postgres(quick),
             _bench_dbos(tmp, quick),
         ]
     return "\n".join(parts)

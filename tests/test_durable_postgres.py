@@ -9,7 +9,8 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -184,3 +185,50 @@ async def test_one_line_switches_a_run_to_postgres(pg_dsn: str) -> None:
         async with durable.run("nightly", store=pg_dsn) as run:
             assert await run.step(once) == 7
     assert calls == [1]
+
+
+def _statements_sent(
+    store: durable.PostgresStore, tmp_path: Path, work: Callable[[], None]
+) -> list[str]:
+    """The statements the store's connection sends while ``work()`` runs (libpq's
+    trace of the protocol: each Parse or simple Query message is one statement)."""
+    from psycopg import pq
+
+    trace = tmp_path / "trace"
+    conn = store.connection
+    with open(trace, "w") as out:
+        conn.pgconn.trace(out.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            work()
+        finally:
+            conn.pgconn.untrace()
+    sent: list[str] = []
+    for line in trace.read_text().splitlines():
+        fields = [*line.split("\t"), "", "", ""]
+        if fields[0] == "F" and fields[2] in ("Parse", "Query"):
+            sent.append(fields[3])
+    return sent
+
+
+def test_a_postgres_commit_of_many_steps_is_one_statement(pg_dsn: str, tmp_path: Path) -> None:
+    store = durable.PostgresStore(pg_dsn)
+    try:
+        epoch = store.acquire("r")
+        store.put_rows([tuple(_step(f"s{i}")) for i in range(300)])
+        store.put_step(_step("s7")._replace(value=b"last"))  # the same path again: it wins
+        sent = _statements_sent(store, tmp_path, lambda: store.flush("r", epoch))
+        assert len(sent) == 1, sent
+        steps, _ = store.load("r")
+        assert len(steps) == 300
+        assert {s.path: s.value for s in steps}["s7"] == b"last"
+        store.put_step(_step("late"))
+        with pytest.raises(durable.FencedError):  # an older epoch: nothing committed
+            store.flush("r", epoch - 1)
+        assert "late" not in {s.path for s in store.load("r")[0]}
+        store.finish("r", epoch, "done")
+        run = store.run("r")
+        assert run is not None
+        assert run.state == "done"
+    finally:
+        store.close()

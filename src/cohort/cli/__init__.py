@@ -135,7 +135,29 @@ def _parser() -> argparse.ArgumentParser:
     runs_migrate.add_argument(
         "--schema", default=None, help="the schema of the tables (default: current_schema())"
     )
-    for action in (runs_ls, runs_show, runs_rm, runs_migrate):
+    runs_worker = runs_sub.add_parser(
+        "worker",
+        help="run pending and abandoned runs of registered programs from a Postgres ledger",
+        description=(
+            "Take pending runs (PostgresStore.submit) and runs whose owner died from a "
+            "shared Postgres ledger and run them, one at a time; any number of workers "
+            "on any number of machines never run the same run at once."
+        ),
+    )
+    runs_worker.add_argument(
+        "--programs",
+        action="append",
+        required=True,
+        metavar="MODULE",
+        help="a module whose @cohort.durable.program functions this worker runs (repeatable)",
+    )
+    runs_worker.add_argument(
+        "--until-idle", action="store_true", help="stop once no run is left to take"
+    )
+    runs_worker.add_argument(
+        "--poll", type=float, default=0.2, metavar="SECONDS", help="wait between empty polls"
+    )
+    for action in (runs_ls, runs_show, runs_rm, runs_migrate, runs_worker):
         action.add_argument(
             "--db",
             required=True,

@@ -4,12 +4,13 @@ ledger (a SQLite file, or a ``postgresql://`` URL)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 from pathlib import Path
 
 from cohort.cli._common import UsageError
-from cohort.durable import PostgresStore, RunBusyError, SQLiteStore, Store, migrate
+from cohort.durable import PostgresStore, RunBusyError, SQLiteStore, Store, migrate, work
 
 __all__ = ["runs_command"]
 
@@ -29,10 +30,21 @@ def runs_command(args: argparse.Namespace) -> int:
             print(f"ledger schema at version {after} (was {before})")
             return 0
         store = PostgresStore(args.db)
+        if args.runs_command == "worker":
+            try:
+                done = asyncio.run(
+                    work(store, modules=args.programs, poll=args.poll, until_idle=args.until_idle)
+                )
+            finally:
+                store.close()
+            print(f"worker ran {done} runs")
+            return 0
     else:
         db = Path(args.db)
         if args.runs_command == "migrate":
             raise UsageError("cohort runs migrate takes a postgresql:// URL (SQLite needs none)")
+        if args.runs_command == "worker":
+            raise UsageError("cohort runs worker takes a postgresql:// URL (a shared ledger)")
         if not db.is_file():
             raise UsageError(f"no ledger at {db} (--db takes the database a durable run wrote)")
         store = SQLiteStore(db)

@@ -39,6 +39,7 @@ from cohort.durable._store import (
     StepRecord,
     Store,
 )
+from cohort.durable._worker import program, programs, work
 
 __all__ = [
     "AmbiguousStepError",
@@ -64,10 +65,13 @@ __all__ = [
     "epoch",
     "idempotency_key",
     "migrate",
+    "program",
+    "programs",
     "resume_flow",
     "run",
     "run_flow",
     "step",
+    "work",
     "write_rows",
 ]
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 import threading
 import time
@@ -90,11 +91,26 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_PUT_STEP = (
-    "INSERT INTO {s}.cohort_steps VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (run_id, path) DO UPDATE SET status = EXCLUDED.status, "
+# A batch of steps in one statement: one array per column (unnest), so a commit is
+# one statement whatever its size (executemany would be one statement per row).
+_UNNEST_STEPS = (
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], "
+    "%s::int8[], %s::int4[], %s::float8[], %s::float8[])"
+)
+_UPSERT_STEPS = (
+    " ON CONFLICT (run_id, path) DO UPDATE SET status = EXCLUDED.status, "
     "value = EXCLUDED.value, seq = EXCLUDED.seq, attempt = EXCLUDED.attempt, "
     "started = EXCLUDED.started, ended = EXCLUDED.ended"
+)
+# The epoch check and the steps in one statement (one round trip, its own
+# transaction): the steps are inserted only if the fence's UPDATE found the run
+# at this epoch, and the statement returns how many it found (0: fenced).
+_FENCED_STEPS = (
+    "WITH fence AS (UPDATE {s}.cohort_runs SET updated = %s, state = coalesce(%s, state) "
+    "WHERE id = %s AND epoch = %s RETURNING 1), "
+    "put AS (INSERT INTO {s}.cohort_steps SELECT u.* FROM (" + _UNNEST_STEPS + ") AS u "
+    "WHERE EXISTS (SELECT FROM fence)" + _UPSERT_STEPS + ") "
+    "SELECT count(*) FROM fence"
 )
 _PUT_DECISION = (
     "INSERT INTO {s}.cohort_decisions VALUES (%s, %s, %s, %s, %s) "
@@ -217,7 +233,8 @@ class PostgresStore(Store):
             self._conn.close()
             raise
         s = self.schema
-        self._sql_put_step = _PUT_STEP.format(s=s)
+        self._sql_put_step = f"INSERT INTO {s}.cohort_steps {_UNNEST_STEPS}{_UPSERT_STEPS}"
+        self._sql_fenced_steps = _FENCED_STEPS.format(s=s)
         self._sql_put_decision = _PUT_DECISION.format(s=s)
         self._sql_del_step = _DEL_STEP.format(s=s)
         # run id -> "held" (its advisory lock), "stolen" (steal=True: none), "lost"
@@ -228,6 +245,7 @@ class PostgresStore(Store):
         self._deletes: list[tuple[str, str]] = []
         self._statements: list[tuple[str, list[tuple[Any, ...]]]] = []
         self._closed = threading.Event()
+        self._claimed: dict[str, int] = {}  # run id -> epoch: claim()ed, not acquired yet
         # Called inside each commit's transaction, just before COMMIT (crash tests).
         self.before_commit: Callable[[], None] | None = None
         self._heartbeat = threading.Thread(
@@ -286,6 +304,9 @@ class PostgresStore(Store):
         """Own ``run_id``; see :meth:`Store.acquire`. A run whose owner's connection
         ended (killed, or partitioned for ``lease`` seconds) is free at once."""
         with self._mutex:
+            if run_id in self._claimed:  # claim() took its lock and its epoch
+                self._locks[run_id] = "held"
+                return self._claimed.pop(run_id)
             if run_id in self._locks:
                 raise RunBusyError(f"run {run_id!r} is already open in this store")
             deadline = time.monotonic() + wait
@@ -406,8 +427,22 @@ class PostgresStore(Store):
         )
         self._steps, self._decisions, self._deletes, self._statements = [], [], [], []
         s = self.schema
+        now = time.time()
         with self._mutex:
             conn = self._alive()
+            if (
+                not (deletes or decisions or statements)
+                and self.before_commit is None
+                and self._locks.get(run_id) != "lost"
+            ):
+                # The common commit: the epoch check and the steps, one statement in
+                # its own transaction (autocommit): one round trip.
+                row = conn.execute(
+                    self._sql_fenced_steps, (now, state, run_id, epoch, *_columns(steps))
+                ).fetchone()
+                if not (row and row[0] == 1):
+                    _fenced(run_id, epoch)
+                return
             with conn.transaction():
                 cur = conn.cursor()
                 if self._locks.get(run_id) == "lost":
@@ -417,29 +452,80 @@ class PostgresStore(Store):
                     if not (got and got[0]):
                         _fenced(run_id, epoch)
                     self._locks[run_id] = "held"
-                if state is None:
-                    cur.execute(
-                        f"UPDATE {s}.cohort_runs SET updated = %s WHERE id = %s AND epoch = %s",
-                        (time.time(), run_id, epoch),
-                    )
-                else:
-                    cur.execute(
-                        f"UPDATE {s}.cohort_runs SET updated = %s, state = %s "
-                        "WHERE id = %s AND epoch = %s",
-                        (time.time(), state, run_id, epoch),
-                    )
+                cur.execute(
+                    f"UPDATE {s}.cohort_runs SET updated = %s, state = coalesce(%s, state) "
+                    "WHERE id = %s AND epoch = %s",
+                    (now, state, run_id, epoch),
+                )
                 if cur.rowcount != 1:
                     _fenced(run_id, epoch)
                 if deletes:
                     cur.executemany(self._sql_del_step, deletes)
                 if steps:
-                    cur.executemany(self._sql_put_step, steps)
+                    cur.execute(self._sql_put_step, _columns(steps))
                 if decisions:
                     cur.executemany(self._sql_put_decision, decisions)
                 for sql, rows in statements:
                     cur.executemany(sql, rows)
                 if self.before_commit is not None:
                     self.before_commit()
+
+    # -- work distribution ----------------------------------------------------------
+
+    def submit(self, run_id: str, program: str, args: Any = None) -> bool:
+        """Record a pending run of ``program`` (a name registered with
+        :func:`cohort.durable.program`) with ``args`` (JSON), for a worker
+        (``cohort runs worker``) to pick up; False if ``run_id`` exists already."""
+        if not isinstance(run_id, str) or not isinstance(program, str):
+            raise TypeError(f"run_id and program are str, got {run_id!r}, {program!r}")
+        try:
+            data = json.dumps(args)
+        except TypeError as exc:
+            raise TypeError(f"args of run {run_id!r} must be JSON-serialisable: {exc}") from None
+        now = time.time()
+        with self._mutex:
+            found = (
+                self._alive()
+                .execute(
+                    f"INSERT INTO {self.schema}.cohort_runs "
+                    f"({_RUN_COLUMNS}, program, args) VALUES (%s, 'pending', 0, %s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (run_id, now, now, program, data),
+                )
+                .rowcount
+            )
+        return found == 1
+
+    def claim(self, programs: list[str]) -> tuple[str, str, Any] | None:
+        """Take a pending or abandoned run of one of ``programs`` (oldest first), or
+        None: its advisory lock taken and its epoch bumped, so that the next
+        ``acquire`` of it here owns it. The candidate rows are read ``FOR UPDATE
+        SKIP LOCKED`` (two workers never examine the same run at once) and a run
+        whose owner is alive (its advisory lock held) is skipped. (id, program, args)."""
+        s = self.schema
+        with self._mutex:
+            conn = self._alive()
+            with conn.transaction():
+                rows = conn.execute(
+                    f"SELECT id, program, args FROM {s}.cohort_runs "
+                    "WHERE state IN ('pending', 'running') AND program = ANY(%s) "
+                    "ORDER BY created, id LIMIT 64 FOR UPDATE SKIP LOCKED",
+                    (programs,),
+                ).fetchall()
+                for run_id, program, args in rows:
+                    if run_id in self._locks or run_id in self._claimed:
+                        continue
+                    if not self._try_lock(run_id):
+                        continue  # owned by a live process
+                    row = conn.execute(
+                        f"UPDATE {s}.cohort_runs SET epoch = epoch + 1, state = 'running', "
+                        "updated = %s WHERE id = %s RETURNING epoch",
+                        (time.time(), run_id),
+                    ).fetchone()
+                    assert row is not None
+                    self._claimed[run_id] = int(row[0])
+                    return run_id, program, json.loads(args) if args is not None else None
+        return None
 
     # -- operations -----------------------------------------------------------------
 
@@ -512,6 +598,7 @@ class PostgresStore(Store):
         with self._mutex:
             for run_id in list(self._locks):
                 self.release(run_id)
+            self._claimed.clear()
             self._conn.close()
         self._heartbeat.join()
 
@@ -521,6 +608,13 @@ def _fenced(run_id: str, epoch: int) -> None:
         f"run {run_id!r}: epoch {epoch} no longer owns it (another process took "
         "it over); nothing of this process was committed"
     )
+
+
+def _columns(steps: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Step rows as one list per column, the last row of each path only (one
+    statement cannot update a row twice; a later record of a path replaces it)."""
+    last = {(row[0], row[1]): row for row in steps}
+    return [list(column) for column in zip(*last.values(), strict=True)] if last else [[]] * 8
 
 
 def _bytes(value: Any) -> bytes | None:
