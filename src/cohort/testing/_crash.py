@@ -96,8 +96,9 @@ def crash_loop(
             comparison, random kills over ``timeout``'s first second.
         random_kills: runs killed at a random moment.
         crash_point: one of :data:`CRASH_POINTS`; then the first ``point_kills``
-            runs (after the random ones) are armed with
-            ``COHORT_DURABLE_CRASH=point@n``, ``n`` drawn from 1..``point_range``.
+            runs are armed with ``COHORT_DURABLE_CRASH=point@n``, ``n`` drawn from
+            1..``point_range`` (before the random kills, so they land whatever the
+            timing: a random moment can fall after a run has already finished).
         seed: seeds the random moments and ``n``.
         env: the environment of the runs (default: this process's).
         timeout: seconds a single run may take before it counts as a hang.
@@ -130,11 +131,11 @@ def crash_loop(
         run_env = dict(base)
         kill_after: float | None = None
         armed = False
-        if runs <= random_kills:
-            kill_after = rng.uniform(0, horizon)
-        elif runs <= random_kills + planned_points:
+        if runs <= planned_points:
             run_env["COHORT_DURABLE_CRASH"] = f"{crash_point}@{rng.randint(1, point_range)}"
             armed = True
+        elif runs <= planned_points + random_kills:
+            kill_after = rng.uniform(0, horizon)
         code, out, err = _finish(_start(args, run_env), timeout, kill_after)
         if code == 0:
             if reference is not None and out != expected:
