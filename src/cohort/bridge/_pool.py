@@ -97,6 +97,14 @@ class ProcessPool(WorkerSlots):
             workers are restarted with exponential backoff and jitter.
         crash_window: seconds over which ``max_crashes`` are counted.
         kill_grace: seconds between SIGTERM and SIGKILL when a call is cancelled.
+        heartbeat: detect a worker that stopped responding (SIGSTOP, a debugger,
+            a call holding the GIL in C code) while it runs a call: after
+            ``heartbeat`` seconds without a heartbeat from the worker's thread
+            (noticed within ``1.25 * heartbeat``) the call fails with
+            ``WorkerCrashedError`` ("stopped responding for N s"), the worker is
+            killed and replaced, and it counts as a crash. ``None`` (default):
+            off. A call that holds the GIL longer than this in one C function
+            is treated as stopped too; one that releases it (sleep, I/O) is not.
 
     Each worker leads its own process group, and the pool signals the whole
     group: cancelling a call also stops the processes the call started
@@ -126,12 +134,14 @@ class ProcessPool(WorkerSlots):
         max_crashes: int = 5,
         crash_window: float = 30.0,
         kill_grace: float = 0.1,
+        heartbeat: float | None = None,
     ) -> None:
         workers = check_count("workers", workers, none=True)
         max_tasks_per_worker = check_count("max_tasks_per_worker", max_tasks_per_worker, none=True)
         max_crashes = check_count("max_crashes", max_crashes)
         crash_window = check_seconds("crash_window", crash_window, zero=False)
         kill_grace = check_seconds("kill_grace", kill_grace, inf=False)
+        heartbeat = check_seconds("heartbeat", heartbeat, none=True, zero=False, inf=False)
         if initializer is not None:
             _wire.check_callable(initializer)
         if not isinstance(initargs, tuple | list):
@@ -147,6 +157,7 @@ class ProcessPool(WorkerSlots):
             max_crashes=max_crashes,
             crash_window=crash_window,
             kill_grace=kill_grace,
+            heartbeat=heartbeat,
         )
         self._max_tasks = max_tasks_per_worker
         self._n_completed = self._n_cancelled = 0

@@ -34,6 +34,7 @@ from cohort.bridge._procs import (
     Worker,
     WorkerState,
     exit_description,
+    heard_from,
     sigkill,
     signal_group,
     terminate,
@@ -72,6 +73,7 @@ TRANSITIONS = {
 
 EXIT_FRAME = _wire.frame((_wire.EXIT, None, None))
 RETIRE_GRACE = 5.0  # seconds a retired worker gets to exit before it is killed
+BEATS_PER_INTERVAL = 4  # heartbeats a worker sends, and looks the pool takes, per interval
 
 
 class WorkerSlots:
@@ -86,6 +88,7 @@ class WorkerSlots:
         max_crashes: int,
         crash_window: float,
         kill_grace: float,
+        heartbeat: float | None,
     ) -> None:
         self._size = size
         self._initializer = initializer
@@ -95,6 +98,8 @@ class WorkerSlots:
         self._max_crashes = max_crashes
         self._crash_window = crash_window
         self._kill_grace = kill_grace
+        self._heartbeat = heartbeat
+        self._beat_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: set[Worker] = set()
         self._idle: list[Worker] = []
@@ -115,6 +120,7 @@ class WorkerSlots:
         self._on_exit_cb = weakly(self._on_exit)
         self._kill_cb = weakly(self._kill)
         self._spawn_pending_cb = weakly(self._spawn_pending)
+        self._check_beats_cb = weakly(self._check_beats)
 
     # -- the hooks of the call path (ProcessPool) ----------------------------------
 
@@ -171,6 +177,11 @@ class WorkerSlots:
         child_req = Connection(req_r, writable=False)
         child_rep = Connection(rep_w, readable=False)
         family = _shm.worker_family(self._prefix, next(self._worker_numbers))
+        beat_r = -1
+        beats: tuple[Connection, float] | tuple[()] = ()
+        if self._heartbeat is not None:
+            beat_r, beat_w = os.pipe()
+            beats = (Connection(beat_w, readable=False), self._heartbeat / BEATS_PER_INTERVAL)
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(
@@ -181,6 +192,7 @@ class WorkerSlots:
                 self._initargs,
                 self._prefix,
                 family,
+                *beats,
             ),
             name="cohort-worker",
         )
@@ -189,14 +201,22 @@ class WorkerSlots:
         except Exception as exc:
             os.close(req_w)
             os.close(rep_r)
+            if beat_r >= 0:
+                os.close(beat_r)
             self._break(PoolBrokenError(_wire.main_module_hint()), cause=exc)
             return
         finally:
             child_req.close()
             child_rep.close()
+            if beats:
+                beats[0].close()
         os.set_blocking(req_w, False)
         os.set_blocking(rep_r, False)
-        w = Worker(process, req_w, rep_r, family)
+        if beats:
+            os.set_blocking(beat_r, False)
+            if self._beat_timer is None:  # looks while the pool is open
+                self._beat_timer = self._loop.call_later(beats[1], self._check_beats_cb)
+        w = Worker(process, req_w, rep_r, family, beat_r)
         self._workers.add(w)
         self._n_started += 1
         self._loop.add_reader(rep_r, self._on_readable_cb, w)
@@ -304,6 +324,9 @@ class WorkerSlots:
             self._loop.remove_writer(w.wfd)
             os.close(w.wfd)
             w.wfd = -1
+        if w.beat_fd >= 0:
+            os.close(w.beat_fd)
+            w.beat_fd = -1
         w.process.close()
 
     def _on_crash(self, w: Worker, exitcode: int | None) -> None:
@@ -314,6 +337,11 @@ class WorkerSlots:
         call = w.call
         if call is not None:
             how = exit_description(exitcode)
+            if w.stalled is not None:
+                how = (
+                    f"stopped responding for {w.stalled:.3g} s (no heartbeat within "
+                    f"heartbeat={self._heartbeat:g} s) and was killed"
+                )
             emit("warning", "bridge.call_crashed", pid=w.pid, exitcode=exitcode)
             err = WorkerCrashedError(
                 f"the worker process (pid {w.pid}) running {_wire.describe(call.fn)} {how}",
@@ -332,6 +360,43 @@ class WorkerSlots:
             self._break(PoolBrokenError(msg), cause=None)
             return
         self._restart_later(0.0 if recent <= 1 else min(2.0, 0.05 * 2 ** (recent - 2)))
+
+    # -- heartbeats ----------------------------------------------------------------
+
+    def _check_beats(self) -> None:
+        """Every ``heartbeat / BEATS_PER_INTERVAL`` s while the pool is open: a worker
+        whose call has been silent for ``heartbeat`` s is treated as crashed.
+
+        Silence is counted from the first look at a call (or the last byte
+        heard during it), so stale bytes from before the call never count, and
+        a worker is declared stopped between ``heartbeat`` and ``1.25 *
+        heartbeat`` after its last sign of life.
+        """
+        loop, every = self._loop, self._heartbeat
+        assert loop is not None
+        assert every is not None
+        self._beat_timer = None
+        if self._state is not OPEN:
+            return
+        now = loop.time()
+        for w in list(self._workers):
+            if w.call is None or w.state is not READY:
+                continue
+            if heard_from(w) or w.beat_mark != w.replies:
+                w.beat_mark, w.quiet_since = w.replies, now
+            elif now - w.quiet_since >= every:
+                self._stalled(w, now - w.quiet_since)
+        if self._state is OPEN:
+            self._beat_timer = loop.call_later(every / BEATS_PER_INTERVAL, self._check_beats_cb)
+
+    def _stalled(self, w: Worker, quiet: float) -> None:
+        """The worker running a call stopped responding: fail the call as a crash,
+        SIGKILL the worker (a stopped process takes no SIGTERM), start another."""
+        w.stalled = quiet
+        emit("warning", "bridge.worker_stalled", pid=w.pid, seconds=quiet)
+        self._on_crash(w, -signal.SIGKILL)
+        w.state = DYING  # its exit, and a reply it wrote before it stopped, are expected now
+        sigkill(w)
 
     def _restart_later(self, delay: float) -> None:
         if self._state is not OPEN:
