@@ -3,7 +3,8 @@
 ``WorkerSlots`` is the base of ``ProcessPool``: it keeps the workers (live,
 idle, dying), starts them, says hello, retires and kills them, reaps them
 when their sentinel fires, counts crashes (restarting with backoff, or
-breaking the pool), and moves the pool along ``TRANSITIONS``. The call path
+breaking the pool), fails the call of a worker whose heartbeat went silent
+(``heartbeat=``), and moves the pool along ``TRANSITIONS``. The call path
 (submit, dispatch, write, replies) is ``ProcessPool``'s, in ``_pool``; the
 two hooks it supplies here are ``_on_readable`` and ``_on_message`` (a dead
 worker's pipe is drained through them) and ``_dispatch`` (a worker that

@@ -11,6 +11,9 @@ when the parent is SIGKILLed) even while the main thread is busy running a
 call. Whichever thread sees it first removes the pool's shared memory and
 ends the process; creating a segment and that clean-up exclude each other
 (``_creating``), so no segment is made after the clean-up looked.
+
+With ``ProcessPool(heartbeat=...)`` a third thread writes a byte to a pipe of
+its own at a fixed interval; the parent reads it only while a call runs.
 """
 
 from __future__ import annotations
