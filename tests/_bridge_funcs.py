@@ -338,3 +338,16 @@ def pipe_sizes(_: object = None) -> list[int]:
         except OSError:
             continue
     return sizes
+
+
+def sleep_holding_the_gil(seconds: int) -> None:
+    """Sleep in C code that keeps the GIL (libc ``sleep`` through ``ctypes.PyDLL``):
+    no other thread of the process runs meanwhile."""
+    import ctypes
+
+    ctypes.PyDLL(None).sleep(seconds)
+
+
+def sleep_releasing_the_gil(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

@@ -109,7 +109,7 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
         "documented CPython function: the blocked loop thread's stack"
     ),
     ("cohort/bridge/_worker.py", "os._exit"): "documented standard library function",
-    ("cohort/bridge/_pool.py", "asyncio._get_running_loop"): (
+    ("cohort/bridge/_leftovers.py", "asyncio._get_running_loop"): (
         "in asyncio.__all__: the running loop or None, without raising"
     ),
     ("cohort/bridge/_pool.py", "multiprocessing.current_process()._inheriting"): (

@@ -17,17 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import enum
 import functools
 import itertools
 import multiprocessing
-import multiprocessing.forkserver
 import os
-import random
-import signal
 import sys
-import warnings
 import weakref
 from collections.abc import (
     AsyncGenerator,
@@ -39,15 +33,9 @@ from collections.abc import (
     Sized,
 )
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any, Never, TypeVar, TypeVarTuple, Unpack
 
-from cohort._exceptions import (
-    ClosedError,
-    PoolBrokenError,
-    SerializationError,
-    WorkerCrashedError,
-)
+from cohort._exceptions import ClosedError, SerializationError
 from cohort._observe._events import emit
 from cohort._validate import check_count, check_seconds, keywords_refused
 from cohort.bridge import _shm, _wire
@@ -58,58 +46,21 @@ from cohort.bridge._chunks import (
     iterate_items,
     stream_chunks,
 )
+from cohort.bridge._leftovers import Leftovers, forget_shared, kill_now, reclaim, weakly
 from cohort.bridge._procs import (
     Call,
     Worker,
-    WorkerState,
     default_start_method,
-    exit_description,
     preload_worker_in_forkserver,
-    sigkill,
-    signal_group,
-    terminate,
-    terminate_all,
     usable_cpus,
 )
 from cohort.bridge._shared import Shared
-from cohort.bridge._worker import worker_main
-
-STARTING, READY, RETIRING, DYING = (
-    WorkerState.STARTING,
-    WorkerState.READY,
-    WorkerState.RETIRING,
-    WorkerState.DYING,
-)
-
-
-class _PoolState(enum.Enum):
-    """Where a pool is in its life; ``_TRANSITIONS`` says where it may go next."""
-
-    NEW = "new"  # made: its workers start on first use, on the loop of that use
-    OPEN = "open"  # started on a loop: takes calls
-    BROKEN = "broken"  # gave up (initializer failed, crashes): calls fail with PoolBrokenError
-    CLOSED = "closed"  # aclose() called: calls fail with ClosedError
-
-
-_NEW, _OPEN, _BROKEN, _CLOSED = (
-    _PoolState.NEW,
-    _PoolState.OPEN,
-    _PoolState.BROKEN,
-    _PoolState.CLOSED,
-)
-_TRANSITIONS = {
-    _NEW: {_OPEN, _CLOSED},
-    _OPEN: {_BROKEN, _CLOSED},
-    _BROKEN: {_CLOSED},
-    _CLOSED: set(),
-}
+from cohort.bridge._slots import CLOSED, DYING, NEW, OPEN, READY, STARTING, WorkerSlots
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 _Ts = TypeVarTuple("_Ts")
 
-_EXIT_FRAME = _wire.frame((_wire.EXIT, None, None))
-RETIRE_GRACE = 5.0  # seconds a retired worker gets to exit before it is killed
 SHARE_IN_THREAD = 16 << 20  # bytes: share() copies larger objects in a thread
 TRIM_AFTER = 1.0  # seconds: scratch segments (see _shm.Scratch) unused this long are emptied
 
@@ -130,7 +81,7 @@ class PoolStatistics:
     closed: bool
 
 
-class ProcessPool:
+class ProcessPool(WorkerSlots):
     """A pool of worker processes for CPU-bound calls, cancellable like any other child.
 
     Args:
@@ -146,6 +97,14 @@ class ProcessPool:
             workers are restarted with exponential backoff and jitter.
         crash_window: seconds over which ``max_crashes`` are counted.
         kill_grace: seconds between SIGTERM and SIGKILL when a call is cancelled.
+        heartbeat: detect a worker that stopped responding (SIGSTOP, a debugger,
+            a call holding the GIL in C code) while it runs a call: after
+            ``heartbeat`` seconds without a heartbeat from the worker's thread
+            (noticed within ``1.25 * heartbeat``) the call fails with
+            ``WorkerCrashedError`` ("stopped responding for N s"), the worker is
+            killed and replaced, and it counts as a crash. ``None`` (default):
+            off. A call that holds the GIL longer than this in one C function
+            is treated as stopped too; one that releases it (sleep, I/O) is not.
 
     Each worker leads its own process group, and the pool signals the whole
     group: cancelling a call also stops the processes the call started
@@ -175,12 +134,14 @@ class ProcessPool:
         max_crashes: int = 5,
         crash_window: float = 30.0,
         kill_grace: float = 0.1,
+        heartbeat: float | None = None,
     ) -> None:
         workers = check_count("workers", workers, none=True)
         max_tasks_per_worker = check_count("max_tasks_per_worker", max_tasks_per_worker, none=True)
         max_crashes = check_count("max_crashes", max_crashes)
         crash_window = check_seconds("crash_window", crash_window, zero=False)
         kill_grace = check_seconds("kill_grace", kill_grace, inf=False)
+        heartbeat = check_seconds("heartbeat", heartbeat, none=True, zero=False, inf=False)
         if initializer is not None:
             _wire.check_callable(initializer)
         if not isinstance(initargs, tuple | list):
@@ -188,46 +149,30 @@ class ProcessPool:
         methods = multiprocessing.get_all_start_methods()
         if start_method is not None and start_method not in methods:
             raise ValueError(f"start_method must be one of {methods} or None, got {start_method!r}")
-        self._size = workers or usable_cpus()
+        super().__init__(
+            size=workers or usable_cpus(),
+            method=start_method or default_start_method(),
+            initializer=initializer,
+            initargs=tuple(initargs),
+            max_crashes=max_crashes,
+            crash_window=crash_window,
+            kill_grace=kill_grace,
+            heartbeat=heartbeat,
+        )
         self._max_tasks = max_tasks_per_worker
-        self._initializer = initializer
-        self._initargs = tuple(initargs)
-        self._method = start_method or default_start_method()
-        self._ctx = multiprocessing.get_context(self._method)
-        self._max_crashes = max_crashes
-        self._crash_window = crash_window
-        self._kill_grace = kill_grace
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._workers: set[Worker] = set()
-        self._idle: list[Worker] = []
-        self._queue: collections.deque[Call] = collections.deque()
-        self._spawns_pending = 0
-        self._crash_times: collections.deque[float] = collections.deque()
-        self._ever_ready = False
-        self._state = _NEW  # changed only by _move
-        self._broken: BaseException | None = None  # why it broke, once it has (kept when closed)
-        self._all_exited: asyncio.Future[None] | None = None
-        self._n_completed = self._n_cancelled = self._n_crashes = self._n_started = 0
-        self._prefix = _shm.new_prefix()  # names of this pool's shared-memory segments
+        self._n_completed = self._n_cancelled = 0
         # Numbers in the names of calls' ("c<n>") and shared objects' ("s<n>") segments.
         self._segment_numbers: Iterator[int] = itertools.count()
-        self._worker_numbers = itertools.count()  # each worker's segments ("w<k>-")
         self._trim_timer: asyncio.TimerHandle | None = None
-        # The loop holds the pool only weakly (its readers, writers and timers
-        # call through these), so a pool dropped without aclose() is collected
-        # and its finalizer kills the workers and releases their pipes.
-        self._on_readable_cb = _weakly(self._on_readable)
-        self._on_exit_cb = _weakly(self._on_exit)
-        self._on_writable_cb = _weakly(self._on_writable)
-        self._kill_cb = _weakly(self._kill)
-        self._spawn_pending_cb = _weakly(self._spawn_pending)
-        self._trim_cb = _weakly(self._trim)
-        self._leftovers = _Leftovers(self._workers, repr(self), self._prefix)
-        self._leftovers.tell_forget = _weakly(self._tell_forget)
-        self._finalizer = weakref.finalize(self, _reclaim, self._leftovers)
+        # Held weakly by the loop, as WorkerSlots' callbacks are.
+        self._on_writable_cb = weakly(self._on_writable)
+        self._trim_cb = weakly(self._trim)
+        self._leftovers = Leftovers(self._workers, repr(self), self._prefix)
+        self._leftovers.tell_forget = weakly(self._tell_forget)
+        self._finalizer = weakref.finalize(self, reclaim, self._leftovers)
 
     def __repr__(self) -> str:
-        state = "open" if self._state is _NEW else self._state.value
+        state = "open" if self._state is NEW else self._state.value
         return f"<cohort.ProcessPool workers={self._size} method={self._method!r} {state}>"
 
     @property
@@ -254,7 +199,7 @@ class ProcessPool:
         loop = asyncio.get_running_loop()
         if self._loop is loop:
             return loop
-        if self._state is _CLOSED:
+        if self._state is CLOSED:
             raise ClosedError(f"{self!r} is closed; create a new pool")
         if self._loop is not None:
             raise RuntimeError(
@@ -266,7 +211,7 @@ class ProcessPool:
                 'module: guard the code that starts your program with `if __name__ == "__main__":`'
             )
         self._loop = self._leftovers.loop = loop
-        self._move(_OPEN)
+        self._move(OPEN)
         if self._method == "forkserver":
             preload_worker_in_forkserver()
         for _ in range(self._size):
@@ -278,12 +223,12 @@ class ProcessPool:
 
         Waits until every worker has exited and been reaped. Idempotent.
         """
-        if self._state is _NEW:
-            self._move(_CLOSED)
+        if self._state is NEW:
+            self._move(CLOSED)
             self._leftovers.release_shared()
             return
-        if self._state is not _CLOSED:
-            self._move(_CLOSED)
+        if self._state is not CLOSED:
+            self._move(CLOSED)
             msg = f"{self!r} was closed while the call was pending"
             self._fail_everything(lambda: ClosedError(msg))
         try:
@@ -296,26 +241,11 @@ class ProcessPool:
                 except asyncio.CancelledError:
                     # Cancelled while waiting: kill and reap now, taking the pipes off
                     # the loop before they are closed.
-                    _kill_now(self._loop, self._workers)
+                    kill_now(self._loop, self._workers)
                     raise
         finally:
             self._leftovers.release_shared()
         self._finalizer.detach()
-
-    def _fail_everything(self, error: Callable[[], BaseException]) -> None:
-        """Fail every pending call (each with its own exception object) and stop every worker."""
-        while self._queue:
-            call = self._queue.popleft()
-            if not call.future.done():
-                call.future.set_exception(error())
-        self._idle.clear()
-        for w in list(self._workers):
-            if w.call is not None and not w.call.future.done():
-                w.call.future.set_exception(error())
-            if w.call is not None or w.state is STARTING:
-                self._kill(w)
-            else:
-                self._retire(w)
 
     # -- public calls -----------------------------------------------------------
 
@@ -430,9 +360,9 @@ class ProcessPool:
                 f"cannot share {type(obj).__name__} ({out.nbytes:,} bytes) through /dev/shm: "
                 f"{exc.strerror}; give /dev/shm more room or pass the object itself",
             ) from exc
-        handle = Shared(obj, key, functools.partial(_forget_shared, weakref.ref(self._leftovers)))
+        handle = Shared(obj, key, functools.partial(forget_shared, weakref.ref(self._leftovers)))
         self._leftovers.shared[key[0]] = handle
-        if self._state is _CLOSED:  # closed while it was being written
+        if self._state is CLOSED:  # closed while it was being written
             handle.release()
             self._check_usable()
         return handle
@@ -450,23 +380,10 @@ class ProcessPool:
             crashes=self._n_crashes,
             workers_started=self._n_started,
             broken=self._broken is not None,
-            closed=self._state is _CLOSED,
+            closed=self._state is CLOSED,
         )
 
     # -- submission and dispatch ---------------------------------------------------
-
-    def _check_usable(self) -> None:
-        state = self._state
-        if state is _CLOSED:
-            raise ClosedError(f"{self!r} is closed; create a new pool")
-        if state is _BROKEN:
-            raise PoolBrokenError(f"{self!r} is broken: {self._broken}") from self._broken
-
-    def _move(self, new: _PoolState) -> None:
-        """The one place the pool's state changes: along ``_TRANSITIONS`` only."""
-        if new not in _TRANSITIONS[self._state]:
-            raise AssertionError(f"{self!r}: no transition from {self._state} to {new}")
-        self._state = new
 
     def _submit(self, kind: int, fn: Any, args: Any, size: int) -> Call:
         self._check_usable()
@@ -598,90 +515,6 @@ class ProcessPool:
             w.exited = self._loop.create_future()
         return w.exited
 
-    # -- worker processes ----------------------------------------------------------
-
-    def _spawn(self) -> None:
-        assert self._loop is not None
-        req_r, req_w = os.pipe()
-        rep_r, rep_w = os.pipe()
-        _wire.widen(req_w)
-        _wire.widen(rep_w)
-        child_req = Connection(req_r, writable=False)
-        child_rep = Connection(rep_w, readable=False)
-        family = _shm.worker_family(self._prefix, next(self._worker_numbers))
-        process = self._ctx.Process(  # type: ignore[attr-defined]
-            target=worker_main,
-            args=(
-                child_req,
-                child_rep,
-                os.getpid(),
-                self._initializer,
-                self._initargs,
-                self._prefix,
-                family,
-            ),
-            name="cohort-worker",
-        )
-        try:
-            process.start()
-        except Exception as exc:
-            os.close(req_w)
-            os.close(rep_r)
-            self._break(PoolBrokenError(_wire.main_module_hint()), cause=exc)
-            return
-        finally:
-            child_req.close()
-            child_rep.close()
-        os.set_blocking(req_w, False)
-        os.set_blocking(rep_r, False)
-        w = Worker(process, req_w, rep_r, family)
-        self._workers.add(w)
-        self._n_started += 1
-        self._loop.add_reader(rep_r, self._on_readable_cb, w)
-        self._loop.add_reader(process.sentinel, self._on_exit_cb, w)
-
-    def _replenish(self) -> None:
-        """Start workers until the pool has its size again (counting ones about to start)."""
-        if self._state is not _OPEN:
-            return
-        live = sum(1 for w in self._workers if w.live)
-        for _ in range(self._size - live - self._spawns_pending):
-            self._spawn()
-
-    def _kill(self, w: Worker) -> None:
-        if w.state is DYING or w.process.exitcode is not None:
-            return
-        w.state = DYING
-        if w.kill_timer is not None:
-            w.kill_timer.cancel()
-        if w in self._idle:
-            self._idle.remove(w)
-        terminate(w)
-        assert self._loop is not None
-        w.kill_timer = self._loop.call_later(self._kill_grace, sigkill, w)
-
-    def _retire(self, w: Worker) -> None:
-        """Ask an idle worker to exit; kill it if it has not after ``RETIRE_GRACE``.
-
-        An explicit exit request, not just closing the pipe: a process the
-        parent forked since may hold the pipe open, so end-of-file may never come.
-        """
-        if not w.live:
-            return
-        if w.wbuf:  # a frame half-written (a slow reader): no exit request can follow it
-            self._kill(w)
-            return
-        w.state = RETIRING
-        if w in self._idle:
-            self._idle.remove(w)
-        assert self._loop is not None
-        self._loop.remove_writer(w.wfd)
-        with contextlib.suppress(OSError):
-            os.write(w.wfd, _EXIT_FRAME)
-        os.close(w.wfd)
-        w.wfd = -1
-        w.kill_timer = self._loop.call_later(RETIRE_GRACE, self._kill_cb, w)
-
     def _on_readable(self, w: Worker) -> None:
         try:
             data = os.read(w.rfd, _wire.READ_SIZE)
@@ -735,210 +568,6 @@ class ProcessPool:
             call.future.set_result(reply)
         elif not call.future.done():
             call.future.set_result(_wire.loads_reply(msg, call.fn))
-
-    def _on_hello(self, w: Worker, msg: bytes) -> None:
-        kind, value = _wire.loads_reply(msg, None)
-        if kind == _wire.READY:
-            w.state = READY
-            self._ever_ready = True
-            emit("debug", "bridge.worker_started", pid=w.pid)
-            if self._state is _CLOSED:
-                self._retire(w)
-                return
-            self._idle.append(w)
-            self._dispatch()
-        elif kind == _wire.INIT_FAILED:
-            cause = value.rebuild()
-            self._break(PoolBrokenError(f"the worker initializer failed: {cause!r}"), cause=cause)
-
-    def _on_exit(self, w: Worker) -> None:
-        loop = self._loop
-        assert loop is not None
-        loop.remove_reader(w.process.sentinel)
-        self._drain(w)
-        w.process.join(1.0)  # the sentinel fired: this returns at once (reaps, no zombie)
-        w.unlink_segments()
-        exitcode = w.process.exitcode
-        signal_group(w, signal.SIGKILL)  # what its calls started does not outlive it
-        if w.kill_timer is not None:
-            w.kill_timer.cancel()
-        self._release(w)
-        emit("debug", "bridge.worker_exited", pid=w.pid, exitcode=exitcode)
-        expected = not w.live
-        if w.exited is not None and not w.exited.done():
-            w.exited.set_result(None)
-        if not expected:
-            self._on_crash(w, exitcode)
-        if not self._workers and self._all_exited is not None and not self._all_exited.done():
-            self._all_exited.set_result(None)
-
-    def _drain(self, w: Worker) -> None:
-        """Read what the dead worker wrote before dying: a finished reply still counts."""
-        while w.rfd >= 0:
-            try:
-                data = os.read(w.rfd, _wire.READ_SIZE)
-            except OSError:
-                return
-            if not data:
-                return
-            for msg in w.reader.feed(data):
-                self._on_message(w, msg)
-
-    def _release(self, w: Worker) -> None:
-        assert self._loop is not None
-        self._workers.discard(w)
-        if w in self._idle:
-            self._idle.remove(w)
-        self._loop.remove_reader(w.rfd)
-        os.close(w.rfd)
-        w.rfd = -1
-        if w.wfd >= 0:
-            self._loop.remove_writer(w.wfd)
-            os.close(w.wfd)
-            w.wfd = -1
-        w.process.close()
-
-    def _on_crash(self, w: Worker, exitcode: int | None) -> None:
-        self._n_crashes += 1
-        if w.state is STARTING and not self._ever_ready:
-            self._break(PoolBrokenError(_wire.main_module_hint()), cause=None)
-            return
-        call = w.call
-        if call is not None:
-            how = exit_description(exitcode)
-            emit("warning", "bridge.call_crashed", pid=w.pid, exitcode=exitcode)
-            err = WorkerCrashedError(
-                f"the worker process (pid {w.pid}) running {_wire.describe(call.fn)} {how}",
-                exitcode=exitcode,
-            )
-            if not call.future.done():
-                call.future.set_exception(err)
-        assert self._loop is not None
-        now = self._loop.time()
-        self._crash_times.append(now)
-        while self._crash_times and self._crash_times[0] < now - self._crash_window:
-            self._crash_times.popleft()
-        recent = len(self._crash_times)
-        if recent >= self._max_crashes:
-            msg = f"{recent} worker crashes within {self._crash_window} s; the pool gave up"
-            self._break(PoolBrokenError(msg), cause=None)
-            return
-        self._restart_later(0.0 if recent <= 1 else min(2.0, 0.05 * 2 ** (recent - 2)))
-
-    def _restart_later(self, delay: float) -> None:
-        if self._state is not _OPEN:
-            return
-        assert self._loop is not None
-        delay *= random.uniform(0.5, 1.0)  # jitter: do not restart in lockstep
-        self._spawns_pending += 1
-        self._loop.call_later(delay, self._spawn_pending_cb)
-
-    def _spawn_pending(self) -> None:
-        self._spawns_pending -= 1
-        self._replenish()
-
-    def _break(self, exc: PoolBrokenError, *, cause: BaseException | None) -> None:
-        if self._state is not _OPEN:
-            return
-        exc.__cause__ = cause
-        self._broken = exc
-        self._move(_BROKEN)
-        emit("error", "bridge.pool_broken", reason=str(exc))
-
-        def error() -> PoolBrokenError:
-            err = PoolBrokenError(str(exc))
-            err.__cause__ = cause
-            return err
-
-        self._fail_everything(error)
-
-
-def _weakly(method: Callable[..., None]) -> Callable[..., None]:
-    """``method``, called through a weak reference to its object (a no-op once it is gone)."""
-    ref = weakref.WeakMethod(method)
-
-    def call(*args: Any) -> None:
-        bound = ref()
-        if bound is not None:
-            bound(*args)
-
-    return call
-
-
-class _Leftovers:
-    """What a pool must release even if it is dropped without ``aclose()``: its
-    workers and its shared objects."""
-
-    __slots__ = ("__weakref__", "loop", "prefix", "shared", "tell_forget", "what", "workers")
-
-    def __init__(self, workers: set[Worker], what: str, prefix: str) -> None:
-        self.workers = workers
-        self.what = what
-        self.prefix = prefix
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.tell_forget: Callable[[], None] | None = None  # the pool's, held weakly
-        self.shared: weakref.WeakValueDictionary[str, Shared[Any]] = weakref.WeakValueDictionary()
-
-    def release_shared(self) -> None:
-        for handle in list(self.shared.values()):
-            handle.release()
-
-
-def _forget_shared(leftovers_ref: weakref.ref[_Leftovers], key: _shm.Key) -> None:
-    """A shared object was released: remove its segment, and tell the workers to drop it."""
-    name = key[0]
-    _shm.unlink(name)
-    leftovers = leftovers_ref()
-    if leftovers is None:
-        return
-    leftovers.shared.pop(name, None)
-    told = False
-    for w in list(leftovers.workers):
-        if w.live:
-            w.forget.append(name)
-            told = True
-    # Idle workers are told at once, from the loop (this may run in a finalizer,
-    # in the middle of anything, even in another thread).
-    loop = leftovers.loop
-    if told and loop is not None and leftovers.tell_forget is not None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: no worker to tell
-            loop.call_soon_threadsafe(leftovers.tell_forget)
-
-
-def _reclaim(leftovers: _Leftovers) -> None:
-    """The pool was garbage-collected while open (or the interpreter exits): kill its
-    workers, take their pipes off the loop, and say so, as asyncio does for transports."""
-    leftovers.release_shared()
-    workers = leftovers.workers
-    if not workers:
-        return
-    warnings.warn(
-        f"unclosed {leftovers.what}: its workers were killed when it was garbage-collected; "
-        "use `async with cohort.ProcessPool(...)` or `await pool.aclose()`",
-        ResourceWarning,
-        stacklevel=1,
-    )
-    _kill_now(leftovers.loop, workers)
-
-
-def _kill_now(loop: asyncio.AbstractEventLoop | None, workers: set[Worker]) -> None:
-    """Kill and reap ``workers`` at once, their pipes taken off ``loop`` before they close."""
-    if loop is not None and not loop.is_closed():
-        fds = [(w.rfd, w.process.sentinel, w.wfd) for w in workers]
-        if asyncio._get_running_loop() is loop or not loop.is_running():
-            _forget_fds(loop, fds)
-        else:
-            loop.call_soon_threadsafe(_forget_fds, loop, fds)
-    terminate_all(workers)
-
-
-def _forget_fds(loop: asyncio.AbstractEventLoop, fds: list[tuple[int, int, int]]) -> None:
-    for rfd, sentinel, wfd in fds:
-        for fd in (rfd, sentinel):
-            with contextlib.suppress(OSError, ValueError):
-                loop.remove_reader(fd)
-        with contextlib.suppress(OSError, ValueError):
-            loop.remove_writer(wfd)
 
 
 class _PoolChunks:

@@ -57,6 +57,8 @@ class Worker:
     """One worker process and the parent's ends of its two pipes."""
 
     __slots__ = (
+        "beat_fd",
+        "beat_mark",
         "call",
         "exited",
         "family",
@@ -66,17 +68,21 @@ class Worker:
         "large_reply_at",
         "pid",
         "process",
+        "quiet_since",
         "reader",
         "replies",
         "reply_name",
         "rfd",
         "scratch",
+        "stalled",
         "state",
         "wbuf",
         "wfd",
     )
 
-    def __init__(self, process: BaseProcess, wfd: int, rfd: int, family: str) -> None:
+    def __init__(
+        self, process: BaseProcess, wfd: int, rfd: int, family: str, beat_fd: int = -1
+    ) -> None:
         self.process = process
         self.pid = process.pid
         self.wfd = wfd  # requests, parent -> worker (non-blocking)
@@ -97,6 +103,13 @@ class Worker:
         self.scratch = _shm.Scratch(f"{family}a")  # for large arguments
         self.forget: list[str] = []  # released shared objects to tell it about
         self.large_reply_at: float | None = None  # when a reply last came in shared memory
+        # Heartbeats (``ProcessPool(heartbeat=...)``): the pipe they come on (-1: none),
+        # which call the pool last looked at (``replies`` when it did), since when
+        # that call has been silent, and how long it had been when the pool killed it.
+        self.beat_fd = beat_fd
+        self.beat_mark = -1
+        self.quiet_since = 0.0
+        self.stalled: float | None = None
 
     def unlink_segments(self) -> None:
         """Remove the segments of a worker that is gone: its call's, its replies'."""
@@ -113,6 +126,19 @@ class Worker:
     def live(self) -> bool:
         """Starting or ready: neither retiring nor being killed."""
         return self.state is WorkerState.STARTING or self.state is WorkerState.READY
+
+
+def heard_from(w: Worker) -> bool:
+    """Empty the worker's heartbeat pipe; True if anything was in it."""
+    heard = False
+    while True:
+        try:
+            data = os.read(w.beat_fd, 4096)
+        except OSError:  # BlockingIOError: empty
+            return heard
+        if not data:  # closed: the worker is gone, its sentinel will say so
+            return heard
+        heard = True
 
 
 def exit_description(exitcode: int | None) -> str:
@@ -165,11 +191,11 @@ def terminate_all(workers: set[Worker]) -> None:
         except (OSError, ValueError):
             pass
         w.unlink_segments()
-        for fd in (w.rfd, w.wfd):
+        for fd in (w.rfd, w.wfd, w.beat_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        w.rfd = w.wfd = -1
+        w.rfd = w.wfd = w.beat_fd = -1
     workers.clear()
 
 

@@ -11,6 +11,9 @@ when the parent is SIGKILLed) even while the main thread is busy running a
 call. Whichever thread sees it first removes the pool's shared memory and
 ends the process; creating a segment and that clean-up exclude each other
 (``_creating``), so no segment is made after the clean-up looked.
+
+With ``ProcessPool(heartbeat=...)`` a third thread writes a byte to a pipe of
+its own at a fixed interval; the parent reads it only while a call runs.
 """
 
 from __future__ import annotations
@@ -43,10 +46,13 @@ def worker_main(
     initargs: tuple[Any, ...],
     prefix: str,
     family: str,
+    beats: Any = None,
+    beat_every: float = 0.0,
 ) -> None:
     """Entry point of a worker process (``requests``/``replies`` are pipe connections;
     ``prefix`` starts the names of the pool's shared-memory segments, ``family``
-    those of this worker's)."""
+    those of this worker's; ``beats``, if given, the pipe connection a thread
+    writes a heartbeat to every ``beat_every`` seconds)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     if hasattr(os, "setpgid"):
         # A process group of its own: killing the worker kills what its calls
@@ -57,6 +63,8 @@ def worker_main(
     os.set_blocking(wfd, True)
     _shared.keep_only(prefix)
     _start_watchdog(rfd, parent_pid, prefix)
+    if beats is not None:
+        _start_heartbeat(beats, beat_every)
     try:
         if initializer is not None:
             try:
@@ -116,6 +124,32 @@ def _start_watchdog(rfd: int, parent_pid: int, prefix: str) -> None:
                 poller.unregister(rfd)  # the parent lives: the main thread retires
 
     threading.Thread(target=watch, name="cohort-parent-watchdog", daemon=True).start()
+
+
+def _start_heartbeat(beats: Any, every: float) -> None:
+    """Write one byte to ``beats`` every ``every`` seconds, from a thread of its own.
+
+    The parent reads these while a call is in flight; silence means the
+    process stopped (SIGSTOP, a debugger) or a call holds the GIL in C code,
+    since this thread needs the GIL to run. A call that releases the GIL
+    (``time.sleep``, ``os.read``, most I/O) leaves it ticking.
+    """
+    fd = beats.fileno()
+    os.set_blocking(fd, False)
+
+    def tick() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                os.write(fd, b".")
+            except BlockingIOError:
+                pass  # full: the parent reads only while a call is in flight
+            except OSError:
+                return  # the parent is gone; the watchdog ends the process
+            if beats.closed:  # never: keeps the connection (and its fd) open
+                return
+
+    threading.Thread(target=tick, name="cohort-heartbeat", daemon=True).start()
 
 
 def _on_hangup(parent_pid: int, prefix: str) -> None:
