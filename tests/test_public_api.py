@@ -27,7 +27,7 @@ def test_reexported_names_show_the_public_module() -> None:
 
 def test_private_modules_are_prefixed() -> None:
     for info in pkgutil.iter_modules(cohort.__path__):
-        if info.name not in {"testing", "bridge", "pipeline", "cli", "examples"}:
+        if info.name not in {"testing", "bridge", "pipeline", "redis", "cli", "examples"}:
             assert info.name.startswith("_"), info.name
         importlib.import_module(f"cohort.{info.name}")
 
@@ -60,6 +60,8 @@ def test_import_cohort_leaves_the_heavy_layers_for_first_use() -> None:
         "cohort.pipeline",
         "cohort._flow._flow",
         "cohort._resilience._guards",
+        "cohort.redis",
+        "redis",
     ]
     code = (
         "import sys, cohort\n"

@@ -197,6 +197,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("sync", ("cohort._sync",)),
     ("resilience", ("cohort._resilience",)),
     ("bridge", ("cohort.bridge",)),
+    ("distributed", ("cohort.redis",)),
     ("pipeline", ("cohort.pipeline",)),
     ("flow", ("cohort._flow",)),
     ("testing", ("cohort.testing",)),

@@ -1,0 +1,84 @@
+"""``Coordinator``: one Redis server, one namespace, the primitives named in it."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from cohort._validate import check_seconds
+from cohort.redis._client import Connection
+from cohort.redis._lock import Lock
+
+__all__ = ["Coordinator"]
+
+
+class Coordinator:
+    """Coordination of processes (on one machine or many) through one Redis server.
+
+    ``async with Coordinator(url, namespace="jobs") as coord:`` opens one
+    connection pool and one pub/sub subscription for the namespace; primitives
+    created from it with the same name (and namespace, and server) are the
+    same primitive in every process.
+
+    Args:
+        url: the server, as redis-py takes it (``redis://host:6379/0``).
+        namespace: a prefix of every key and channel; processes that must meet
+            use the same one.
+        lease: default lease of the primitives' grants, in seconds: how long
+            the server keeps a grant whose holder stopped renewing it.
+        poll: how often a waiter re-reads the state when no wake-up message
+            came (pub/sub messages can be lost), in seconds.
+        unreachable: how long calls retry an unreachable server before they
+            raise :class:`cohort.CoordinatorLost`, in seconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str,
+        lease: float = 10.0,
+        poll: float = 0.25,
+        unreachable: float = 5.0,
+    ) -> None:
+        if not isinstance(url, str) or not url:
+            raise TypeError(f"Coordinator url must be a redis:// URL (a str), got {url!r}")
+        if not isinstance(namespace, str) or not namespace:
+            raise TypeError(f"Coordinator namespace must be a non-empty str, got {namespace!r}")
+        self._lease = check_seconds("Coordinator lease", lease, zero=False, inf=False)
+        poll = check_seconds("Coordinator poll", poll, zero=False, inf=False)
+        unreachable = check_seconds("Coordinator unreachable", unreachable, zero=False, inf=False)
+        self._connection = Connection(url, namespace, poll=poll, unreachable=unreachable)
+
+    def __repr__(self) -> str:
+        c = self._connection
+        return f"<cohort.redis.Coordinator {c.url} namespace={c.namespace!r}>"
+
+    @property
+    def namespace(self) -> str:
+        return self._connection.namespace
+
+    async def __aenter__(self) -> Self:
+        await self._connection.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._connection.close()
+
+    def _lease_of(self, what: str, lease: float | None) -> float:
+        if lease is None:
+            return self._lease
+        return check_seconds(f"{what} lease", lease, zero=False, inf=False)
+
+    def lock(self, name: str, *, lease: float | None = None) -> Lock:
+        """The lock ``name``: ``async with coord.lock("db") as lease: ... lease.token``.
+
+        ``lease`` (seconds, default the coordinator's) bounds how long the lock
+        stays held after its holder died or stopped renewing.
+        """
+        return Lock(self._connection, name, lease=self._lease_of("Lock", lease))
