@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
-from cohort._validate import check_seconds
+from cohort._validate import check_callable, check_count, check_seconds
+from cohort.redis._barrier import Barrier
 from cohort.redis._client import Connection
 from cohort.redis._lock import Lock
 
@@ -55,6 +57,10 @@ class Coordinator:
         return f"<cohort.redis.Coordinator {c.url} namespace={c.namespace!r}>"
 
     @property
+    def url(self) -> str:
+        return self._connection.url
+
+    @property
     def namespace(self) -> str:
         return self._connection.namespace
 
@@ -82,3 +88,28 @@ class Coordinator:
         stays held after its holder died or stopped renewing.
         """
         return Lock(self._connection, name, lease=self._lease_of("Lock", lease))
+
+    def barrier(
+        self,
+        name: str,
+        parties: int,
+        *,
+        action: Callable[[], Awaitable[object] | object] | None = None,
+        lease: float | None = None,
+        party: str | None = None,
+    ) -> Barrier:
+        """One party of the barrier ``name`` of ``parties`` parties.
+
+        ``async with coord.barrier("phase", 8) as b: await b.wait()``. ``party``
+        names this party in the errors the others get (default: host, pid and a
+        random suffix); ``lease`` (seconds) bounds how long a dead party goes
+        unnoticed.
+        """
+        return Barrier(
+            self._connection,
+            name,
+            check_count("Barrier parties", parties),
+            lease=self._lease_of("Barrier", lease),
+            action=check_callable("Barrier action", action, none=True),
+            party=party,
+        )

@@ -90,3 +90,148 @@ end
 return {epoch, 0}
 """
 )
+
+# -- Barrier: KEYS[2] state (gen, parties, tripping, 'broken:<gen>' reasons),
+# KEYS[3] members (party -> lease expiry, server ms), KEYS[4] arrived (party -> index)
+# ARGV[3] party, ARGV[4] lease ms, ARGV[5] parties, ARGV[6] channel, ARGV[7] op arg
+
+BARRIER_PRELUDE: Final = """
+local state, members, arrived = KEYS[2], KEYS[3], KEYS[4]
+local party, lease_ms, channel = ARGV[3], tonumber(ARGV[4]), ARGV[6]
+local parties = redis.call('HGET', state, 'parties')
+if not parties then
+  redis.call('HSET', state, 'parties', ARGV[5], 'gen', 0)
+elseif parties ~= ARGV[5] then
+  return redis.error_reply('COHORT_PARTIES the barrier ' .. state .. ' has ' .. parties ..
+    ' parties, not ' .. ARGV[5])
+end
+parties = tonumber(ARGV[5])
+local gen = tonumber(redis.call('HGET', state, 'gen'))
+local function broken_reason(g)
+  return redis.call('HGET', state, 'broken:' .. g)
+end
+local function break_gen(reason)
+  if not broken_reason(gen) then
+    redis.call('HSET', state, 'broken:' .. gen, reason)
+    redis.call('HDEL', state, 'tripping')
+    redis.call('DEL', arrived)
+    redis.call('PUBLISH', channel, 'broken')
+  end
+end
+-- A party whose lease lapsed (server time) breaks the current generation.
+local all = redis.call('HGETALL', members)
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) < now_ms then
+    redis.call('HDEL', members, all[i])
+    break_gen("party " .. all[i] .. "'s lease lapsed (it died, hung or lost its connection)")
+  end
+end
+"""
+
+_B = PRELUDE + BARRIER_PRELUDE
+
+BARRIER_JOIN: Final = (
+    _B
+    + """
+redis.call('HSET', members, party, now_ms + lease_ms)
+return {epoch, 'ok'}
+"""
+)
+
+BARRIER_RENEW: Final = (
+    _B
+    + """
+if redis.call('HEXISTS', members, party) == 0 then return {epoch, 0} end
+redis.call('HSET', members, party, now_ms + lease_ms)
+return {epoch, 1}
+"""
+)
+
+# ARGV[7]: '1' if the caller runs an action when it arrives last.
+BARRIER_ARRIVE: Final = (
+    _B
+    + """
+local reason = broken_reason(gen)
+if reason then return {epoch, 'broken', gen, -1, reason} end
+if redis.call('HEXISTS', members, party) == 0 then
+  return {epoch, 'broken', gen, -1, 'party ' .. party .. ' is not joined (its lease lapsed?)'}
+end
+redis.call('HSET', members, party, now_ms + lease_ms)
+local index = redis.call('HGET', arrived, party)
+if index then return {epoch, 'wait', gen, tonumber(index), ''} end
+index = redis.call('HLEN', arrived)
+redis.call('HSET', arrived, party, index)
+if index + 1 >= parties then
+  if ARGV[7] == '1' then
+    redis.call('HSET', state, 'tripping', party)
+    return {epoch, 'action', gen, index, ''}
+  end
+  redis.call('DEL', arrived)
+  redis.call('HSET', state, 'gen', gen + 1)
+  redis.call('PUBLISH', channel, 'passed')
+  return {epoch, 'passed', gen, index, ''}
+end
+return {epoch, 'wait', gen, index, ''}
+"""
+)
+
+# ARGV[7]: the generation the caller waits in.
+BARRIER_CHECK: Final = (
+    _B
+    + """
+local g = tonumber(ARGV[7])
+if redis.call('HEXISTS', members, party) == 1 then
+  redis.call('HSET', members, party, now_ms + lease_ms)
+end
+local reason = broken_reason(g)
+if reason then return {epoch, 'broken', reason} end
+if gen > g then return {epoch, 'passed', ''} end
+return {epoch, 'wait', ''}
+"""
+)
+
+# ARGV[7]: the generation whose action the caller ran.
+BARRIER_RELEASE: Final = (
+    _B
+    + """
+local g = tonumber(ARGV[7])
+local reason = broken_reason(g)
+if reason then return {epoch, 'broken', reason} end
+if gen == g and redis.call('HGET', state, 'tripping') == party then
+  redis.call('HDEL', state, 'tripping')
+  redis.call('DEL', arrived)
+  redis.call('HSET', state, 'gen', gen + 1)
+  redis.call('PUBLISH', channel, 'passed')
+end
+return {epoch, 'passed', ''}
+"""
+)
+
+# ARGV[7]: the reason.
+BARRIER_BREAK: Final = (
+    _B
+    + """
+break_gen(ARGV[7])
+return {epoch, 'broken', broken_reason(gen)}
+"""
+)
+
+# A party leaves: it stops being a member (on an error, the caller breaks the barrier first).
+BARRIER_LEAVE: Final = (
+    _B
+    + """
+redis.call('HDEL', members, party)
+return {epoch, 'ok'}
+"""
+)
+
+BARRIER_RESET: Final = (
+    _B
+    + """
+if broken_reason(gen) or redis.call('HLEN', arrived) > 0 then
+  break_gen('reset() was called')
+  redis.call('HSET', state, 'gen', gen + 1)
+end
+return {epoch, 'ok'}
+"""
+)

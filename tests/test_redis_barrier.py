@@ -1,0 +1,145 @@
+"""cohort.redis.Barrier against a real redis-server: generations, actions, lapsed parties."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+import cohort
+from _util import popen_python
+from cohort.redis import Coordinator
+
+FAST = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
+BOUND = 10.0
+PARTY = Path(__file__).with_name("_redis_party.py")
+
+
+def coordinator(url: str, namespace: str, **kw: float) -> Coordinator:
+    return Coordinator(url, namespace=namespace, **{**FAST, **kw})
+
+
+async def test_parties_in_separate_coordinators_pass_generation_after_generation(
+    redis_url: str, namespace: str
+) -> None:
+    coords = [coordinator(redis_url, namespace) for _ in range(3)]
+    ran: list[int] = []
+    log: list[tuple[str, int]] = []
+
+    async def party(coord: Coordinator, me: str) -> list[int]:
+        indices = []
+        async with coord:
+            b = coord.barrier("phase", 3, party=me, action=lambda: ran.append(1))
+            async with b:
+                for gen in range(4):
+                    log.append((me, gen))
+                    indices.append(await b.wait())
+        return indices
+
+    async with asyncio.timeout(BOUND):
+        results = await asyncio.gather(*(party(c, f"p{i}") for i, c in enumerate(coords)))
+    assert len(ran) == 4  # one action per generation
+    for gen in range(4):
+        assert sorted(r[gen] for r in results) == [0, 1, 2]
+
+
+async def test_a_party_killed_while_joined_breaks_the_barrier_naming_it(
+    redis_url: str, namespace: str
+) -> None:
+    with popen_python(
+        str(PARTY), redis_url, namespace, "barrier", "phase", "3", "dead-one", "0.3", "0.05",
+        "-1", stdout=subprocess.PIPE,
+    ) as dead:  # fmt: skip
+        try:
+            assert dead.stdout is not None
+            assert json.loads(dead.stdout.readline())["op"] == "join"
+        finally:
+            dead.send_signal(signal.SIGKILL)
+    async with coordinator(redis_url, namespace) as a:
+        waiters = [a.barrier("phase", 3, party=f"w{i}") for i in range(2)]
+
+        async def wait(w: cohort.redis.Barrier) -> BaseException:
+            async with w:
+                with pytest.raises(cohort.BrokenBarrierError) as info:
+                    await w.wait()
+                return info.value
+
+        async with asyncio.timeout(BOUND):
+            errors = await asyncio.gather(*(wait(w) for w in waiters))
+    for error in errors:
+        assert "dead-one's lease lapsed" in str(error)
+
+
+async def test_a_failing_action_breaks_the_barrier_for_the_others(
+    redis_url: str, namespace: str
+) -> None:
+    calls = []
+
+    def boom() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ZeroDivisionError("action failed")
+
+    async with coordinator(redis_url, namespace) as a, coordinator(redis_url, namespace) as b:
+        first = a.barrier("phase", 2, party="first")
+        last = b.barrier("phase", 2, party="last", action=boom)
+        async with first, last:
+            waiting = asyncio.create_task(first.wait())
+            await _until_arrived(a, namespace, 1)
+            with pytest.raises(ZeroDivisionError):
+                await last.wait()
+            with pytest.raises(cohort.BrokenBarrierError, match="action raised"):
+                await waiting
+            with pytest.raises(cohort.BrokenBarrierError, match="reset"):
+                await first.wait()
+            await first.reset()
+            async with asyncio.timeout(BOUND):
+                both = await asyncio.gather(first.wait(), last.wait())
+            assert sorted(both) == [0, 1]
+            assert len(calls) == 2
+
+
+async def _until_arrived(coord: Coordinator, namespace: str, n: int) -> None:
+    client = aioredis.Redis.from_url(coord.url)
+    key = f"{{cohort:{namespace}:barrier:phase}}:arrived"
+    try:
+        async with asyncio.timeout(BOUND):
+            while await client.hlen(key) < n:
+                await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
+
+
+async def test_a_cancelled_waiter_breaks_the_barrier(redis_url: str, namespace: str) -> None:
+    async with coordinator(redis_url, namespace) as a:
+        one, two = a.barrier("phase", 3, party="one"), a.barrier("phase", 3, party="two")
+        async with one, two:
+            t1 = asyncio.create_task(one.wait())
+            t2 = asyncio.create_task(two.wait())
+            await _until_arrived(a, namespace, 2)
+            t1.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t1
+            with pytest.raises(cohort.BrokenBarrierError, match="one was cancelled"):
+                async with asyncio.timeout(BOUND):
+                    await t2
+
+
+async def test_parties_must_agree_and_must_join_first(redis_url: str, namespace: str) -> None:
+    async with coordinator(redis_url, namespace) as a:
+        b3 = a.barrier("phase", 3)
+        with pytest.raises(RuntimeError, match="join first"):
+            await b3.wait()
+        async with b3:
+            with pytest.raises(ValueError, match="same parties"):
+                async with a.barrier("phase", 4):
+                    pass
+    with pytest.raises(ValueError, match="parties"):
+        a.barrier("x", 0)
+    with pytest.raises(TypeError, match="action"):
+        a.barrier("x", 2, action=3)  # type: ignore[arg-type]
