@@ -71,7 +71,7 @@ async def test_a_paused_holder_loses_its_lease_and_its_stale_writes_are_refused(
                 holder.send_signal(signal.SIGCONT)
                 holder.stdin.write("write\n")
                 holder.stdin.flush()
-                history = []
+                history: list[dict[str, Any]] = []
                 while not history or history[-1]["op"] != "lost":
                     history.append(await asyncio.to_thread(event, holder))
             for record in history[:-1]:
