@@ -1,18 +1,21 @@
-"""cohort.redis against its floor and its peer, on a redis-server started on loopback.
+"""cohort.redis against its floor and its peers, on a redis-server started on loopback.
 
-* Lock: one uncontended ``async with lock:`` (acquire + release: two scripts)
-  against the floor, one ``EVALSHA`` round trip of a script that returns at
-  once (redis-py asyncio, same connection settings, same run), and against
-  redis-py's own ``Lock`` (acquire + release).
+* Lock: one uncontended ``async with lock:`` (acquire + release: two scripts,
+  two round trips) against the floor, one ``EVALSHA`` round trip of a script
+  that returns at once (redis-py asyncio, same run), against redis-py's own
+  asyncio ``Lock`` and python-redis-lock's (sync, redis-py; a line says it was
+  skipped when it is not installed).
 
-Target: cohort's acquire+release <= 1.5x the floor (not met yet: it makes
-two scripts, acquire and release, and starts and stops a renewal task), and
-below redis-py's Lock. Needs ``redis-server`` on PATH and redis-py; skipped without it.
+The cases are sampled interleaved (one op of each in turn), so a noisy
+machine slows them alike; each line gives the median and the spread (p10-p90).
+Target: cohort's acquire+release <= 1.5x the floor and below both peers.
+Needs ``redis-server`` on PATH and redis-py; skipped without it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import shutil
 import socket
 import statistics
@@ -52,18 +55,27 @@ def _start() -> tuple[subprocess.Popen[bytes], int, tempfile.TemporaryDirectory[
     raise RuntimeError("redis-server did not start")
 
 
-async def _median_us(op: Callable[[], Awaitable[object]], rounds: int) -> float:
-    for _ in range(rounds // 10):
-        await op()
-    samples = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        await op()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples) * 1e6
+Op = Callable[[], Awaitable[object]]
 
 
-async def _run(url: str, rounds: int) -> list[tuple[str, float]]:
+async def _sample(
+    cases: list[tuple[str, Op | Callable[[], object]]], rounds: int
+) -> dict[str, list[float]]:
+    """Seconds per op of each case, interleaved: round r runs one op of every case."""
+    samples: dict[str, list[float]] = {name: [] for name, _ in cases}
+    clock = time.perf_counter
+    for r in range(rounds + rounds // 10):
+        for name, op in cases:
+            t0 = clock()
+            result = op()
+            if inspect.isawaitable(result):
+                await result
+            if r >= rounds // 10:  # the first tenth warms up
+                samples[name].append(clock() - t0)
+    return samples
+
+
+async def _run(url: str, rounds: int) -> tuple[dict[str, list[float]], str]:
     import redis.asyncio as aioredis
 
     from cohort.redis import Coordinator
@@ -79,6 +91,23 @@ async def _run(url: str, rounds: int) -> list[tuple[str, float]]:
         await peer.acquire()
         await peer.release()
 
+    cases: list[tuple[str, Op | Callable[[], object]]] = []
+    note = ""
+    sync_client = None
+    try:
+        import redis
+        import redis_lock
+
+        sync_client = redis.Redis.from_url(url)
+        other = redis_lock.Lock(sync_client, f"bench-{uuid.uuid4().hex}", expire=10)
+
+        def other_lock() -> None:
+            other.acquire()
+            other.release()
+
+    except ImportError:
+        note = "python-redis-lock: skipped (not installed: pip install python-redis-lock)\n"
+
     async with Coordinator(url, namespace=f"bench-{uuid.uuid4().hex}") as coord:
         lock = coord.lock("db")
 
@@ -86,13 +115,18 @@ async def _run(url: str, rounds: int) -> list[tuple[str, float]]:
             async with lock:
                 pass
 
-        results = [
-            ("EVALSHA round trip (floor)", await _median_us(floor, rounds)),
-            ("cohort.redis Lock acquire+release", await _median_us(cohort_lock, rounds)),
-            ("redis-py Lock acquire+release", await _median_us(peer_lock, rounds)),
+        cases = [
+            ("EVALSHA round trip (floor)", floor),
+            ("cohort.redis Lock acquire+release", cohort_lock),
+            ("redis-py asyncio Lock acquire+release", peer_lock),
         ]
+        if sync_client is not None:
+            cases.append(("python-redis-lock acquire+release (sync)", other_lock))
+        samples = await _sample(cases, rounds)
     await client.aclose()
-    return results
+    if sync_client is not None:
+        sync_client.close()
+    return samples, note
 
 
 def main(quick: bool = False) -> str:
@@ -100,16 +134,24 @@ def main(quick: bool = False) -> str:
         return "## redis\n\nskipped: no redis-server on PATH (scripts/ensure-redis)\n"
     proc, port, tmp = _start()
     try:
-        results = asyncio.run(_run(f"redis://127.0.0.1:{port}/0", _ROUNDS // (4 if quick else 1)))
+        samples, note = asyncio.run(
+            _run(f"redis://127.0.0.1:{port}/0", _ROUNDS // (4 if quick else 1))
+        )
     finally:
         proc.kill()
         proc.wait()
         tmp.cleanup()
-    floor = results[0][1]
-    lines = ["## redis (asyncio loop, loopback, median of each op)", "",
-             "| case | µs | x floor |", "| --- | --- | --- |"]  # fmt: skip
-    lines += [f"| {name} | {us:.1f} | {us / floor:.2f} |" for name, us in results]
-    return "\n".join(lines) + "\n"
+    floor = statistics.median(next(iter(samples.values())))
+    lines = ["## redis (asyncio loop, loopback, interleaved samples)", "",
+             "| case | median µs | p10-p90 µs | median x floor |",
+             "| --- | --- | --- | --- |"]  # fmt: skip
+    for name, seconds in samples.items():
+        seconds.sort()
+        p10, p90 = seconds[len(seconds) // 10], seconds[len(seconds) * 9 // 10]
+        med = statistics.median(seconds)
+        lines.append(f"| {name} | {med * 1e6:.1f} | {p10 * 1e6:.0f}-{p90 * 1e6:.0f} | "
+                     f"{med / floor:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n" + (f"\n{note}" if note else "")
 
 
 if __name__ == "__main__":

@@ -46,9 +46,8 @@ async def test_a_second_process_waits_until_the_holder_releases_and_is_woken(
             async with a.lock("db") as lease:
                 held.set()
                 order.append(("a", lease.token))
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
-            order.append(("a released", 0))
+                await _until_waiting(redis_url, namespace)  # b found the lock held
+                order.append(("a leaves", 0))
 
         async def second() -> None:
             await held.wait()
@@ -57,8 +56,17 @@ async def test_a_second_process_waits_until_the_holder_releases_and_is_woken(
 
         async with asyncio.timeout(BOUND):
             await asyncio.gather(first(), second())
-        assert [what for what, _ in order] == ["a", "a released", "b"]
+        assert [what for what, _ in order] == ["a", "a leaves", "b"]
         assert order[2][1] > order[0][1]
+
+
+async def _until_waiting(url: str, namespace: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        while not await client.exists(f"{{cohort:{namespace}:lock:db}}:waiting"):
+            await asyncio.sleep(0.005)
+    finally:
+        await client.aclose()
 
 
 async def test_losing_the_lease_cancels_the_block_and_raises_lease_lost(

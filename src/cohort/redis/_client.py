@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from collections.abc import Sequence
 from typing import Any, Final
 
 from cohort._exceptions import CoordinatorLost
+from cohort.redis._wire import ReplyError, Wire
 
 try:
-    import redis.asyncio as aioredis
     import redis.exceptions as redis_errors
-    from redis.commands.core import AsyncScript
+    from redis.connection import parse_url
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
         "cohort.redis needs redis-py (redis.asyncio): pip install 'cohort[redis]'"
@@ -31,12 +32,14 @@ _LOST_PREFIX: Final = "COHORT_LOST"
 
 
 class Connection:
-    """One connection pool to one server, a namespace, and the pub/sub reader.
+    """The connections to one server for one namespace: scripts and wake-ups.
 
-    The reader holds one pattern subscription for the whole namespace from
-    ``open()`` on, so a waiter is always subscribed before it reads state; it
-    sets the events of the waiters of each channel. Messages can be lost
-    (pub/sub is at most once, and a reconnect drops them): waiters poll too.
+    Scripts go through one pipelined connection (``_wire.Wire``). A second
+    connection holds one pattern subscription for the whole namespace from
+    ``open()`` on, so a waiter is always subscribed before it reads state; each
+    message sets the events of the waiters of its channel. Messages can be lost
+    (pub/sub is at most once, and a reconnect drops them): waiters poll too, and
+    after the subscription is made again every waiter is woken to re-read.
     """
 
     def __init__(self, url: str, namespace: str, *, poll: float, unreachable: float) -> None:
@@ -44,11 +47,11 @@ class Connection:
         self.namespace = namespace
         self.poll = poll
         self.unreachable = unreachable
-        self.client: aioredis.Redis | None = None
-        self._pubsub: Any = None
+        self.opened = False
         self._reader: asyncio.Task[None] | None = None
         self._watchers: dict[str, set[asyncio.Event]] = {}
-        self._scripts: dict[str, AsyncScript] = {}
+        self._shas: dict[str, str] = {}
+        self._wire = _wire_for(url, unreachable)
 
     def key(self, kind: str, name: str) -> str:
         """The hash tag of one primitive: all its keys live in one cluster slot."""
@@ -58,50 +61,46 @@ class Connection:
         return f"cohort:{self.namespace}:{kind}:{name}"
 
     async def open(self) -> None:
-        client = aioredis.Redis.from_url(
-            self.url,
-            decode_responses=True,
-            socket_timeout=self.unreachable,
-            socket_connect_timeout=self.unreachable,
-        )
-        self.client = client
         try:
-            await self._retrying(client.ping)
-            self._pubsub = client.pubsub(ignore_subscribe_messages=True)
-            await self._retrying(self._pubsub.psubscribe, f"cohort:{self.namespace}:*")
+            await self._retrying(self._wire.call, "PING")
+            await self._retrying(self._subscribe)
         except BaseException:
             await self.close()
             raise
+        self.opened = True
         self._reader = asyncio.create_task(self._read(), name=f"cohort.redis reader {self.url}")
 
+    async def _subscribe(self) -> None:
+        await self._wire.listen(f"cohort:{self.namespace}:*", self._message)
+
+    def _message(self, channel: str) -> None:
+        for event in self._watchers.get(channel, ()):
+            event.set()
+
     async def close(self) -> None:
+        self.opened = False
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(*_UNREACHABLE):
-                await pubsub.aclose()
-        client, self.client = self.client, None
-        if client is not None:
-            with contextlib.suppress(*_UNREACHABLE):
-                await client.aclose()
+        self._wire.close()
 
     async def _read(self) -> None:
-        pubsub = self._pubsub
+        """Subscribe again whenever the subscription's connection is lost."""
         while True:
-            try:
-                message = await pubsub.get_message(timeout=self.poll)
-            except _UNREACHABLE:
-                # The waiters poll meanwhile; get_message reconnects and subscribes again.
-                await asyncio.sleep(self.poll)
-                continue
-            if message is None:
-                continue
-            for event in self._watchers.get(message["channel"], ()):
-                event.set()
+            await self._wire.listening()
+            while True:
+                await asyncio.sleep(self.poll)  # the waiters poll meanwhile
+                try:
+                    await self._subscribe()
+                except _UNREACHABLE:
+                    continue
+                break
+            # Messages sent while unsubscribed are lost: every waiter re-reads the state.
+            for events in self._watchers.values():
+                for event in events:
+                    event.set()
 
     def watch(self, channel: str) -> asyncio.Event:
         """An event set on every message to ``channel`` (until ``unwatch``)."""
@@ -125,19 +124,29 @@ class Connection:
                 await event.wait()
 
     async def call(self, lua: str, keys: Sequence[str], args: Sequence[object]) -> list[Any]:
-        """Run one script (EVALSHA; EVAL once if the server does not know it)."""
-        client = self.client
-        if client is None:
+        """Run one script: ``EVALSHA`` (one round trip), ``EVAL`` once if the server lacks it."""
+        wire = self._wire
+        if not self.opened:
             raise RuntimeError(
                 "this cohort.redis primitive's Coordinator is not open: "
                 "use it inside `async with Coordinator(...)`"
             )
-        script = self._scripts.get(lua)
-        if script is None:
-            script = self._scripts[lua] = client.register_script(lua)
+        sha = self._shas.get(lua)
+        if sha is None:
+            sha = self._shas[lua] = hashlib.sha1(lua.encode()).hexdigest()
         try:
-            reply: list[Any] = await self._retrying(script, keys=list(keys), args=list(args))
-        except redis_errors.ResponseError as exc:
+            try:
+                try:
+                    reply: list[Any] = await wire.call("EVALSHA", sha, len(keys), *keys, *args)
+                except _UNREACHABLE as exc:
+                    if isinstance(exc, TimeoutError):  # it waited the whole `unreachable`
+                        raise self._lost(exc) from exc
+                    reply = await self._retrying(wire.call, "EVALSHA", sha, len(keys), *keys, *args)
+            except ReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                reply = await self._retrying(wire.call, "EVAL", lua, len(keys), *keys, *args)
+        except ReplyError as exc:
             if str(exc).startswith(_LOST_PREFIX):
                 raise CoordinatorLost(
                     f"the Redis server at {self.url} lost the state of a primitive "
@@ -157,11 +166,33 @@ class Connection:
                 return await fn(*args, **kwargs)
             except _UNREACHABLE as exc:
                 if loop.time() + self.poll > give_up:
-                    raise CoordinatorLost(
-                        f"the Redis server at {self.url} did not answer for "
-                        f"{self.unreachable:g} s ({exc!r}); check that it runs and is reachable"
-                    ) from exc
+                    raise self._lost(exc) from exc
                 await asyncio.sleep(self.poll)
+
+    def _lost(self, exc: BaseException) -> CoordinatorLost:
+        return CoordinatorLost(
+            f"the Redis server at {self.url} did not answer for "
+            f"{self.unreachable:g} s ({exc!r}); check that it runs and is reachable"
+        )
+
+
+def _wire_for(url: str, timeout: float) -> Wire:
+    """The scripts' connection to the server ``url`` names (``redis://`` or ``unix://``)."""
+    if not url.startswith(("redis://", "unix://")):
+        raise ValueError(
+            f"cohort.redis connects with redis:// or unix:// URLs, not {url!r}; "
+            "for TLS, run a local TLS proxy (stunnel, spiped) and connect to it"
+        )
+    options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    return Wire(
+        host=options.get("host", "127.0.0.1"),
+        port=int(options.get("port", 6379)),
+        path=options.get("path"),
+        db=int(options.get("db", 0)),
+        username=options.get("username"),
+        password=options.get("password"),
+        timeout=timeout,
+    )
 
 
 class Primitive:
@@ -182,8 +213,8 @@ class Primitive:
 
     async def run(self, lua: str, keys: Sequence[str], args: Sequence[object]) -> list[Any]:
         """One script on this primitive; checks and remembers its epoch."""
-        reply = await self.connection.call(
-            lua, [self.meta, *keys], [self._epoch, uuid.uuid4().hex, *args]
-        )
+        # A fresh epoch only matters on first use (the script ignores it once it saw one).
+        fresh = uuid.uuid4().hex if not self._epoch else "-"
+        reply = await self.connection.call(lua, [self.meta, *keys], [self._epoch, fresh, *args])
         self._epoch = reply[0]
         return reply

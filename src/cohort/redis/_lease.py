@@ -52,7 +52,12 @@ class Lease:
 
 
 class Renewer:
-    """Renews one lease in a task of its own until stopped; calls ``on_lost`` once if lost."""
+    """Renews one lease until stopped; calls ``on_lost`` once if it is lost.
+
+    Nothing runs between renewals: a timer fires every third of the lease and
+    starts one renewal task, so a grant released before its first renewal
+    (the common, short hold) costs one timer and no task.
+    """
 
     def __init__(
         self,
@@ -67,36 +72,54 @@ class Renewer:
         self._renew = renew
         self._on_lost = on_lost
         self.deadline = granted_at + seconds
-        self._task = asyncio.create_task(self._loop(), name=f"cohort.redis renew {lease.name}")
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._timer: asyncio.TimerHandle | None = self._loop.call_at(self._due(), self._fire)
+
+    def _due(self) -> float:
+        return min(self._loop.time() + self.seconds / 3, self.deadline)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if not self._stopped:
+            self._task = self._loop.create_task(
+                self._once(), name=f"cohort.redis renew {self.lease.name}"
+            )
 
     async def stop(self) -> None:
-        task = self._task
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        self._stopped = True
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _lose(self, reason: str) -> None:
         self.lease.mark_lost(reason)
         self._on_lost(reason)
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(max(0.0, min(self.seconds / 3, self.deadline - loop.time())))
-            sent = loop.time()
-            if sent >= self.deadline:
-                self._lose(f"the lease of {self.seconds:g} s was not renewed in time")
-                return
-            try:
-                async with asyncio.timeout_at(self.deadline):
-                    held = await self._renew()
-            except TimeoutError:
-                self._lose(f"the lease of {self.seconds:g} s was not renewed in time")
-                return
-            except CoordinatorLost as exc:
-                self._lose(f"the coordinator was lost: {exc}")
-                return
-            if not held:
-                self._lose("the lease lapsed on the server (another holder may have it now)")
-                return
-            self.deadline = sent + self.seconds
+    async def _once(self) -> None:
+        sent = self._loop.time()
+        if sent >= self.deadline:
+            self._lose(f"the lease of {self.seconds:g} s was not renewed in time")
+            return
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                held = await self._renew()
+        except TimeoutError:
+            self._lose(f"the lease of {self.seconds:g} s was not renewed in time")
+            return
+        except CoordinatorLost as exc:
+            self._lose(f"the coordinator was lost: {exc}")
+            return
+        if not held:
+            self._lose("the lease lapsed on the server (another holder may have it now)")
+            return
+        self.deadline = sent + self.seconds
+        self._task = None
+        if not self._stopped:
+            self._timer = self._loop.call_at(self._due(), self._fire)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from types import TracebackType
 
 from cohort._core._scopes import CancelScope
@@ -69,17 +69,20 @@ class Lock:
         if task in self._held:
             raise RuntimeError(f"{self!r} is already held by this task: it is not reentrant")
         prim = self._prim
-        holder = uuid.uuid4().hex
+        holder = os.urandom(12).hex()
         lease_ms = max(1, round(self._lease * 1000))
+        # A waiter re-tries at least every poll: its mark outlives two of them.
+        waiting_ms = max(1, round(prim.connection.poll * 3000))
         loop = asyncio.get_running_loop()
-        event = prim.connection.watch(prim.channel)
+        event: asyncio.Event | None = None  # watched only once the lock was found held
         try:
             while True:
-                event.clear()
+                if event is not None:
+                    event.clear()
                 sent = loop.time()
                 try:
                     _, token, pttl = await prim.run(
-                        LOCK_ACQUIRE, [prim.owner], [holder, lease_ms, prim.channel]
+                        LOCK_ACQUIRE, prim.keys, [holder, lease_ms, prim.channel, waiting_ms]
                     )
                 except asyncio.CancelledError:
                     # The grant may have been made before the reply was lost: give it back.
@@ -87,15 +90,20 @@ class Lock:
                     raise
                 if token:
                     break
+                if event is None:
+                    # Watch for the release, then read the state again: no wake-up is missed.
+                    event = prim.connection.watch(prim.channel)
+                    continue
                 wait = prim.connection.poll if pttl < 0 else min(pttl / 1000, prim.connection.poll)
                 await prim.connection.pause(event, wait)
         finally:
-            prim.connection.unwatch(prim.channel, event)
+            if event is not None:
+                prim.connection.unwatch(prim.channel, event)
         lease = Lease(prim.name, int(token))
         scope = CancelScope()
 
         async def renew() -> bool:
-            _, held = await prim.run(LOCK_RENEW, [prim.owner], [holder, lease_ms, prim.channel])
+            _, held = await prim.run(LOCK_RENEW, prim.keys, [holder, lease_ms, prim.channel, 0])
             return bool(held)
 
         renewer = Renewer(lease, self._lease, renew, lambda _reason: scope.cancel(), sent)
@@ -132,7 +140,7 @@ class Lock:
 
     async def _give_back(self, holder: str) -> bool:
         prim = self._prim
-        _, released = await prim.run(LOCK_RELEASE, [prim.owner], [holder, 0, prim.channel])
+        _, released = await prim.run(LOCK_RELEASE, prim.keys, [holder, 0, prim.channel, 0])
         return bool(released)
 
 
@@ -142,3 +150,4 @@ class _LockKeys(Primitive):
     def __init__(self, connection: Connection, name: str) -> None:
         super().__init__(connection, name)
         self.owner = f"{self.tag}:owner"
+        self.keys = [self.owner, f"{self.tag}:waiting"]

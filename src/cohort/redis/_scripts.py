@@ -47,8 +47,9 @@ local function next_token()
 end
 """
 
-# -- Lock: KEYS[2] owner (the holder id, expiring with the lease) ----------------------
-# ARGV[3] holder, ARGV[4] lease ms, ARGV[5] channel
+# -- Lock: KEYS[2] owner (the holder id, expiring with the lease), KEYS[3] waiting (set,
+# for ARGV[6] ms, by an acquire that found the lock held: a release publishes only then)
+# ARGV[3] holder, ARGV[4] lease ms, ARGV[5] channel, ARGV[6] waiting ms
 
 LOCK_ACQUIRE: Final = (
     PRELUDE
@@ -59,6 +60,7 @@ if owner == ARGV[3] then
   return {epoch, tonumber(redis.call('HGET', meta, 'token')), tonumber(ARGV[4])}
 end
 if owner then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[6])
   return {epoch, 0, redis.call('PTTL', KEYS[2])}
 end
 local token = next_token()
@@ -84,7 +86,9 @@ LOCK_RELEASE: Final = (
     + """
 if redis.call('GET', KEYS[2]) == ARGV[3] then
   redis.call('DEL', KEYS[2])
-  redis.call('PUBLISH', ARGV[5], 'released')
+  if redis.call('DEL', KEYS[3]) == 1 then
+    redis.call('PUBLISH', ARGV[5], 'released')
+  end
   return {epoch, 1}
 end
 return {epoch, 0}
