@@ -7,6 +7,7 @@ and flushes, so the test can act (SIGKILL, SIGSTOP) at a known point.
 Roles:
 * ``barrier NAME PARTIES PARTY LEASE POLL ROUNDS``: join, then ``wait()`` ROUNDS
   times (``-1``: join and hang without waiting).
+* ``semaphore NAME PERMITS LEASE POLL``: take a permit, print the token, hang.
 * ``lock NAME LEASE POLL``: take the lock, print the token, then write to the
   toy resource through stdin/stdout: prints ``write TOKEN`` each time a line
   comes in on stdin, until the lease is lost.
@@ -60,11 +61,23 @@ async def lock(url: str, ns: str, name: str, lease: float, poll: float) -> None:
             say(op="lost", token=exc.token, reason=exc.reason)
 
 
+async def semaphore(url: str, ns: str, name: str, permits: int, lease: float, poll: float) -> None:
+    async with (
+        Coordinator(url, namespace=ns, lease=lease, poll=poll, unreachable=2) as coord,
+        coord.semaphore(name, permits) as lease_,
+    ):
+        say(op="acquired", token=lease_.token)
+        await asyncio.Event().wait()
+
+
 def main() -> None:
     url, ns, role, *rest = sys.argv[1:]
     if role == "barrier":
         name, parties, party, lease, poll, rounds = rest
         coro = barrier(url, ns, name, int(parties), party, float(lease), float(poll), int(rounds))
+    elif role == "semaphore":
+        name, permits, lease, poll = rest
+        coro = semaphore(url, ns, name, int(permits), float(lease), float(poll))
     else:
         name, lease, poll = rest
         coro = lock(url, ns, name, float(lease), float(poll))

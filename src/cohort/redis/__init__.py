@@ -17,8 +17,16 @@ from cohort._public import publish as _publish
 from cohort.redis._barrier import Barrier
 from cohort.redis._coordinator import Coordinator
 from cohort.redis._lease import Lease
-from cohort.redis._lock import Lock
+from cohort.redis._lock import Lock, Semaphore
 
-__all__ = ["Barrier", "Coordinator", "CoordinatorLost", "Lease", "LeaseLost", "Lock"]
+__all__ = [
+    "Barrier",
+    "Coordinator",
+    "CoordinatorLost",
+    "Lease",
+    "LeaseLost",
+    "Lock",
+    "Semaphore",
+]
 
-_publish(globals(), "cohort.redis", ["Barrier", "Coordinator", "Lease", "Lock"])
+_publish(globals(), "cohort.redis", ["Barrier", "Coordinator", "Lease", "Lock", "Semaphore"])

@@ -9,7 +9,7 @@ from typing import Self
 from cohort._validate import check_callable, check_count, check_seconds
 from cohort.redis._barrier import Barrier
 from cohort.redis._client import Connection
-from cohort.redis._lock import Lock
+from cohort.redis._lock import Lock, Semaphore
 
 __all__ = ["Coordinator"]
 
@@ -88,6 +88,20 @@ class Coordinator:
         stays held after its holder died or stopped renewing.
         """
         return Lock(self._connection, name, lease=self._lease_of("Lock", lease))
+
+    def semaphore(self, name: str, permits: int, *, lease: float | None = None) -> Semaphore:
+        """The semaphore ``name`` of ``permits`` permits: ``async with coord.semaphore("gpu",
+        2) as lease: ...``; each permit is a lease of its own, with a fencing token.
+
+        ``lease`` (seconds, default the coordinator's) bounds how long a dead
+        holder's permit stays taken.
+        """
+        return Semaphore(
+            self._connection,
+            name,
+            check_count("Semaphore permits", permits),
+            lease=self._lease_of("Semaphore", lease),
+        )
 
     def barrier(
         self,

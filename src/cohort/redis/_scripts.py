@@ -95,6 +95,82 @@ return {epoch, 0}
 """
 )
 
+# -- Semaphore: KEYS[2] holders (zset holder -> lease expiry, server ms), KEYS[3] waiting
+# ARGV[3] holder, ARGV[4] lease ms, ARGV[5] channel, ARGV[6] waiting ms, ARGV[7] permits
+
+SEM_PRELUDE: Final = """
+local holders, waiting = KEYS[2], KEYS[3]
+local permits = redis.call('HGET', meta, 'permits')
+if not permits then
+  redis.call('HSET', meta, 'permits', ARGV[7])
+elseif permits ~= ARGV[7] then
+  return redis.error_reply('COHORT_PERMITS the semaphore ' .. meta .. ' has ' .. permits ..
+    ' permits, not ' .. ARGV[7])
+end
+permits = tonumber(ARGV[7])
+-- Grants whose lease lapsed (server time) hold nothing.
+local lapsed = redis.call('ZRANGEBYSCORE', holders, '-inf', now_ms)
+for _, who in ipairs(lapsed) do
+  redis.call('ZREM', holders, who)
+  redis.call('HDEL', meta, 'grant:' .. who)
+end
+"""
+
+_S = PRELUDE + SEM_PRELUDE
+
+SEM_ACQUIRE: Final = (
+    _S
+    + """
+local mine = redis.call('ZSCORE', holders, ARGV[3])
+if mine then
+  redis.call('ZADD', holders, now_ms + tonumber(ARGV[4]), ARGV[3])
+  return {epoch, tonumber(redis.call('HGET', meta, 'grant:' .. ARGV[3])), tonumber(ARGV[4])}
+end
+if redis.call('ZCARD', holders) >= permits then
+  redis.call('SET', waiting, '1', 'PX', ARGV[6])
+  local first = redis.call('ZRANGE', holders, 0, 0, 'WITHSCORES')
+  return {epoch, 0, tonumber(first[2]) - now_ms}
+end
+local token = next_token()
+redis.call('ZADD', holders, now_ms + tonumber(ARGV[4]), ARGV[3])
+redis.call('HSET', meta, 'grant:' .. ARGV[3], string.format('%.0f', token))
+return {epoch, token, tonumber(ARGV[4])}
+"""
+)
+
+SEM_RENEW: Final = (
+    _S
+    + """
+if redis.call('ZSCORE', holders, ARGV[3]) then
+  redis.call('ZADD', holders, now_ms + tonumber(ARGV[4]), ARGV[3])
+  return {epoch, 1}
+end
+redis.call('HDEL', meta, 'grant:' .. ARGV[3])
+return {epoch, 0}
+"""
+)
+
+SEM_RELEASE: Final = (
+    _S
+    + """
+redis.call('HDEL', meta, 'grant:' .. ARGV[3])
+if redis.call('ZREM', holders, ARGV[3]) == 1 then
+  if redis.call('DEL', waiting) == 1 then
+    redis.call('PUBLISH', ARGV[5], 'released')
+  end
+  return {epoch, 1}
+end
+return {epoch, 0}
+"""
+)
+
+SEM_COUNT: Final = (
+    _S
+    + """
+return {epoch, redis.call('ZCARD', holders)}
+"""
+)
+
 # -- Barrier: KEYS[2] state (gen, parties, tripping, 'broken:<gen>' reasons),
 # KEYS[3] members (party -> lease expiry, server ms), KEYS[4] arrived (party -> index)
 # ARGV[3] party, ARGV[4] lease ms, ARGV[5] parties, ARGV[6] channel, ARGV[7] op arg
