@@ -7,6 +7,7 @@ and flushes, so the test can act (SIGKILL, SIGSTOP) at a known point.
 Roles:
 * ``barrier NAME PARTIES PARTY LEASE POLL ROUNDS``: join, then ``wait()`` ROUNDS
   times (``-1``: join and hang without waiting).
+* ``latch NAME COUNT PARTY LEASE POLL``: join as a party, print, hang (never count down).
 * ``semaphore NAME PERMITS LEASE POLL``: take a permit, print the token, hang.
 * ``lock NAME LEASE POLL``: take the lock, print the token, then write to the
   toy resource through stdin/stdout: prints ``write TOKEN`` each time a line
@@ -70,11 +71,24 @@ async def semaphore(url: str, ns: str, name: str, permits: int, lease: float, po
         await asyncio.Event().wait()
 
 
+async def latch(url: str, ns: str, name: str, count: int, party: str, lease: float,
+                poll: float) -> None:  # fmt: skip
+    async with (
+        Coordinator(url, namespace=ns, lease=lease, poll=poll, unreachable=2) as coord,
+        coord.latch(name, count, party=party),
+    ):
+        say(party=party, op="join")
+        await asyncio.Event().wait()
+
+
 def main() -> None:
     url, ns, role, *rest = sys.argv[1:]
     if role == "barrier":
         name, parties, party, lease, poll, rounds = rest
         coro = barrier(url, ns, name, int(parties), party, float(lease), float(poll), int(rounds))
+    elif role == "latch":
+        name, count, party, lease, poll = rest
+        coro = latch(url, ns, name, int(count), party, float(lease), float(poll))
     elif role == "semaphore":
         name, permits, lease, poll = rest
         coro = semaphore(url, ns, name, int(permits), float(lease), float(poll))

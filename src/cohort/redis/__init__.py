@@ -16,6 +16,7 @@ from cohort._exceptions import CoordinatorLost, LeaseLost
 from cohort._public import publish as _publish
 from cohort.redis._barrier import Barrier
 from cohort.redis._coordinator import Coordinator
+from cohort.redis._latch import Latch
 from cohort.redis._lease import Lease
 from cohort.redis._lock import Lock, Semaphore
 
@@ -23,10 +24,12 @@ __all__ = [
     "Barrier",
     "Coordinator",
     "CoordinatorLost",
+    "Latch",
     "Lease",
     "LeaseLost",
     "Lock",
     "Semaphore",
 ]
 
-_publish(globals(), "cohort.redis", ["Barrier", "Coordinator", "Lease", "Lock", "Semaphore"])
+_OWN = [n for n in __all__ if n not in ("CoordinatorLost", "LeaseLost")]  # those are cohort's
+_publish(globals(), "cohort.redis", _OWN)

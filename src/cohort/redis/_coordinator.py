@@ -9,6 +9,7 @@ from typing import Self
 from cohort._validate import check_callable, check_count, check_seconds
 from cohort.redis._barrier import Barrier
 from cohort.redis._client import Connection
+from cohort.redis._latch import Latch
 from cohort.redis._lock import Lock, Semaphore
 
 __all__ = ["Coordinator"]
@@ -101,6 +102,26 @@ class Coordinator:
             name,
             check_count("Semaphore permits", permits),
             lease=self._lease_of("Semaphore", lease),
+        )
+
+    def latch(
+        self, name: str, count: int, *, lease: float | None = None, party: str | None = None
+    ) -> Latch:
+        """The latch ``name``, open once ``count`` distinct tokens counted down.
+
+        ``await coord.latch("loaded", 8).wait()``; a worker: ``async with
+        coord.latch("loaded", 8) as latch: ...; await latch.count_down()``.
+        ``party`` is this object's default token (and its name in errors);
+        ``lease`` (seconds) bounds how long a joined party's death goes unnoticed.
+        """
+        if party is not None and (not isinstance(party, str) or not party):
+            raise TypeError(f"Latch party must be a non-empty str or None, got {party!r}")
+        return Latch(
+            self._connection,
+            name,
+            check_count("Latch count", count, least=0),
+            lease=self._lease_of("Latch", lease),
+            party=party,
         )
 
     def barrier(

@@ -315,3 +315,90 @@ end
 return {epoch, 'ok'}
 """
 )
+
+# -- Latch: KEYS[2] state (count, broken), KEYS[3] done (the tokens that counted down),
+# KEYS[4] members (joined party -> lease expiry, server ms; dropped once it counted down)
+# ARGV[3] party or token, ARGV[4] lease ms, ARGV[5] count, ARGV[6] channel, ARGV[7] op arg
+
+LATCH_PRELUDE: Final = """
+local state, done, members = KEYS[2], KEYS[3], KEYS[4]
+local count = redis.call('HGET', state, 'count')
+if not count then
+  redis.call('HSET', state, 'count', ARGV[5])
+elseif count ~= ARGV[5] then
+  return redis.error_reply('COHORT_COUNT the latch ' .. state .. ' counts ' .. count ..
+    ', not ' .. ARGV[5])
+end
+local remaining = tonumber(ARGV[5]) - redis.call('SCARD', done)
+local function break_latch(reason)
+  if remaining > 0 and not redis.call('HGET', state, 'broken') then
+    redis.call('HSET', state, 'broken', reason)
+    redis.call('PUBLISH', ARGV[6], 'broken')
+  end
+end
+-- A joined party whose lease lapsed (server time) before it counted down breaks the latch.
+local all = redis.call('HGETALL', members)
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) < now_ms then
+    redis.call('HDEL', members, all[i])
+    break_latch("party " .. all[i] .. "'s lease lapsed before it counted down " ..
+      "(it died, hung or lost its connection)")
+  end
+end
+local broken = redis.call('HGET', state, 'broken')
+"""
+
+_L = PRELUDE + LATCH_PRELUDE
+
+LATCH_JOIN: Final = (
+    _L
+    + """
+if redis.call('SISMEMBER', done, ARGV[3]) == 0 then
+  redis.call('HSET', members, ARGV[3], now_ms + tonumber(ARGV[4]))
+end
+return {epoch, 'ok', remaining, broken or ''}
+"""
+)
+
+LATCH_RENEW: Final = (
+    _L
+    + """
+if redis.call('HEXISTS', members, ARGV[3]) == 1 then
+  redis.call('HSET', members, ARGV[3], now_ms + tonumber(ARGV[4]))
+  return {epoch, 1}
+end
+return {epoch, redis.call('SISMEMBER', done, ARGV[3])}
+"""
+)
+
+LATCH_DOWN: Final = (
+    _L
+    + """
+if redis.call('SISMEMBER', done, ARGV[3]) == 1 then return {epoch, 'ok', remaining, ''} end
+if broken then return {epoch, 'broken', remaining, broken} end
+if remaining == 0 then return {epoch, 'over', 0, ''} end
+redis.call('SADD', done, ARGV[3])
+redis.call('HDEL', members, ARGV[3])
+remaining = remaining - 1
+if remaining == 0 then redis.call('PUBLISH', ARGV[6], 'open') end
+return {epoch, 'ok', remaining, ''}
+"""
+)
+
+LATCH_CHECK: Final = (
+    _L
+    + """
+if remaining > 0 and broken then return {epoch, 'broken', remaining, broken} end
+return {epoch, 'ok', remaining, ''}
+"""
+)
+
+# A joined party leaves; if it did not count down, the latch breaks (ARGV[7]: the reason).
+LATCH_LEAVE: Final = (
+    _L
+    + """
+redis.call('HDEL', members, ARGV[3])
+if redis.call('SISMEMBER', done, ARGV[3]) == 0 then break_latch(ARGV[7]) end
+return {epoch, 'ok', remaining, ''}
+"""
+)
