@@ -16,6 +16,7 @@ from cohort._exceptions import CoordinatorLost, LeaseLost
 from cohort._public import publish as _publish
 from cohort.redis._barrier import Barrier
 from cohort.redis._coordinator import Coordinator
+from cohort.redis._flags import EventFlags
 from cohort.redis._latch import Latch
 from cohort.redis._lease import Lease
 from cohort.redis._lock import Lock, Semaphore
@@ -24,6 +25,7 @@ __all__ = [
     "Barrier",
     "Coordinator",
     "CoordinatorLost",
+    "EventFlags",
     "Latch",
     "Lease",
     "LeaseLost",

@@ -9,6 +9,7 @@ from typing import Self
 from cohort._validate import check_callable, check_count, check_seconds
 from cohort.redis._barrier import Barrier
 from cohort.redis._client import Connection
+from cohort.redis._flags import EventFlags
 from cohort.redis._latch import Latch
 from cohort.redis._lock import Lock, Semaphore
 
@@ -103,6 +104,11 @@ class Coordinator:
             check_count("Semaphore permits", permits),
             lease=self._lease_of("Semaphore", lease),
         )
+
+    def event_flags(self, name: str, *names: str) -> EventFlags:
+        """The flags ``name`` with the flag names ``names``:
+        ``await coord.event_flags("job", "ready", "done").wait_all("ready")``."""
+        return EventFlags(self._connection, name, names)
 
     def latch(
         self, name: str, count: int, *, lease: float | None = None, party: str | None = None

@@ -402,3 +402,36 @@ if redis.call('SISMEMBER', done, ARGV[3]) == 0 then break_latch(ARGV[7]) end
 return {epoch, 'ok', remaining, ''}
 """
 )
+
+# -- EventFlags: KEYS[2] the set of set flags. ARGV[3] channel, ARGV[4] op, ARGV[5...] names.
+# 'set' / 'clear' change the names; 'all' / 'any' / 'all!' / 'any!' (consume) try to take:
+# the reply is {epoch, taken (0/1), every set flag at that moment (before consuming)}.
+
+FLAGS_OP: Final = (
+    PRELUDE
+    + """
+local flags, op = KEYS[2], ARGV[4]
+local names = {}
+for i = 5, #ARGV do names[#names + 1] = ARGV[i] end
+if op == 'set' then
+  if redis.call('SADD', flags, unpack(names)) > 0 then redis.call('PUBLISH', ARGV[3], 'set') end
+  return {epoch, 1, redis.call('SMEMBERS', flags)}
+end
+if op == 'clear' then
+  if redis.call('SREM', flags, unpack(names)) > 0 then redis.call('PUBLISH', ARGV[3], 'clear') end
+  return {epoch, 1, redis.call('SMEMBERS', flags)}
+end
+local found = 0
+for _, name in ipairs(names) do found = found + redis.call('SISMEMBER', flags, name) end
+local base = string.sub(op, 1, 3)
+if (base == 'all' and found == #names) or (base == 'any' and found > 0) then
+  local now = redis.call('SMEMBERS', flags)
+  if string.sub(op, 4) == '!' then
+    redis.call('SREM', flags, unpack(names))
+    redis.call('PUBLISH', ARGV[3], 'clear')
+  end
+  return {epoch, 1, now}
+end
+return {epoch, 0, {}}
+"""
+)
