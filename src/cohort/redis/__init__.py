@@ -19,7 +19,7 @@ from cohort.redis._coordinator import Coordinator
 from cohort.redis._flags import EventFlags
 from cohort.redis._latch import Latch
 from cohort.redis._lease import Lease
-from cohort.redis._lock import Lock, Semaphore
+from cohort.redis._lock import Lock, RWLock, Semaphore
 
 __all__ = [
     "Barrier",
@@ -30,6 +30,7 @@ __all__ = [
     "Lease",
     "LeaseLost",
     "Lock",
+    "RWLock",
     "Semaphore",
 ]
 

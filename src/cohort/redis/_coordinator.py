@@ -11,7 +11,7 @@ from cohort.redis._barrier import Barrier
 from cohort.redis._client import Connection
 from cohort.redis._flags import EventFlags
 from cohort.redis._latch import Latch
-from cohort.redis._lock import Lock, Semaphore
+from cohort.redis._lock import Lock, RWLock, Semaphore
 
 __all__ = ["Coordinator"]
 
@@ -90,6 +90,11 @@ class Coordinator:
         stays held after its holder died or stopped renewing.
         """
         return Lock(self._connection, name, lease=self._lease_of("Lock", lease))
+
+    def rwlock(self, name: str, *, lease: float | None = None) -> RWLock:
+        """The reader-writer lock ``name``: ``async with coord.rwlock("cfg").reader: ...``
+        or ``.writer``; writer-preferring, each grant a lease with a fencing token."""
+        return RWLock(self._connection, name, lease=self._lease_of("RWLock", lease))
 
     def semaphore(self, name: str, permits: int, *, lease: float | None = None) -> Semaphore:
         """The semaphore ``name`` of ``permits`` permits: ``async with coord.semaphore("gpu",

@@ -19,13 +19,19 @@ from cohort.redis._scripts import (
     LOCK_ACQUIRE,
     LOCK_RELEASE,
     LOCK_RENEW,
+    RW_READ_ACQUIRE,
+    RW_READ_RELEASE,
+    RW_READ_RENEW,
+    RW_WRITE_ACQUIRE,
+    RW_WRITE_RELEASE,
+    RW_WRITE_RENEW,
     SEM_ACQUIRE,
     SEM_COUNT,
     SEM_RELEASE,
     SEM_RENEW,
 )
 
-__all__ = ["Leased", "Lock", "Semaphore"]
+__all__ = ["Leased", "Lock", "RWLock", "Semaphore"]
 
 
 class _Holding:
@@ -227,9 +233,61 @@ class Semaphore(Leased):
         return int(count)
 
 
+class _Reading(Leased):
+    kind = "rwlock"
+
+    def __repr__(self) -> str:
+        return f"<cohort.redis.RWLock {self.name!r} reader lease={self._lease:g}s>"
+    _acquire_lua = RW_READ_ACQUIRE
+    _renew_lua = RW_READ_RENEW
+    _release_lua = RW_READ_RELEASE
+
+
+class _Writing(Leased):
+    kind = "rwlock"
+
+    def __repr__(self) -> str:
+        return f"<cohort.redis.RWLock {self.name!r} writer lease={self._lease:g}s>"
+    _acquire_lua = RW_WRITE_ACQUIRE
+    _renew_lua = RW_WRITE_RENEW
+    _release_lua = RW_WRITE_RELEASE
+
+
+class RWLock:
+    """A reader-writer lock shared by every process that names it: many readers or one writer.
+
+    ``async with rw.reader as lease:`` shares it with other readers; ``async
+    with rw.writer as lease:`` holds it alone. Each grant is a lease with a
+    fencing token, exactly as for :class:`Lock` (a lost lease cancels the
+    block and raises :class:`cohort.LeaseLost`; a dead holder's grant ends
+    with its lease). Writer-preferring: while a writer waits, no new reader is
+    admitted (a waiting writer marks itself for three poll intervals, renewed
+    by each retry, so a dead waiter holds readers off for at most that long).
+    Cancellation-safe: a writer cancelled while it waits takes its mark back
+    and wakes the readers it held off; a grant made as the caller was
+    cancelled is given back.
+
+    Obtained from :meth:`cohort.redis.Coordinator.rwlock`.
+    """
+
+    def __init__(self, connection: Connection, name: str, *, lease: float) -> None:
+        self.name = name
+        self.reader: Leased = _Reading(connection, name, lease=lease)
+        self.writer: Leased = _Writing(connection, name, lease=lease)
+
+    def __repr__(self) -> str:
+        return f"<cohort.redis.RWLock {self.name!r}>"
+
+
 class _Keys(Primitive):
     def __init__(self, connection: Connection, name: str, kind: str) -> None:
         self.kind = kind
         super().__init__(connection, name)
-        # A lock's owner / a semaphore's holders; the waiting mark; a read-write lock's readers.
-        self.keys = [f"{self.tag}:owner", f"{self.tag}:waiting", f"{self.tag}:readers"]
+        # A lock's owner / a semaphore's holders; the waiting mark; a read-write lock's
+        # readers and waiting writers.
+        self.keys = [
+            f"{self.tag}:owner",
+            f"{self.tag}:waiting",
+            f"{self.tag}:readers",
+            f"{self.tag}:writers",
+        ]

@@ -435,3 +435,118 @@ end
 return {epoch, 0, {}}
 """
 )
+
+# -- RWLock: KEYS[2] owner (the writer, expiring with its lease), KEYS[3] waiting (see Lock),
+# KEYS[4] readers (zset holder -> lease expiry), KEYS[5] writers waiting (zset holder ->
+# mark expiry: while one is marked, no new reader is admitted: writer-preferring)
+# ARGV[3] holder, ARGV[4] lease ms, ARGV[5] channel, ARGV[6] waiting ms
+
+RW_PRELUDE: Final = """
+local owner, waiting, readers, writers = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local lapsed = redis.call('ZRANGEBYSCORE', readers, '-inf', now_ms)
+for _, who in ipairs(lapsed) do
+  redis.call('ZREM', readers, who)
+  redis.call('HDEL', meta, 'grant:' .. who)
+end
+redis.call('ZREMRANGEBYSCORE', writers, '-inf', now_ms)
+local function wake()
+  if redis.call('DEL', waiting) == 1 then redis.call('PUBLISH', ARGV[5], 'released') end
+end
+"""
+
+_RW = PRELUDE + RW_PRELUDE
+
+RW_READ_ACQUIRE: Final = (
+    _RW
+    + """
+if redis.call('ZSCORE', readers, ARGV[3]) then
+  redis.call('ZADD', readers, now_ms + tonumber(ARGV[4]), ARGV[3])
+  return {epoch, tonumber(redis.call('HGET', meta, 'grant:' .. ARGV[3])), tonumber(ARGV[4])}
+end
+if redis.call('EXISTS', owner) == 1 or redis.call('ZCARD', writers) > 0 then
+  redis.call('SET', waiting, '1', 'PX', ARGV[6])
+  return {epoch, 0, redis.call('PTTL', owner)}
+end
+local token = next_token()
+redis.call('ZADD', readers, now_ms + tonumber(ARGV[4]), ARGV[3])
+redis.call('HSET', meta, 'grant:' .. ARGV[3], string.format('%.0f', token))
+return {epoch, token, tonumber(ARGV[4])}
+"""
+)
+
+RW_READ_RENEW: Final = (
+    _RW
+    + """
+if redis.call('ZSCORE', readers, ARGV[3]) then
+  redis.call('ZADD', readers, now_ms + tonumber(ARGV[4]), ARGV[3])
+  return {epoch, 1}
+end
+redis.call('HDEL', meta, 'grant:' .. ARGV[3])
+return {epoch, 0}
+"""
+)
+
+RW_READ_RELEASE: Final = (
+    _RW
+    + """
+redis.call('HDEL', meta, 'grant:' .. ARGV[3])
+if redis.call('ZREM', readers, ARGV[3]) == 1 then
+  wake()
+  return {epoch, 1}
+end
+return {epoch, 0}
+"""
+)
+
+RW_WRITE_ACQUIRE: Final = (
+    _RW
+    + """
+local o = redis.call('GET', owner)
+if o == ARGV[3] then
+  redis.call('PEXPIRE', owner, ARGV[4])
+  return {epoch, tonumber(redis.call('HGET', meta, 'token')), tonumber(ARGV[4])}
+end
+if o or redis.call('ZCARD', readers) > 0 then
+  redis.call('ZADD', writers, now_ms + tonumber(ARGV[6]), ARGV[3])
+  redis.call('SET', waiting, '1', 'PX', ARGV[6])
+  local pttl = redis.call('PTTL', owner)
+  if pttl < 0 then
+    local first = redis.call('ZRANGE', readers, 0, 0, 'WITHSCORES')
+    if first[2] then pttl = tonumber(first[2]) - now_ms end
+  end
+  return {epoch, 0, pttl}
+end
+redis.call('ZREM', writers, ARGV[3])
+local token = next_token()
+redis.call('SET', owner, ARGV[3], 'PX', ARGV[4])
+redis.call('HSET', meta, 'token', string.format('%.0f', token))
+return {epoch, token, tonumber(ARGV[4])}
+"""
+)
+
+RW_WRITE_RENEW: Final = (
+    _RW
+    + """
+if redis.call('GET', owner) == ARGV[3] then
+  redis.call('PEXPIRE', owner, ARGV[4])
+  return {epoch, 1}
+end
+return {epoch, 0}
+"""
+)
+
+# Also what a writer cancelled while it waited runs: its mark goes, and the readers it held
+# off are woken.
+RW_WRITE_RELEASE: Final = (
+    _RW
+    + """
+local unmarked = redis.call('ZREM', writers, ARGV[3])
+if redis.call('GET', owner) == ARGV[3] then
+  redis.call('DEL', owner)
+  wake()
+  return {epoch, 1}
+end
+if unmarked == 1 then redis.call('PUBLISH', ARGV[5], 'unmarked') end
+return {epoch, 0}
+"""
+)
