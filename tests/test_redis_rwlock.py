@@ -77,27 +77,29 @@ async def test_a_writer_cancelled_while_waiting_lets_the_readers_in(
     # poll=60, lease=60: only the wake-up sent by the cancelled writer can admit the reader
     # within the bound (and nothing re-marks the lock as waited on behind the test's back).
     slow = {"poll": 60.0, "lease": 60.0}
-    async with coordinator(redis_url, namespace, **slow) as a:
-        async with coordinator(redis_url, namespace, **slow) as b:
-            client = aioredis.Redis.from_url(redis_url)
-            waiting = f"{{cohort:{namespace}:rwlock:cfg}}:waiting"
-            try:
-                async with asyncio.timeout(BOUND), a.rwlock("cfg").reader:
-                    writer = asyncio.create_task(_write(a, []))
-                    await _until_writers_wait(redis_url, namespace, 1)
-                    await client.delete(waiting)
-                    order: list[str] = []
-                    reader = asyncio.create_task(_read(b, order))
-                    while not await client.exists(waiting):  # the reader was refused
-                        await asyncio.sleep(0.005)
-                    assert not reader.done()
-                    writer.cancel()
-                    with pytest.raises(asyncio.CancelledError):
-                        await writer
-                    await reader  # admitted while the first reader still holds
-                    assert order == ["reader"]
-            finally:
-                await client.aclose()
+    async with (
+        coordinator(redis_url, namespace, **slow) as a,
+        coordinator(redis_url, namespace, **slow) as b,
+    ):
+        client = aioredis.Redis.from_url(redis_url)
+        waiting = f"{{cohort:{namespace}:rwlock:cfg}}:waiting"
+        try:
+            async with asyncio.timeout(BOUND), a.rwlock("cfg").reader:
+                writer = asyncio.create_task(_write(a, []))
+                await _until_writers_wait(redis_url, namespace, 1)
+                await client.delete(waiting)
+                order: list[str] = []
+                reader = asyncio.create_task(_read(b, order))
+                while not await client.exists(waiting):  # the reader was refused
+                    await asyncio.sleep(0.005)
+                assert not reader.done()
+                writer.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await writer
+                await reader  # admitted while the first reader still holds
+                assert order == ["reader"]
+        finally:
+            await client.aclose()
 
 
 async def _read(coord: Coordinator, order: list[str]) -> None:

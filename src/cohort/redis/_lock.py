@@ -238,6 +238,7 @@ class _Reading(Leased):
 
     def __repr__(self) -> str:
         return f"<cohort.redis.RWLock {self.name!r} reader lease={self._lease:g}s>"
+
     _acquire_lua = RW_READ_ACQUIRE
     _renew_lua = RW_READ_RENEW
     _release_lua = RW_READ_RELEASE
@@ -248,6 +249,7 @@ class _Writing(Leased):
 
     def __repr__(self) -> str:
         return f"<cohort.redis.RWLock {self.name!r} writer lease={self._lease:g}s>"
+
     _acquire_lua = RW_WRITE_ACQUIRE
     _renew_lua = RW_WRITE_RENEW
     _release_lua = RW_WRITE_RELEASE
