@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import cohort
+from _redis_server import RedisServer
 from _util import popen_python
 from cohort.redis import Coordinator
 
@@ -43,6 +44,9 @@ async def test_parties_in_separate_coordinators_pass_generation_after_generation
 
     async with asyncio.timeout(BOUND):
         results = await asyncio.gather(*(party(c, f"p{i}") for i, c in enumerate(coords)))
+        async with coords[0]:
+            stats = await coords[0].barrier("phase", 3).statistics()
+    assert (stats.generation, stats.n_waiting, stats.broken, stats.parties) == (4, 0, False, 3)
     assert len(ran) == 4  # one action per generation
     for gen in range(4):
         assert sorted(r[gen] for r in results) == [0, 1, 2]
@@ -97,7 +101,9 @@ async def test_a_failing_action_breaks_the_barrier_for_the_others(
                 await waiting
             with pytest.raises(cohort.BrokenBarrierError, match="reset"):
                 await first.wait()
+            assert (await first.statistics()).broken
             await first.reset()
+            assert not (await first.statistics()).broken
             async with asyncio.timeout(BOUND):
                 both = await asyncio.gather(first.wait(), last.wait())
             assert sorted(both) == [0, 1]
@@ -122,6 +128,7 @@ async def test_a_cancelled_waiter_breaks_the_barrier(redis_url: str, namespace: 
             t1 = asyncio.create_task(one.wait())
             t2 = asyncio.create_task(two.wait())
             await _until_arrived(a, namespace, 2)
+            assert (await one.statistics()).n_waiting == 2
             t1.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await t1
@@ -143,3 +150,43 @@ async def test_parties_must_agree_and_must_join_first(redis_url: str, namespace:
         a.barrier("x", 0)
     with pytest.raises(TypeError, match="action"):
         a.barrier("x", 2, action=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fault", ["restart", "stop"])
+async def test_every_waiter_gets_coordinator_lost_when_the_server_restarts_or_goes_away(
+    own_redis_server: RedisServer, namespace: str, fault: str
+) -> None:
+    url = own_redis_server.url
+    async with coordinator(url, namespace) as a, coordinator(url, namespace) as b:
+        parties = [a.barrier("phase", 3, party="p0"), b.barrier("phase", 3, party="p1")]
+
+        async def wait(p: cohort.redis.Barrier) -> BaseException:
+            with pytest.raises(cohort.CoordinatorLost) as info:
+                async with p:
+                    await p.wait()
+            return info.value
+
+        waiters = [asyncio.create_task(wait(p)) for p in parties]
+        await _until_arrived(a, namespace, 2)
+        if fault == "restart":
+            own_redis_server.restart()  # empty: the barrier's state is gone
+        else:
+            own_redis_server.stop()
+        async with asyncio.timeout(BOUND):
+            errors = await asyncio.gather(*waiters)
+    expected = "lost the state" if fault == "restart" else "did not answer"
+    for error in errors:
+        assert expected in str(error)
+    if fault == "restart":
+        # A third party arriving at the restarted server does not pass alone with a fresh
+        # state that forgot the others: its own old object raises too; only a new
+        # coordinator starts a new epoch, where it waits for 3 parties again.
+        async with coordinator(url, namespace) as c:
+            late = c.barrier("phase", 3, party="p2")
+            async with late:
+                waiting = asyncio.create_task(late.wait())
+                await _until_arrived(c, namespace, 1)
+                assert not waiting.done()
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting

@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from cohort._exceptions import BrokenBarrierError
+from cohort._sync._barrier import BarrierStatistics
 from cohort.redis._client import Connection, Primitive
 from cohort.redis._lease import Lease, Renewer
 from cohort.redis._scripts import (
@@ -23,6 +24,7 @@ from cohort.redis._scripts import (
     BARRIER_RELEASE,
     BARRIER_RENEW,
     BARRIER_RESET,
+    BARRIER_STATS,
 )
 
 __all__ = ["Barrier"]
@@ -176,3 +178,16 @@ class Barrier(Primitive):
     async def reset(self) -> None:
         """Break the current generation if it has waiters, and start a fresh, unbroken one."""
         await self._op(BARRIER_RESET)
+
+    async def statistics(self) -> BarrierStatistics:
+        """A point-in-time view from the server, as :meth:`cohort.Barrier.statistics`:
+        ``n_waiting`` counts the parties arrived in the current generation, in
+        every process; ``generation`` the generations completed."""
+        _, gen, arrived, broken, tripping, _members = await self._op(BARRIER_STATS)
+        return BarrierStatistics(
+            parties=self.parties,
+            n_waiting=int(arrived),
+            generation=int(gen),
+            broken=bool(broken),
+            action_running=bool(tripping),
+        )

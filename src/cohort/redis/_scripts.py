@@ -305,6 +305,15 @@ return {epoch, 'ok'}
 """
 )
 
+# The statistics: {epoch, gen, arrived, broken reason or '', tripping party or '', members}.
+BARRIER_STATS: Final = (
+    _B
+    + """
+return {epoch, gen, redis.call('HLEN', arrived), broken_reason(gen) or '',
+  redis.call('HGET', state, 'tripping') or '', redis.call('HLEN', members)}
+"""
+)
+
 BARRIER_RESET: Final = (
     _B
     + """
