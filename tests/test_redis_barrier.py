@@ -157,7 +157,8 @@ async def test_every_waiter_gets_coordinator_lost_when_the_server_restarts_or_go
     own_redis_server: RedisServer, namespace: str, fault: str
 ) -> None:
     url = own_redis_server.url
-    async with coordinator(url, namespace) as a, coordinator(url, namespace) as b:
+    fast = {"unreachable": 0.4}  # how long a waiter retries a server that went away
+    async with coordinator(url, namespace, **fast) as a, coordinator(url, namespace, **fast) as b:
         parties = [a.barrier("phase", 3, party="p0"), b.barrier("phase", 3, party="p1")]
 
         async def wait(p: cohort.redis.Barrier) -> BaseException:
