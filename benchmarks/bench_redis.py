@@ -96,7 +96,7 @@ async def _run(url: str, rounds: int) -> tuple[dict[str, list[float]], str]:
     sync_client = None
     try:
         import redis
-        import redis_lock
+        import redis_lock  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
         sync_client = redis.Redis.from_url(url)
         other = redis_lock.Lock(sync_client, f"bench-{uuid.uuid4().hex}", expire=10)

@@ -102,6 +102,8 @@ __all__ = [
     "ProcessPool",
     "Quorum",
     "QuorumError",
+    "RWLock",
+    "RWLockStatistics",
     "RateLimiter",
     "RemoteError",
     "Report",
@@ -151,6 +153,7 @@ _LAZY = {
     "cohort._sync._flags": ("EventFlags", "EventFlagsStatistics"),
     "cohort._flow._flow": ("Flow", "FlowError", "FlowResult", "Node"),
     "cohort._sync._latch": ("Latch", "LatchStatistics"),
+    "cohort._sync._rwlock": ("RWLock", "RWLockStatistics"),
     "cohort._resilience._linger": ("Linger", "LingerStatistics"),
     "cohort._resilience._guards": (
         "BreakerStatistics",
@@ -211,6 +214,7 @@ if _TYPE_CHECKING:
     from cohort._sync._barrier import Barrier, BarrierStatistics
     from cohort._sync._flags import EventFlags, EventFlagsStatistics
     from cohort._sync._latch import Latch, LatchStatistics
+    from cohort._sync._rwlock import RWLock, RWLockStatistics
     from cohort.bridge import (
         Executor,
         PoolStatistics,
