@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,6 +16,7 @@ import cohort
 from _redis_server import RedisServer
 from _util import popen_python
 from cohort.redis import Coordinator
+from cohort.redis._scripts import BARRIER_CHECK
 
 FAST = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
 BOUND = 10.0
@@ -191,3 +193,54 @@ async def test_every_waiter_gets_coordinator_lost_when_the_server_restarts_or_go
                 waiting.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await waiting
+
+
+async def test_every_waiter_sees_a_lapsed_lease_at_its_first_check_after_the_lapse(
+    redis_url: str, namespace: str
+) -> None:
+    """The bound "lease + 2 polls", counted rather than timed: on the server's clock, no
+    waiter's check after the dead party's lease expiry reports anything but the break
+    (a waiter checks at least every poll, so it learns within one poll of the expiry)."""
+    with popen_python(
+        str(PARTY), redis_url, namespace, "barrier", "phase", "3", "dead-one", "0.3", "0.05",
+        "-1", stdout=subprocess.PIPE,
+    ) as dead:  # fmt: skip
+        try:
+            assert dead.stdout is not None
+            assert json.loads(dead.stdout.readline())["op"] == "join"
+        finally:
+            dead.send_signal(signal.SIGKILL)
+            dead.wait()
+    client = aioredis.Redis.from_url(redis_url)
+    members = f"{{cohort:{namespace}:barrier:phase}}:members"
+    raw = await client.hget(members, "dead-one")
+    assert raw is not None
+    expiry = int(raw)  # server ms; nobody renews it now
+    await client.aclose()
+    checks: dict[str, list[tuple[str, int]]] = {}
+    async with coordinator(redis_url, namespace) as a:
+        waiters = [a.barrier("phase", 3, party=f"w{i}") for i in range(2)]
+        for w in waiters:
+            seen: list[tuple[str, int]] = []
+            checks[w.party] = seen
+            op = w._op
+
+            async def spy(lua: str, arg: object = "", op: Any = op, seen: Any = seen) -> Any:
+                reply = await op(lua, arg)
+                if lua is BARRIER_CHECK:
+                    seen.append((reply[1], int(reply[3])))
+                return reply
+
+            w._op = spy  # type: ignore[method-assign]
+
+        async def wait(w: cohort.redis.Barrier) -> None:
+            async with w:
+                with pytest.raises(cohort.BrokenBarrierError, match="dead-one's lease lapsed"):
+                    await w.wait()
+
+        async with asyncio.timeout(BOUND):
+            await asyncio.gather(*(wait(w) for w in waiters))
+    for seen in checks.values():
+        late = [status for status, now in seen if now > expiry]
+        assert late in ([], ["broken"]), seen  # the first check after the expiry saw the break
+        assert seen, "the waiters arrived before the expiry and checked while they waited"

@@ -144,7 +144,7 @@ class Barrier(Primitive):
                 while True:
                     await connection.pause(event, connection.poll)
                     event.clear()
-                    _, status, reason = await self._op(BARRIER_CHECK, gen)
+                    _, status, reason, _ = await self._op(BARRIER_CHECK, gen)
                     if status == "passed":
                         return int(index)
                     if status == "broken":

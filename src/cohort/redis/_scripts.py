@@ -255,7 +255,7 @@ return {epoch, 'wait', gen, index, ''}
 """
 )
 
-# ARGV[7]: the generation the caller waits in.
+# ARGV[7]: the generation the caller waits in. The reply ends with the server's time (ms).
 BARRIER_CHECK: Final = (
     _B
     + """
@@ -264,9 +264,9 @@ if redis.call('HEXISTS', members, party) == 1 then
   redis.call('HSET', members, party, now_ms + lease_ms)
 end
 local reason = broken_reason(g)
-if reason then return {epoch, 'broken', reason} end
-if gen > g then return {epoch, 'passed', ''} end
-return {epoch, 'wait', ''}
+if reason then return {epoch, 'broken', reason, now_ms} end
+if gen > g then return {epoch, 'passed', '', now_ms} end
+return {epoch, 'wait', '', now_ms}
 """
 )
 
