@@ -6,7 +6,12 @@
   asyncio ``Lock`` and python-redis-lock's (sync, redis-py; a line says it was
   skipped when it is not installed).
 
-The cases are sampled interleaved (one op of each in turn), so a noisy
+* Barrier: 8 processes (spawned), each one party with a coordinator of its own, calling
+  ``wait()`` back to back; a round is the time between two returns of ``wait()`` in
+  a party (p50 and p90 over every party's rounds), and the scripts each party ran
+  per round are counted (target: p50 <= 2 ms on loopback, <= 2 round trips).
+
+The lock cases are sampled interleaved (one op of each in turn), so a noisy
 machine slows them alike; each line gives the median and the spread (p10-p90).
 Target: cohort's acquire+release <= 1.5x the floor and below both peers.
 Needs ``redis-server`` on PATH and redis-py; skipped without it.
@@ -24,6 +29,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 _ROUNDS = 2000
 
@@ -129,14 +135,74 @@ async def _run(url: str, rounds: int) -> tuple[dict[str, list[float]], str]:
     return samples, note
 
 
+_BARRIER_PARTIES = 8
+
+
+def _barrier_party(url: str, namespace: str, index: int, rounds: int, out: Any) -> None:
+    """One party in a process of its own: warm up, then time ``rounds`` rounds."""
+    from cohort.redis import Coordinator
+    from cohort.redis._client import Connection
+
+    calls = 0
+    call = Connection.call
+
+    async def counting(self: Connection, *args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await call(self, *args)
+
+    Connection.call = counting  # type: ignore[method-assign]
+
+    async def run() -> tuple[list[float], float]:
+        nonlocal calls
+        async with Coordinator(url, namespace=namespace) as coord:
+            barrier = coord.barrier("round", _BARRIER_PARTIES, party=f"p{index}")
+            async with barrier:
+                for _ in range(rounds // 10 + 5):
+                    await barrier.wait()
+                calls = 0
+                times = []
+                last = time.perf_counter()
+                for _ in range(rounds):
+                    await barrier.wait()
+                    now = time.perf_counter()
+                    times.append(now - last)
+                    last = now
+                per_round = calls / rounds
+                # Leave together: nobody's leaving breaks the others' last round.
+                await barrier.wait()
+        return times, per_round
+
+    out.put(asyncio.run(run()))
+
+
+def _barrier_rounds(url: str, rounds: int) -> tuple[list[float], list[float]]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    namespace = f"bench-{uuid.uuid4().hex}"
+    procs = [
+        ctx.Process(target=_barrier_party, args=(url, namespace, i, rounds, out))
+        for i in range(_BARRIER_PARTIES)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    times = sorted(t for r in results for t in r[0])
+    return times, [r[1] for r in results]
+
+
 def main(quick: bool = False) -> str:
     if shutil.which("redis-server") is None:
         return "## redis\n\nskipped: no redis-server on PATH (scripts/ensure-redis)\n"
     proc, port, tmp = _start()
     try:
-        samples, note = asyncio.run(
-            _run(f"redis://127.0.0.1:{port}/0", _ROUNDS // (4 if quick else 1))
-        )
+        url = f"redis://127.0.0.1:{port}/0"
+        samples, note = asyncio.run(_run(url, _ROUNDS // (4 if quick else 1)))
+        rounds, scripts = _barrier_rounds(url, 100 if quick else 500)
     finally:
         proc.kill()
         proc.wait()
@@ -151,6 +217,10 @@ def main(quick: bool = False) -> str:
         med = statistics.median(seconds)
         lines.append(f"| {name} | {med * 1e6:.1f} | {p10 * 1e6:.0f}-{p90 * 1e6:.0f} | "
                      f"{med / floor:.2f} |")  # fmt: skip
+    p50, p90 = statistics.median(rounds), rounds[len(rounds) * 9 // 10]
+    lines += ["", f"Barrier round, {_BARRIER_PARTIES} processes: p50 {p50 * 1e3:.2f} ms, "
+              f"p90 {p90 * 1e3:.2f} ms; scripts (round trips) per party per round: "
+              f"max {max(scripts):.2f}, mean {statistics.mean(scripts):.2f}"]  # fmt: skip
     return "\n".join(lines) + "\n" + (f"\n{note}" if note else "")
 
 
