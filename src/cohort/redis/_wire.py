@@ -121,18 +121,18 @@ class _Protocol(asyncio.Protocol):
         self.buf = buf[pos:]
 
     def _abort(self, why: str) -> None:
-        self._fail(ConnectionError(f"bad reply from the Redis server: {why}"))
+        self.fail(ConnectionError(f"bad reply from the Redis server: {why}"))
         assert self.transport is not None
         self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(
+        self.fail(
             self.lost or ConnectionError(f"the connection to the Redis server closed ({exc})")
         )
         if not self.closed.done():
             self.closed.set_result(None)
 
-    def _fail(self, exc: Exception) -> None:
+    def fail(self, exc: Exception) -> None:
         if self.lost is None:
             self.lost = exc
         while self.pending:
@@ -253,7 +253,7 @@ class Wire:
         if protocol is None or protocol.lost is not None or not protocol.pending:
             return
         if protocol.pending[0] is future:
-            protocol._fail(
+            protocol.fail(
                 TimeoutError(f"the Redis server did not answer within {self._timeout:g} s")
             )
             assert protocol.transport is not None
