@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test demo bench soak lint typecheck docs pytest clean
+.PHONY: test demo bench soak lint typecheck docs pytest clean redis-server
 
 DEMO_STAMP := $(VENV)/.demo-stamp
 
@@ -52,9 +52,14 @@ test: lint
 # processes (the CLI, examples, workers), and each would compile cohort again.
 # The Postgres durability tests start throw-away clusters: scripts/ensure-postgres
 # installs the server binaries (Debian, as root) or says what to do (they skip).
-pytest: $(STAMP)
+pytest: $(STAMP) redis-server
 	@sh scripts/ensure-postgres
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n 2
+
+# The cohort.redis tests run against a real redis-server: install it where we
+# may (root, apt-get), else say how; without it those tests skip.
+redis-server:
+	@scripts/ensure-redis
 
 demo: $(DEMO_STAMP)
 	@echo "make demo: cohort demo: a web fan-out service under load (3 strategies x 3 key sets),"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +13,7 @@ from structlog.testing import capture_logs
 
 import cohort
 from _ledger import Ledger
+from _redis_server import MISSING, RedisServer
 
 
 @pytest.fixture
@@ -63,3 +67,39 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Any) -> Ledger:
     if request.param == "sqlite":
         return Ledger("sqlite", tmp_path / "runs.db")
     return Ledger("postgres", request.getfixturevalue("pg_dsn"))
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real ``redis-server`` per test process (per xdist worker), stopped at the end."""
+    if shutil.which("redis-server") is None:
+        pytest.skip(MISSING)
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``redis-server`` for one test alone: for tests that stop or restart it."""
+    if shutil.which("redis-server") is None:
+        pytest.skip(MISSING)
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of this process's shared ``redis-server``."""
+    return redis_server.url
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace of this test's own: nothing it creates meets another test's keys."""
+    return f"test-{uuid.uuid4().hex}"

@@ -1,9 +1,10 @@
 """The API reference covers every public name, and docstring examples are code that type-checks.
 
 * Every name in ``__all__`` of ``cohort``, ``cohort.testing``,
-  ``cohort.pipeline``, ``cohort.bridge`` and ``cohort.durable`` has a ``::: name`` entry in
-  docs/api/*.md (the rendered reference) and a docstring, as mkdocstrings
-  sees them (griffe, static analysis).
+  ``cohort.pipeline``, ``cohort.bridge``, ``cohort.durable`` and
+  ``cohort.redis`` has a ``::: name`` entry in docs/api/*.md (the rendered
+  reference) and a docstring, as mkdocstrings sees them (griffe, static
+  analysis).
 * Docstring examples are fenced ``python`` blocks (rendered as highlighted
   code), never reStructuredText ``Example::`` literal blocks (rendered as a
   stray ``::`` paragraph and unhighlighted text).
@@ -26,13 +27,21 @@ import cohort
 import cohort.bridge
 import cohort.durable
 import cohort.pipeline
+import cohort.redis
 import cohort.testing
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "cohort"
 API_PAGES = sorted((ROOT / "docs" / "api").glob("*.md"))
 TYPECHECKED = ROOT / "tests" / "typecheck_docstrings.py"
-MODULES = (cohort, cohort.testing, cohort.pipeline, cohort.bridge, cohort.durable)
+MODULES = (
+    cohort,
+    cohort.testing,
+    cohort.pipeline,
+    cohort.bridge,
+    cohort.durable,
+    cohort.redis,
+)
 PUBLIC = [f"{m.__name__}.{name}" for m in MODULES for name in m.__all__]
 FENCED = re.compile(r"^(?P<indent> *)```python\n(?P<code>.*?)^(?P=indent)```$", re.M | re.S)
 LITERAL_BLOCK = re.compile(r"::\s*$", re.M)

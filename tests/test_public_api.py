@@ -28,7 +28,8 @@ def test_reexported_names_show_the_public_module() -> None:
 
 def test_private_modules_are_prefixed() -> None:
     for info in pkgutil.iter_modules(cohort.__path__):
-        if info.name not in {"testing", "bridge", "durable", "pipeline", "cli", "examples"}:
+        public = {"testing", "bridge", "durable", "redis", "pipeline", "cli", "examples"}
+        if info.name not in public:
             assert info.name.startswith("_"), info.name
         importlib.import_module(f"cohort.{info.name}")
 
@@ -66,6 +67,8 @@ def test_import_cohort_leaves_the_heavy_layers_for_first_use() -> None:
         "cohort._resilience._limiter",
         "cohort.durable",
         "sqlite3",
+        "cohort.redis",
+        "redis",
     ]
     code = (
         "import sys, cohort\n"

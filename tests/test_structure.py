@@ -177,6 +177,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("sync", ("cohort._sync",)),
     ("resilience", ("cohort._resilience",)),
     ("bridge", ("cohort.bridge",)),
+    ("distributed", ("cohort.redis",)),
     ("durable", ("cohort.durable",)),
     ("pipeline", ("cohort.pipeline",)),
     ("flow", ("cohort._flow",)),

@@ -155,6 +155,21 @@ async def latch(connect: Callable[[], Awaitable[None]], serve: Callable[[], Awai
         await ready.wait()  # all three connected; they keep serving
 
 
+async def rwlock() -> None:
+    rw = cohort.RWLock()
+    config: dict[str, str] = {}
+
+
+    async def read(key: str) -> str | None:
+        async with rw.reader:
+            return config.get(key)
+
+
+    async def update(key: str, value: str) -> None:
+        async with rw.writer:
+            config[key] = value
+
+
 class _Client:
     async def __aenter__(self) -> _Client:
         return self

@@ -39,6 +39,8 @@ from cohort._exceptions import (
     CircuitOpenError,
     ClosedError,
     CohortError,
+    CoordinatorLost,
+    LeaseLost,
     PipelineError,
     PoolBrokenError,
     QuorumError,
@@ -65,6 +67,7 @@ __all__ = [
     "CircuitState",
     "ClosedError",
     "CohortError",
+    "CoordinatorLost",
     "DROP",
     "Decision",
     "DropType",
@@ -87,6 +90,7 @@ __all__ = [
     "KeyedBulkhead",
     "Latch",
     "LatchStatistics",
+    "LeaseLost",
     "Linger",
     "LingerStatistics",
     "Many",
@@ -99,6 +103,8 @@ __all__ = [
     "ProcessPool",
     "Quorum",
     "QuorumError",
+    "RWLock",
+    "RWLockStatistics",
     "RateLimiter",
     "RemoteError",
     "Report",
@@ -157,6 +163,7 @@ _LAZY = {
     "cohort._sync._flags": ("EventFlags", "EventFlagsStatistics"),
     "cohort._flow._graph": ("Flow", "FlowError", "FlowResult", "Node"),
     "cohort._sync._latch": ("Latch", "LatchStatistics"),
+    "cohort._sync._rwlock": ("RWLock", "RWLockStatistics"),
     "cohort._resilience._linger": ("Linger", "LingerStatistics"),
     "cohort._resilience._breaker": ("BreakerStatistics", "CircuitBreaker", "CircuitState"),
     "cohort._resilience._bulkhead": ("Bulkhead", "BulkheadStatistics", "KeyedBulkhead"),
@@ -212,6 +219,7 @@ if _TYPE_CHECKING:
     from cohort._sync._barrier import Barrier, BarrierStatistics
     from cohort._sync._flags import EventFlags, EventFlagsStatistics
     from cohort._sync._latch import Latch, LatchStatistics
+    from cohort._sync._rwlock import RWLock, RWLockStatistics
     from cohort.bridge import (
         Executor,
         PoolStatistics,

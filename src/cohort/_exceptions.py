@@ -17,7 +17,11 @@ Exception
     │                                a function, argument or result that cannot be pickled
     ├── PipelineError                a pipeline stage failed under on_error="raise"
     ├── CircuitOpenError             a circuit breaker is open: the call was not made
-    └── BulkheadFullError            a bulkhead had no place (queue full, or no time)
+    ├── BulkheadFullError            a bulkhead had no place (queue full, or no time)
+    ├── LeaseLost                    a cohort.redis lease lapsed while its holder held it
+    └── CoordinatorLost (ConnectionError)
+                                     the Redis server of a cohort.redis coordinator is
+                                     unreachable, or restarted and lost its state
 
 ExceptionGroup
 └── QuorumError (also CohortError)   a quorum that can no longer be reached
@@ -45,6 +49,29 @@ class ClosedError(CohortError, RuntimeError):
 
 class BrokenBarrierError(CohortError, asyncio.BrokenBarrierError):
     """A barrier was broken while (or before) the caller waited on it."""
+
+
+class LeaseLost(CohortError):
+    """A ``cohort.redis`` lease lapsed (or was taken over) while its holder still held it.
+
+    Raised out of the ``async with`` block whose lease was lost, after the
+    block was cancelled. ``name`` is the primitive, ``token`` the fencing token
+    of the lost grant, ``reason`` why it was lost.
+    """
+
+    def __init__(self, message: str, *, name: str = "", token: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+        self.token = token
+        self.reason = reason
+
+
+class CoordinatorLost(CohortError, ConnectionError):
+    """The Redis server behind a ``cohort.redis`` coordinator cannot be relied on.
+
+    It did not answer within the coordinator's ``unreachable`` bound, or it
+    answered without the state it had (a restart or failover lost it).
+    """
 
 
 class WorkerCrashedError(CohortError):

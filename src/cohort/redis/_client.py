@@ -1,0 +1,220 @@
+"""The connection a coordinator owns: scripts, retries, pub/sub wake-ups.
+
+redis-py is imported here and only here (and only by ``cohort.redis``), with an
+error that names the extra when it is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+from cohort._exceptions import CoordinatorLost
+from cohort.redis._wire import ReplyError, Wire
+
+try:
+    import redis.exceptions as redis_errors
+    from redis.connection import parse_url
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess
+    raise ImportError(
+        "cohort.redis needs redis-py (redis.asyncio): pip install 'cohort[redis]'"
+    ) from exc
+
+__all__ = ["Connection", "Primitive"]
+
+# What redis-py raises when the server cannot be reached or does not answer in time.
+_UNREACHABLE: Final = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+_LOST_PREFIX: Final = "COHORT_LOST"
+
+
+class Connection:
+    """The connections to one server for one namespace: scripts and wake-ups.
+
+    Scripts go through one pipelined connection (``_wire.Wire``). A second
+    connection holds one pattern subscription for the whole namespace from
+    ``open()`` on, so a waiter is always subscribed before it reads state; each
+    message sets the events of the waiters of its channel. Messages can be lost
+    (pub/sub is at most once, and a reconnect drops them): waiters poll too, and
+    after the subscription is made again every waiter is woken to re-read.
+    """
+
+    def __init__(self, url: str, namespace: str, *, poll: float, unreachable: float) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.poll = poll
+        self.unreachable = unreachable
+        self.opened = False
+        self._reader: asyncio.Task[None] | None = None
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._shas: dict[str, str] = {}
+        self._wire = _wire_for(url, unreachable)
+
+    def key(self, kind: str, name: str) -> str:
+        """The hash tag of one primitive: all its keys live in one cluster slot."""
+        return f"{{cohort:{self.namespace}:{kind}:{name}}}"
+
+    def channel(self, kind: str, name: str) -> str:
+        return f"cohort:{self.namespace}:{kind}:{name}"
+
+    async def open(self) -> None:
+        try:
+            await self._retrying(self._wire.call, "PING")
+            await self._retrying(self._subscribe)
+        except BaseException:
+            await self.close()
+            raise
+        self.opened = True
+        self._reader = asyncio.create_task(self._read(), name=f"cohort.redis reader {self.url}")
+
+    async def _subscribe(self) -> None:
+        await self._wire.listen(f"cohort:{self.namespace}:*", self._message)
+
+    def _message(self, channel: str) -> None:
+        for event in self._watchers.get(channel, ()):
+            event.set()
+
+    async def close(self) -> None:
+        self.opened = False
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        self._wire.close()
+
+    async def _read(self) -> None:
+        """Subscribe again whenever the subscription's connection is lost."""
+        while True:
+            await self._wire.listening()
+            while True:
+                await asyncio.sleep(self.poll)  # the waiters poll meanwhile
+                try:
+                    await self._subscribe()
+                except _UNREACHABLE:
+                    continue
+                break
+            # Messages sent while unsubscribed are lost: every waiter re-reads the state.
+            for events in self._watchers.values():
+                for event in events:
+                    event.set()
+
+    def watch(self, channel: str) -> asyncio.Event:
+        """An event set on every message to ``channel`` (until ``unwatch``)."""
+        event = asyncio.Event()
+        self._watchers.setdefault(channel, set()).add(event)
+        return event
+
+    def unwatch(self, channel: str, event: asyncio.Event) -> None:
+        watchers = self._watchers.get(channel)
+        if watchers is not None:
+            watchers.discard(event)
+            if not watchers:
+                del self._watchers[channel]
+
+    async def pause(self, event: asyncio.Event, seconds: float) -> None:
+        """Wait for ``event`` (a wake-up message) or ``seconds`` (the poll), whichever first."""
+        if event.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()
+
+    async def call(self, lua: str, keys: Sequence[str], args: Sequence[object]) -> list[Any]:
+        """Run one script: ``EVALSHA`` (one round trip), ``EVAL`` once if the server lacks it."""
+        wire = self._wire
+        if not self.opened:
+            raise RuntimeError(
+                "this cohort.redis primitive's Coordinator is not open: "
+                "use it inside `async with Coordinator(...)`"
+            )
+        sha = self._shas.get(lua)
+        if sha is None:
+            sha = self._shas[lua] = hashlib.sha1(lua.encode()).hexdigest()
+        try:
+            try:
+                try:
+                    reply: list[Any] = await wire.call("EVALSHA", sha, len(keys), *keys, *args)
+                except _UNREACHABLE as exc:
+                    if isinstance(exc, TimeoutError):  # it waited the whole `unreachable`
+                        raise self._lost(exc) from exc
+                    reply = await self._retrying(wire.call, "EVALSHA", sha, len(keys), *keys, *args)
+            except ReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                reply = await self._retrying(wire.call, "EVAL", lua, len(keys), *keys, *args)
+        except ReplyError as exc:
+            if str(exc).startswith(_LOST_PREFIX):
+                raise CoordinatorLost(
+                    f"the Redis server at {self.url} lost the state of a primitive "
+                    f"({str(exc)[len(_LOST_PREFIX) + 1 :]}): it restarted or failed over; "
+                    "start again with a new Coordinator"
+                ) from None
+            raise
+        return reply
+
+    async def _retrying(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn`` retried every poll interval while the server is unreachable, for at most
+        ``unreachable`` seconds; then ``CoordinatorLost``."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.unreachable
+        while True:
+            try:
+                return await fn(*args, **kwargs)
+            except _UNREACHABLE as exc:
+                if loop.time() + self.poll > give_up:
+                    raise self._lost(exc) from exc
+                await asyncio.sleep(self.poll)
+
+    def _lost(self, exc: BaseException) -> CoordinatorLost:
+        return CoordinatorLost(
+            f"the Redis server at {self.url} did not answer for "
+            f"{self.unreachable:g} s ({exc!r}); check that it runs and is reachable"
+        )
+
+
+def _wire_for(url: str, timeout: float) -> Wire:
+    """The scripts' connection to the server ``url`` names (``redis://`` or ``unix://``)."""
+    if not url.startswith(("redis://", "unix://")):
+        raise ValueError(
+            f"cohort.redis connects with redis:// or unix:// URLs, not {url!r}; "
+            "for TLS, run a local TLS proxy (stunnel, spiped) and connect to it"
+        )
+    options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    return Wire(
+        host=options.get("host", "127.0.0.1"),
+        port=int(options.get("port", 6379)),
+        path=options.get("path"),
+        db=int(options.get("db", 0)),
+        username=options.get("username"),
+        password=options.get("password"),
+        timeout=timeout,
+    )
+
+
+class Primitive:
+    """What every primitive shares: its keys, its channel, the epoch it saw last."""
+
+    kind: str = ""
+
+    def __init__(self, connection: Connection, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a cohort.redis {self.kind} needs a non-empty str name, got {name!r}")
+        self.connection = connection
+        self.name = name
+        tag = connection.key(self.kind, name)
+        self.meta = f"{tag}:meta"
+        self.tag = tag
+        self.channel = connection.channel(self.kind, name)
+        self._epoch = ""
+
+    async def run(self, lua: str, keys: Sequence[str], args: Sequence[object]) -> list[Any]:
+        """One script on this primitive; checks and remembers its epoch."""
+        # A fresh epoch only matters on first use (the script ignores it once it saw one).
+        fresh = uuid.uuid4().hex if not self._epoch else "-"
+        reply = await self.connection.call(lua, [self.meta, *keys], [self._epoch, fresh, *args])
+        self._epoch = reply[0]
+        return reply

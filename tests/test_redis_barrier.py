@@ -1,0 +1,246 @@
+"""cohort.redis.Barrier against a real redis-server: generations, actions, lapsed parties."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+import cohort
+from _redis_server import RedisServer
+from _util import popen_python
+from cohort.redis import Coordinator
+from cohort.redis._scripts import BARRIER_CHECK
+
+FAST = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
+BOUND = 10.0
+PARTY = Path(__file__).with_name("_redis_party.py")
+
+
+def coordinator(url: str, namespace: str, **kw: float) -> Coordinator:
+    return Coordinator(url, namespace=namespace, **{**FAST, **kw})
+
+
+async def test_parties_in_separate_coordinators_pass_generation_after_generation(
+    redis_url: str, namespace: str
+) -> None:
+    coords = [coordinator(redis_url, namespace) for _ in range(3)]
+    ran: list[int] = []
+    log: list[tuple[str, int]] = []
+
+    async def party(coord: Coordinator, me: str) -> list[int]:
+        indices = []
+        async with coord:
+            b = coord.barrier("phase", 3, party=me, action=lambda: ran.append(1))
+            async with b:
+                for gen in range(4):
+                    log.append((me, gen))
+                    indices.append(await b.wait())
+        return indices
+
+    async with asyncio.timeout(BOUND):
+        results = await asyncio.gather(*(party(c, f"p{i}") for i, c in enumerate(coords)))
+        async with coords[0]:
+            stats = await coords[0].barrier("phase", 3).statistics()
+    assert (stats.generation, stats.n_waiting, stats.broken, stats.parties) == (4, 0, False, 3)
+    assert len(ran) == 4  # one action per generation
+    for gen in range(4):
+        assert sorted(r[gen] for r in results) == [0, 1, 2]
+
+
+async def test_a_party_killed_while_joined_breaks_the_barrier_naming_it(
+    redis_url: str, namespace: str
+) -> None:
+    with popen_python(
+        str(PARTY), redis_url, namespace, "barrier", "phase", "3", "dead-one", "0.3", "0.05",
+        "-1", stdout=subprocess.PIPE,
+    ) as dead:  # fmt: skip
+        try:
+            assert dead.stdout is not None
+            assert json.loads(dead.stdout.readline())["op"] == "join"
+        finally:
+            dead.send_signal(signal.SIGKILL)
+    async with coordinator(redis_url, namespace) as a:
+        waiters = [a.barrier("phase", 3, party=f"w{i}") for i in range(2)]
+
+        async def wait(w: cohort.redis.Barrier) -> BaseException:
+            async with w:
+                with pytest.raises(cohort.BrokenBarrierError) as info:
+                    await w.wait()
+                return info.value
+
+        async with asyncio.timeout(BOUND):
+            errors = await asyncio.gather(*(wait(w) for w in waiters))
+    for error in errors:
+        assert "dead-one's lease lapsed" in str(error)
+
+
+async def test_a_failing_action_breaks_the_barrier_for_the_others(
+    redis_url: str, namespace: str
+) -> None:
+    calls = []
+
+    def boom() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ZeroDivisionError("action failed")
+
+    async with coordinator(redis_url, namespace) as a, coordinator(redis_url, namespace) as b:
+        first = a.barrier("phase", 2, party="first")
+        last = b.barrier("phase", 2, party="last", action=boom)
+        async with first, last:
+            waiting = asyncio.create_task(first.wait())
+            await _until_arrived(a, namespace, 1)
+            with pytest.raises(ZeroDivisionError):
+                await last.wait()
+            with pytest.raises(cohort.BrokenBarrierError, match="action raised"):
+                await waiting
+            with pytest.raises(cohort.BrokenBarrierError, match="reset"):
+                await first.wait()
+            assert (await first.statistics()).broken
+            await first.reset()
+            assert not (await first.statistics()).broken
+            async with asyncio.timeout(BOUND):
+                both = await asyncio.gather(first.wait(), last.wait())
+            assert sorted(both) == [0, 1]
+            assert len(calls) == 2
+
+
+async def _until_arrived(coord: Coordinator, namespace: str, n: int) -> None:
+    client = aioredis.Redis.from_url(coord.url)
+    key = f"{{cohort:{namespace}:barrier:phase}}:arrived"
+    try:
+        async with asyncio.timeout(BOUND):
+            while await client.hlen(key) < n:
+                await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
+
+
+async def test_a_cancelled_waiter_breaks_the_barrier(redis_url: str, namespace: str) -> None:
+    async with coordinator(redis_url, namespace) as a:
+        one, two = a.barrier("phase", 3, party="one"), a.barrier("phase", 3, party="two")
+        async with one, two:
+            t1 = asyncio.create_task(one.wait())
+            t2 = asyncio.create_task(two.wait())
+            await _until_arrived(a, namespace, 2)
+            assert (await one.statistics()).n_waiting == 2
+            t1.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t1
+            with pytest.raises(cohort.BrokenBarrierError, match="one was cancelled"):
+                async with asyncio.timeout(BOUND):
+                    await t2
+
+
+async def test_parties_must_agree_and_must_join_first(redis_url: str, namespace: str) -> None:
+    async with coordinator(redis_url, namespace) as a:
+        b3 = a.barrier("phase", 3)
+        with pytest.raises(RuntimeError, match="join first"):
+            await b3.wait()
+        async with b3:
+            with pytest.raises(ValueError, match="same parties"):
+                async with a.barrier("phase", 4):
+                    pass
+    with pytest.raises(ValueError, match="parties"):
+        a.barrier("x", 0)
+    with pytest.raises(TypeError, match="action"):
+        a.barrier("x", 2, action=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fault", ["restart", "stop"])
+async def test_every_waiter_gets_coordinator_lost_when_the_server_restarts_or_goes_away(
+    own_redis_server: RedisServer, namespace: str, fault: str
+) -> None:
+    url = own_redis_server.url
+    fast = {"unreachable": 0.4}  # how long a waiter retries a server that went away
+    async with coordinator(url, namespace, **fast) as a, coordinator(url, namespace, **fast) as b:
+        parties = [a.barrier("phase", 3, party="p0"), b.barrier("phase", 3, party="p1")]
+
+        async def wait(p: cohort.redis.Barrier) -> BaseException:
+            with pytest.raises(cohort.CoordinatorLost) as info:
+                async with p:
+                    await p.wait()
+            return info.value
+
+        waiters = [asyncio.create_task(wait(p)) for p in parties]
+        await _until_arrived(a, namespace, 2)
+        if fault == "restart":
+            own_redis_server.restart()  # empty: the barrier's state is gone
+        else:
+            own_redis_server.stop()
+        async with asyncio.timeout(BOUND):
+            errors = await asyncio.gather(*waiters)
+    expected = "lost the state" if fault == "restart" else "did not answer"
+    for error in errors:
+        assert expected in str(error)
+    if fault == "restart":
+        # A third party arriving at the restarted server does not pass alone with a fresh
+        # state that forgot the others: its own old object raises too; only a new
+        # coordinator starts a new epoch, where it waits for 3 parties again.
+        async with coordinator(url, namespace) as c:
+            late = c.barrier("phase", 3, party="p2")
+            async with late:
+                waiting = asyncio.create_task(late.wait())
+                await _until_arrived(c, namespace, 1)
+                assert not waiting.done()
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+
+
+async def test_every_waiter_sees_a_lapsed_lease_at_its_first_check_after_the_lapse(
+    redis_url: str, namespace: str
+) -> None:
+    """The bound "lease + 2 polls", counted rather than timed: on the server's clock, no
+    waiter's check after the dead party's lease expiry reports anything but the break
+    (a waiter checks at least every poll, so it learns within one poll of the expiry)."""
+    with popen_python(
+        str(PARTY), redis_url, namespace, "barrier", "phase", "3", "dead-one", "0.3", "0.05",
+        "-1", stdout=subprocess.PIPE,
+    ) as dead:  # fmt: skip
+        try:
+            assert dead.stdout is not None
+            assert json.loads(dead.stdout.readline())["op"] == "join"
+        finally:
+            dead.send_signal(signal.SIGKILL)
+            dead.wait()
+    client = aioredis.Redis.from_url(redis_url)
+    members = f"{{cohort:{namespace}:barrier:phase}}:members"
+    raw = await client.hget(members, "dead-one")
+    assert raw is not None
+    expiry = int(raw)  # server ms; nobody renews it now
+    await client.aclose()
+    checks: dict[str, list[tuple[str, int]]] = {}
+    async with coordinator(redis_url, namespace) as a:
+        waiters = [a.barrier("phase", 3, party=f"w{i}") for i in range(2)]
+        for w in waiters:
+            seen: list[tuple[str, int]] = []
+            checks[w.party] = seen
+            op = w._op
+
+            async def spy(lua: str, arg: object = "", op: Any = op, seen: Any = seen) -> Any:
+                reply = await op(lua, arg)
+                if lua is BARRIER_CHECK:
+                    seen.append((reply[1], int(reply[3])))
+                return reply
+
+            w._op = spy  # type: ignore[method-assign]
+
+        async def wait(w: cohort.redis.Barrier) -> None:
+            async with w:
+                with pytest.raises(cohort.BrokenBarrierError, match="dead-one's lease lapsed"):
+                    await w.wait()
+
+        async with asyncio.timeout(BOUND):
+            await asyncio.gather(*(wait(w) for w in waiters))
+    for seen in checks.values():
+        late = [status for status, now in seen if now > expiry]
+        assert late in ([], ["broken"]), seen  # the first check after the expiry saw the break
+        assert seen, "the waiters arrived before the expiry and checked while they waited"
