@@ -67,6 +67,8 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Any) -> Ledger:
     if request.param == "sqlite":
         return Ledger("sqlite", tmp_path / "runs.db")
     return Ledger("postgres", request.getfixturevalue("pg_dsn"))
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real ``redis-server`` per test process (per xdist worker), stopped at the end."""
