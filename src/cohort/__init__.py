@@ -47,6 +47,7 @@ from cohort._exceptions import (
     WorkerCrashedError,
 )
 from cohort._observe._events import GroupStatistics, configure_logging, enable_events
+from cohort._observe._reasons import CancelReason, cancel_reason
 from cohort._public import publish as _publish
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "Bulkhead",
     "BulkheadFullError",
     "BulkheadStatistics",
+    "CancelReason",
     "CancelScope",
     "ChildStatus",
     "ChildView",
@@ -118,6 +120,7 @@ __all__ = [
     "Watchdog",
     "WorkerCrashedError",
     "as_completed",
+    "cancel_reason",
     "configure_logging",
     "cpu",
     "current_deadline",

@@ -115,6 +115,7 @@ def child_ended(handle: Child, group: str, parent: str | None) -> None:
     status = handle.status
     log = EVENTS.log.debug if status.value in ("succeeded", "cancelled") else EVENTS.log.info
     ended = handle.ended or 0.0
+    reason = getattr(handle, "reason", None)
     started = handle.started if handle.started is not None else ended
     log(
         f"child {status.value}",
@@ -124,6 +125,7 @@ def child_ended(handle: Child, group: str, parent: str | None) -> None:
         critical=handle.critical,
         elapsed=ended - started,
         error=None if handle.error is None else repr(handle.error),
+        cancel_reason=None if reason is None else str(reason),
     )
 
 
