@@ -185,7 +185,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("flow", ("cohort._flow",)),
     (
         "observe",
-        ("cohort._observe._hangs", "cohort._observe._watchdog", "cohort._observe._dump"),
+        (
+            "cohort._observe._hangs",
+            "cohort._observe._watchdog",
+            "cohort._observe._dump",
+            "cohort._observe._otel",
+        ),
     ),
     ("testing", ("cohort.testing",)),
     ("api", ("cohort",)),

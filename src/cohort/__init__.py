@@ -134,6 +134,7 @@ __all__ = [
     "gather",
     "hang_report",
     "hedge",
+    "instrument",
     "map",
     "move_on_after",
     "move_on_at",
@@ -147,6 +148,7 @@ __all__ = [
     "stage",
     "task_tree",
     "to_process",
+    "uninstrument",
     "watchdog",
 ]
 
@@ -170,6 +172,7 @@ _LAZY = {
     "cohort._core._tree": ("GroupSnapshot", "TaskTree", "task_tree"),
     "cohort._observe._dump": ("dump", "enable_dump", "request_dump"),
     "cohort._observe._hangs": ("HangReport", "Wait", "hang_report"),
+    "cohort._observe._otel": ("instrument", "uninstrument"),
     "cohort._observe._watchdog": ("StallReport", "Watchdog", "watchdog"),
     "cohort.bridge": (
         "Executor",
@@ -206,6 +209,7 @@ if _TYPE_CHECKING:
     from cohort._flow._graph import Flow, FlowError, FlowResult, Node
     from cohort._observe._dump import dump, enable_dump, request_dump
     from cohort._observe._hangs import HangReport, Wait, hang_report
+    from cohort._observe._otel import instrument, uninstrument
     from cohort._observe._watchdog import StallReport, Watchdog, watchdog
     from cohort._resilience._breaker import BreakerStatistics, CircuitBreaker, CircuitState
     from cohort._resilience._bulkhead import Bulkhead, BulkheadStatistics, KeyedBulkhead

@@ -292,7 +292,7 @@ class TaskGroup(GroupState):
         assert done is not None  # open
         task.add_done_callback(done)
         if EVENTS.on:
-            _observe.child_started(child.name, self.name, self._parent_name)
+            _observe.child_started(child, self, self._parent_name)
 
     def cancel(self) -> None:
         """Stop the group now: cancel every child and the body; exit normally."""
@@ -433,7 +433,7 @@ class TaskGroup(GroupState):
         elif self._fatal and self._decision is _CONTINUE:
             self._decide(_FAIL, child)
         if EVENTS.on:
-            _observe.child_ended(child, self.name, self._parent_name)
+            _observe.child_ended(child, self, self._parent_name)
 
     def _apply(self, decision: Decision, cause: Child | None = None) -> None:
         if decision is not _CONTINUE and self._decision is _CONTINUE:
@@ -503,7 +503,7 @@ class TaskGroup(GroupState):
         self._done_cb = self._on_task_done
         live_groups[self] = task
         if EVENTS.on:
-            _observe.group_event("group entered", self.statistics(), self._parent_name)
+            _observe.group_event("group entered", self, self._parent_name)
         return self
 
     async def _leave(
@@ -580,7 +580,7 @@ class TaskGroup(GroupState):
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
             if EVENTS.on:
-                _observe.group_event("group exited", self.statistics(), self._parent_name)
+                _observe.group_event("group exited", self, self._parent_name)
             live_groups.pop(self, None)
 
     if TYPE_CHECKING:

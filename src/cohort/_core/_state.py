@@ -210,6 +210,7 @@ class GroupState:
             timed_out=self._timed_out,
             cancelled_from_outside=self._outside_cancel,
             elapsed=0.0 if entered is None else self._loop.time() - entered,
+            cancel_reason=None if self._cancel_reason is None else str(self._cancel_reason),
         )
 
     # -- counters for policies ---------------------------------------------------

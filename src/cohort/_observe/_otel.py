@@ -1,0 +1,249 @@
+"""OpenTelemetry traces and metrics of groups, children, pipeline batches and Flow nodes.
+
+``instrument()`` registers one listener for the events cohort already emits
+(``cohort._observe._events``: a group's entry and exit, a child's start and
+end, the layers' named events); nothing in the hot paths changes, and while
+it is off the cost stays the one ``EVENTS.on`` test per child. Only the
+OpenTelemetry API is needed (``cohort[otel]``); the application brings an
+SDK, or gets the API's no-op providers.
+
+Context: a group's span is the current span in its body (set at entry and
+put back at exit without a token, only where the body's context still shows
+it: a group in an async generator closed by another task leaves that task's
+context alone, so no "Failed to detach context" error is ever logged); a
+child's span is a child of its group's span. On Python 3.12+ a child's span
+is also the current span inside the child (set in the task's own context
+before its first step, never detached: the context ends with the task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cohort._observe._events import GroupStatistics, set_sink
+
+if TYPE_CHECKING:
+    from cohort._core._child import Child
+    from cohort._core._state import GroupState
+
+__all__ = ["instrument", "uninstrument"]
+
+_SCOPE = "cohort"
+
+
+@dataclass(slots=True)
+class _Open:
+    """A group's span while the group is open, and the contexts around its body."""
+
+    span: Any
+    context: Any  # the body's context with the span in it
+    before: Any  # the context current at entry
+
+
+class _Otel:
+    """The listener: spans and metrics from cohort's events."""
+
+    def __init__(self, tracer: Any, meter: Any) -> None:
+        from opentelemetry import context, trace
+        from opentelemetry.trace import Status, StatusCode
+
+        self.tracer = tracer
+        self.context = context
+        self.trace = trace
+        self.status = Status
+        self.error_code = StatusCode.ERROR
+        self.groups: dict[GroupState, _Open] = {}
+        self.children: dict[Child, Any] = {}
+        self.nodes: dict[tuple[str, str, int], Any] = {}
+        self.started = meter.create_counter(
+            "cohort.children.started", unit="{child}", description="children started"
+        )
+        self.ended = meter.create_counter(
+            "cohort.children.ended", unit="{child}", description="children ended, by outcome"
+        )
+        self.duration = meter.create_histogram(
+            "cohort.group.duration", unit="s", description="time from a group's entry to its exit"
+        )
+        self.retries = meter.create_counter(
+            "cohort.retries", unit="{retry}", description="calls made again (Retry, pipelines)"
+        )
+        self.breaker = meter.create_counter(
+            "cohort.breaker.state_changes", unit="{change}", description="breaker moves"
+        )
+        self.inflight = meter.create_up_down_counter(
+            "cohort.stage.in_flight", unit="{item}", description="items a stage is processing"
+        )
+        self.depth = meter.create_histogram(
+            "cohort.stage.queue_depth",
+            unit="{item}",
+            description="items waiting in a stage's input when it takes a batch",
+        )
+
+    # -- groups and children ---------------------------------------------------------
+
+    def group_entered(self, group: GroupState, stats: GroupStatistics) -> None:
+        policy = stats.policy
+        attributes: dict[str, Any] = {
+            "cohort.group": stats.name,
+            "cohort.join_policy": repr(policy),
+        }
+        k = getattr(policy, "k", None)
+        if isinstance(k, int):
+            attributes["cohort.k"] = k
+        span = self.tracer.start_span(f"group {stats.name}", attributes=attributes)
+        before = self.context.get_current()
+        inside = self.trace.set_span_in_context(span, before)
+        self.context.attach(inside)  # put back at exit, without the token (see the module)
+        self.groups[group] = _Open(span, inside, before)
+
+    def group_exited(self, group: GroupState, stats: GroupStatistics) -> None:
+        entry = self.groups.pop(group, None)
+        if entry is None:
+            return
+        if self.context.get_current() is entry.context:
+            self.context.attach(entry.before)
+        if stats.decision.value == "fail":
+            outcome = "failed"
+        elif stats.cancelled_from_outside:
+            outcome = "cancelled"
+        elif stats.timed_out or group.errors:
+            outcome = "partial"
+        else:
+            outcome = "ok"
+        span = entry.span
+        span.set_attribute("cohort.n", stats.children)
+        span.set_attribute("cohort.succeeded", stats.succeeded)
+        span.set_attribute("cohort.failed", stats.failed)
+        span.set_attribute("cohort.outcome", outcome)
+        if stats.cancel_reason is not None:
+            span.set_attribute("cohort.cancel_reason", stats.cancel_reason)
+        if outcome == "failed":
+            span.set_status(self.status(self.error_code, f"group {stats.name!r} failed"))
+        span.end()
+        kind = type(stats.policy).__name__
+        self.duration.record(stats.elapsed, {"cohort.join_policy": kind, "cohort.outcome": outcome})
+
+    def child_started(self, child: Child, group: GroupState) -> None:
+        span = self._child_span(child, group)
+        self.children[child] = span
+        task = child.task
+        get_context = getattr(task, "get_context", None)  # Python 3.12+
+        if get_context is not None:
+            get_context().run(self.context.attach, self.trace.set_span_in_context(span))
+        self.started.add(1, {"cohort.join_policy": type(group.policy).__name__})
+
+    def _child_span(self, child: Child, group: GroupState) -> Any:
+        entry = self.groups.get(group)
+        return self.tracer.start_span(
+            f"child {child.name}",
+            context=None if entry is None else entry.context,
+            attributes={"cohort.child": child.name, "cohort.critical": child.critical},
+        )
+
+    def child_ended(self, child: Child, group: GroupState) -> None:
+        span = self.children.pop(child, None)
+        if span is None:  # dropped while it waited for a ``limit`` slot: it never ran
+            span = self._child_span(child, group)
+        status = child.status.value
+        span.set_attribute("cohort.outcome", status)
+        span.set_attribute("cohort.retry.attempts", child.attempts)
+        reason = getattr(child, "reason", None)
+        if reason is not None:
+            span.set_attribute("cohort.cancel_reason", str(reason))
+        error = child.error
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(self.status(self.error_code, repr(error)))
+        span.end()
+        self.ended.add(
+            1, {"cohort.join_policy": type(group.policy).__name__, "cohort.outcome": status}
+        )
+
+    # -- pipeline batches --------------------------------------------------------------
+
+    def batch_started(self, stage: str, size: int, waiting: int) -> Any:
+        """A stage takes a batch (a chunk) of ``size`` items, ``waiting`` left behind."""
+        attributes = {"cohort.stage": stage}
+        self.inflight.add(size, attributes)
+        self.depth.record(waiting, attributes)
+        return self.tracer.start_span(
+            f"stage {stage}", attributes={"cohort.stage": stage, "cohort.batch.size": size}
+        )
+
+    def batch_ended(self, span: Any, stage: str, size: int, out: int) -> None:
+        self.inflight.add(-size, {"cohort.stage": stage})
+        span.set_attribute("cohort.batch.out", out)
+        span.end()
+
+    # -- every other event, by name ----------------------------------------------------
+
+    def event(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        if event == "flow.node_started":
+            key = self._node_key(fields)
+            attributes = {"cohort.flow": fields["flow"], "cohort.node": fields["node"]}
+            self.nodes[key] = self.tracer.start_span(
+                f"node {fields['node']}", attributes=attributes
+            )
+        elif event in ("flow.node_done", "flow.node_skipped"):
+            span = self.nodes.pop(self._node_key(fields), None)
+            if span is None:
+                attributes = {"cohort.flow": fields["flow"], "cohort.node": fields["node"]}
+                span = self.tracer.start_span(f"node {fields['node']}", attributes=attributes)
+            status = fields.get("status", "skipped")
+            span.set_attribute("cohort.outcome", status)
+            if "attempts" in fields:
+                span.set_attribute("cohort.retry.attempts", fields["attempts"])
+            if status == "failed":
+                span.set_status(self.status(self.error_code, f"node {fields['node']!r} failed"))
+            span.end()
+        elif event in ("retry.retrying", "pipeline.item.retried"):
+            self.retries.add(1, {"cohort.stage": fields["stage"]} if "stage" in fields else {})
+        elif event == "breaker.state":
+            self.breaker.add(
+                1,
+                {"cohort.breaker": fields["breaker"], "cohort.from": fields["old"],
+                 "cohort.to": fields["new"]},
+            )  # fmt: skip
+
+    @staticmethod
+    def _node_key(fields: dict[str, Any]) -> tuple[str, str, int]:
+        # A node starts and ends in one task; concurrent runs of a flow differ by task.
+        return (fields["flow"], fields["node"], id(asyncio.current_task()))
+
+
+def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+    """Send cohort's spans and metrics to OpenTelemetry (``pip install 'cohort[otel]'``).
+
+    Spans: one per task group (its join policy, ``k``, the number of children,
+    its outcome ``ok``/``partial``/``failed``/``cancelled``, its cancel reason)
+    with one per child inside it (critical, retry attempts, how it ended, its
+    cancel reason, its error); one per pipeline stage batch and per Flow node.
+    Metrics: ``cohort.children.started``/``ended`` (by outcome),
+    ``cohort.group.duration``, ``cohort.stage.in_flight``,
+    ``cohort.stage.queue_depth``, ``cohort.retries``,
+    ``cohort.breaker.state_changes``. The global providers are used unless
+    given. Off until called; ``uninstrument()`` switches it off again.
+
+    Example:
+        ```python
+        from opentelemetry.sdk.trace import TracerProvider
+
+        cohort.instrument(tracer_provider=TracerProvider())
+        ```
+    """
+    try:
+        from opentelemetry import metrics, trace
+    except ImportError as exc:
+        raise ImportError(
+            "cohort.instrument() needs the OpenTelemetry API: pip install 'cohort[otel]'"
+        ) from exc
+    tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+    meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
+    set_sink(_Otel(tracer, meter))
+
+
+def uninstrument() -> None:
+    """Stop sending spans and metrics to OpenTelemetry (spans still open are not ended)."""
+    set_sink(None)
