@@ -47,6 +47,7 @@ class _Otel:
 
     def __init__(self, tracer: Any, meter: Any) -> None:
         from opentelemetry import context, trace
+        from opentelemetry.metrics import Observation
         from opentelemetry.trace import Status, StatusCode
 
         self.tracer = tracer
@@ -57,11 +58,22 @@ class _Otel:
         self.groups: dict[GroupState, _Open] = {}
         self.children: dict[Child, Any] = {}
         self.nodes: dict[tuple[str, str, int], Any] = {}
-        self.started = meter.create_counter(
-            "cohort.children.started", unit="{child}", description="children started"
+        # Children are counted here (a dict increment each) and read by the SDK when it
+        # collects: an SDK counter's add() costs more than the child's span.
+        self.observation = Observation
+        self.started_by: dict[str, int] = {}  # by join policy
+        self.ended_by: dict[tuple[str, str], int] = {}  # by join policy and outcome
+        meter.create_observable_counter(
+            "cohort.children.started",
+            [self._observe_started],
+            unit="{child}",
+            description="children started",
         )
-        self.ended = meter.create_counter(
-            "cohort.children.ended", unit="{child}", description="children ended, by outcome"
+        meter.create_observable_counter(
+            "cohort.children.ended",
+            [self._observe_ended],
+            unit="{child}",
+            description="children ended, by outcome",
         )
         self.duration = meter.create_histogram(
             "cohort.group.duration", unit="s", description="time from a group's entry to its exit"
@@ -80,6 +92,18 @@ class _Otel:
             unit="{item}",
             description="items waiting in a stage's input when it takes a batch",
         )
+
+    def _observe_started(self, options: Any) -> list[Any]:
+        return [
+            self.observation(n, {"cohort.join_policy": policy})
+            for policy, n in list(self.started_by.items())
+        ]
+
+    def _observe_ended(self, options: Any) -> list[Any]:
+        return [
+            self.observation(n, {"cohort.join_policy": policy, "cohort.outcome": outcome})
+            for (policy, outcome), n in list(self.ended_by.items())
+        ]
 
     # -- groups and children ---------------------------------------------------------
 
@@ -132,7 +156,8 @@ class _Otel:
         get_context = getattr(task, "get_context", None)  # Python 3.12+
         if get_context is not None:
             get_context().run(self.context.attach, self.trace.set_span_in_context(span))
-        self.started.add(1, {"cohort.join_policy": type(group.policy).__name__})
+        policy = type(group.policy).__name__
+        self.started_by[policy] = self.started_by.get(policy, 0) + 1
 
     def _child_span(self, child: Child, group: GroupState) -> Any:
         entry = self.groups.get(group)
@@ -147,19 +172,20 @@ class _Otel:
         if span is None:  # dropped while it waited for a ``limit`` slot: it never ran
             span = self._child_span(child, group)
         status = child.status.value
-        span.set_attribute("cohort.outcome", status)
-        span.set_attribute("cohort.retry.attempts", child.attempts)
+        attributes: dict[str, Any] = {"cohort.outcome": status}
+        if child.tally is not None:
+            attributes["cohort.retry.attempts"] = child.attempts
         reason = getattr(child, "reason", None)
         if reason is not None:
-            span.set_attribute("cohort.cancel_reason", str(reason))
+            attributes["cohort.cancel_reason"] = str(reason)
+        span.set_attributes(attributes)
         error = child.error
         if error is not None:
             span.record_exception(error)
             span.set_status(self.status(self.error_code, repr(error)))
         span.end()
-        self.ended.add(
-            1, {"cohort.join_policy": type(group.policy).__name__, "cohort.outcome": status}
-        )
+        key = (type(group.policy).__name__, status)
+        self.ended_by[key] = self.ended_by.get(key, 0) + 1
 
     # -- pipeline batches --------------------------------------------------------------
 
