@@ -205,6 +205,23 @@ async def test_a_deadline_around_a_group_reaches_its_children() -> None:
     assert reason.source == "cohort.move_on_after(1)"
 
 
+async def test_a_cancellation_held_back_by_a_shield_keeps_its_reason() -> None:
+    seen: dict[str, CancelReason | None] = {}
+
+    async def shielded() -> None:
+        with cohort.CancelScope(shield=True):
+            await asyncio.sleep(2)  # the sibling fails meanwhile: held back
+        await waits_and_tells(seen, "after shield")
+
+    with pytest.raises(ExceptionGroup):
+        async with cohort.TaskGroup() as g:
+            g.spawn(shielded)
+            g.spawn(fails, 1, name="bad")
+    reason = seen["after shield"]
+    assert reason is not None
+    assert reason.kind == "sibling failed"
+
+
 async def test_the_reason_survives_awaiting_another_task() -> None:
     seen: dict[str, CancelReason | None] = {}
 

@@ -243,6 +243,23 @@ async def test_a_group_in_an_async_generator_closed_by_another_task_detaches_not
     assert attrs(otel.span("group in-gen"))["cohort.n"] == 1
 
 
+async def test_lingering_work_is_a_linked_trace_not_a_child(otel: Otel) -> None:
+    async def work() -> None:
+        with otel.tracer.start_as_current_span("lingering"):
+            await asyncio.sleep(1)
+
+    async with cohort.Linger(grace=5) as linger:
+        with otel.tracer.start_as_current_span("caller") as caller, cohort.move_on_after(0.5):
+            await linger.call(work)
+    lingering = otel.span("lingering")
+    detached = otel.span("detached")
+    assert lingering.parent is not None
+    assert lingering.parent.span_id == detached.context.span_id
+    assert detached.parent is None
+    assert lingering.context.trace_id != caller.get_span_context().trace_id
+    assert [link.context.span_id for link in detached.links] == [caller.get_span_context().span_id]
+
+
 async def test_nothing_is_sent_unless_instrumented() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -48,9 +48,10 @@ class _Otel:
     def __init__(self, tracer: Any, meter: Any) -> None:
         from opentelemetry import context, trace
         from opentelemetry.metrics import Observation
-        from opentelemetry.trace import Status, StatusCode
+        from opentelemetry.trace import Link, Status, StatusCode
 
         self.tracer = tracer
+        self.link = Link
         self.context = context
         self.trace = trace
         self.status = Status
@@ -186,6 +187,19 @@ class _Otel:
         span.end()
         key = (type(group.policy).__name__, status)
         self.ended_by[key] = self.ended_by.get(key, 0) + 1
+
+    # -- detached work -----------------------------------------------------------------
+
+    def detached(self) -> None:
+        """In the context of work that may outlive its caller (``Linger``): a new trace,
+        its root a ``detached`` span linked to the caller's span (ended at once; the
+        work's spans are its children), current in that context only."""
+        caller = self.trace.get_current_span().get_span_context()
+        links = [self.link(caller)] if caller.is_valid else []
+        root = self.context.Context()
+        span = self.tracer.start_span("detached", context=root, links=links)
+        span.end()
+        self.context.attach(self.trace.set_span_in_context(span, root))  # a fresh copy
 
     # -- pipeline batches --------------------------------------------------------------
 
