@@ -52,8 +52,22 @@ class Otel:
         return points
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @pytest.fixture
 def otel() -> Iterator[Otel]:
+    """cohort instrumented into an in-memory exporter; no test may make OpenTelemetry log
+    "Failed to detach context" (spans cancelled in groups and async generators)."""
+    records = _Records()
+    context_logger = logging.getLogger("opentelemetry.context")
+    context_logger.addHandler(records)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -63,6 +77,8 @@ def otel() -> Iterator[Otel]:
         yield Otel(exporter, reader, provider.get_tracer("test"))
     finally:
         cohort.uninstrument()
+        context_logger.removeHandler(records)
+    assert not [m for m in records.messages if "Failed to detach context" in m]
 
 
 async def ok(v: int, after: float = 0) -> int:

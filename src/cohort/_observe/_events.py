@@ -64,6 +64,12 @@ class _Tee:
     def error(self, event: str, **fields: Any) -> None:
         self._send("error", event, fields)
 
+    def __getattr__(self, level: str) -> Any:  # any other level structlog has
+        def send(event: str, **fields: Any) -> None:
+            self._send(level, event, fields)
+
+        return send
+
 
 class _Events:
     """Holder of the on/off switch, read in hot paths as ``EVENTS.on``."""

@@ -11,14 +11,16 @@ Context: a group's span is the current span in its body (set at entry and
 put back at exit without a token, only where the body's context still shows
 it: a group in an async generator closed by another task leaves that task's
 context alone, so no "Failed to detach context" error is ever logged); a
-child's span is a child of its group's span. On Python 3.12+ a child's span
-is also the current span inside the child (set in the task's own context
-before its first step, never detached: the context ends with the task).
+child's span is a child of its group's span, but not the current span inside
+the child (its task's context is made before the span, and may be one the
+caller passed with ``spawn(context=)``): spans a child opens nest under the
+group's span.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +60,11 @@ class _Otel:
         self.error_code = StatusCode.ERROR
         self.groups: dict[GroupState, _Open] = {}
         self.children: dict[Child, Any] = {}
-        self.nodes: dict[tuple[str, str, int], Any] = {}
+        # The open span of each node by the task that runs it: a node cancelled as
+        # unneeded reports no end, and its span goes (unexported) with its task.
+        self.nodes: weakref.WeakKeyDictionary[asyncio.Task[Any], dict[tuple[str, str], Any]] = (
+            weakref.WeakKeyDictionary()
+        )
         # Children are counted here (a dict increment each) and read by the SDK when it
         # collects: an SDK counter's add() costs more than the child's span.
         self.observation = Observation
@@ -153,10 +159,6 @@ class _Otel:
     def child_started(self, child: Child, group: GroupState) -> None:
         span = self._child_span(child, group)
         self.children[child] = span
-        task = child.task
-        get_context = getattr(task, "get_context", None)  # Python 3.12+
-        if get_context is not None:
-            get_context().run(self.context.attach, self.trace.set_span_in_context(span))
         policy = type(group.policy).__name__
         self.started_by[policy] = self.started_by.get(policy, 0) + 1
 
@@ -221,13 +223,15 @@ class _Otel:
 
     def event(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if event == "flow.node_started":
-            key = self._node_key(fields)
+            task = asyncio.current_task()
             attributes = {"cohort.flow": fields["flow"], "cohort.node": fields["node"]}
-            self.nodes[key] = self.tracer.start_span(
-                f"node {fields['node']}", attributes=attributes
-            )
+            span = self.tracer.start_span(f"node {fields['node']}", attributes=attributes)
+            if task is not None:
+                self.nodes.setdefault(task, {})[(fields["flow"], fields["node"])] = span
         elif event in ("flow.node_done", "flow.node_skipped"):
-            span = self.nodes.pop(self._node_key(fields), None)
+            task = asyncio.current_task()
+            opened = None if task is None else self.nodes.get(task)
+            span = None if opened is None else opened.pop((fields["flow"], fields["node"]), None)
             if span is None:
                 attributes = {"cohort.flow": fields["flow"], "cohort.node": fields["node"]}
                 span = self.tracer.start_span(f"node {fields['node']}", attributes=attributes)
@@ -246,11 +250,6 @@ class _Otel:
                 {"cohort.breaker": fields["breaker"], "cohort.from": fields["old"],
                  "cohort.to": fields["new"]},
             )  # fmt: skip
-
-    @staticmethod
-    def _node_key(fields: dict[str, Any]) -> tuple[str, str, int]:
-        # A node starts and ends in one task; concurrent runs of a flow differ by task.
-        return (fields["flow"], fields["node"], id(asyncio.current_task()))
 
 
 def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
