@@ -16,7 +16,9 @@ OpenTelemetry (``cohort.instrument()``):
   tree without the feature (``COHORT_BENCH_BASELINE``, a git revision,
   default the merge base with ``main``; exported with ``git archive``). Each
   side runs in its own process, alternating; the figure is the median of
-  the paired ratios. Target <= 1 %.
+  the paired ratios. Target <= 1 %. On a loaded machine the times vary by
+  more than that; the Python function calls one group makes (cProfile's
+  count, exact) say whether the path does any more work.
 * On: 10,000 children in one group with the SDK (a ``TracerProvider`` with
   a ``BatchSpanProcessor`` into an ``InMemorySpanExporter``, queue large
   enough to drop nothing, and a ``MeterProvider`` with an in-memory reader),
@@ -114,7 +116,7 @@ def main(quick: bool) -> str:
 # -- OpenTelemetry ----------------------------------------------------------------------
 
 _FANOUT = """
-import asyncio, sys, time
+import asyncio, cProfile, pstats, sys, time
 import cohort
 
 async def noop():
@@ -137,7 +139,11 @@ with asyncio.Runner(loop_factory=factory) as runner:
         t = time.perf_counter()
         runner.run(fan(n))
         best = min(best, time.perf_counter() - t)
-print(best)
+    profile = cProfile.Profile()
+    profile.enable()
+    runner.run(fan(n))
+    profile.disable()
+print(best, pstats.Stats(profile).total_calls)
 """
 
 
@@ -161,13 +167,15 @@ def _baseline_src(folder: str) -> tuple[str, str] | None:
     return str(Path(folder) / "src"), rev[:10]
 
 
-def _fanout(src: str, n: int, rounds: int, loop: str) -> float:
+def _fanout(src: str, n: int, rounds: int, loop: str) -> tuple[float, int]:
+    """The best time of a group of ``n`` children, and the Python calls one group makes."""
     env = {**os.environ, "PYTHONPATH": src}
     out = subprocess.run(
         [sys.executable, "-c", _FANOUT, str(n), str(rounds), loop],
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    return float(out.stdout)
+    seconds, calls = out.stdout.split()
+    return float(seconds), int(calls)
 
 
 def _otel_off(quick: bool) -> list[str]:
@@ -186,19 +194,26 @@ def _otel_off(quick: bool) -> list[str]:
             f"{n} no-op children per group, best of {rounds} groups per process, "
             f"{pairs} process pairs alternating; baseline {rev}",
             "",
-            "| loop | without (us/child) | off (us/child) | off vs without (median of pairs) |",
-            "| --- | --- | --- | --- |",
+            "| loop | without (us/child) | off (us/child) | off vs without (median of pairs) "
+            "| Python calls per group, without / off |",
+            "| --- | --- | --- | --- | --- |",
         ]
         for loop_name, _ in loops():
             without: list[float] = []
             off: list[float] = []
+            calls: set[tuple[int, int]] = set()
             for _ in range(pairs):
-                without.append(_fanout(base_src, n, rounds, loop_name))
-                off.append(_fanout(here, n, rounds, loop_name))
+                base_s, base_calls = _fanout(base_src, n, rounds, loop_name)
+                off_s, off_calls = _fanout(here, n, rounds, loop_name)
+                without.append(base_s)
+                off.append(off_s)
+                calls.add((base_calls, off_calls))
             ratios = sorted(o / w for o, w in zip(off, without, strict=True))
             lines.append(
                 f"| {loop_name} | {1e6 * min(without) / n:.3f} | {1e6 * min(off) / n:.3f} | "
-                f"{100 * (statistics.median(ratios) - 1):+.2f} % |"
+                f"{100 * (statistics.median(ratios) - 1):+.2f} % | "
+                + ", ".join(f"{a} / {b}" for a, b in sorted(calls))
+                + " |"
             )
     return lines
 

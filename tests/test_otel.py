@@ -276,6 +276,40 @@ async def test_lingering_work_is_a_linked_trace_not_a_child(otel: Otel) -> None:
     assert [link.context.span_id for link in detached.links] == [caller.get_span_context().span_id]
 
 
+async def test_structlog_events_and_spans_both_flow_while_both_are_on(
+    otel: Otel, events: list[dict[str, Any]]
+) -> None:
+    @cohort.stage(on_error="skip")
+    async def fail_one(x: int) -> int:
+        if x == 1:
+            raise ValueError("one")
+        return x
+
+    async with cohort.TaskGroup(name="both") as g:
+        g.spawn(ok, 1, name="c")
+    pipe: cohort.Pipeline[int, int] = cohort.Pipeline([fail_one])
+    await pipe.run(range(3))
+    names = [e["event"] for e in events]
+    assert "child succeeded" in names
+    assert "pipeline.item.failed" in names
+    assert attrs(otel.span("child c"))["cohort.outcome"] == "succeeded"
+    assert otel.span("group both")
+
+
+async def test_a_batch_cut_short_by_cancellation_ends_its_span(otel: Otel) -> None:
+    @cohort.stage
+    async def slow(x: int) -> int:
+        await asyncio.sleep(10)
+        return x
+
+    pipe: cohort.Pipeline[int, int] = cohort.Pipeline([slow])
+    with cohort.move_on_after(1):
+        await pipe.run(range(3))
+    assert [s for s in otel.spans() if s.name == "stage slow"]
+    (in_flight,) = otel.metric("cohort.stage.in_flight")
+    assert in_flight == ({"cohort.stage": "slow"}, 0)
+
+
 async def test_nothing_is_sent_unless_instrumented() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
