@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -308,6 +309,39 @@ async def test_a_batch_cut_short_by_cancellation_ends_its_span(otel: Otel) -> No
     assert [s for s in otel.spans() if s.name == "stage slow"]
     (in_flight,) = otel.metric("cohort.stage.in_flight")
     assert in_flight == ({"cohort.stage": "slow"}, 0)
+
+
+class _BrokenTracer:
+    def start_span(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("exporter down")
+
+
+class _BrokenProvider:
+    def get_tracer(self, *args: object, **kwargs: object) -> _BrokenTracer:
+        return _BrokenTracer()
+
+
+async def test_a_failing_tracer_is_logged_and_breaks_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cohort.instrument(tracer_provider=_BrokenProvider())
+    try:
+        with caplog.at_level(logging.WARNING, logger="cohort"):
+            async with cohort.TaskGroup() as g:
+                g.spawn(ok, 1)
+    finally:
+        cohort.uninstrument()
+    assert g.results == [1]
+    assert "the event listener failed in group_entered" in caplog.text
+    assert "exporter down" in caplog.text
+
+
+def test_instrument_without_opentelemetry_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    with pytest.raises(ImportError, match=r"pip install 'cohort\[otel\]'"):
+        cohort.instrument()
 
 
 async def test_nothing_is_sent_unless_instrumented() -> None:

@@ -109,9 +109,76 @@ def enable_events(on: bool = True) -> None:
 
 
 def set_sink(sink: Sink | None) -> None:
-    """Let ``sink`` hear every event too (``None``: no sink); events are on while either is."""
-    EVENTS.sink = sink
+    """Let ``sink`` hear every event too (``None``: no sink); events are on while either is.
+
+    A sink that raises never breaks the program: the error is logged (logger
+    ``cohort``) and the group, child or stage goes on.
+    """
+    EVENTS.sink = None if sink is None else _Guarded(sink)
     EVENTS.update()
+
+
+def _failed(what: str) -> None:
+    logging.getLogger("cohort").warning("cohort: the event listener failed in %s", what,
+                                        exc_info=True)  # fmt: skip
+
+
+class _Guarded:
+    """A sink whose errors are logged, not raised into cohort's paths."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+
+    def group_entered(self, group: GroupState, stats: GroupStatistics) -> None:
+        try:
+            self.inner.group_entered(group, stats)
+        except Exception:
+            _failed("group_entered")
+
+    def group_exited(self, group: GroupState, stats: GroupStatistics) -> None:
+        try:
+            self.inner.group_exited(group, stats)
+        except Exception:
+            _failed("group_exited")
+
+    def child_started(self, child: Child, group: GroupState) -> None:
+        try:
+            self.inner.child_started(child, group)
+        except Exception:
+            _failed("child_started")
+
+    def child_ended(self, child: Child, group: GroupState) -> None:
+        try:
+            self.inner.child_ended(child, group)
+        except Exception:
+            _failed("child_ended")
+
+    def event(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        try:
+            self.inner.event(level, event, fields)
+        except Exception:
+            _failed("event")
+
+    def batch_started(self, stage: str, size: int, waiting: int) -> Any:
+        try:
+            return self.inner.batch_started(stage, size, waiting)
+        except Exception:
+            _failed("batch_started")
+            return None
+
+    def batch_ended(self, span: Any, stage: str, size: int, out: int) -> None:
+        try:
+            self.inner.batch_ended(span, stage, size, out)
+        except Exception:
+            _failed("batch_ended")
+
+    def detached(self) -> None:
+        try:
+            self.inner.detached()
+        except Exception:
+            _failed("detached")
 
 
 def configure_logging(level: str = "info", *, json: bool = False) -> None:
