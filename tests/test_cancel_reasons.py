@@ -115,6 +115,36 @@ async def test_a_failed_sibling_is_the_reason_of_the_others_and_of_the_body() ->
     assert g.outcomes[1].cancel_reason is None
 
 
+async def test_a_sibling_refused_by_a_breaker_is_a_rejection(
+    events: list[dict[str, Any]],
+) -> None:
+    seen: dict[str, CancelReason | None] = {}
+    breaker = cohort.CircuitBreaker(failures=1, name="db")
+
+    async def trip() -> None:
+        async with breaker:
+            raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        await trip()
+
+    async def guarded() -> None:
+        await asyncio.sleep(1)
+        await breaker.call(value, 1)
+
+    with pytest.raises(ExceptionGroup):
+        async with cohort.TaskGroup(name="calls") as g:
+            g.spawn(waits_and_tells, seen, "other")
+            g.spawn(guarded, name="guarded")
+    reason = seen["other"]
+    assert reason is not None
+    assert reason.kind == "rejected"
+    assert reason.child == "guarded"
+    assert isinstance(reason.error, cohort.CircuitOpenError)
+    (exited,) = [e for e in events if e["event"] == "group exited"]
+    assert exited["cancel_reason"] == str(reason)
+
+
 async def test_first_wins_names_the_winner() -> None:
     seen: dict[str, CancelReason | None] = {}
     async with cohort.TaskGroup(join=cohort.FirstWins()) as g:

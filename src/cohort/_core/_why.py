@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from cohort._core._child import Child, ChildStatus
 from cohort._core._policies import Decision, FirstWins, JoinPolicy, Quorum
+from cohort._exceptions import BulkheadFullError, CircuitOpenError
 from cohort._observe._reasons import CancelReason
 
 __all__ = [
@@ -26,6 +27,10 @@ def after_child(group: str, policy: JoinPolicy, decision: Decision, child: Child
     status = child.status
     if status is not ChildStatus.SUCCEEDED and decision is Decision.FAIL:
         error = child.error
+        if isinstance(error, (CircuitOpenError, BulkheadFullError)):
+            guard = "breaker" if isinstance(error, CircuitOpenError) else "bulkhead"
+            message = f"sibling {name!r} was rejected by a {guard}: {error!r}"
+            return CancelReason("rejected", message, source=group, child=name, error=error)
         how = f"failed: {error!r}" if error is not None else status.value
         return CancelReason(
             "sibling failed", f"sibling {name!r} {how}", source=group, child=name, error=error

@@ -295,6 +295,7 @@ def group_event(event: str, group: GroupState, parent: str | None) -> None:
         timed_out=stats.timed_out,
         cancelled_from_outside=stats.cancelled_from_outside,
         children=stats.children,
+        cancel_reason=stats.cancel_reason,
         succeeded=stats.succeeded,
         failed=stats.failed,
         elapsed=stats.elapsed,

@@ -30,6 +30,7 @@ ReasonKind = Literal[
     "handle cancelled",  # Handle.cancel()
     "outside",  # the task running the group was cancelled, with no reason of cohort's
     "shutdown",  # Ctrl-C in cohort.run
+    "rejected",  # a sibling's call was refused by a CircuitBreaker or a Bulkhead
 ]
 
 
