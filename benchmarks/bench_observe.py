@@ -8,14 +8,40 @@
   CPU time is measured against the same work without a watchdog.
 
 Target: watchdog on costs <= 0.5 % CPU. Rounds alternate off and on, medians.
+
+OpenTelemetry (``cohort.instrument()``):
+
+* Off: the group fan-out (one ``TaskGroup``, ``spawn`` of N no-op children)
+  with instrumentation off, against the same benchmark run on the source
+  tree without the feature (``COHORT_BENCH_BASELINE``, a git revision,
+  default the merge base with ``main``; exported with ``git archive``). Each
+  side runs in its own process, alternating; the figure is the median of
+  the paired ratios. Target <= 1 %. On a loaded machine the times vary by
+  more than that; the Python function calls one group makes (cProfile's
+  count, exact) say whether the path does any more work.
+* On: 10,000 children in one group with the SDK (a ``TracerProvider`` with
+  a ``BatchSpanProcessor`` into an ``InMemorySpanExporter``, queue large
+  enough to drop nothing, and a ``MeterProvider`` with an in-memory reader),
+  against the same group with instrumentation off, rounds alternating. The
+  figures: the added wall time per child span, and in percent. Targets
+  <= 10 us per child span, <= 5 % wall. The batch processor exports in its
+  own thread: its flush after each round is not counted. The SDK's own cost
+  of one span (no cohort) is shown beside it: the floor of any span per child.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import cohort
 from benchmarks._harness import loops, versions
@@ -83,4 +109,197 @@ def main(quick: bool) -> str:
                 f"| {loop_name} | {work_name} | {statistics.median(off):.3f} | "
                 f"{statistics.median(on):.3f} | {statistics.median(added):.3f} |"
             )
+    lines.extend(["", *_otel_off(quick), "", *_otel_on(quick)])
     return "\n".join(lines) + "\n"
+
+
+# -- OpenTelemetry ----------------------------------------------------------------------
+
+_FANOUT = """
+import asyncio, cProfile, pstats, sys, time
+import cohort
+
+async def noop():
+    pass
+
+async def fan(n):
+    async with cohort.TaskGroup() as g:
+        for _ in range(n):
+            g.spawn(noop)
+
+n, rounds, loop = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if loop == "uvloop":
+    import uvloop
+    factory = uvloop.new_event_loop
+else:
+    factory = asyncio.new_event_loop
+best = float("inf")
+with asyncio.Runner(loop_factory=factory) as runner:
+    for _ in range(rounds):
+        t = time.perf_counter()
+        runner.run(fan(n))
+        best = min(best, time.perf_counter() - t)
+    profile = cProfile.Profile()
+    profile.enable()
+    runner.run(fan(n))
+    profile.disable()
+print(best, pstats.Stats(profile).total_calls)
+"""
+
+
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _baseline_src(folder: str) -> tuple[str, str] | None:
+    """The source tree without the feature, exported into ``folder``: (path, revision)."""
+    try:
+        rev = os.environ.get("COHORT_BENCH_BASELINE") or _git("merge-base", "HEAD", "main")
+        archive = Path(folder) / "src.tar"
+        _git("archive", "-o", str(archive), rev, "src")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder, filter="data")
+    return str(Path(folder) / "src"), rev[:10]
+
+
+def _fanout(src: str, n: int, rounds: int, loop: str) -> tuple[float, int]:
+    """The best time of a group of ``n`` children, and the Python calls one group makes."""
+    env = {**os.environ, "PYTHONPATH": src}
+    out = subprocess.run(
+        [sys.executable, "-c", _FANOUT, str(n), str(rounds), loop],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    seconds, calls = out.stdout.split()
+    return float(seconds), int(calls)
+
+
+def _otel_off(quick: bool) -> list[str]:
+    n, rounds, pairs = (1000, 10, 3) if quick else (1000, 30, 9)
+    lines = [
+        "## OpenTelemetry off: group fan-out against the code without it (target <= 1 %)",
+        "",
+    ]
+    here = str(Path(cohort.__file__).resolve().parents[1])
+    with tempfile.TemporaryDirectory() as folder:
+        baseline = _baseline_src(folder)
+        if baseline is None:
+            return [*lines, "(no git revision to compare with: skipped)"]
+        base_src, rev = baseline
+        lines += [
+            f"{n} no-op children per group, best of {rounds} groups per process, "
+            f"{pairs} process pairs alternating; baseline {rev}",
+            "",
+            "| loop | without (us/child) | off (us/child) | off vs without (median of pairs) "
+            "| Python calls per group, without / off |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for loop_name, _ in loops():
+            without: list[float] = []
+            off: list[float] = []
+            calls: set[tuple[int, int]] = set()
+            for _ in range(pairs):
+                base_s, base_calls = _fanout(base_src, n, rounds, loop_name)
+                off_s, off_calls = _fanout(here, n, rounds, loop_name)
+                without.append(base_s)
+                off.append(off_s)
+                calls.add((base_calls, off_calls))
+            ratios = sorted(o / w for o, w in zip(off, without, strict=True))
+            lines.append(
+                f"| {loop_name} | {1e6 * min(without) / n:.3f} | {1e6 * min(off) / n:.3f} | "
+                f"{100 * (statistics.median(ratios) - 1):+.2f} % | "
+                + ", ".join(f"{a} / {b}" for a, b in sorted(calls))
+                + " |"
+            )
+    return lines
+
+
+async def _noop() -> None:
+    pass
+
+
+async def _fan(n: int) -> None:
+    async with cohort.TaskGroup() as g:
+        for _ in range(n):
+            g.spawn(_noop)
+
+
+def _otel_on(quick: bool) -> list[str]:
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+    except ImportError:
+        return ["(opentelemetry-sdk not installed: OpenTelemetry on not measured)"]
+
+    n, rounds = (10_000, 3) if quick else (10_000, 9)
+    exporter = InMemorySpanExporter()
+    processor = BatchSpanProcessor(exporter, max_queue_size=4 * n, max_export_batch_size=512)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    meters = MeterProvider([InMemoryMetricReader()])
+    lines = [
+        "## OpenTelemetry on: 10,000 children, SDK with a batch processor "
+        "(targets <= 10 us per child span, <= 5 % wall)",
+        "",
+        versions("opentelemetry-api", "opentelemetry-sdk"),
+        "",
+        f"{n} no-op children in one group, {rounds} rounds off and on alternating, medians",
+        "",
+        "| loop | off (ms) | on (ms) | added per child span (us) | added wall |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    floor = _bare_span_us(provider, n)
+    for loop_name, factory in loops():
+        off: list[float] = []
+        on: list[float] = []
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_fan(n))  # warm up
+            for _ in range(rounds):
+                t = time.perf_counter()
+                runner.run(_fan(n))
+                off.append(time.perf_counter() - t)
+                cohort.instrument(tracer_provider=provider, meter_provider=meters)
+                try:
+                    t = time.perf_counter()
+                    runner.run(_fan(n))
+                    on.append(time.perf_counter() - t)
+                finally:
+                    cohort.uninstrument()
+                processor.force_flush()
+                exporter.clear()
+        off_s, on_s = statistics.median(off), statistics.median(on)
+        lines.append(
+            f"| {loop_name} | {1e3 * off_s:.1f} | {1e3 * on_s:.1f} | "
+            f"{1e6 * (on_s - off_s) / n:.2f} | {100 * (on_s / off_s - 1):+.0f} % |"
+        )
+    lines += [
+        "",
+        f"The SDK alone, same provider: {floor:.2f} us per span (start_span with two "
+        "attributes, set_attributes, end; median of 5 x 10,000).",
+    ]
+    provider.shutdown()
+    meters.shutdown()
+    return lines
+
+
+def _bare_span_us(provider: Any, n: int) -> float:
+    """What one span costs the SDK by itself: the floor of a span per child."""
+    tracer = provider.get_tracer("bench")
+    times: list[float] = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n):
+            span = tracer.start_span("child", attributes={"cohort.child": "c", "critical": True})
+            span.set_attributes({"cohort.outcome": "succeeded"})
+            span.end()
+        times.append(time.perf_counter() - t)
+    return 1e6 * statistics.median(times) / n

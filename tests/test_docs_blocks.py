@@ -39,8 +39,9 @@ SAVE_AS = re.compile(r"# save as (?P<name>[A-Za-z_][A-Za-z0-9_]*\.py)\b")
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<lang>[\w+-]*)")
 TIMEOUT_S = 90
 # What a fresh project gets from `pip install cohort` and the extras the pages name
-# (cohort[test]: pytest; cohort[cli]: starlette, httpx, uvicorn), besides the stdlib.
-INSTALLED = {"cohort", "structlog", "pytest", "starlette", "httpx", "uvicorn"}
+# (cohort[test]: pytest; cohort[cli]: starlette, httpx, uvicorn; cohort[otel]: the
+# OpenTelemetry API, with the SDK docs/observe.md tells to install), besides the stdlib.
+INSTALLED = {"cohort", "structlog", "pytest", "starlette", "httpx", "uvicorn", "opentelemetry"}
 
 
 @dataclass

@@ -62,6 +62,7 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
            "scope": ("_cancel_requests", "_deadline", "_deliver", "_effective", "_expire",
                      "_fail", "_phase", "_raised", "_reason", "_relative"),
            "inner": ("_anyio", "_held_back", "_shield"),
+           "pending[0]": ("_why",),
            "s": ("_shield",),
        }.items()
        for attr in attrs},
@@ -74,7 +75,7 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     ),
     ("cohort/_core/_state.py", "g._tasks"): "same class (a group finds the group it runs in)",
     **{("cohort/_core/_group.py", f"self._group.{attr}"): "same module (the group's body scope)"
-       for attr in ("_on_timeout", "_outside")},
+       for attr in ("_cancel_reason", "_on_timeout", "_outside")},
     **{("cohort/bridge/_dask.py", f"self.executor.{attr}"): _SAME_MODULE
        for attr in ("_cancel", "_wait")},
     **{("cohort/bridge/_pool.py", f"self.pool.{attr}"): _SAME_MODULE
@@ -104,7 +105,8 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
         "a cpu node's function by reference, as @cpu sends it"
     ),
     # Outside cohort: the standard library and anyio.
-    ("cohort/_core/_child.py", "sys._getframe"): "documented CPython function",
+    **{(where, "sys._getframe"): "documented CPython function"
+       for where in ("cohort/_core/_child.py", "cohort/_core/_scopes.py")},
     ("cohort/_observe/_watchdog.py", "sys._current_frames"): (
         "documented CPython function: the blocked loop thread's stack"
     ),
@@ -162,6 +164,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "cohort._core._retry",
             "cohort._core._state",
             "cohort._core._group",
+            "cohort._core._why",
         ),
     ),
     (
@@ -183,7 +186,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("flow", ("cohort._flow",)),
     (
         "observe",
-        ("cohort._observe._hangs", "cohort._observe._watchdog", "cohort._observe._dump"),
+        (
+            "cohort._observe._hangs",
+            "cohort._observe._watchdog",
+            "cohort._observe._dump",
+            "cohort._observe._otel",
+        ),
     ),
     ("testing", ("cohort.testing",)),
     ("api", ("cohort",)),

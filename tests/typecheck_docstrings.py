@@ -350,3 +350,9 @@ async def virtual_clock_loop() -> None:
     loop = VirtualClockLoop()
     loop.run_until_complete(asyncio.sleep(3600))   # returns at once
     assert loop.time() == 3600
+
+
+def instrument() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    cohort.instrument(tracer_provider=TracerProvider())

@@ -49,6 +49,7 @@ from cohort._exceptions import (
     WorkerCrashedError,
 )
 from cohort._observe._events import GroupStatistics, configure_logging, enable_events
+from cohort._observe._reasons import CancelReason, cancel_reason
 from cohort._public import publish as _publish
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Bulkhead",
     "BulkheadFullError",
     "BulkheadStatistics",
+    "CancelReason",
     "CancelScope",
     "ChildStatus",
     "ChildView",
@@ -124,6 +126,7 @@ __all__ = [
     "Watchdog",
     "WorkerCrashedError",
     "as_completed",
+    "cancel_reason",
     "configure_logging",
     "cpu",
     "current_deadline",
@@ -137,6 +140,7 @@ __all__ = [
     "gather",
     "hang_report",
     "hedge",
+    "instrument",
     "map",
     "move_on_after",
     "move_on_at",
@@ -150,6 +154,7 @@ __all__ = [
     "stage",
     "task_tree",
     "to_process",
+    "uninstrument",
     "watchdog",
 ]
 
@@ -174,6 +179,7 @@ _LAZY = {
     "cohort._core._tree": ("GroupSnapshot", "TaskTree", "task_tree"),
     "cohort._observe._dump": ("dump", "enable_dump", "request_dump"),
     "cohort._observe._hangs": ("HangReport", "Wait", "hang_report"),
+    "cohort._observe._otel": ("instrument", "uninstrument"),
     "cohort._observe._watchdog": ("StallReport", "Watchdog", "watchdog"),
     "cohort.bridge": (
         "Executor",
@@ -210,6 +216,7 @@ if _TYPE_CHECKING:
     from cohort._flow._graph import Flow, FlowError, FlowResult, Node
     from cohort._observe._dump import dump, enable_dump, request_dump
     from cohort._observe._hangs import HangReport, Wait, hang_report
+    from cohort._observe._otel import instrument, uninstrument
     from cohort._observe._watchdog import StallReport, Watchdog, watchdog
     from cohort._resilience._breaker import BreakerStatistics, CircuitBreaker, CircuitState
     from cohort._resilience._bulkhead import Bulkhead, BulkheadStatistics, KeyedBulkhead

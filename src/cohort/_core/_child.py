@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cohort._core import _scopes
+from cohort._observe._reasons import CancelReason
 
 __all__ = [
     "Child",
@@ -57,13 +58,16 @@ class Outcome:
     started: float | None
     ended: float | None
     attempts: int = 1  # calls made, with spawn(retry=)
+    #: why cohort cancelled it (or timed it out); None otherwise
+    cancel_reason: CancelReason | None = None
 
 
 class Child:
     """One child of a task group: the record its group keeps (a ``ChildView``).
 
     Made by the group (``Child.__new__`` and plain stores: no ``__init__`` call
-    on the spawn path); every slot is set before the record is shared.
+    on the spawn path); every slot but ``reason`` (set only for a child cohort
+    cancelled, read with ``getattr``) is set before the record is shared.
     """
 
     __slots__ = (
@@ -73,6 +77,7 @@ class Child:
         "error",  # what it failed or timed out with; None otherwise
         "label",  # the name given at spawn, or None
         "on_cancel",  # while queued: the group's way to drop it; None otherwise
+        "reason",  # why cohort cancelled it (a CancelReason); unset unless cancelled
         "seq",  # its place in spawn order
         "shown",  # in handles/outcomes: spawned, or a start_soon child that did not succeed
         "started",  # on the loop's clock; None while queued
@@ -89,6 +94,7 @@ class Child:
     error: BaseException | None
     label: str | None
     on_cancel: Callable[[Child], None] | None
+    reason: CancelReason | None
     seq: int
     shown: bool
     started: float | None
@@ -133,6 +139,7 @@ class Child:
             self.started,
             self.ended,
             self.attempts,
+            getattr(self, "reason", None),
         )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from cohort._core import _scopes
+from cohort._observe._events import EVENTS
 
 if TYPE_CHECKING:
     from cohort._core._group import TaskGroup
@@ -49,6 +50,9 @@ def detached_context() -> contextvars.Context:
     scopes do not apply there."""
     context = contextvars.copy_context()
     context.run(_detach)
+    sink = EVENTS.sink
+    if sink is not None:  # a tracer: the work starts a trace of its own, linked to this one
+        context.run(sink.detached)
     return context
 
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Never, TypeVar, TypeVarTuple
 
-from cohort._core import _scopes
+from cohort._core import _scopes, _why
 from cohort._core._child import Child, ChildStatus, pop_caller_frame, run_with_timeout
 from cohort._core._coros import (
     SPAWN_OPTIONS,
@@ -48,6 +48,7 @@ from cohort._core._scopes import CancelScope, cancel_task, stray_cancellation
 from cohort._core._state import GroupState, Phase, live_groups, open_groups
 from cohort._observe import _events as _observe
 from cohort._observe._events import EVENTS
+from cohort._observe._reasons import CancelReason, cancel_reason
 from cohort._validate import check_seconds, keywords_refused
 
 if TYPE_CHECKING:
@@ -110,6 +111,10 @@ class _GroupScope(CancelScope):
     def _held_back(self) -> None:
         # The body sits in a shield, the children do not: they are cancelled now.
         self._group._outside()
+
+    def _why(self) -> CancelReason | None:
+        # The body is cancelled for the group's own reason.
+        return self._group._cancel_reason
 
 
 _NEW, _OPEN, _EXITING, _CLOSED = Phase.NEW, Phase.OPEN, Phase.EXITING, Phase.CLOSED
@@ -287,12 +292,12 @@ class TaskGroup(GroupState):
         assert done is not None  # open
         task.add_done_callback(done)
         if EVENTS.on:
-            _observe.child_started(child.name, self.name, self._parent_name)
+            _observe.child_started(child, self, self._parent_name)
 
     def cancel(self) -> None:
         """Stop the group now: cancel every child and the body; exit normally."""
         if self._phase in (_OPEN, _EXITING) and self._decision is _CONTINUE:
-            self._decide(_DONE)
+            self._decide(_DONE, _why.group_cancelled(self.name))
 
     def _drop_queued(self, child: Child) -> None:
         """A queued child is cancelled before it ever ran (``Handle.cancel``)."""
@@ -304,6 +309,7 @@ class TaskGroup(GroupState):
                 run.close()
                 child.coro.close()
                 break
+        child.reason = _why.handle_cancelled(child.name)
         self._ended(child, _CANCELLED, None, None, False)
 
     # -- completion ---------------------------------------------------------------
@@ -332,6 +338,7 @@ class TaskGroup(GroupState):
             child.coro.close()  # a task cancelled before its first step never ran it
             if task.cancelled():
                 if task.cancelling():  # by the group, its timeout, or Handle.cancel()
+                    child.reason = cancel_reason(exc) or self._cancel_reason
                     self._ended(child, _TIMED_OUT if self._timed_out else _CANCELLED, None, None)
                 else:
                     error = stray_cancellation(f"child {child.name!r}", exc)
@@ -420,21 +427,23 @@ class TaskGroup(GroupState):
                 self._failed += 1
             if self._decision is _CONTINUE:
                 if self._fatal:
-                    self._decide(_FAIL)
+                    self._decide(_FAIL, child)
                 else:
-                    self._apply(ask_child_done(self._policy, self._traits, self, child))
+                    self._apply(ask_child_done(self._policy, self._traits, self, child), child)
         elif self._fatal and self._decision is _CONTINUE:
-            self._decide(_FAIL)
+            self._decide(_FAIL, child)
         if EVENTS.on:
-            _observe.child_ended(child, self.name, self._parent_name)
+            _observe.child_ended(child, self, self._parent_name)
 
-    def _apply(self, decision: Decision) -> None:
+    def _apply(self, decision: Decision, cause: Child | None = None) -> None:
         if decision is not _CONTINUE and self._decision is _CONTINUE:
-            self._decide(decision)
+            self._decide(decision, cause)
 
-    def _decide(self, decision: Decision) -> None:
+    def _decide(self, decision: Decision, cause: Child | CancelReason | None = None) -> None:
         self._decision = decision
         self._accepting = False
+        if self._cancel_reason is None:  # why: told to the children and the body cancelled
+            self._cancel_reason = self._reason_for(decision, cause)
         self._cancel_rest()
         scope = self._scope
         if self._phase is _OPEN and scope is not None:
@@ -449,9 +458,11 @@ class TaskGroup(GroupState):
             child, run, _ = queue.popleft()
             run.close()
             child.coro.close()
+            child.reason = self._cancel_reason
             self._ended(child, _TIMED_OUT if self._timed_out else _CANCELLED, None, None, False)
+        reason = self._cancel_reason
         for task in list(self._tasks):
-            cancel_task(task)
+            cancel_task(task, reason)
 
     def _on_timeout(self) -> None:
         if self._decision is not _CONTINUE:
@@ -492,7 +503,7 @@ class TaskGroup(GroupState):
         self._done_cb = self._on_task_done
         live_groups[self] = task
         if EVENTS.on:
-            _observe.group_event("group entered", self.statistics(), self._parent_name)
+            _observe.group_event("group entered", self, self._parent_name)
         return self
 
     async def _leave(
@@ -514,13 +525,13 @@ class TaskGroup(GroupState):
                 if isinstance(exc, _CancelledError):
                     saw_cancel = True
                     if scope._cancelled_from_outside(task):
-                        self._outside()
+                        self._outside(cancel_reason(exc))
                 else:
                     body_error = exc
                     if not isinstance(exc, Exception):
                         self._on_fatal(exc)
                     if self._decision is _CONTINUE:
-                        self._decide(_FAIL)
+                        self._decide(_FAIL, _why.body_failed(self.name, exc))
             traits = self._traits
             if self._decision is _CONTINUE and traits.sees_body_done:
                 self._apply(ask_body_done(self._policy, traits, self))
@@ -546,7 +557,7 @@ class TaskGroup(GroupState):
                     self._cancel_exc = cancelled
                     saw_cancel = True
                     if scope._cancelled_from_outside(task):
-                        self._outside()
+                        self._outside(cancel_reason(cancelled))
                 finally:
                     self._waiter = None
             caught = scope._exit(_CancelledError() if saw_cancel else None)
@@ -569,7 +580,7 @@ class TaskGroup(GroupState):
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
             if EVENTS.on:
-                _observe.group_event("group exited", self.statistics(), self._parent_name)
+                _observe.group_event("group exited", self, self._parent_name)
             live_groups.pop(self, None)
 
     if TYPE_CHECKING:
@@ -588,13 +599,24 @@ class TaskGroup(GroupState):
     else:
         __aexit__ = _leave
 
-    def _outside(self) -> None:
+    def _outside(self, reason: CancelReason | None = None) -> None:
         # Once only: anyio re-cancels its task every iteration, and children
         # must be able to await in their cleanup (asyncio.TaskGroup aborts once).
         if self._outside_cancel:
             return
         self._outside_cancel = True
+        if self._cancel_reason is None:  # the children get the reason the group got
+            self._cancel_reason = reason or _why.outside(self.name)
         if self._decision is _CONTINUE:
             self._decision = _DONE
             self._accepting = False
         self._cancel_rest()
+
+    # -- why the group cancels (built once per decision, only when it decides) ---------
+
+    def _reason_for(self, decision: Decision, cause: Child | CancelReason | None) -> CancelReason:
+        if isinstance(cause, CancelReason):
+            return cause
+        if cause is not None and not self._timed_out:
+            return _why.after_child(self.name, self._policy, decision, cause)
+        return _why.by_group(self.name, self._policy, decision, self._timeout, self._timed_out)

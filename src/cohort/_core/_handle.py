@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from cohort._core._child import Child, ChildStatus, Outcome
 from cohort._core._scopes import cancel_task
+from cohort._core._why import handle_cancelled
 
 # ChildStatus and Outcome are shown here too: the handle's module is where
 # the layers above look for a child's public types.
@@ -134,7 +135,7 @@ class Handle(Generic[T]):
         if child.done():
             return False
         if child.task is not None:
-            cancel_task(child.task)
+            cancel_task(child.task, handle_cancelled(child.name))
         else:
             assert child.on_cancel is not None  # queued
             child.on_cancel(child)

@@ -18,9 +18,11 @@ import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
-from typing import Any, Literal, Never, TypeVar, TypeVarTuple
+from types import FrameType
+from typing import Any, Final, Literal, Never, TypeVar, TypeVarTuple
 
 from cohort._core._group import close_coroutines
+from cohort._observe._reasons import CancelReason
 from cohort._validate import keywords_refused
 
 __all__ = ["note_cut_short", "refuse_inside_a_loop", "run"]
@@ -129,7 +131,7 @@ def run(
     notes: deque[str] = deque(maxlen=4)
     token = _cut_short.set(notes)
     try:
-        with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
+        with _Runner(debug=debug, loop_factory=factory) as runner:
             return runner.run(coro)
     except KeyboardInterrupt:
         if on_interrupt == "raise":
@@ -140,6 +142,36 @@ def run(
         raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
         _cut_short.reset(token)
+
+
+SHUTDOWN: Final = CancelReason("shutdown", "the program was interrupted (Ctrl-C)")
+
+
+# Runner is @final for type checkers only; its SIGINT handler is a method to override.
+class _Runner(asyncio.Runner):  # type: ignore[misc]
+    """``asyncio.Runner`` whose Ctrl-C cancels the main task with the reason ``shutdown``
+    (the groups in it pass the reason on to their children)."""
+
+    # asyncio.Runner's own state, which its stub leaves out.
+    _interrupt_count: int
+    _loop: asyncio.AbstractEventLoop | None
+
+    def _on_sigint(
+        self, signum: int, frame: FrameType | None, main_task: asyncio.Task[Any]
+    ) -> None:
+        # asyncio.Runner's own handler (3.11-3.13), the reason added to the cancel.
+        self._interrupt_count += 1
+        if self._interrupt_count == 1 and not main_task.done():
+            main_task.cancel(SHUTDOWN)
+            loop = self._loop
+            if loop is not None:  # wake a loop blocked in select() with a long timeout
+                loop.call_soon_threadsafe(_nothing)
+            return
+        raise KeyboardInterrupt()
+
+
+def _nothing() -> None:
+    pass
 
 
 def refuse_inside_a_loop(where: str, main: object) -> None:

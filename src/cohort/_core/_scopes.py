@@ -34,6 +34,7 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Final, NoReturn
 
+from cohort._observe._reasons import CancelReason, site
 from cohort._validate import is_real
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 _current_task = asyncio.current_task
+_getframe = sys._getframe
 _modules = sys.modules
 _CancelledError = asyncio.CancelledError
 _INF: Final = math.inf
@@ -222,6 +224,8 @@ _base_deadline: ContextVar[float] = ContextVar("cohort_base_deadline", default=m
 # Tasks currently inside a shield, so that cancel_task() can hold back a
 # whole-task cancellation until the shield exits.
 _shielded: dict[asyncio.Task[object], _TaskState] = {}
+# The reason of a whole-task cancellation held back by a shield (cancel_task's msg).
+_held_reasons: weakref.WeakKeyDictionary[asyncio.Task[object], object] = weakref.WeakKeyDictionary()
 
 
 def _state_for(task: asyncio.Task[object]) -> _TaskState:
@@ -232,11 +236,12 @@ def _state_for(task: asyncio.Task[object]) -> _TaskState:
     return state
 
 
-def cancel_task(task: asyncio.Task[object], msg: str | None = None) -> None:
+def cancel_task(task: asyncio.Task[object], msg: object = None) -> None:
     """Cancel a whole task, unless it is inside a shield: then when the shield exits."""
     state = _shielded.get(task)
     if state is not None:
         state.root_pending = True
+        _held_reasons[task] = msg
         state.hold(None)
         return
     if _anyio_shielded(task, None):
@@ -312,6 +317,8 @@ class CancelScope:
         "_reason",
         "_relative",
         "_shield",
+        "_site",  # where __enter__ was called: the caller's code (unset until entered)
+        "_site_at",  # and its instruction offset (for the cancel reason's file:line)
         "_state",
         "cancelled_caught",
     )
@@ -432,7 +439,26 @@ class CancelScope:
             state.hold_for_anyio(self)
             return
         self._cancel_requests += 1
-        state.task.cancel()
+        state.task.cancel(self._why())
+
+    def _why(self) -> CancelReason | None:
+        """The reason the task is given when this scope cancels it."""
+        what = self._describe()
+        where = site(getattr(self, "_site", None), getattr(self, "_site_at", 0))
+        at = "" if where is None else f" entered at {where}"
+        if self._reason is _DEADLINE:
+            message = f"the deadline of {what}{at} passed"
+            return CancelReason("deadline", message, source=what, where=where)
+        message = f"{what}{at} was cancelled"
+        return CancelReason("scope cancelled", message, source=what, where=where)
+
+    def _describe(self) -> str:
+        kind = "fail" if self._fail else "move_on"
+        if self._relative is not None:
+            return f"cohort.{kind}_after({self._relative:g})"
+        if self._deadline != _INF:
+            return f"cohort.{kind}_at({self._deadline:g})"
+        return "cohort.CancelScope()"
 
     async def __aenter__(self) -> NoReturn:
         # `async with cohort.fail_after(...)`: say what to write instead.
@@ -453,6 +479,9 @@ class CancelScope:
             raise RuntimeError(outside_asyncio(f"{self!r} must be entered inside an asyncio task"))
         if self._phase is not _IDLE:
             raise RuntimeError(f"{self!r} has already been entered; create a new scope each time")
+        frame = _getframe(1)
+        self._site = frame.f_code
+        self._site_at = frame.f_lasti
         self._enter_in(task)
         return self
 
@@ -595,7 +624,7 @@ class CancelScope:
             # next await, or by the raise below; held scopes see the raised
             # cancel count and let it pass.
             state.root_pending = False
-            state.task.cancel()
+            state.task.cancel(_held_reasons.pop(state.task, None))
         pending: list[CancelScope] = []
         for scope in reversed(state.stack):
             if scope._reason and not scope._cancel_requests and not scope._raised:
@@ -606,7 +635,7 @@ class CancelScope:
             if exc is None:
                 for scope in pending:
                     scope._raised = True
-                raise _CancelledError(_SHIELD_MSG)
+                raise _CancelledError(pending[0]._why() or _SHIELD_MSG)
             if not root:
                 state.loop.call_soon(state.deliver_later, pending[-1])
 

@@ -25,6 +25,7 @@ from cohort._core._handle import Handle
 from cohort._core._policies import Decision, Gather, JoinPolicy, traits_of
 from cohort._core._scopes import CancelScope
 from cohort._observe._events import GroupStatistics
+from cohort._observe._reasons import CancelReason
 from cohort._validate import check_count, check_seconds
 
 __all__ = ["GroupState", "Phase", "Queued", "TreeRow", "live_groups", "open_groups"]
@@ -46,8 +47,11 @@ class Phase(enum.Enum):
 
 _NEW, _EXITING, _CLOSED = Phase.NEW, Phase.EXITING, Phase.CLOSED
 
-# A child as task_tree() shows it: name, status, started, ended and its task.
-TreeRow = tuple[str, ChildStatus, float | None, float | None, asyncio.Task[Any] | None]
+# A child as task_tree() shows it: name, status, started, ended, its task, and why
+# cohort cancelled it.
+TreeRow = tuple[
+    str, ChildStatus, float | None, float | None, asyncio.Task[Any] | None, CancelReason | None
+]
 # A child waiting for a ``limit`` slot: its record, the coroutine to run, the context.
 Queued = tuple[Child, Coroutine[Any, Any, Any], contextvars.Context]
 
@@ -116,6 +120,8 @@ class GroupState:
     _fatal: bool = False
     _outside_cancel: bool = False
     _cancel_exc: _CancelledError | None = None
+    # Why the group cancels its children and body, from its first decision on.
+    _cancel_reason: CancelReason | None = None
     # The group this one runs in (for events), found on first need while open.
     _parent: GroupState | Literal[False] | None = False
 
@@ -204,6 +210,7 @@ class GroupState:
             timed_out=self._timed_out,
             cancelled_from_outside=self._outside_cancel,
             elapsed=0.0 if entered is None else self._loop.time() - entered,
+            cancel_reason=None if self._cancel_reason is None else str(self._cancel_reason),
         )
 
     # -- counters for policies ---------------------------------------------------
@@ -308,7 +315,7 @@ class GroupState:
             task = c.task
             # A running task's own name: it may have been renamed since.
             name = task.get_name() if task is not None and c.label is not None else c.name
-            rows.append((name, c.status, c.started, c.ended, task))
+            rows.append((name, c.status, c.started, c.ended, task, getattr(c, "reason", None)))
         return rows
 
     @property

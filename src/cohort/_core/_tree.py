@@ -24,6 +24,8 @@ class ChildSnapshot:
     status: str
     elapsed: float | None
     groups: tuple[GroupSnapshot, ...] = ()
+    #: why cohort cancelled it (``str()`` of its ``CancelReason``), for a cancelled child
+    cancel_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,8 @@ def _render_group(group: GroupSnapshot, indent: str, lines: list[str]) -> None:
         last = i == len(group.children) - 1
         branch, pad = ("└── ", "    ") if last else ("├── ", "│   ")
         elapsed = "" if child.elapsed is None else f" {child.elapsed:.3f}s"
-        lines.append(f"{indent}{branch}{child.name} {child.status}{elapsed}")
+        why = "" if child.cancel_reason is None else f" ({child.cancel_reason})"
+        lines.append(f"{indent}{branch}{child.name} {child.status}{elapsed}{why}")
         for sub in child.groups:
             _render_group(sub, indent + pad, lines)
 
@@ -76,16 +79,17 @@ def task_tree() -> TaskTree:
     child_tasks: set[asyncio.Task[Any]] = set()
     for g, host in groups:
         by_task.setdefault(host, []).append(g)
-        child_tasks.update(task for *_, task in g._tree_rows() if task is not None)
+        child_tasks.update(row[4] for row in g._tree_rows() if row[4] is not None)
     roots = [g for g, host in groups if host not in child_tasks]
 
     def snap(g: TaskGroup) -> GroupSnapshot:
         children = []
-        for name, status, started, ended, task in g._tree_rows():
+        for name, status, started, ended, task, reason in g._tree_rows():
             end = ended if ended is not None else now
             elapsed = None if started is None else end - started
             nested = () if task is None else tuple(snap(sub) for sub in by_task.get(task, ()))
-            children.append(ChildSnapshot(name, status.value, elapsed, nested))
+            why = None if reason is None else str(reason)
+            children.append(ChildSnapshot(name, status.value, elapsed, nested, why))
         stats = g.statistics()
         return GroupSnapshot(
             stats.name, repr(stats.policy), stats.phase, stats.elapsed, tuple(children)

@@ -310,7 +310,10 @@ class StageRun:
             seq, idxs, vals = got
             self.items_in += len(idxs)
             self.active += 1
-            oi, ov = await process(idxs, vals)
+            if EVENTS.sink is None:
+                oi, ov = await process(idxs, vals)
+            else:
+                oi, ov = await self._traced(process, idxs, vals)
             self.processed += len(idxs)
             self.active -= 1
             await self.emit(seq, len(idxs), oi, ov)
@@ -319,6 +322,24 @@ class StageRun:
             self.out.close()
             if EVENTS.on:
                 EVENTS.log.info("pipeline.stage.finished", **self._stats_fields())
+
+    async def _traced(
+        self,
+        process: Callable[[list[int], list[Any]], Awaitable[tuple[list[int], list[Any]]]],
+        idxs: list[int],
+        vals: list[Any],
+    ) -> tuple[list[int], list[Any]]:
+        """``process`` as a span of the stage's batch (while a sink such as
+        OpenTelemetry's listens)."""
+        sink = EVENTS.sink
+        assert sink is not None
+        span = sink.batch_started(self.name, len(idxs), self.inp.size)
+        out: list[int] = []
+        try:
+            out, values = await process(idxs, vals)
+            return out, values
+        finally:
+            sink.batch_ended(span, self.name, len(idxs), len(out))
 
     async def take(self) -> tuple[int, list[int], list[Any]] | None:
         inp = self.inp

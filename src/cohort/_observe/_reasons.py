@@ -1,0 +1,86 @@
+"""Why cohort cancelled something: ``CancelReason`` and ``cancel_reason(exc)``.
+
+cohort cancels a task with ``task.cancel(reason)``, a ``CancelReason`` as the
+message: asyncio hands the message to the ``CancelledError`` raised in the
+task (through every future and task it awaits), and ``task.result()`` of the
+cancelled task raises that same error, on every loop (uvloop runs asyncio's
+own tasks). So the reason travels with the error the user catches, with no
+table to look it up in and nothing to clean up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from types import CodeType
+from typing import Literal
+
+__all__ = ["CancelReason", "ReasonKind", "cancel_reason", "site"]
+
+ReasonKind = Literal[
+    "deadline",  # a scope's deadline passed (move_on_after, fail_after, ...)
+    "scope cancelled",  # CancelScope.cancel()
+    "sibling failed",  # a sibling child failed and the policy failed the group
+    "body failed",  # the group's body raised
+    "winner",  # FirstWins: another child won
+    "quorum",  # Quorum: enough children succeeded
+    "policy",  # another policy decided the group
+    "group timed out",  # the group's timeout passed
+    "group cancelled",  # TaskGroup.cancel()
+    "handle cancelled",  # Handle.cancel()
+    "outside",  # the task running the group was cancelled, with no reason of cohort's
+    "shutdown",  # Ctrl-C in cohort.run
+    "rejected",  # a sibling's call was refused by a CircuitBreaker or a Bulkhead
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReason:
+    """Why cohort cancelled a task: ``cohort.cancel_reason(exc)``, ``Outcome.cancel_reason``.
+
+    ``str()`` is ``message``, a sentence such as ``sibling 'fetch-2' failed:
+    ValueError('bad')``; it is also what a traceback of the ``CancelledError``
+    shows.
+    """
+
+    kind: ReasonKind
+    message: str
+    #: the group or scope that cancelled (its name, or ``move_on_after(0.5)``)
+    source: str | None = None
+    #: the sibling whose end decided it (the failed one, the winner, the last of a quorum)
+    child: str | None = None
+    #: the sibling's error, for ``"sibling failed"`` and ``"body failed"``
+    error: BaseException | None = None
+    #: where the scope was entered (``file:line``), for ``"deadline"`` and ``"scope cancelled"``
+    where: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def cancel_reason(exc: BaseException) -> CancelReason | None:
+    """Why cohort cancelled: the reason carried by ``exc`` (a ``CancelledError``, or an
+    error raised from one, such as ``fail_after``'s ``TimeoutError``), or ``None``
+    for a cancellation cohort did not cause (a bare ``task.cancel()``)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, asyncio.CancelledError) and current.args:
+            reason = current.args[0]
+            if isinstance(reason, CancelReason):
+                return reason
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
+def site(code: CodeType | None, lasti: int) -> str | None:
+    """``file:line`` of the instruction at offset ``lasti`` of ``code``."""
+    if code is None:
+        return None
+    line = None
+    for start, end, number in code.co_lines():
+        if start <= lasti < end:
+            line = number
+            break
+    return f"{code.co_filename}:{line if line is not None else code.co_firstlineno}"
