@@ -9,6 +9,7 @@ Roles:
   times (``-1``: join and hang without waiting).
 * ``latch NAME COUNT PARTY LEASE POLL``: join as a party, print, hang (never count down).
 * ``semaphore NAME PERMITS LEASE POLL``: take a permit, print the token, hang.
+* ``member GROUP NAME LEASE POLL``: join the group as NAME, print, hang (never report).
 * ``lock NAME LEASE POLL``: take the lock, print the token, then write to the
   toy resource through stdin/stdout: prints ``write TOKEN`` each time a line
   comes in on stdin, until the lease is lost.
@@ -81,6 +82,15 @@ async def latch(url: str, ns: str, name: str, count: int, party: str, lease: flo
         await asyncio.Event().wait()
 
 
+async def member(url: str, ns: str, group: str, name: str, lease: float, poll: float) -> None:
+    async with (
+        Coordinator(url, namespace=ns, lease=lease, poll=poll, unreachable=2) as coord,
+        coord.member(group, name=name),
+    ):
+        say(party=name, op="join")
+        await asyncio.Event().wait()
+
+
 def main() -> None:
     url, ns, role, *rest = sys.argv[1:]
     if role == "barrier":
@@ -89,6 +99,9 @@ def main() -> None:
     elif role == "latch":
         name, count, party, lease, poll = rest
         coro = latch(url, ns, name, int(count), party, float(lease), float(poll))
+    elif role == "member":
+        group, name, lease, poll = rest
+        coro = member(url, ns, group, name, float(lease), float(poll))
     elif role == "semaphore":
         name, permits, lease, poll = rest
         coro = semaphore(url, ns, name, int(permits), float(lease), float(poll))

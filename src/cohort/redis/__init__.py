@@ -17,6 +17,7 @@ from cohort._public import publish as _publish
 from cohort.redis._barrier import Barrier
 from cohort.redis._coordinator import Coordinator
 from cohort.redis._flags import EventFlags
+from cohort.redis._group import Group, GroupDecided, Member
 from cohort.redis._latch import Latch
 from cohort.redis._lease import Lease
 from cohort.redis._lock import Lock, RWLock, Semaphore
@@ -26,10 +27,13 @@ __all__ = [
     "Coordinator",
     "CoordinatorLost",
     "EventFlags",
+    "Group",
+    "GroupDecided",
     "Latch",
     "Lease",
     "LeaseLost",
     "Lock",
+    "Member",
     "RWLock",
     "Semaphore",
 ]

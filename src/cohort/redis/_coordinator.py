@@ -6,10 +6,12 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
+from cohort._core._policies import Gather, JoinPolicy
 from cohort._validate import check_callable, check_count, check_seconds
 from cohort.redis._barrier import Barrier
 from cohort.redis._client import Connection
 from cohort.redis._flags import EventFlags
+from cohort.redis._group import Group, Member, group_refusal
 from cohort.redis._latch import Latch
 from cohort.redis._lock import Lock, RWLock, Semaphore
 
@@ -159,3 +161,53 @@ class Coordinator:
             action=check_callable("Barrier action", action, none=True),
             party=party,
         )
+
+    def group(
+        self,
+        name: str,
+        *,
+        parties: int,
+        join: JoinPolicy | None = None,
+        timeout: float | None = None,
+        on_timeout: str = "raise",
+        lease: float | None = None,
+    ) -> Group:
+        """The coordinating side of the distributed group ``name`` of ``parties`` members.
+
+        ``async with coord.group("job-7", parties=4, join=cohort.Quorum(2),
+        timeout=30) as g: ...`` then ``g.results``; see :class:`Group`.
+        ``join`` is any :class:`cohort.JoinPolicy` (``Gather()`` by default)
+        that does not override ``on_spawn``; ``timeout`` (seconds from entry)
+        and ``on_timeout`` (``"raise"`` or ``"partial"``) as for
+        :class:`cohort.TaskGroup`; ``lease`` (seconds) bounds how long the
+        members go on after this process died or hung.
+        """
+        join = Gather() if join is None else join
+        refusal = group_refusal(join)
+        if refusal is not None:
+            raise TypeError(refusal)
+        if on_timeout not in ("raise", "partial"):
+            raise ValueError(f"Group on_timeout must be 'raise' or 'partial', got {on_timeout!r}")
+        return Group(
+            self._connection,
+            name,
+            check_count("Group parties", parties),
+            join,
+            timeout=check_seconds("Group timeout", timeout, none=True),
+            on_timeout=on_timeout,
+            lease=self._lease_of("Group", lease),
+        )
+
+    def member(self, group: str, *, name: str | None = None, lease: float | None = None) -> Member:
+        """A member of the distributed group ``group``: ``async with coord.member("job-7",
+        name="worker-3") as m: ...; await m.done(value)``; see :class:`Member`.
+
+        ``name`` names it in the coordinator's errors (default: host, pid and a
+        random suffix); ``lease`` (seconds) bounds how long its death goes
+        unnoticed.
+        """
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"Member name must be a non-empty str or None, got {name!r}")
+        if not isinstance(group, str) or not group:
+            raise TypeError(f"a cohort.redis group needs a non-empty str name, got {group!r}")
+        return Member(self._connection, group, name=name, lease=self._lease_of("Member", lease))

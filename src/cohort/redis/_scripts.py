@@ -559,3 +559,137 @@ if unmarked == 1 then redis.call('PUBLISH', ARGV[5], 'unmarked') end
 return {epoch, 0}
 """
 )
+
+# -- Group: KEYS[2] state (parties, coordinator lease expiry, decided, reason), KEYS[3] members
+# (joined, not reported: name -> lease expiry), KEYS[4] reports (name -> JSON), KEYS[5] order
+# (names in report order). ARGV[3] channel, ARGV[4] lease ms, ARGV[5...] per operation.
+# Until the group is decided, every script first counts the members whose lease lapsed as
+# failed, and decides 'fail' if the coordinating process's lease lapsed.
+
+GROUP_PRELUDE: Final = """
+local state, members, reports, order = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local decided = redis.call('HGET', state, 'decided')
+if not decided then
+  local all = redis.call('HGETALL', members)
+  for i = 1, #all, 2 do
+    if tonumber(all[i + 1]) < now_ms then
+      redis.call('HDEL', members, all[i])
+      redis.call('HSET', reports, all[i], cjson.encode({kind = 'lapsed',
+        message = "member " .. all[i] .. "'s lease lapsed before it reported " ..
+          "(it died, hung or lost its connection)"}))
+      redis.call('RPUSH', order, all[i])
+      redis.call('PUBLISH', ARGV[3], 'report')
+    end
+  end
+  local until_ms = redis.call('HGET', state, 'coordinator')
+  if until_ms and tonumber(until_ms) < now_ms then
+    decided = 'fail'
+    redis.call('HSET', state, 'decided', decided, 'reason',
+      "the coordinating process's lease lapsed (it died, hung or lost its connection)")
+    redis.call('PUBLISH', ARGV[3], 'decided')
+  end
+end
+local reason = redis.call('HGET', state, 'reason') or ''
+"""
+
+_G = PRELUDE + GROUP_PRELUDE
+
+# The coordinator opens the group (ARGV[5] parties): a group name is used once.
+GROUP_OPEN: Final = (
+    _G
+    + """
+if redis.call('HEXISTS', state, 'parties') == 1 then
+  return redis.error_reply('COHORT_USED the group ' .. state .. ' was opened before')
+end
+redis.call('HSET', state, 'parties', ARGV[5], 'coordinator', now_ms + tonumber(ARGV[4]))
+return {epoch, 1}
+"""
+)
+
+# The coordinator's poll (ARGV[5]: reports it read so far): renews its lease, returns
+# {epoch, decided, reason, names reported since, their reports}.
+GROUP_POLL: Final = (
+    _G
+    + """
+if not decided then
+  redis.call('HSET', state, 'coordinator', now_ms + tonumber(ARGV[4]))
+end
+local names = redis.call('LRANGE', order, tonumber(ARGV[5]), -1)
+local found = {}
+if #names > 0 then found = redis.call('HMGET', reports, unpack(names)) end
+return {epoch, decided or '', reason, names, found}
+"""
+)
+
+# The coordinator decides (ARGV[5] reports read, ARGV[6] 'done'/'fail', ARGV[7] reason),
+# only if no report came since it read them: {epoch, 1} decided; {epoch, 0} read again.
+GROUP_DECIDE: Final = (
+    _G
+    + """
+if decided then return {epoch, 0} end
+if redis.call('LLEN', order) > tonumber(ARGV[5]) then return {epoch, 0} end
+redis.call('HSET', state, 'decided', ARGV[6], 'reason', ARGV[7])
+redis.call('PUBLISH', ARGV[3], 'decided')
+return {epoch, 1}
+"""
+)
+
+# A member joins (ARGV[5] its name): {epoch, 'ok' or 'decided', reason}.
+MEMBER_JOIN: Final = (
+    _G
+    + """
+if decided then return {epoch, 'decided', reason} end
+if redis.call('HEXISTS', members, ARGV[5]) == 1 or redis.call('HEXISTS', reports, ARGV[5]) == 1 then
+  return redis.error_reply('COHORT_NAME a member named ' .. ARGV[5] .. ' joined ' .. state ..
+    ' already')
+end
+local parties = redis.call('HGET', state, 'parties')
+if parties and redis.call('HLEN', members) + redis.call('LLEN', order) >= tonumber(parties) then
+  return redis.error_reply('COHORT_FULL all ' .. parties .. ' members of ' .. state ..
+    ' joined already')
+end
+redis.call('HSET', members, ARGV[5], now_ms + tonumber(ARGV[4]))
+return {epoch, 'ok', ''}
+"""
+)
+
+MEMBER_RENEW: Final = (
+    _G
+    + """
+if redis.call('HEXISTS', members, ARGV[5]) == 1 then
+  redis.call('HSET', members, ARGV[5], now_ms + tonumber(ARGV[4]))
+  return {epoch, 1}
+end
+return {epoch, 0}
+"""
+)
+
+# A member reports (ARGV[5] name, ARGV[6] its report as JSON): {epoch, status, reason} with
+# status 'ok' (counted; again for a retry), 'decided' (too late) or 'lapsed' (counted failed).
+MEMBER_REPORT: Final = (
+    _G
+    + """
+if redis.call('HEXISTS', members, ARGV[5]) == 0 then
+  if redis.call('HEXISTS', reports, ARGV[5]) == 1 then
+    local mine = cjson.decode(redis.call('HGET', reports, ARGV[5]))
+    if mine.kind == 'lapsed' then return {epoch, 'lapsed', mine.message} end
+    return {epoch, 'ok', ''}
+  end
+  if decided then return {epoch, 'decided', reason} end
+  return {epoch, 'lapsed', 'the member never joined or its lease lapsed'}
+end
+if decided then return {epoch, 'decided', reason} end
+redis.call('HDEL', members, ARGV[5])
+redis.call('HSET', reports, ARGV[5], ARGV[6])
+redis.call('RPUSH', order, ARGV[5])
+redis.call('PUBLISH', ARGV[3], 'report')
+return {epoch, 'ok', ''}
+"""
+)
+
+GROUP_STATUS: Final = (
+    _G
+    + """
+return {epoch, decided or '', reason}
+"""
+)
