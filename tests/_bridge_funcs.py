@@ -351,3 +351,14 @@ def sleep_holding_the_gil(seconds: int) -> None:
 def sleep_releasing_the_gil(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def span_in_worker(_: object = None) -> tuple[int, int]:
+    """Open a span where this runs (an SDK tracer of its own): its trace id and its
+    parent's span id (0: no parent), to compare with the caller's span."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("worker")
+    with tracer.start_as_current_span("in worker") as span:
+        parent = span.parent  # type: ignore[attr-defined]
+        return span.get_span_context().trace_id, 0 if parent is None else parent.span_id

@@ -218,3 +218,20 @@ def test_cancelled_cluster_start_is_still_closed(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["closed", "left: []"]
+
+
+async def test_trace_context_goes_with_a_dask_task(cluster: Any) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    cohort.instrument(tracer_provider=provider)
+    try:
+        async with DaskExecutor(cluster.scheduler_address) as dask:
+            with provider.get_tracer("test").start_as_current_span("caller") as span:
+                here = span.get_span_context()
+                seen = await dask.run(f.span_in_worker)
+                mapped = await dask.map(f.span_in_worker, range(4), chunksize=2)
+            assert seen == (here.trace_id, here.span_id)
+            assert mapped == [(here.trace_id, here.span_id)] * 4
+    finally:
+        cohort.uninstrument()

@@ -626,3 +626,45 @@ async def test_a_cancelled_aclose_kills_the_workers_and_leaves_the_loop_clean(
     async with checked_pool(1) as pool2:  # the loop runs on, no stale pipes in it
         assert await pool2.run(f.add, 2, 2) == 4
     assert_no_leaks(before)
+
+
+# -- trace context -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _instrumented() -> Iterator[Any]:
+    """cohort instrumented with an SDK tracer provider; yields a tracer of it."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    cohort.instrument(tracer_provider=provider)
+    try:
+        yield provider.get_tracer("test")
+    finally:
+        cohort.uninstrument()
+
+
+async def test_trace_context_goes_with_a_call_to_the_worker() -> None:
+    with _instrumented() as tracer:
+        async with checked_pool(1) as pool:
+            with tracer.start_as_current_span("caller") as span:
+                here = span.get_span_context()
+                seen = await pool.run(f.span_in_worker)
+                mapped = await pool.map(f.span_in_worker, range(6), chunksize=2)
+            assert seen == (here.trace_id, here.span_id)
+            assert mapped == [(here.trace_id, here.span_id)] * 6
+            # No span current: nothing is carried, the worker's span is a root.
+            trace_id, parent = await pool.run(f.span_in_worker)
+            assert parent == 0
+            assert trace_id != here.trace_id
+
+
+async def test_no_trace_context_goes_while_instrumentation_is_off() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    async with checked_pool(1) as pool:
+        with tracer.start_as_current_span("caller") as span:
+            trace_id, parent = await pool.run(f.span_in_worker)
+        assert parent == 0
+        assert trace_id != span.get_span_context().trace_id

@@ -36,7 +36,7 @@ from cohort.examples.fanout.loadtest import make_run
 from cohort.examples.fanout.oracle import Oracle
 from cohort.examples.fanout.plain import PlainService
 from cohort.examples.fanout.service import CALL_TIMEOUT, DEADLINE, Strategy
-from cohort.examples.fanout.stack import STRATEGIES, compare, local_stack
+from cohort.examples.fanout.stack import STRATEGIES, compare, local_service, local_stack
 from cohort.examples.servers import serve
 
 SEED = 1
@@ -253,3 +253,23 @@ async def test_the_page_flow_answers_from_two_catalog_sources_and_cancels_the_th
             assert body["sources"]["recs"] == sorted(r for _, r in answered[:2])
             assert took < DEADLINE
     assert "recs_1" in PAGE.to_mermaid()
+
+
+@virtual_clock
+async def test_the_metrics_endpoint_serves_cohorts_metrics_in_prometheus_text() -> None:
+    async with (
+        local_service(SEED, BROKEN, metrics=True) as (url, _),
+        aiohttp.ClientSession() as client,
+    ):
+        await run_load(client, url, KEYS[:3], ALL, concurrency=3)
+        async with client.get(f"{url}/metrics") as response:
+            assert response.status == 200
+            assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+            text = await response.text()
+    lines = text.splitlines()
+    assert "# TYPE cohort_children_started_total counter" in lines
+    assert "# TYPE cohort_group_duration histogram" in lines
+    started = [ln for ln in lines if ln.startswith("cohort_children_started_total{")]
+    assert started
+    assert sum(float(ln.rsplit(" ", 1)[1]) for ln in started) > 0
+    assert any(ln.startswith("cohort_group_duration_bucket{") and 'le="+Inf"' in ln for ln in lines)

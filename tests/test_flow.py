@@ -904,3 +904,48 @@ async def test_a_policy_of_the_users_own_decides_a_fan_in_as_it_decides_a_group(
 
     result = await flow.run(x=0)
     assert result[joined] == group_done  # the fan-in started when the group was done
+
+
+@vc
+async def test_a_node_cancelled_as_not_needed_says_which_node_went_on_without_it() -> None:
+    """Quorum(2) of s1, s2 and s3 (fed by slow): once met, s3 (never started) and
+    slow (running) are cancelled with a "not needed" reason naming their dependent."""
+    flow = cohort.Flow("why", inputs=["x"])
+    log: dict[str, tuple[float, float]] = {}
+    seen: list[cohort.CancelReason | None] = []
+    flow.node(name="s1")(_with_x(timed(log, "s1", 1.0, "s1")))
+    flow.node(name="s2")(_with_x(timed(log, "s2", 2.0, "s2")))
+
+    @flow.node
+    async def slow(x: int) -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError as exc:
+            seen.append(cohort.cancel_reason(exc))
+            raise
+        return "slow"
+
+    @flow.node
+    async def s3(slow: str) -> str:
+        return slow
+
+    @flow.node(join=cohort.Quorum(2))
+    async def merged(s1: str | None, s2: str | None, s3: str | None) -> list[str]:
+        return [s for s in (s1, s2, s3) if s]
+
+    result = await flow.run(x=0)
+    assert result[merged] == ["s1", "s2"]
+    (caught,) = seen
+    assert caught is not None
+    assert caught.kind == "not needed"
+    assert caught.child == "s3"
+    assert caught.source == "why"
+    assert str(caught) == (
+        "node 'slow' of flow 'why' is not needed any more: 's3' no longer waits for it"
+    )
+    assert result.outcome("slow").cancel_reason == caught
+    s3_reason = result.outcome(s3).cancel_reason
+    assert s3_reason is not None
+    assert s3_reason.kind == "not needed"
+    assert s3_reason.child == "merged"
+    assert result.outcome("s1").cancel_reason is None

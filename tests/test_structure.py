@@ -99,6 +99,7 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     **{(where, f"{name}._cohort_cpu_target"): "the marker a @cpu wrapper carries to workers"
        for where, name in (("cohort/bridge/_default.py", "obj"),
                            ("cohort/bridge/_pool.py", "holder"),
+                           ("cohort/bridge/_wire.py", "self.fn"),
                            ("cohort/bridge/_worker.py", "fn"))},
     ("cohort/bridge/_shared.py", "_shm._pread_all"): "reads a segment as _shm does",
     ("cohort/_flow/_extras.py", "from cohort.bridge._default import ..."): (

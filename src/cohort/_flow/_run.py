@@ -22,6 +22,7 @@ from cohort._flow._invoke import Threads, call
 from cohort._flow._join import decide
 from cohort._flow._result import FlowError, FlowResult, UpstreamFailed
 from cohort._observe._events import EVENTS, emit
+from cohort._observe._reasons import CancelReason
 
 if TYPE_CHECKING:
     from cohort._flow._graph import Flow, Node
@@ -69,6 +70,7 @@ class NodeRecord:
         "n_bad",
         "n_ok",
         "node",
+        "reason",
         "started",
         "state",
         "tally",
@@ -88,6 +90,7 @@ class NodeRecord:
         self.task: asyncio.Task[Any] | None = None  # else its task, once it runs the node
         self.n_ok = 0
         self.n_bad = 0
+        self.reason: CancelReason | None = None  # why the run cancelled it, if it did
 
     @property
     def succeeded(self) -> bool:
@@ -110,6 +113,7 @@ class NodeRecord:
             started,
             self.ended,
             tally[0] if tally else (1 if started is not None else 0),
+            self.reason,
         )
 
 
@@ -243,28 +247,34 @@ class Run:
         node takes, then, in turn, theirs (a chain feeding only a met quorum). A sink
         never: its value is an output."""
         records = self.records
-        stack = list(started.deps)
+        stack = [(dep, started.name) for dep in started.deps]
         while stack:
-            record = records[stack.pop()]
+            name, by = stack.pop()
+            record = records[name]
             node = record.node
             state = record.state
             if (state is not _PENDING and state is not _RUNNING) or not node.dependents:
                 continue  # ended, or a sink
             if any(records[dep.name].state is _PENDING for dep in node.dependents):
                 continue  # still needed
+            handle = record.handle
+            task = record.task if handle is None else handle.task
+            if state is not _PENDING and task is None and handle is None:
+                continue  # its task has not taken its first step: it runs to its end
+            reason = _not_needed(self.flow.name, node.name, by)
             if state is _PENDING:
                 pass  # never to start
-            elif record.handle is not None:
-                record.handle.cancel()
-            elif record.task is not None:
-                cancel_task(record.task)  # the node its task runs now: the chain stops
+            elif task is not None:  # a cancellable node's child, or the task running the node
+                cancel_task(task, reason)  # (the node its task runs now: the chain stops)
             else:
-                continue  # its task has not taken its first step: it runs to its end
+                assert handle is not None
+                handle.cancel()  # queued for a slot of the group: it never runs
+            record.reason = reason
             # Count it as ended now: a task cancelled before its first step
             # never runs its node, so it would never report.
             record.state = _CANCELLED
             self._ended(node, record, False)
-            stack.extend(node.deps)
+            stack.extend((dep, node.name) for dep in node.deps)
 
     # -- running a node ----------------------------------------------------------------
 
@@ -484,3 +494,11 @@ class _RunJoin(Settle):
         if handle.status is _CANCELLED and self.run is not None:
             self.run.cancelled_unrun(handle.name)
         return Decision.CONTINUE
+
+
+def _not_needed(flow: str, node: str, by: str) -> CancelReason:
+    """Why the run cancels ``node``: ``by`` started (or can never start) without it,
+    and nothing else that can still run takes its value."""
+    message = f"node {node!r} of flow {flow!r} is not needed any more: "
+    message += f"{by!r} no longer waits for it"
+    return CancelReason("not needed", message, source=flow, child=by)

@@ -35,6 +35,7 @@ class Sink(Protocol):
     def batch_started(self, stage: str, size: int, waiting: int) -> Any: ...
     def batch_ended(self, span: Any, stage: str, size: int, out: int) -> None: ...
     def detached(self) -> None: ...
+    def carrier(self) -> dict[str, str] | None: ...
 
 
 class _Tee:
@@ -179,6 +180,13 @@ class _Guarded:
             self.inner.detached()
         except Exception:
             _failed("detached")
+
+    def carrier(self) -> dict[str, str] | None:
+        try:
+            return self.inner.carrier()
+        except Exception:
+            _failed("carrier")
+            return None
 
 
 def configure_logging(level: str = "info", *, json: bool = False) -> None:

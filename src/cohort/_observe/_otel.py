@@ -48,7 +48,7 @@ class _Otel:
     """The listener: spans and metrics from cohort's events."""
 
     def __init__(self, tracer: Any, meter: Any) -> None:
-        from opentelemetry import context, trace
+        from opentelemetry import context, propagate, trace
         from opentelemetry.metrics import Observation
         from opentelemetry.trace import Link, Status, StatusCode
 
@@ -56,6 +56,7 @@ class _Otel:
         self.link = Link
         self.context = context
         self.trace = trace
+        self.propagate = propagate
         self.status = Status
         self.error_code = StatusCode.ERROR
         self.groups: dict[GroupState, _Open] = {}
@@ -202,6 +203,15 @@ class _Otel:
         span = self.tracer.start_span("detached", context=root, links=links)
         span.end()
         self.context.attach(self.trace.set_span_in_context(span, root))  # a fresh copy
+
+    def carrier(self) -> dict[str, str] | None:
+        """The current trace context as W3C headers, for a call to another process
+        (``None`` when no span is current)."""
+        if not self.trace.get_current_span().get_span_context().is_valid:
+            return None
+        carrier: dict[str, str] = {}
+        self.propagate.inject(carrier)
+        return carrier
 
     # -- pipeline batches --------------------------------------------------------------
 

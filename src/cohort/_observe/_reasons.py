@@ -31,6 +31,7 @@ ReasonKind = Literal[
     "outside",  # the task running the group was cancelled, with no reason of cohort's
     "shutdown",  # Ctrl-C in cohort.run
     "rejected",  # a sibling's call was refused by a CircuitBreaker or a Bulkhead
+    "not needed",  # a Flow node no node that can still run takes the value of any more
 ]
 
 

@@ -32,7 +32,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, S
 from typing import Any, Never, TypeVar
 
 from cohort._exceptions import ClosedError, SerializationError
-from cohort._observe._events import emit
+from cohort._observe._events import EVENTS, emit
 from cohort._validate import check_flag, keywords_refused
 from cohort.bridge._chunks import (
     ChunkSizer,
@@ -42,7 +42,7 @@ from cohort.bridge._chunks import (
     stream_chunks,
 )
 from cohort.bridge._shared import Shared, released_message
-from cohort.bridge._wire import check_plain, describe
+from cohort.bridge._wire import check_plain, describe, traced
 
 # ``distributed`` is optional and only partly typed: its objects are ``Any`` here.
 Client = Any
@@ -97,6 +97,12 @@ async def _kill_worker_process(dask_worker: Any) -> int | None:
     await process.kill()
     await process.join(timeout=10)
     return pid
+
+
+def _carrier() -> dict[str, str] | None:
+    """The caller's trace context for a task, when instrumentation is on and a span is current."""
+    sink = EVENTS.sink
+    return None if sink is None else sink.carrier()
 
 
 def _apply_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
@@ -288,11 +294,13 @@ class DaskExecutor:
             raise keywords_refused("DaskExecutor.run", fn, args, kwargs, ())
         check_plain(fn)
         client = await self._ensure_client()
+        carrier = _carrier()
         split = _split_shared(fn, args)
         if split is None:
-            future = client.submit(fn, *args, pure=False)
+            future = client.submit(traced(fn, carrier), *args, pure=False)
         else:
             inner, kw, every, was_shared = split
+            inner = traced(inner, carrier)
             future = client.submit(_call_shared, inner, kw, was_shared, every, pure=False)
         return await self._wait(client, [future], future.result)  # type: ignore[no-any-return]
 
@@ -403,11 +411,13 @@ class _DaskChunks:
         self.watched: set[Any] = set()
 
     def submit(self, fn: Any, items: Sequence[Any]) -> Future:
+        carrier = _carrier()
         split = _split_shared(fn, ())
         if split is not None:
             inner, kw, lead, was_shared = split
+            inner = traced(inner, carrier)
             return self.client.submit(_chunk_shared, inner, kw, was_shared, lead, items, pure=False)
-        (future,) = self.client.map(_apply_chunk, [fn], [items], pure=False)
+        (future,) = self.client.map(_apply_chunk, [traced(fn, carrier)], [items], pure=False)
         return future
 
     async def next_done(self, inflight: collections.deque[Future], ordered: bool) -> Future:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Never, TypeVar, TypeVarTuple, Unpack
 
 from cohort._exceptions import ClosedError, SerializationError
-from cohort._observe._events import emit
+from cohort._observe._events import EVENTS, emit
 from cohort._validate import check_count, check_seconds, keywords_refused
 from cohort.bridge import _shm, _wire
 from cohort.bridge._chunks import (
@@ -390,7 +390,11 @@ class ProcessPool(WorkerSlots):
         _wire.check_callable(fn)
         loop = self._ensure_started()
         fn = _by_reference(fn)
-        call = Call(kind, fn, _wire.dumps_request(kind, fn, args), loop.create_future(), size)
+        sent = fn
+        sink = EVENTS.sink
+        if sink is not None:  # instrumented: the caller's trace context goes with the call
+            sent = _wire.traced(fn, sink.carrier())
+        call = Call(kind, fn, _wire.dumps_request(kind, sent, args), loop.create_future(), size)
         self._queue.append(call)
         if self._idle:
             self._dispatch()

@@ -27,6 +27,7 @@ import sys
 import traceback
 import types
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +143,50 @@ class FrameReader:
         if pos:
             del buf[:pos]
         return out
+
+
+class Traced:
+    """A function sent with its caller's trace context (a W3C ``traceparent`` dict from
+    ``opentelemetry.propagate.inject``): where it runs, each call runs with that context
+    attached, so that spans the function opens are children of the caller's span.
+    Without OpenTelemetry there, the function is called as it is."""
+
+    __slots__ = ("carrier", "fn")
+
+    def __init__(self, fn: Any, carrier: dict[str, str]) -> None:
+        self.fn = fn
+        self.carrier = carrier
+
+    def __repr__(self) -> str:
+        return f"Traced({describe(self.fn)})"
+
+    def target(self) -> Any:
+        """The function itself (a ``@cohort.cpu`` wrapper's target where it is one)."""
+        return getattr(self.fn, "_cohort_cpu_target", self.fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with trace_context(self.carrier):
+            return self.target()(*args, **kwargs)
+
+
+def traced(fn: Any, carrier: dict[str, str] | None) -> Any:
+    """``fn`` carrying ``carrier`` (``fn`` itself when there is no context to carry)."""
+    return fn if not carrier else Traced(fn, carrier)
+
+
+@contextlib.contextmanager
+def trace_context(carrier: dict[str, str]) -> Iterator[None]:
+    """Attach the trace context in ``carrier`` for the block, if OpenTelemetry is importable."""
+    try:
+        from opentelemetry import context, propagate
+    except ImportError:
+        yield
+        return
+    token = context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 @dataclass(frozen=True, slots=True)

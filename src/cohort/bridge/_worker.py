@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from cohort.bridge import _shared, _shm, _wire
-from cohort.bridge._wire import READ_SIZE, FrameReader, RemoteFailure
+from cohort.bridge._wire import READ_SIZE, FrameReader, RemoteFailure, Traced, trace_context
 
 POLL_AFTER_REPLY = 100e-6  # seconds to spin for the next request before blocking
 HANGUP_GRACE = 5.0  # seconds a hung-up pipe waits for the parent's exit to be visible
@@ -270,7 +270,11 @@ def _run_chunk(
     t0 = time.perf_counter()
     try:
         # extend() keeps the results obtained before an exception, in a C loop.
-        out.extend(map(fn, items))
+        if type(fn) is Traced:  # the caller's trace context, attached once per chunk
+            with trace_context(fn.carrier):
+                out.extend(map(fn.target(), items))
+        else:
+            out.extend(map(fn, items))
     except BaseException as exc:
         failure = RemoteFailure.capture(exc)
     return out, failure, time.perf_counter() - t0

@@ -46,7 +46,7 @@ import aiohttp
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 import cohort
@@ -160,6 +160,9 @@ class FanoutService:
         deadline: per-request deadline, seconds.
         hedge_delay: seconds before a pricing read is hedged to the next replica.
         tls: the context that verifies HTTPS backends (``None``: the default one).
+        metrics: serve ``/metrics`` in Prometheus' text format: cohort's metrics
+            (``cohort.instrument()`` into an OpenTelemetry SDK meter provider with an
+            in-memory reader, while the service runs). Needs ``opentelemetry-sdk``.
     """
 
     def __init__(
@@ -169,6 +172,7 @@ class FanoutService:
         deadline: float = DEADLINE,
         hedge_delay: float = HEDGE_DELAY,
         tls: ssl.SSLContext | None = None,
+        metrics: bool = False,
     ) -> None:
         self.urls = dict(urls)
         self.tls = tls
@@ -189,13 +193,17 @@ class FanoutService:
         """One circuit breaker per backend, shared by every ``?guard=1`` request."""
         self.hedge_budget = cohort.HedgeBudget(HEDGE_BUDGET)
         """Pays for the pricing hedges of ``?guard=1`` requests."""
-        self.app = Starlette(
-            routes=[
-                Route("/product/{key}", self.product_endpoint),
-                Route("/page/{key}", self.page_endpoint),
-            ],
-            lifespan=self._lifespan,
-        )
+        routes = [
+            Route("/product/{key}", self.product_endpoint),
+            Route("/page/{key}", self.page_endpoint),
+        ]
+        self.metrics: Any = None  # the SDK's metric reader, with metrics=True
+        if metrics:
+            from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+            self.metrics = InMemoryMetricReader()
+            routes.append(Route("/metrics", self.metrics_endpoint))
+        self.app = Starlette(routes=routes, lifespan=self._lifespan)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -207,6 +215,11 @@ class FanoutService:
                 self._sessions[name] = await sessions.enter_async_context(session)
             # Inside the sessions: shutting down waits for the lingering calls first.
             # They end by the deadline the backends were given, plus LINGER.
+            if self.metrics is not None:
+                from opentelemetry.sdk.metrics import MeterProvider
+
+                cohort.instrument(meter_provider=MeterProvider([self.metrics]))
+                sessions.callback(cohort.uninstrument)
             async with cohort.Linger(grace=self.deadline + LINGER) as self._linger:
                 yield
 
@@ -224,6 +237,13 @@ class FanoutService:
         except Exception as exc:  # an ExceptionGroup of the dependencies that failed
             return JSONResponse({"key": key, "error": _describe(exc)}, status_code=502)
         return JSONResponse(body)
+
+    async def metrics_endpoint(self, request: Request) -> PlainTextResponse:
+        """cohort's metrics in Prometheus' text exposition format (0.0.4)."""
+        return PlainTextResponse(
+            prometheus_text(self.metrics.get_metrics_data()),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )
 
     async def page_endpoint(self, request: Request) -> JSONResponse:
         """The product page as a ``cohort.Flow`` (``fanout.page``), under the same deadline."""
@@ -345,3 +365,48 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, BackendError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def prometheus_text(data: Any) -> str:
+    """OpenTelemetry SDK ``MetricsData`` as Prometheus text: dots become underscores,
+    a monotonic sum is a ``counter`` (``_total``), any other sum a ``gauge``, a
+    histogram ``_bucket``/``_sum``/``_count`` series with cumulative buckets."""
+    lines: list[str] = []
+    metrics = [] if data is None else [
+        m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    ]  # fmt: skip
+    for metric in metrics:
+        name = metric.name.replace(".", "_").replace("-", "_")
+        points = metric.data.data_points
+        histogram = hasattr(points[0], "bucket_counts") if points else False
+        if histogram:
+            kind = "histogram"
+        elif getattr(metric.data, "is_monotonic", False):
+            kind, name = "counter", f"{name}_total"
+        else:
+            kind = "gauge"
+        lines.append(f"# HELP {name} {metric.description}")
+        lines.append(f"# TYPE {name} {kind}")
+        for p in points:
+            labels = {k.replace(".", "_"): str(v) for k, v in (p.attributes or {}).items()}
+            if not histogram:
+                lines.append(f"{name}{_labels(labels)} {p.value}")
+                continue
+            total = 0
+            bounds = [*p.explicit_bounds, math.inf]
+            for bound, count in zip(bounds, p.bucket_counts, strict=True):
+                total += count
+                le = "+Inf" if bound == math.inf else repr(float(bound))
+                lines.append(f"{name}_bucket{_labels({**labels, 'le': le})} {total}")
+            lines.append(f"{name}_sum{_labels(labels)} {p.sum}")
+            lines.append(f"{name}_count{_labels(labels)} {p.count}")
+    return "\n".join(lines) + "\n"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    escaped = (
+        v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"') for v in labels.values()
+    )
+    return "{" + ",".join(f'{k}="{v}"' for k, v in zip(labels, escaped, strict=True)) + "}"

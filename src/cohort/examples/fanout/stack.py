@@ -33,13 +33,17 @@ async def local_stack(
 
 @contextlib.asynccontextmanager
 async def local_service(
-    seed: int, backends: Sequence[Backend] = DEFAULT_BACKENDS, outage: Outage | None = None
+    seed: int,
+    backends: Sequence[Backend] = DEFAULT_BACKENDS,
+    outage: Outage | None = None,
+    *,
+    metrics: bool = False,
 ) -> AsyncIterator[tuple[str, FanoutService]]:
     """As ``local_stack``, yielding the service object too (its breakers), with the
     backends taken down and brought back through ``outage``."""
     apps = {b.name: backend_app(b, seed, outage) for b in backends}
     async with serve(apps) as backend_urls:
-        service = FanoutService(backend_urls)
+        service = FanoutService(backend_urls, metrics=metrics)
         async with serve({"fanout": service.app}) as urls:
             yield urls["fanout"], service
 
