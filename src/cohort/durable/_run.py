@@ -519,13 +519,14 @@ class DurableRun:
             )
         if record is not None and record.status in _DONE:
             assert self._loop is not None
-            slot = self._loop.create_future()
-            state.slots[record.seq] = slot
+            loop = self._loop
             done = record
 
             def replay(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
                 coro.close()
-                return self._replay_child(state, done, slot)
+                slot = loop.create_future()
+                state.slots[done.seq] = slot  # once the child exists: its end sets it
+                return _Replay(self._replay_child(state, done, slot), slot)
 
             return name, replay
 
@@ -849,6 +850,48 @@ class DurableRun:
         self._crash.at("after-effect")
         self._after_put()
         return len(batch)
+
+
+class _Replay(Coroutine[Any, Any, Any]):
+    """A recorded child's replay (``_replay_child``), which sets ``slot`` when it ends,
+    even when it never began: a child cancelled before its first step (its task
+    cancelled, or dropped from its group's queue) is closed without running, and
+    the children recorded after it must not wait for it."""
+
+    __slots__ = ("_coro", "_slot")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], slot: asyncio.Future[None]) -> None:
+        self._coro = coro
+        self._slot = slot
+
+    def _release(self) -> None:
+        if not self._slot.done():
+            self._slot.set_result(None)
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        try:
+            return self._coro.throw(*exc)
+        except BaseException:
+            self._release()  # it ended (thrown into before it began: without running)
+            raise
+
+    def close(self) -> None:
+        self._coro.close()
+        self._release()
+
+    def __await__(self) -> Any:
+        return self._coro.__await__()
+
+    @property
+    def cr_frame(self) -> Any:  # seen by the hang analysis, as a coroutine's
+        return getattr(self._coro, "cr_frame", None)
+
+    @property
+    def cr_await(self) -> Any:
+        return getattr(self._coro, "cr_await", None)
 
 
 async def _after_replays(slots: list[asyncio.Future[None]]) -> None:
