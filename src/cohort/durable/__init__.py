@@ -36,6 +36,7 @@ from cohort.durable._store import (
     RunBusyError,
     RunRecord,
     StepRecord,
+    StepRow,
     Store,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "RunRecord",
     "SQLiteStore",
     "StepRecord",
+    "StepRow",
     "Store",
     "ValueEncodingError",
     "current_run",
