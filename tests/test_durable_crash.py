@@ -151,3 +151,34 @@ def test_the_crash_loop_harness_kills_at_random_moments_and_points_then_compares
         crash_loop([sys.executable, "-c", "raise SystemExit(1)"], random_kills=0)
     with pytest.raises(ValueError, match="crash_point is one of"):
         crash_loop(command, crash_point="nowhere")
+
+
+_TWICE = textwrap.dedent(
+    """
+    import asyncio, sys
+    import cohort.durable as durable
+    async def main(db, log):
+        async with durable.run("r", store=db) as run:
+            def send():
+                with open(log, "a") as out:
+                    out.write(durable.idempotency_key() + "\\n")
+                return "sent"
+            print(await run.step(send))
+    asyncio.run(main(sys.argv[1], sys.argv[1] + ".log"))
+    """
+)
+
+
+def test_a_step_body_killed_before_its_record_commits_runs_again_with_the_same_key(
+    tmp_path: Path,
+) -> None:
+    program = tmp_path / "twice.py"
+    program.write_text(_TWICE)
+    db = tmp_path / "runs.db"
+    assert _run(db, "after-effect", program).returncode == -9  # body done, record not
+    first = _run(db, "", program)
+    again = _run(db, "", program)  # recorded now: the body does not run a third time
+    assert (first.returncode, first.stdout, again.stdout) == (0, "sent\n", "sent\n")
+    keys = Path(f"{db}.log").read_text().splitlines()
+    assert len(keys) == 2  # at least once: twice here
+    assert keys[0] == keys[1]  # one idempotency key for both: a service can drop the second
