@@ -538,6 +538,7 @@ class DurableRun:
 
             def replay(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
                 coro.close()
+                self._replayed.add(path)  # its insides never run again, even if cancelled
                 slot = loop.create_future()
                 state.slots[done[3]] = slot  # once the child exists: its end sets it
                 return _Replay(self._replay_child(state, done, slot), slot)
@@ -616,8 +617,7 @@ class DurableRun:
     async def _replay_child(
         self, state: _GroupState, record: StepRow, slot: asyncio.Future[None]
     ) -> Any:
-        path, status, _, at, _ = record
-        self._replayed.add(path)
+        _, status, _, at, _ = record
         try:
             earlier = [slot for seq, slot in state.slots.items() if seq < at]
             await _after_replays(earlier)
