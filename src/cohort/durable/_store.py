@@ -109,7 +109,8 @@ class DecisionRecord:
 class Store(abc.ABC):
     """Where durable runs are recorded. Methods are called from one thread at a time.
 
-    The owner of a run calls ``acquire`` (lock + new epoch), ``load``, then
+    The owner of a run calls ``acquire`` (lock + new epoch), ``load_index``
+    (whose default reads ``load``; ``load`` itself serves inspection), then
     ``put_step``/``put_decision`` any number of times and ``flush`` to commit
     what is pending; ``finish`` marks the run's end and ``release`` gives it up.
     """
