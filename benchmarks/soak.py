@@ -478,6 +478,7 @@ def durable_crash_loops(random_kills: int, point_kills: int, seed: int) -> list[
                         )
                     except CrashLoopError as exc:
                         problems.append(f"{label}, {kind}: {exc}")
+                        print(f"durable {label}, {kind}: FAILED: {exc}", flush=True)
                         tally["failed loops"] += 1
                         continue
                     got = result.point_kills if point is not None else result.kills
