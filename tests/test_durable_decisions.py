@@ -159,3 +159,39 @@ async def test_a_recorded_child_cancelled_before_its_first_step_does_not_hold_up
         "cancelled" if name == cancelled else "succeeded" for name in ("a", "b", "c")
     ]
     assert calls == ["c"]
+
+
+@pytest.mark.virtual_clock
+async def test_a_step_recorded_inside_a_loser_cut_short_sooner_on_resume_is_no_divergence(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+
+    async def slow() -> str:
+        await durable.step(lambda: "sent", name="inner")  # recorded before the crash
+        await asyncio.sleep(5)
+        return "slow"
+
+    async def fast() -> str:
+        await asyncio.sleep(1)
+        return "fast"
+
+    async def body() -> object:
+        async with (
+            durable.run("r", store=db),
+            cohort.TaskGroup(join=cohort.FirstWins(), name="g") as g,
+        ):
+            g.spawn(slow, name="slow")
+            g.spawn(fast, name="fast")
+        return g.result
+
+    assert await body() == "fast"
+    # A crash before the loser's end was recorded: its inner step was.
+    store = durable.SQLiteStore(db)
+    epoch = store.acquire("r")
+    store.discard_steps("r", ["g/slow"])
+    store.execute_in_commit("DELETE FROM decisions WHERE run_id = ?", [("r",)])
+    store.flush("r", epoch)
+    store.close()
+    # Resumed, the loser is cut short before it reaches "inner": not a divergence.
+    assert await body() == "fast"

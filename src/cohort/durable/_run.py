@@ -243,6 +243,9 @@ class DurableRun:
         # is not here was never reached.
         self._claimed: set[str] = set()
         self._replayed: set[str] = set()
+        # Children and steps cancelled in this run: what they recorded inside before a
+        # crash was not reached this time (a loser cut short sooner), not a divergence.
+        self._cut: set[str] = set()
         self._unnamed_groups: dict[tuple[str, ...], int] = {}
         self._groups: weakref.WeakKeyDictionary[TaskGroup, _GroupState] = (
             weakref.WeakKeyDictionary()
@@ -324,17 +327,17 @@ class DurableRun:
 
     def _check_divergence(self) -> None:
         missing = []
-        claimed, values, replayed = self._claimed, self._values, self._replayed
+        claimed, values, replayed, cut = self._claimed, self._values, self._replayed, self._cut
 
         def replayed_at(path: str) -> bool:  # a plain step recorded ok replays when reached
-            return path in replayed or (path in values and path in claimed)
+            return path in replayed or path in cut or (path in values and path in claimed)
 
         for path in [*values, *self._recorded]:
             if path in claimed:
                 continue
             parts = path.split("/")
             if any(replayed_at("/".join(parts[:i])) for i in range(1, len(parts))):
-                continue  # inside a child or step that replayed: its insides never ran again
+                continue  # inside one that replayed (its insides never ran again) or was cut
             missing.append(path)
         if not missing:
             return
@@ -645,6 +648,7 @@ class DurableRun:
                 await _cancel_self()
         except asyncio.CancelledError:
             coro.close()
+            self._cut.add(path)
             self._note_cancelled(state, path, time.time())
             raise
         return await self._execute(path, coro, record, state)
@@ -734,6 +738,7 @@ class DurableRun:
                 if inspect.isawaitable(value):
                     value = await value
         except asyncio.CancelledError:
+            self._cut.add(path)
             if state is not None:
                 self._note_cancelled(state, path, started)
             raise
