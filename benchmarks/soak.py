@@ -458,8 +458,10 @@ def durable_crash_loops(random_kills: int, point_kills: int, seed: int) -> list[
             for kind, point in plans:
                 wanted = random_kills if point is None else point_kills
                 done = tries = idle = 0
-                # A point this program never reaches (3 loops in a row without a kill
-                # there) ends its plan: it is reported as unreached.
+                # The n-th time the point is reached, n drawn up to `reach`: halved after
+                # a loop without a kill there (a program that reaches it fewer times); a
+                # point never reached (3 loops without a kill at n = 1) ends the plan.
+                reach = 60 if point == "after-effect" else 5
                 while done < wanted and tries < 3 * wanted and idle < 3:
                     db = tmp / f"run-{tally['loops']}.db"
                     tally["loops"] += 1
@@ -472,7 +474,7 @@ def durable_crash_loops(random_kills: int, point_kills: int, seed: int) -> list[
                             random_kills=chunk if point is None else 0,
                             crash_point=point,
                             point_kills=chunk,
-                            point_range=60 if point == "after-effect" else 5,
+                            point_range=reach,
                             seed=rng.randrange(2**32),
                             timeout=120,
                         )
@@ -484,7 +486,12 @@ def durable_crash_loops(random_kills: int, point_kills: int, seed: int) -> list[
                     got = result.point_kills if point is not None else result.kills
                     tally[f"{kind} kills"] += got
                     done += got
-                    idle = idle + 1 if got == 0 else 0
+                    if got:
+                        idle = 0
+                    elif reach > 1:
+                        reach //= 2
+                    else:
+                        idle += 1
                     if program in HAS_SINK:  # the crash-free run's rows, each once
                         rows, distinct = _sink_rows(db)
                         tally["duplicate rows"] += rows - distinct
