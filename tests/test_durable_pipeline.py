@@ -141,3 +141,17 @@ def test_a_pipeline_with_a_sql_sink_sigkilled_resumes_exactly_once(
     read, ok, dropped, _ = map(int, result.output.split()[:4])
     assert (read, ok + dropped) == (300, 300)
     assert result.output.splitlines()[1] == f"sink {ok} {ok}"  # 0 lost, 0 duplicate rows
+
+
+async def test_a_resumed_item_ledger_adds_to_the_batches_recorded_before_not_over_them(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+    for offset in range(3):  # three runs, each moving one more item
+        async with durable.run("r", store=db) as run:
+            ledger = run.item_ledger("p", 1)
+            assert sorted(ledger.recorded) == list(range(offset))
+            ledger.reach(offset, 1, f"v{offset}")
+    async with durable.run("r", store=db) as run:
+        recorded = run.item_ledger("p", 1).recorded
+    assert recorded == {i: (1, False, f"v{i}") for i in range(3)}

@@ -427,8 +427,7 @@ class DurableRun:
             for offset, stage, dropped, value in self._decode(row):
                 recorded[offset] = (stage, dropped, value)
         ledger = ItemLedger(self, prefix, stages, keep_last, recorded)
-        ledger.batches = batches[-1][3] if batches else 0
-        ledger = ItemLedger(self, prefix, stages, keep_last, recorded)
+        ledger.batches = batches[-1][3] if batches else 0  # new batches follow these
         self._ledgers.append(ledger)
         return ledger
 
