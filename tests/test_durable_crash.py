@@ -52,7 +52,8 @@ def _crash_free_output() -> str:
     return expected.stdout
 
 
-@pytest.mark.parametrize("crash", ["after-effect@105", "decision@1", "in-commit@3"])
+# after-effect: the sink's, flow's and pipeline's tests here, and the soak (every point).
+@pytest.mark.parametrize("crash", ["decision@1", "in-commit@3"])
 def test_a_fanout_killed_at_a_crash_point_resumes_to_the_crash_free_output(
     tmp_path: Path, crash: str
 ) -> None:
@@ -109,7 +110,8 @@ def test_an_effect_killed_before_its_result_is_reported_on_resume(tmp_path: Path
 SINK = Path(__file__).with_name("_durable_sink_prog.py")
 
 
-@pytest.mark.parametrize("crash", ["in-commit@2", "after-effect@17"])
+# in-commit: the harness's test below (the same program), and the soak.
+@pytest.mark.parametrize("crash", ["after-effect@17"])
 def test_a_transactional_sink_killed_mid_run_writes_every_row_exactly_once(
     tmp_path: Path, crash: str
 ) -> None:
@@ -143,12 +145,12 @@ def test_the_crash_loop_harness_kills_at_random_moments_and_points_then_compares
         reference=[*command, str(tmp_path / "clean.db")],
         random_kills=1,
         crash_point="in-commit",
-        point_range=3,
+        point_range=1,  # the first commit of the run armed: it always comes
         seed=5,
     )
     assert result.output == result.expected == "400\n"
     assert result.kills >= 1
-    assert result.point_kills <= 1
+    assert result.point_kills <= 1  # none when a run ended before its random kill
     assert result.runs == result.kills + 1
     with sqlite3.connect(tmp_path / "runs.db") as check:
         assert check.execute("SELECT count(*), count(DISTINCT v) FROM sink").fetchone() == (
