@@ -16,9 +16,11 @@ flows run on the virtual clock, each checked for a hang, a lost error, a
 wrong error or a task left (the property test's checker).
 
 Durable runs: first, the durable test programs (a fan-out of 100 under
-Gather, Quorum and FirstWins; 40 batches written by a transactional sink)
-are SIGKILLed ``--durable-kills`` times at random moments and
-``--durable-point-kills`` times at each injected crash point reached, through
+Gather, Quorum and FirstWins with effect steps; 40 batches written by a
+transactional sink; a Flow with a map_over and a Quorum fan-in; a 3-stage
+pipeline into a transactional SQLite sink) are SIGKILLed ``--durable-kills``
+times at random moments and ``--durable-point-kills`` times at each injected
+crash point reached (a point a program never reaches is skipped), through
 ``cohort.testing.crash_loop``: every loop must end with the crash-free
 output, with no hang, and the sink with each row exactly once.
 
@@ -418,9 +420,12 @@ def random_flows(n: int, seed: int) -> list[str]:
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 DURABLE_PROGRAMS = {
-    "fan-out (Gather, Quorum, FirstWins)": TESTS / "_durable_prog.py",
+    "fan-out (Gather, Quorum, FirstWins, effect steps)": TESTS / "_durable_prog.py",
     "transactional sink": TESTS / "_durable_sink_prog.py",
+    "flow (Quorum fan-in, map_over)": TESTS / "_durable_flow_prog.py",
+    "3-stage pipeline, transactional SQLite sink": TESTS / "_durable_pipe_prog.py",
 }
+HAS_SINK = {TESTS / "_durable_sink_prog.py", TESTS / "_durable_pipe_prog.py"}
 
 
 def _sink_rows(db: Path) -> tuple[int, int]:
@@ -452,8 +457,12 @@ def durable_crash_loops(random_kills: int, point_kills: int, seed: int) -> list[
             reference = [sys.executable, str(program), str(tmp / "clean.db")]
             for kind, point in plans:
                 wanted = random_kills if point is None else point_kills
-                done = tries = 0
-                while done < wanted and tries < 3 * wanted:  # a point never reached ends it
+                done = tries = idle = 0
+                # The n-th time the point is reached, n drawn up to `reach`: halved after
+                # a loop without a kill there (a program that reaches it fewer times); a
+                # point never reached (3 loops without a kill at n = 1) ends the plan.
+                reach = 60 if point == "after-effect" else 5
+                while done < wanted and tries < 3 * wanted and idle < 3:
                     db = tmp / f"run-{tally['loops']}.db"
                     tally["loops"] += 1
                     chunk = min(10, wanted - done)
@@ -465,21 +474,28 @@ def durable_crash_loops(random_kills: int, point_kills: int, seed: int) -> list[
                             random_kills=chunk if point is None else 0,
                             crash_point=point,
                             point_kills=chunk,
-                            point_range=60 if point == "after-effect" else 5,
+                            point_range=reach,
                             seed=rng.randrange(2**32),
                             timeout=120,
                         )
                     except CrashLoopError as exc:
                         problems.append(f"{label}, {kind}: {exc}")
+                        print(f"durable {label}, {kind}: FAILED: {exc}", flush=True)
                         tally["failed loops"] += 1
                         continue
                     got = result.point_kills if point is not None else result.kills
                     tally[f"{kind} kills"] += got
                     done += got
-                    if "sink" in label:
+                    if got:
+                        idle = 0
+                    elif reach > 1:
+                        reach //= 2
+                    else:
+                        idle += 1
+                    if program in HAS_SINK:  # the crash-free run's rows, each once
                         rows, distinct = _sink_rows(db)
                         tally["duplicate rows"] += rows - distinct
-                        tally["lost rows"] += 400 - distinct
+                        tally["lost rows"] += _sink_rows(tmp / "clean.db")[1] - distinct
         kills = ", ".join(f"{tally[f'{k} kills']} {k}" for k, _ in plans)
         print(
             f"durable {label}: {tally['loops']} crash loops in "

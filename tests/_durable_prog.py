@@ -1,5 +1,6 @@
 """A durable program for the crash tests: fan-outs of 100 under Gather, Quorum and
-FirstWins, children finishing in a seeded random order; prints its outputs as JSON."""
+FirstWins, children finishing in a seeded random order, a few of them through an
+effect step; prints its outputs as JSON."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ async def main(db: str) -> None:
     async def work(i: int) -> int:
         for _ in range(delays[i]):
             await asyncio.sleep(0)
+        if i % 25 == 0:  # an external effect (harmless to repeat): "started" first
+            return await durable.step(lambda: i * i, name="publish", effect=True)
         return i * i
 
-    async with durable.run("fanout", store=db) as run:
+    async with durable.run("fanout", store=db, on_ambiguous="rerun") as run:
         async with cohort.TaskGroup(name="gather") as g:
             for i in range(100):
                 g.spawn(work, i, name=f"c{i}")

@@ -124,3 +124,77 @@ async def test_a_partial_timeout_stays_partial_on_replay(ledger: Ledger) -> None
     kinds = sorted((d.path, d.kind) for d in store.load("r")[1])
     store.close()
     assert kinds == [("g", "end"), ("g", "timeout")]
+
+
+@pytest.mark.virtual_clock
+@pytest.mark.parametrize(("cancelled", "limit"), [("a", None), ("b", 1)])  # a task; queued
+async def test_a_recorded_child_cancelled_before_its_first_step_does_not_hold_up_the_rest(
+    tmp_path: Path, cancelled: str, limit: int | None
+) -> None:
+    db = tmp_path / "runs.db"
+    calls: list[str] = []
+
+    async def work(name: str, delay: float) -> str:
+        calls.append(name)
+        await asyncio.sleep(delay)
+        return await durable.step(lambda: name, name="inner")  # never reached again
+
+    async def body(cancel_first: bool) -> list[str]:
+        async with durable.run("r", store=db), cohort.TaskGroup(name="g", limit=limit) as g:
+            handles = {n: g.spawn(work, n, d, name=n) for n, d in [("a", 1.0), ("b", 2.0)]}
+            g.spawn(work, "c", 3.0, name="c")
+            if cancel_first:
+                handles[cancelled].cancel()  # before its first step: its replay never begins
+        return [o.status.value for o in g.outcomes]
+
+    assert await body(False) == ["succeeded"] * 3
+    # A crash before "c" was recorded: "a" and "b" replay, "c" runs again.
+    store = durable.SQLiteStore(db)
+    epoch = store.acquire("r")
+    store.discard_steps("r", ["g/c"])
+    store.execute_in_commit("DELETE FROM decisions WHERE run_id = ?", [("r",)])
+    store.flush("r", epoch)
+    store.close()
+    calls.clear()
+    async with asyncio.timeout(60):  # virtual seconds: a hang fails here
+        statuses = await body(True)
+    assert statuses == [
+        "cancelled" if name == cancelled else "succeeded" for name in ("a", "b", "c")
+    ]
+    assert calls == ["c"]
+
+
+@pytest.mark.virtual_clock
+async def test_a_step_recorded_inside_a_loser_cut_short_sooner_on_resume_is_no_divergence(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+
+    async def slow() -> str:
+        await durable.step(lambda: "sent", name="inner")  # recorded before the crash
+        await asyncio.sleep(5)
+        return "slow"
+
+    async def fast() -> str:
+        await asyncio.sleep(1)
+        return "fast"
+
+    async def body() -> object:
+        async with (
+            durable.run("r", store=db),
+            cohort.TaskGroup(join=cohort.FirstWins(), name="g") as g,
+        ):
+            g.spawn(slow, name="slow")
+            g.spawn(fast, name="fast")
+        return g.result
+
+    assert await body() == "fast"
+    # A crash before the loser's end was recorded: its inner step was.
+    store = durable.SQLiteStore(db)
+    epoch = store.acquire("r")
+    store.discard_steps("r", ["g/slow"])
+    store.execute_in_commit("DELETE FROM decisions WHERE run_id = ?", [("r",)])
+    store.flush("r", epoch)
+    store.close()
+    # Resumed, the loser is cut short before it reaches "inner": not a divergence.
+    assert await body() == "fast"

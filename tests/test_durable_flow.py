@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,20 @@ from _ledger import Ledger
 from cohort.testing import crash_loop
 
 FLOW = Path(__file__).with_name("_durable_flow_prog.py")
+
+
+@functools.cache
+def _crash_free_output() -> str:
+    """The program's output without a crash (run once for the module's tests)."""
+    with tempfile.TemporaryDirectory(prefix="cohort-test-durable-") as where:
+        done = subprocess.run(
+            [sys.executable, str(FLOW), str(Path(where) / "clean.db")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    return done.stdout
 
 
 async def test_a_finished_flow_node_is_not_run_again_on_resume(ledger: Ledger) -> None:
@@ -96,13 +113,12 @@ def test_a_flow_with_a_quorum_and_a_map_sigkilled_resumes_to_the_crash_free_outp
     command = [sys.executable, str(FLOW)]
     result = crash_loop(
         [*command, str(tmp_path / "runs.db")],
-        reference=[*command, str(tmp_path / "clean.db")],
-        random_kills=1,
+        random_kills=0,  # random kills: the harness's test, and the soak
         crash_point=point,
-        point_kills=2,
-        point_range=12,
+        point_kills=1,
+        point_range=12 if point == "after-effect" else 1,
         seed=7,
     )
     assert result.kills >= 1
-    assert result.output == result.expected
+    assert result.output == _crash_free_output()
     assert result.output.splitlines()[1] == "[8555, 8556]"

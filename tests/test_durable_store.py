@@ -17,6 +17,7 @@ from cohort.durable import (
     RunBusyError,
     SQLiteStore,
     StepRecord,
+    Store,
 )
 
 
@@ -40,6 +41,34 @@ def test_records_are_buffered_until_flush_then_committed_together(ledger: Ledger
     assert decisions == [DecisionRecord("r", "g", "winners", '["g/b"]', 1)]
     store.close()
     other.close()
+
+
+def test_the_resume_index_splits_plain_values_from_ordered_rows_as_load_does(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "runs.db")
+    epoch = store.acquire("r")
+    store.put_step(StepRecord("r", "s", "ok", b"1", -1, 1, 1.0, 2.0))  # a plain step
+    store.put_step(StepRecord("r", "g/c", "ok", b"2", 0, 1, 1.0, 2.0))  # a child, ordered
+    store.put_step(StepRecord("r", "e", "error", b"3", -1, 2, 1.0, 2.0))
+    store.put_step(StepRecord("r", "x", "started", None, 0, 1, 1.0, None))
+    store.put_step(StepRecord("r", "other", "ok", b"4", -1, 1, 1.0, 2.0))
+    store.put_decision(DecisionRecord("r", "g", "end", "{}", -1))
+    store.flush("r", epoch)
+    other = store.acquire("q")
+    store.put_step(StepRecord("q", "other", "ok", b"5", -1, 1, 1.0, 2.0))  # another run's
+    store.flush("q", other)
+    values, rows, decisions = store.load_index("r")
+    assert values == {"s": b"1", "other": b"4"}
+    assert rows == {
+        "g/c": ("g/c", "ok", b"2", 0, 1),
+        "e": ("e", "error", b"3", -1, 2),
+        "x": ("x", "started", None, 0, 1),
+    }
+    assert decisions == [DecisionRecord("r", "g", "end", "{}", -1)]
+    # The interface's default, built from load(), answers the same (another store's).
+    assert Store.load_index(store, "r") == (values, rows, decisions)
+    store.close()
 
 
 def test_store_uses_wal_and_the_sync_mode_asked_for(tmp_path: Path) -> None:

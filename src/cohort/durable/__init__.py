@@ -37,6 +37,7 @@ from cohort.durable._store import (
     RunBusyError,
     RunRecord,
     StepRecord,
+    StepRow,
     Store,
 )
 from cohort.durable._worker import program, programs, work
@@ -59,6 +60,7 @@ __all__ = [
     "RunRecord",
     "SQLiteStore",
     "StepRecord",
+    "StepRow",
     "Store",
     "ValueEncodingError",
     "current_run",

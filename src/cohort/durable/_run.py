@@ -36,6 +36,7 @@ from cohort.durable._store import (
     DivergenceError,
     DurableError,
     StepRecord,
+    StepRow,
     Store,
 )
 
@@ -242,16 +243,24 @@ class DurableRun:
         self._on_divergence = on_divergence
         self._on_ambiguous = on_ambiguous
         self.epoch = 0
-        self._recorded: dict[str, StepRecord] = {}
+        # What the ledger holds, by path: the encoded value of each plain step
+        # recorded ok (decoded when it replays), and every other step's row.
+        self._values: dict[str, bytes] = {}
+        self._recorded: dict[str, StepRow] = {}
         self._decisions: dict[tuple[str, str], DecisionRecord] = {}
-        self._visited: set[str] = set()
+        # Every path named in this run (steps, children, groups, flows, nodes,
+        # pipelines): names are unique in their scope, and a recorded path that
+        # is not here was never reached.
+        self._claimed: set[str] = set()
         self._replayed: set[str] = set()
-        self._names: dict[tuple[str, ...], set[str]] = {}
+        # Children and steps cancelled in this run: what they recorded inside before a
+        # crash was not reached this time (a loser cut short sooner), not a divergence.
+        self._cut: set[str] = set()
         self._unnamed_groups: dict[tuple[str, ...], int] = {}
         self._groups: weakref.WeakKeyDictionary[TaskGroup, _GroupState] = (
             weakref.WeakKeyDictionary()
         )
-        self._max_seq: dict[str, int] = {}  # group path -> its highest recorded seq
+        self._max_seq: dict[str, int] | None = None  # group path -> its highest recorded seq
         # Groups not yet seen closed, by the path they were opened in.
         self._open: dict[tuple[str, ...], list[_GroupState]] = {}
         self._flush_scheduled = False
@@ -279,20 +288,12 @@ class DurableRun:
         else:
             self.epoch = self.store.acquire(self.run_id, wait=0.0, steal=self._steal)
         try:
-            steps, decisions = self.store.load(self.run_id)
+            self._values, self._recorded, decisions = self.store.load_index(self.run_id)
         except BaseException:
             self.store.release(self.run_id)
             raise
-        self._recorded = {r[1]: r for r in steps}
-        self.resumed = bool(steps)
+        self.resumed = bool(self._values or self._recorded)
         self._decisions = {(d.path, d.kind): d for d in decisions}
-        max_seq = self._max_seq
-        for record in steps:
-            seq = record.seq
-            if seq >= 0:
-                parent = record.path.rpartition("/")[0]
-                if max_seq.get(parent, -1) < seq:
-                    max_seq[parent] = seq
         self._task = asyncio.current_task()
         self._loop = asyncio.get_running_loop()
         if self._crash.point == "in-commit" and isinstance(self.store, SQLiteStore | PostgresStore):
@@ -336,12 +337,17 @@ class DurableRun:
 
     def _check_divergence(self) -> None:
         missing = []
-        for path in self._recorded:
-            if path in self._visited:
+        claimed, values, replayed, cut = self._claimed, self._values, self._replayed, self._cut
+
+        def replayed_at(path: str) -> bool:  # a plain step recorded ok replays when reached
+            return path in replayed or path in cut or (path in values and path in claimed)
+
+        for path in [*values, *self._recorded]:
+            if path in claimed:
                 continue
             parts = path.split("/")
-            if any("/".join(parts[:i]) in self._replayed for i in range(1, len(parts))):
-                continue  # inside a child that replayed: its insides never ran again
+            if any(replayed_at("/".join(parts[:i])) for i in range(1, len(parts))):
+                continue  # inside one that replayed (its insides never ran again) or was cut
             missing.append(path)
         if not missing:
             return
@@ -410,7 +416,7 @@ class DurableRun:
 
     def decode(self, record: StepRecord) -> Any:
         """A recorded step's value (its recorded error raised)."""
-        return self._decode(record)
+        return self._decode((record.path, record.status, record.value, record.seq, 0))
 
     def item_ledger(self, name: str, stages: int, *, keep_last: bool = True) -> ItemLedger:
         """The item ledger of a pipeline named ``name`` in the current path, with
@@ -418,23 +424,20 @@ class DurableRun:
         name = _name_of(None, name, "a durable pipeline")
         parent = _path_var.get()
         self._note_closed(parent)
-        self._claim(parent, name, "pipeline")
-        path = "/".join((*parent, name))
-        self._visited.add(path)
+        path = self._claim(parent, name, "pipeline")
         self._replayed.add(path)  # its items are the ledger's, not children
         prefix = path + "/"
         batches = []
-        for key, record in self._recorded.items():
+        for key, row in self._recorded.items():
             if key.startswith(prefix) and key[len(prefix) : len(prefix) + 1] == "#":
-                batches.append(record)
-        batches.sort(key=lambda r: r.seq)
+                batches.append(row)
+        batches.sort(key=lambda r: r[3])  # by seq
         recorded: dict[int, tuple[int, bool, Any]] = {}
-        for record in batches:
-            for offset, stage, dropped, value in self._decode(record):
+        for row in batches:
+            for offset, stage, dropped, value in self._decode(row):
                 recorded[offset] = (stage, dropped, value)
         ledger = ItemLedger(self, prefix, stages, keep_last, recorded)
-        ledger.batches = batches[-1].seq if batches else 0
-        ledger = ItemLedger(self, prefix, stages, keep_last, recorded)
+        ledger.batches = batches[-1][3] if batches else 0  # new batches follow these
         self._ledgers.append(ledger)
         return ledger
 
@@ -462,24 +465,40 @@ class DurableRun:
                 "encodable value or pass another codec= to the run"
             ) from exc
 
-    def _decode(self, record: StepRecord) -> Any:
-        if record.status == "ok":
-            assert record.value is not None
-            return self.codec.decode(record.value)
-        assert record.value is not None
-        raise decode_error(record.value)
+    def _decode(self, row: StepRow) -> Any:
+        """A recorded step's value (its recorded error raised)."""
+        _, status, value, _, _ = row
+        assert value is not None
+        if status == "ok":
+            return self.codec.decode(value)
+        raise decode_error(value)
 
     # -- names --------------------------------------------------------------------------
 
-    def _claim(self, parent: tuple[str, ...], name: str, what: str) -> None:
-        taken = self._names.setdefault(parent, set())
-        if name in taken:
+    def _claim(self, parent: tuple[str, ...], name: str, what: str) -> str:
+        """Name ``name`` in ``parent`` (refused if taken there); its path."""
+        path = "/".join((*parent, name))
+        if path in self._claimed:
             where = "/".join(parent) or "the run's body"
             raise ValueError(
                 f"durable run {self.run_id!r}: a {what} named {name!r} already exists in "
                 f"{where}; names must be unique there: pass name= to tell them apart"
             )
-        taken.add(name)
+        self._claimed.add(path)
+        return path
+
+    def _next_seq(self, group_path: str) -> int:
+        """The seq after the highest recorded in the group at ``group_path`` (the
+        index is built when a run first opens a group)."""
+        max_seq = self._max_seq
+        if max_seq is None:
+            max_seq = self._max_seq = {}
+            for path, _, _, seq, _ in self._recorded.values():
+                if seq >= 0:
+                    parent = path.rpartition("/")[0]
+                    if max_seq.get(parent, -1) < seq:
+                        max_seq[parent] = seq
+        return max_seq.get(group_path, -1) + 1
 
     def _group_state(self, group: TaskGroup) -> _GroupState:
         state = self._groups.get(group)
@@ -493,10 +512,9 @@ class DurableRun:
             elif "/" in name:
                 raise ValueError(f"a group in a durable run has a name without '/': {name!r}")
             self._note_closed(parent)
-            self._claim(parent, name, "group")
+            key = self._claim(parent, name, "group")
             path = (*parent, name)
-            state = _GroupState(group, path, self._max_seq.get("/".join(path), -1) + 1)
-            key = "/".join(path)
+            state = _GroupState(group, path, self._next_seq(key))
             timeout = self._decisions.get((key, "timeout"))
             if timeout is not None:
                 state.timeout_seq = timeout.seq
@@ -512,12 +530,10 @@ class DurableRun:
         try:
             name = _name_of(fn, name, "spawn")
             state = self._group_state(group)
-            self._claim(state.path, name, "child")
+            path = self._claim(state.path, name, "child")
         except BaseException:
             close_coroutines((fn,))
             raise
-        path = "/".join((*state.path, name))
-        self._visited.add(path)
         record = self._recorded.get(path)
         if state.ended and record is None and self._on_divergence == "fail":
             close_coroutines((fn,))
@@ -527,15 +543,17 @@ class DurableRun:
                 "which the record shows closed without it; fix the code, or pass "
                 'on_divergence="discard" to run it all the same'
             )
-        if record is not None and record.status in _DONE:
+        if record is not None and record[1] in _DONE:
             assert self._loop is not None
-            slot = self._loop.create_future()
-            state.slots[record.seq] = slot
+            loop = self._loop
             done = record
 
             def replay(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
                 coro.close()
-                return self._replay_child(state, done, slot)
+                self._replayed.add(path)  # its insides never run again, even if cancelled
+                slot = loop.create_future()
+                state.slots[done[3]] = slot  # once the child exists: its end sets it
+                return _Replay(self._replay_child(state, done, slot), slot)
 
             return name, replay
 
@@ -557,11 +575,12 @@ class DurableRun:
         prefix = "/".join(path) + "/"
         assert self._loop is not None
         replay = FlowReplay(path, 0)
-        for key, record in self._recorded.items():
-            if key.startswith(prefix) and "/" not in key[len(prefix) :] and record.seq >= 0:
-                if record.status in ("ok", "error"):
-                    replay.slots[record.seq] = self._loop.create_future()
-                replay.next_seq = max(replay.next_seq, record.seq + 1)
+        for key, row in self._recorded.items():
+            seq = row[3]
+            if key.startswith(prefix) and "/" not in key[len(prefix) :] and seq >= 0:
+                if row[1] in ("ok", "error"):
+                    replay.slots[seq] = self._loop.create_future()
+                replay.next_seq = max(replay.next_seq, seq + 1)
         return replay
 
     def flow_scope(self, replay: FlowReplay) -> tuple[Token[Any], Token[Any]]:
@@ -580,15 +599,14 @@ class DurableRun:
         """Run a flow's node ``call()`` once as the step ``<flow>/<name>``: a recorded
         one replays after the nodes recorded as ending before it; a live one starts
         after every recorded one has replayed (so a join sees the same ones first)."""
-        self._claim(replay.path, name, "node")
-        path = "/".join((*replay.path, name))
-        self._visited.add(path)
+        path = self._claim(replay.path, name, "node")
         record = self._recorded.get(path)
-        if record is not None and record.seq in replay.slots:
-            slot = replay.slots[record.seq]
+        if record is not None and record[3] in replay.slots:
+            at = record[3]
+            slot = replay.slots[at]
             self._replayed.add(path)
             try:
-                earlier = [s for seq, s in replay.slots.items() if seq < record.seq]
+                earlier = [s for seq, s in replay.slots.items() if seq < at]
                 await _after_replays(earlier)
                 return self._decode(record)
             finally:
@@ -609,14 +627,14 @@ class DurableRun:
     # -- children -----------------------------------------------------------------------
 
     async def _replay_child(
-        self, state: _GroupState, record: StepRecord, slot: asyncio.Future[None]
+        self, state: _GroupState, record: StepRow, slot: asyncio.Future[None]
     ) -> Any:
-        self._replayed.add(record.path)
+        _, status, _, at, _ = record
         try:
-            earlier = [slot for seq, slot in state.slots.items() if seq < record.seq]
+            earlier = [slot for seq, slot in state.slots.items() if seq < at]
             await _after_replays(earlier)
-            if record.status == "cancelled":
-                if state.timeout_seq is not None and record.seq >= state.timeout_seq:
+            if status == "cancelled":
+                if state.timeout_seq is not None and at >= state.timeout_seq:
                     state.group.cancel()  # the recorded timeout fires here
                 await _cancel_self()
             return self._decode(record)
@@ -629,7 +647,7 @@ class DurableRun:
         state: _GroupState,
         path: str,
         coro: Coroutine[Any, Any, Any],
-        record: StepRecord | None,
+        record: StepRow | None,
     ) -> Any:
         group = state.group
         try:
@@ -639,6 +657,7 @@ class DurableRun:
                 await _cancel_self()
         except asyncio.CancelledError:
             coro.close()
+            self._cut.add(path)
             self._note_cancelled(state, path, time.time())
             raise
         return await self._execute(path, coro, record, state)
@@ -685,7 +704,7 @@ class DurableRun:
         self,
         path: str,
         work: Coroutine[Any, Any, Any] | Callable[[], Any],
-        record: StepRecord | None,
+        record: StepRow | None,
         state: _GroupState | None,
         effect: bool = False,
         order: FlowReplay | None = None,
@@ -693,9 +712,9 @@ class DurableRun:
     ) -> Any:
         """Run a child or step that is not recorded as done, and record how it ends
         (``order``: a flow's node, its completion counted there)."""
-        attempt = 1 if record is None else record.attempt + 1
+        attempt = 1 if record is None else record[4] + 1
         started = time.time()
-        if record is not None and record.status == "started":
+        if record is not None and record[1] == "started":
             if self._on_ambiguous == "fail":
                 if inspect.iscoroutine(work):
                     work.close()
@@ -728,6 +747,7 @@ class DurableRun:
                 if inspect.isawaitable(value):
                     value = await value
         except asyncio.CancelledError:
+            self._cut.add(path)
             if state is not None:
                 self._note_cancelled(state, path, started)
             raise
@@ -804,29 +824,28 @@ class DurableRun:
         ``effect=True`` marks an external effect: "started" is committed before
         ``fn`` runs, so a crash in between is reported on resume (``on_ambiguous``).
         """
-        name = _name_of(fn, name, "step")
+        if name is None or type(name) is not str or not name or "/" in name:
+            name = _name_of(fn, name, "step")
         parent = _path_var.get()
         if parent in self._open:
             self._note_closed(parent)
-        taken = self._names.get(parent)
-        if taken is None or name in taken:
-            self._claim(parent, name, "step")  # the first, or a duplicate (refused)
-        else:
-            taken.add(name)
-        parts = (*parent, name)
-        path = "/".join(parts)
-        self._visited.add(path)
+        path = "/".join(parent) + "/" + name if parent else name
+        claimed = self._claimed
+        if path in claimed:
+            self._claim(parent, name, "step")  # a duplicate: refused
+        claimed.add(path)
+        data = self._values.get(path)
+        if data is not None:  # it replays (seen so by _check_divergence: no note kept)
+            return self.codec.decode(data)
         record = self._recorded.get(path)
         if record is not None:
-            status = record.status
-            if status == "ok":
-                self._replayed.add(path)
-                return self.codec.decode(record.value)  # type: ignore[arg-type]
+            status = record[1]
             if status in _DONE:
                 self._replayed.add(path)
                 if status == "cancelled":
                     raise asyncio.CancelledError
                 return self._decode(record)
+        parts = (*parent, name)
         return await self._execute(path, lambda: fn(*args), record, None, effect, parts=parts)
 
     async def write_rows(self, sql: str, rows: Iterable[Sequence[Any]], *, name: str) -> int:
@@ -839,17 +858,16 @@ class DurableRun:
         name = _name_of(None, name, "write_rows")
         parent = _path_var.get()
         self._note_closed(parent)
-        self._claim(parent, name, "step")
-        path = "/".join((*parent, name))
-        self._visited.add(path)
-        record = self._recorded.get(path)
-        if record is not None and record.status == "ok":
+        path = self._claim(parent, name, "step")
+        data = self._values.get(path)
+        if data is not None:
             self._replayed.add(path)
-            value: int = self._decode(record)
+            value: int = self.codec.decode(data)
             return value
+        record = self._recorded.get(path)
         batch = [tuple(row) for row in rows]
         started = time.time()
-        attempt = 1 if record is None else record.attempt + 1
+        attempt = 1 if record is None else record[4] + 1
         data = self._encode(path, len(batch))
         # Buffered together, with no await in between: one commit holds both.
         self.store.execute_in_commit(sql, batch)
@@ -859,6 +877,48 @@ class DurableRun:
         self._crash.at("after-effect")
         self._after_put()
         return len(batch)
+
+
+class _Replay(Coroutine[Any, Any, Any]):
+    """A recorded child's replay (``_replay_child``), which sets ``slot`` when it ends,
+    even when it never began: a child cancelled before its first step (its task
+    cancelled, or dropped from its group's queue) is closed without running, and
+    the children recorded after it must not wait for it."""
+
+    __slots__ = ("_coro", "_slot")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], slot: asyncio.Future[None]) -> None:
+        self._coro = coro
+        self._slot = slot
+
+    def _release(self) -> None:
+        if not self._slot.done():
+            self._slot.set_result(None)
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        try:
+            return self._coro.throw(*exc)
+        except BaseException:
+            self._release()  # it ended (thrown into before it began: without running)
+            raise
+
+    def close(self) -> None:
+        self._coro.close()
+        self._release()
+
+    def __await__(self) -> Any:
+        return self._coro.__await__()
+
+    @property
+    def cr_frame(self) -> Any:  # seen by the hang analysis, as a coroutine's
+        return getattr(self._coro, "cr_frame", None)
+
+    @property
+    def cr_await(self) -> Any:
+        return getattr(self._coro, "cr_await", None)
 
 
 async def _after_replays(slots: list[asyncio.Future[None]]) -> None:

@@ -28,6 +28,7 @@ from cohort.durable._store import (
     RunRecord,
     RunState,
     StepRecord,
+    StepRow,
     Store,
 )
 
@@ -64,6 +65,14 @@ CREATE TABLE IF NOT EXISTS decisions (
 
 _PUT_STEP = "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _PUT_DECISION = "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?)"
+_LOAD_VALUES = (
+    "SELECT path, value FROM steps WHERE run_id = ? AND status = 'ok' AND seq < 0"
+    " AND value IS NOT NULL"
+)
+_LOAD_ROWS = (
+    "SELECT path, status, value, seq, attempt FROM steps WHERE run_id = ?"
+    " AND NOT (status = 'ok' AND seq < 0 AND value IS NOT NULL)"
+)
 _DEL_STEP = "DELETE FROM steps WHERE run_id = ? AND path = ?"
 
 
@@ -179,6 +188,19 @@ class SQLiteStore(Store):
             for row in self._db.execute("SELECT * FROM decisions WHERE run_id = ?", (run_id,))
         ]
         return steps, decisions
+
+    def load_index(
+        self, run_id: str
+    ) -> tuple[dict[str, bytes], dict[str, StepRow], list[DecisionRecord]]:
+        db = self._db
+        # Two columns, no Python code per row: the steps that replay as a value.
+        values = dict(db.execute(_LOAD_VALUES, (run_id,)))
+        rows = {row[0]: row for row in db.execute(_LOAD_ROWS, (run_id,))}
+        decisions = [
+            DecisionRecord(*row)
+            for row in db.execute("SELECT * FROM decisions WHERE run_id = ?", (run_id,))
+        ]
+        return values, rows, decisions
 
     def put_step(self, record: StepRecord) -> None:
         self._steps.append(record)  # a tuple in the table's column order

@@ -37,6 +37,7 @@ __all__ = [
     "RunBusyError",
     "RunRecord",
     "StepRecord",
+    "StepRow",
     "Store",
     "StepStatus",
 ]
@@ -90,6 +91,11 @@ class StepRecord(NamedTuple):
     ended: float | None
 
 
+StepRow = tuple[str, StepStatus, bytes | None, int, int]
+"""A recorded step as a resume reads it (``Store.load_index``): path, status,
+encoded value, its place in its group's completion order, attempts."""
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionRecord:
     """A group's journaled join decision (``kind``: ``timeout`` or ``winners``)."""
@@ -104,7 +110,8 @@ class DecisionRecord:
 class Store(abc.ABC):
     """Where durable runs are recorded. Methods are called from one thread at a time.
 
-    The owner of a run calls ``acquire`` (lock + new epoch), ``load``, then
+    The owner of a run calls ``acquire`` (lock + new epoch), ``load_index``
+    (whose default reads ``load``; ``load`` itself serves inspection), then
     ``put_step``/``put_decision`` any number of times and ``flush`` to commit
     what is pending; ``finish`` marks the run's end and ``release`` gives it up.
     """
@@ -122,6 +129,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def load(self, run_id: str) -> tuple[list[StepRecord], list[DecisionRecord]]:
         """Everything recorded for ``run_id``."""
+
+    def load_index(
+        self, run_id: str
+    ) -> tuple[dict[str, bytes], dict[str, StepRow], list[DecisionRecord]]:
+        """What a resume needs: the encoded value of each step recorded ``ok`` with
+        no place in an order (``seq < 0``: a ``step()``, the bulk of a long run), by
+        path; every other step as a ``StepRow`` ``(path, status, value, seq,
+        attempt)``, by path; and the decisions. A store may answer it with a few
+        queries of these columns only, without building records."""
+        steps, decisions = self.load(run_id)
+        values: dict[str, bytes] = {}
+        rows: dict[str, StepRow] = {}
+        for r in steps:
+            if r.status == "ok" and r.seq < 0 and r.value is not None:
+                values[r.path] = r.value
+            else:
+                rows[r.path] = (r.path, r.status, r.value, r.seq, r.attempt)
+        return values, rows, decisions
 
     @abc.abstractmethod
     def put_step(self, record: StepRecord) -> None:
