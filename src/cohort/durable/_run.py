@@ -33,6 +33,7 @@ from cohort.durable._replay import FlowReplay, GroupState, Replay, after_replays
 from cohort.durable._sqlite import SQLiteStore
 from cohort.durable._steps import DONE, Steps
 from cohort.durable._store import (
+    BufferedStore,
     DecisionRecord,
     DivergenceError,
     StepRecord,
@@ -147,7 +148,7 @@ class DurableRun(Steps):
         self._decisions = {(d.path, d.kind): d for d in decisions}
         self._task = asyncio.current_task()
         self._loop = asyncio.get_running_loop()
-        if self._crash.point == "in-commit" and isinstance(self.store, SQLiteStore | PostgresStore):
+        if self._crash.point == "in-commit" and isinstance(self.store, BufferedStore):
             self.store.before_commit = lambda: self._crash.at("in-commit")
         self._tokens = (run_var.set(self), path_var.set(()), spawn_hook.set(self._on_spawn))
         return self
