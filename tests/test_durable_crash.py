@@ -135,7 +135,7 @@ def test_a_transactional_sink_killed_mid_run_writes_every_row_exactly_once(
 def test_the_crash_loop_harness_kills_at_random_moments_and_points_then_compares(
     tmp_path: Path,
 ) -> None:
-    from cohort.durable._run import CRASH_POINTS as DURABLE_POINTS
+    from cohort.durable._crash import CRASH_POINTS as DURABLE_POINTS
     from cohort.testing import CRASH_POINTS, CrashLoopError, crash_loop
 
     assert CRASH_POINTS == DURABLE_POINTS

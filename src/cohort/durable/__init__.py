@@ -13,21 +13,14 @@ from __future__ import annotations
 
 from cohort._public import publish as _publish
 from cohort.durable._codec import Codec, JsonCodec, PickleCodec, RecordedError
+from cohort.durable._context import current_run, epoch, idempotency_key, step, write_rows
 from cohort.durable._flows import resume_flow, run_flow
+from cohort.durable._ledger import ItemLedger
 from cohort.durable._postgres import PostgresStore, migrate
-from cohort.durable._run import (
-    DurableRun,
-    FlowReplay,
-    ItemLedger,
-    ValueEncodingError,
-    current_run,
-    epoch,
-    idempotency_key,
-    run,
-    step,
-    write_rows,
-)
+from cohort.durable._replay import FlowReplay
+from cohort.durable._run import DurableRun, run
 from cohort.durable._sqlite import SQLiteStore
+from cohort.durable._steps import ValueEncodingError
 from cohort.durable._store import (
     AmbiguousStepError,
     DecisionRecord,

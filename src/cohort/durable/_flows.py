@@ -23,7 +23,9 @@ from cohort._core._retry import attempt_all
 from cohort._core._scopes import fail_after
 from cohort.bridge import to_process
 from cohort.durable._codec import Codec
-from cohort.durable._run import DurableRun, FlowReplay, current_run, open_store, run
+from cohort.durable._context import current_run
+from cohort.durable._replay import FlowReplay
+from cohort.durable._run import DurableRun, open_store, run
 from cohort.durable._store import Store
 
 if TYPE_CHECKING:

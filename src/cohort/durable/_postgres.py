@@ -32,17 +32,16 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cohort.durable._store import (
+    BufferedStore,
     DecisionRecord,
     FencedError,
     RunBusyError,
     RunRecord,
     RunState,
     StepRecord,
-    Store,
 )
 
 if TYPE_CHECKING:
@@ -192,7 +191,7 @@ def _key(schema: str, run_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-class PostgresStore(Store):
+class PostgresStore(BufferedStore):
     """A ledger in a PostgreSQL database (tables in ``schema``, created if missing).
 
     Args:
@@ -237,17 +236,12 @@ class PostgresStore(Store):
         self._sql_fenced_steps = _FENCED_STEPS.format(s=s)
         self._sql_put_decision = _PUT_DECISION.format(s=s)
         self._sql_del_step = _DEL_STEP.format(s=s)
+        super().__init__()
         # run id -> "held" (its advisory lock), "stolen" (steal=True: none), "lost"
         # (the session ended: the next commit takes it again or is fenced)
         self._locks: dict[str, str] = {}
-        self._steps: list[tuple[Any, ...]] = []
-        self._decisions: list[tuple[Any, ...]] = []
-        self._deletes: list[tuple[str, str]] = []
-        self._statements: list[tuple[str, list[tuple[Any, ...]]]] = []
         self._closed = threading.Event()
         self._claimed: dict[str, int] = {}  # run id -> epoch: claim()ed, not acquired yet
-        # Called inside each commit's transaction, just before COMMIT (crash tests).
-        self.before_commit: Callable[[], None] | None = None
         self._heartbeat = threading.Thread(
             target=self._beat, name="cohort-pg-heartbeat", daemon=True
         )
@@ -371,18 +365,6 @@ class PostgresStore(Store):
             [DecisionRecord(*row) for row in decisions],
         )
 
-    def put_step(self, record: StepRecord) -> None:
-        self._steps.append(record)
-
-    def put_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        self._steps.extend(rows)
-
-    def put_decision(self, record: DecisionRecord) -> None:
-        self._decisions.append((record.run_id, record.path, record.kind, record.value, record.seq))
-
-    def discard_steps(self, run_id: str, paths: list[str]) -> None:
-        self._deletes.extend((run_id, path) for path in paths)
-
     def execute_in_commit(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         """Buffer ``executemany(sql, rows)`` (``%s`` placeholders) into the next commit:
         a sink's rows in this database are committed in the same transaction as the
@@ -406,26 +388,16 @@ class PostgresStore(Store):
                 ) from exc
         self._statements.append((sql, rows))
 
-    @property
-    def pending(self) -> int:
-        return len(self._steps) + len(self._decisions) + len(self._deletes) + len(self._statements)
-
-    def flush(self, run_id: str, epoch: int) -> None:
-        self._commit(run_id, epoch, None)
-
-    def finish(self, run_id: str, epoch: int, state: RunState) -> None:
-        self._commit(run_id, epoch, state)
-
-    def _commit(self, run_id: str, epoch: int, state: RunState | None) -> None:
-        if not self.pending and state is None:
-            return
-        steps, decisions, deletes, statements = (
-            self._steps,
-            self._decisions,
-            self._deletes,
-            self._statements,
-        )
-        self._steps, self._decisions, self._deletes, self._statements = [], [], [], []
+    def _write(
+        self,
+        run_id: str,
+        epoch: int,
+        state: RunState | None,
+        steps: list[tuple[Any, ...]],
+        decisions: list[tuple[Any, ...]],
+        deletes: list[tuple[str, str]],
+        statements: list[tuple[str, list[tuple[Any, ...]]]],
+    ) -> None:
         s = self.schema
         now = time.time()
         with self._mutex:

@@ -11,65 +11,40 @@ recorded completion order), and one that finishes is recorded.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import inspect
 import json
 import os
 import re
-import signal
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from contextvars import ContextVar, Token
+from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import Token
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal
 
 from cohort._core._group import TaskGroup, close_coroutines, spawn_hook
 from cohort._core._policies import Decision, Quorum
-from cohort.durable._codec import Codec, PickleCodec, decode_error, encode_error
+from cohort.durable._codec import Codec, PickleCodec
+from cohort.durable._context import name_of, path_var, run_var
+from cohort.durable._crash import Crash
+from cohort.durable._ledger import LEDGER_AT, LEDGER_EVERY, ItemLedger
 from cohort.durable._postgres import PostgresStore
+from cohort.durable._replay import FlowReplay, GroupState, Replay, after_replays, cancel_self
 from cohort.durable._sqlite import SQLiteStore
+from cohort.durable._steps import DONE, Steps
 from cohort.durable._store import (
-    AmbiguousStepError,
+    BufferedStore,
     DecisionRecord,
     DivergenceError,
-    DurableError,
     StepRecord,
     StepRow,
     Store,
 )
 
-__all__ = [
-    "DurableRun",
-    "open_store",
-    "FlowReplay",
-    "ItemLedger",
-    "ValueEncodingError",
-    "current_run",
-    "epoch",
-    "idempotency_key",
-    "run",
-    "step",
-    "write_rows",
-]
+__all__ = ["DurableRun", "open_store", "run"]
 
-T = TypeVar("T")
-
-_run_var: ContextVar[DurableRun | None] = ContextVar("cohort_durable_run", default=None)
-# The structural path of the code running now: () in a run's body, else the
-# segments of the child or step it runs in.
-_path_var: ContextVar[tuple[str, ...]] = ContextVar("cohort_durable_path", default=())
 _DEFAULT_GROUP_NAME = re.compile(r"TaskGroup-\d+")
 _FLUSH_AT = 512  # records pending: commit now rather than at the end of the iteration
-# A pipeline's item ledger commits every _LEDGER_EVERY seconds, or at _LEDGER_AT items.
-_LEDGER_EVERY = 0.02
-_LEDGER_AT = 4096
-_DONE = ("ok", "error", "cancelled")
-
-# Injected crash points for the crash-loop harness: COHORT_DURABLE_CRASH=point[@n]
-# SIGKILLs the process the n-th time (1 by default) it reaches that point.
-CRASH_POINTS = ("before-effect", "after-effect", "in-commit", "decision")
 
 
 def open_store(store: Store | str | os.PathLike[str], sync: Literal["group", "step"]) -> Store:
@@ -87,128 +62,7 @@ def open_store(store: Store | str | os.PathLike[str], sync: Literal["group", "st
     )
 
 
-class ValueEncodingError(DurableError, TypeError):
-    """A step's value could not be encoded by the run's codec."""
-
-
-class _Crash:
-    """The crash point this process was told to die at, if any."""
-
-    def __init__(self) -> None:
-        spec = os.environ.get("COHORT_DURABLE_CRASH", "")
-        point, _, count = spec.partition("@")
-        self.point = point
-        self.left = int(count or 1)
-
-    def at(self, point: str) -> None:
-        if point == self.point:
-            self.left -= 1
-            if self.left <= 0:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _GroupState:
-    """What a run knows of one task group: its path, and its replay of the record."""
-
-    __slots__ = (
-        "completed",
-        "ended",
-        "group",
-        "next_seq",
-        "ok_order",
-        "path",
-        "slots",
-        "timeout_seq",
-    )
-
-    def __init__(self, group: TaskGroup, path: tuple[str, ...], next_seq: int) -> None:
-        self.group = group
-        self.path = path
-        self.next_seq = next_seq
-        # seq -> a future done once that recorded child has replayed
-        self.slots: dict[int, asyncio.Future[None]] = {}
-        self.ok_order: list[str] = []  # paths that succeeded, in completion order
-        self.timeout_seq: int | None = None  # a recorded partial timeout fired here
-        self.completed = False
-        self.ended = False  # the record says this group closed (a new child diverges)
-
-    def take_seq(self) -> int:
-        seq = self.next_seq
-        self.next_seq += 1
-        return seq
-
-
-class ItemLedger:
-    """A durable pipeline's item ledger: source offset -> the stage it reached.
-
-    A stage notes an item's new value in memory (``reach``, ``drop``,
-    ``write``); the run commits what moved since its last commit as one row
-    (path ``<pipeline>/#<n>``, ``seq`` n) whose value is the list of
-    ``[offset, stage reached (1-based), dropped, value]``: an item that moved
-    through several stages meanwhile is listed once. ``recorded`` is what a
-    resumed run found: offset -> (stage, dropped, value).
-    """
-
-    __slots__ = ("batches", "dirty", "keep_last", "prefix", "recorded", "run", "stages")
-
-    def __init__(
-        self,
-        run: DurableRun,
-        prefix: str,
-        stages: int,
-        keep_last: bool,
-        recorded: dict[int, tuple[int, bool, Any]],
-    ) -> None:
-        self.run = run
-        self.prefix = prefix
-        self.stages = stages
-        self.keep_last = keep_last
-        self.recorded = recorded
-        self.batches = 0
-        self.dirty: dict[int, tuple[int, bool, Any]] = {}
-
-    def reach(self, offset: int, stage: int, value: Any) -> None:
-        """Item ``offset`` left stage ``stage`` (1-based) with ``value``."""
-        dirty = self.dirty
-        dirty[offset] = (stage, False, value)
-        if len(dirty) == 1 or len(dirty) >= _LEDGER_AT:
-            self.run.touch(len(dirty))
-
-    def drop(self, offset: int, stage: int) -> None:
-        """Stage ``stage`` dropped item ``offset``: it is finished."""
-        dirty = self.dirty
-        dirty[offset] = (stage, True, None)
-        self.run.touch(len(dirty))
-
-    def write(self, offset: int, stage: int, value: Any, sql: str, rows: list[Any]) -> None:
-        """A transactional sink: ``rows`` written by ``sql`` in the same commit as
-        item ``offset`` reaching ``stage``: exactly once."""
-        if rows:
-            self.run.store.execute_in_commit(sql, rows)
-        self.dirty[offset] = (stage, False, value)  # no await since: one commit holds both
-        self.run.crash_point("after-effect")
-        self.run.touch(len(self.dirty))
-
-
-class FlowReplay:
-    """What a run knows of one flow it runs: the path of its nodes, and the
-    replay of their recorded completions (in order)."""
-
-    __slots__ = ("next_seq", "path", "slots")
-
-    def __init__(self, path: tuple[str, ...], next_seq: int) -> None:
-        self.path = path
-        self.next_seq = next_seq
-        # seq -> a future done once that recorded node has replayed
-        self.slots: dict[int, asyncio.Future[None]] = {}
-
-    def take_seq(self) -> int:
-        seq = self.next_seq
-        self.next_seq += 1
-        return seq
-
-
-class DurableRun:
+class DurableRun(Steps):
     """An open durable run (made by :func:`run`); use it with ``async with``."""
 
     def __init__(
@@ -257,18 +111,16 @@ class DurableRun:
         # crash was not reached this time (a loser cut short sooner), not a divergence.
         self._cut: set[str] = set()
         self._unnamed_groups: dict[tuple[str, ...], int] = {}
-        self._groups: weakref.WeakKeyDictionary[TaskGroup, _GroupState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._groups: weakref.WeakKeyDictionary[TaskGroup, GroupState] = weakref.WeakKeyDictionary()
         self._max_seq: dict[str, int] | None = None  # group path -> its highest recorded seq
         # Groups not yet seen closed, by the path they were opened in.
-        self._open: dict[tuple[str, ...], list[_GroupState]] = {}
+        self._open: dict[tuple[str, ...], list[GroupState]] = {}
         self._flush_scheduled = False
         self._failure: BaseException | None = None
         self._task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tokens: tuple[Token[Any], Token[Any], Token[Any]] | None = None
-        self._crash = _Crash()
+        self._crash = Crash()
         self._ledgers: list[ItemLedger] = []
         self._ledger_timer: asyncio.TimerHandle | None = None
         self.resumed = False
@@ -296,9 +148,9 @@ class DurableRun:
         self._decisions = {(d.path, d.kind): d for d in decisions}
         self._task = asyncio.current_task()
         self._loop = asyncio.get_running_loop()
-        if self._crash.point == "in-commit" and isinstance(self.store, SQLiteStore | PostgresStore):
+        if self._crash.point == "in-commit" and isinstance(self.store, BufferedStore):
             self.store.before_commit = lambda: self._crash.at("in-commit")
-        self._tokens = (_run_var.set(self), _path_var.set(()), spawn_hook.set(self._on_spawn))
+        self._tokens = (run_var.set(self), path_var.set(()), spawn_hook.set(self._on_spawn))
         return self
 
     async def __aexit__(
@@ -310,8 +162,8 @@ class DurableRun:
         assert self._tokens is not None
         run_token, path_token, hook_token = self._tokens
         spawn_hook.reset(hook_token)
-        _path_var.reset(path_token)
-        _run_var.reset(run_token)
+        path_var.reset(path_token)
+        run_var.reset(run_token)
         self._tokens = None
         if self._ledger_timer is not None:
             self._ledger_timer.cancel()
@@ -398,13 +250,13 @@ class DurableRun:
 
     def touch(self, pending: int) -> None:
         """Note that ``pending`` items of a pipeline's ledger wait in memory: they are
-        committed in groups, every ``_LEDGER_EVERY`` seconds or ``_LEDGER_AT`` items
+        committed in groups, every ``LEDGER_EVERY`` seconds or ``LEDGER_AT`` items
         (an item that moves through several stages meanwhile is one row)."""
-        if self.sync == "step" or pending >= _LEDGER_AT:
+        if self.sync == "step" or pending >= LEDGER_AT:
             self._flush()
         elif self._ledger_timer is None:
             assert self._loop is not None
-            self._ledger_timer = self._loop.call_later(_LEDGER_EVERY, self._ledger_due)
+            self._ledger_timer = self._loop.call_later(LEDGER_EVERY, self._ledger_due)
 
     def _ledger_due(self) -> None:
         self._ledger_timer = None
@@ -421,8 +273,8 @@ class DurableRun:
     def item_ledger(self, name: str, stages: int, *, keep_last: bool = True) -> ItemLedger:
         """The item ledger of a pipeline named ``name`` in the current path, with
         ``stages`` stages: what each source offset reached, recorded by this run."""
-        name = _name_of(None, name, "a durable pipeline")
-        parent = _path_var.get()
+        name = name_of(None, name, "a durable pipeline")
+        parent = path_var.get()
         self._note_closed(parent)
         path = self._claim(parent, name, "pipeline")
         self._replayed.add(path)  # its items are the ledger's, not children
@@ -455,37 +307,7 @@ class DurableRun:
         """Commit every pending record now."""
         self._flush()
 
-    def _encode(self, path: str, value: Any) -> bytes:
-        try:
-            return self.codec.encode(value)
-        except Exception as exc:
-            raise ValueEncodingError(
-                f"durable step {path!r} of run {self.run_id!r} returned a value that "
-                f"{self.codec!r} cannot encode ({type(exc).__name__}: {exc}); return an "
-                "encodable value or pass another codec= to the run"
-            ) from exc
-
-    def _decode(self, row: StepRow) -> Any:
-        """A recorded step's value (its recorded error raised)."""
-        _, status, value, _, _ = row
-        assert value is not None
-        if status == "ok":
-            return self.codec.decode(value)
-        raise decode_error(value)
-
     # -- names --------------------------------------------------------------------------
-
-    def _claim(self, parent: tuple[str, ...], name: str, what: str) -> str:
-        """Name ``name`` in ``parent`` (refused if taken there); its path."""
-        path = "/".join((*parent, name))
-        if path in self._claimed:
-            where = "/".join(parent) or "the run's body"
-            raise ValueError(
-                f"durable run {self.run_id!r}: a {what} named {name!r} already exists in "
-                f"{where}; names must be unique there: pass name= to tell them apart"
-            )
-        self._claimed.add(path)
-        return path
 
     def _next_seq(self, group_path: str) -> int:
         """The seq after the highest recorded in the group at ``group_path`` (the
@@ -500,10 +322,10 @@ class DurableRun:
                         max_seq[parent] = seq
         return max_seq.get(group_path, -1) + 1
 
-    def _group_state(self, group: TaskGroup) -> _GroupState:
+    def _group_state(self, group: TaskGroup) -> GroupState:
         state = self._groups.get(group)
         if state is None:
-            parent = _path_var.get()
+            parent = path_var.get()
             name = group.name
             if _DEFAULT_GROUP_NAME.fullmatch(name):
                 n = self._unnamed_groups.get(parent, 0) + 1
@@ -514,7 +336,7 @@ class DurableRun:
             self._note_closed(parent)
             key = self._claim(parent, name, "group")
             path = (*parent, name)
-            state = _GroupState(group, path, self._next_seq(key))
+            state = GroupState(group, path, self._next_seq(key))
             timeout = self._decisions.get((key, "timeout"))
             if timeout is not None:
                 state.timeout_seq = timeout.seq
@@ -528,7 +350,7 @@ class DurableRun:
         self, group: TaskGroup, fn: object, name: str | None
     ) -> tuple[str, Callable[[Coroutine[Any, Any, Any]], Coroutine[Any, Any, Any]]]:
         try:
-            name = _name_of(fn, name, "spawn")
+            name = name_of(fn, name, "spawn")
             state = self._group_state(group)
             path = self._claim(state.path, name, "child")
         except BaseException:
@@ -543,7 +365,7 @@ class DurableRun:
                 "which the record shows closed without it; fix the code, or pass "
                 'on_divergence="discard" to run it all the same'
             )
-        if record is not None and record[1] in _DONE:
+        if record is not None and record[1] in DONE:
             assert self._loop is not None
             loop = self._loop
             done = record
@@ -553,7 +375,7 @@ class DurableRun:
                 self._replayed.add(path)  # its insides never run again, even if cancelled
                 slot = loop.create_future()
                 state.slots[done[3]] = slot  # once the child exists: its end sets it
-                return _Replay(self._replay_child(state, done, slot), slot)
+                return Replay(self._replay_child(state, done, slot), slot)
 
             return name, replay
 
@@ -567,8 +389,8 @@ class DurableRun:
     def flow_replay(self, name: str) -> FlowReplay:
         """Open the flow named ``name`` in the current path: its nodes' records, in
         their recorded completion order (``flow_node`` replays them so)."""
-        name = _name_of(None, name, "a durable flow")
-        parent = _path_var.get()
+        name = name_of(None, name, "a durable flow")
+        parent = path_var.get()
         self._note_closed(parent)
         self._claim(parent, name, "flow")
         path = (*parent, name)
@@ -586,12 +408,12 @@ class DurableRun:
     def flow_scope(self, replay: FlowReplay) -> tuple[Token[Any], Token[Any]]:
         """Enter ``replay``'s flow: its own tasks are not recorded as children (its
         nodes are, by ``flow_node``); reset with ``flow_scope_end``."""
-        return (_path_var.set(replay.path), spawn_hook.set(None))
+        return (path_var.set(replay.path), spawn_hook.set(None))
 
     def flow_scope_end(self, tokens: tuple[Token[Any], Token[Any]]) -> None:
         path_token, hook_token = tokens
         spawn_hook.reset(hook_token)
-        _path_var.reset(path_token)
+        path_var.reset(path_token)
 
     async def flow_node(
         self, replay: FlowReplay, name: str, call: Callable[[], Awaitable[Any]]
@@ -607,12 +429,12 @@ class DurableRun:
             self._replayed.add(path)
             try:
                 earlier = [s for seq, s in replay.slots.items() if seq < at]
-                await _after_replays(earlier)
+                await after_replays(earlier)
                 return self._decode(record)
             finally:
                 if not slot.done():
                     slot.set_result(None)
-        await _after_replays(list(replay.slots.values()))
+        await after_replays(list(replay.slots.values()))
         hook = self._on_spawn
 
         async def work() -> Any:
@@ -627,16 +449,16 @@ class DurableRun:
     # -- children -----------------------------------------------------------------------
 
     async def _replay_child(
-        self, state: _GroupState, record: StepRow, slot: asyncio.Future[None]
+        self, state: GroupState, record: StepRow, slot: asyncio.Future[None]
     ) -> Any:
         _, status, _, at, _ = record
         try:
             earlier = [slot for seq, slot in state.slots.items() if seq < at]
-            await _after_replays(earlier)
+            await after_replays(earlier)
             if status == "cancelled":
                 if state.timeout_seq is not None and at >= state.timeout_seq:
                     state.group.cancel()  # the recorded timeout fires here
-                await _cancel_self()
+                await cancel_self()
             return self._decode(record)
         finally:
             if not slot.done():
@@ -644,17 +466,17 @@ class DurableRun:
 
     async def _live_child(
         self,
-        state: _GroupState,
+        state: GroupState,
         path: str,
         coro: Coroutine[Any, Any, Any],
         record: StepRow | None,
     ) -> Any:
         group = state.group
         try:
-            await _after_replays(list(state.slots.values()))
+            await after_replays(list(state.slots.values()))
             if state.timeout_seq is not None:
                 group.cancel()  # the recorded timeout had fired: only recorded children count
-                await _cancel_self()
+                await cancel_self()
         except asyncio.CancelledError:
             coro.close()
             self._cut.add(path)
@@ -662,7 +484,7 @@ class DurableRun:
             raise
         return await self._execute(path, coro, record, state)
 
-    def _note_cancelled(self, state: _GroupState, path: str, started: float) -> None:
+    def _note_cancelled(self, state: GroupState, path: str, started: float) -> None:
         """A child was cancelled: recorded only when its group's decision cancelled it
         (a loser, or a partial timeout), not when the run itself is being cancelled."""
         stats = state.group.statistics()
@@ -699,257 +521,6 @@ class DurableRun:
         self._decisions[(path, kind)] = record
         self.store.put_decision(record)
         self._crash.at("decision")
-
-    async def _execute(
-        self,
-        path: str,
-        work: Coroutine[Any, Any, Any] | Callable[[], Any],
-        record: StepRow | None,
-        state: _GroupState | None,
-        effect: bool = False,
-        order: FlowReplay | None = None,
-        parts: tuple[str, ...] | None = None,
-    ) -> Any:
-        """Run a child or step that is not recorded as done, and record how it ends
-        (``order``: a flow's node, its completion counted there)."""
-        attempt = 1 if record is None else record[4] + 1
-        started = time.time()
-        if record is not None and record[1] == "started":
-            if self._on_ambiguous == "fail":
-                if inspect.iscoroutine(work):
-                    work.close()
-                raise AmbiguousStepError(
-                    f"durable step {path!r} of run {self.run_id!r} started an external "
-                    "effect before a crash and recorded no result: the effect may or may "
-                    'not have happened; pass on_ambiguous="rerun" or "skip" to the run '
-                    "once you know which"
-                )
-            if self._on_ambiguous == "skip":
-                if inspect.iscoroutine(work):
-                    work.close()
-                value = None
-                self._record_ok(path, value, attempt, started, state)
-                return value
-        if effect:
-            self.store.put_step(
-                StepRecord(self.run_id, path, "started", None, 0, attempt, started, None)
-            )
-            self._flush()  # "started" is durable before the effect can begin
-            self._crash.at("before-effect")
-        parts = tuple(path.split("/")) if parts is None else parts
-        token = _path_var.set(parts)
-        try:
-            if inspect.iscoroutine(work):
-                value = await work
-            else:
-                assert callable(work)
-                value = work()
-                if inspect.isawaitable(value):
-                    value = await value
-        except asyncio.CancelledError:
-            self._cut.add(path)
-            if state is not None:
-                self._note_cancelled(state, path, started)
-            raise
-        except Exception as exc:
-            seq = state.take_seq() if state is not None else order.take_seq() if order else -1
-            self._put(
-                StepRecord(
-                    self.run_id,
-                    path,
-                    "error",
-                    encode_error(exc),
-                    seq,
-                    attempt,
-                    started,
-                    time.time(),
-                )
-            )
-            raise
-        finally:
-            _path_var.reset(token)
-        if parts in self._open:
-            self._note_closed(parts)
-        if self._crash.point:
-            self._crash.at("after-effect")
-        self._record_ok(path, value, attempt, started, state, order)
-        return value
-
-    def _record_ok(
-        self,
-        path: str,
-        value: Any,
-        attempt: int,
-        started: float,
-        state: _GroupState | None,
-        order: FlowReplay | None = None,
-    ) -> None:
-        data = self._encode(path, value)
-        seq = -1 if order is None else order.take_seq()
-        if state is not None:
-            seq = state.take_seq()
-            state.ok_order.append(path)
-        self.store.put_step(
-            StepRecord(self.run_id, path, "ok", data, seq, attempt, started, time.time())
-        )
-        self._after_put()
-
-    # -- steps --------------------------------------------------------------------------
-
-    @overload
-    async def step(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        *args: Any,
-        name: str | None = None,
-        effect: bool = False,
-    ) -> T: ...
-
-    @overload
-    async def step(
-        self, fn: Callable[..., T], *args: Any, name: str | None = None, effect: bool = False
-    ) -> T: ...
-
-    async def step(
-        self,
-        fn: Callable[..., Any],
-        *args: Any,
-        name: str | None = None,
-        effect: bool = False,
-    ) -> Any:
-        """Run ``fn(*args)`` once as a recorded step named ``name`` (default: the
-        function's name) under the current path; on resume its recorded value is
-        returned (its recorded error raised) without calling ``fn``.
-
-        ``effect=True`` marks an external effect: "started" is committed before
-        ``fn`` runs, so a crash in between is reported on resume (``on_ambiguous``).
-        """
-        if name is None or type(name) is not str or not name or "/" in name:
-            name = _name_of(fn, name, "step")
-        parent = _path_var.get()
-        if parent in self._open:
-            self._note_closed(parent)
-        path = "/".join(parent) + "/" + name if parent else name
-        claimed = self._claimed
-        if path in claimed:
-            self._claim(parent, name, "step")  # a duplicate: refused
-        claimed.add(path)
-        data = self._values.get(path)
-        if data is not None:  # it replays (seen so by _check_divergence: no note kept)
-            return self.codec.decode(data)
-        record = self._recorded.get(path)
-        if record is not None:
-            status = record[1]
-            if status in _DONE:
-                self._replayed.add(path)
-                if status == "cancelled":
-                    raise asyncio.CancelledError
-                return self._decode(record)
-        parts = (*parent, name)
-        return await self._execute(path, lambda: fn(*args), record, None, effect, parts=parts)
-
-    async def write_rows(self, sql: str, rows: Iterable[Sequence[Any]], *, name: str) -> int:
-        """A transactional sink: a step named ``name`` that runs
-        ``executemany(sql, rows)`` on the ledger's SQLite database in the same
-        transaction as its own record, so the rows are written exactly once, even
-        across kill -9 (a resume finds the step recorded and writes nothing).
-        Returns the number of rows (recorded). The statement is checked here
-        (``ValueError``); with a store that is not SQLite, ``TypeError``."""
-        name = _name_of(None, name, "write_rows")
-        parent = _path_var.get()
-        self._note_closed(parent)
-        path = self._claim(parent, name, "step")
-        data = self._values.get(path)
-        if data is not None:
-            self._replayed.add(path)
-            value: int = self.codec.decode(data)
-            return value
-        record = self._recorded.get(path)
-        batch = [tuple(row) for row in rows]
-        started = time.time()
-        attempt = 1 if record is None else record[4] + 1
-        data = self._encode(path, len(batch))
-        # Buffered together, with no await in between: one commit holds both.
-        self.store.execute_in_commit(sql, batch)
-        self.store.put_step(
-            StepRecord(self.run_id, path, "ok", data, -1, attempt, started, started)
-        )
-        self._crash.at("after-effect")
-        self._after_put()
-        return len(batch)
-
-
-class _Replay(Coroutine[Any, Any, Any]):
-    """A recorded child's replay (``_replay_child``), which sets ``slot`` when it ends,
-    even when it never began: a child cancelled before its first step (its task
-    cancelled, or dropped from its group's queue) is closed without running, and
-    the children recorded after it must not wait for it."""
-
-    __slots__ = ("_coro", "_slot")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], slot: asyncio.Future[None]) -> None:
-        self._coro = coro
-        self._slot = slot
-
-    def _release(self) -> None:
-        if not self._slot.done():
-            self._slot.set_result(None)
-
-    def send(self, value: Any) -> Any:
-        return self._coro.send(value)
-
-    def throw(self, *exc: Any) -> Any:
-        try:
-            return self._coro.throw(*exc)
-        except BaseException:
-            self._release()  # it ended (thrown into before it began: without running)
-            raise
-
-    def close(self) -> None:
-        self._coro.close()
-        self._release()
-
-    def __await__(self) -> Any:
-        return self._coro.__await__()
-
-    @property
-    def cr_frame(self) -> Any:  # seen by the hang analysis, as a coroutine's
-        return getattr(self._coro, "cr_frame", None)
-
-    @property
-    def cr_await(self) -> Any:
-        return getattr(self._coro, "cr_await", None)
-
-
-async def _after_replays(slots: list[asyncio.Future[None]]) -> None:
-    """Wait until these recorded children have replayed and their group has seen them
-    end: a replayed child's slot is set just before it returns, so one more turn of
-    the loop runs its task's done callbacks (the group's bookkeeping) first."""
-    if not slots:
-        return
-    for slot in slots:
-        if not slot.done():
-            await asyncio.shield(slot)
-    await asyncio.sleep(0)
-
-
-async def _cancel_self() -> None:
-    """End the current task as cancelled (a real cancellation, not a stray one)."""
-    task = asyncio.current_task()
-    assert task is not None
-    task.cancel()
-    await asyncio.sleep(0)
-
-
-def _name_of(fn: object, name: str | None, where: str) -> str:
-    """The name given, or the function's; checked."""
-    if name is None:
-        name = getattr(fn, "__name__", None)
-        if not isinstance(name, str):
-            raise TypeError(f"{where}() in a durable run needs name= for {fn!r}")
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"a name in a durable run is a non-empty string without '/', got {name!r}")
-    return name
 
 
 def run(
@@ -992,50 +563,3 @@ def run(
         on_divergence=on_divergence,
         on_ambiguous=on_ambiguous,
     )
-
-
-def current_run() -> DurableRun:
-    """The durable run the calling code runs in; ``LookupError`` outside one."""
-    active = _run_var.get()
-    if active is None:
-        raise LookupError("no durable run is active here: use `async with cohort.durable.run(...)`")
-    return active
-
-
-@overload
-async def step(
-    fn: Callable[..., Awaitable[T]], *args: Any, name: str | None = None, effect: bool = False
-) -> T: ...
-
-
-@overload
-async def step(
-    fn: Callable[..., T], *args: Any, name: str | None = None, effect: bool = False
-) -> T: ...
-
-
-async def step(
-    fn: Callable[..., Any], *args: Any, name: str | None = None, effect: bool = False
-) -> Any:
-    """``current_run().step(fn, *args, name=name, effect=effect)``."""
-    return await current_run().step(fn, *args, name=name, effect=effect)
-
-
-async def write_rows(sql: str, rows: Iterable[Sequence[Any]], *, name: str) -> int:
-    """``current_run().write_rows(sql, rows, name=name)``: rows committed exactly once,
-    in the ledger's transaction."""
-    return await current_run().write_rows(sql, rows, name=name)
-
-
-def idempotency_key() -> str:
-    """A key for the step running now, the same on every attempt and resume: pass it
-    to an external service to make its effect happen once (hash of run id and path)."""
-    active = current_run()
-    path = "/".join(_path_var.get())
-    return hashlib.sha256(f"{active.run_id}\0{path}".encode()).hexdigest()
-
-
-def epoch() -> int:
-    """The current owner's epoch of the run: a fencing token for other stores (a
-    write carrying an older epoch than one already seen must be refused)."""
-    return current_run().epoch

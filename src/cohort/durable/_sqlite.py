@@ -17,11 +17,11 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from cohort.durable._store import (
+    BufferedStore,
     DecisionRecord,
     FencedError,
     RunBusyError,
@@ -29,7 +29,6 @@ from cohort.durable._store import (
     RunState,
     StepRecord,
     StepRow,
-    Store,
 )
 
 __all__ = ["SQLiteStore"]
@@ -76,7 +75,7 @@ _LOAD_ROWS = (
 _DEL_STEP = "DELETE FROM steps WHERE run_id = ? AND path = ?"
 
 
-class SQLiteStore(Store):
+class SQLiteStore(BufferedStore):
     """A ledger in one SQLite database file.
 
     Args:
@@ -100,13 +99,8 @@ class SQLiteStore(Store):
         self._db.execute(f"PRAGMA synchronous={'NORMAL' if sync == 'group' else 'FULL'}")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
+        super().__init__()
         self._locks: dict[str, int] = {}  # run id -> the fd of its held lock file
-        self._steps: list[tuple[Any, ...]] = []
-        self._decisions: list[tuple[Any, ...]] = []
-        self._deletes: list[tuple[str, str]] = []
-        self._statements: list[tuple[str, list[tuple[Any, ...]]]] = []
-        # Called inside each commit's transaction, just before COMMIT (crash tests).
-        self.before_commit: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, sync={self.sync!r})"
@@ -202,18 +196,6 @@ class SQLiteStore(Store):
         ]
         return values, rows, decisions
 
-    def put_step(self, record: StepRecord) -> None:
-        self._steps.append(record)  # a tuple in the table's column order
-
-    def put_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        self._steps.extend(rows)
-
-    def put_decision(self, record: DecisionRecord) -> None:
-        self._decisions.append((record.run_id, record.path, record.kind, record.value, record.seq))
-
-    def discard_steps(self, run_id: str, paths: list[str]) -> None:
-        self._deletes.extend((run_id, path) for path in paths)
-
     def execute_in_commit(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         """Buffer ``executemany(sql, rows)`` into the next commit: a sink's rows in
         this database are committed in the same transaction as the ledger's records.
@@ -231,26 +213,16 @@ class SQLiteStore(Store):
                 ) from exc
             self._statements.append((sql, rows))
 
-    @property
-    def pending(self) -> int:
-        return len(self._steps) + len(self._decisions) + len(self._deletes) + len(self._statements)
-
-    def flush(self, run_id: str, epoch: int) -> None:
-        self._commit(run_id, epoch, None)
-
-    def finish(self, run_id: str, epoch: int, state: RunState) -> None:
-        self._commit(run_id, epoch, state)
-
-    def _commit(self, run_id: str, epoch: int, state: RunState | None) -> None:
-        if not self.pending and state is None:
-            return
-        steps, decisions, deletes, statements = (
-            self._steps,
-            self._decisions,
-            self._deletes,
-            self._statements,
-        )
-        self._steps, self._decisions, self._deletes, self._statements = [], [], [], []
+    def _write(
+        self,
+        run_id: str,
+        epoch: int,
+        state: RunState | None,
+        steps: list[tuple[Any, ...]],
+        decisions: list[tuple[Any, ...]],
+        deletes: list[tuple[str, str]],
+        statements: list[tuple[str, list[tuple[Any, ...]]]],
+    ) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -23,6 +23,7 @@ process that lost ownership can never commit.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -30,6 +31,7 @@ from cohort._exceptions import CohortError
 
 __all__ = [
     "AmbiguousStepError",
+    "BufferedStore",
     "DecisionRecord",
     "DivergenceError",
     "DurableError",
@@ -211,3 +213,66 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Close the store (pending records are dropped: flush first)."""
+
+
+class BufferedStore(Store):
+    """A store that buffers what a run records (steps, decisions, deletions, a
+    sink's statements) in memory and writes it all in one transaction per
+    commit: a subclass implements only how it writes (``_write``)."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[Any, ...]] = []
+        self._decisions: list[tuple[Any, ...]] = []
+        self._deletes: list[tuple[str, str]] = []
+        self._statements: list[tuple[str, list[tuple[Any, ...]]]] = []
+        # Called inside each commit's transaction, just before COMMIT (crash tests).
+        self.before_commit: Callable[[], None] | None = None
+
+    def put_step(self, record: StepRecord) -> None:
+        self._steps.append(record)  # a tuple in the tables' column order
+
+    def put_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        self._steps.extend(rows)
+
+    def put_decision(self, record: DecisionRecord) -> None:
+        self._decisions.append((record.run_id, record.path, record.kind, record.value, record.seq))
+
+    def discard_steps(self, run_id: str, paths: list[str]) -> None:
+        self._deletes.extend((run_id, path) for path in paths)
+
+    @property
+    def pending(self) -> int:
+        return len(self._steps) + len(self._decisions) + len(self._deletes) + len(self._statements)
+
+    def flush(self, run_id: str, epoch: int) -> None:
+        self._commit(run_id, epoch, None)
+
+    def finish(self, run_id: str, epoch: int, state: RunState) -> None:
+        self._commit(run_id, epoch, state)
+
+    def _commit(self, run_id: str, epoch: int, state: RunState | None) -> None:
+        if not self.pending and state is None:
+            return
+        steps, decisions, deletes, statements = (
+            self._steps,
+            self._decisions,
+            self._deletes,
+            self._statements,
+        )
+        self._steps, self._decisions, self._deletes, self._statements = [], [], [], []
+        self._write(run_id, epoch, state, steps, decisions, deletes, statements)
+
+    @abc.abstractmethod
+    def _write(
+        self,
+        run_id: str,
+        epoch: int,
+        state: RunState | None,
+        steps: list[tuple[Any, ...]],
+        decisions: list[tuple[Any, ...]],
+        deletes: list[tuple[str, str]],
+        statements: list[tuple[str, list[tuple[Any, ...]]]],
+    ) -> None:
+        """Write these records in one transaction, if ``epoch`` still owns ``run_id``
+        (else :class:`FencedError`, and nothing is written), with the run's final
+        ``state`` if not None; call ``before_commit`` just before committing."""
