@@ -59,8 +59,8 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     # Within one module: a class and the class it works for.
     **{("cohort/_core/_scopes.py", f"{name}.{attr}"): "same module (the scope machinery)"
        for name, attrs in {
-           "scope": ("_cancel_requests", "_deadline", "_deliver", "_effective", "_expire",
-                     "_fail", "_phase", "_raised", "_reason", "_relative"),
+           "scope": ("_cancel_requests", "_deadline", "_deliver", "_effective", "_enter_late",
+                     "_expire", "_fail", "_phase", "_raised", "_reason", "_relative"),
            "inner": ("_anyio", "_held_back", "_shield"),
            "s": ("_shield",),
        }.items()

@@ -436,8 +436,14 @@ class TaskGroup(GroupState):
         self._decision = decision
         self._accepting = False
         self._cancel_rest()
-        scope = self._scope
-        if self._phase is _OPEN and scope is not None:
+        if self._phase is _OPEN:
+            scope = self._scope
+            if scope is None:
+                state = self._scope_state
+                assert state is not None  # open
+                state.enter_deferred(self._make_scope)
+                scope = self._scope
+                assert scope is not None
             scope.cancel()  # the body stops at its next await; the scope catches it
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -480,9 +486,13 @@ class TaskGroup(GroupState):
         # clock_of(loop), inlined
         self._clock = _monotonic if type(loop).time is _base_time else loop.time
         self._entered_at = now = loop.time()
-        deadline = _INF if self._timeout is None else now + self._timeout
-        scope = self._scope = _GroupScope(self, deadline)
-        deadline_for_children = scope._enter_in(task)
+        if self._timeout is None:
+            # The group's scope is entered when first needed (see _body_scope).
+            self._make_scope = make = self._body_scope
+            self._scope_state, deadline_for_children = _scopes.defer(task, make)
+        else:
+            scope = self._scope = _GroupScope(self, now + self._timeout)
+            deadline_for_children = scope._enter_in(task)
         base = _scopes._base_deadline
         self._base_token = (
             None if deadline_for_children == base.get() else base.set(deadline_for_children)
@@ -507,13 +517,17 @@ class TaskGroup(GroupState):
             task = self._task
             scope = self._scope
             assert task is not None
-            assert scope is not None
+            if scope is None:  # never needed: no longer deferred
+                state = self._scope_state
+                assert state is not None
+                state.undefer(self._make_scope)
             saw_cancel = False
             body_error: BaseException | None = None
             if exc is not None:
                 if isinstance(exc, _CancelledError):
                     saw_cancel = True
-                    if scope._cancelled_from_outside(task):
+                    # Without a scope, the group never cancelled its body.
+                    if scope is None or scope._cancelled_from_outside(task):
                         self._outside()
                 else:
                     body_error = exc
@@ -545,11 +559,11 @@ class TaskGroup(GroupState):
                     # Keep the instance: anyio recognises its own by the message.
                     self._cancel_exc = cancelled
                     saw_cancel = True
-                    if scope._cancelled_from_outside(task):
+                    if scope is None or scope._cancelled_from_outside(task):
                         self._outside()
                 finally:
                     self._waiter = None
-            caught = scope._exit(_CancelledError() if saw_cancel else None)
+            caught = scope is not None and scope._exit(_CancelledError() if saw_cancel else None)
             if saw_cancel and not caught:
                 self._outside_cancel = True
             if (
@@ -565,6 +579,7 @@ class TaskGroup(GroupState):
             self._phase = _CLOSED
             self._accepting = False
             self._scope = None  # it refers to the group: no cycle left behind
+            self._make_scope = self._scope_state = None
             self._done_cb = None
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
@@ -587,6 +602,11 @@ class TaskGroup(GroupState):
 
     else:
         __aexit__ = _leave
+
+    def _body_scope(self) -> CancelScope:
+        """Make the group's scope, when something first needs it (deferred at entry)."""
+        scope = self._scope = _GroupScope(self, _INF)
+        return scope
 
     def _outside(self) -> None:
         # Once only: anyio re-cancels its task every iteration, and children

@@ -31,6 +31,7 @@ import math
 import sys
 import weakref
 from contextvars import ContextVar
+from collections.abc import Callable
 from types import TracebackType
 from typing import Final, NoReturn
 
@@ -38,9 +39,11 @@ from cohort._validate import is_real
 
 __all__ = [
     "CancelScope",
+    "TaskScopes",
     "cancel_task",
     "current_deadline",
     "current_time",
+    "defer",
     "foreign_cancels",
     "fail_after",
     "fail_at",
@@ -89,6 +92,7 @@ class _TaskState:
     __slots__ = (
         "__weakref__",
         "base",
+        "deferred",
         "loop",
         "root_pending",
         "shields",
@@ -110,6 +114,33 @@ class _TaskState:
         self.shields = 0
         # A whole-task cancellation (from a group) held back by a shield.
         self.root_pending = False
+        # Scopes entered only when first needed (see defer()), innermost last:
+        # (make the scope, task.cancelling() and anyio's scope at entry, base deadline).
+        self.deferred: list[tuple[Callable[[], CancelScope], int, object, float]] = []
+
+    def enter_deferred(self, upto: Callable[[], CancelScope] | None = None) -> None:
+        """Enter the deferred scopes, outermost first, up to the one ``upto`` makes
+        (all of them with None): on top of the stack, where they would have been."""
+        deferred = self.deferred
+        count = len(deferred)
+        if upto is not None:
+            count = next(i for i, d in enumerate(deferred) if d[0] is upto) + 1
+        entering = deferred[:count]
+        del deferred[:count]
+        for make, cancelling, anyio, base in entering:
+            scope = make()
+            scope._enter_late(self, cancelling, anyio, base)
+
+    def undefer(self, make: Callable[[], CancelScope]) -> None:
+        """The block of a deferred scope ended before the scope was needed."""
+        deferred = self.deferred
+        if deferred and deferred[-1][0] is make:
+            deferred.pop()
+            return
+        for i, d in enumerate(deferred):  # pragma: no cover - blocks nest
+            if d[0] is make:
+                del deferred[i]
+                return
 
     def arm(self, when: float) -> None:
         if self.timer is not None:
@@ -185,6 +216,8 @@ class _TaskState:
         As with a cohort shield, the groups entered between ``scope`` and that
         shield cancel their children now; the delivery is retried shortly.
         """
+        if self.deferred:
+            self.enter_deferred()
         stack = self.stack
         for i in range(stack.index(scope) + 1, len(stack)):
             inner = stack[i]
@@ -209,6 +242,10 @@ class _TaskState:
             inner._held_back()
 
 
+# The name other modules use for a task's scopes (what defer() returns).
+TaskScopes = _TaskState
+
+
 def _fire(ref: weakref.ref[_TaskState]) -> None:
     state = ref()
     if state is not None:
@@ -230,6 +267,30 @@ def _state_for(task: asyncio.Task[object]) -> _TaskState:
         state = _TaskState(task, task.get_loop())
         _state_var.set(state)
     return state
+
+
+def defer(
+    task: asyncio.Task[object], make: Callable[[], CancelScope]
+) -> tuple[_TaskState, float]:
+    """Defer a scope with no deadline, entered now in ``task`` (the running one),
+    until something needs it: ``make()`` makes it when the next scope is entered
+    in the task (it then lies below that one, as if entered now), when anyio
+    holds a cancellation back, or when its owner calls ``enter_deferred``.
+
+    Returns the task's scope state and the deadline in force (that of the scope).
+    A task group's own scope, which most groups never use, costs nothing so.
+    """
+    state = _state_var.get()
+    if state is None or state.task is not task:
+        state = _state_for(task)
+    base = _base_deadline.get()
+    stack = state.stack
+    anyio = _anyio_scope(task) if _ANYIO_BACKEND in _modules else None
+    state.deferred.append((make, task.cancelling(), anyio, base))
+    if stack:
+        scope = stack[-1]
+        return state, scope._effective
+    return state, base
 
 
 def cancel_task(task: asyncio.Task[object], msg: str | None = None) -> None:
@@ -461,6 +522,8 @@ class CancelScope:
         state = _state_var.get()
         if state is None or state.task is not task:
             state = _state_for(task)
+        if state.deferred:
+            state.enter_deferred()
         self._state = state
         self._phase = _ACTIVE
         self._entry_cancelling = task.cancelling()
@@ -489,6 +552,23 @@ class CancelScope:
             # the task's next await, and not at all if the block never awaits.
             state.arm(self._deadline)
         return effective
+
+    def _enter_late(self, state: _TaskState, cancelling: int, anyio: object, base: float) -> None:
+        """Enter a deferred scope (no deadline, no shield) on top of ``state``'s stack,
+        with what was read when its block was entered (see ``defer``)."""
+        self._state = state
+        self._phase = _ACTIVE
+        self._entry_cancelling = cancelling
+        self._anyio = anyio
+        stack = state.stack
+        if stack:
+            scope = stack[-1]
+            self._effective = scope._effective
+        else:
+            self._effective = state.base = base
+        stack.append(self)
+        if self._reason:
+            state.loop.call_soon(state.deliver_later, self)
 
     def __exit__(
         self,

@@ -88,12 +88,14 @@ class GroupState:
         "_lean",
         "_limit",
         "_loop",
+        "_make_scope",
         "_name",
         "_on_timeout_mode",
         "_phase",
         "_policy",
         "_queue",
         "_scope",
+        "_scope_state",
         "_spawned",
         "_succeeded",
         "_task",
@@ -103,6 +105,11 @@ class GroupState:
         "_traits",
         "_waiter",
     )
+
+    # Set at entry when the group has no timeout (its scope is deferred then, see
+    # _scopes.defer): the scope's maker and the task's scopes; None after exit.
+    _make_scope: Callable[[], CancelScope] | None
+    _scope_state: _scopes.TaskScopes | None
 
     # Rarely set, so not slots: these class-level values serve until an instance
     # sets its own (in its __dict__), and a group that never needs them pays no store.
