@@ -3,7 +3,8 @@
 Children are plain ``asyncio.Task``s, each with one ``Child`` record owned by
 the group; one done callback (``_on_task_done``) records every end, as
 CPython's TaskGroup does. The group's body runs inside a cancel scope of the
-group's own (carrying the group's ``timeout``), so the group can stop its body
+group's own (carrying the group's ``timeout``; without one, entered only when
+something needs it, see ``_scopes.defer``), so the group can stop its body
 silently once the policy has decided. Whatever path leaves the ``async with``
 block, every child has finished and every child error was raised or recorded.
 """
@@ -45,7 +46,7 @@ from cohort._core._policies import (
     ask_timeout,
 )
 from cohort._core._scopes import CancelScope, cancel_task, stray_cancellation
-from cohort._core._state import GroupState, Phase, live_groups, open_groups
+from cohort._core._state import GroupScope, GroupState, Phase, live_groups, open_groups
 from cohort._observe import _events as _observe
 from cohort._observe._events import EVENTS
 from cohort._validate import check_seconds, keywords_refused
@@ -87,29 +88,6 @@ _SUCCEEDED = ChildStatus.SUCCEEDED
 _FAILED = ChildStatus.FAILED
 _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
-
-
-class _GroupScope(CancelScope):
-    """The group's scope around its body: its deadline is the group's timeout."""
-
-    __slots__ = ("_group",)
-
-    def __init__(self, group: TaskGroup, deadline: float) -> None:
-        CancelScope.__init__(self, deadline=deadline)  # not super(): no proxy object made
-        self._group = group
-
-    def _expire(self) -> None:
-        # The group decides (and cancels its body through this scope, if the
-        # body still runs); a policy may also choose to ignore the timeout.
-        self._group._on_timeout()
-        if not self._reason:
-            # The body had finished, or the policy chose to ignore the timeout:
-            # this deadline is spent, but the scope can still be cancelled.
-            self._retire_deadline()
-
-    def _held_back(self) -> None:
-        # The body sits in a shield, the children do not: they are cancelled now.
-        self._group._outside()
 
 
 _NEW, _OPEN, _EXITING, _CLOSED = Phase.NEW, Phase.OPEN, Phase.EXITING, Phase.CLOSED
@@ -436,15 +414,8 @@ class TaskGroup(GroupState):
         self._decision = decision
         self._accepting = False
         self._cancel_rest()
-        if self._phase is _OPEN:
-            scope = self._scope
-            if scope is None:
-                state = self._scope_state
-                assert state is not None  # open
-                state.enter_deferred(self._make_scope)
-                scope = self._scope
-                assert scope is not None
-            scope.cancel()  # the body stops at its next await; the scope catches it
+        if self._phase is _OPEN:  # the body stops at its next await; the scope catches it
+            self._entered_scope().cancel()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)  # __aexit__ has a new decision to act on
@@ -484,14 +455,12 @@ class TaskGroup(GroupState):
         self._thread = _get_ident()
         self._loop = loop = task.get_loop()
         # clock_of(loop), inlined
-        self._clock = _monotonic if type(loop).time is _base_time else loop.time
-        self._entered_at = now = loop.time()
-        if self._timeout is None:
-            # The group's scope is entered when first needed (see _body_scope).
-            self._make_scope = make = self._body_scope
-            self._scope_state, deadline_for_children = _scopes.defer(task, make)
+        self._clock = clock = _monotonic if type(loop).time is _base_time else loop.time
+        self._entered_at = now = clock()
+        if self._timeout is None:  # the group's scope is entered when first needed
+            self._scope_state, deadline_for_children = _scopes.defer(task, self._body_scope)
         else:
-            scope = self._scope = _GroupScope(self, now + self._timeout)
+            scope = self._scope = GroupScope(self, now + self._timeout)
             deadline_for_children = scope._enter_in(task)
         base = _scopes._base_deadline
         self._base_token = (
@@ -518,9 +487,8 @@ class TaskGroup(GroupState):
             scope = self._scope
             assert task is not None
             if scope is None:  # never needed: no longer deferred
-                state = self._scope_state
-                assert state is not None
-                state.undefer(self._make_scope)
+                assert self._scope_state is not None
+                self._scope_state.undefer(self._body_scope)
             saw_cancel = False
             body_error: BaseException | None = None
             if exc is not None:
@@ -579,7 +547,7 @@ class TaskGroup(GroupState):
             self._phase = _CLOSED
             self._accepting = False
             self._scope = None  # it refers to the group: no cycle left behind
-            self._make_scope = self._scope_state = None
+            self._scope_state = None
             self._done_cb = None
             if self._base_token is not None:
                 _scopes._base_deadline.reset(self._base_token)
@@ -604,9 +572,17 @@ class TaskGroup(GroupState):
         __aexit__ = _leave
 
     def _body_scope(self) -> CancelScope:
-        """Make the group's scope, when something first needs it (deferred at entry)."""
-        scope = self._scope = _GroupScope(self, _INF)
+        """Make the group's scope (deferred at entry: see ``_entered_scope``)."""
+        scope = self._scope = GroupScope(self, _INF)
         return scope
+
+    def _entered_scope(self) -> CancelScope:
+        """The group's scope, entered now (where it would have been) if deferred."""
+        if self._scope is None:
+            assert self._scope_state is not None  # open, without a timeout
+            self._scope_state.enter_deferred(self._body_scope)
+        assert self._scope is not None
+        return self._scope
 
     def _outside(self) -> None:
         # Once only: anyio re-cancels its task every iteration, and children

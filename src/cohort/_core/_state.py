@@ -16,7 +16,7 @@ import operator
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
 from cohort._core import _scopes
 from cohort._core._child import Child, ChildStatus, Outcome
@@ -27,12 +27,17 @@ from cohort._core._scopes import CancelScope
 from cohort._observe._events import GroupStatistics
 from cohort._validate import check_count, check_seconds
 
-__all__ = ["GroupState", "Phase", "Queued", "TreeRow", "live_groups", "open_groups"]
+if TYPE_CHECKING:
+    from cohort._core._group import TaskGroup
+
+__all__ = ["GroupScope", "GroupState", "Phase", "Queued", "TreeRow", "live_groups", "open_groups"]
 
 _CancelledError = asyncio.CancelledError
 _CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
 _SUCCEEDED = ChildStatus.SUCCEEDED
 _by_seq = operator.attrgetter("seq")
+# The completion order of a group whose policy does not read it: never appended to.
+_NOT_KEPT: Final[list[Child]] = []
 
 
 class Phase(enum.Enum):
@@ -66,6 +71,29 @@ def open_groups(loop: asyncio.AbstractEventLoop) -> list[tuple[Any, asyncio.Task
     return [(g, task) for g, task in list(live_groups.items()) if task.get_loop() is loop]
 
 
+class GroupScope(CancelScope):
+    """A task group's scope around its body: its deadline is the group's timeout."""
+
+    __slots__ = ("_group",)
+
+    def __init__(self, group: TaskGroup, deadline: float) -> None:
+        CancelScope.__init__(self, deadline=deadline)  # not super(): no proxy object made
+        self._group = group
+
+    def _expire(self) -> None:
+        # The group decides (and cancels its body through this scope, if the
+        # body still runs); a policy may also choose to ignore the timeout.
+        self._group._on_timeout()
+        if not self._reason:
+            # The body had finished, or the policy chose to ignore the timeout:
+            # this deadline is spent, but the scope can still be cancelled.
+            self._retire_deadline()
+
+    def _held_back(self) -> None:
+        # The body sits in a shield, the children do not: they are cancelled now.
+        self._group._outside()
+
+
 class GroupState:
     """A task group's state, its counters for policies and its results (see ``TaskGroup``)."""
 
@@ -88,7 +116,6 @@ class GroupState:
         "_lean",
         "_limit",
         "_loop",
-        "_make_scope",
         "_name",
         "_on_timeout_mode",
         "_phase",
@@ -107,8 +134,7 @@ class GroupState:
     )
 
     # Set at entry when the group has no timeout (its scope is deferred then, see
-    # _scopes.defer): the scope's maker and the task's scopes; None after exit.
-    _make_scope: Callable[[], CancelScope] | None
+    # _scopes.defer): the task's scopes; None after exit.
     _scope_state: _scopes.TaskScopes | None
 
     # Rarely set, so not slots: these class-level values serve until an instance
@@ -170,7 +196,7 @@ class GroupState:
         # (for a policy that orders results so).
         self._tasks: dict[asyncio.Task[Any], Child] = {}
         self._kept: list[Child] = []
-        self._completed: list[Child] = []
+        self._completed: list[Child] = [] if traits.completion_order else _NOT_KEPT
         # Children waiting for a ``limit`` slot (None until the first one waits).
         self._queue: deque[Queued] | None = None
         self._spawned = 0
