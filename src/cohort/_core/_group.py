@@ -36,7 +36,7 @@ from cohort._core._coros import (
     retrying,
     spawn_hook,
 )
-from cohort._core._handle import Handle
+from cohort._core._handle import Handle, new_handle, set_handle_child
 from cohort._core._policies import (
     Decision,
     ask_all_done,
@@ -146,7 +146,10 @@ class TaskGroup(GroupState):
         """
         if kwargs:
             raise keywords_refused("spawn", fn, args, kwargs, SPAWN_OPTIONS)
-        return Handle(self._add(fn, args, name, timeout, critical, retry, context, True))
+        child = self._add(fn, args, name, timeout, critical, retry, context, True)
+        handle: Handle[T] = new_handle(Handle)  # Handle(child), without a Python call
+        set_handle_child(handle, child)
+        return handle
 
     def start_soon(
         self,

@@ -370,14 +370,21 @@ class CancelScope:
     ) -> bool:
         if self._exit(exc):
             if self._fail and self._reason is _DEADLINE:
-                what = (
-                    f"fail_after({self._relative:g})"
-                    if self._relative is not None
-                    else f"fail_at({self._deadline:g})"
-                )
-                raise TimeoutError(f"cohort.{what}: the deadline passed") from exc
+                raise TimeoutError(self._timeout_message()) from exc
             return True
         return False
+
+    def _timeout_message(self) -> str:
+        relative = self._relative
+        if relative is None:
+            return f"cohort.fail_at({self._deadline:g}): the deadline passed"
+        message = _fail_after_messages.get(relative)  # a loop uses the same few delays
+        if message is None:
+            if len(_fail_after_messages) >= 64:
+                _fail_after_messages.clear()
+            message = f"cohort.fail_after({relative:g}): the deadline passed"
+            _fail_after_messages[relative] = message
+        return message
 
     def _exit(self, exc: BaseException | None) -> bool:
         """Leave the scope; True when ``exc`` is this scope's own cancellation (caught)."""
@@ -484,6 +491,8 @@ class CancelScope:
 
 
 _SHIELD_MSG: Final = "cohort: cancellation held back by a shield"
+# The message of fail_after(seconds)'s TimeoutError, by seconds (a few kept).
+_fail_after_messages: dict[float, str] = {}
 
 
 def _outer_raised(stack: list[CancelScope]) -> bool:

@@ -13,7 +13,6 @@ import contextvars
 import enum
 import itertools
 import operator
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
@@ -133,6 +132,14 @@ class GroupState:
         "_waiter",
     )
 
+    # Set at entry, read only once entered (not stored by __init__): the task whose
+    # body the group is, its loop, the loop's clock, the id of the loop's thread,
+    # and _on_task_done, bound once for every child (dropped at exit: no cycle).
+    _task: asyncio.Task[Any]
+    _loop: asyncio.AbstractEventLoop
+    _clock: Callable[[], float]
+    _thread: int
+    _done_cb: Callable[[asyncio.Task[Any]], None] | None
     # Set at entry when the group has no timeout (its scope is deferred then, see
     # _scopes.defer): the task's scopes; None after exit.
     _scope_state: _scopes.TaskScopes | None
@@ -204,13 +211,6 @@ class GroupState:
         self._failed = 0
         self._decision = _CONTINUE
         self._waiter: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
-        # While open: _on_task_done, bound once for every child (dropped at exit,
-        # so that no cycle is left behind).
-        self._done_cb: Callable[[asyncio.Task[Any]], None] | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._thread = 0  # the id of the thread that runs the group's loop, from entry
         self._scope: CancelScope | None = None
         self._entered_at: float | None = None
 
