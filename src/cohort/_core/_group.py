@@ -234,6 +234,20 @@ class TaskGroup(GroupState):
             if context is None:
                 context = contextvars.copy_context()
             self._queue.append((child, run, context))
+        elif child.label is None and context is None:  # _start(), inlined: every child
+            try:
+                task = self._loop.create_task(run)  # no keywords to pass: a cheaper call
+            except BaseException:
+                run.close()
+                coro.close()
+                raise
+            child.task = task
+            child.status = _RUNNING
+            child.started = self._clock()
+            self._tasks[task] = child
+            task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
+            if EVENTS.on:
+                _observe.child_started(child.name, self.name, self._parent_name)
         else:
             self._start(child, run, context)
         self._count += 1
@@ -248,8 +262,8 @@ class TaskGroup(GroupState):
     def _start(
         self, child: Child, run: Coroutine[Any, Any, Any], context: contextvars.Context | None
     ) -> None:
-        """The one place where a child's coroutine becomes its task; raises (closing the
-        coroutine) if no task can be made."""
+        """Where a child's coroutine becomes its task (inlined in ``_add`` for a child
+        with no name or context); raises (closing the coroutine) if no task is made."""
         loop = self._loop
         try:
             if child.label is None and context is None:
@@ -375,20 +389,6 @@ class TaskGroup(GroupState):
             self._judge(child, status)
         if self._waiter is not None:
             self._wake_exit()
-
-    def _wake_exit(self) -> None:
-        """Wake __aexit__ (once per wait, not per child) when it has something to do:
-        nothing left running, or every critical child done while undecided."""
-        waiter = self._waiter
-        if (
-            waiter is not None
-            and (
-                (not self._tasks and not self._queue)
-                or (self._spawned == self._succeeded + self._failed and self._decision is _CONTINUE)
-            )
-            and not waiter.done()
-        ):
-            waiter.set_result(None)
 
     def _judge(self, child: Child, status: ChildStatus) -> None:
         """A child's end as the policy sees it: counted, and asked about if critical."""

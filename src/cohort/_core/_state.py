@@ -367,6 +367,20 @@ class GroupState:
                 child_of = g
         return outer or child_of
 
+    def _wake_exit(self) -> None:
+        """Wake __aexit__ (once per wait, not per child) when it has something to do:
+        nothing left running, or every critical child done while undecided."""
+        waiter = self._waiter
+        if (
+            waiter is not None
+            and (
+                (not self._tasks and not self._queue)
+                or (self._spawned == self._succeeded + self._failed and self._decision is _CONTINUE)
+            )
+            and not waiter.done()
+        ):
+            waiter.set_result(None)
+
     def _on_fatal(self, exc: BaseException) -> None:
         self._fatal = True
         if self._base_error is None and isinstance(exc, (KeyboardInterrupt, SystemExit)):
