@@ -1005,3 +1005,110 @@ async def test_a_queued_child_runs_in_a_copy_of_its_callers_context(how: str) ->
             _request_id.set(f"request-{i}")
             start(g, how, child)  # the last two wait for the slot
     assert seen == ["request-0", "request-1", "request-2"]
+
+
+# -- the group's own scope, entered only when something needs it --------------------
+
+
+async def _fail_when(event: asyncio.Event, message: str) -> None:
+    await event.wait()
+    raise ValueError(message)
+
+
+async def test_outer_decision_stops_the_body_of_a_nested_group() -> None:
+    """Neither group has a timeout: the outer group's decision, made while the inner
+    group's body awaits, cancels the outer body there; the inner group takes it for
+    an outside cancellation (its children are cancelled) and the outer one raises."""
+    inner_started = asyncio.Event()
+    after_inner = False
+    with pytest.raises(ExceptionGroup) as info:
+        async with cohort.TaskGroup() as outer:
+            outer.spawn(_fail_when, inner_started, "boom")
+            async with cohort.TaskGroup() as inner:
+                inner.spawn(asyncio.sleep, 3600)
+                inner_started.set()
+                await asyncio.sleep(3600)
+            after_inner = True
+    assert [str(e) for e in info.value.exceptions] == ["boom"]
+    assert not after_inner
+    assert statuses(inner) == [S.CANCELLED]
+    assert statuses(outer) == [S.FAILED]
+
+
+async def test_cancel_from_outside_the_body_task_stops_the_body() -> None:
+    """g.cancel() from a loop callback (no task): the body stops at its await, the
+    group exits normally."""
+    reached = False
+    async with cohort.TaskGroup() as g:
+        asyncio.get_running_loop().call_soon(g.cancel)
+        await asyncio.sleep(3600)
+        reached = True
+    assert not reached
+    assert g.statistics().decision is Decision.DONE
+
+
+async def test_decision_in_a_scope_entered_in_the_body_is_the_groups() -> None:
+    """A scope entered in the body lies inside the group's scope: the group's
+    cancellation passes through it (not caught there) and the group catches it."""
+    reached = False
+    async with cohort.TaskGroup() as g:
+        with cohort.move_on_after(3600) as scope:
+            asyncio.get_running_loop().call_soon(g.cancel)
+            await asyncio.sleep(3600)
+        reached = True
+    assert not reached
+    assert not scope.cancelled_caught
+
+
+async def test_decision_while_the_body_is_shielded_waits_for_the_shield() -> None:
+    """The group decides while its body sits in a shield entered in the body: the
+    children are cancelled now, the body when the shield exits."""
+    decided = asyncio.Event()
+    shield_finished = reached = False
+
+    async def stop() -> None:
+        g.cancel()
+        decided.set()
+
+    async with cohort.TaskGroup() as g:
+        with cohort.CancelScope(shield=True):
+            g.spawn(stop)
+            await decided.wait()
+            shield_finished = True
+        reached = True
+    assert shield_finished
+    assert not reached
+
+
+async def test_current_deadline_in_a_group_body_is_the_enclosing_one() -> None:
+    loop = asyncio.get_running_loop()
+    with cohort.move_on_at(loop.time() + 3600) as outer:
+        async with cohort.TaskGroup():
+            assert cohort.current_deadline() == outer.deadline
+            with cohort.move_on_at(math.inf):
+                assert cohort.current_deadline() == outer.deadline
+        async with cohort.TaskGroup() as g:
+            g.spawn(ok, None, 0)
+            outer.deadline = loop.time() + 7200  # changed while the group is open
+            with cohort.move_on_at(math.inf):
+                assert cohort.current_deadline() == outer.deadline
+
+
+@pytest.mark.parametrize("timeout", [None, 60.0], ids=["no timeout", "timeout"])
+async def test_a_group_left_in_another_task_says_so_with_or_without_a_timeout(
+    timeout: float | None,
+) -> None:
+    """An async generator holding a group, closed by another task: the group's
+    exit there is refused as a scope's is (a group without a timeout enters its
+    scope only when something needs it; this needs it)."""
+
+    async def numbers() -> Any:
+        async with cohort.TaskGroup(timeout=timeout, name="in-gen") as g:
+            g.spawn(asyncio.sleep, 100, name="sleeper")
+            yield 1
+            yield 2
+
+    gen = numbers()
+    assert await anext(gen) == 1
+    with pytest.raises(RuntimeError, match="exited in 'closer'"):
+        await asyncio.get_running_loop().create_task(gen.aclose(), name="closer")

@@ -1095,3 +1095,46 @@ def test_a_group_cancel_waits_for_an_anyio_shield_the_child_is_in() -> None:
         assert now() < 3.1
 
     anyio_run(main)
+
+
+def test_a_group_decision_waits_for_an_anyio_shield_in_the_body() -> None:
+    """The group's scope is entered only when it decides: the body, then inside an
+    anyio shield, is cancelled once the shield has exited."""
+
+    async def main() -> None:
+        shielded_until: list[float] = []
+
+        async def failing() -> None:
+            await asyncio.sleep(1)
+            raise ValueError("boom")
+
+        with pytest.raises(ExceptionGroup):
+            async with cohort.TaskGroup() as g:
+                g.spawn(failing)
+                with anyio.CancelScope(shield=True):
+                    await asyncio.sleep(3)
+                    shielded_until.append(now())
+                await asyncio.sleep(100)
+        assert shielded_until == [pytest.approx(3)]
+        assert now() < 3.1
+
+    anyio_run(main)
+
+
+def test_a_deadline_held_by_an_anyio_shield_in_a_group_body_cancels_the_children() -> None:
+    """An enclosing scope's deadline passes while the body of a group (no timeout of
+    its own) sits in an anyio shield: the group's children are cancelled then."""
+
+    async def main() -> None:
+        with cohort.move_on_after(1) as scope:
+            async with cohort.TaskGroup() as g:
+                h = g.spawn(asyncio.sleep, 100)
+                with anyio.CancelScope(shield=True):
+                    await asyncio.sleep(3)
+                await asyncio.sleep(100)
+        assert scope.cancelled_caught
+        assert h.status is cohort.ChildStatus.CANCELLED
+        assert h.outcome().ended == pytest.approx(1, abs=0.1)
+        assert now() < 3.1
+
+    anyio_run(main)

@@ -463,3 +463,21 @@ async def test_broken_barrier_error_is_also_asyncios() -> None:
     with pytest.raises(asyncio.BrokenBarrierError):
         await barrier.wait()
     assert issubclass(cohort.BrokenBarrierError, cohort.CohortError)
+
+
+async def test_fail_after_message_names_each_uses_own_delay() -> None:
+    """The TimeoutError names the delay of the scope that expired, use after use."""
+    messages = []
+    for delay in (0.5, 2, 0.5, 0.25, 2):
+        with pytest.raises(TimeoutError) as info, cohort.fail_after(delay):
+            await asyncio.sleep(10)
+        messages.append(str(info.value))
+    assert messages == [
+        f"cohort.fail_after({d:g}): the deadline passed" for d in (0.5, 2, 0.5, 0.25, 2)
+    ]
+    loop = asyncio.get_running_loop()
+    with (
+        pytest.raises(TimeoutError, match=r"cohort\.fail_at\(\d+(\.\d+)?\)"),
+        cohort.fail_at(loop.time() + 1),
+    ):
+        await asyncio.sleep(10)

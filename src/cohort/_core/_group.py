@@ -3,7 +3,8 @@
 Children are plain ``asyncio.Task``s, each with one ``Child`` record owned by
 the group; one done callback (``_on_task_done``) records every end, as
 CPython's TaskGroup does. The group's body runs inside a cancel scope of the
-group's own (carrying the group's ``timeout``), so the group can stop its body
+group's own (carrying the group's ``timeout``; without one, entered only when
+something needs it, see ``_scopes.defer``), so the group can stop its body
 silently once the policy has decided. Whatever path leaves the ``async with``
 block, every child has finished and every child error was raised or recorded.
 """
@@ -25,7 +26,6 @@ from cohort._core import _scopes, _why
 from cohort._core._child import Child, ChildStatus, pop_caller_frame, run_with_timeout
 from cohort._core._coros import (
     SPAWN_OPTIONS,
-    SpawnHook,
     check_coro,
     child_context,
     clock_of,
@@ -35,7 +35,7 @@ from cohort._core._coros import (
     retrying,
     spawn_hook,
 )
-from cohort._core._handle import Handle
+from cohort._core._handle import Handle, new_handle, set_handle_child
 from cohort._core._policies import (
     Decision,
     ask_all_done,
@@ -45,7 +45,7 @@ from cohort._core._policies import (
     ask_timeout,
 )
 from cohort._core._scopes import CancelScope, cancel_task, stray_cancellation
-from cohort._core._state import GroupState, Phase, live_groups, open_groups
+from cohort._core._state import GroupScope, GroupState, Phase, live_groups, open_groups
 from cohort._observe import _events as _observe
 from cohort._observe._events import EVENTS
 from cohort._observe._reasons import CancelReason, cancel_reason
@@ -56,15 +56,7 @@ if TYPE_CHECKING:
 
 # clock_of, close_coroutines and detached_context: shown here too, for the layers
 # above that import them with TaskGroup.
-__all__ = [
-    "SpawnHook",
-    "TaskGroup",
-    "clock_of",
-    "close_coroutines",
-    "detached_context",
-    "open_groups",
-    "spawn_hook",
-]
+__all__ = ["TaskGroup", "clock_of", "close_coroutines", "detached_context", "open_groups"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -88,33 +80,6 @@ _SUCCEEDED = ChildStatus.SUCCEEDED
 _FAILED = ChildStatus.FAILED
 _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
-
-
-class _GroupScope(CancelScope):
-    """The group's scope around its body: its deadline is the group's timeout."""
-
-    __slots__ = ("_group",)
-
-    def __init__(self, group: TaskGroup, deadline: float) -> None:
-        CancelScope.__init__(self, deadline=deadline)  # not super(): no proxy object made
-        self._group = group
-
-    def _expire(self) -> None:
-        # The group decides (and cancels its body through this scope, if the
-        # body still runs); a policy may also choose to ignore the timeout.
-        self._group._on_timeout()
-        if not self._reason:
-            # The body had finished, or the policy chose to ignore the timeout:
-            # this deadline is spent, but the scope can still be cancelled.
-            self._retire_deadline()
-
-    def _held_back(self) -> None:
-        # The body sits in a shield, the children do not: they are cancelled now.
-        self._group._outside()
-
-    def _why(self) -> CancelReason | None:
-        # The body is cancelled for the group's own reason.
-        return self._group._cancel_reason
 
 
 _NEW, _OPEN, _EXITING, _CLOSED = Phase.NEW, Phase.OPEN, Phase.EXITING, Phase.CLOSED
@@ -173,7 +138,10 @@ class TaskGroup(GroupState):
         """
         if kwargs:
             raise keywords_refused("spawn", fn, args, kwargs, SPAWN_OPTIONS)
-        return Handle(self._add(fn, args, name, timeout, critical, retry, context, True))
+        child = self._add(fn, args, name, timeout, critical, retry, context, True)
+        handle: Handle[T] = new_handle(Handle)  # Handle(child), without a Python call
+        set_handle_child(handle, child)
+        return handle
 
     def start_soon(
         self,
@@ -258,6 +226,20 @@ class TaskGroup(GroupState):
             if context is None:
                 context = contextvars.copy_context()
             self._queue.append((child, run, context))
+        elif child.label is None and context is None:  # _start(), inlined: every child
+            try:
+                task = self._loop.create_task(run)  # no keywords to pass: a cheaper call
+            except BaseException:
+                run.close()
+                coro.close()
+                raise
+            child.task = task
+            child.status = _RUNNING
+            child.started = self._clock()
+            self._tasks[task] = child
+            task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
+            if EVENTS.on:
+                _observe.child_started(child, self, self._parent_name)
         else:
             self._start(child, run, context)
         self._count += 1
@@ -272,8 +254,8 @@ class TaskGroup(GroupState):
     def _start(
         self, child: Child, run: Coroutine[Any, Any, Any], context: contextvars.Context | None
     ) -> None:
-        """The one place where a child's coroutine becomes its task; raises (closing the
-        coroutine) if no task can be made."""
+        """Where a child's coroutine becomes its task (inlined in ``_add`` for a child
+        with no name or context); raises (closing the coroutine) if no task is made."""
         loop = self._loop
         try:
             if child.label is None and context is None:
@@ -402,20 +384,6 @@ class TaskGroup(GroupState):
         if self._waiter is not None:
             self._wake_exit()
 
-    def _wake_exit(self) -> None:
-        """Wake __aexit__ (once per wait, not per child) when it has something to do:
-        nothing left running, or every critical child done while undecided."""
-        waiter = self._waiter
-        if (
-            waiter is not None
-            and (
-                (not self._tasks and not self._queue)
-                or (self._spawned == self._succeeded + self._failed and self._decision is _CONTINUE)
-            )
-            and not waiter.done()
-        ):
-            waiter.set_result(None)
-
     def _judge(self, child: Child, status: ChildStatus) -> None:
         """A child's end as the policy sees it: counted, and asked about if critical."""
         if self._traits.completion_order:
@@ -445,9 +413,8 @@ class TaskGroup(GroupState):
         if self._cancel_reason is None:  # why: told to the children and the body cancelled
             self._cancel_reason = self._reason_for(decision, cause)
         self._cancel_rest()
-        scope = self._scope
-        if self._phase is _OPEN and scope is not None:
-            scope.cancel()  # the body stops at its next await; the scope catches it
+        if self._phase is _OPEN:  # the body stops at its next await; the scope catches it
+            self._entered_scope().cancel()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)  # __aexit__ has a new decision to act on
@@ -489,11 +456,13 @@ class TaskGroup(GroupState):
         self._thread = _get_ident()
         self._loop = loop = task.get_loop()
         # clock_of(loop), inlined
-        self._clock = _monotonic if type(loop).time is _base_time else loop.time
-        self._entered_at = now = loop.time()
-        deadline = _INF if self._timeout is None else now + self._timeout
-        scope = self._scope = _GroupScope(self, deadline)
-        deadline_for_children = scope._enter_in(task)
+        self._clock = clock = _monotonic if type(loop).time is _base_time else loop.time
+        self._entered_at = now = clock()
+        if self._timeout is None:  # the group's scope is entered when first needed
+            self._scope_state, deadline_for_children = _scopes.defer(task, self._body_scope)
+        else:
+            scope = self._scope = GroupScope(self, now + self._timeout)
+            deadline_for_children = scope._enter_in(task)
         base = _scopes._base_deadline
         self._base_token = (
             None if deadline_for_children == base.get() else base.set(deadline_for_children)
@@ -518,13 +487,18 @@ class TaskGroup(GroupState):
             task = self._task
             scope = self._scope
             assert task is not None
-            assert scope is not None
+            if scope is None and _current_task() is not task:
+                scope = self._entered_scope()  # left in another task: the scope says so
+            elif scope is None:  # never needed: no longer deferred
+                assert self._scope_state is not None
+                self._scope_state.undefer(self._body_scope)
             saw_cancel = False
             body_error: BaseException | None = None
             if exc is not None:
                 if isinstance(exc, _CancelledError):
                     saw_cancel = True
-                    if scope._cancelled_from_outside(task):
+                    # Without a scope, the group never cancelled its body.
+                    if scope is None or scope._cancelled_from_outside(task):
                         self._outside(cancel_reason(exc))
                 else:
                     body_error = exc
@@ -556,11 +530,11 @@ class TaskGroup(GroupState):
                     # Keep the instance: anyio recognises its own by the message.
                     self._cancel_exc = cancelled
                     saw_cancel = True
-                    if scope._cancelled_from_outside(task):
+                    if scope is None or scope._cancelled_from_outside(task):
                         self._outside(cancel_reason(cancelled))
                 finally:
                     self._waiter = None
-            caught = scope._exit(_CancelledError() if saw_cancel else None)
+            caught = scope is not None and scope._exit(_CancelledError() if saw_cancel else None)
             if saw_cancel and not caught:
                 self._outside_cancel = True
             if (
@@ -576,9 +550,10 @@ class TaskGroup(GroupState):
             self._phase = _CLOSED
             self._accepting = False
             self._scope = None  # it refers to the group: no cycle left behind
+            self._scope_state = None
             self._done_cb = None
-            if self._base_token is not None:
-                _scopes._base_deadline.reset(self._base_token)
+            if self._base_token is not None and _current_task() is task:
+                _scopes._base_deadline.reset(self._base_token)  # the entering task's context
             if EVENTS.on:
                 _observe.group_event("group exited", self, self._parent_name)
             live_groups.pop(self, None)
@@ -599,6 +574,11 @@ class TaskGroup(GroupState):
     else:
         __aexit__ = _leave
 
+    def _body_scope(self) -> CancelScope:
+        """Make the group's scope (deferred at entry: see ``_entered_scope``)."""
+        scope = self._scope = GroupScope(self, _INF)
+        return scope
+
     def _outside(self, reason: CancelReason | None = None) -> None:
         # Once only: anyio re-cancels its task every iteration, and children
         # must be able to await in their cleanup (asyncio.TaskGroup aborts once).
@@ -611,12 +591,3 @@ class TaskGroup(GroupState):
             self._decision = _DONE
             self._accepting = False
         self._cancel_rest()
-
-    # -- why the group cancels (built once per decision, only when it decides) ---------
-
-    def _reason_for(self, decision: Decision, cause: Child | CancelReason | None) -> CancelReason:
-        if isinstance(cause, CancelReason):
-            return cause
-        if cause is not None and not self._timed_out:
-            return _why.after_child(self.name, self._policy, decision, cause)
-        return _why.by_group(self.name, self._policy, decision, self._timeout, self._timed_out)

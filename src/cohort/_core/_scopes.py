@@ -30,18 +30,32 @@ import enum
 import math
 import sys
 import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Final, NoReturn
 
+from cohort._core._taskstate import (
+    ANYIO_BACKEND,
+    ANYIO_POLL,
+    ScopePhase,
+    TaskScopes,
+    anyio_scope,
+    anyio_shielded,
+    shielded,
+    state_for,
+    state_var,
+)
 from cohort._observe._reasons import CancelReason, site
 from cohort._validate import is_real
 
 __all__ = [
     "CancelScope",
+    "TaskScopes",
     "cancel_task",
     "current_deadline",
     "current_time",
+    "defer",
     "foreign_cancels",
     "fail_after",
     "fail_at",
@@ -68,12 +82,6 @@ def outside_asyncio(what: str) -> str:
     return what + hint
 
 
-class _Phase(enum.IntEnum):
-    IDLE = 0
-    ACTIVE = 1
-    EXITED = 2
-
-
 class _Reason(enum.IntEnum):
     NONE = 0
     EXPLICIT = 1
@@ -81,207 +89,53 @@ class _Reason(enum.IntEnum):
 
 
 # Bound once: an enum member's look-up on its class costs a descriptor call.
-_IDLE, _ACTIVE, _EXITED = _Phase.IDLE, _Phase.ACTIVE, _Phase.EXITED
+_IDLE, _ACTIVE, _EXITED = ScopePhase.IDLE, ScopePhase.ACTIVE, ScopePhase.EXITED
 _NO_REASON, _EXPLICIT, _DEADLINE = _Reason.NONE, _Reason.EXPLICIT, _Reason.DEADLINE
 
 
-class _TaskState:
-    """Per-task bookkeeping: the stack of active scopes and the one shared timer."""
-
-    __slots__ = (
-        "__weakref__",
-        "base",
-        "loop",
-        "root_pending",
-        "shields",
-        "stack",
-        "task",
-        "timer",
-        "timer_when",
-    )
-
-    def __init__(self, task: asyncio.Task[object], loop: asyncio.AbstractEventLoop) -> None:
-        self.task = task
-        self.loop = loop
-        self.stack: list[CancelScope] = []
-        # The deadline in force below the stack (a group's child inherits it),
-        # read when the first scope of the stack was entered.
-        self.base = math.inf
-        self.timer: asyncio.Handle | None = None
-        self.timer_when = math.inf
-        self.shields = 0
-        # A whole-task cancellation (from a group) held back by a shield.
-        self.root_pending = False
-
-    def arm(self, when: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer_when = when
-        # The timer holds the state weakly: a finished task's state (and the
-        # task) are freed at once, and the stale timer then does nothing.
-        # A deadline already passed fires with call_soon, so that it runs
-        # before the task's next step even when that await is a bare yield.
-        loop = self.loop
-        if when <= loop.time():
-            self.timer = loop.call_soon(_fire, weakref.ref(self))
-        else:
-            self.timer = loop.call_at(when, _fire, weakref.ref(self))
-
-    def on_timer(self) -> None:
-        fired = self.timer_when
-        self.timer = None
-        self.timer_when = math.inf
-        now = max(self.loop.time(), fired)
-        upcoming = math.inf
-        for scope in list(self.stack):
-            if scope._reason:
-                continue
-            if scope._deadline <= now:
-                scope._expire()
-            elif scope._deadline < upcoming:
-                upcoming = scope._deadline
-        if upcoming < math.inf and upcoming < self.timer_when:
-            self.arm(upcoming)
-
-    def refresh(self, start: int) -> None:
-        """The deadline of ``stack[start]`` changed, or a scope left from there:
-        recompute the deadlines in force from there up to the next shield."""
-        stack = self.stack
-        outer = self.base
-        if start:
-            scope = stack[start - 1]
-            outer = scope._effective
-        for i in range(start, len(stack)):
-            scope = stack[i]
-            if scope._shield:
-                if i > start:
-                    return  # a shield's deadline in force is its own: nothing above changes
-                outer = scope._deadline
-            elif scope._deadline < outer:
-                outer = scope._deadline
-            scope._effective = outer
-
-    def shielded_above(self, scope: CancelScope) -> bool:
-        """True when a shield sits between ``scope`` and the top of the stack."""
-        if not self.shields:
-            return False
-        stack = self.stack
-        for i in range(len(stack) - 1, -1, -1):
-            s = stack[i]
-            if s is scope:
-                return False
-            if s._shield:
-                return True
-        return False
-
-    def deliver_later(self, scope: CancelScope) -> None:
-        if scope._phase is _ACTIVE:
-            if self.shielded_above(scope):
-                self.hold(scope)
-            else:
-                scope._deliver()
-
-    def hold_for_anyio(self, scope: CancelScope) -> None:
-        """An anyio shield entered inside ``scope`` holds its cancellation back.
-
-        As with a cohort shield, the groups entered between ``scope`` and that
-        shield cancel their children now; the delivery is retried shortly.
-        """
-        stack = self.stack
-        for i in range(stack.index(scope) + 1, len(stack)):
-            inner = stack[i]
-            if inner._shield or not _anyio_shielded(self.task, inner._anyio):
-                break
-            inner._held_back()
-        self.loop.call_later(_ANYIO_POLL, self.deliver_later, scope)
-
-    def hold(self, scope: CancelScope | None) -> None:
-        """A shield holds back the cancellation of ``scope`` (``None``: of the whole task).
-
-        What lies between them and the shield is still cancelled: a task group
-        opened there cancels its children now, since no shield covers them
-        (``move_on_after(1): async with TaskGroup() as g: g.spawn(work); with
-        CancelScope(shield=True): ...`` stops ``work`` after 1 s, as anyio does).
-        """
-        stack = self.stack
-        for i in range(0 if scope is None else stack.index(scope) + 1, len(stack)):
-            inner = stack[i]
-            if inner._shield:
-                return
-            inner._held_back()
-
-
-def _fire(ref: weakref.ref[_TaskState]) -> None:
-    state = ref()
-    if state is not None:
-        state.on_timer()
-
-
-_state_var: ContextVar[_TaskState | None] = ContextVar("cohort_task_state", default=None)
 # Deadline in force for tasks started by a group: set in the group's context at
 # entry, copied into each child's context by create_task.
 _base_deadline: ContextVar[float] = ContextVar("cohort_base_deadline", default=math.inf)
-# Tasks currently inside a shield, so that cancel_task() can hold back a
-# whole-task cancellation until the shield exits.
-_shielded: dict[asyncio.Task[object], _TaskState] = {}
+# A task's scopes (TaskScopes, kept in the task's context).
+_state_var = state_var
 # The reason of a whole-task cancellation held back by a shield (cancel_task's msg).
 _held_reasons: weakref.WeakKeyDictionary[asyncio.Task[object], object] = weakref.WeakKeyDictionary()
 
 
-def _state_for(task: asyncio.Task[object]) -> _TaskState:
+def defer(task: asyncio.Task[object], make: Callable[[], CancelScope]) -> tuple[TaskScopes, float]:
+    """Defer a scope with no deadline, entered now in ``task`` (the running one),
+    until something needs it: ``make()`` makes it when the next scope is entered
+    in the task (it then lies below that one, as if entered now), when anyio
+    holds a cancellation back, or when its owner calls ``enter_deferred``.
+
+    Returns the task's scope state and the deadline in force (that of the scope).
+    A task group's own scope, which most groups never use, costs nothing so.
+    """
     state = _state_var.get()
     if state is None or state.task is not task:
-        state = _TaskState(task, task.get_loop())
-        _state_var.set(state)
-    return state
+        state = state_for(task)
+    base = _base_deadline.get()
+    stack = state.stack
+    anyio = anyio_scope(task) if ANYIO_BACKEND in _modules else None
+    state.deferred.append((make, task.cancelling(), anyio, base))
+    if stack:
+        scope = stack[-1]
+        return state, scope._effective
+    return state, base
 
 
 def cancel_task(task: asyncio.Task[object], msg: object = None) -> None:
     """Cancel a whole task, unless it is inside a shield: then when the shield exits."""
-    state = _shielded.get(task)
+    state = shielded.get(task)
     if state is not None:
         state.root_pending = True
         _held_reasons[task] = msg
         state.hold(None)
         return
-    if _anyio_shielded(task, None):
-        task.get_loop().call_later(_ANYIO_POLL, cancel_task, task, msg)
+    if anyio_shielded(task, None):
+        task.get_loop().call_later(ANYIO_POLL, cancel_task, task, msg)
         return
     task.cancel(msg)
-
-
-# How often a cancellation held back by an anyio shield checks whether it has exited.
-_ANYIO_POLL: Final = 0.002
-_ANYIO_BACKEND: Final = "anyio._backends._asyncio"
-
-
-def _anyio_scope(task: asyncio.Task[object]) -> object:
-    """anyio's innermost cancel scope in ``task`` (None without anyio or outside its scopes)."""
-    backend = _modules.get(_ANYIO_BACKEND)
-    if backend is None:
-        return None
-    try:
-        state = backend._task_states.get(task)
-    except (AttributeError, TypeError):  # an anyio whose internals differ: no deferral
-        return None
-    return None if state is None else getattr(state, "cancel_scope", None)
-
-
-def _anyio_shielded(task: asyncio.Task[object], since: object) -> bool:
-    """True when ``task`` is inside an anyio shield entered after anyio scope ``since``.
-
-    Walks anyio's scopes of this task from the innermost out to ``since`` (the
-    innermost one when the cohort scope was entered); scopes of an enclosing
-    task are anyio's business, not this task's.
-    """
-    scope = _anyio_scope(task)
-    while scope is not None and scope is not since:
-        if getattr(scope, "_host_task", None) is not task:
-            return False
-        if getattr(scope, "_shield", False):
-            return True
-        scope = getattr(scope, "_parent_scope", None)
-    return False
 
 
 class CancelScope:
@@ -332,7 +186,7 @@ class CancelScope:
         self._fail = False
         self._phase = _IDLE
         self._reason = _NO_REASON
-        self._state: _TaskState | None = None
+        self._state: TaskScopes | None = None
         self._entry_cancelling = 0
         self._cancel_requests = 0
         self._raised = False
@@ -435,7 +289,7 @@ class CancelScope:
     def _deliver(self) -> None:
         state = self._state
         assert state is not None
-        if _ANYIO_BACKEND in _modules and _anyio_shielded(state.task, self._anyio):
+        if ANYIO_BACKEND in _modules and anyio_shielded(state.task, self._anyio):
             state.hold_for_anyio(self)
             return
         self._cancel_requests += 1
@@ -489,12 +343,14 @@ class CancelScope:
         """Enter the (idle) scope in ``task``, the running one; return the deadline in force."""
         state = _state_var.get()
         if state is None or state.task is not task:
-            state = _state_for(task)
+            state = state_for(task)
+        if state.deferred:
+            state.enter_deferred()
         self._state = state
         self._phase = _ACTIVE
         self._entry_cancelling = task.cancelling()
-        if _ANYIO_BACKEND in _modules:
-            self._anyio = _anyio_scope(task)
+        if ANYIO_BACKEND in _modules:
+            self._anyio = anyio_scope(task)
         if self._relative is not None:
             self._deadline = state.loop.time() + self._relative
         stack = state.stack
@@ -510,7 +366,7 @@ class CancelScope:
         stack.append(self)
         if self._shield:
             state.shields += 1
-            _shielded[task] = state
+            shielded[task] = state
         if self._reason:
             state.loop.call_soon(state.deliver_later, self)
         elif self._deadline < state.timer_when:
@@ -518,6 +374,23 @@ class CancelScope:
             # the task's next await, and not at all if the block never awaits.
             state.arm(self._deadline)
         return effective
+
+    def _enter_late(self, state: TaskScopes, cancelling: int, anyio: object, base: float) -> None:
+        """Enter a deferred scope (no deadline, no shield) on top of ``state``'s stack,
+        with what was read when its block was entered (see ``defer``)."""
+        self._state = state
+        self._phase = _ACTIVE
+        self._entry_cancelling = cancelling
+        self._anyio = anyio
+        stack = state.stack
+        if stack:
+            scope = stack[-1]
+            self._effective = scope._effective
+        else:
+            self._effective = state.base = base
+        stack.append(self)
+        if self._reason:
+            state.loop.call_soon(state.deliver_later, self)
 
     def __exit__(
         self,
@@ -527,14 +400,21 @@ class CancelScope:
     ) -> bool:
         if self._exit(exc):
             if self._fail and self._reason is _DEADLINE:
-                what = (
-                    f"fail_after({self._relative:g})"
-                    if self._relative is not None
-                    else f"fail_at({self._deadline:g})"
-                )
-                raise TimeoutError(f"cohort.{what}: the deadline passed") from exc
+                raise TimeoutError(self._timeout_message()) from exc
             return True
         return False
+
+    def _timeout_message(self) -> str:
+        relative = self._relative
+        if relative is None:
+            return f"cohort.fail_at({self._deadline:g}): the deadline passed"
+        message = _fail_after_messages.get(relative)  # a loop uses the same few delays
+        if message is None:
+            if len(_fail_after_messages) >= 64:
+                _fail_after_messages.clear()
+            message = f"cohort.fail_after({relative:g}): the deadline passed"
+            _fail_after_messages[relative] = message
+        return message
 
     def _exit(self, exc: BaseException | None) -> bool:
         """Leave the scope; True when ``exc`` is this scope's own cancellation (caught)."""
@@ -567,7 +447,7 @@ class CancelScope:
         if self._shield:
             state.shields -= 1
             if not state.shields:
-                _shielded.pop(task, None)
+                shielded.pop(task, None)
             self._release_held(state, exc)
         caught = False
         if self._cancel_requests:
@@ -595,7 +475,7 @@ class CancelScope:
             return True
         return not (self._cancel_requests or self._raised)
 
-    def _abandon(self, state: _TaskState) -> None:
+    def _abandon(self, state: TaskScopes) -> None:
         """Take the scope off its task's stack without delivering anything."""
         if self in state.stack:
             index = state.stack.index(self)
@@ -605,12 +485,12 @@ class CancelScope:
             if self._shield:
                 state.shields -= 1
                 if not state.shields:
-                    _shielded.pop(state.task, None)
+                    shielded.pop(state.task, None)
         self._phase = _EXITED
         self._state = None
 
     @staticmethod
-    def _release_held(state: _TaskState, exc: BaseException | None) -> None:
+    def _release_held(state: TaskScopes, exc: BaseException | None) -> None:
         """A shield exited: deliver what it held back, unless another shield still does.
 
         Held-back scopes become reachable down to the next shield. If the block
@@ -641,6 +521,8 @@ class CancelScope:
 
 
 _SHIELD_MSG: Final = "cohort: cancellation held back by a shield"
+# The message of fail_after(seconds)'s TimeoutError, by seconds (a few kept).
+_fail_after_messages: dict[float, str] = {}
 
 
 def _outer_raised(stack: list[CancelScope]) -> bool:

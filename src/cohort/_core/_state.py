@@ -13,12 +13,11 @@ import contextvars
 import enum
 import itertools
 import operator
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
-from cohort._core import _scopes
+from cohort._core import _scopes, _why
 from cohort._core._child import Child, ChildStatus, Outcome
 from cohort._core._coros import close_coroutines
 from cohort._core._handle import Handle
@@ -28,12 +27,17 @@ from cohort._observe._events import GroupStatistics
 from cohort._observe._reasons import CancelReason
 from cohort._validate import check_count, check_seconds
 
-__all__ = ["GroupState", "Phase", "Queued", "TreeRow", "live_groups", "open_groups"]
+if TYPE_CHECKING:
+    from cohort._core._group import TaskGroup
+
+__all__ = ["GroupScope", "GroupState", "Phase", "Queued", "TreeRow", "live_groups", "open_groups"]
 
 _CancelledError = asyncio.CancelledError
 _CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
 _SUCCEEDED = ChildStatus.SUCCEEDED
 _by_seq = operator.attrgetter("seq")
+# The completion order of a group whose policy does not read it: never appended to.
+_NOT_KEPT: Final[list[Child]] = []
 
 
 class Phase(enum.Enum):
@@ -70,6 +74,33 @@ def open_groups(loop: asyncio.AbstractEventLoop) -> list[tuple[Any, asyncio.Task
     return [(g, task) for g, task in list(live_groups.items()) if task.get_loop() is loop]
 
 
+class GroupScope(CancelScope):
+    """A task group's scope around its body: its deadline is the group's timeout."""
+
+    __slots__ = ("_group",)
+
+    def __init__(self, group: TaskGroup, deadline: float) -> None:
+        CancelScope.__init__(self, deadline=deadline)  # not super(): no proxy object made
+        self._group = group
+
+    def _expire(self) -> None:
+        # The group decides (and cancels its body through this scope, if the
+        # body still runs); a policy may also choose to ignore the timeout.
+        self._group._on_timeout()
+        if not self._reason:
+            # The body had finished, or the policy chose to ignore the timeout:
+            # this deadline is spent, but the scope can still be cancelled.
+            self._retire_deadline()
+
+    def _held_back(self) -> None:
+        # The body sits in a shield, the children do not: they are cancelled now.
+        self._group._outside()
+
+    def _why(self) -> CancelReason | None:
+        # The body is cancelled for the group's own reason.
+        return self._group._cancel_reason
+
+
 class GroupState:
     """A task group's state, its counters for policies and its results (see ``TaskGroup``)."""
 
@@ -98,6 +129,7 @@ class GroupState:
         "_policy",
         "_queue",
         "_scope",
+        "_scope_state",
         "_spawned",
         "_succeeded",
         "_task",
@@ -107,6 +139,18 @@ class GroupState:
         "_traits",
         "_waiter",
     )
+
+    # Set at entry, read only once entered (not stored by __init__): the task whose
+    # body the group is, its loop, the loop's clock, the id of the loop's thread,
+    # and _on_task_done, bound once for every child (dropped at exit: no cycle).
+    _task: asyncio.Task[Any]
+    _loop: asyncio.AbstractEventLoop
+    _clock: Callable[[], float]
+    _thread: int
+    _done_cb: Callable[[asyncio.Task[Any]], None] | None
+    # Set at entry when the group has no timeout (its scope is deferred then, see
+    # _scopes.defer): the task's scopes; None after exit.
+    _scope_state: _scopes.TaskScopes | None
 
     # Rarely set, so not slots: these class-level values serve until an instance
     # sets its own (in its __dict__), and a group that never needs them pays no store.
@@ -169,7 +213,7 @@ class GroupState:
         # (for a policy that orders results so).
         self._tasks: dict[asyncio.Task[Any], Child] = {}
         self._kept: list[Child] = []
-        self._completed: list[Child] = []
+        self._completed: list[Child] = [] if traits.completion_order else _NOT_KEPT
         # Children waiting for a ``limit`` slot (None until the first one waits).
         self._queue: deque[Queued] | None = None
         self._spawned = 0
@@ -177,13 +221,6 @@ class GroupState:
         self._failed = 0
         self._decision = _CONTINUE
         self._waiter: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._clock: Callable[[], float] = time.monotonic  # the loop's clock, from entry
-        # While open: _on_task_done, bound once for every child (dropped at exit,
-        # so that no cycle is left behind).
-        self._done_cb: Callable[[asyncio.Task[Any]], None] | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._thread = 0  # the id of the thread that runs the group's loop, from entry
         self._scope: CancelScope | None = None
         self._entered_at: float | None = None
 
@@ -341,6 +378,20 @@ class GroupState:
                 child_of = g
         return outer or child_of
 
+    def _wake_exit(self) -> None:
+        """Wake __aexit__ (once per wait, not per child) when it has something to do:
+        nothing left running, or every critical child done while undecided."""
+        waiter = self._waiter
+        if (
+            waiter is not None
+            and (
+                (not self._tasks and not self._queue)
+                or (self._spawned == self._succeeded + self._failed and self._decision is _CONTINUE)
+            )
+            and not waiter.done()
+        ):
+            waiter.set_result(None)
+
     def _on_fatal(self, exc: BaseException) -> None:
         self._fatal = True
         if self._base_error is None and isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -433,3 +484,24 @@ class GroupState:
             if c.error is not None
             and (not isinstance(c.error, Exception) or (raises and c.critical))
         ]
+
+    def _body_scope(self) -> CancelScope:
+        """Make the group's own scope (``TaskGroup`` makes a ``GroupScope`` of itself)."""
+        raise NotImplementedError
+
+    def _entered_scope(self) -> CancelScope:
+        """The group's scope, entered now (where it would have been) if deferred."""
+        if self._scope is None:
+            assert self._scope_state is not None  # open, without a timeout
+            self._scope_state.enter_deferred(self._body_scope)
+        assert self._scope is not None
+        return self._scope
+
+    # -- the group's scope, and why the group cancels -----------------------------------
+
+    def _reason_for(self, decision: Decision, cause: Child | CancelReason | None) -> CancelReason:
+        if isinstance(cause, CancelReason):
+            return cause
+        if cause is not None and not self._timed_out:
+            return _why.after_child(self.name, self._policy, decision, cause)
+        return _why.by_group(self.name, self._policy, decision, self._timeout, self._timed_out)

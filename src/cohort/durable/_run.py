@@ -1,7 +1,7 @@
 """Durable runs: children and steps recorded by structural path, replayed on resume.
 
 ``run()`` owns a run in a store for the ``async with`` block. While it is
-active, ``TaskGroup.spawn`` calls the run's hook (``cohort._core._group.spawn_hook``,
+active, ``TaskGroup.spawn`` calls the run's hook (``cohort._core._coros.spawn_hook``,
 a context variable): the child is named by its path (run / groups / child
 name), never by its start order, and its coroutine is wrapped so that a child
 recorded as finished is not run again (its value or error is returned, in the
@@ -22,7 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from cohort._core._group import TaskGroup, close_coroutines, spawn_hook
+from cohort._core._coros import close_coroutines, spawn_hook
+from cohort._core._group import TaskGroup
 from cohort._core._policies import Decision, Quorum
 from cohort.durable._codec import Codec, PickleCodec
 from cohort.durable._context import name_of, path_var, run_var

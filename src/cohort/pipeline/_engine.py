@@ -31,7 +31,8 @@ from types import CoroutineType
 from typing import Any
 
 from cohort._core import _scopes
-from cohort._core._group import TaskGroup, spawn_hook
+from cohort._core._coros import spawn_hook
+from cohort._core._group import TaskGroup
 from cohort._exceptions import PipelineError
 from cohort._observe._events import EVENTS
 from cohort.pipeline._channel import CHUNK, Channel

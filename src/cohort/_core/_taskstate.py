@@ -1,0 +1,258 @@
+"""One task's cancel scopes: their stack, their one timer, shields, deferred scopes.
+
+The machinery under ``CancelScope`` (``cohort._core._scopes``): per task, the
+stack of active scopes with the deadline in force at each level, the one timer
+shared by their deadlines (armed for the nearest; it re-arms itself when it
+fires), the count of shields and what they hold back, the scopes deferred until
+first needed, and what anyio's own shields hold back (anyio keeps that state to
+itself: read here, through its backend, and nowhere else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import sys
+import weakref
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from cohort._core._scopes import CancelScope
+
+__all__ = [
+    "ANYIO_BACKEND",
+    "ANYIO_POLL",
+    "ScopePhase",
+    "TaskScopes",
+    "anyio_scope",
+    "anyio_shielded",
+    "shielded",
+    "state_for",
+    "state_var",
+]
+
+_modules = sys.modules
+
+
+class ScopePhase(enum.IntEnum):
+    """Where a scope is in its life."""
+
+    IDLE = 0
+    ACTIVE = 1
+    EXITED = 2
+
+
+_ACTIVE: Final = ScopePhase.ACTIVE
+
+
+class TaskScopes:
+    """Per-task bookkeeping: the stack of active scopes and the one shared timer."""
+
+    __slots__ = (
+        "__weakref__",
+        "base",
+        "deferred",
+        "loop",
+        "root_pending",
+        "shields",
+        "stack",
+        "task",
+        "timer",
+        "timer_when",
+    )
+
+    def __init__(self, task: asyncio.Task[object], loop: asyncio.AbstractEventLoop) -> None:
+        self.task = task
+        self.loop = loop
+        self.stack: list[CancelScope] = []
+        # The deadline in force below the stack (a group's child inherits it),
+        # read when the first scope of the stack was entered.
+        self.base = math.inf
+        self.timer: asyncio.Handle | None = None
+        self.timer_when = math.inf
+        self.shields = 0
+        # A whole-task cancellation (from a group) held back by a shield.
+        self.root_pending = False
+        # Scopes entered only when first needed (see defer()), innermost last:
+        # (make the scope, task.cancelling() and anyio's scope at entry, base deadline).
+        self.deferred: list[tuple[Callable[[], CancelScope], int, object, float]] = []
+
+    def enter_deferred(self, upto: Callable[[], CancelScope] | None = None) -> None:
+        """Enter the deferred scopes, outermost first, up to the one ``upto`` makes
+        (all of them with None): on top of the stack, where they would have been."""
+        deferred = self.deferred
+        count = len(deferred)
+        if upto is not None:
+            count = next(i for i, d in enumerate(deferred) if d[0] == upto) + 1
+        entering = deferred[:count]
+        del deferred[:count]
+        for make, cancelling, anyio, base in entering:
+            scope = make()
+            scope._enter_late(self, cancelling, anyio, base)
+
+    def undefer(self, make: Callable[[], CancelScope]) -> None:
+        """The block of a deferred scope ended before the scope was needed."""
+        deferred = self.deferred
+        if deferred and deferred[-1][0] == make:  # a bound method: equal, not the same
+            deferred.pop()
+            return
+        for i, d in enumerate(deferred):  # pragma: no cover - blocks nest
+            if d[0] == make:
+                del deferred[i]
+                return
+
+    def arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_when = when
+        # The timer holds the state weakly: a finished task's state (and the
+        # task) are freed at once, and the stale timer then does nothing.
+        # A deadline already passed fires with call_soon, so that it runs
+        # before the task's next step even when that await is a bare yield.
+        loop = self.loop
+        if when <= loop.time():
+            self.timer = loop.call_soon(fire, weakref.ref(self))
+        else:
+            self.timer = loop.call_at(when, fire, weakref.ref(self))
+
+    def on_timer(self) -> None:
+        fired = self.timer_when
+        self.timer = None
+        self.timer_when = math.inf
+        now = max(self.loop.time(), fired)
+        upcoming = math.inf
+        for scope in list(self.stack):
+            if scope._reason:
+                continue
+            if scope._deadline <= now:
+                scope._expire()
+            elif scope._deadline < upcoming:
+                upcoming = scope._deadline
+        if upcoming < math.inf and upcoming < self.timer_when:
+            self.arm(upcoming)
+
+    def refresh(self, start: int) -> None:
+        """The deadline of ``stack[start]`` changed, or a scope left from there:
+        recompute the deadlines in force from there up to the next shield."""
+        stack = self.stack
+        outer = self.base
+        if start:
+            scope = stack[start - 1]
+            outer = scope._effective
+        for i in range(start, len(stack)):
+            scope = stack[i]
+            if scope._shield:
+                if i > start:
+                    return  # a shield's deadline in force is its own: nothing above changes
+                outer = scope._deadline
+            elif scope._deadline < outer:
+                outer = scope._deadline
+            scope._effective = outer
+
+    def shielded_above(self, scope: CancelScope) -> bool:
+        """True when a shield sits between ``scope`` and the top of the stack."""
+        if not self.shields:
+            return False
+        stack = self.stack
+        for i in range(len(stack) - 1, -1, -1):
+            s = stack[i]
+            if s is scope:
+                return False
+            if s._shield:
+                return True
+        return False
+
+    def deliver_later(self, scope: CancelScope) -> None:
+        if scope._phase is _ACTIVE:
+            if self.shielded_above(scope):
+                self.hold(scope)
+            else:
+                scope._deliver()
+
+    def hold_for_anyio(self, scope: CancelScope) -> None:
+        """An anyio shield entered inside ``scope`` holds its cancellation back.
+
+        As with a cohort shield, the groups entered between ``scope`` and that
+        shield cancel their children now; the delivery is retried shortly.
+        """
+        if self.deferred:
+            self.enter_deferred()
+        stack = self.stack
+        for i in range(stack.index(scope) + 1, len(stack)):
+            inner = stack[i]
+            if inner._shield or not anyio_shielded(self.task, inner._anyio):
+                break
+            inner._held_back()
+        self.loop.call_later(ANYIO_POLL, self.deliver_later, scope)
+
+    def hold(self, scope: CancelScope | None) -> None:
+        """A shield holds back the cancellation of ``scope`` (``None``: of the whole task).
+
+        What lies between them and the shield is still cancelled: a task group
+        opened there cancels its children now, since no shield covers them
+        (``move_on_after(1): async with TaskGroup() as g: g.spawn(work); with
+        CancelScope(shield=True): ...`` stops ``work`` after 1 s, as anyio does).
+        """
+        stack = self.stack
+        for i in range(0 if scope is None else stack.index(scope) + 1, len(stack)):
+            inner = stack[i]
+            if inner._shield:
+                return
+            inner._held_back()
+
+
+def fire(ref: weakref.ref[TaskScopes]) -> None:
+    state = ref()
+    if state is not None:
+        state.on_timer()
+
+
+state_var: ContextVar[TaskScopes | None] = ContextVar("cohort_task_state", default=None)
+# Tasks currently inside a shield, so that cancel_task() can hold back a
+# whole-task cancellation until the shield exits.
+shielded: dict[asyncio.Task[object], TaskScopes] = {}
+
+
+def state_for(task: asyncio.Task[object]) -> TaskScopes:
+    state = state_var.get()
+    if state is None or state.task is not task:
+        state = TaskScopes(task, task.get_loop())
+        state_var.set(state)
+    return state
+
+
+# How often a cancellation held back by an anyio shield checks whether it has exited.
+ANYIO_POLL: Final = 0.002
+ANYIO_BACKEND: Final = "anyio._backends._asyncio"
+
+
+def anyio_scope(task: asyncio.Task[object]) -> object:
+    """anyio's innermost cancel scope in ``task`` (None without anyio or outside its scopes)."""
+    backend = _modules.get(ANYIO_BACKEND)
+    if backend is None:
+        return None
+    try:
+        state = backend._task_states.get(task)
+    except (AttributeError, TypeError):  # an anyio whose internals differ: no deferral
+        return None
+    return None if state is None else getattr(state, "cancel_scope", None)
+
+
+def anyio_shielded(task: asyncio.Task[object], since: object) -> bool:
+    """True when ``task`` is inside an anyio shield entered after anyio scope ``since``.
+
+    Walks anyio's scopes of this task from the innermost out to ``since`` (the
+    innermost one when the cohort scope was entered); scopes of an enclosing
+    task are anyio's business, not this task's.
+    """
+    scope = anyio_scope(task)
+    while scope is not None and scope is not since:
+        if getattr(scope, "_host_task", None) is not task:
+            return False
+        if getattr(scope, "_shield", False):
+            return True
+        scope = getattr(scope, "_parent_scope", None)
+    return False
