@@ -11,6 +11,7 @@ table to look it up in and nothing to clean up.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from types import CodeType
 from typing import Literal
@@ -79,6 +80,13 @@ def site(code: CodeType | None, lasti: int) -> str | None:
     """``file:line`` of the instruction at offset ``lasti`` of ``code``."""
     if code is None:
         return None
+    return _site(code, lasti)
+
+
+@functools.lru_cache(maxsize=4096)
+def _site(code: CodeType, lasti: int) -> str:
+    # Cached: a deadline that fires in a loop asks for the same place each time,
+    # and finding an instruction's line walks the code's line table.
     line = None
     for start, end, number in code.co_lines():
         if start <= lasti < end:
