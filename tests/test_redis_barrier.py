@@ -139,6 +139,31 @@ async def test_a_cancelled_waiter_breaks_the_barrier(redis_url: str, namespace: 
                     await t2
 
 
+async def test_a_waiter_cancelled_while_its_arrival_is_on_the_wire_still_breaks_the_barrier(
+    redis_url: str, namespace: str
+) -> None:
+    """The last party is cancelled while its arrival script is in flight: counted
+    or not, it will not arrive again, so the others never wait for it forever."""
+    async with coordinator(redis_url, namespace) as a:
+        one, two, three = (a.barrier("phase", 3, party=p) for p in ("one", "two", "three"))
+        async with one, two, three:
+            t2 = asyncio.create_task(two.wait())
+            t3 = asyncio.create_task(three.wait())
+            await _until_arrived(a, namespace, 2)
+            t1 = asyncio.create_task(one.wait())
+            await asyncio.sleep(0)  # t1 sends its arrival and awaits the reply
+            t1.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t1
+            async with asyncio.timeout(BOUND):
+                outcomes = await asyncio.gather(t2, t3, return_exceptions=True)
+                if not any(isinstance(o, cohort.BrokenBarrierError) for o in outcomes):
+                    # The arrival counted and the generation passed: the next one breaks.
+                    again = (two.wait(), three.wait())
+                    outcomes = await asyncio.gather(*again, return_exceptions=True)
+            assert all(isinstance(o, cohort.BrokenBarrierError) for o in outcomes), outcomes
+
+
 async def test_parties_must_agree_and_must_join_first(redis_url: str, namespace: str) -> None:
     async with coordinator(redis_url, namespace) as a:
         b3 = a.barrier("phase", 3)

@@ -130,17 +130,21 @@ class Barrier(Primitive):
         event = connection.watch(self.channel)
         try:
             event.clear()
-            _, status, gen, index, reason = await self._op(
-                BARRIER_ARRIVE, "1" if self._action is not None else ""
-            )
-            if status == "broken":
-                raise BrokenBarrierError(f"{self!r} is broken: {reason}; call reset() first")
-            if status == "passed":
-                return int(index)
-            if status == "action":
-                await self._run_action(gen)
-                return int(index)
+            # Cancelled anywhere from here on, even while its arrival is on the
+            # wire (counted or not, perhaps completing the generation), the party
+            # breaks the barrier: it will not arrive again, and nobody may wait
+            # for it forever.
             try:
+                _, status, gen, index, reason = await self._op(
+                    BARRIER_ARRIVE, "1" if self._action is not None else ""
+                )
+                if status == "broken":
+                    raise BrokenBarrierError(f"{self!r} is broken: {reason}; call reset() first")
+                if status == "passed":
+                    return int(index)
+                if status == "action":
+                    await self._run_action(gen)
+                    return int(index)
                 while True:
                     await connection.pause(event, connection.poll)
                     event.clear()
