@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeAlias, TypeVar, overload
 
 import cohort._flow as package
-from cohort._core._policies import Gather, JoinPolicy, Quorum
+from cohort._core._policies import Gather, JoinPolicy, Quorum, traits_of
 from cohort._core._retry import Retry
 from cohort._core._scopes import fail_after, move_on_after
 from cohort._flow import _join
@@ -85,7 +85,7 @@ class Node(Generic[R]):
         self.dependents: list[Node[Any]] = []  # the nodes that take it, in declaration order
         self.cancellable = False  # set when a join may start without it (it may be cut short)
         join = self.join
-        self.traits = _join.traits(join)  # what the policy's class asks to see
+        self.traits = traits_of(join)  # what the policy's class asks to see, as a group does
         self.outcomes = _join.takes_outcomes(join)  # it takes each upstream's Outcome
         # What a worker process is sent: a reference to the function by its module
         # and name. The decorator rebinds that name to this node, so the node leads

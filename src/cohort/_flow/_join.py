@@ -18,11 +18,9 @@ from cohort._core._policies import (
     GroupView,
     JoinPolicy,
     Settle,
-    Traits,
     ask_all_done,
     ask_child_done,
     fan_in_refusal,
-    traits_of,
 )
 
 if TYPE_CHECKING:
@@ -37,7 +35,6 @@ __all__ = [
     "decide",
     "may_start_early",
     "takes_outcomes",
-    "traits",
 ]
 
 START = 1  # the node may start now
@@ -56,11 +53,6 @@ def check_join(join: object) -> None:
     refusal = fan_in_refusal(join)
     if refusal is not None:
         raise TypeError(refusal)
-
-
-def traits(join: JoinPolicy) -> Traits:
-    """What a flow needs to know of ``join``'s class, as a task group does."""
-    return traits_of(join)
 
 
 def may_start_early(join: JoinPolicy) -> bool:
