@@ -14,7 +14,7 @@ from typing import Any, Self
 from cohort._exceptions import BrokenBarrierError
 from cohort._sync._barrier import BarrierStatistics
 from cohort.redis._client import Connection, Primitive
-from cohort.redis._lease import Lease, Renewer
+from cohort.redis._lease import Renewer, join_party
 from cohort.redis._scripts import (
     BARRIER_ARRIVE,
     BARRIER_BREAK,
@@ -90,15 +90,12 @@ class Barrier(Primitive):
     async def __aenter__(self) -> Self:
         if self._renewer is not None:
             raise RuntimeError(f"{self!r} is already joined: one object is one party")
-        loop = asyncio.get_running_loop()
-        sent = loop.time()
-        await self._op(BARRIER_JOIN)
 
         async def renew() -> bool:
             reply = await self._op(BARRIER_RENEW)
             return bool(reply[1])
 
-        self._renewer = Renewer(Lease(self.name, 0), self._lease, renew, lambda _r: None, sent)
+        self._renewer = await join_party(self.name, self._lease, self._op(BARRIER_JOIN), renew)
         return self
 
     async def __aexit__(

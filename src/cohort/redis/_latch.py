@@ -11,7 +11,7 @@ from typing import Any, Self
 
 from cohort._exceptions import BrokenBarrierError
 from cohort.redis._client import Connection, Primitive
-from cohort.redis._lease import Lease, Renewer
+from cohort.redis._lease import Renewer, join_party
 from cohort.redis._scripts import (
     LATCH_CHECK,
     LATCH_DOWN,
@@ -73,14 +73,13 @@ class Latch(Primitive):
     async def __aenter__(self) -> Self:
         if self._renewer is not None:
             raise RuntimeError(f"{self!r} is already joined: one object is one party")
-        sent = asyncio.get_running_loop().time()
-        await self._op(LATCH_JOIN, self.party)
 
         async def renew() -> bool:
             _, held = await self._op(LATCH_RENEW, self.party)
             return bool(held)
 
-        self._renewer = Renewer(Lease(self.name, 0), self._lease, renew, lambda _r: None, sent)
+        join = self._op(LATCH_JOIN, self.party)
+        self._renewer = await join_party(self.name, self._lease, join, renew)
         return self
 
     async def __aexit__(

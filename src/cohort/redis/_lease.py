@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from cohort._exceptions import CoordinatorLost
 
-__all__ = ["Lease", "Renewer"]
+__all__ = ["Lease", "Renewer", "join_party"]
 
 
 class Lease:
@@ -123,3 +123,21 @@ class Renewer:
         self._task = None
         if not self._stopped:
             self._timer = self._loop.call_at(self._due(), self._fire)
+
+
+async def join_party(
+    name: str, seconds: float, join: Awaitable[object], renew: Callable[[], Awaitable[bool]]
+) -> Renewer:
+    """Join a primitive as a party under a lease (``join``: its join script, not
+    started yet, so the lease is timed from before it is sent) and renew it.
+
+    A party that loses its lease has nothing to stop here: the server counts it
+    gone and breaks the primitive for the others, who learn it from the server.
+    """
+    sent = asyncio.get_running_loop().time()
+    await join
+    return Renewer(Lease(name, 0), seconds, renew, _nothing_to_stop, sent)
+
+
+def _nothing_to_stop(reason: str) -> None:
+    pass
