@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import functools
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Never, ParamSpec, TypeVar
 
 from cohort._core import _scopes
+from cohort._core._journal import active, journal_var
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
 from cohort._observe._events import emit
 from cohort._validate import (
@@ -223,7 +225,25 @@ async def run_attempts(
     started = 0.0
     if policy is not None and (policy.budget is not None or policy.on_retry is not None):
         started = asyncio.get_running_loop().time()
+    # In a durable run, each retry decided is journaled (the attempt's error, when the
+    # next may start): resumed, the loop goes on from the attempt after the last one
+    # recorded, when its backoff ends, rather than with a fresh set of attempts.
+    journal = journal_var.get() if active[0] and policy is not None else None
+    if journal is not None:
+        path, loop = journal.key("retry")
+        first = time.time()
+        earlier: list[str] = []
     while True:
+        if journal is not None:
+            past = journal.recorded((path, f"{loop}.{attempt}"))
+            if past is not None:  # this attempt failed before the run resumed
+                if not earlier:
+                    first = past["first"]
+                    started -= time.time() - first
+                earlier.append(past["error"])
+                await asyncio.sleep(max(0.0, past["next"] - time.time()))
+                attempt += 1
+                continue
         if tally is not None:
             tally[0] = attempt
         error: Exception
@@ -245,6 +265,11 @@ async def run_attempts(
         if policy is None or attempt >= policy.attempts or not policy.retries(error):
             if attempt > 1:
                 error.add_note(f"cohort.Retry: {what} failed {attempt} attempts; this is the last")
+            if journal is not None and earlier:
+                error.add_note(
+                    f"cohort.Retry: attempts 1-{len(earlier)} failed before the durable run "
+                    f"resumed: {'; '.join(earlier)}"
+                )
             raise AttemptsFailed(error, attempt) from None
         now = asyncio.get_running_loop().time()
         delay = policy.delay(attempt)
@@ -258,6 +283,10 @@ async def run_attempts(
             on_retry(error, attempt)
         if policy.on_retry is not None:
             policy.on_retry(RetryState(attempt, error, delay, now - started))
+        if journal is not None:
+            wall = time.time()
+            decided = {"error": repr(error)[:200], "next": wall + delay, "first": first}
+            journal.record((path, f"{loop}.{attempt}"), decided)
         await asyncio.sleep(delay)
         attempt += 1
 

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
 from cohort._core._group import clock_of, close_coroutines
+from cohort._core._journal import Journal, active, journal_var
 from cohort._exceptions import CircuitOpenError
 from cohort._observe._events import emit
 from cohort._resilience._loop import resolved
@@ -97,6 +98,10 @@ class CircuitBreaker:
     to its backend. An open breaker raises :class:`cohort.CircuitOpenError`.
     Both ways keep the same books: every admitted call that ends is counted;
     only calls admitted since the last transition move the state.
+
+    In a durable run (``cohort.durable``) each admission is journaled at the
+    caller's path: resumed, the same call is rejected or let through as it was
+    before the crash, whatever the breaker (rebuilt in memory) says now.
 
     With retries, put the retry outside the breaker,
     ``await cohort.retry(breaker.call, fetch, url)``: each attempt is one
@@ -305,15 +310,48 @@ class CircuitBreaker:
         return result
 
     def __aenter__(self) -> Awaitable[CircuitBreaker]:
-        if self._plain:
+        if active[0] and (journal := journal_var.get()) is not None:
+            self._enter_journaled(journal)
+        elif self._plain:
             self._inflight += 1  # the common case: no ticket to keep
         else:
             self._enter()
         return self._ready or self._first_ready()
 
-    def _enter(self) -> None:
-        """Admit a call that enters other than in the common case, and keep its ticket."""
-        ticket = self._admit()
+    def _enter_journaled(self, journal: Journal) -> None:
+        """Admit a call in a durable run: as journaled before a crash, else as the
+        breaker says now (and journal that). A call let through before the crash
+        that the breaker would refuse now enters as one of an older generation:
+        counted, moving nothing."""
+        key = journal.key("breaker")
+        admitted = journal.recorded(key)
+        if admitted is None:
+            try:
+                self._enter()
+            except CircuitOpenError:
+                journal.record(key, False)
+                raise
+            journal.record(key, True)
+        elif admitted:
+            try:
+                self._enter()
+            except CircuitOpenError:
+                self._rejected -= 1
+                self._enter(-2)
+        else:
+            self._rejected += 1
+            raise CircuitOpenError(
+                f"circuit breaker {self.name!r} rejected this call before the durable run "
+                "resumed (journaled): it is rejected again",
+                breaker=self.name,
+                retry_after=0.0,
+            )
+
+    def _enter(self, ticket: int | None = None) -> None:
+        """Admit a call that enters other than in the common case, and keep its ticket
+        (``ticket``: one given, not asked of the state)."""
+        if ticket is None:
+            ticket = self._admit()
         task = asyncio.current_task()
         if task is None:
             self._done(ticket, asyncio.CancelledError())  # frees a probe's place

@@ -14,6 +14,7 @@ from __future__ import annotations
 from cohort._public import publish as _publish
 from cohort.durable._codec import Codec, JsonCodec, PickleCodec, RecordedError
 from cohort.durable._context import current_run, epoch, idempotency_key, step, write_rows
+from cohort.durable._decide import now, random
 from cohort.durable._flows import resume_flow, run_flow
 from cohort.durable._ledger import ItemLedger
 from cohort.durable._postgres import PostgresStore, migrate
@@ -60,8 +61,10 @@ __all__ = [
     "epoch",
     "idempotency_key",
     "migrate",
+    "now",
     "program",
     "programs",
+    "random",
     "resume_flow",
     "run",
     "run_flow",

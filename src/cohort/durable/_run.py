@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from cohort._core._coros import close_coroutines, spawn_hook
 from cohort._core._group import TaskGroup
+from cohort._core._journal import active, journal_var
 from cohort._core._policies import Decision, Quorum
 from cohort.durable._codec import Codec, PickleCodec
 from cohort.durable._context import name_of, path_var, run_var
@@ -120,7 +121,9 @@ class DurableRun(Steps):
         self._failure: BaseException | None = None
         self._task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tokens: tuple[Token[Any], Token[Any], Token[Any]] | None = None
+        self._tokens: tuple[Token[Any], Token[Any], Token[Any], Token[Any]] | None = None
+        # Decisions taken so far in this run, by (path, kind): the ordinal of the next.
+        self._decided: dict[tuple[tuple[str, ...], str], int] = {}
         self._crash = Crash()
         self._ledgers: list[ItemLedger] = []
         self._ledger_timer: asyncio.TimerHandle | None = None
@@ -151,7 +154,13 @@ class DurableRun(Steps):
         self._loop = asyncio.get_running_loop()
         if self._crash.point == "in-commit" and isinstance(self.store, BufferedStore):
             self.store.before_commit = lambda: self._crash.at("in-commit")
-        self._tokens = (run_var.set(self), path_var.set(()), spawn_hook.set(self._on_spawn))
+        self._tokens = (
+            run_var.set(self),
+            path_var.set(()),
+            spawn_hook.set(self._on_spawn),
+            journal_var.set(self),
+        )
+        active[0] += 1
         return self
 
     async def __aexit__(
@@ -161,7 +170,9 @@ class DurableRun(Steps):
         tb: TracebackType | None,
     ) -> None:
         assert self._tokens is not None
-        run_token, path_token, hook_token = self._tokens
+        run_token, path_token, hook_token, journal_token = self._tokens
+        active[0] -= 1
+        journal_var.reset(journal_token)
         spawn_hook.reset(hook_token)
         path_var.reset(path_token)
         run_var.reset(run_token)
@@ -516,6 +527,31 @@ class DurableRun(Steps):
                 self._journal("/".join(state.path), "end", {"children": stats.children}, -1)
                 self._after_put()
         self._open[parent] = still
+
+    # -- the decision journal (cohort._core._journal.Journal) ----------------------------
+
+    def key(self, kind: str) -> tuple[str, str]:
+        """The key of the next decision of ``kind`` at the current path: the n-th one
+        made there is ``(path, "<kind>-<n>")``."""
+        parent = path_var.get()
+        n = self._decided.get((parent, kind), 0) + 1
+        self._decided[(parent, kind)] = n
+        return "/".join(parent), f"{kind}-{n}"
+
+    def recorded(self, key: tuple[str, str]) -> Any:
+        """The value journaled under ``key``, or None."""
+        record = self._decisions.get(key)
+        return None if record is None else json.loads(record.value)
+
+    def record(self, key: tuple[str, str], value: Any) -> None:
+        """Journal ``value`` under ``key``: it commits with the next commit (before any
+        record made after it), at the end of this loop iteration at the latest."""
+        path, kind = key
+        self._journal(path, kind, value, -1)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_soon)
 
     def _journal(self, path: str, kind: str, value: object, seq: int) -> None:
         record = DecisionRecord(self.run_id, path, kind, json.dumps(value), seq)

@@ -33,6 +33,7 @@ from typing import Any
 from cohort._core import _scopes
 from cohort._core._coros import spawn_hook
 from cohort._core._group import TaskGroup
+from cohort._core._journal import journal_var
 from cohort._exceptions import PipelineError
 from cohort._observe._events import EVENTS
 from cohort.pipeline._channel import CHUNK, Channel
@@ -126,8 +127,10 @@ class Engine:
         if isinstance(source, Sized):
             self.total = len(source)
         # The engine's own workers are not the caller's children: a layer that
-        # records children (cohort.durable) does not see them.
+        # records children (cohort.durable) does not see them, nor journals their
+        # decisions (workers take items in no fixed order).
         hook = spawn_hook.set(None)
+        journal = journal_var.set(None)
         try:
             async with TaskGroup(name="pipeline") as g:
                 g.spawn(self.feed, source, name="pipeline-source")
@@ -141,6 +144,7 @@ class Engine:
                 raise
             fatal = self.fatal
         finally:
+            journal_var.reset(journal)
             spawn_hook.reset(hook)
             self.ended = self.loop.time()
         if fatal is None:
