@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import subprocess
 import sys
@@ -122,3 +123,49 @@ def test_a_flow_with_a_quorum_and_a_map_sigkilled_resumes_to_the_crash_free_outp
     assert result.kills >= 1
     assert result.output == _crash_free_output()
     assert result.output.splitlines()[1] == "[8555, 8556]"
+
+
+@pytest.mark.virtual_clock
+async def test_flow_nodes_cut_short_by_a_first_wins_join_are_not_run_again_on_resume(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+    calls: list[str] = []
+    decided = asyncio.Event()
+    gate = asyncio.Event()
+    delays = {"a": 3.0, "b": 1.0, "c": 2.0}
+    flow = cohort.Flow("race", inputs=["x"])
+
+    def upstream(name: str) -> None:
+        async def node(x: int) -> str:
+            calls.append(name)
+            await asyncio.sleep(delays[name])
+            return name
+
+        flow.node(name=name)(node)
+
+    for name in delays:
+        upstream(name)
+
+    @flow.node(join=cohort.FirstWins())
+    async def first(a: str | None, b: str | None, c: str | None) -> str:
+        calls.append("first")
+        decided.set()
+        await gate.wait()
+        return a or b or c or ""
+
+    run = asyncio.create_task(durable.run_flow(flow, run_id="r", store=db, x=0))
+    await decided.wait()  # b won; a and c were cut short
+    await asyncio.sleep(0)
+    run.cancel()  # as a crash would stop it, after the join's decision
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert calls == ["a", "b", "c", "first"]
+    calls.clear()
+    gate.set()
+    delays.update(a=0.0, c=0.0)  # they would win a fresh race
+    result = await durable.run_flow(flow, run_id="r", store=db, x=0)
+    assert result[first] == "b"
+    assert calls == ["first"]  # the losers stay cut short
+    statuses = [result.outcome(n).status.value for n in "abc"]
+    assert statuses == ["cancelled", "succeeded", "cancelled"]
