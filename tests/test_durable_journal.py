@@ -267,3 +267,25 @@ async def test_a_call_a_breaker_let_through_before_a_crash_is_let_through_on_res
     assert await body(tripped) == "fresh"  # open now, but it let this call through
     stats = tripped.statistics()
     assert (stats.rejected, stats.successes, stats.state) == (0, 1, cohort.CircuitState.OPEN)
+
+
+async def test_a_node_resume_flow_reruns_draws_afresh_and_the_others_keep_theirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "runs.db"
+    flow = cohort.Flow("f", inputs=["x"])
+
+    @flow.node
+    async def kept(x: int) -> float:
+        return durable.random()
+
+    @flow.node
+    async def again(kept: float) -> float:
+        return durable.random()
+
+    monkeypatch.setattr(random, "random", lambda: 0.25)
+    first = await durable.run_flow(flow, run_id="r", store=db, x=0)
+    assert (first[kept], first[again]) == (0.25, 0.25)
+    monkeypatch.setattr(random, "random", lambda: 0.75)
+    rerun = await durable.resume_flow(flow, "r", from_node="again", store=db)
+    assert (rerun[kept], rerun[again]) == (0.25, 0.75)

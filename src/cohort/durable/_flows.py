@@ -209,7 +209,8 @@ async def resume_flow(
         # The re-run nodes' own groups were journaled closed: they run again all the same.
         async with run(
             run_id, store=ledger, codec=codec, sync=sync, wait=wait, on_divergence="discard"
-        ):
+        ) as durable:
+            durable.forget_decisions(prefixes)  # their clock reads, draws, retries: afresh
             return await run_flow_in(flow, inputs=None, timeout=timeout, on_timeout=on_timeout)
     finally:
         if owned:

@@ -543,6 +543,13 @@ class DurableRun(Steps):
         record = self._decisions.get(key)
         return None if record is None else json.loads(record.value)
 
+    def forget_decisions(self, prefixes: tuple[str, ...]) -> None:
+        """Take no journaled decision made at these paths (or below them) as recorded:
+        the steps there run afresh (``resume_flow``); new ones replace them."""
+        below = tuple(p + "/" for p in prefixes)
+        for key in [k for k in self._decisions if k[0] in prefixes or k[0].startswith(below)]:
+            del self._decisions[key]
+
     def record(self, key: tuple[str, str], value: Any) -> None:
         """Journal ``value`` under ``key``: it commits with the next commit (before any
         record made after it), at the end of this loop iteration at the latest."""
