@@ -66,6 +66,10 @@ class Retry:
     first attempt did. ``on_retry`` is called with a :class:`RetryState`
     before each backoff.
 
+    Durable: inside a ``cohort.durable`` run each retry decided is journaled
+    at the caller's path; resumed after a crash, the loop goes on from the
+    attempt after the last one recorded, when its backoff ends.
+
     Deadline-aware: no retry starts when the backoff plus ``attempt_timeout``
     (if set) would end past ``cohort.current_deadline()`` or the budget; the
     last error is raised at once instead, with a note saying so.

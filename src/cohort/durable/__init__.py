@@ -5,6 +5,8 @@ task-group child and every ``run.step(...)`` is recorded in a ledger (SQLite
 by default) under its structural path: run / group name / child name. Run the
 same code again with the same ``run_id`` and what finished is not run again:
 its recorded value (or error) is returned, in the order it was recorded.
+Values that decide a branch are journaled where they decide: ``now()``,
+``random()``, a ``CircuitBreaker``'s admissions and a ``Retry``'s attempts.
 
 This package is optional: ``import cohort`` does not load it.
 """
