@@ -289,3 +289,32 @@ async def test_a_node_resume_flow_reruns_draws_afresh_and_the_others_keep_theirs
     monkeypatch.setattr(random, "random", lambda: 0.75)
     rerun = await durable.resume_flow(flow, "r", from_node="again", store=db)
     assert (rerun[kept], rerun[again]) == (0.25, 0.75)
+
+
+@pytest.mark.virtual_clock
+async def test_a_flow_node_retried_and_resumed_between_attempts_gets_only_the_attempts_left(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+    calls: list[int] = []
+    second = asyncio.Event()
+    gate = asyncio.Event()
+    flow = cohort.Flow("f", inputs=["x"])
+
+    @flow.node(retry=cohort.Retry(attempts=2, backoff=1.0))
+    async def flaky(x: int) -> int:
+        calls.append(x)
+        if len(calls) > 1:
+            second.set()
+            await gate.wait()
+        raise ConnectionError(f"try {len(calls)}")
+
+    first = asyncio.create_task(durable.run_flow(flow, run_id="r", store=db, x=0))
+    await _stopped_after(first, second)  # in attempt 2: attempt 1's failure is journaled
+    gate.set()
+    with pytest.raises(cohort.FlowError) as caught:
+        await durable.run_flow(flow, run_id="r", store=db, x=0)
+    assert calls == [0, 0, 0]  # resumed: attempt 2 only
+    error = caught.value.__cause__
+    assert isinstance(error, ConnectionError)
+    assert "failed 2 attempts; this is the last" in error.__notes__[0]
