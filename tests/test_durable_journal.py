@@ -318,3 +318,22 @@ async def test_a_flow_node_retried_and_resumed_between_attempts_gets_only_the_at
     error = caught.value.__cause__
     assert isinstance(error, ConnectionError)
     assert "failed 2 attempts; this is the last" in error.__notes__[0]
+
+
+async def test_a_draw_in_a_plain_def_flow_node_is_journaled_from_its_thread_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    flow = cohort.Flow("f", inputs=["x"])
+
+    @flow.node
+    def in_a_thread(x: int) -> float:
+        return durable.random()
+
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)  # a loop method called from another thread raises
+    try:
+        result = await durable.run_flow(flow, run_id="r", store=tmp_path / "runs.db", x=0)
+    finally:
+        loop.set_debug(False)
+    decisions = _decisions(durable.SQLiteStore(tmp_path / "runs.db"))
+    assert decisions == {("f/in_a_thread", "random-1"): result[in_a_thread]}

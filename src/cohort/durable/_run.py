@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import re
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -124,6 +125,7 @@ class DurableRun(Steps):
         self._tokens: tuple[Token[Any], Token[Any], Token[Any], Token[Any]] | None = None
         # Decisions taken so far in this run, by (path, kind): the ordinal of the next.
         self._decided: dict[tuple[tuple[str, ...], str], int] = {}
+        self._thread = 0  # the loop's thread
         self._crash = Crash()
         self._ledgers: list[ItemLedger] = []
         self._ledger_timer: asyncio.TimerHandle | None = None
@@ -152,6 +154,7 @@ class DurableRun(Steps):
         self._decisions = {(d.path, d.kind): d for d in decisions}
         self._task = asyncio.current_task()
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         if self._crash.point == "in-commit" and isinstance(self.store, BufferedStore):
             self.store.before_commit = lambda: self._crash.at("in-commit")
         self._tokens = (
@@ -553,6 +556,13 @@ class DurableRun(Steps):
     def record(self, key: tuple[str, str], value: Any) -> None:
         """Journal ``value`` under ``key``: it commits with the next commit (before any
         record made after it), at the end of this loop iteration at the latest."""
+        if self._tokens is None:
+            return  # a task or thread that outlived the run: nothing is recorded any more
+        loop = self._loop
+        assert loop is not None
+        if threading.get_ident() != self._thread:  # in a thread (a plain-def node): on the
+            loop.call_soon_threadsafe(self.record, key, value)  # loop, before the node's end
+            return
         path, kind = key
         self._journal(path, kind, value, -1)
         if not self._flush_scheduled:
