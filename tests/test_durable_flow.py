@@ -169,3 +169,36 @@ async def test_flow_nodes_cut_short_by_a_first_wins_join_are_not_run_again_on_re
     assert calls == ["first"]  # the losers stay cut short
     statuses = [result.outcome(n).status.value for n in "abc"]
     assert statuses == ["cancelled", "succeeded", "cancelled"]
+
+
+@pytest.mark.virtual_clock
+async def test_flow_nodes_cut_short_by_a_partial_timeout_stay_cut_short_on_resume(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+    calls: list[str] = []
+    delays = {"a": 1.0, "b": 5.0, "c": 2.0}
+    flow = cohort.Flow("timed", inputs=["x"])
+
+    def sink(name: str) -> None:
+        async def node(x: int) -> str:
+            calls.append(name)
+            await asyncio.sleep(delays[name])
+            return name
+
+        flow.node(name=name)(node)
+
+    for name in delays:
+        sink(name)
+
+    async def body() -> list[str]:
+        result = await durable.run_flow(
+            flow, run_id="r", store=db, timeout=2.5, on_timeout="partial", x=0
+        )
+        return [result.outcome(n).status.value for n in "abc"]
+
+    assert await body() == ["succeeded", "cancelled", "succeeded"]
+    calls.clear()
+    delays["b"] = 0.0  # it would finish in time now
+    assert await body() == ["succeeded", "cancelled", "succeeded"]
+    assert calls == []  # b stays cut short

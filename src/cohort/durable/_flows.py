@@ -18,6 +18,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from cohort._core._child import ChildStatus
 from cohort._core._group import TaskGroup
 from cohort._core._retry import attempt_all
 from cohort._core._scopes import fail_after
@@ -58,7 +59,9 @@ def _invoker(node: Node[Any]) -> Callable[[dict[str, Any]], Awaitable[Any]]:
     return bounded
 
 
-def _wrapped(durable: DurableRun, replay: FlowReplay, node: Node[Any]) -> Callable[..., Any]:
+def _wrapped(
+    durable: DurableRun, replay: FlowReplay, node: Node[Any], cut: bool
+) -> Callable[..., Any]:
     once = _invoker(node)
     name, over, limit, policy = node.name, node.map_over, node.limit, node.retry
 
@@ -77,6 +80,9 @@ def _wrapped(durable: DurableRun, replay: FlowReplay, node: Node[Any]) -> Callab
         return group.results
 
     async def node_fn(**kwargs: Any) -> Any:
+        if cut:  # the flow's timeout cut it short before: it waits to be cut short again
+            await asyncio.Event().wait()
+
         async def call() -> Any:
             if policy is None:
                 return await attempt(kwargs)
@@ -115,11 +121,22 @@ async def run_flow_in(
             return dict(given)
 
         values: dict[str, Any] = await durable.step(recorded_inputs, name=_INPUTS)
+        # A partial timeout is journaled as the nodes it cut short (key: the flow's
+        # path, "cut"); resumed under a timeout, they are not run again.
+        key = ("/".join(replay.path), "cut")
+        partial = timeout is not None and on_timeout == "partial"
+        cut = set(durable.recorded(key) or ()) if partial else set()
         copy = type(flow)(flow.name, inputs=flow.inputs)
         for node in flow.nodes:
             declare = copy.node(name=node.name, join=node.join, critical=node.critical)
-            declare(_wrapped(durable, replay, node))
-        return await copy.run(timeout=timeout, on_timeout=on_timeout, **values)
+            declare(_wrapped(durable, replay, node, node.name in cut))
+        result = await copy.run(timeout=timeout, on_timeout=on_timeout, **values)
+        if partial and not cut:
+            outcomes = result.outcomes
+            cut_now = [n for n, o in outcomes.items() if o.status is ChildStatus.CANCELLED]
+            if cut_now:
+                durable.record(key, cut_now)
+        return result
     finally:
         durable.flow_scope_end(tokens)
 
