@@ -202,3 +202,9 @@ async def test_flow_nodes_cut_short_by_a_partial_timeout_stay_cut_short_on_resum
     delays["b"] = 0.0  # it would finish in time now
     assert await body() == ["succeeded", "cancelled", "succeeded"]
     assert calls == []  # b stays cut short
+    result = await durable.resume_flow(
+        flow, "r", from_node="b", store=db, timeout=2.5, on_timeout="partial"
+    )
+    assert calls == ["b"]  # re-run on demand
+    assert result["b"] == "b"
+    assert await body() == ["succeeded"] * 3

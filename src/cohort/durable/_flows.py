@@ -228,6 +228,9 @@ async def resume_flow(
             run_id, store=ledger, codec=codec, sync=sync, wait=wait, on_divergence="discard"
         ) as durable:
             durable.forget_decisions(prefixes)  # their clock reads, draws, retries: afresh
+            cut = durable.recorded((flow.name, "cut"))
+            if cut:  # cut short by a partial timeout, they run again all the same
+                durable.record((flow.name, "cut"), [n for n in cut if n not in again])
             return await run_flow_in(flow, inputs=None, timeout=timeout, on_timeout=on_timeout)
     finally:
         if owned:
