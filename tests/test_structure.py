@@ -161,7 +161,16 @@ LOCAL_IMPORTS: dict[tuple[str, str], str] = {
 # The layers of docs/architecture.md, bottom up: a module or a package (with
 # everything under it). An import points to the same layer or one below.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("cohort._exceptions", "cohort._validate", "cohort._observe", "cohort._public")),
+    (
+        "base",
+        (
+            "cohort._exceptions",
+            "cohort._validate",
+            "cohort._observe",
+            "cohort._public",
+            "cohort._core._journal",
+        ),
+    ),
     ("scopes", ("cohort._core._taskstate", "cohort._core._scopes")),
     (
         "groups",
