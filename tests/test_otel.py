@@ -195,6 +195,86 @@ async def test_flow_nodes_are_spans(otel: Otel) -> None:
         assert attrs(span)["cohort.outcome"] == "succeeded"
 
 
+async def test_a_flow_node_cancelled_as_not_needed_has_a_span_with_that_reason(otel: Otel) -> None:
+    """Quorum(2) of s1, s2 and s3 (fed by slow): once met, slow (running) and s3 (never
+    started) are cancelled; each node's span ends, its outcome cancelled, its reason
+    "not needed" naming the node that went on without it."""
+    flow = cohort.Flow("why", inputs=["x"])
+
+    @flow.node
+    async def s1(x: int) -> str:
+        await asyncio.sleep(1)
+        return "s1"
+
+    @flow.node
+    async def s2(x: int) -> str:
+        await asyncio.sleep(2)
+        return "s2"
+
+    @flow.node
+    async def slow(x: int) -> str:
+        await asyncio.sleep(10)
+        return "slow"
+
+    @flow.node
+    async def s3(slow: str) -> str:
+        return slow
+
+    @flow.node(join=cohort.Quorum(2))
+    async def merged(s1: str | None, s2: str | None, s3: str | None) -> int:
+        return 0
+
+    await flow.run(x=0)
+    slow_span = otel.span("node slow")
+    assert attrs(slow_span)["cohort.outcome"] == "cancelled"
+    assert attrs(slow_span)["cohort.cancel_reason"] == (
+        "node 'slow' of flow 'why' is not needed any more: 's3' no longer waits for it"
+    )
+    assert slow_span.status.status_code is not StatusCode.ERROR
+    child_span = otel.span("child slow")  # the run's group's record of its task
+    assert attrs(child_span)["cohort.cancel_reason"] == attrs(slow_span)["cohort.cancel_reason"]
+    s3_span = otel.span("node s3")
+    assert attrs(s3_span)["cohort.outcome"] == "cancelled"
+    assert attrs(s3_span)["cohort.cancel_reason"] == (
+        "node 's3' of flow 'why' is not needed any more: 'merged' no longer waits for it"
+    )
+    assert "cohort.cancel_reason" not in attrs(otel.span("node s1"))
+
+
+async def test_a_flow_node_cancelled_before_its_first_step_has_a_span_with_the_reason(
+    otel: Otel,
+) -> None:
+    """x2 starts when s1 ends, and is cancelled at once (FirstWins of s1 and x3 met
+    with s1) before its task ran: its span says so."""
+    flow = cohort.Flow("early", inputs=["x"])
+
+    @flow.node
+    async def s1(x: int) -> str:
+        await asyncio.sleep(1)
+        return "s1"
+
+    @flow.node
+    async def x2(s1: str) -> str:
+        await asyncio.sleep(10)
+        return "x2"
+
+    @flow.node
+    async def x3(x2: str) -> str:
+        return "x3"
+
+    @flow.node(join=cohort.FirstWins())
+    async def merged(s1: str | None, x3: str | None) -> int:
+        return 0
+
+    result = await flow.run(x=0)
+    assert result.outcome("x2").started is None  # it never ran
+    (x2_span,) = [s for s in otel.spans() if s.name == "node x2"]
+    assert attrs(x2_span)["cohort.outcome"] == "cancelled"
+    assert attrs(x2_span)["cohort.cancel_reason"] == (
+        "node 'x2' of flow 'early' is not needed any more: 'x3' no longer waits for it"
+    )
+
+
 async def test_pipeline_stage_batches_are_spans_and_in_flight_returns_to_zero(otel: Otel) -> None:
     @cohort.stage(workers=2)
     async def inc(x: int) -> int:

@@ -61,8 +61,8 @@ class _Otel:
         self.error_code = StatusCode.ERROR
         self.groups: dict[GroupState, _Open] = {}
         self.children: dict[Child, Any] = {}
-        # The open span of each node by the task that runs it: a node cancelled as
-        # unneeded reports no end, and its span goes (unexported) with its task.
+        # The open span of each node by the task that runs it: a node's end (cancelled
+        # by the run too) is reported from that task.
         self.nodes: weakref.WeakKeyDictionary[asyncio.Task[Any], dict[tuple[str, str], Any]] = (
             weakref.WeakKeyDictionary()
         )
@@ -249,6 +249,8 @@ class _Otel:
             span.set_attribute("cohort.outcome", status)
             if "attempts" in fields:
                 span.set_attribute("cohort.retry.attempts", fields["attempts"])
+            if fields.get("cancel_reason") is not None:
+                span.set_attribute("cohort.cancel_reason", fields["cancel_reason"])
             if status == "failed":
                 span.set_status(self.status(self.error_code, f"node {fields['node']!r} failed"))
             span.end()
