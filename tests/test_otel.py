@@ -433,3 +433,51 @@ async def test_nothing_is_sent_unless_instrumented() -> None:
     async with cohort.TaskGroup() as g:
         g.spawn(ok, 1)
     assert exporter.get_finished_spans() == ()
+
+
+def _trace_picture() -> Any:
+    """benchmarks/fanout_trace.py, the docs' waterfall renderer (not a package module)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fanout_trace.py"
+    spec = importlib.util.spec_from_file_location("_fanout_trace", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+async def test_the_trace_picture_nests_spans_under_their_parents_with_their_reasons(
+    otel: Otel,
+) -> None:
+    async with cohort.TaskGroup(name="outer") as g:
+        g.spawn(ok, 1, 1, name="first")
+
+        async def inner() -> None:
+            async with cohort.TaskGroup(join=cohort.FirstWins(), name="race") as race:
+                race.spawn(ok, 1, 1, name="fast")
+                race.spawn(ok, 2, 5, name="slow")
+
+        g.spawn(inner, name="second")
+    picture = _trace_picture()
+    rows = picture.bars(otel.spans())
+    assert [(b.depth, b.name) for b in rows] == [
+        (0, "group outer"),
+        (1, "child first"),
+        (1, "child second"),
+        (1, "group race"),
+        (2, "child fast"),
+        (2, "child slow"),
+    ]
+    assert rows[-1].detail == "cancelled, reason: 'fast' won (FirstWins())"
+    drawn = picture.svg(rows, "a <title>")
+    assert drawn.startswith("<svg ")
+    assert drawn.count("<rect ") >= len(rows)
+    assert "a &lt;title&gt;" in drawn
+    assert "cancelled, reason: &#x27;fast&#x27; won (FirstWins())" in drawn
