@@ -481,3 +481,37 @@ async def test_the_trace_picture_nests_spans_under_their_parents_with_their_reas
     assert drawn.count("<rect ") >= len(rows)
     assert "a &lt;title&gt;" in drawn
     assert "cancelled, reason: &#x27;fast&#x27; won (FirstWins())" in drawn
+
+
+async def test_a_child_span_starts_with_its_name_and_gets_its_attributes_at_its_end() -> None:
+    """What a span processor (or a sampler) sees at a child's start: its name and its
+    parent, the group's span; the attributes come in one call when the child ends."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    at_start: dict[str, dict[str, Any]] = {}
+
+    class Starts(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            at_start[span.name] = dict(span.attributes or {})
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(Starts())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    cohort.instrument(tracer_provider=provider)
+    try:
+        async with cohort.TaskGroup(name="g") as g:
+            g.spawn(ok, 1, 1, name="c")
+    finally:
+        cohort.uninstrument()
+    assert at_start["child c"] == {}
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    child, group = spans["child c"], spans["group g"]
+    assert child.parent is not None
+    assert group.context is not None
+    assert child.parent.span_id == group.context.span_id
+    assert attrs(child) == {
+        "cohort.child": "c",
+        "cohort.critical": True,
+        "cohort.outcome": "succeeded",
+    }
