@@ -275,6 +275,27 @@ async def test_a_flow_node_cancelled_before_its_first_step_has_a_span_with_the_r
     )
 
 
+async def test_an_optional_flow_node_cut_short_by_the_runs_end_has_a_span_with_the_reason(
+    otel: Otel,
+) -> None:
+    flow = cohort.Flow("tail", inputs=["x"])
+
+    @flow.node
+    async def main(x: int) -> int:
+        await asyncio.sleep(1)
+        return x
+
+    @flow.node(critical=False)
+    async def extra(x: int) -> int:
+        await asyncio.sleep(10)
+        return x
+
+    await flow.run(x=0)
+    span = otel.span("node extra")
+    assert attrs(span)["cohort.outcome"] == "cancelled"
+    assert attrs(span)["cohort.cancel_reason"] == "group 'flow tail' was cancelled"
+
+
 async def test_pipeline_stage_batches_are_spans_and_in_flight_returns_to_zero(otel: Otel) -> None:
     @cohort.stage(workers=2)
     async def inc(x: int) -> int:
