@@ -22,16 +22,22 @@ OpenTelemetry (``cohort.instrument()``):
 * On: 10,000 children in one group with the SDK (a ``TracerProvider`` with
   a ``BatchSpanProcessor`` into an ``InMemorySpanExporter``, queue large
   enough to drop nothing, and a ``MeterProvider`` with an in-memory reader),
-  against the same group with instrumentation off, rounds alternating. The
-  figures: the added wall time per child span, and in percent. Targets
-  <= 10 us per child span, <= 5 % wall. The batch processor exports in its
-  own thread: its flush after each round is not counted. The SDK's own cost
-  of one span (no cohort) is shown beside it: the floor of any span per child.
+  against the same group with instrumentation off, rounds alternating; the
+  children's bodies empty, ``asyncio.sleep(0.001)``, or a 64-byte echo over
+  loopback (64 shared connections to an asyncio echo server). The figures:
+  the added wall and CPU time (every thread's: the exporter's too) per child
+  span, and in percent. Targets <= 10 us per child span, <= 5 % wall. The
+  batch processor exports in its own thread: its flush after each round is
+  not counted. The SDK's own CPU cost of one span under a parent (no
+  cohort), measured in the same run, is the floor of any span per child:
+  what is added above it is cohort's part. On a loaded machine wall time
+  swings with the load; CPU time is the steadier figure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import statistics
 import subprocess
@@ -222,10 +228,62 @@ async def _noop() -> None:
     pass
 
 
-async def _fan(n: int) -> None:
+async def _fan(n: int, body: Callable[[], Awaitable[None]] = _noop) -> None:
     async with cohort.TaskGroup() as g:
         for _ in range(n):
-            g.spawn(_noop)
+            g.spawn(body)
+
+
+async def _sleep_1ms() -> None:
+    await asyncio.sleep(0.001)
+
+
+class _Echo:
+    """A loopback echo server and a few open connections the children share: each
+    child takes one, sends 64 bytes, reads them back and gives it back."""
+
+    def __init__(self, connections: int = 64) -> None:
+        self.connections = connections
+        self.free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None = None
+        self.server: asyncio.Server | None = None
+        self.handlers: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self.handlers.add(task)
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.free = asyncio.Queue()
+        for _ in range(self.connections):
+            self.free.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+
+    async def stop(self) -> None:
+        assert self.free is not None
+        assert self.server is not None
+        while not self.free.empty():
+            _, writer = self.free.get_nowait()
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.gather(*self.handlers)  # each ends on its connection's EOF
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def child(self) -> None:
+        assert self.free is not None
+        reader, writer = conn = await self.free.get()
+        try:
+            writer.write(b"x" * 64)
+            await reader.readexactly(64)
+        finally:
+            self.free.put_nowait(conn)
 
 
 def _otel_on(quick: bool) -> list[str]:
@@ -252,54 +310,97 @@ def _otel_on(quick: bool) -> list[str]:
         "",
         versions("opentelemetry-api", "opentelemetry-sdk"),
         "",
-        f"{n} no-op children in one group, {rounds} rounds off and on alternating, medians",
+        f"{n} children in one group, {rounds} rounds off and on alternating, medians; "
+        "wall time (perf_counter) and CPU time of every thread (process_time, the "
+        "exporter's thread included)",
         "",
-        "| loop | off (ms) | on (ms) | added per child span (us) | added wall |",
-        "| --- | --- | --- | --- | --- |",
+        "| loop | children's body | wall off / on (ms) | CPU off / on (ms) "
+        "| added per child span, wall / CPU (us) | added wall | added CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    floor = _bare_span_us(provider, n)
+    floor_min, floor = _bare_span_us(provider, processor, exporter, n)
+    echo = _Echo()
+    bodies: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("empty", _noop),
+        ("asyncio.sleep(0.001)", _sleep_1ms),
+        ("loopback echo, 64 B, 64 connections", echo.child),
+    ]
     for loop_name, factory in loops():
-        off: list[float] = []
-        on: list[float] = []
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(_fan(n))  # warm up
-            for _ in range(rounds):
-                t = time.perf_counter()
-                runner.run(_fan(n))
-                off.append(time.perf_counter() - t)
-                cohort.instrument(tracer_provider=provider, meter_provider=meters)
-                try:
-                    t = time.perf_counter()
-                    runner.run(_fan(n))
-                    on.append(time.perf_counter() - t)
-                finally:
-                    cohort.uninstrument()
-                processor.force_flush()
-                exporter.clear()
-        off_s, on_s = statistics.median(off), statistics.median(on)
-        lines.append(
-            f"| {loop_name} | {1e3 * off_s:.1f} | {1e3 * on_s:.1f} | "
-            f"{1e6 * (on_s - off_s) / n:.2f} | {100 * (on_s / off_s - 1):+.0f} % |"
-        )
+            runner.run(echo.start())
+            for body_name, body in bodies:
+                runner.run(_fan(n, body))  # warm up
+                off: list[tuple[float, float]] = []
+                on: list[tuple[float, float]] = []
+                for _ in range(rounds):
+                    off.append(_timed(runner, n, body))
+                    cohort.instrument(tracer_provider=provider, meter_provider=meters)
+                    try:
+                        on.append(_timed(runner, n, body))
+                    finally:
+                        cohort.uninstrument()
+                    processor.force_flush()
+                    exporter.clear()
+                off_s = statistics.median(w for w, _ in off)
+                on_s = statistics.median(w for w, _ in on)
+                off_cpu = statistics.median(c for _, c in off)
+                on_cpu = statistics.median(c for _, c in on)
+                lines.append(
+                    f"| {loop_name} | {body_name} | {1e3 * off_s:.1f} / {1e3 * on_s:.1f} | "
+                    f"{1e3 * off_cpu:.1f} / {1e3 * on_cpu:.1f} | "
+                    f"{1e6 * (on_s - off_s) / n:.1f} / {1e6 * (on_cpu - off_cpu) / n:.1f} | "
+                    f"{100 * (on_s / off_s - 1):+.0f} % | {100 * (on_cpu / off_cpu - 1):+.0f} % |"
+                )
+            runner.run(echo.stop())
     lines += [
         "",
-        f"The SDK alone, same provider: {floor:.2f} us per span (start_span with two "
-        "attributes, set_attributes, end; median of 5 x 10,000).",
+        f"The SDK alone, same provider, CPU per span (median of 5 x {n}): "
+        f"{floor_min:.2f} us for the least span (`start_span` under a parent, `end`), "
+        f"{floor:.2f} us for what cohort asks of it per child (the same with one "
+        "`set_attributes` of three attributes): the floor of any span per child. "
+        "Added CPU per child above that floor is cohort's part (its listener, and the "
+        "collector's extra work while 10,000 spans are alive at once).",
     ]
     provider.shutdown()
     meters.shutdown()
     return lines
 
 
-def _bare_span_us(provider: Any, n: int) -> float:
-    """What one span costs the SDK by itself: the floor of a span per child."""
+def _timed(
+    runner: asyncio.Runner, n: int, body: Callable[[], Awaitable[None]]
+) -> tuple[float, float]:
+    """(wall, CPU) seconds of one group of ``n`` children."""
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    runner.run(_fan(n, body))
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _bare_span_us(provider: Any, processor: Any, exporter: Any, n: int) -> tuple[float, float]:
+    """What one span costs the SDK by itself, CPU: the least span, and cohort's."""
+    from opentelemetry import trace
+
     tracer = provider.get_tracer("bench")
-    times: list[float] = []
+    parent = tracer.start_span("group")
+    context = trace.set_span_in_context(parent)
+    least: list[float] = []
+    shaped: list[float] = []
     for _ in range(5):
-        t = time.perf_counter()
+        gc.collect()
+        t = time.process_time()
         for _ in range(n):
-            span = tracer.start_span("child", attributes={"cohort.child": "c", "critical": True})
-            span.set_attributes({"cohort.outcome": "succeeded"})
+            tracer.start_span("child c", context).end()
+        least.append(time.process_time() - t)
+        gc.collect()
+        t = time.process_time()
+        for _ in range(n):
+            span = tracer.start_span("child c", context)
+            span.set_attributes(
+                {"cohort.child": "c", "cohort.critical": True, "cohort.outcome": "succeeded"}
+            )
             span.end()
-        times.append(time.perf_counter() - t)
-    return 1e6 * statistics.median(times) / n
+        shaped.append(time.process_time() - t)
+        processor.force_flush()
+        exporter.clear()
+    parent.end()
+    return 1e6 * statistics.median(least) / n, 1e6 * statistics.median(shaped) / n

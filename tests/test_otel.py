@@ -195,6 +195,107 @@ async def test_flow_nodes_are_spans(otel: Otel) -> None:
         assert attrs(span)["cohort.outcome"] == "succeeded"
 
 
+async def test_a_flow_node_cancelled_as_not_needed_has_a_span_with_that_reason(otel: Otel) -> None:
+    """Quorum(2) of s1, s2 and s3 (fed by slow): once met, slow (running) and s3 (never
+    started) are cancelled; each node's span ends, its outcome cancelled, its reason
+    "not needed" naming the node that went on without it."""
+    flow = cohort.Flow("why", inputs=["x"])
+
+    @flow.node
+    async def s1(x: int) -> str:
+        await asyncio.sleep(1)
+        return "s1"
+
+    @flow.node
+    async def s2(x: int) -> str:
+        await asyncio.sleep(2)
+        return "s2"
+
+    @flow.node
+    async def slow(x: int) -> str:
+        await asyncio.sleep(10)
+        return "slow"
+
+    @flow.node
+    async def s3(slow: str) -> str:
+        return slow
+
+    @flow.node(join=cohort.Quorum(2))
+    async def merged(s1: str | None, s2: str | None, s3: str | None) -> int:
+        return 0
+
+    await flow.run(x=0)
+    slow_span = otel.span("node slow")
+    assert attrs(slow_span)["cohort.outcome"] == "cancelled"
+    assert attrs(slow_span)["cohort.cancel_reason"] == (
+        "node 'slow' of flow 'why' is not needed any more: 's3' no longer waits for it"
+    )
+    assert slow_span.status.status_code is not StatusCode.ERROR
+    child_span = otel.span("child slow")  # the run's group's record of its task
+    assert attrs(child_span)["cohort.cancel_reason"] == attrs(slow_span)["cohort.cancel_reason"]
+    s3_span = otel.span("node s3")
+    assert attrs(s3_span)["cohort.outcome"] == "cancelled"
+    assert attrs(s3_span)["cohort.cancel_reason"] == (
+        "node 's3' of flow 'why' is not needed any more: 'merged' no longer waits for it"
+    )
+    assert "cohort.cancel_reason" not in attrs(otel.span("node s1"))
+
+
+async def test_a_flow_node_cancelled_before_its_first_step_has_a_span_with_the_reason(
+    otel: Otel,
+) -> None:
+    """x2 starts when s1 ends, and is cancelled at once (FirstWins of s1 and x3 met
+    with s1) before its task ran: its span says so."""
+    flow = cohort.Flow("early", inputs=["x"])
+
+    @flow.node
+    async def s1(x: int) -> str:
+        await asyncio.sleep(1)
+        return "s1"
+
+    @flow.node
+    async def x2(s1: str) -> str:
+        await asyncio.sleep(10)
+        return "x2"
+
+    @flow.node
+    async def x3(x2: str) -> str:
+        return "x3"
+
+    @flow.node(join=cohort.FirstWins())
+    async def merged(s1: str | None, x3: str | None) -> int:
+        return 0
+
+    result = await flow.run(x=0)
+    assert result.outcome("x2").started is None  # it never ran
+    (x2_span,) = [s for s in otel.spans() if s.name == "node x2"]
+    assert attrs(x2_span)["cohort.outcome"] == "cancelled"
+    assert attrs(x2_span)["cohort.cancel_reason"] == (
+        "node 'x2' of flow 'early' is not needed any more: 'x3' no longer waits for it"
+    )
+
+
+async def test_an_optional_flow_node_cut_short_by_the_runs_end_has_a_span_with_the_reason(
+    otel: Otel,
+) -> None:
+    flow = cohort.Flow("tail", inputs=["x"])
+
+    @flow.node
+    async def main(x: int) -> int:
+        await asyncio.sleep(1)
+        return x
+
+    @flow.node(critical=False)
+    async def extra(x: int) -> int:
+        await asyncio.sleep(10)
+        return x
+
+    await flow.run(x=0)
+    span = otel.span("node extra")
+    assert attrs(span)["cohort.outcome"] == "cancelled"
+    assert attrs(span)["cohort.cancel_reason"] == "group 'flow tail' was cancelled"
+
+
 async def test_pipeline_stage_batches_are_spans_and_in_flight_returns_to_zero(otel: Otel) -> None:
     @cohort.stage(workers=2)
     async def inc(x: int) -> int:
@@ -353,3 +454,85 @@ async def test_nothing_is_sent_unless_instrumented() -> None:
     async with cohort.TaskGroup() as g:
         g.spawn(ok, 1)
     assert exporter.get_finished_spans() == ()
+
+
+def _trace_picture() -> Any:
+    """benchmarks/fanout_trace.py, the docs' waterfall renderer (not a package module)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fanout_trace.py"
+    spec = importlib.util.spec_from_file_location("_fanout_trace", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+async def test_the_trace_picture_nests_spans_under_their_parents_with_their_reasons(
+    otel: Otel,
+) -> None:
+    async with cohort.TaskGroup(name="outer") as g:
+        g.spawn(ok, 1, 1, name="first")
+
+        async def inner() -> None:
+            async with cohort.TaskGroup(join=cohort.FirstWins(), name="race") as race:
+                race.spawn(ok, 1, 1, name="fast")
+                race.spawn(ok, 2, 5, name="slow")
+
+        g.spawn(inner, name="second")
+    picture = _trace_picture()
+    rows = picture.bars(otel.spans())
+    assert [(b.depth, b.name) for b in rows] == [
+        (0, "group outer"),
+        (1, "child first"),
+        (1, "child second"),
+        (1, "group race"),
+        (2, "child fast"),
+        (2, "child slow"),
+    ]
+    assert rows[-1].detail == "cancelled, reason: 'fast' won (FirstWins())"
+    drawn = picture.svg(rows, "a <title>")
+    assert drawn.startswith("<svg ")
+    assert drawn.count("<rect ") >= len(rows)
+    assert "a &lt;title&gt;" in drawn
+    assert "cancelled, reason: &#x27;fast&#x27; won (FirstWins())" in drawn
+
+
+async def test_a_child_span_starts_with_its_name_and_gets_its_attributes_at_its_end() -> None:
+    """What a span processor (or a sampler) sees at a child's start: its name and its
+    parent, the group's span; the attributes come in one call when the child ends."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    at_start: dict[str, dict[str, Any]] = {}
+
+    class Starts(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            at_start[span.name] = dict(span.attributes or {})
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(Starts())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    cohort.instrument(tracer_provider=provider)
+    try:
+        async with cohort.TaskGroup(name="g") as g:
+            g.spawn(ok, 1, 1, name="c")
+    finally:
+        cohort.uninstrument()
+    assert at_start["child c"] == {}
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    child, group = spans["child c"], spans["group g"]
+    assert child.parent is not None
+    assert group.context is not None
+    assert child.parent.span_id == group.context.span_id
+    assert attrs(child) == {
+        "cohort.child": "c",
+        "cohort.critical": True,
+        "cohort.outcome": "succeeded",
+    }

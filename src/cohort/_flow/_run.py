@@ -22,7 +22,7 @@ from cohort._flow._invoke import Threads, call
 from cohort._flow._join import decide
 from cohort._flow._result import FlowError, FlowResult, UpstreamFailed
 from cohort._observe._events import EVENTS, emit
-from cohort._observe._reasons import CancelReason
+from cohort._observe._reasons import CancelReason, cancel_reason
 
 if TYPE_CHECKING:
     from cohort._flow._graph import Flow, Node
@@ -270,6 +270,8 @@ class Run:
                 assert handle is not None
                 handle.cancel()  # queued for a slot of the group: it never runs
             record.reason = reason
+            if state is _PENDING and EVENTS.on:
+                self._cancelled_event(node, reason, 0)  # its only event
             # Count it as ended now: a task cancelled before its first step
             # never runs its node, so it would never report.
             record.state = _CANCELLED
@@ -307,6 +309,8 @@ class Run:
                 record.started = started
                 record.ended = clock()
                 if record.state is not _RUNNING:  # cancelled as unneeded, returned anyway
+                    if EVENTS.on:
+                        self._cancelled_event(node, record.reason, (record.tally or [1])[0])
                     return
                 record.state = _SUCCEEDED
                 record.value = value
@@ -326,6 +330,8 @@ class Run:
     def _raised(self, node: Node[Any], record: NodeRecord, exc: BaseException) -> BaseException:
         """``node`` raised ``exc``: record how it ended; return what its task raises."""
         if record.state is not _RUNNING:  # cancelled as unneeded, then ended: counted
+            if EVENTS.on:
+                self._cancelled_event(node, record.reason, (record.tally or [1])[0])
             return exc
         name = node.name
         error: BaseException = exc
@@ -333,6 +339,8 @@ class Run:
             if self.ending:
                 # The run is ending: there is no one to start.
                 record.state = _CANCELLED
+                if EVENTS.on:
+                    self._cancelled_event(node, cancel_reason(exc), (record.tally or [1])[0])
                 self._ended(node, record, False)
                 return exc
             # Nothing in the run asked for it (a library cancelled its own task,
@@ -361,14 +369,27 @@ class Run:
             attempts=(record.tally or [1])[0],
         )
 
+    def _cancelled_event(self, node: Node[Any], reason: CancelReason | None, attempts: int) -> None:
+        """``flow.node_done`` of a node the run cancelled, and why: from the node's own
+        task once it ran (its span ends there), else from the run's."""
+        emit(
+            "info",
+            "flow.node_done",
+            flow=self.flow.name,
+            node=node.name,
+            status=_CANCELLED.value,
+            attempts=attempts,
+            cancel_reason=None if reason is None else str(reason),
+        )
+
     def cancelled_unrun(self, name: str) -> None:
         """The task started for node ``name`` ended cancelled. If the run did not ask
         for it, the task was cancelled before it ran the node (else the node itself
         reports): a stray cancellation, the node's failure."""
-        if self.ending:
-            return
         record = self.records[name]
-        if record.state is not _RUNNING:
+        if record.state is _CANCELLED and record.started is None and EVENTS.on:
+            self._cancelled_event(record.node, record.reason, 0)  # cancelled before it ran
+        if self.ending or record.state is not _RUNNING:
             return
         node = record.node
         cause = asyncio.CancelledError()

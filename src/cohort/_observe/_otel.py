@@ -42,6 +42,7 @@ class _Open:
     span: Any
     context: Any  # the body's context with the span in it
     before: Any  # the context current at entry
+    policy: str  # the join policy's class name, the children metrics' attribute
 
 
 class _Otel:
@@ -61,8 +62,8 @@ class _Otel:
         self.error_code = StatusCode.ERROR
         self.groups: dict[GroupState, _Open] = {}
         self.children: dict[Child, Any] = {}
-        # The open span of each node by the task that runs it: a node cancelled as
-        # unneeded reports no end, and its span goes (unexported) with its task.
+        # The open span of each node by the task that runs it: a node's end (cancelled
+        # by the run too) is reported from that task.
         self.nodes: weakref.WeakKeyDictionary[asyncio.Task[Any], dict[tuple[str, str], Any]] = (
             weakref.WeakKeyDictionary()
         )
@@ -128,7 +129,7 @@ class _Otel:
         before = self.context.get_current()
         inside = self.trace.set_span_in_context(span, before)
         self.context.attach(inside)  # put back at exit, without the token (see the module)
-        self.groups[group] = _Open(span, inside, before)
+        self.groups[group] = _Open(span, inside, before, type(policy).__name__)
 
     def group_exited(self, group: GroupState, stats: GroupStatistics) -> None:
         entry = self.groups.pop(group, None)
@@ -157,26 +158,33 @@ class _Otel:
         kind = type(stats.policy).__name__
         self.duration.record(stats.elapsed, {"cohort.join_policy": kind, "cohort.outcome": outcome})
 
-    def child_started(self, child: Child, group: GroupState) -> None:
-        span = self._child_span(child, group)
-        self.children[child] = span
-        policy = type(group.policy).__name__
-        self.started_by[policy] = self.started_by.get(policy, 0) + 1
+    # A child's span is started with its name only and gets its attributes in one
+    # call at its end: attributes given at the start are copied and checked twice by
+    # the SDK (the sampler's result, then the span), a sixth of a span's cost.
 
-    def _child_span(self, child: Child, group: GroupState) -> Any:
+    def child_started(self, child: Child, group: GroupState) -> None:
         entry = self.groups.get(group)
-        return self.tracer.start_span(
-            f"child {child.name}",
-            context=None if entry is None else entry.context,
-            attributes={"cohort.child": child.name, "cohort.critical": child.critical},
-        )
+        if entry is None:  # a group entered before instrument()
+            self.children[child] = self.tracer.start_span(f"child {child.name}")
+            policy = type(group.policy).__name__
+        else:  # a child of the group's span, with no context attached or detached
+            self.children[child] = self.tracer.start_span(f"child {child.name}", entry.context)
+            policy = entry.policy
+        self.started_by[policy] = self.started_by.get(policy, 0) + 1
 
     def child_ended(self, child: Child, group: GroupState) -> None:
         span = self.children.pop(child, None)
         if span is None:  # dropped while it waited for a ``limit`` slot: it never ran
-            span = self._child_span(child, group)
+            entry = self.groups.get(group)
+            span = self.tracer.start_span(
+                f"child {child.name}", None if entry is None else entry.context
+            )
         status = child.status.value
-        attributes: dict[str, Any] = {"cohort.outcome": status}
+        attributes: dict[str, Any] = {
+            "cohort.child": child.name,
+            "cohort.critical": child.critical,
+            "cohort.outcome": status,
+        }
         if child.tally is not None:
             attributes["cohort.retry.attempts"] = child.attempts
         reason = getattr(child, "reason", None)
@@ -249,6 +257,8 @@ class _Otel:
             span.set_attribute("cohort.outcome", status)
             if "attempts" in fields:
                 span.set_attribute("cohort.retry.attempts", fields["attempts"])
+            if fields.get("cancel_reason") is not None:
+                span.set_attribute("cohort.cancel_reason", fields["cancel_reason"])
             if status == "failed":
                 span.set_status(self.status(self.error_code, f"node {fields['node']!r} failed"))
             span.end()
