@@ -43,7 +43,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cohort
 import cohort.durable as durable
@@ -292,12 +292,12 @@ def _floor(dsn: str, n: int) -> float:
         return (time.perf_counter() - t0) / n
 
 
-async def _steps(dsn: str, n: int, sync: str) -> float:
+async def _steps(dsn: str, n: int, sync: Literal["group", "step"]) -> float:
     """n sequential steps in a run on ``dsn``; seconds per step."""
     store = durable.PostgresStore(dsn, sync=sync)
     try:
         t0 = time.perf_counter()
-        async with durable.run("bench", store=store) as run:
+        async with durable.run("bench", store=store, sync=sync) as run:
             for i in range(n):
                 await run.step(_ident, i, name=f"s{i}")
         return (time.perf_counter() - t0) / n
