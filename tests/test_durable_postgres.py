@@ -196,3 +196,17 @@ def test_a_crash_loop_on_postgres_writes_every_sink_row_exactly_once(pg_server: 
     rows = Ledger.of(db).query("SELECT batch, item, v FROM sink")
     assert len(rows) == 400  # 0 duplicates ...
     assert sorted(rows) == [(b, i, b * 100 + i) for b in range(40) for i in range(10)]  # 0 lost
+
+
+async def test_a_run_given_a_store_opened_with_sync_step_commits_each_step(pg_dsn: str) -> None:
+    store = durable.PostgresStore(pg_dsn, sync="step")
+    try:
+        async with durable.run("r", store=store) as run:
+            assert run.sync == "step"
+            assert await run.step(lambda: 1, name="one") == 1
+            assert store.pending == 0  # committed before the step returned
+        async with durable.run("g", store=store, sync="group") as run:  # said: it wins
+            assert await run.step(lambda: 2, name="two") == 2
+            assert store.pending == 1  # committed at the end of the loop's iteration
+    finally:
+        store.close()
