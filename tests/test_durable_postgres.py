@@ -182,17 +182,11 @@ def test_a_crash_loop_on_postgres_writes_every_sink_row_exactly_once(pg_server: 
 
     sink = [sys.executable, str(Path(__file__).with_name("_durable_sink_prog.py"))]
     db = pg_server.new_schema()
-    result = crash_loop(
-        [*sink, db],
-        reference=[*sink, pg_server.new_schema()],
-        random_kills=1,
-        crash_point="in-commit",
-        point_range=1,  # the run's first commit: it always comes
-        seed=5,
-    )
-    assert result.output == result.expected == "400\n"
-    assert result.point_kills == 1
-    assert result.runs == result.kills + 1
+    # Killed in its first commit (it always comes), restarted at once: the restart
+    # waits for the server to end the dead session, then resumes (random kills:
+    # the soak, python -m benchmarks.soak --durable-store postgres).
+    result = crash_loop([*sink, db], random_kills=0, crash_point="in-commit", point_range=1, seed=5)
+    assert (result.output, result.runs, result.kills, result.point_kills) == ("400\n", 2, 1, 1)
     rows = Ledger.of(db).query("SELECT batch, item, v FROM sink")
     assert len(rows) == 400  # 0 duplicates ...
     assert sorted(rows) == [(b, i, b * 100 + i) for b in range(40) for i in range(10)]  # 0 lost
