@@ -22,10 +22,13 @@ pipeline into a transactional SQLite sink) are SIGKILLed ``--durable-kills``
 times at random moments and ``--durable-point-kills`` times at each injected
 crash point reached (a point a program never reaches is skipped), through
 ``cohort.testing.crash_loop``: every loop must end with the crash-free
-output, with no hang, and the sink with each row exactly once.
+output, with no hang, and the sink with each row exactly once. With
+``--durable-store postgres`` the same programs run on a PostgreSQL cluster the
+soak starts (``tests/_pg_server.py``: ``initdb`` in a temp dir), a fresh schema
+per crash loop, the sinks' tables beside the ledger in that schema.
 
 Usage: ``python -m benchmarks.soak [--minutes 3] [--seed 1] [--flows 2000]
-[--durable-kills 1000] [--durable-point-kills 200]``
+[--durable-kills 1000] [--durable-point-kills 200] [--durable-store postgres]``
 (``make soak``). Exit status 0 when clean, 1 with the reasons otherwise.
 """
 
@@ -41,7 +44,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -423,25 +426,44 @@ DURABLE_PROGRAMS = {
     "fan-out (Gather, Quorum, FirstWins, effect steps)": TESTS / "_durable_prog.py",
     "transactional sink": TESTS / "_durable_sink_prog.py",
     "flow (Quorum fan-in, map_over)": TESTS / "_durable_flow_prog.py",
-    "3-stage pipeline, transactional SQLite sink": TESTS / "_durable_pipe_prog.py",
+    "3-stage pipeline, transactional sink": TESTS / "_durable_pipe_prog.py",
 }
 HAS_SINK = {TESTS / "_durable_sink_prog.py", TESTS / "_durable_pipe_prog.py"}
 
 
-def _sink_rows(db: Path) -> tuple[int, int]:
-    import sqlite3
+def _sink_rows(db: str) -> tuple[int, int]:
+    from _ledger import Ledger
 
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT count(*), count(DISTINCT v) FROM sink").fetchone()
-    conn.close()
-    return int(row[0]), int(row[1])
+    [(rows, distinct)] = Ledger.of(db).query("SELECT count(*), count(DISTINCT v) FROM sink")
+    return int(rows), int(distinct)
 
 
-def durable_crash_loops(random_kills: int, point_kills: int, seed: int) -> list[str]:
+@contextlib.contextmanager
+def _ledgers(store: str, tmp: Path) -> Iterator[Callable[[str], str]]:
+    """A maker of fresh ledgers (name -> what the programs take): SQLite files in
+    ``tmp``, or schemas on a PostgreSQL cluster started for the soak."""
+    if store == "sqlite":
+        yield lambda name: str(tmp / f"{name}.db")
+        return
+    import _pg_server
+
+    bin_dir = _pg_server.find_bin_dir()
+    if bin_dir is None:
+        raise SystemExit(
+            "--durable-store postgres: no PostgreSQL binaries (scripts/ensure-postgres)"
+        )
+    with _pg_server.server(bin_dir) as pg:
+        yield lambda name: pg.new_schema()
+
+
+def durable_crash_loops(
+    random_kills: int, point_kills: int, seed: int, store: str = "sqlite"
+) -> list[str]:
     """SIGKILL the durable programs ``random_kills`` times at random moments and
     ``point_kills`` times at each crash point (cohort.testing.crash_loop, 10 kills per
-    database); each must finish with the crash-free output, its sink with every row
-    once. Returns the problems."""
+    ledger); each must finish with the crash-free output, its sink with every row
+    once. ``store``: "sqlite" or "postgres" (the ledgers and sinks). Returns the
+    problems."""
     import tempfile
 
     from cohort.testing import CRASH_POINTS, CrashLoopError, crash_loop
@@ -452,9 +474,12 @@ def durable_crash_loops(random_kills: int, point_kills: int, seed: int) -> list[
         started = time.monotonic()
         tally: Counter[str] = Counter()
         plans = [("random", None)] + [(point, point) for point in CRASH_POINTS]
-        with tempfile.TemporaryDirectory(prefix="cohort-soak-durable-") as where:
-            tmp = Path(where)
-            reference = [sys.executable, str(program), str(tmp / "clean.db")]
+        with (
+            tempfile.TemporaryDirectory(prefix="cohort-soak-durable-") as where,
+            _ledgers(store, Path(where)) as fresh,
+        ):
+            clean = fresh("clean")
+            reference = [sys.executable, str(program), clean]
             for kind, point in plans:
                 wanted = random_kills if point is None else point_kills
                 done = tries = idle = 0
@@ -463,13 +488,13 @@ def durable_crash_loops(random_kills: int, point_kills: int, seed: int) -> list[
                 # point never reached (3 loops without a kill at n = 1) ends the plan.
                 reach = 60 if point == "after-effect" else 5
                 while done < wanted and tries < 3 * wanted and idle < 3:
-                    db = tmp / f"run-{tally['loops']}.db"
+                    db = fresh(f"run-{tally['loops']}")
                     tally["loops"] += 1
                     chunk = min(10, wanted - done)
                     tries += chunk
                     try:
                         result = crash_loop(
-                            [sys.executable, str(program), str(db)],
+                            [sys.executable, str(program), db],
                             reference=reference,
                             random_kills=chunk if point is None else 0,
                             crash_point=point,
@@ -495,10 +520,10 @@ def durable_crash_loops(random_kills: int, point_kills: int, seed: int) -> list[
                     if program in HAS_SINK:  # the crash-free run's rows, each once
                         rows, distinct = _sink_rows(db)
                         tally["duplicate rows"] += rows - distinct
-                        tally["lost rows"] += _sink_rows(tmp / "clean.db")[1] - distinct
+                        tally["lost rows"] += _sink_rows(clean)[1] - distinct
         kills = ", ".join(f"{tally[f'{k} kills']} {k}" for k, _ in plans)
         print(
-            f"durable {label}: {tally['loops']} crash loops in "
+            f"durable {label} ({store}): {tally['loops']} crash loops in "
             f"{time.monotonic() - started:.0f} s, SIGKILLs: {kills}; "
             f"{tally['failed loops']} failed (wrong output, divergence, hang), "
             f"{tally['lost rows']} lost rows, {tally['duplicate rows']} duplicate rows",
@@ -524,8 +549,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--durable-point-kills", type=int, default=200, help="SIGKILLs per crash point"
     )
+    parser.add_argument(
+        "--durable-store",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="the durable programs' ledger and sink (postgres: a cluster the soak starts)",
+    )
     args = parser.parse_args(argv)
-    problems: Any = durable_crash_loops(args.durable_kills, args.durable_point_kills, args.seed)
+    problems: Any = durable_crash_loops(
+        args.durable_kills, args.durable_point_kills, args.seed, args.durable_store
+    )
     problems += random_flows(args.flows, args.seed)
     problems += cohort.run(soak, args.minutes, args.seed, uvloop=True)
     for problem in problems:

@@ -1,4 +1,5 @@
-"""A Flow with a map_over and a Quorum fan-in, run durably (by the crash tests)."""
+"""A Flow with a map_over and a Quorum fan-in, run durably (by the crash tests) on a
+SQLite path or a postgresql:// URL."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 
 import cohort
 import cohort.durable as durable
+from _ledger import Ledger
 
 flow = cohort.Flow("report", inputs=["n"])
 
@@ -45,7 +47,7 @@ async def agree(
 
 
 async def main(db: str, n: int) -> None:
-    result = await durable.run_flow(flow, run_id="nightly", store=db, n=n)
+    result = await durable.run_flow(flow, run_id="nightly", store=db, wait=Ledger.of(db).wait, n=n)
     print(result[totals])
     print(result[agree])
 

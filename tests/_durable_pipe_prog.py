@@ -1,13 +1,14 @@
-"""A 3-stage durable pipeline with a transactional SQLite sink (run by the crash tests)."""
+"""A 3-stage durable pipeline with a transactional sink (run by the crash tests); its
+ledger and sink table: a SQLite path or a postgresql:// URL."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import sys
 
 import cohort
 import cohort.durable as durable
+from _ledger import Ledger
 from cohort.pipeline import run_durable, sql_sink
 
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 300
@@ -25,16 +26,13 @@ def enrich(v: int) -> int | cohort.DropType:
 
 
 async def main(db: str) -> None:
-    with sqlite3.connect(db) as setup:
-        setup.execute("CREATE TABLE IF NOT EXISTS sink (v INTEGER NOT NULL)")
-    setup.close()
-    sink = sql_sink("INSERT INTO sink VALUES (?)", lambda v: [(v,)], workers=2)
-    async with durable.run("etl", store=db):
+    ledger = Ledger.of(db)
+    ledger.query("CREATE TABLE IF NOT EXISTS sink (v INTEGER NOT NULL)")
+    sink = sql_sink(ledger.sql("INSERT INTO sink VALUES (?)"), lambda v: [(v,)], workers=2)
+    async with durable.run("etl", store=db, wait=ledger.wait):
         report = await run_durable(parse | enrich | sink, range(N), name="etl")
     assert report.counts_add_up()
-    with sqlite3.connect(db) as check:
-        rows, distinct = check.execute("SELECT count(*), count(DISTINCT v) FROM sink").fetchone()
-    check.close()
+    [(rows, distinct)] = ledger.query("SELECT count(*), count(DISTINCT v) FROM sink")
     print(report.read, report.succeeded, report.dropped, sum(report.outputs or ()))
     print("sink", rows, distinct)
 

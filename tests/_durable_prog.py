@@ -1,6 +1,6 @@
 """A durable program for the crash tests: fan-outs of 100 under Gather, Quorum and
 FirstWins, children finishing in a seeded random order, a few of them through an
-effect step; prints its outputs as JSON."""
+effect step; prints its outputs as JSON. Its ledger: a SQLite path or a postgresql:// URL."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import sys
 
 import cohort
 import cohort.durable as durable
+from _ledger import Ledger
 
 
 async def main(db: str) -> None:
+    """Run on ``db``: a SQLite path or a postgresql:// URL."""
     order = random.Random(7)
     delays = [order.randrange(0, 20) for _ in range(100)]
 
@@ -24,7 +26,9 @@ async def main(db: str) -> None:
             return await durable.step(lambda: i * i, name="publish", effect=True)
         return i * i
 
-    async with durable.run("fanout", store=db, on_ambiguous="rerun") as run:
+    async with durable.run(
+        "fanout", store=db, on_ambiguous="rerun", wait=Ledger.of(db).wait
+    ) as run:
         async with cohort.TaskGroup(name="gather") as g:
             for i in range(100):
                 g.spawn(work, i, name=f"c{i}")

@@ -1,22 +1,23 @@
 """A durable program with a transactional sink for the crash tests: 40 batches of 10
-rows written with write_rows by children finishing in a seeded random order."""
+rows written with write_rows by children finishing in a seeded random order. Its
+ledger, and the sink table beside it: a SQLite path or a postgresql:// URL."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import random
-import sqlite3
 import sys
 
 import cohort
 import cohort.durable as durable
+from _ledger import Ledger
 
 
 async def main(db: str) -> None:
-    with sqlite3.connect(db) as setup:
-        setup.execute("CREATE TABLE IF NOT EXISTS sink (batch INTEGER, item INTEGER, v INTEGER)")
-    setup.close()
+    ledger = Ledger.of(db)
+    ledger.query("CREATE TABLE IF NOT EXISTS sink (batch INTEGER, item INTEGER, v INTEGER)")
+    insert = ledger.sql("INSERT INTO sink VALUES (?, ?, ?)")
     order = random.Random(11)
     delays = [order.randrange(0, 10) for _ in range(40)]
 
@@ -24,9 +25,12 @@ async def main(db: str) -> None:
         for _ in range(delays[b]):
             await asyncio.sleep(0)
         rows = [(b, i, b * 100 + i) for i in range(10)]
-        return await durable.write_rows("INSERT INTO sink VALUES (?, ?, ?)", rows, name="rows")
+        return await durable.write_rows(insert, rows, name="rows")
 
-    async with durable.run("sink", store=db), cohort.TaskGroup(name="batches") as g:
+    async with (
+        durable.run("sink", store=db, wait=ledger.wait),
+        cohort.TaskGroup(name="batches") as g,
+    ):
         for b in range(40):
             g.spawn(batch, b, name=f"b{b}")
     print(json.dumps(sum(g.results)))

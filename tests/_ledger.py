@@ -18,6 +18,21 @@ class Ledger:
         self.kind = kind
         self.target = target
 
+    @classmethod
+    def of(cls, target: str) -> Ledger:
+        """The ledger a program is given on its command line: a postgresql:// URL or a
+        SQLite path."""
+        postgres = target.startswith(("postgresql://", "postgres://"))
+        return cls("postgres" if postgres else "sqlite", target)
+
+    @property
+    def wait(self) -> float:
+        """Seconds a restarted program waits for the run's previous owner to go: on
+        Postgres a SIGKILLed owner's session ends when the server sees its socket
+        closed, which can come after the restart; on SQLite the kernel releases the
+        lock with the process."""
+        return 30.0 if self.kind == "postgres" else 0.0
+
     def open(self) -> Store:
         import cohort.durable as durable
 
@@ -38,8 +53,12 @@ class Ledger:
         if self.kind == "sqlite":
             import sqlite3
 
-            with sqlite3.connect(self.target) as db:
-                return db.execute(statement).fetchall()
+            db = sqlite3.connect(self.target)
+            try:
+                with db:
+                    return db.execute(statement).fetchall()
+            finally:
+                db.close()
         import psycopg
 
         with psycopg.connect(self.target, autocommit=True) as conn:

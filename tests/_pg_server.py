@@ -10,6 +10,7 @@ unprivileged user ``postgres`` (Debian's package creates it; created with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import itertools
@@ -19,10 +20,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PgServer", "find_bin_dir"]
+__all__ = ["PgServer", "TcpProxy", "find_bin_dir"]
 
 _USER = "postgres"
 
@@ -147,3 +149,64 @@ def server(bin_dir: Path, *, fsync: bool = False) -> Iterator[PgServer]:
         yield pg
     finally:
         pg.stop()
+
+
+class TcpProxy:
+    """A TCP proxy on loopback, in a thread of its own: ``block()`` holds every byte in
+    both directions (a network partition), ``unblock()`` lets them through."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._open = asyncio.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._open.set()
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.run_until_complete(server.wait_closed())
+        self._loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        try:
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        except asyncio.CancelledError:
+            writer.close()  # the proxy closes: its connections end with it
+            up_writer.close()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self._open.wait()
+                writer.write(data)
+                await writer.drain()
+            await self._open.wait()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def block(self) -> None:
+        self._loop.call_soon_threadsafe(self._open.clear)
+
+    def unblock(self) -> None:
+        self._loop.call_soon_threadsafe(self._open.set)
+
+    def close(self) -> None:
+        self.unblock()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)

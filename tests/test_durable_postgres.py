@@ -3,12 +3,10 @@ epoch), a killed owner taken over at once, a partitioned owner fenced off."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,8 @@ from typing import Any
 import pytest
 
 import cohort.durable as durable
+from _ledger import Ledger
+from _pg_server import TcpProxy
 from _util import run_python
 
 
@@ -75,71 +75,14 @@ def test_a_postgres_owner_killed_with_sigkill_is_taken_over_at_once(pg_dsn: str)
         store.close()
 
 
-class _Proxy:
-    """A TCP proxy on loopback, in a thread of its own: ``block()`` holds every byte in
-    both directions (a network partition), ``unblock()`` lets them through."""
-
-    def __init__(self, port: int) -> None:
-        self.upstream = port
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._open = asyncio.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, daemon=True)
-        self._thread.start()
-        self._ready.wait(30)
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._open.set()
-        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        tasks = asyncio.all_tasks(self._loop)
-        for task in tasks:
-            task.cancel()
-        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self._loop.run_until_complete(server.wait_closed())
-        self._loop.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await self._open.wait()
-                writer.write(data)
-                await writer.drain()
-            await self._open.wait()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    def block(self) -> None:
-        self._loop.call_soon_threadsafe(self._open.clear)
-
-    def unblock(self) -> None:
-        self._loop.call_soon_threadsafe(self._open.set)
-
-    def close(self) -> None:
-        self.unblock()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(30)
-
-
 @pytest.fixture
-def proxy(pg_server: Any) -> Iterator[_Proxy]:
-    proxy = _Proxy(pg_server.port)
+def proxy(pg_server: Any) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(pg_server.port)
     yield proxy
     proxy.close()
 
 
-def test_a_partitioned_owner_that_comes_back_cannot_commit(pg_dsn: str, proxy: _Proxy) -> None:
+def test_a_partitioned_owner_that_comes_back_cannot_commit(pg_dsn: str, proxy: TcpProxy) -> None:
     via_proxy = pg_dsn.replace(f":{proxy.upstream}/", f":{proxy.port}/")
     zombie = durable.PostgresStore(via_proxy, lease=1.0)
     epoch = zombie.acquire("r")
@@ -230,5 +173,34 @@ def test_a_postgres_commit_of_many_steps_is_one_statement(pg_dsn: str, tmp_path:
         run = store.run("r")
         assert run is not None
         assert run.state == "done"
+    finally:
+        store.close()
+
+
+def test_a_crash_loop_on_postgres_writes_every_sink_row_exactly_once(pg_server: Any) -> None:
+    from cohort.testing import crash_loop
+
+    sink = [sys.executable, str(Path(__file__).with_name("_durable_sink_prog.py"))]
+    db = pg_server.new_schema()
+    # Killed in its first commit (it always comes), restarted at once: the restart
+    # waits for the server to end the dead session, then resumes (random kills:
+    # the soak, python -m benchmarks.soak --durable-store postgres).
+    result = crash_loop([*sink, db], random_kills=0, crash_point="in-commit", point_range=1, seed=5)
+    assert (result.output, result.runs, result.kills, result.point_kills) == ("400\n", 2, 1, 1)
+    rows = Ledger.of(db).query("SELECT batch, item, v FROM sink")
+    assert len(rows) == 400  # 0 duplicates ...
+    assert sorted(rows) == [(b, i, b * 100 + i) for b in range(40) for i in range(10)]  # 0 lost
+
+
+async def test_a_run_given_a_store_opened_with_sync_step_commits_each_step(pg_dsn: str) -> None:
+    store = durable.PostgresStore(pg_dsn, sync="step")
+    try:
+        async with durable.run("r", store=store) as run:
+            assert run.sync == "step"
+            assert await run.step(lambda: 1, name="one") == 1
+            assert store.pending == 0  # committed before the step returned
+        async with durable.run("g", store=store, sync="group") as run:  # said: it wins
+            assert await run.step(lambda: 2, name="two") == 2
+            assert store.pending == 1  # committed at the end of the loop's iteration
     finally:
         store.close()

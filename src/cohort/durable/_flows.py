@@ -150,7 +150,7 @@ async def run_flow(
     timeout: float | None = None,
     on_timeout: Literal["raise", "partial"] = "raise",
     codec: Codec | None = None,
-    sync: Literal["group", "step"] = "group",
+    sync: Literal["group", "step"] | None = None,
     wait: float = 0.0,
     steal: bool = False,
     on_divergence: Literal["fail", "discard"] = "fail",
@@ -197,7 +197,7 @@ async def resume_flow(
     timeout: float | None = None,
     on_timeout: Literal["raise", "partial"] = "raise",
     codec: Codec | None = None,
-    sync: Literal["group", "step"] = "group",
+    sync: Literal["group", "step"] | None = None,
     wait: float = 0.0,
 ) -> FlowResult:
     """Re-run node ``from_node`` of the recorded run ``run_id`` and every node
@@ -206,7 +206,7 @@ async def resume_flow(
     start = from_node if isinstance(from_node, str) else from_node.name
     again = _downstream(flow, start)
     owned = not isinstance(store, Store)
-    ledger = open_store(store, sync)
+    ledger = open_store(store, sync or "group")
     try:
         if ledger.run(run_id) is None:
             raise LookupError(f"no run {run_id!r} in {ledger!r}: nothing to resume")

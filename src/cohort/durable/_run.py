@@ -74,7 +74,7 @@ class DurableRun(Steps):
         store: Store | str | os.PathLike[str],
         *,
         codec: Codec | None = None,
-        sync: Literal["group", "step"] = "group",
+        sync: Literal["group", "step"] | None = None,
         wait: float = 0.0,
         steal: bool = False,
         on_divergence: Literal["fail", "discard"] = "fail",
@@ -88,6 +88,8 @@ class DurableRun(Steps):
             raise ValueError(
                 f'on_ambiguous must be "fail", "rerun" or "skip", got {on_ambiguous!r}'
             )
+        if sync is None:  # a store opened with sync= keeps it; else group commit
+            sync = getattr(store, "sync", "group") if isinstance(store, Store) else "group"
         if sync not in ("group", "step"):
             raise ValueError(f'sync must be "group" or "step", got {sync!r}')
         self._owns_store = not isinstance(store, Store)
@@ -582,7 +584,7 @@ def run(
     *,
     store: Store | str | os.PathLike[str],
     codec: Codec | None = None,
-    sync: Literal["group", "step"] = "group",
+    sync: Literal["group", "step"] | None = None,
     wait: float = 0.0,
     steal: bool = False,
     on_divergence: Literal["fail", "discard"] = "fail",
@@ -600,6 +602,8 @@ def run(
         codec: how values are recorded (``PickleCodec()`` by default).
         sync: ``"group"`` commits once per loop iteration; ``"step"`` commits
             (and, with a database path, fsyncs) each step before it is done.
+            Default: the ``sync`` a store given as a :class:`Store` was opened
+            with, else ``"group"``.
         wait: seconds to wait for another live owner of the run to go.
         steal: take the run over from a live but hung owner (fenced off).
         on_divergence: ``"fail"`` or ``"discard"`` recorded steps that the
