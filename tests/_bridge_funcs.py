@@ -194,6 +194,18 @@ def logged_zero_or_mark_and_sleep(item: tuple[str, str, int]) -> int:
     return zero_or_mark_and_sleep((path, n))
 
 
+def logged_zero_or_mark_and_wait(item: tuple[str, str, str, int]) -> int:
+    """Item ``(runs, path, go, 0)`` returns 0; any other marks ``path`` and returns its
+    ``n`` once something is written to the FIFO ``go``. Each appends ``n`` to ``runs``."""
+    runs, path, go, n = item
+    with open(runs, "a") as log:
+        log.write(f"{n}\n")
+    if n:
+        Path(path).write_text(str(os.getpid()))
+        Path(go).read_text()
+    return n
+
+
 def transitions_seen(dask_scheduler: Any) -> int:
     """Runs on a Dask scheduler: how many task transitions it has logged."""
     return len(dask_scheduler.transition_log)
