@@ -186,6 +186,43 @@ def zero_or_mark_and_sleep(item: tuple[str, int]) -> int:
     return n
 
 
+def logged_zero_or_mark_and_sleep(item: tuple[str, str, int]) -> int:
+    """``zero_or_mark_and_sleep((path, n))`` after appending ``n`` to the log ``runs``."""
+    runs, path, n = item
+    with open(runs, "a") as log:
+        log.write(f"{n}\n")
+    return zero_or_mark_and_sleep((path, n))
+
+
+def logged_zero_or_mark_and_wait(item: tuple[str, str, str, int]) -> int:
+    """Item ``(runs, path, go, 0)`` returns 0; any other marks ``path`` and returns its
+    ``n`` once something is written to the FIFO ``go``. Each appends ``n`` to ``runs``."""
+    runs, path, go, n = item
+    with open(runs, "a") as log:
+        log.write(f"{n}\n")
+    if n:
+        Path(path).write_text(str(os.getpid()))
+        Path(go).read_text()
+    return n
+
+
+def transitions_seen(dask_scheduler: Any) -> int:
+    """Runs on a Dask scheduler: how many task transitions it has logged."""
+    return len(dask_scheduler.transition_log)
+
+
+def chunks_recomputed(dask_scheduler: Any, since: int) -> list[str]:
+    """Runs on a Dask scheduler: the map chunks it set out to compute again because a
+    worker holding their result was lost, among the transitions logged after ``since``."""
+    return [
+        str(t.key)
+        for t in list(dask_scheduler.transition_log)[since:]
+        if str(t.key).startswith("_apply_chunk")
+        and t.start == "memory"
+        and t.stimulus_id.startswith("handle-worker-cleanup")
+    ]
+
+
 def start_sleeper_and_wait(path: str) -> None:
     """Start a ``sleep`` subprocess, write its pid to ``path`` and wait for it."""
     import subprocess

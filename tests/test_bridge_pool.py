@@ -125,6 +125,26 @@ async def test_leaving_imap_early_kills_the_chunks_in_flight(sig: WorkerSignal) 
         assert await pool.run(f.add, 1, 1) == 2
 
 
+async def test_cancelling_an_imap_runs_none_of_its_queued_chunks(
+    sig: WorkerSignal, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    items = [(str(runs), str(sig), n) for n in (1, 2)]
+
+    async def consume() -> None:
+        async for _ in pool.imap(f.logged_zero_or_mark_and_sleep, items, chunksize=1):
+            pass
+
+    async with checked_pool(1) as pool:
+        task = asyncio.create_task(consume())
+        await sig.wait()  # chunk 0 runs; chunk 1 waits in the pool's queue
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await pool.run(f.add, 1, 1) == 2  # one worker: a queued chunk would run first
+    assert runs.read_text().split() == ["1"]
+
+
 # -- errors ----------------------------------------------------------------------
 
 

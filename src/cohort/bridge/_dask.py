@@ -16,7 +16,11 @@ Semantics differ from ``ProcessPool`` where Dask differs, and say so:
   cancelled tasks are killed through their nannies (SIGKILL, then the nanny
   starts a new worker), which stops the work within milliseconds of the
   cancellation reaching the scheduler (and anything else they were running,
-  which Dask then reschedules: at-least-once again).
+  which Dask then reschedules: at-least-once again). Until its nanny's new
+  worker joins (seconds), that worker is absent; a ``SpecCluster`` (such as
+  ``LocalCluster``) closes the nanny for good when its worker is absent
+  ``distributed.deploy.lost-worker-timeout`` (15 s) after any earlier loss,
+  which repeated hard stops make likely: raise it where the cluster lives.
 """
 
 from __future__ import annotations
@@ -409,6 +413,9 @@ class _DaskChunks:
         self.client = client
         self.done: Any = None  # distributed.as_completed, for unordered streams
         self.watched: set[Any] = set()
+        # The chunk whose values were read last: the stream still holds its future
+        # when it cancels, so a worker lost then would make Dask compute it again.
+        self.last_read: Future | None = None
 
     def submit(self, fn: Any, items: Sequence[Any]) -> Future:
         carrier = _carrier()
@@ -436,7 +443,11 @@ class _DaskChunks:
 
     async def result(self, future: Future) -> tuple[list[Any], BaseException | None, float | None]:
         values = await self.executor._wait(self.client, [future], future.result)
+        self.last_read = future
         return values, None, None
 
     async def cancel(self, futures: list[Future]) -> None:
-        await self.executor._cancel(self.client, futures)
+        """Cancel the chunks in flight and forget the last one read: a hard stop
+        kills the worker holding it, and Dask would run it again for the future."""
+        done = [] if self.last_read is None else [self.last_read]
+        await self.executor._cancel(self.client, [*futures, *done])
