@@ -69,6 +69,7 @@ _INF: Final = math.inf
 # call at every call (it checks for a fork), a thread's id is a plain read.
 _get_ident = threading.get_ident
 _current_task = asyncio.current_task
+_get_running_loop = asyncio.get_running_loop
 _new_child = Child.__new__
 
 # Bound once: an enum member's look-up on its class costs a descriptor call.
@@ -258,10 +259,7 @@ class TaskGroup(GroupState):
         with no name or context); raises (closing the coroutine) if no task is made."""
         loop = self._loop
         try:
-            if child.label is None and context is None:
-                task = loop.create_task(run)  # no keywords to pass: a cheaper call
-            else:
-                task = loop.create_task(run, name=child.label, context=context)
+            task = loop.create_task(run, name=child.label, context=context)
         except BaseException:
             run.close()
             child.coro.close()
@@ -339,12 +337,16 @@ class TaskGroup(GroupState):
         child.value = value
         child.task = None
         child.ended = self._clock()
-        if child.waiter is not None and not child.waiter.done():
-            child.waiter.set_result(None)
+        waiter = child.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         if child.critical:
             self._succeeded += 1
-        if self._waiter is not None:
-            self._wake_exit()
+        waiter = self._waiter  # _wake_exit(), inlined (no queue here)
+        if waiter is not None and not waiter.done():
+            pending = self._spawned - self._succeeded - self._failed
+            if not self._tasks or (not pending and self._decision is _CONTINUE):
+                waiter.set_result(None)
 
     def _ended(
         self,
@@ -446,15 +448,17 @@ class TaskGroup(GroupState):
         if self._phase is not _NEW:
             raise RuntimeError(f"{self!r} has already been entered; create a new TaskGroup")
         try:
-            task = _current_task()
+            loop = _get_running_loop()
         except RuntimeError:  # no running asyncio loop
             task = None
+        else:
+            task = _current_task(loop)  # with the loop: no second look-up
         if task is None:
             what = f"{self!r} must be entered inside an asyncio task"
             raise RuntimeError(_scopes.outside_asyncio(what))
         self._task = task
         self._thread = _get_ident()
-        self._loop = loop = task.get_loop()
+        self._loop = loop
         # clock_of(loop), inlined
         self._clock = clock = _monotonic if type(loop).time is _base_time else loop.time
         self._entered_at = now = clock()
@@ -483,15 +487,15 @@ class TaskGroup(GroupState):
     ) -> bool:
         """``__aexit__``: True swallows the body's cancellation by the group itself."""
         self._phase = _EXITING
+        task = self._task
         try:
-            task = self._task
             scope = self._scope
-            assert task is not None
-            if scope is None and _current_task() is not task:
-                scope = self._entered_scope()  # left in another task: the scope says so
-            elif scope is None:  # never needed: no longer deferred
-                assert self._scope_state is not None
-                self._scope_state.undefer(self._body_scope)
+            if scope is None:
+                if _current_task(self._loop) is not task:
+                    scope = self._entered_scope()  # left in another task: the scope says so
+                else:  # never needed: no longer deferred
+                    assert self._scope_state is not None
+                    self._scope_state.undefer(self._body_scope)
             saw_cancel = False
             body_error: BaseException | None = None
             if exc is not None:
@@ -523,9 +527,9 @@ class TaskGroup(GroupState):
                         self._accepting = False
                 if not self._tasks and not self._queue:
                     break
-                self._waiter = self._loop.create_future()
+                waiter = self._waiter = self._loop.create_future()
                 try:
-                    await self._waiter
+                    await waiter
                 except _CancelledError as cancelled:
                     # Keep the instance: anyio recognises its own by the message.
                     self._cancel_exc = cancelled
@@ -534,10 +538,11 @@ class TaskGroup(GroupState):
                         self._outside(cancel_reason(cancelled))
                 finally:
                     self._waiter = None
-            caught = scope is not None and scope._exit(_CancelledError() if saw_cancel else None)
-            if saw_cancel and not caught:
+            if scope is not None and scope._exit(_CancelledError() if saw_cancel else None):
+                saw_cancel = False  # caught: its own cancellation
+            if saw_cancel:
                 self._outside_cancel = True
-            if (
+            elif (
                 body_error is None
                 and not self._child_errors
                 and not self._outside_cancel
@@ -549,10 +554,8 @@ class TaskGroup(GroupState):
         finally:
             self._phase = _CLOSED
             self._accepting = False
-            self._scope = None  # it refers to the group: no cycle left behind
-            self._scope_state = None
-            self._done_cb = None
-            if self._base_token is not None and _current_task() is task:
+            self._scope = self._scope_state = self._done_cb = None  # no cycle left behind
+            if self._base_token is not None and _current_task(self._loop) is task:
                 _scopes._base_deadline.reset(self._base_token)  # the entering task's context
             if EVENTS.on:
                 _observe.group_event("group exited", self, self._parent_name)

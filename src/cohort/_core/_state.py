@@ -147,6 +147,7 @@ class GroupState:
     _loop: asyncio.AbstractEventLoop
     _clock: Callable[[], float]
     _thread: int
+    _entered_at: float
     _done_cb: Callable[[asyncio.Task[Any]], None] | None
     # Set at entry when the group has no timeout (its scope is deferred then, see
     # _scopes.defer): the task's scopes; None after exit.
@@ -191,7 +192,7 @@ class GroupState:
             limit = check_count("limit", limit)
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
-        if type(on_timeout) is not str or (on_timeout != "raise" and on_timeout != "partial"):
+        if on_timeout != "raise" and (type(on_timeout) is not str or on_timeout != "partial"):
             if not isinstance(on_timeout, str):
                 raise TypeError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
             if on_timeout not in ("raise", "partial"):
@@ -222,7 +223,6 @@ class GroupState:
         self._decision = _CONTINUE
         self._waiter: asyncio.Future[None] | None = None
         self._scope: CancelScope | None = None
-        self._entered_at: float | None = None
 
     def __repr__(self) -> str:
         return (
@@ -232,7 +232,7 @@ class GroupState:
 
     def statistics(self) -> GroupStatistics:
         """The group's counters now, as a frozen record (for monitoring and policies)."""
-        entered = self._entered_at
+        entered = None if self._phase is _NEW else self._entered_at
         return GroupStatistics(
             name=self.name,
             policy=self._policy,
