@@ -2,8 +2,9 @@
 
 The records of the children (running by task, kept in spawn order, finished in
 completion order, queued), the counters the policies read, the results, and the
-phase. ``TaskGroup`` (``cohort._core._group``) adds what changes that state:
-spawning, the completion path, decisions, entry and exit.
+phase, and the queue of children waiting for a ``limit`` slot (started or
+dropped here). ``TaskGroup`` (``cohort._core._group``) adds what changes the
+rest: spawning, the completion path, decisions, entry and exit.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
 from cohort._core import _scopes, _why
-from cohort._core._child import Child, ChildStatus, Outcome
+from cohort._core._child import Child, ChildStatus, Outcome, record_of
 from cohort._core._coros import close_coroutines
 from cohort._core._handle import Handle
 from cohort._core._policies import Decision, Gather, JoinPolicy, traits_of
@@ -34,7 +35,7 @@ __all__ = ["GroupScope", "GroupState", "Phase", "Queued", "TreeRow", "live_group
 
 _CancelledError = asyncio.CancelledError
 _CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
-_SUCCEEDED = ChildStatus.SUCCEEDED
+_SUCCEEDED, _FAILED, _CANCELLED = ChildStatus.SUCCEEDED, ChildStatus.FAILED, ChildStatus.CANCELLED
 _by_seq = operator.attrgetter("seq")
 # The completion order of a group whose policy does not read it: never appended to.
 _NOT_KEPT: Final[list[Child]] = []
@@ -126,6 +127,7 @@ class GroupState:
         "_name",
         "_on_timeout_mode",
         "_phase",
+        "_plain",
         "_policy",
         "_queue",
         "_scope",
@@ -202,6 +204,9 @@ class GroupState:
         # A critical child's success only counts: not kept in completion order, no
         # policy hook to call.
         self._lean = traits.lean
+        # And nothing that reads a child as it spawns or waits: a plain start_soon
+        # child runs without a record (see record_of).
+        self._plain = traits.lean and not traits.sees_spawns and limit is None
         self._limit = limit
         self._timeout = timeout
         self._on_timeout_mode = on_timeout
@@ -212,7 +217,7 @@ class GroupState:
         # The running children by their task; the records shown in handles/outcomes
         # (in spawn order unless _unsorted); the finished ones in completion order
         # (for a policy that orders results so).
-        self._tasks: dict[asyncio.Task[Any], Child] = {}
+        self._tasks: dict[asyncio.Task[Any], Child | tuple[int, float]] = {}
         self._kept: list[Child] = []
         self._completed: list[Child] = [] if traits.completion_order else _NOT_KEPT
         # Children waiting for a ``limit`` slot (None until the first one waits).
@@ -345,7 +350,12 @@ class GroupState:
     def _tree_rows(self) -> list[TreeRow]:
         """For ``task_tree()``: (name, status, started, ended, task) of every child with
         a record, and of every ``start_soon`` child still running, in spawn order."""
-        children = [*self._records(), *(c for c in self._tasks.values() if not c.shown)]
+        children = self._records().copy()
+        for running, c in self._tasks.items():
+            if isinstance(c, tuple):  # a plain start_soon child, running without a record
+                children.append(record_of(running, *c))
+            elif not c.shown:
+                children.append(c)
         children.sort(key=_by_seq)
         rows: list[TreeRow] = []
         for c in children:
@@ -377,6 +387,50 @@ class GroupState:
             elif host in g._tasks:
                 child_of = g
         return outer or child_of
+
+    # -- the children queued by ``limit`` ---------------------------------------------
+
+    def _drop_queued(self, child: Child) -> None:
+        """A queued child is cancelled before it ever ran (``Handle.cancel``)."""
+        queue = self._queue
+        assert queue is not None  # it is queued
+        for i, (queued, run, _) in enumerate(queue):
+            if queued is child:
+                del queue[i]
+                run.close()
+                child.coro.close()
+                break
+        child.reason = _why.handle_cancelled(child.name)
+        self._ended(child, _CANCELLED, None, None, False)
+
+    def _launch_queued(self) -> None:
+        queue = self._queue
+        while (
+            queue
+            and self._decision is _CONTINUE
+            and (self._limit is None or len(self._tasks) < self._limit)
+        ):
+            child, run, context = queue.popleft()
+            child.on_cancel = None
+            try:
+                self._start(child, run, context)
+            except Exception as exc:  # no task could be made: the child failed
+                self._ended(child, _FAILED, None, exc, False)
+
+    if TYPE_CHECKING:  # the group's own (TaskGroup)
+
+        def _start(
+            self, child: Child, run: Coroutine[Any, Any, Any], context: contextvars.Context
+        ) -> None: ...
+
+        def _ended(
+            self,
+            child: Child,
+            status: ChildStatus,
+            value: Any,
+            error: BaseException | None,
+            ran: bool = True,
+        ) -> None: ...
 
     def _wake_exit(self) -> None:
         """Wake __aexit__ (once per wait, not per child) when it has something to do:
