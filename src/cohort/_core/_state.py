@@ -114,7 +114,6 @@ class GroupState:
         "_accepting",
         "_base_token",
         "_clock",
-        "_completed",
         "_count",
         "_decision",
         "_done_cb",
@@ -124,8 +123,6 @@ class GroupState:
         "_lean",
         "_limit",
         "_loop",
-        "_name",
-        "_on_timeout_mode",
         "_phase",
         "_plain",
         "_policy",
@@ -171,6 +168,11 @@ class GroupState:
     _cancel_reason: CancelReason | None = None
     # The group this one runs in (for events), found on first need while open.
     _parent: GroupState | Literal[False] | None = False
+    _on_timeout_mode: Literal["raise", "partial"] = "raise"
+    _name: str | None = None  # name=, else TaskGroup-N once asked for
+    # The finished children in completion order, for a policy that orders results
+    # so (a list of its own then): never appended to otherwise.
+    _completed: list[Child] = _NOT_KEPT
 
     def __init__(
         self,
@@ -194,23 +196,23 @@ class GroupState:
             limit = check_count("limit", limit)
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
-        if on_timeout != "raise" and (type(on_timeout) is not str or on_timeout != "partial"):
+        if on_timeout != "raise":
             if not isinstance(on_timeout, str):
                 raise TypeError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
-            if on_timeout not in ("raise", "partial"):
+            if on_timeout != "partial":
                 raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
+            self._on_timeout_mode = on_timeout
         self._policy = join
         self._traits = traits
         # A critical child's success only counts: not kept in completion order, no
         # policy hook to call.
         self._lean = traits.lean
-        # And nothing that reads a child as it spawns or waits: a plain start_soon
-        # child runs without a record (see record_of).
-        self._plain = traits.lean and not traits.sees_spawns and limit is None
+        # And no queue: a plain start_soon child runs without a record (record_of).
+        self._plain = traits.plain and limit is None
         self._limit = limit
         self._timeout = timeout
-        self._on_timeout_mode = on_timeout
-        self._name = name
+        if name is not None:
+            self._name = name
         self._phase = _NEW
         self._accepting = False  # open and undecided: spawn() is allowed
         self._count = 0  # children admitted: the next one's place in spawn order
@@ -219,7 +221,8 @@ class GroupState:
         # (for a policy that orders results so).
         self._tasks: dict[asyncio.Task[Any], Child | tuple[int, float]] = {}
         self._kept: list[Child] = []
-        self._completed: list[Child] = [] if traits.completion_order else _NOT_KEPT
+        if traits.completion_order:
+            self._completed = []
         # Children waiting for a ``limit`` slot (None until the first one waits).
         self._queue: deque[Queued] | None = None
         self._spawned = 0
