@@ -290,13 +290,8 @@ class TaskGroup(GroupState):
 
     def _on_task_done(self, task: asyncio.Task[Any]) -> None:
         """A child's task ended (the done callback of every child): how, then record it."""
-        child = self._tasks.pop(task)
-        if isinstance(child, tuple):  # a plain start_soon child (see _started_plain)
-            if not (EVENTS.on or task.cancelled() or task.exception() is not None):
-                self._succeeded += 1  # a success only counts
-                self._wake_exit()
-                return
-            child = record_of(task, *child)
+        # A record: a plain start_soon child's entry is one by now (_on_plain_done).
+        child: Child = self._tasks.pop(task)  # type: ignore[assignment]
         try:
             value = task.result()
         except BaseException as exc:
@@ -345,10 +340,21 @@ class TaskGroup(GroupState):
             coro.close()
             raise
         self._tasks[task] = (self._count, self._clock())
-        task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
+        task.add_done_callback(self._on_plain_done)
         self._count += 1
         self._spawned += 1
         return None
+
+    def _on_plain_done(self, task: asyncio.Task[Any]) -> None:
+        """A plain ``start_soon`` child's done callback: a success only counts."""
+        if EVENTS.on or task.cancelled() or task.exception() is not None:
+            seq, started = self._tasks[task]  # type: ignore[misc]  # made so above
+            self._tasks[task] = record_of(task, seq, started)
+            self._on_task_done(task)  # as for any child, with its record
+            return
+        del self._tasks[task]
+        self._succeeded += 1
+        self._wake_exit()
 
     def _ended(
         self,
