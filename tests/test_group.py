@@ -284,6 +284,17 @@ async def test_spawn_from_a_child_after_body_finished() -> None:
 
 
 @pytest.mark.virtual_clock
+async def test_statistics_elapsed_counts_from_entry_and_is_zero_before() -> None:
+    g = cohort.TaskGroup(name="g")
+    assert (g.statistics().phase, g.statistics().elapsed) == ("new", 0.0)
+    await asyncio.sleep(3)  # time before entry does not count
+    async with g:
+        await asyncio.sleep(2)
+        assert g.statistics().elapsed == 2
+    assert (g.statistics().phase, g.statistics().elapsed) == ("closed", 2)
+
+
+@pytest.mark.virtual_clock
 async def test_custom_policy_two_successes_or_three_failures() -> None:
     class TwoOrThreeStrikes(cohort.JoinPolicy):
         def on_child_done(self, group: cohort.GroupView, handle: cohort.ChildView) -> Decision:

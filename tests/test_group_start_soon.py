@@ -270,3 +270,42 @@ async def test_start_soon_from_another_thread_raises() -> None:
     assert len(errors) == 1
     assert "outside its event loop's thread" in str(errors[0])
     assert g.statistics().children == 0
+
+
+@vc
+async def test_unnamed_children_that_did_not_succeed_are_recorded_with_spawn_order_and_times() -> (
+    None
+):
+    # Unnamed, critical, under Gather: children the group runs without a record
+    # until they end, then records as the named ones are.
+    with pytest.raises(ExceptionGroup):
+        async with cohort.TaskGroup() as g:
+            start = now()
+            g.spawn(ok, "a", 1)
+            g.start_soon(bad, "b", 3)
+            g.start_soon(ok, "c", 1)
+            g.start_soon(bad, "d", 2)  # fails first: Gather cancels b
+    assert [(o.name, o.status, o.started, o.ended) for o in g.outcomes] == [
+        ("ok", S.SUCCEEDED, start, start + 1),
+        ("bad", S.CANCELLED, start, start + 2),
+        ("bad", S.FAILED, start, start + 2),
+    ]
+    assert [str(e) for e in g.errors] == ["d"]
+    assert g.outcomes[1].cancel_reason is not None
+
+
+@vc
+async def test_an_unnamed_childs_end_is_told_when_events_were_switched_on_while_it_ran(
+    events: list[MutableMapping[str, Any]],
+) -> None:
+    release = asyncio.Event()
+    cohort.enable_events(False)
+    async with cohort.TaskGroup(name="g") as g:
+        g.start_soon(release.wait)
+        await wait_all_tasks_blocked()
+        cohort.enable_events()
+        release.set()
+    assert [(e["event"], e.get("child")) for e in events if "child" in e] == [
+        ("child succeeded", "Event.wait")
+    ]
+    assert g.outcomes == []

@@ -25,6 +25,7 @@ __all__ = [
     "Outcome",
     "coro_name",
     "pop_caller_frame",
+    "record_of",
     "run_with_timeout",
 ]
 
@@ -154,6 +155,23 @@ async def run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, child: 
         return await coro
     error = child.value = TimeoutError(f"child {child.name!r} timed out after {timeout} s")
     raise error
+
+
+def record_of(task: asyncio.Task[Any], seq: int, started: float) -> Child:
+    """The record of a plain ``start_soon`` child, which its group keeps without one
+    while it runs (its task keyed to its place in spawn order and its start): made
+    when a reader needs it (``task_tree()``) or the child ends without succeeding."""
+    child = Child.__new__(Child)
+    child.seq = seq
+    child.coro = task.get_coro()  # type: ignore[assignment]  # a coroutine: made so
+    child.label = child.tally = child.value = child.error = child.ended = None
+    child.waiter = child.on_cancel = None
+    child.critical = True
+    child.shown = False
+    child.status = _RUNNING
+    child.task = task
+    child.started = started
+    return child
 
 
 def coro_name(coro: object) -> str:

@@ -1,12 +1,14 @@
 """Task groups whose join policy decides when they are done.
 
 Children are plain ``asyncio.Task``s, each with one ``Child`` record owned by
-the group; one done callback (``_on_task_done``) records every end, as
-CPython's TaskGroup does. The group's body runs inside a cancel scope of the
-group's own (carrying the group's ``timeout``; without one, entered only when
-something needs it, see ``_scopes.defer``), so the group can stop its body
-silently once the policy has decided. Whatever path leaves the ``async with``
-block, every child has finished and every child error was raised or recorded.
+the group (a plain ``start_soon`` child gets one only if it ends without
+succeeding, or ``task_tree()`` reads it: see ``record_of``); one done callback
+(``_on_task_done``) records every end, as CPython's TaskGroup does. The
+group's body runs inside a cancel scope of the group's own (carrying the
+group's ``timeout``; without one, entered only when something needs it, see
+``_scopes.defer``), so the group can stop its body silently once the policy
+has decided. Whatever path leaves the ``async with`` block, every child has
+finished and every child error was raised or recorded.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Never, TypeVar, TypeVarTuple
 
 from cohort._core import _scopes, _why
-from cohort._core._child import Child, ChildStatus, pop_caller_frame, run_with_timeout
+from cohort._core._child import (
+    Child,
+    ChildStatus,
+    pop_caller_frame,
+    record_of,
+    run_with_timeout,
+)
 from cohort._core._coros import (
     SPAWN_OPTIONS,
     check_coro,
@@ -69,19 +77,15 @@ _INF: Final = math.inf
 # call at every call (it checks for a fork), a thread's id is a plain read.
 _get_ident = threading.get_ident
 _current_task = asyncio.current_task
+_get_running_loop = asyncio.get_running_loop
 _new_child = Child.__new__
 
 # Bound once: an enum member's look-up on its class costs a descriptor call.
 _CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
 _CoroutineType = types.CoroutineType
-_PENDING = ChildStatus.PENDING
-_RUNNING = ChildStatus.RUNNING
-_SUCCEEDED = ChildStatus.SUCCEEDED
-_FAILED = ChildStatus.FAILED
-_CANCELLED = ChildStatus.CANCELLED
-_TIMED_OUT = ChildStatus.TIMED_OUT
-
-
+_PENDING, _RUNNING, _SUCCEEDED = ChildStatus.PENDING, ChildStatus.RUNNING, ChildStatus.SUCCEEDED
+_FAILED, _CANCELLED, _TIMED_OUT = ChildStatus.FAILED, ChildStatus.CANCELLED, ChildStatus.TIMED_OUT
+_PLAIN: Final = (None, None, None, None, True)  # no name, timeout, context or retry; critical
 _NEW, _OPEN, _EXITING, _CLOSED = Phase.NEW, Phase.OPEN, Phase.EXITING, Phase.CLOSED
 
 
@@ -139,6 +143,7 @@ class TaskGroup(GroupState):
         if kwargs:
             raise keywords_refused("spawn", fn, args, kwargs, SPAWN_OPTIONS)
         child = self._add(fn, args, name, timeout, critical, retry, context, True)
+        assert child is not None  # spawned: recorded
         handle: Handle[T] = new_handle(Handle)  # Handle(child), without a Python call
         set_handle_child(handle, child)
         return handle
@@ -177,9 +182,10 @@ class TaskGroup(GroupState):
         retry: Retry | None,
         context: contextvars.Context | None,
         shown: bool,
-    ) -> Child:
-        """``spawn`` and ``start_soon``: check, make the coroutine and the child's record,
-        start it (or queue it) and count it; nothing is recorded if that fails."""
+    ) -> Child | None:
+        """``spawn`` and ``start_soon``: check, make the coroutine and the child's record
+        (none for a plain ``start_soon`` child until it ends without succeeding), start
+        it (or queue it) and count it; nothing is recorded if that fails."""
         if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
         if context is not None:
@@ -206,6 +212,10 @@ class TaskGroup(GroupState):
             coro = coro_object(fn, args)
         if hook is not None:
             coro = wrap(coro)
+        elif not shown and (name, timeout, context, tally, critical) == _PLAIN and self._plain:
+            coro = self._started_plain(coro)  # a plain start_soon child: no record yet
+            if coro is None:
+                return None
         child = _new_child(Child)
         child.seq = self._count
         child.coro = coro
@@ -258,10 +268,7 @@ class TaskGroup(GroupState):
         with no name or context); raises (closing the coroutine) if no task is made."""
         loop = self._loop
         try:
-            if child.label is None and context is None:
-                task = loop.create_task(run)  # no keywords to pass: a cheaper call
-            else:
-                task = loop.create_task(run, name=child.label, context=context)
+            task = loop.create_task(run, name=child.label, context=context)
         except BaseException:
             run.close()
             child.coro.close()
@@ -270,9 +277,7 @@ class TaskGroup(GroupState):
         child.status = _RUNNING
         child.started = self._clock()
         self._tasks[task] = child
-        done = self._done_cb
-        assert done is not None  # open
-        task.add_done_callback(done)
+        task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
         if EVENTS.on:
             _observe.child_started(child, self, self._parent_name)
 
@@ -281,38 +286,12 @@ class TaskGroup(GroupState):
         if self._phase in (_OPEN, _EXITING) and self._decision is _CONTINUE:
             self._decide(_DONE, _why.group_cancelled(self.name))
 
-    def _drop_queued(self, child: Child) -> None:
-        """A queued child is cancelled before it ever ran (``Handle.cancel``)."""
-        queue = self._queue
-        assert queue is not None  # it is queued
-        for i, (queued, run, _) in enumerate(queue):
-            if queued is child:
-                del queue[i]
-                run.close()
-                child.coro.close()
-                break
-        child.reason = _why.handle_cancelled(child.name)
-        self._ended(child, _CANCELLED, None, None, False)
-
     # -- completion ---------------------------------------------------------------
-
-    def _launch_queued(self) -> None:
-        queue = self._queue
-        while (
-            queue
-            and self._decision is _CONTINUE
-            and (self._limit is None or len(self._tasks) < self._limit)
-        ):
-            child, run, context = queue.popleft()
-            child.on_cancel = None
-            try:
-                self._start(child, run, context)
-            except Exception as exc:  # no task could be made: the child failed
-                self._ended(child, _FAILED, None, exc, False)
 
     def _on_task_done(self, task: asyncio.Task[Any]) -> None:
         """A child's task ended (the done callback of every child): how, then record it."""
-        child = self._tasks.pop(task)
+        # A record: a plain start_soon child's entry is one by now (_on_plain_done).
+        child: Child = self._tasks.pop(task)  # type: ignore[assignment]
         try:
             value = task.result()
         except BaseException as exc:
@@ -339,12 +318,43 @@ class TaskGroup(GroupState):
         child.value = value
         child.task = None
         child.ended = self._clock()
-        if child.waiter is not None and not child.waiter.done():
-            child.waiter.set_result(None)
+        waiter = child.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         if child.critical:
             self._succeeded += 1
-        if self._waiter is not None:
-            self._wake_exit()
+        waiter = self._waiter  # _wake_exit(), inlined (no queue here)
+        if waiter is not None and not waiter.done():
+            pending = self._spawned - self._succeeded - self._failed
+            if not self._tasks or (not pending and self._decision is _CONTINUE):
+                waiter.set_result(None)
+
+    def _started_plain(self, coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T] | None:
+        """Start a plain ``start_soon`` child without a record (see ``record_of``); while
+        events are on, ``coro`` back, not started (its start is told with its record)."""
+        if EVENTS.on:
+            return coro
+        try:
+            task = self._loop.create_task(coro)
+        except BaseException:
+            coro.close()
+            raise
+        self._tasks[task] = (self._count, self._clock())
+        task.add_done_callback(self._on_plain_done)
+        self._count += 1
+        self._spawned += 1
+        return None
+
+    def _on_plain_done(self, task: asyncio.Task[Any]) -> None:
+        """A plain ``start_soon`` child's done callback: a success only counts."""
+        if EVENTS.on or task.cancelled() or task.exception() is not None:
+            seq, started = self._tasks[task]  # type: ignore[misc]  # made so above
+            self._tasks[task] = record_of(task, seq, started)
+            self._on_task_done(task)  # as for any child, with its record
+            return
+        del self._tasks[task]
+        self._succeeded += 1
+        self._wake_exit()
 
     def _ended(
         self,
@@ -446,15 +456,17 @@ class TaskGroup(GroupState):
         if self._phase is not _NEW:
             raise RuntimeError(f"{self!r} has already been entered; create a new TaskGroup")
         try:
-            task = _current_task()
+            loop = _get_running_loop()
         except RuntimeError:  # no running asyncio loop
             task = None
+        else:
+            task = _current_task(loop)  # with the loop: no second look-up
         if task is None:
             what = f"{self!r} must be entered inside an asyncio task"
             raise RuntimeError(_scopes.outside_asyncio(what))
         self._task = task
         self._thread = _get_ident()
-        self._loop = loop = task.get_loop()
+        self._loop = loop
         # clock_of(loop), inlined
         self._clock = clock = _monotonic if type(loop).time is _base_time else loop.time
         self._entered_at = now = clock()
@@ -483,15 +495,15 @@ class TaskGroup(GroupState):
     ) -> bool:
         """``__aexit__``: True swallows the body's cancellation by the group itself."""
         self._phase = _EXITING
+        task = self._task
         try:
-            task = self._task
             scope = self._scope
-            assert task is not None
-            if scope is None and _current_task() is not task:
-                scope = self._entered_scope()  # left in another task: the scope says so
-            elif scope is None:  # never needed: no longer deferred
-                assert self._scope_state is not None
-                self._scope_state.undefer(self._body_scope)
+            if scope is None:
+                if _current_task(self._loop) is not task:
+                    scope = self._entered_scope()  # left in another task: the scope says so
+                else:  # never needed: no longer deferred
+                    assert self._scope_state is not None
+                    self._scope_state.undefer(self._body_scope)
             saw_cancel = False
             body_error: BaseException | None = None
             if exc is not None:
@@ -523,9 +535,9 @@ class TaskGroup(GroupState):
                         self._accepting = False
                 if not self._tasks and not self._queue:
                     break
-                self._waiter = self._loop.create_future()
+                waiter = self._waiter = self._loop.create_future()
                 try:
-                    await self._waiter
+                    await waiter
                 except _CancelledError as cancelled:
                     # Keep the instance: anyio recognises its own by the message.
                     self._cancel_exc = cancelled
@@ -534,10 +546,11 @@ class TaskGroup(GroupState):
                         self._outside(cancel_reason(cancelled))
                 finally:
                     self._waiter = None
-            caught = scope is not None and scope._exit(_CancelledError() if saw_cancel else None)
-            if saw_cancel and not caught:
+            if scope is not None and scope._exit(_CancelledError() if saw_cancel else None):
+                saw_cancel = False  # caught: its own cancellation
+            if saw_cancel:
                 self._outside_cancel = True
-            if (
+            elif (
                 body_error is None
                 and not self._child_errors
                 and not self._outside_cancel
@@ -549,21 +562,15 @@ class TaskGroup(GroupState):
         finally:
             self._phase = _CLOSED
             self._accepting = False
-            self._scope = None  # it refers to the group: no cycle left behind
-            self._scope_state = None
-            self._done_cb = None
-            if self._base_token is not None and _current_task() is task:
+            self._scope = self._scope_state = self._done_cb = None  # no cycle left behind
+            if self._base_token is not None and _current_task(self._loop) is task:
                 _scopes._base_deadline.reset(self._base_token)  # the entering task's context
             if EVENTS.on:
                 _observe.group_event("group exited", self, self._parent_name)
             live_groups.pop(self, None)
 
     if TYPE_CHECKING:
-        # Typed as never swallowing, like asyncio.TaskGroup's: it swallows only its
-        # own cancellation of the body, when its policy decided while the body
-        # was awaiting, and a name bound after that await is then unbound (an
-        # UnboundLocalError, not a silent error). Typed as `-> bool`, type
-        # checkers would call every handle assigned in the body "possibly unbound".
+
         async def __aexit__(
             self,
             exc_type: type[BaseException] | None,

@@ -297,6 +297,9 @@ class Traits(NamedTuple):
     sees_timeout: bool
     #: A critical child's success only counts: nothing to keep, nothing to ask.
     lean: bool
+    #: Lean, and a child is not read as it spawns (no ``on_spawn``): a joiner may
+    #: keep no record of a child until it ends without succeeding.
+    plain: bool
 
 
 _CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
@@ -324,14 +327,17 @@ def _traits(policy: JoinPolicy, kind: type[JoinPolicy]) -> Traits:
     sees_successes = (
         bool(policy.consults_on_success) and kind.on_child_done is not JoinPolicy.on_child_done
     )
+    sees_spawns = kind.on_spawn is not JoinPolicy.on_spawn
+    lean = not completion_order and not sees_successes
     return Traits(
         completion_order=completion_order,
         sees_successes=sees_successes,
-        sees_spawns=kind.on_spawn is not JoinPolicy.on_spawn,
+        sees_spawns=sees_spawns,
         sees_body_done=kind.on_body_done is not JoinPolicy.on_body_done,
         sees_all_done=kind.on_all_done is not JoinPolicy.on_all_done,
         sees_timeout=kind.on_timeout is not JoinPolicy.on_timeout,
-        lean=not completion_order and not sees_successes,
+        lean=lean,
+        plain=lean and not sees_spawns,
     )
 
 

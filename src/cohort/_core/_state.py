@@ -2,8 +2,9 @@
 
 The records of the children (running by task, kept in spawn order, finished in
 completion order, queued), the counters the policies read, the results, and the
-phase. ``TaskGroup`` (``cohort._core._group``) adds what changes that state:
-spawning, the completion path, decisions, entry and exit.
+phase, and the queue of children waiting for a ``limit`` slot (started or
+dropped here). ``TaskGroup`` (``cohort._core._group``) adds what changes the
+rest: spawning, the completion path, decisions, entry and exit.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
 from cohort._core import _scopes, _why
-from cohort._core._child import Child, ChildStatus, Outcome
+from cohort._core._child import Child, ChildStatus, Outcome, record_of
 from cohort._core._coros import close_coroutines
 from cohort._core._handle import Handle
 from cohort._core._policies import Decision, Gather, JoinPolicy, traits_of
@@ -34,7 +35,7 @@ __all__ = ["GroupScope", "GroupState", "Phase", "Queued", "TreeRow", "live_group
 
 _CancelledError = asyncio.CancelledError
 _CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
-_SUCCEEDED = ChildStatus.SUCCEEDED
+_SUCCEEDED, _FAILED, _CANCELLED = ChildStatus.SUCCEEDED, ChildStatus.FAILED, ChildStatus.CANCELLED
 _by_seq = operator.attrgetter("seq")
 # The completion order of a group whose policy does not read it: never appended to.
 _NOT_KEPT: Final[list[Child]] = []
@@ -113,7 +114,6 @@ class GroupState:
         "_accepting",
         "_base_token",
         "_clock",
-        "_completed",
         "_count",
         "_decision",
         "_done_cb",
@@ -123,9 +123,8 @@ class GroupState:
         "_lean",
         "_limit",
         "_loop",
-        "_name",
-        "_on_timeout_mode",
         "_phase",
+        "_plain",
         "_policy",
         "_queue",
         "_scope",
@@ -147,6 +146,7 @@ class GroupState:
     _loop: asyncio.AbstractEventLoop
     _clock: Callable[[], float]
     _thread: int
+    _entered_at: float
     _done_cb: Callable[[asyncio.Task[Any]], None] | None
     # Set at entry when the group has no timeout (its scope is deferred then, see
     # _scopes.defer): the task's scopes; None after exit.
@@ -168,6 +168,11 @@ class GroupState:
     _cancel_reason: CancelReason | None = None
     # The group this one runs in (for events), found on first need while open.
     _parent: GroupState | Literal[False] | None = False
+    _on_timeout_mode: Literal["raise", "partial"] = "raise"
+    _name: str | None = None  # name=, else TaskGroup-N once asked for
+    # The finished children in completion order, for a policy that orders results
+    # so (a list of its own then): never appended to otherwise.
+    _completed: list[Child] = _NOT_KEPT
 
     def __init__(
         self,
@@ -191,29 +196,33 @@ class GroupState:
             limit = check_count("limit", limit)
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
-        if type(on_timeout) is not str or (on_timeout != "raise" and on_timeout != "partial"):
+        if on_timeout != "raise":
             if not isinstance(on_timeout, str):
                 raise TypeError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
-            if on_timeout not in ("raise", "partial"):
+            if on_timeout != "partial":
                 raise ValueError(f'on_timeout must be "raise" or "partial", got {on_timeout!r}')
+            self._on_timeout_mode = on_timeout
         self._policy = join
         self._traits = traits
         # A critical child's success only counts: not kept in completion order, no
         # policy hook to call.
         self._lean = traits.lean
+        # And no queue: a plain start_soon child runs without a record (record_of).
+        self._plain = traits.plain and limit is None
         self._limit = limit
         self._timeout = timeout
-        self._on_timeout_mode = on_timeout
-        self._name = name
+        if name is not None:
+            self._name = name
         self._phase = _NEW
         self._accepting = False  # open and undecided: spawn() is allowed
         self._count = 0  # children admitted: the next one's place in spawn order
         # The running children by their task; the records shown in handles/outcomes
         # (in spawn order unless _unsorted); the finished ones in completion order
         # (for a policy that orders results so).
-        self._tasks: dict[asyncio.Task[Any], Child] = {}
+        self._tasks: dict[asyncio.Task[Any], Child | tuple[int, float]] = {}
         self._kept: list[Child] = []
-        self._completed: list[Child] = [] if traits.completion_order else _NOT_KEPT
+        if traits.completion_order:
+            self._completed = []
         # Children waiting for a ``limit`` slot (None until the first one waits).
         self._queue: deque[Queued] | None = None
         self._spawned = 0
@@ -222,7 +231,6 @@ class GroupState:
         self._decision = _CONTINUE
         self._waiter: asyncio.Future[None] | None = None
         self._scope: CancelScope | None = None
-        self._entered_at: float | None = None
 
     def __repr__(self) -> str:
         return (
@@ -232,7 +240,7 @@ class GroupState:
 
     def statistics(self) -> GroupStatistics:
         """The group's counters now, as a frozen record (for monitoring and policies)."""
-        entered = self._entered_at
+        entered = None if self._phase is _NEW else self._entered_at
         return GroupStatistics(
             name=self.name,
             policy=self._policy,
@@ -345,7 +353,12 @@ class GroupState:
     def _tree_rows(self) -> list[TreeRow]:
         """For ``task_tree()``: (name, status, started, ended, task) of every child with
         a record, and of every ``start_soon`` child still running, in spawn order."""
-        children = [*self._records(), *(c for c in self._tasks.values() if not c.shown)]
+        children = self._records().copy()
+        for running, c in self._tasks.items():
+            if isinstance(c, tuple):  # a plain start_soon child, running without a record
+                children.append(record_of(running, *c))
+            elif not c.shown:
+                children.append(c)
         children.sort(key=_by_seq)
         rows: list[TreeRow] = []
         for c in children:
@@ -377,6 +390,50 @@ class GroupState:
             elif host in g._tasks:
                 child_of = g
         return outer or child_of
+
+    # -- the children queued by ``limit`` ---------------------------------------------
+
+    def _drop_queued(self, child: Child) -> None:
+        """A queued child is cancelled before it ever ran (``Handle.cancel``)."""
+        queue = self._queue
+        assert queue is not None  # it is queued
+        for i, (queued, run, _) in enumerate(queue):
+            if queued is child:
+                del queue[i]
+                run.close()
+                child.coro.close()
+                break
+        child.reason = _why.handle_cancelled(child.name)
+        self._ended(child, _CANCELLED, None, None, False)
+
+    def _launch_queued(self) -> None:
+        queue = self._queue
+        while (
+            queue
+            and self._decision is _CONTINUE
+            and (self._limit is None or len(self._tasks) < self._limit)
+        ):
+            child, run, context = queue.popleft()
+            child.on_cancel = None
+            try:
+                self._start(child, run, context)
+            except Exception as exc:  # no task could be made: the child failed
+                self._ended(child, _FAILED, None, exc, False)
+
+    if TYPE_CHECKING:  # the group's own (TaskGroup)
+
+        def _start(
+            self, child: Child, run: Coroutine[Any, Any, Any], context: contextvars.Context
+        ) -> None: ...
+
+        def _ended(
+            self,
+            child: Child,
+            status: ChildStatus,
+            value: Any,
+            error: BaseException | None,
+            ran: bool = True,
+        ) -> None: ...
 
     def _wake_exit(self) -> None:
         """Wake __aexit__ (once per wait, not per child) when it has something to do:
