@@ -1,14 +1,12 @@
 """Task groups whose join policy decides when they are done.
 
-Children are plain ``asyncio.Task``s, each with one ``Child`` record owned by
-the group (a plain ``start_soon`` child gets one only if it ends without
-succeeding, or ``task_tree()`` reads it: see ``record_of``); one done callback
-(``_on_task_done``) records every end, as CPython's TaskGroup does. The
-group's body runs inside a cancel scope of the group's own (carrying the
-group's ``timeout``; without one, entered only when something needs it, see
-``_scopes.defer``), so the group can stop its body silently once the policy
-has decided. Whatever path leaves the ``async with`` block, every child has
-finished and every child error was raised or recorded.
+Children are plain ``asyncio.Task``s, each with one ``Child`` record (a plain
+``start_soon`` child only once it ends without succeeding or ``task_tree()``
+reads it: ``record_of``); one done callback (``_on_task_done``) records every
+end, as CPython's TaskGroup does. The body runs in a cancel scope of the
+group's own (entered when needed: ``_scopes.defer``), so the group can stop
+it silently once the policy decided. Whatever path leaves the ``async with``
+block, every child has finished and every child error was raised or recorded.
 """
 
 from __future__ import annotations
@@ -55,6 +53,7 @@ from cohort._core._policies import (
 from cohort._core._scopes import CancelScope, cancel_task, stray_cancellation
 from cohort._core._state import GroupScope, GroupState, Phase, live_groups, open_groups
 from cohort._observe import _events as _observe
+from cohort._observe._awaited import add_awaited_by, discard_awaited_by
 from cohort._observe._events import EVENTS
 from cohort._observe._reasons import CancelReason, cancel_reason
 from cohort._validate import check_seconds, keywords_refused
@@ -62,8 +61,7 @@ from cohort._validate import check_seconds, keywords_refused
 if TYPE_CHECKING:
     from cohort._core._retry import Retry
 
-# clock_of, close_coroutines and detached_context: shown here too, for the layers
-# above that import them with TaskGroup.
+# clock_of, close_coroutines, detached_context: for the layers above, with TaskGroup.
 __all__ = ["TaskGroup", "clock_of", "close_coroutines", "detached_context", "open_groups"]
 
 T = TypeVar("T")
@@ -73,8 +71,7 @@ _CancelledError = asyncio.CancelledError
 _base_time: Final = asyncio.BaseEventLoop.time
 _monotonic: Final = time.monotonic
 _INF: Final = math.inf
-# The thread check of spawn(): asyncio._get_running_loop() makes a getpid() system
-# call at every call (it checks for a fork), a thread's id is a plain read.
+# spawn()'s thread check: a thread's id is a plain read (_get_running_loop: getpid()).
 _get_ident = threading.get_ident
 _current_task = asyncio.current_task
 _get_running_loop = asyncio.get_running_loop
@@ -102,11 +99,9 @@ class TaskGroup(GroupState):
             normally with whatever completed).
         name: shown in errors, logs and ``task_tree()``.
 
-    ``__aexit__`` returns True when the group swallowed its own cancellation
-    of the body (its policy decided, or a partial timeout); it is typed as
-    returning ``None`` so that type checkers do not call every name bound in
-    the body "possibly unbound". A class that wraps a group must return that
-    value from its own ``__aexit__``.
+    ``__aexit__`` returns True when the group swallowed its own cancellation of
+    the body (typed ``None``, so that checkers do not call names bound in the
+    body "possibly unbound"): a class that wraps a group must return it too.
 
     Example:
         ```python
@@ -161,12 +156,10 @@ class TaskGroup(GroupState):
     ) -> None:
         """Start ``fn(*args)`` as a child, as ``spawn`` does, but return no handle.
 
-        The group keeps no record of a child that succeeds: its value is not in
-        ``results`` (except where the policy orders results by completion, as
-        ``Quorum`` does), nor is it in ``handles`` or ``outcomes``. A child that
-        fails, times out or is cancelled is recorded as a spawned one is. Errors,
-        cancellation, policies, ``limit``, ``timeout``, ``critical`` and
-        ``task_tree()`` and ``context`` work as for ``spawn``; a success costs less.
+        No record is kept of a child that succeeds: its value is not in ``results``
+        (unless the policy orders results by completion, as ``Quorum`` does),
+        ``handles`` or ``outcomes``; one that fails, times out or is cancelled is
+        recorded as a spawned one is. All else works as for ``spawn``, for less.
         """
         if kwargs:
             raise keywords_refused("start_soon", fn, args, kwargs, SPAWN_OPTIONS)
@@ -183,9 +176,8 @@ class TaskGroup(GroupState):
         context: contextvars.Context | None,
         shown: bool,
     ) -> Child | None:
-        """``spawn`` and ``start_soon``: check, make the coroutine and the child's record
-        (none for a plain ``start_soon`` child until it ends without succeeding), start
-        it (or queue it) and count it; nothing is recorded if that fails."""
+        """``spawn``/``start_soon``: check, make the coroutine and the record (see
+        ``record_of``), start or queue it, count it; nothing is recorded on failure."""
         if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
         if context is not None:
@@ -248,6 +240,8 @@ class TaskGroup(GroupState):
             child.started = self._clock()
             self._tasks[task] = child
             task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
+            if add_awaited_by is not None:  # Python 3.14+: asyncio pstree shows it
+                add_awaited_by(task, self._task)
             if EVENTS.on:
                 _observe.child_started(child, self, self._parent_name)
         else:
@@ -264,8 +258,7 @@ class TaskGroup(GroupState):
     def _start(
         self, child: Child, run: Coroutine[Any, Any, Any], context: contextvars.Context | None
     ) -> None:
-        """Where a child's coroutine becomes its task (inlined in ``_add`` for a child
-        with no name or context); raises (closing the coroutine) if no task is made."""
+        """A child's coroutine becomes its task (inlined in ``_add`` without name or context)."""
         loop = self._loop
         try:
             task = loop.create_task(run, name=child.label, context=context)
@@ -278,6 +271,8 @@ class TaskGroup(GroupState):
         child.started = self._clock()
         self._tasks[task] = child
         task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
+        if add_awaited_by is not None:
+            add_awaited_by(task, self._task)
         if EVENTS.on:
             _observe.child_started(child, self, self._parent_name)
 
@@ -292,6 +287,8 @@ class TaskGroup(GroupState):
         """A child's task ended (the done callback of every child): how, then record it."""
         # A record: a plain start_soon child's entry is one by now (_on_plain_done).
         child: Child = self._tasks.pop(task)  # type: ignore[assignment]
+        if discard_awaited_by is not None:
+            discard_awaited_by(task, self._task)
         try:
             value = task.result()
         except BaseException as exc:
@@ -330,8 +327,7 @@ class TaskGroup(GroupState):
                 waiter.set_result(None)
 
     def _started_plain(self, coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T] | None:
-        """Start a plain ``start_soon`` child without a record (see ``record_of``); while
-        events are on, ``coro`` back, not started (its start is told with its record)."""
+        """Start a plain ``start_soon`` child with no record (``record_of``); events on: not."""
         if EVENTS.on:
             return coro
         try:
@@ -341,6 +337,8 @@ class TaskGroup(GroupState):
             raise
         self._tasks[task] = (self._count, self._clock())
         task.add_done_callback(self._on_plain_done)
+        if add_awaited_by is not None:
+            add_awaited_by(task, self._task)
         self._count += 1
         self._spawned += 1
         return None
@@ -353,6 +351,8 @@ class TaskGroup(GroupState):
             self._on_task_done(task)  # as for any child, with its record
             return
         del self._tasks[task]
+        if discard_awaited_by is not None:
+            discard_awaited_by(task, self._task)
         self._succeeded += 1
         self._wake_exit()
 
