@@ -371,7 +371,16 @@ class _Section:
 
 
 def _sections(quick: bool) -> list[_Section]:
-    """What one run measures, in order, on one loop (trio rows: on trio's own loop)."""
+    """What one run measures, in order, on one loop (trio rows: on trio's own loop).
+
+    ``COHORT_BENCH_ONLY=Race,fires`` keeps the sections whose title contains one
+    of those words (for iterating on a few rows; a full run for the figures).
+    """
+    only = [w for w in os.environ.get("COHORT_BENCH_ONLY", "").split(",") if w]
+    return [s for s in _all_sections(quick) if not only or any(w in s.title for w in only)]
+
+
+def _all_sections(quick: bool) -> list[_Section]:
     out: list[_Section] = []
     # (N, rounds per run, spawns of N per round)
     sizes = [(1_000, 5, 5), (10_000, 3, 1)] if quick else [(1_000, 5, 10), (10_000, 3, 1)]

@@ -46,7 +46,7 @@ from cohort._core._taskstate import (
     state_for,
     state_var,
 )
-from cohort._observe._reasons import CancelReason, site
+from cohort._observe._reasons import CancelReason, LazyReason, site
 from cohort._validate import is_real
 
 __all__ = [
@@ -166,6 +166,7 @@ class CancelScope:
         "_effective",
         "_entry_cancelling",
         "_fail",
+        "_made",  # the CancelReason, once built (unset until then; see _why)
         "_phase",
         "_raised",
         "_reason",
@@ -226,6 +227,8 @@ class CancelScope:
                 "(as asyncio.Timeout.reschedule); enter a new scope"
             )
         value = _check_deadline(value)
+        if self._reason:  # cancelled by hand: the reason names the scope as it was
+            self._reason_now()
         self._relative = None
         self._deadline = value
         state = self._state
@@ -295,8 +298,18 @@ class CancelScope:
         self._cancel_requests += 1
         state.task.cancel(self._why())
 
-    def _why(self) -> CancelReason | None:
-        """The reason the task is given when this scope cancels it."""
+    def _why(self) -> CancelReason | LazyReason | None:
+        """The reason the task is given when this scope cancels it: built when read
+        (a deadline that fires in a loop is rarely asked why)."""
+        return LazyReason(CancelScope._reason_now, self)
+
+    def _reason_now(self) -> CancelReason:
+        made: CancelReason | None = getattr(self, "_made", None)
+        if made is None:
+            made = self._made = self._build_reason()
+        return made
+
+    def _build_reason(self) -> CancelReason:
         what = self._describe()
         where = site(getattr(self, "_site", None), getattr(self, "_site_at", 0))
         at = "" if where is None else f" entered at {where}"
