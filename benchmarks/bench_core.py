@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -373,11 +374,11 @@ class _Section:
 def _sections(quick: bool) -> list[_Section]:
     """What one run measures, in order, on one loop (trio rows: on trio's own loop).
 
-    ``COHORT_BENCH_ONLY=Race,fires`` keeps the sections whose title contains one
-    of those words (for iterating on a few rows; a full run for the figures).
+    ``COHORT_BENCH_ONLY='K = (2|10)$|fires'`` keeps the sections whose title
+    matches that regular expression (for a few rows; a full run for the figures).
     """
-    only = [w for w in os.environ.get("COHORT_BENCH_ONLY", "").split(",") if w]
-    return [s for s in _all_sections(quick) if not only or any(w in s.title for w in only)]
+    only = os.environ.get("COHORT_BENCH_ONLY")
+    return [s for s in _all_sections(quick) if not only or re.search(only, s.title)]
 
 
 def _all_sections(quick: bool) -> list[_Section]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Literal
 
+_CancelledError = asyncio.CancelledError
+
 __all__ = ["CancelReason", "LazyReason", "ReasonKind", "cancel_reason", "site"]
 
 ReasonKind = Literal[
@@ -87,6 +89,10 @@ def cancel_reason(exc: BaseException) -> CancelReason | None:
     """Why cohort cancelled: the reason carried by ``exc`` (a ``CancelledError``, or an
     error raised from one, such as ``fail_after``'s ``TimeoutError``), or ``None``
     for a cancellation cohort did not cause (a bare ``task.cancel()``)."""
+    if type(exc) is _CancelledError and exc.args:  # the common case: no walk
+        reason = exc.args[0]
+        if type(reason) is CancelReason:
+            return reason
     seen = 0
     current: BaseException | None = exc
     while current is not None and seen < 8:
