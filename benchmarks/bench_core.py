@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -371,7 +372,16 @@ class _Section:
 
 
 def _sections(quick: bool) -> list[_Section]:
-    """What one run measures, in order, on one loop (trio rows: on trio's own loop)."""
+    """What one run measures, in order, on one loop (trio rows: on trio's own loop).
+
+    ``COHORT_BENCH_ONLY='K = (2|10)$|fires'`` keeps the sections whose title
+    matches that regular expression (for a few rows; a full run for the figures).
+    """
+    only = os.environ.get("COHORT_BENCH_ONLY")
+    return [s for s in _all_sections(quick) if not only or re.search(only, s.title)]
+
+
+def _all_sections(quick: bool) -> list[_Section]:
     out: list[_Section] = []
     # (N, rounds per run, spawns of N per round)
     sizes = [(1_000, 5, 5), (10_000, 3, 1)] if quick else [(1_000, 5, 10), (10_000, 3, 1)]

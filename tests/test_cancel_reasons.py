@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import pickle
 import signal
 import sys
 from typing import Any
@@ -89,6 +91,61 @@ async def test_a_bare_task_cancel_has_no_reason() -> None:
         await task
     assert seen["t"] is None
     assert cohort.cancel_reason(ValueError()) is None
+
+
+async def test_a_deadline_that_fires_builds_its_reason_only_when_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[object] = []
+    real = cohort.CancelScope._build_reason
+
+    def counting(scope: cohort.CancelScope) -> CancelReason:
+        built.append(scope)
+        return real(scope)
+
+    monkeypatch.setattr(cohort.CancelScope, "_build_reason", counting)
+    caught: list[asyncio.CancelledError] = []
+    for _ in range(3):
+        with cohort.move_on_after(1):
+            try:
+                await asyncio.sleep(100)
+            except asyncio.CancelledError as exc:
+                caught.append(exc)
+                raise
+    assert built == []
+    first = cohort.cancel_reason(caught[0])
+    assert first is not None
+    assert first.kind == "deadline"
+    assert cohort.cancel_reason(caught[0]) is first  # built once, the same each time
+    assert len(built) == 1
+
+
+async def test_a_deadline_reason_shows_and_pickles_as_the_reason_itself() -> None:
+    with cohort.move_on_after(1):
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError as exc:
+            caught = exc
+            raise
+    reason = cohort.cancel_reason(caught)
+    assert reason is not None
+    assert str(caught) == str(reason) == reason.message
+    assert repr(caught) == f"CancelledError({reason!r})"
+    copied = pickle.loads(pickle.dumps(caught))
+    assert copied.args == (reason,)
+    assert cohort.cancel_reason(copied) == reason
+
+
+async def test_a_scope_cancelled_by_hand_keeps_its_name_when_its_deadline_moves() -> None:
+    seen: dict[str, CancelReason | None] = {}
+    with cohort.move_on_after(5) as scope:
+        scope.cancel()
+        scope.deadline = math.inf  # after the cancellation: the reason names the scope as it was
+        await waits_and_tells(seen, "body")
+    reason = seen["body"]
+    assert reason is not None
+    assert reason.kind == "scope cancelled"
+    assert reason.source == "cohort.move_on_after(5)"
 
 
 # -- groups --------------------------------------------------------------------------

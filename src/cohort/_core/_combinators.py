@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, overload
 
 from cohort._core import _scopes
@@ -35,6 +36,7 @@ Ts = TypeVarTuple("Ts")
 
 # Policies keep no state of their own, so one instance serves every call.
 _FIRST_WINS = FirstWins()
+_CoroutineType = CoroutineType
 _SETTLE = Settle()
 _HEDGE_OPTIONS = ("delay", "attempts", "budget", "retry")
 
@@ -54,7 +56,7 @@ def coroutines_of(aws: Iterable[object], where: str) -> list[Coroutine[Any, Any,
     """
     out: list[Coroutine[Any, Any, Any]] = []
     for i, aw in enumerate(aws):
-        if asyncio.iscoroutine(aw):
+        if type(aw) is _CoroutineType or asyncio.iscoroutine(aw):  # a coroutine: no call
             out.append(aw)
         elif inspect.isawaitable(aw):
             out.append(_await(aw))

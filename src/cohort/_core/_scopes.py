@@ -46,7 +46,7 @@ from cohort._core._taskstate import (
     state_for,
     state_var,
 )
-from cohort._observe._reasons import CancelReason, site
+from cohort._observe._reasons import CancelReason, LazyReason, site
 from cohort._validate import is_real
 
 __all__ = [
@@ -166,6 +166,7 @@ class CancelScope:
         "_effective",
         "_entry_cancelling",
         "_fail",
+        "_made",  # the CancelReason, once built (unset until then; see _why)
         "_phase",
         "_raised",
         "_reason",
@@ -187,14 +188,16 @@ class CancelScope:
         self._phase = _IDLE
         self._reason = _NO_REASON
         self._state: TaskScopes | None = None
-        self._entry_cancelling = 0
         self._cancel_requests = 0
         self._raised = False
-        self._anyio: object = None  # anyio's innermost scope in the task at entry
-        # While active: the nearest deadline in force in the block (this scope's,
-        # those around it up to a shield, the one inherited below the stack),
-        # kept up to date when one of them changes; current_deadline() reads it.
-        self._effective = _INF
+        # Set at entry (unset until then): task.cancelling() and anyio's innermost
+        # scope in the task at entry (_entry_cancelling, _anyio); the nearest
+        # deadline in force in the block (_effective: this scope's, those around it
+        # up to a shield, the one inherited below the stack), kept up to date when
+        # one of them changes; current_deadline() reads it.
+        self._entry_cancelling: int
+        self._anyio: object
+        self._effective: float
         #: True when the block ended because this scope cancelled it.
         self.cancelled_caught = False
 
@@ -226,16 +229,19 @@ class CancelScope:
                 "(as asyncio.Timeout.reschedule); enter a new scope"
             )
         value = _check_deadline(value)
+        if self._reason:  # cancelled by hand: the reason names the scope as it was
+            self._reason_now()
         self._relative = None
         self._deadline = value
         state = self._state
         if self._phase is _ACTIVE and state is not None:
             state.refresh(state.stack.index(self))
         if self._phase is _ACTIVE and state is not None and not self._reason:
-            if self._deadline <= state.loop.time():
+            now = state.loop.time()
+            if self._deadline <= now:
                 self._expire()
             elif self._deadline < state.timer_when:
-                state.arm(self._deadline)
+                state.arm(self._deadline, now)
 
     @property
     def shield(self) -> bool:
@@ -276,7 +282,7 @@ class CancelScope:
         if state.shields and state.shielded_above(self):
             state.hold(self)  # delivered when the shield exits
             return
-        if state.task is _current_task(state.loop):  # the loop given: no look-up
+        if not state.firing and state.task is _current_task(state.loop):
             # Never cancel the running task synchronously: a block that ends
             # before its next await must not leave a cancellation behind.
             state.loop.call_soon(state.deliver_later, self)
@@ -295,8 +301,18 @@ class CancelScope:
         self._cancel_requests += 1
         state.task.cancel(self._why())
 
-    def _why(self) -> CancelReason | None:
-        """The reason the task is given when this scope cancels it."""
+    def _why(self) -> CancelReason | LazyReason | None:
+        """The reason the task is given when this scope cancels it: built when read
+        (a deadline that fires in a loop is rarely asked why)."""
+        return LazyReason(self._reason_now)
+
+    def _reason_now(self) -> CancelReason:
+        made: CancelReason | None = getattr(self, "_made", None)
+        if made is None:
+            made = self._made = self._build_reason()
+        return made
+
+    def _build_reason(self) -> CancelReason:
         what = self._describe()
         where = site(getattr(self, "_site", None), getattr(self, "_site_at", 0))
         at = "" if where is None else f" entered at {where}"
@@ -349,10 +365,11 @@ class CancelScope:
         self._state = state
         self._phase = _ACTIVE
         self._entry_cancelling = task.cancelling()
-        if ANYIO_BACKEND in _modules:
-            self._anyio = anyio_scope(task)
-        if self._relative is not None:
-            self._deadline = state.loop.time() + self._relative
+        self._anyio = anyio_scope(task) if ANYIO_BACKEND in _modules else None
+        relative = self._relative
+        if relative is not None:
+            now = state.loop.time()
+            self._deadline = now + relative
         stack = state.stack
         deadline = self._deadline
         if stack:
@@ -369,10 +386,10 @@ class CancelScope:
             shielded[task] = state
         if self._reason:
             state.loop.call_soon(state.deliver_later, self)
-        elif self._deadline < state.timer_when:
+        elif deadline < state.timer_when:
             # A deadline already passed arms a timer in the past: it fires at
             # the task's next await, and not at all if the block never awaits.
-            state.arm(self._deadline)
+            state.arm(deadline, now if relative is not None else state.loop.time())
         return effective
 
     def _enter_late(self, state: TaskScopes, cancelling: int, anyio: object, base: float) -> None:
@@ -450,9 +467,11 @@ class CancelScope:
                 shielded.pop(task, None)
             self._release_held(state, exc)
         caught = False
-        if self._cancel_requests:
-            remaining = 0
-            for _ in range(self._cancel_requests):
+        requests = self._cancel_requests
+        if requests:
+            remaining = task.uncancel()
+            while requests > 1:  # rare: cancelled again after catching its cancellation
+                requests -= 1
                 remaining = task.uncancel()
             caught = isinstance(exc, _CancelledError) and remaining <= self._entry_cancelling
         elif self._raised and isinstance(exc, _CancelledError):
@@ -611,15 +630,15 @@ def _check_deadline(value: object) -> float:
     return float(value)
 
 
-def _relative_scope(delay: float, fail: bool) -> CancelScope:
+def _relative_scope(delay: float, fail: bool, shield: bool) -> CancelScope:
     kind = type(delay)
     # float and int first: the ABC check is slow, and this runs at every move_on_after.
     if kind is not float and kind is not int and not is_real(delay):
         raise TypeError(f"the delay must be a number of seconds, got {delay!r}")
     if delay != delay:
         raise ValueError("the delay must be a number of seconds, not NaN")
-    scope = CancelScope()
-    scope._relative = float(delay)
+    scope = CancelScope(shield=shield)
+    scope._relative = delay if kind is float else float(delay)
     scope._fail = fail
     return scope
 
@@ -636,9 +655,7 @@ def move_on_after(seconds: float, *, shield: bool = False) -> CancelScope:
         data = cached
     ```
     """
-    scope = _relative_scope(seconds, fail=False)
-    scope._shield = shield
-    return scope
+    return _relative_scope(seconds, False, shield)
 
 
 def move_on_at(deadline: float, *, shield: bool = False) -> CancelScope:
@@ -648,9 +665,7 @@ def move_on_at(deadline: float, *, shield: bool = False) -> CancelScope:
 
 def fail_after(seconds: float, *, shield: bool = False) -> CancelScope:
     """A scope cancelled ``seconds`` after it is entered; then raises ``TimeoutError``."""
-    scope = _relative_scope(seconds, fail=True)
-    scope._shield = shield
-    return scope
+    return _relative_scope(seconds, True, shield)
 
 
 def fail_at(deadline: float, *, shield: bool = False) -> CancelScope:

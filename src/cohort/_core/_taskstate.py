@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 _modules = sys.modules
+_ref = weakref.ref
 
 
 class ScopePhase(enum.IntEnum):
@@ -46,6 +47,7 @@ class ScopePhase(enum.IntEnum):
 
 
 _ACTIVE: Final = ScopePhase.ACTIVE
+_INF: Final = math.inf
 
 
 class TaskScopes:
@@ -55,7 +57,9 @@ class TaskScopes:
         "__weakref__",
         "base",
         "deferred",
+        "firing",
         "loop",
+        "ref",
         "root_pending",
         "shields",
         "stack",
@@ -73,6 +77,10 @@ class TaskScopes:
         self.base = math.inf
         self.timer: asyncio.Handle | None = None
         self.timer_when = math.inf
+        # The timer holds the state weakly (made at the first arm, then kept);
+        # firing: the timer's callback runs (no task does).
+        self.ref: weakref.ref[TaskScopes] | None = None
+        self.firing = False
         self.shields = 0
         # A whole-task cancellation (from a group) held back by a shield.
         self.root_pending = False
@@ -104,35 +112,45 @@ class TaskScopes:
                 del deferred[i]
                 return
 
-    def arm(self, when: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+    def arm(self, when: float, now: float) -> None:
+        """Arm the timer for ``when`` (``now``: the loop's time)."""
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
         self.timer_when = when
         # The timer holds the state weakly: a finished task's state (and the
         # task) are freed at once, and the stale timer then does nothing.
         # A deadline already passed fires with call_soon, so that it runs
         # before the task's next step even when that await is a bare yield.
-        loop = self.loop
-        if when <= loop.time():
-            self.timer = loop.call_soon(fire, weakref.ref(self))
+        ref = self.ref
+        if ref is None:
+            ref = self.ref = weakref.ref(self)
+        if when <= now:
+            self.timer = self.loop.call_soon(fire, ref)
         else:
-            self.timer = loop.call_at(when, fire, weakref.ref(self))
+            self.timer = self.loop.call_at(when, fire, ref)
 
     def on_timer(self) -> None:
         fired = self.timer_when
         self.timer = None
-        self.timer_when = math.inf
-        now = max(self.loop.time(), fired)
-        upcoming = math.inf
-        for scope in list(self.stack):
-            if scope._reason:
-                continue
-            if scope._deadline <= now:
-                scope._expire()
-            elif scope._deadline < upcoming:
-                upcoming = scope._deadline
-        if upcoming < math.inf and upcoming < self.timer_when:
-            self.arm(upcoming)
+        self.timer_when = _INF
+        now = self.loop.time()
+        if now < fired:
+            now = fired
+        upcoming = _INF
+        self.firing = True  # no task runs: a scope delivers its cancellation at once
+        try:
+            for scope in self.stack[:]:  # a copy: expiring may enter deferred scopes
+                if scope._reason:
+                    continue
+                if scope._deadline <= now:
+                    scope._expire()
+                elif scope._deadline < upcoming:
+                    upcoming = scope._deadline
+        finally:
+            self.firing = False
+        if upcoming < self.timer_when:
+            self.arm(upcoming, now)
 
     def refresh(self, start: int) -> None:
         """The deadline of ``stack[start]`` changed, or a scope left from there:
@@ -235,7 +253,9 @@ def anyio_scope(task: asyncio.Task[object]) -> object:
     if backend is None:
         return None
     try:
-        state = backend._task_states.get(task)
+        # anyio's task states: a WeakKeyDictionary, read through its dict (the
+        # key a weak reference to the task) without a call to its get().
+        state = backend._task_states.data.get(_ref(task))
     except (AttributeError, TypeError):  # an anyio whose internals differ: no deferral
         return None
     return None if state is None else getattr(state, "cancel_scope", None)

@@ -1,11 +1,12 @@
 """Why cohort cancelled something: ``CancelReason`` and ``cancel_reason(exc)``.
 
 cohort cancels a task with ``task.cancel(reason)``, a ``CancelReason`` as the
-message: asyncio hands the message to the ``CancelledError`` raised in the
-task (through every future and task it awaits), and ``task.result()`` of the
-cancelled task raises that same error, on every loop (uvloop runs asyncio's
-own tasks). So the reason travels with the error the user catches, with no
-table to look it up in and nothing to clean up.
+message (or a ``LazyReason`` that builds it when first read: a scope's
+deadline fires far more often than anyone reads why): asyncio hands the message
+to the ``CancelledError`` raised in the task (through every future and task it
+awaits), and ``task.result()`` of the cancelled task raises that same error, on
+every loop (uvloop runs asyncio's own tasks). So the reason travels with the
+error the user catches, with no table to look it up in and nothing to clean up.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Literal
 
-__all__ = ["CancelReason", "ReasonKind", "cancel_reason", "site"]
+_CancelledError = asyncio.CancelledError
+
+__all__ = ["CancelReason", "LazyReason", "ReasonKind", "cancel_reason", "site"]
 
 ReasonKind = Literal[
     "deadline",  # a scope's deadline passed (move_on_after, fail_after, ...)
@@ -60,10 +63,36 @@ class CancelReason:
         return self.message
 
 
+class LazyReason(functools.partial[CancelReason]):
+    """A ``CancelReason`` made when first read: ``LazyReason(make, *args)``; ``make(*args)``
+    builds it, and returns the same one each time (it keeps what it built).
+
+    ``str()`` and ``repr()`` are those of the reason, as in a traceback of the
+    ``CancelledError`` that carries it; ``cancel_reason(exc)`` returns the reason
+    itself, and a pickled one is the reason itself.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return self().message
+
+    def __repr__(self) -> str:
+        return repr(self())
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        r = self()
+        return CancelReason, (r.kind, r.message, r.source, r.child, r.error, r.where)
+
+
 def cancel_reason(exc: BaseException) -> CancelReason | None:
     """Why cohort cancelled: the reason carried by ``exc`` (a ``CancelledError``, or an
     error raised from one, such as ``fail_after``'s ``TimeoutError``), or ``None``
     for a cancellation cohort did not cause (a bare ``task.cancel()``)."""
+    if type(exc) is _CancelledError and exc.args:  # the common case: no walk
+        reason = exc.args[0]
+        if type(reason) is CancelReason:
+            return reason
     seen = 0
     current: BaseException | None = exc
     while current is not None and seen < 8:
@@ -71,6 +100,8 @@ def cancel_reason(exc: BaseException) -> CancelReason | None:
             reason = current.args[0]
             if isinstance(reason, CancelReason):
                 return reason
+            if isinstance(reason, LazyReason):
+                return reason()
         current = current.__cause__ or current.__context__
         seen += 1
     return None
