@@ -6,7 +6,9 @@ bulkhead and a rate limiter, each entered afresh (``async with``), and the
 limiter has a real rate (1M/s, bursts of 1 ms worth: its refill arithmetic
 runs on every call on the loop's clock, and it never makes a request wait).
 The bare call runs in the same kind of task, so the figures are the guards'
-own cost: (case - bare call) / calls. Each loop is measured in several fresh
+own cost: (case - bare call) / calls. The floor is the same ``async with``
+of three guards that do nothing (plain methods returning a done future, as
+cohort's do): what the statement itself costs. Each loop is measured in several fresh
 interpreters, run one after the other; in each, every case runs once per
 round, rounds interleaved, timed in CPU time (``time.process_time``: on a
 shared machine wall time also counts other programs' turns). Per run, the
@@ -54,6 +56,30 @@ async def backend(x: int) -> int:
 
 # -- guards: a task per request, in fresh interpreters ----------------------------------------
 
+
+class _Empty:
+    """A guard that does nothing, entered the way cohort's guards are: the floor.
+
+    Its ``__aenter__`` and ``__aexit__`` are plain methods that return one done
+    future, made on first use: what ``async with`` itself costs, three times,
+    with the least a guard can do.
+    """
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] | None = None
+
+    def __aenter__(self) -> asyncio.Future[None]:
+        return self.done or self._first()
+
+    def __aexit__(self, *exc_info: object) -> asyncio.Future[None]:
+        return self.done or self._first()
+
+    def _first(self) -> asyncio.Future[None]:
+        done = self.done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
 Handler = Callable[[int], Coroutine[Any, Any, None]]
 
 
@@ -77,6 +103,15 @@ def _guard_cases() -> list[tuple[str, Callable[[], Handler], bool]]:
 
         async def handle(i: int) -> None:
             async with breaker, bulkhead, limiter:
+                await backend(i)
+
+        return handle
+
+    def floor() -> Handler:
+        first, second, third = _Empty(), _Empty(), _Empty()
+
+        async def handle(i: int) -> None:
+            async with first, second, third:
                 await backend(i)
 
         return handle
@@ -142,6 +177,7 @@ def _guard_cases() -> list[tuple[str, Callable[[], Handler], bool]]:
     return [
         ("bare call", bare, True),
         ("cohort: breaker + bulkhead + rate limiter (async with)", cohort_guards, True),
+        ("floor: three guards that do nothing (async with)", floor, True),
         ("cohort: rate limiter alone (async with)", cohort_limiter, True),
         ("cohort: bulkhead with a queue alone (async with)", cohort_bulkhead_queue, True),
         ("cohort: breaker.call only", cohort_breaker_call, True),

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -1077,6 +1079,26 @@ async def test_bulkhead_per_key_is_made_on_demand_and_dropped_when_idle() -> Non
     async with per_host("a"), per_host("b"):
         assert len(per_host) == 2
     assert len(per_host) == 0
+
+
+@vc
+async def test_bulkhead_enters_without_a_coroutine_and_a_keyed_one_is_freed_at_once() -> None:
+    bulkhead = cohort.Bulkhead(1)
+    entry = bulkhead.__aenter__()
+    assert not asyncio.iscoroutine(entry)  # the common case: a done future, kept
+    assert await entry is bulkhead
+    await bulkhead.__aexit__(None, None, None)
+    async with bulkhead as same:
+        assert same is bulkhead
+    per_host = cohort.Bulkhead.per_key(1)
+    async with per_host("a") as held:
+        ref = weakref.ref(held)
+    del held
+    gc.disable()  # freed by its count of references, not by the cycle collector
+    try:
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 @vc

@@ -62,7 +62,10 @@ class Bulkhead:
         self._stamp = 0.0
         self._admitted = self._rejected = 0
         self._clock = LoopClock()  # read only with a queue, for the mean hold
-        self._finished: asyncio.Future[None] | None = None  # what __aexit__ returns: resolved
+        # What __aenter__ (in the common case) and __aexit__ return: see resolved.
+        self._ready: asyncio.Future[Bulkhead] | None = None
+        self._finished: asyncio.Future[None] | None = None
+        self._keyed = False  # made by a KeyedBulkhead: keeps no future that refers to it
 
     def __repr__(self) -> str:
         return (
@@ -74,26 +77,38 @@ class Bulkhead:
         """Bulkheads made on demand, one per key, each with these limits."""
         return KeyedBulkhead(max_concurrent, max_queue=max_queue)
 
-    async def __aenter__(self) -> Bulkhead:
+    def __aenter__(self) -> Awaitable[Bulkhead]:
         if self._active < self._max and not self._queue:
+            # The common case, without a coroutine: a place is free and nobody waits.
             if self._max_queue:
                 self._account(self._clock.now())
             self._active += 1
-        else:
-            loop = asyncio.get_running_loop()
-            self._wait_or_reject(loop)
-            waiter = loop.create_future()
-            self._queue.append(waiter)
-            try:
-                await waiter  # the releaser hands its place over: _active unchanged
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._release()  # handed a place as it was cancelled: pass it on
-                elif waiter in self._queue:  # (a release may have passed over it already)
-                    self._queue.remove(waiter)
-                raise
+            self._admitted += 1
+            return self._ready or self._first_ready()
+        return self._wait()
+
+    async def _wait(self) -> Bulkhead:
+        """Wait in the queue for a place (or be refused one at once)."""
+        loop = asyncio.get_running_loop()
+        self._wait_or_reject(loop)
+        waiter = loop.create_future()
+        self._queue.append(waiter)
+        try:
+            await waiter  # the releaser hands its place over: _active unchanged
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a place as it was cancelled: pass it on
+            elif waiter in self._queue:  # (a release may have passed over it already)
+                self._queue.remove(waiter)
+            raise
         self._admitted += 1
         return self
+
+    def _first_ready(self) -> asyncio.Future[Bulkhead]:
+        ready = resolved(self)
+        if not self._keyed:  # a keyed one is dropped once nothing refers to it: no cycle
+            self._ready = ready
+        return ready
 
     def _account(self, now: float) -> None:
         """Add the place-seconds used since the last change of ``_active``."""
@@ -185,6 +200,7 @@ class KeyedBulkhead:
         bulkhead = ref() if ref is not None else None
         if bulkhead is None:
             bulkhead = Bulkhead(self._max, max_queue=self._max_queue, name=f"{key!r}")
+            bulkhead._keyed = True
             self._by_key[key] = weakref.ref(bulkhead, functools.partial(self._forget, key))
         return bulkhead
 

@@ -43,11 +43,11 @@ def resolved(value: T) -> asyncio.Future[T]:
     No guard waits on leaving its block, so each ``__aexit__`` is a plain method
     that returns one future done with None, made on its first exit: awaiting a
     done future gives its result at once, on any loop, without the coroutine an
-    ``async def`` would make and run on every call. A breaker and a rate limiter
-    enter the same way in the common case, with a future done with the guard
-    itself (that future and the guard refer to each other, so a dropped one is
-    freed by the cycle collector). A bulkhead keeps an ``async def __aenter__``:
-    ``Bulkhead.per_key`` drops an idle one as soon as nothing refers to it.
+    ``async def`` would make and run on every call. The guards enter the same
+    way in the common case, with a future done with the guard itself (that
+    future and the guard refer to each other, so a dropped one is freed by the
+    cycle collector), except a bulkhead of ``Bulkhead.per_key``, dropped as soon
+    as nothing refers to it: it makes that future afresh on every entry.
     """
     future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
     future.set_result(value)
