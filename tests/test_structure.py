@@ -90,6 +90,7 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
        for attr in ("_abandon", "_submit")},
     ("cohort/pipeline/_pipeline.py", "other._stages"): "same class (composition with |)",
     ("cohort/pipeline/_pipeline.py", "self._pipe._plans"): _SAME_MODULE,
+    ("cohort/_resilience/_bulkhead.py", "bulkhead._keyed"): _SAME_MODULE,
     **{("cohort/testing/_clock.py", f"loop.{attr}"): "same module (the virtual clock)"
        for attr in ("_blocked_waiters", "_explain_timeout", "_io_jump_count", "_jump",
                     "_wake_blocked_waiters")},
