@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import ssl as _ssl
 from collections.abc import Callable
 from typing import Any, Final, cast
 
@@ -153,9 +154,11 @@ class Wire:
         db: int = 0,
         username: str | None = None,
         password: str | None = None,
+        ssl: _ssl.SSLContext | None = None,
         timeout: float,
     ) -> None:
         self._host, self._port, self._path = host, port, path
+        self._ssl = ssl
         self._hello: list[tuple[object, ...]] = []
         if password is not None:
             self._hello.append(("AUTH", username, password) if username else ("AUTH", password))
@@ -174,7 +177,13 @@ class Wire:
             if self._path is not None:
                 _, protocol = await loop.create_unix_connection(factory, self._path)
             else:
-                _, protocol = await loop.create_connection(factory, self._host, self._port)
+                _, protocol = await loop.create_connection(
+                    factory,
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl is not None else None,
+                )
             for command in self._hello:
                 future: asyncio.Future[object] = loop.create_future()
                 protocol.pending.append(future)
@@ -236,6 +245,10 @@ class Wire:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._ready()
+            if protocol.lost is not None:  # lost while connecting: nobody would answer
+                raise ConnectionError(
+                    f"the connection to the Redis server was lost at once ({protocol.lost})"
+                )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[object] = loop.create_future()
         protocol.pending.append(future)
