@@ -18,7 +18,7 @@ from _util import popen_python
 from cohort.redis import Coordinator
 from cohort.redis._scripts import BARRIER_CHECK
 
-FAST = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
+FAST: dict[str, Any] = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
 BOUND = 10.0
 PARTY = Path(__file__).with_name("_redis_party.py")
 

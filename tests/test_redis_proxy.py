@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ import cohort
 from cohort.redis import Coordinator, LeaseLost
 
 BOUND = 10.0
-FAST = {"lease": 0.3, "poll": 0.05, "unreachable": 0.5}
+FAST: dict[str, Any] = {"lease": 0.3, "poll": 0.05, "unreachable": 0.5}
 
 
 class Proxy:
