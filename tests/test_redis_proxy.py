@@ -27,6 +27,7 @@ class Proxy:
     def __init__(self, upstream: int) -> None:
         self.upstream = upstream
         self.black_hole = False
+        self.mute_replies = False  # the server's replies only are dropped
         self.delay = 0.0
         self.refuse = False
         self.port = 0
@@ -79,12 +80,14 @@ class Proxy:
             writer.transport.abort()
             return
         self._writers += [writer, up_writer]
-        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer)):
+        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer, replies=True)):
             task = asyncio.create_task(pump)
             self._pumps.add(task)
             task.add_done_callback(self._pumps.discard)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, replies: bool = False
+    ) -> None:
         """Read chunks as they come; a second task forwards each when its delay is over."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
@@ -93,7 +96,7 @@ class Proxy:
             while data := (item := await queue.get())[1]:  # b"": the end of the stream
                 if (wait := item[0] - loop.time()) > 0:
                     await asyncio.sleep(wait)
-                if not self.black_hole:
+                if not self.black_hole and not (replies and self.mute_replies):
                     writer.write(data)
                     await writer.drain()
 
