@@ -94,6 +94,7 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
         self._wire.close()
+        await self._wire.wait_closed()
 
     async def _read(self) -> None:
         """Subscribe again whenever the subscription's connection is lost."""

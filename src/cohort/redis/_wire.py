@@ -169,6 +169,7 @@ class Wire:
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._listener: _Protocol | None = None
+        self._closing: list[_Protocol] = []
 
     async def _connect(self, on_push: Callable[[object], None] | None = None) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -276,6 +277,17 @@ class Wire:
         loop = asyncio.get_running_loop()
         self._watchdog = loop.call_later(self._timeout, self._check, protocol.pending[0])
 
+    async def wait_closed(self) -> None:
+        """Wait until the connections ``close()`` closed are gone (a TLS one sends its
+        close_notify first); past ``timeout`` they are aborted."""
+        closing, self._closing = self._closing, []
+        pending = [p.closed for p in closing if not p.closed.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=self._timeout)
+        for protocol in closing:
+            if not protocol.closed.done() and protocol.transport is not None:
+                protocol.transport.abort()
+
     def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -283,6 +295,7 @@ class Wire:
         for protocol in (self._protocol, self._listener):
             if protocol is not None and protocol.transport is not None:
                 protocol.transport.close()
+                self._closing.append(protocol)
         self._protocol = self._listener = None
         if self._connecting is not None:
             self._connecting.cancel()
