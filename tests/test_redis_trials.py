@@ -396,10 +396,12 @@ async def process_trial(kind: str, url: str, namespace: str, rng: random.Random,
                 hit(proxy, fault, rng)
 
         injector = asyncio.create_task(inject())
+        hung = False
         try:
             async with asyncio.timeout(TRIAL_BOUND):
                 await asyncio.gather(*(collect(p) for p in parties))
         except TimeoutError:
+            hung = True
             mine = [r for r in history if r["party"] == f"p{victim.index}"]
             return [f"{kind} trial hung ({fault} on p{victim.index}); its history {mine}; "
                     f"the last records {history[-4:]}"]  # fmt: skip
@@ -407,9 +409,9 @@ async def process_trial(kind: str, url: str, namespace: str, rng: random.Random,
             injector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await injector
-            if fault == "kill":
-                await victim.stop()
-                await victim.start()
+            for p in parties if hung else [victim] if fault == "kill" else []:
+                await p.stop()  # a hung trial's parties start afresh: nothing of it leaks on
+                await p.start()
     me = f"p{victim.index}"
     bad = check_bounds(history, OP_BOUND + stopped)
     if kind == "barrier":
