@@ -96,6 +96,8 @@ class Proxy:
             while data := (item := await queue.get())[1]:  # b"": the end of the stream
                 if (wait := item[0] - loop.time()) > 0:
                     await asyncio.sleep(wait)
+                if writer.is_closing():  # dropped
+                    return
                 if not self.black_hole and not (replies and self.mute_replies):
                     writer.write(data)
                     await writer.drain()
@@ -104,12 +106,14 @@ class Proxy:
         self._pumps.add(forwarder)
         forwarder.add_done_callback(self._pumps.discard)
         try:
-            with contextlib.suppress(ConnectionError):
+            # A dropped connection: uvloop raises RuntimeError where asyncio raises
+            # ConnectionError (the transport's handle is closed).
+            with contextlib.suppress(ConnectionError, RuntimeError):
                 while data := await reader.read(65536):
                     if not self.black_hole:
                         queue.put_nowait((loop.time() + self.delay, data))
             queue.put_nowait((0.0, b""))
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(ConnectionError, RuntimeError):
                 await forwarder
         finally:
             forwarder.cancel()
