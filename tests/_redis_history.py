@@ -2,7 +2,7 @@
 
 A history is a list of records, one per operation of one party: ``party``,
 ``op``, ``gen`` (barrier generation) or ``token``, ``start``/``end``
-(``time.monotonic()`` of the test process, which hosts every party) and
+(``time.monotonic()``, one clock for every process of the machine) and
 ``result``. ``check_*`` return the violations found, as sentences (empty:
 the history is safe).
 """

@@ -10,6 +10,8 @@ Roles:
 * ``latch NAME COUNT PARTY LEASE POLL``: join as a party, print, hang (never count down).
 * ``semaphore NAME PERMITS LEASE POLL``: take a permit, print the token, hang.
 * ``member GROUP NAME LEASE POLL``: join the group as NAME, print, hang (never report).
+* ``group GROUP PARTIES LEASE POLL``: open the group (Gather), print, wait for the
+  decision, print how ``async with`` ended (``exit``: the exception's type and text).
 * ``lock NAME LEASE POLL``: take the lock, print the token, then write to the
   toy resource through stdin/stdout: prints ``write TOKEN`` each time a line
   comes in on stdin, until the lease is lost.
@@ -91,6 +93,17 @@ async def member(url: str, ns: str, group: str, name: str, lease: float, poll: f
         await asyncio.Event().wait()
 
 
+async def coordinate(url: str, ns: str, name: str, parties: int, lease: float, poll: float) -> None:
+    async with Coordinator(url, namespace=ns, lease=lease, poll=poll, unreachable=2) as coord:
+        try:
+            async with coord.group(name, parties=parties):
+                say(op="open")
+        except Exception as exc:
+            say(op="exit", result=type(exc).__name__, message=str(exc))
+        else:
+            say(op="exit", result="done")
+
+
 def main() -> None:
     url, ns, role, *rest = sys.argv[1:]
     if role == "barrier":
@@ -99,6 +112,9 @@ def main() -> None:
     elif role == "latch":
         name, count, party, lease, poll = rest
         coro = latch(url, ns, name, int(count), party, float(lease), float(poll))
+    elif role == "group":
+        name, parties, lease, poll = rest
+        coro = coordinate(url, ns, name, int(parties), float(lease), float(poll))
     elif role == "member":
         group, name, lease, poll = rest
         coro = member(url, ns, group, name, float(lease), float(poll))

@@ -18,7 +18,7 @@ from _util import popen_python
 from cohort.redis import Coordinator
 from cohort.redis._scripts import BARRIER_CHECK
 
-FAST = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
+FAST: dict[str, Any] = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
 BOUND = 10.0
 PARTY = Path(__file__).with_name("_redis_party.py")
 
@@ -250,8 +250,8 @@ async def test_every_waiter_sees_a_lapsed_lease_at_its_first_check_after_the_lap
             checks[w.party] = seen
             op = w._op
 
-            async def spy(lua: str, arg: object = "", op: Any = op, seen: Any = seen) -> Any:
-                reply = await op(lua, arg)
+            async def spy(lua: str, *more: object, op: Any = op, seen: Any = seen) -> Any:
+                reply = await op(lua, *more)
                 if lua is BARRIER_CHECK:
                     seen.append((reply[1], int(reply[3])))
                 return reply
@@ -269,3 +269,33 @@ async def test_every_waiter_sees_a_lapsed_lease_at_its_first_check_after_the_lap
         late = [status for status, now in seen if now > expiry]
         assert late in ([], ["broken"]), seen  # the first check after the expiry saw the break
         assert seen, "the waiters arrived before the expiry and checked while they waited"
+
+
+async def test_an_arrival_whose_reply_was_lost_is_answered_as_passed_when_sent_again(
+    redis_url: str, namespace: str
+) -> None:
+    # The arrival reaches the server and completes the generation; its reply is lost with
+    # the connection; the call is sent again on a new one. It must not count as an arrival
+    # in the next generation (where it would wait for parties that have gone on).
+    from test_redis_proxy import Proxy
+
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    slow: dict[str, Any] = {"lease": 5.0, "poll": 0.05, "unreachable": 5.0}
+    async with (
+        Proxy(port) as proxy,
+        Coordinator(proxy.url, namespace=namespace, **slow) as cut,
+        Coordinator(redis_url, namespace=namespace, **slow) as ok,
+        asyncio.timeout(BOUND),
+    ):
+        a, b = ok.barrier("b", 2, party="a"), cut.barrier("b", 2, party="b")
+        async with a, b:
+            waiting = asyncio.create_task(a.wait())
+            while (await a.statistics()).n_waiting < 1:  # a's arrival counted
+                await asyncio.sleep(0.01)
+            proxy.mute_replies = True
+            arriving = asyncio.create_task(b.wait())
+            assert await waiting == 0  # b's arrival completed generation 0
+            proxy.mute_replies = False
+            proxy.drop()  # b's reply is lost; its call goes again on a new connection
+            assert await arriving == 1
+            assert (await a.statistics()).generation == 1

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from cohort.redis import Coordinator
 
-FAST = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
+FAST: dict[str, Any] = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
 BOUND = 10.0
 
 

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ import cohort
 from _util import popen_python
 from cohort.redis import Coordinator, GroupDecided, Member
 
-FAST = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
+FAST: dict[str, Any] = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
 BOUND = 10.0
 PARTY = Path(__file__).with_name("_redis_party.py")
 

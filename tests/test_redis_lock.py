@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,7 +14,7 @@ from cohort.redis import Coordinator, LeaseLost
 
 # Short leases and polls keep the suite fast; every wait is bounded by a timeout
 # that fails the test instead of hanging it (no durations are asserted).
-FAST = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
+FAST: dict[str, Any] = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
 BOUND = 10.0
 
 

@@ -4,13 +4,14 @@ writer preference, a cancelled waiting writer."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from cohort.redis import Coordinator
 
-FAST = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
+FAST: dict[str, Any] = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
 BOUND = 10.0
 
 

@@ -1,18 +1,30 @@
 """Randomized trials of cohort.redis primitives with 8 parties, each with a coordinator (its
-own connections) of its own, under faults (a waiter cancelled, one party's connection
-black-holed through a TCP proxy); every history goes through the checker
-(tests/_redis_history.py). A couple of trials per primitive run in the suite; the soak
-(`make soak`, pytest -m soak) runs COHORT_REDIS_TRIALS (default 500) of each."""
+own connections) of its own, under faults; every history goes through the checker
+(tests/_redis_history.py).
+
+Two forms. In one process: a waiter cancelled, one party's connection black-holed,
+delayed, dropped or refused through a TCP proxy (test_redis_proxy.Proxy). With each party a
+process of its own (tests/_redis_trial_party.py, kept from trial to trial): those proxy
+faults, SIGKILL, or SIGSTOP (mostly past the lease) then SIGCONT, drawn at random and sent
+at a random point after the victim joined, each process's history read from its stdout.
+
+A few trials run in the suite; the soak (`make soak`, pytest -m soak) runs
+COHORT_REDIS_TRIALS (default 500) of each primitive in each form and prints the faults
+drawn and the longest detection time (fault to the others' break or next grant)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
+import signal
+import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -29,10 +41,27 @@ from cohort.redis import Coordinator, LeaseLost
 from test_redis_proxy import Proxy
 
 PARTIES = 8
-FAST = {"lease": 0.3, "poll": 0.05, "unreachable": 0.5}
+FAST: dict[str, Any] = {"lease": 0.3, "poll": 0.05, "unreachable": 0.5}
 OP_BOUND = 5.0  # lease + unreachable + polls, with room for a loaded machine
 TRIAL_BOUND = 30.0
 Trial = Callable[[str, str, random.Random, Proxy, bool], Awaitable[list[str]]]
+
+
+# What the proxy in front of one party's connection can do to it (see test_redis_proxy).
+PROXY_FAULTS = ("black-hole", "delay", "drop", "refuse")
+
+
+def hit(proxy: Proxy, fault: str, rng: random.Random) -> None:
+    """Start ``fault`` on the connections through ``proxy``."""
+    if fault == "black-hole":
+        proxy.black_hole = True
+    elif fault == "delay":  # below the lease: slow renewals; past it: a lost lease
+        proxy.delay = rng.choice([0.005, 0.05, 0.15, 0.4])
+    elif fault == "drop":  # a reset: the client connects again
+        proxy.drop()
+    elif fault == "refuse":  # a reset, and no connection comes through again
+        proxy.refuse = True
+        proxy.drop()
 
 
 def _port(url: str) -> int:
@@ -58,13 +87,13 @@ def _record(history: list[Record], party: str, op: str, start: float, result: st
 
 
 async def barrier_trial(
-    url: str, namespace: str, rng: random.Random, proxy: Proxy, black_hole: bool
+    url: str, namespace: str, rng: random.Random, proxy: Proxy, faults: bool
 ) -> list[str]:
     rounds = 3
-    fault = rng.choice(["none", "cancel", "black-hole"] if black_hole else ["none", "cancel"])
+    fault = rng.choice(["none", "cancel", *PROXY_FAULTS] if faults else ["none", "cancel"])
     victim, at_gen = rng.randrange(PARTIES), rng.randrange(rounds)
     history: list[Record] = []
-    async with _coordinators(url, namespace, proxy, victim if fault == "black-hole" else -1) as cs:
+    async with _coordinators(url, namespace, proxy, victim if fault in PROXY_FAULTS else -1) as cs:
 
         async def party(i: int) -> None:
             b = cs[i].barrier("b", PARTIES, party=f"p{i}")
@@ -78,8 +107,8 @@ async def barrier_trial(
                                 async with asyncio.timeout(rng.uniform(0, 0.02)):
                                     await b.wait()
                             else:
-                                if i == victim and gen == at_gen and fault == "black-hole":
-                                    proxy.black_hole = True
+                                if i == victim and gen == at_gen:
+                                    hit(proxy, fault, rng)
                                 await b.wait()
                             result = "passed"
                         except TimeoutError:
@@ -98,9 +127,9 @@ async def barrier_trial(
 
 
 async def lock_trial(
-    url: str, namespace: str, rng: random.Random, proxy: Proxy, black_hole: bool
+    url: str, namespace: str, rng: random.Random, proxy: Proxy, faults: bool
 ) -> list[str]:
-    fault = rng.choice(["none", "black-hole"] if black_hole else ["none"])
+    fault = rng.choice(["none", *PROXY_FAULTS] if faults else ["none"])
     victim = rng.randrange(PARTIES)
     history: list[Record] = []
     accepted: list[int] = []
@@ -112,7 +141,7 @@ async def lock_trial(
             highest = token
             accepted.append(token)
 
-    async with _coordinators(url, namespace, proxy, victim if fault == "black-hole" else -1) as cs:
+    async with _coordinators(url, namespace, proxy, victim if fault in PROXY_FAULTS else -1) as cs:
 
         async def party(i: int) -> None:
             for _ in range(2):
@@ -120,9 +149,11 @@ async def lock_trial(
                 try:
                     async with cs[i].lock("l") as lease:
                         write(lease.token)
-                        if i == victim and fault == "black-hole":
-                            proxy.black_hole = True
-                            await asyncio.Event().wait()  # cancelled by the lost lease
+                        if i == victim and fault != "none":
+                            hit(proxy, fault, rng)
+                            if fault in ("black-hole", "refuse"):
+                                await asyncio.Event().wait()  # cancelled by the lost lease
+                            await asyncio.sleep(rng.uniform(0, FAST["lease"]))
                         await asyncio.sleep(0)
                         write(lease.token)
                 except (LeaseLost, cohort.CoordinatorLost):
@@ -137,7 +168,7 @@ async def lock_trial(
 
 
 async def semaphore_trial(
-    url: str, namespace: str, rng: random.Random, proxy: Proxy, black_hole: bool
+    url: str, namespace: str, rng: random.Random, proxy: Proxy, faults: bool
 ) -> list[str]:
     permits = rng.randint(1, 4)
     history: list[Record] = []
@@ -158,7 +189,7 @@ async def semaphore_trial(
 
 
 async def latch_trial(
-    url: str, namespace: str, rng: random.Random, proxy: Proxy, black_hole: bool
+    url: str, namespace: str, rng: random.Random, proxy: Proxy, faults: bool
 ) -> list[str]:
     history: list[Record] = []
     async with _coordinators(url, namespace, proxy, -1) as cs:
@@ -192,21 +223,249 @@ TRIALS: dict[str, Trial] = {
 }
 
 
-async def _run(kind: str, url: str, trials: int, seed: int, black_hole: bool) -> None:
+async def _run(kind: str, url: str, trials: int, seed: int, faults: bool) -> None:
     rng = random.Random(seed)
     for n in range(trials):
         async with Proxy(_port(url)) as proxy, asyncio.timeout(TRIAL_BOUND):
-            bad = await TRIALS[kind](url, f"trial-{seed}-{kind}-{n}", rng, proxy, black_hole)
+            bad = await TRIALS[kind](url, f"trial-{seed}-{kind}-{n}", rng, proxy, faults)
         assert not bad, f"{kind} trial {n} (seed {seed}): {bad}"
 
 
 @pytest.mark.parametrize("kind", sorted(TRIALS))
 async def test_a_few_randomized_trials_are_safe(redis_url: str, kind: str) -> None:
-    await _run(kind, redis_url, trials=2, seed=random.randrange(1 << 30), black_hole=False)
+    await _run(kind, redis_url, trials=2, seed=random.randrange(1 << 30), faults=False)
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(0)  # 500 trials take minutes; each trial is bounded itself
 @pytest.mark.parametrize("kind", sorted(TRIALS))
 async def test_many_randomized_trials_with_faults_are_safe(redis_url: str, kind: str) -> None:
     trials = int(os.environ.get("COHORT_REDIS_TRIALS", "500"))
-    await _run(kind, redis_url, trials=trials, seed=1, black_hole=True)
+    await _run(kind, redis_url, trials=trials, seed=1, faults=True)
+
+
+# -- parties as processes: SIGKILL and SIGSTOP drawn inside the trials ---------------------
+
+PARTY = Path(__file__).with_name("_redis_trial_party.py")
+PROCESS_FAULTS = ("kill", "stop", *PROXY_FAULTS)
+# The victim's record after which its fault comes (a little later, at random): by then it
+# joined (a barrier or latch party that never joined would leave the others waiting).
+TRIGGER = {"barrier": ("wait",), "latch": ("join",), "lock": ("ask", "write"),
+           "semaphore": ("ask", "write")}  # fmt: skip
+
+
+class Party:
+    """One party process (tests/_redis_trial_party.py), kept for trial after trial."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, str(PARTY), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert await self.line() == {"op": "ready"}
+
+    async def line(self) -> Record | None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        raw = await self.process.stdout.readline()
+        return cast(Record, json.loads(raw)) if raw else None
+
+    def send(self, command: dict[str, Any]) -> None:
+        assert self.process is not None
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command).encode() + b"\n")
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(sig)
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            self.signal(signal.SIGKILL)
+            await self.process.wait()
+            self.process = None
+
+
+@contextlib.asynccontextmanager
+async def _party_processes(count: int) -> AsyncIterator[list[Party]]:
+    parties = [Party(i) for i in range(count)]
+    try:
+        await asyncio.gather(*(p.start() for p in parties))
+        yield parties
+    finally:
+        for p in parties:
+            await p.stop()
+
+
+def check_holds(history: list[Record], fault: str, victim: str, fault_at: float,
+                stopped: float, lease: float) -> list[str]:  # fmt: skip
+    """Fencing at a resource that sees the writes in time order and refuses a token below the
+    largest it took: it never refuses a write of a grant that ended held; and a holder
+    paused past its lease while holding gets LeaseLost."""
+    held = {
+        (r["party"], r["token"]) for r in history if r["op"] == "hold" and r["result"] == "held"
+    }
+    writes = sorted((r for r in history if r["op"] == "write"), key=lambda r: r["start"])
+    highest, bad = 0, []
+    for w in writes:
+        if w["token"] < highest and (w["party"], w["token"]) in held:
+            bad.append(f"{w['party']}'s write with token {w['token']} refused after {highest}, "
+                       "yet its grant ended held")  # fmt: skip
+        highest = max(highest, w["token"])
+    if fault == "stop" and stopped > lease:
+        for r in history:
+            if (r["party"] == victim and r["op"] == "hold" and r["result"] == "held"
+                    and r["start"] < fault_at < r["end"]):  # fmt: skip
+                bad.append(f"{victim} paused {stopped:.2f} s (lease {lease}) inside its grant "
+                           "and still ended it held")  # fmt: skip
+    return bad
+
+
+def check_latch_never_broke_open(history: list[Record]) -> list[str]:
+    """An open latch never breaks: no trial has a wait that saw it open and one that saw it
+    broken."""
+    results = {r["result"] for r in history if r["op"] == "wait"}
+    return (
+        ["a waiter saw the latch open and another saw it broken"]
+        if {"open", "broken"} <= (results)
+        else []
+    )
+
+
+def detection(kind: str, history: list[Record], victim: str, fault_at: float) -> float | None:
+    """How long after the fault the last other party learned of it (barrier, latch: broken),
+    or the next other party got the lock; None where nobody had to."""
+    others = [r for r in history if r["party"] != victim]
+    if kind in ("barrier", "latch"):
+        ends = [r["end"] for r in others if r["result"] == "broken" and r["end"] > fault_at]
+        return max(ends) - fault_at if ends else None
+    if kind == "lock":  # only where the victim held the lock when the fault came
+        tokens = {r["token"] for r in history if r["party"] == victim and r["op"] == "write"
+                  and r["start"] < fault_at}  # fmt: skip
+        ended = {r["token"] for r in history if r["party"] == victim and r["op"] == "hold"
+                 and r["end"] < fault_at}  # fmt: skip
+        starts = [r["start"] for r in others if r["op"] == "hold"
+                  and r["result"] == "held" and r["start"] > fault_at]  # fmt: skip
+        return min(starts) - fault_at if tokens - ended and starts else None
+    return None
+
+
+async def process_trial(kind: str, url: str, namespace: str, rng: random.Random,
+                        parties: list[Party], stats: dict[str, Any]) -> list[str]:  # fmt: skip
+    """One trial, every party a process; a fault drawn from PROCESS_FAULTS on one of them."""
+    count = len(parties)
+    fault = rng.choice(["none", *PROCESS_FAULTS])
+    victim = parties[rng.randrange(count - 2 if kind == "latch" else count)]
+    permits = rng.randint(1, max(1, count // 2))
+    lease = FAST["lease"]
+    history: list[Record] = []
+    triggered = asyncio.Event()
+    fault_at, stopped = 0.0, 0.0
+    async with Proxy(_port(url)) as proxy:
+        for p in parties:
+            p.send({"kind": kind, "namespace": namespace, "index": p.index, "parties": count,
+                    "url": proxy.url if p is victim and fault in PROXY_FAULTS else url,
+                    "seed": rng.randrange(1 << 30), "permits": permits, "fast": FAST})  # fmt: skip
+
+        async def collect(p: Party) -> None:
+            while (record := await p.line()) is not None and record["op"] != "done":
+                history.append(record)
+                if p is victim and record["op"] in TRIGGER[kind]:
+                    triggered.set()
+
+        async def inject() -> None:
+            nonlocal fault_at, stopped
+            await triggered.wait()
+            await asyncio.sleep(rng.uniform(0, lease / 3))
+            fault_at = time.monotonic()
+            if fault == "kill":
+                victim.signal(signal.SIGKILL)
+            elif fault == "stop":  # paused past its lease, mostly
+                victim.signal(signal.SIGSTOP)
+                try:
+                    await asyncio.sleep(rng.choice([0.5, 1.5, 2.5]) * lease)
+                finally:
+                    victim.signal(signal.SIGCONT)
+                    stopped = time.monotonic() - fault_at
+            elif fault != "none":
+                hit(proxy, fault, rng)
+
+        injector = asyncio.create_task(inject())
+        hung = False
+        try:
+            async with asyncio.timeout(TRIAL_BOUND):
+                await asyncio.gather(*(collect(p) for p in parties))
+        except TimeoutError:
+            hung = True
+            mine = [r for r in history if r["party"] == f"p{victim.index}"]
+            return [f"{kind} trial hung ({fault} on p{victim.index}); its history {mine}; "
+                    f"the last records {history[-4:]}"]  # fmt: skip
+        finally:
+            injector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await injector
+            for p in parties if hung else [victim] if fault == "kill" else []:
+                await p.stop()  # a hung trial's parties start afresh: nothing of it leaks on
+                await p.start()
+    me = f"p{victim.index}"
+    bad = check_bounds(history, OP_BOUND + stopped)
+    if kind == "barrier":
+        bad += check_barrier(history, count)
+    elif kind == "latch":
+        bad += check_latch(history, count - 2) + check_latch_never_broke_open(history)
+    else:
+        holds = [r for r in history if r["op"] == "hold"]
+        bad += check_semaphore(holds, 1 if kind == "lock" else permits)
+        if kind == "lock" or permits == 1:  # one grant at a time: fencing means something
+            bad += check_holds(history, fault, me, fault_at, stopped, lease)
+    if fault_at and fault in ("kill", "stop", "black-hole", "refuse"):
+        took = detection(kind, history, me, fault_at)
+        if took is not None:
+            stats.setdefault(f"{kind} detection", []).append(took)
+    stats.setdefault(f"{kind} {fault}", []).append(1)
+    return bad
+
+
+async def _run_processes(
+    kinds: list[str], url: str, trials: int, seed: int, count: int
+) -> dict[str, Any]:
+    rng = random.Random(seed)
+    stats: dict[str, Any] = {}
+    violations: list[str] = []
+    async with _party_processes(count) as parties:
+        for kind in kinds:
+            for n in range(trials):
+                namespace = f"ptrial-{seed}-{kind}-{n}-{os.getpid()}"
+                bad = await process_trial(kind, url, namespace, rng, parties, stats)
+                violations += [f"{kind} process trial {n} (seed {seed}): {b}" for b in bad]
+    assert not violations, violations  # after every trial: one bug hides no other
+    return stats
+
+
+def test_a_few_randomized_trials_with_party_processes_are_safe(redis_url: str) -> None:
+    # Once, on asyncio (not once per loop of the suite): the parties run their own loops.
+    seed = random.randrange(1 << 30)
+    kinds = random.Random(seed).sample(sorted(TRIALS), 2)  # the soak runs them all
+    asyncio.run(_run_processes(kinds, redis_url, trials=1, seed=seed, count=3))
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(0)  # 500 trials take many minutes; each trial is bounded itself
+@pytest.mark.parametrize("kind", sorted(TRIALS))
+def test_many_randomized_trials_with_party_processes_are_safe(redis_url: str, kind: str) -> None:
+    trials = int(os.environ.get("COHORT_REDIS_TRIALS", "500"))
+    began = time.monotonic()
+    stats = asyncio.run(_run_processes([kind], redis_url, trials=trials, seed=1, count=PARTIES))
+    took = stats.get(f"{kind} detection", [])
+    bound = FAST["lease"] + 2 * FAST["poll"]
+    faults = {k.split()[1]: len(v) for k, v in stats.items() if k != f"{kind} detection"}
+    print(
+        f"\n{kind}: {trials} process trials x {PARTIES} parties, 0 violations, 0 hangs, "
+        f"{time.monotonic() - began:.0f} s; faults {faults}; detection max "
+        f"{max(took, default=0):.3f} s over {len(took)} (lease + 2 polls = {bound:.2f} s)"
+    )

@@ -81,6 +81,30 @@ async def test_a_server_that_never_answers_raises_coordinator_lost_within_the_bo
         await server.wait_closed()
 
 
-def test_urls_other_than_redis_and_unix_raise_at_the_call_site() -> None:
-    with pytest.raises(ValueError, match="redis:// or unix://"):
-        Coordinator("rediss://127.0.0.1:6379/0", namespace="x")
+def test_urls_other_than_redis_rediss_and_unix_raise_at_the_call_site() -> None:
+    with pytest.raises(ValueError, match="redis://, rediss:// \\(TLS\\) or unix://"):
+        Coordinator("http://127.0.0.1:6379/0", namespace="x")
+
+
+async def test_a_connection_lost_as_soon_as_it_is_made_fails_the_call_instead_of_hanging() -> None:
+    # A server (or proxy) that accepts, answers AUTH and closes at once: the loss comes
+    # before the request is written; the call must fail (its caller retries), not wait.
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"+OK\r\n")
+        writer.transport.abort()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for _ in range(5):
+            wire = Wire(port=port, password="pw", timeout=60)  # no watchdog before 60 s
+            try:
+                with pytest.raises(ConnectionError):
+                    async with asyncio.timeout(BOUND):
+                        await wire.call("PING")
+            finally:
+                wire.close()
+    finally:
+        server.close()
+        await server.wait_closed()

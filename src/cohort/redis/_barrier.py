@@ -74,9 +74,9 @@ class Barrier(Primitive):
     def __repr__(self) -> str:
         return f"<cohort.redis.Barrier {self.name!r} parties={self.parties} party={self.party!r}>"
 
-    async def _op(self, lua: str, arg: object = "") -> list[Any]:
+    async def _op(self, lua: str, *more: object) -> list[Any]:
         lease_ms = max(1, round(self._lease * 1000))
-        args = [self.party, lease_ms, self.parties, self.channel, arg]
+        args = [self.party, lease_ms, self.parties, self.channel, *(more or ("",))]
         try:
             return await self.run(lua, self._keys, args)
         except Exception as exc:
@@ -132,8 +132,10 @@ class Barrier(Primitive):
             # breaks the barrier: it will not arrive again, and nobody may wait
             # for it forever.
             try:
+                # An id of this arrival: if the reply is lost and the call sent again, the
+                # server answers the retry as it did the arrival, not as a new one.
                 _, status, gen, index, reason = await self._op(
-                    BARRIER_ARRIVE, "1" if self._action is not None else ""
+                    BARRIER_ARRIVE, "1" if self._action is not None else "", uuid.uuid4().hex
                 )
                 if status == "broken":
                     raise BrokenBarrierError(f"{self!r} is broken: {reason}; call reset() first")

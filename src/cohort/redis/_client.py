@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ssl as _ssl
 import uuid
 from collections.abc import Sequence
 from typing import Any, Final
@@ -42,7 +43,15 @@ class Connection:
     after the subscription is made again every waiter is woken to re-read.
     """
 
-    def __init__(self, url: str, namespace: str, *, poll: float, unreachable: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        *,
+        poll: float,
+        unreachable: float,
+        ssl: _ssl.SSLContext | None = None,
+    ) -> None:
         self.url = url
         self.namespace = namespace
         self.poll = poll
@@ -51,7 +60,7 @@ class Connection:
         self._reader: asyncio.Task[None] | None = None
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._shas: dict[str, str] = {}
-        self._wire = _wire_for(url, unreachable)
+        self._wire = _wire_for(url, unreachable, ssl)
 
     def key(self, kind: str, name: str) -> str:
         """The hash tag of one primitive: all its keys live in one cluster slot."""
@@ -85,6 +94,7 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
         self._wire.close()
+        await self._wire.wait_closed()
 
     async def _read(self) -> None:
         """Subscribe again whenever the subscription's connection is lost."""
@@ -139,6 +149,8 @@ class Connection:
                 try:
                     reply: list[Any] = await wire.call("EVALSHA", sha, len(keys), *keys, *args)
                 except _UNREACHABLE as exc:
+                    if isinstance(exc, _ssl.SSLCertVerificationError):
+                        raise  # no retry makes a certificate valid
                     if isinstance(exc, TimeoutError):  # it waited the whole `unreachable`
                         raise self._lost(exc) from exc
                     reply = await self._retrying(wire.call, "EVALSHA", sha, len(keys), *keys, *args)
@@ -165,6 +177,8 @@ class Connection:
             try:
                 return await fn(*args, **kwargs)
             except _UNREACHABLE as exc:
+                if isinstance(exc, _ssl.SSLCertVerificationError):
+                    raise  # no retry makes a certificate valid: the URL or ssl= must change
                 if loop.time() + self.poll > give_up:
                     raise self._lost(exc) from exc
                 await asyncio.sleep(self.poll)
@@ -176,14 +190,27 @@ class Connection:
         )
 
 
-def _wire_for(url: str, timeout: float) -> Wire:
-    """The scripts' connection to the server ``url`` names (``redis://`` or ``unix://``)."""
-    if not url.startswith(("redis://", "unix://")):
+_CERT_REQS: Final = {
+    "none": _ssl.CERT_NONE,
+    "optional": _ssl.CERT_OPTIONAL,
+    "required": _ssl.CERT_REQUIRED,
+}
+
+
+def _wire_for(url: str, timeout: float, context: _ssl.SSLContext | None) -> Wire:
+    """The scripts' connection to the server ``url`` names (``redis://``, ``rediss://`` for
+    TLS, or ``unix://``)."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(
-            f"cohort.redis connects with redis:// or unix:// URLs, not {url!r}; "
-            "for TLS, run a local TLS proxy (stunnel, spiped) and connect to it"
+            f"cohort.redis connects with redis://, rediss:// (TLS) or unix:// URLs, not {url!r}"
+        )
+    if context is not None and not url.startswith("rediss://"):
+        raise ValueError(
+            f"Coordinator ssl= is for rediss:// URLs, got {url!r}: use rediss://host:port/db"
         )
     options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    if url.startswith("rediss://") and context is None:
+        context = _context_of(url, options)
     return Wire(
         host=options.get("host", "127.0.0.1"),
         port=int(options.get("port", 6379)),
@@ -191,8 +218,29 @@ def _wire_for(url: str, timeout: float) -> Wire:
         db=int(options.get("db", 0)),
         username=options.get("username"),
         password=options.get("password"),
+        ssl=context,
         timeout=timeout,
     )
+
+
+def _context_of(url: str, options: dict[str, Any]) -> _ssl.SSLContext:
+    """The TLS context a ``rediss://`` URL's query asks for, with redis-py's names:
+    ``ssl_ca_certs`` (CA file; default the system's), ``ssl_certfile``/``ssl_keyfile`` (a
+    client certificate), ``ssl_cert_reqs`` (none, optional, required: the default) and
+    ``ssl_check_hostname`` (default true when certificates are required)."""
+    reqs = str(options.get("ssl_cert_reqs", "required")).lower()
+    if reqs not in _CERT_REQS:
+        raise ValueError(
+            f"ssl_cert_reqs must be none, optional or required, got {reqs!r} in {url!r}"
+        )
+    context = _ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    context.check_hostname = bool(options.get("ssl_check_hostname", reqs == "required"))
+    context.verify_mode = _CERT_REQS[reqs]
+    if "ssl_certfile" in options:
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    elif "ssl_keyfile" in options:
+        raise ValueError(f"ssl_keyfile without ssl_certfile in {url!r}: give both")
+    return context
 
 
 class Primitive:

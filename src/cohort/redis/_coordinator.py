@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
@@ -27,7 +28,10 @@ class Coordinator:
     same primitive in every process.
 
     Args:
-        url: the server, as redis-py takes it (``redis://host:6379/0``).
+        url: the server, as redis-py takes it: ``redis://host:6379/0``,
+            ``unix:///run/redis.sock?db=0``, or ``rediss://host:6380/0`` for TLS,
+            whose query may name ``ssl_ca_certs``, ``ssl_certfile``,
+            ``ssl_keyfile``, ``ssl_cert_reqs`` and ``ssl_check_hostname``.
         namespace: a prefix of every key and channel; processes that must meet
             use the same one.
         lease: default lease of the primitives' grants, in seconds: how long
@@ -36,6 +40,8 @@ class Coordinator:
             came (pub/sub messages can be lost), in seconds.
         unreachable: how long calls retry an unreachable server before they
             raise :class:`cohort.CoordinatorLost`, in seconds.
+        ssl: the TLS context of a ``rediss://`` URL, instead of the one its
+            query describes.
     """
 
     def __init__(
@@ -46,6 +52,7 @@ class Coordinator:
         lease: float = 10.0,
         poll: float = 0.25,
         unreachable: float = 5.0,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise TypeError(f"Coordinator url must be a redis:// URL (a str), got {url!r}")
@@ -54,7 +61,9 @@ class Coordinator:
         self._lease = check_seconds("Coordinator lease", lease, zero=False, inf=False)
         poll = check_seconds("Coordinator poll", poll, zero=False, inf=False)
         unreachable = check_seconds("Coordinator unreachable", unreachable, zero=False, inf=False)
-        self._connection = Connection(url, namespace, poll=poll, unreachable=unreachable)
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise TypeError(f"Coordinator ssl must be an ssl.SSLContext or None, got {ssl!r}")
+        self._connection = Connection(url, namespace, poll=poll, unreachable=unreachable, ssl=ssl)
 
     def __repr__(self) -> str:
         c = self._connection

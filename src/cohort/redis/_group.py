@@ -421,7 +421,8 @@ class Member(Primitive):
     :class:`GroupDecided` with the reason; joining a decided group raises it
     at once. If the lease is lost, the block is cancelled and ``async with``
     raises :class:`cohort.LeaseLost` (the coordinator counts the member
-    failed).
+    failed); if the server was lost (it lost its state, or a renewal raised
+    :class:`cohort.CoordinatorLost`), it raises that ``CoordinatorLost``.
 
     Obtained from :meth:`cohort.redis.Coordinator.member`.
     """
@@ -446,6 +447,7 @@ class Member(Primitive):
         self._reported = False
         self._decided: tuple[str, str] | None = None
         self._lease_obj = Lease(group, 0)
+        self._server_lost: CoordinatorLost | None = None
 
     def __repr__(self) -> str:
         return f"<cohort.redis.Member {self.member!r} of group {self.name!r}>"
@@ -517,6 +519,7 @@ class Member(Primitive):
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
             await renewer.stop()
+            self._server_lost = renewer.lost_to
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.cancel()
@@ -595,6 +598,8 @@ class Member(Primitive):
                 _, outcome, reason = await self._run(GROUP_STATUS)
                 self._decided = (_text(outcome), _text(reason))
         if swallowed:
+            if self._server_lost is not None:
+                raise self._server_lost
             if lease.lost:
                 raise LeaseLost(
                     f"{self!r} lost its lease: {lease.reason}", name=self.name, reason=lease.reason

@@ -75,6 +75,7 @@ class Renewer:
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        self.lost_to: CoordinatorLost | None = None  # why, when the server itself was lost
         self._timer: asyncio.TimerHandle | None = self._loop.call_at(self._due(), self._fire)
 
     def _due(self) -> float:
@@ -114,6 +115,7 @@ class Renewer:
             self._lose(f"the lease of {self.seconds:g} s was not renewed in time")
             return
         except CoordinatorLost as exc:
+            self.lost_to = exc
             self._lose(f"the coordinator was lost: {exc}")
             return
         if not held:

@@ -227,10 +227,19 @@ return {epoch, 1}
 """
 )
 
-# ARGV[7]: '1' if the caller runs an action when it arrives last.
+# ARGV[7]: '1' if the caller runs an action when it arrives last; ARGV[8]: this arrival's
+# id. The same arrival sent again (its reply was lost with the connection, and the client
+# retried) is answered as the first was, even once its generation passed.
 BARRIER_ARRIVE: Final = (
     _B
     + """
+local mine = redis.call('HGET', state, 'arrival:' .. party)
+if mine then
+  local id, g, i = string.match(mine, '^(%S+) (%d+) (%d+)$')
+  if id == ARGV[8] and gen > tonumber(g) then
+    return {epoch, 'passed', tonumber(g), tonumber(i), ''}
+  end
+end
 local reason = broken_reason(gen)
 if reason then return {epoch, 'broken', gen, -1, reason} end
 if redis.call('HEXISTS', members, party) == 0 then
@@ -238,9 +247,15 @@ if redis.call('HEXISTS', members, party) == 0 then
 end
 redis.call('HSET', members, party, now_ms + lease_ms)
 local index = redis.call('HGET', arrived, party)
-if index then return {epoch, 'wait', gen, tonumber(index), ''} end
+if index then
+  if redis.call('HGET', state, 'tripping') == party then
+    return {epoch, 'action', gen, tonumber(index), ''}
+  end
+  return {epoch, 'wait', gen, tonumber(index), ''}
+end
 index = redis.call('HLEN', arrived)
 redis.call('HSET', arrived, party, index)
+redis.call('HSET', state, 'arrival:' .. party, ARGV[8] .. ' ' .. gen .. ' ' .. index)
 if index + 1 >= parties then
   if ARGV[7] == '1' then
     redis.call('HSET', state, 'tripping', party)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import ssl as _ssl
 from collections.abc import Callable
 from typing import Any, Final, cast
 
@@ -153,9 +154,11 @@ class Wire:
         db: int = 0,
         username: str | None = None,
         password: str | None = None,
+        ssl: _ssl.SSLContext | None = None,
         timeout: float,
     ) -> None:
         self._host, self._port, self._path = host, port, path
+        self._ssl = ssl
         self._hello: list[tuple[object, ...]] = []
         if password is not None:
             self._hello.append(("AUTH", username, password) if username else ("AUTH", password))
@@ -166,6 +169,7 @@ class Wire:
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._listener: _Protocol | None = None
+        self._closing: list[_Protocol] = []
 
     async def _connect(self, on_push: Callable[[object], None] | None = None) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -174,7 +178,13 @@ class Wire:
             if self._path is not None:
                 _, protocol = await loop.create_unix_connection(factory, self._path)
             else:
-                _, protocol = await loop.create_connection(factory, self._host, self._port)
+                _, protocol = await loop.create_connection(
+                    factory,
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl is not None else None,
+                )
             for command in self._hello:
                 future: asyncio.Future[object] = loop.create_future()
                 protocol.pending.append(future)
@@ -236,6 +246,10 @@ class Wire:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._ready()
+            if protocol.lost is not None:  # lost while connecting: nobody would answer
+                raise ConnectionError(
+                    f"the connection to the Redis server was lost at once ({protocol.lost})"
+                )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[object] = loop.create_future()
         protocol.pending.append(future)
@@ -263,6 +277,17 @@ class Wire:
         loop = asyncio.get_running_loop()
         self._watchdog = loop.call_later(self._timeout, self._check, protocol.pending[0])
 
+    async def wait_closed(self) -> None:
+        """Wait until the connections ``close()`` closed are gone (a TLS one sends its
+        close_notify first); past ``timeout`` they are aborted."""
+        closing, self._closing = self._closing, []
+        pending = [p.closed for p in closing if not p.closed.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=self._timeout)
+        for protocol in closing:
+            if not protocol.closed.done() and protocol.transport is not None:
+                protocol.transport.abort()
+
     def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -270,6 +295,7 @@ class Wire:
         for protocol in (self._protocol, self._listener):
             if protocol is not None and protocol.transport is not None:
                 protocol.transport.close()
+                self._closing.append(protocol)
         self._protocol = self._listener = None
         if self._connecting is not None:
             self._connecting.cancel()
