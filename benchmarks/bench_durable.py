@@ -378,8 +378,8 @@ _DBOS_SCRIPT = textwrap.dedent(
     import sys, time
     from dbos import DBOS
 
-    n, db = int(sys.argv[1]), sys.argv[2]
-    DBOS(config={"name": "bench", "system_database_url": f"sqlite:///{db}"})
+    n, url = int(sys.argv[1]), sys.argv[2]  # a SQLite or a Postgres URL
+    DBOS(config={"name": "bench", "system_database_url": url, "log_level": "WARNING"})
 
     @DBOS.step()
     def ident(i):
@@ -407,7 +407,7 @@ def _bench_dbos(tmp: Path, quick: bool) -> str:
     dbos_costs, cohort_costs, fsync_costs = [], [], []
     for _ in range(3):
         done = subprocess.run(
-            [str(python), str(script), str(n), str(_fresh(tmp, "dbos.sqlite"))],
+            [str(python), str(script), str(n), f"sqlite:///{_fresh(tmp, 'dbos.sqlite')}"],
             capture_output=True,
             text=True,
             timeout=600,

@@ -47,9 +47,9 @@ from typing import Any, Literal
 
 import cohort
 import cohort.durable as durable
+from benchmarks.bench_durable import _DBOS_SCRIPT, DBOS_PYTHON
 
 ROOT = Path(__file__).resolve().parents[1]
-DBOS_PYTHON = Path(os.environ.get("COHORT_DBOS_VENV", "/work/venvs/dbos")) / "bin" / "python"
 LEASE = 1.0
 
 
@@ -238,31 +238,6 @@ def _bench_throughput(pg: Any, quick: bool) -> str:
 
 
 # -- DBOS Transact ------------------------------------------------------------------------
-
-_DBOS_SCRIPT = textwrap.dedent(
-    """
-    import logging, sys, time
-    from dbos import DBOS
-
-    n, url = int(sys.argv[1]), sys.argv[2]
-    DBOS(config={"name": "bench", "system_database_url": url, "log_level": "WARNING"})
-
-    @DBOS.step()
-    def ident(i):
-        return i
-
-    @DBOS.workflow()
-    def seq(n):
-        t0 = time.perf_counter()
-        for i in range(n):
-            ident(i)
-        return time.perf_counter() - t0
-
-    DBOS.launch()
-    print(seq(n) / n)
-    DBOS.destroy()
-    """
-)
 
 _UNNEST = (
     "INSERT INTO steps SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], "
