@@ -80,9 +80,9 @@ async def test_a_finished_flow_node_is_not_run_again_on_resume(ledger: Ledger) -
 
 
 async def test_flow_run_with_a_run_id_is_durable_and_flow_resume_reruns_downstream(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     calls: list[str] = []
     flow = cohort.Flow("g", inputs=["x"])
 
@@ -127,9 +127,9 @@ def test_a_flow_with_a_quorum_and_a_map_sigkilled_resumes_to_the_crash_free_outp
 
 @pytest.mark.virtual_clock
 async def test_flow_nodes_cut_short_by_a_first_wins_join_are_not_run_again_on_resume(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     calls: list[str] = []
     decided = asyncio.Event()
     gate = asyncio.Event()
@@ -173,9 +173,9 @@ async def test_flow_nodes_cut_short_by_a_first_wins_join_are_not_run_again_on_re
 
 @pytest.mark.virtual_clock
 async def test_flow_nodes_cut_short_by_a_partial_timeout_stay_cut_short_on_resume(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     calls: list[str] = []
     delays = {"a": 1.0, "b": 5.0, "c": 2.0}
     flow = cohort.Flow("timed", inputs=["x"])

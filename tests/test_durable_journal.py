@@ -154,9 +154,9 @@ def test_a_branch_on_random_killed_after_it_takes_the_same_branch_on_resume(
 
 @pytest.mark.virtual_clock
 async def test_a_retried_step_resumed_between_attempts_gets_only_the_attempts_left(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     calls: list[int] = []
     second_failed = asyncio.Event()
     policy = cohort.Retry(attempts=3, backoff=100.0, max_backoff=100.0, jitter=False)
@@ -239,9 +239,9 @@ async def test_a_breaker_rejection_in_a_durable_run_takes_the_same_fallback_on_r
 
 @pytest.mark.virtual_clock
 async def test_a_call_a_breaker_let_through_before_a_crash_is_let_through_on_resume(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     admitted = asyncio.Event()
     gate = asyncio.Event()
 
@@ -270,9 +270,9 @@ async def test_a_call_a_breaker_let_through_before_a_crash_is_let_through_on_res
 
 
 async def test_a_node_resume_flow_reruns_draws_afresh_and_the_others_keep_theirs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     flow = cohort.Flow("f", inputs=["x"])
 
     @flow.node
@@ -293,9 +293,9 @@ async def test_a_node_resume_flow_reruns_draws_afresh_and_the_others_keep_theirs
 
 @pytest.mark.virtual_clock
 async def test_a_flow_node_retried_and_resumed_between_attempts_gets_only_the_attempts_left(
-    tmp_path: Path,
+    ledger: Ledger,
 ) -> None:
-    db = tmp_path / "runs.db"
+    db = ledger.target
     calls: list[int] = []
     second = asyncio.Event()
     gate = asyncio.Event()
