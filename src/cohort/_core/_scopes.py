@@ -30,7 +30,6 @@ import enum
 import math
 import sys
 import weakref
-from collections.abc import Callable
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Final, NoReturn
@@ -38,6 +37,7 @@ from typing import Final, NoReturn
 from cohort._core._taskstate import (
     ANYIO_BACKEND,
     ANYIO_POLL,
+    Deferrable,
     ScopePhase,
     TaskScopes,
     anyio_scope,
@@ -102,10 +102,10 @@ _state_var = state_var
 _held_reasons: weakref.WeakKeyDictionary[asyncio.Task[object], object] = weakref.WeakKeyDictionary()
 
 
-def defer(task: asyncio.Task[object], make: Callable[[], CancelScope]) -> tuple[TaskScopes, float]:
+def defer(task: asyncio.Task[object], owner: Deferrable) -> tuple[TaskScopes, float]:
     """Defer a scope with no deadline, entered now in ``task`` (the running one),
-    until something needs it: ``make()`` makes it when the next scope is entered
-    in the task (it then lies below that one, as if entered now), when anyio
+    until something needs it: ``owner._body_scope()`` makes it when the next scope
+    is entered in the task (it then lies below that one, as if entered now), when anyio
     holds a cancellation back, or when its owner calls ``enter_deferred``.
 
     Returns the task's scope state and the deadline in force (that of the scope).
@@ -117,7 +117,7 @@ def defer(task: asyncio.Task[object], make: Callable[[], CancelScope]) -> tuple[
     base = _base_deadline.get()
     stack = state.stack
     anyio = anyio_scope(task) if ANYIO_BACKEND in _modules else None
-    state.deferred.append((make, task.cancelling(), anyio, base))
+    state.deferred.append((owner, task.cancelling(), anyio, base))
     if stack:
         scope = stack[-1]
         return state, scope._effective
