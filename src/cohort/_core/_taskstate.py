@@ -16,7 +16,7 @@ import math
 import sys
 import weakref
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     from cohort._core._scopes import CancelScope
@@ -28,6 +28,7 @@ __all__ = [
     "ScopePhase",
     "TaskScopes",
     "anyio_scope",
+    "anyio_seen",
     "anyio_shielded",
     "shielded",
     "state_for",
@@ -257,17 +258,26 @@ ANYIO_POLL: Final = 0.002
 ANYIO_BACKEND: Final = "anyio._backends._asyncio"
 
 
+# What anyio_scope() last read: anyio's backend module (None: not loaded) and its
+# task states (the dict under its WeakKeyDictionary of TaskState, keyed by a weak
+# reference to the task; None when anyio's internals differ). While the module is
+# the same and no task holds anyio state, callers skip anyio_scope() altogether:
+# ``_modules.get(ANYIO_BACKEND) is anyio_seen[0] and not anyio_seen[1]``.
+anyio_seen: list[Any] = [None, None]
+
+
 def anyio_scope(task: asyncio.Task[object]) -> object:
     """anyio's innermost cancel scope in ``task`` (None without anyio or outside its scopes)."""
     backend = _modules.get(ANYIO_BACKEND)
-    if backend is None:
+    seen = anyio_seen
+    if backend is not seen[0]:  # loaded (or reloaded) since the last read
+        states = getattr(getattr(backend, "_task_states", None), "data", None)
+        seen[1] = states if isinstance(states, dict) else None
+        seen[0] = backend
+    states = seen[1]
+    if not states:  # no anyio, or no task holds anyio state now: no look-up
         return None
-    try:
-        # anyio's task states: a WeakKeyDictionary, read through its dict (the
-        # key a weak reference to the task) without a call to its get().
-        state = backend._task_states.data.get(_ref(task))
-    except (AttributeError, TypeError):  # an anyio whose internals differ: no deferral
-        return None
+    state = states.get(_ref(task))
     return None if state is None else getattr(state, "cancel_scope", None)
 
 
