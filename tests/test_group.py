@@ -1123,3 +1123,30 @@ async def test_a_group_left_in_another_task_says_so_with_or_without_a_timeout(
     assert await anext(gen) == 1
     with pytest.raises(RuntimeError, match="exited in 'closer'"):
         await asyncio.get_running_loop().create_task(gen.aclose(), name="closer")
+
+
+async def test_a_group_ending_in_an_async_generator_inside_a_later_group_leaves_it_working() -> (
+    None
+):
+    """Groups of one task need not exit in the reverse order of entry: one held by
+    an async generator can be closed, in the same task, inside a group entered
+    after it. The later group can still cancel its body, and a scope entered
+    afterwards sees no trace of the closed group."""
+
+    async def numbers() -> Any:
+        async with cohort.TaskGroup(name="in-gen"):
+            yield 1
+
+    gen = numbers()
+    assert await anext(gen) == 1
+    async with cohort.TaskGroup(name="later") as later:
+        with pytest.raises(StopAsyncIteration):  # "in-gen" exits here, inside "later"
+            await anext(gen)
+        later.cancel()
+        await asyncio.sleep(0)
+        pytest.fail("the later group's cancellation did not reach its body")
+    with cohort.CancelScope() as scope:
+        assert cohort.current_deadline() == math.inf
+        scope.cancel()
+        await asyncio.sleep(0)
+    assert scope.cancelled_caught

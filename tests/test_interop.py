@@ -1005,6 +1005,22 @@ def test_anyio_shield_holds_back_a_cohort_deadline_until_it_exits() -> None:
     anyio_run(main)
 
 
+def test_anyio_shield_holds_back_a_deadline_entered_before_any_task_held_anyio_state() -> None:
+    """Plain asyncio, no anyio task: the scope is entered while anyio holds no task
+    state (its look-ups skipped); the anyio shield entered afterwards still counts."""
+
+    async def main() -> None:
+        with cohort.move_on_after(1) as scope:
+            await asyncio.sleep(0)
+            with anyio.CancelScope(shield=True):
+                await asyncio.sleep(5)
+            await asyncio.sleep(100)
+        assert scope.cancelled_caught
+        assert 5 <= now() < 5.1  # retried every few ms after the shield exits
+
+    run(main)
+
+
 def test_cohort_deadline_inside_an_anyio_shield_still_fires() -> None:
     """Only anyio shields entered inside the cohort scope hold it back."""
 

@@ -471,7 +471,7 @@ class TaskGroup(GroupState):
         self._clock = clock = _monotonic if type(loop).time is _base_time else loop.time
         self._entered_at = now = clock()
         if self._timeout is None:  # the group's scope is entered when first needed
-            self._scope_state, deadline_for_children = _scopes.defer(task, self._body_scope)
+            self._scope_state, deadline_for_children = _scopes.defer(task, self)
         else:
             scope = self._scope = GroupScope(self, now + self._timeout)
             deadline_for_children = scope._enter_in(task)
@@ -503,7 +503,7 @@ class TaskGroup(GroupState):
                     scope = self._entered_scope()  # left in another task: the scope says so
                 else:  # never needed: no longer deferred
                     assert self._scope_state is not None
-                    self._scope_state.undefer(self._body_scope)
+                    self._scope_state.undefer(self)
             saw_cancel = False
             body_error: BaseException | None = None
             if exc is not None:

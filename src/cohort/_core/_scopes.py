@@ -30,7 +30,6 @@ import enum
 import math
 import sys
 import weakref
-from collections.abc import Callable
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Final, NoReturn
@@ -38,9 +37,11 @@ from typing import Final, NoReturn
 from cohort._core._taskstate import (
     ANYIO_BACKEND,
     ANYIO_POLL,
+    Deferrable,
     ScopePhase,
     TaskScopes,
     anyio_scope,
+    anyio_seen,
     anyio_shielded,
     shielded,
     state_for,
@@ -70,6 +71,7 @@ __all__ = [
 _current_task = asyncio.current_task
 _getframe = sys._getframe
 _modules = sys.modules
+_module, _ANYIO, _seen = _modules.get, ANYIO_BACKEND, anyio_seen  # see anyio_seen
 _CancelledError = asyncio.CancelledError
 _INF: Final = math.inf
 
@@ -102,10 +104,10 @@ _state_var = state_var
 _held_reasons: weakref.WeakKeyDictionary[asyncio.Task[object], object] = weakref.WeakKeyDictionary()
 
 
-def defer(task: asyncio.Task[object], make: Callable[[], CancelScope]) -> tuple[TaskScopes, float]:
+def defer(task: asyncio.Task[object], owner: Deferrable) -> tuple[TaskScopes, float]:
     """Defer a scope with no deadline, entered now in ``task`` (the running one),
-    until something needs it: ``make()`` makes it when the next scope is entered
-    in the task (it then lies below that one, as if entered now), when anyio
+    until something needs it: ``owner._body_scope()`` makes it when the next scope
+    is entered in the task (it then lies below that one, as if entered now), when anyio
     holds a cancellation back, or when its owner calls ``enter_deferred``.
 
     Returns the task's scope state and the deadline in force (that of the scope).
@@ -116,8 +118,8 @@ def defer(task: asyncio.Task[object], make: Callable[[], CancelScope]) -> tuple[
         state = state_for(task)
     base = _base_deadline.get()
     stack = state.stack
-    anyio = anyio_scope(task) if ANYIO_BACKEND in _modules else None
-    state.deferred.append((make, task.cancelling(), anyio, base))
+    anyio = anyio_scope(task) if _module(_ANYIO) is not _seen[0] or _seen[1] else None
+    state.deferred.append((owner, task.cancelling(), anyio, base))
     if stack:
         scope = stack[-1]
         return state, scope._effective
@@ -132,7 +134,7 @@ def cancel_task(task: asyncio.Task[object], msg: object = None) -> None:
         _held_reasons[task] = msg
         state.hold(None)
         return
-    if anyio_shielded(task, None):
+    if (_module(_ANYIO) is not _seen[0] or _seen[1]) and anyio_shielded(task, None):
         task.get_loop().call_later(ANYIO_POLL, cancel_task, task, msg)
         return
     task.cancel(msg)
@@ -295,7 +297,9 @@ class CancelScope:
     def _deliver(self) -> None:
         state = self._state
         assert state is not None
-        if ANYIO_BACKEND in _modules and anyio_shielded(state.task, self._anyio):
+        if (_module(_ANYIO) is not _seen[0] or _seen[1]) and anyio_shielded(
+            state.task, self._anyio
+        ):
             state.hold_for_anyio(self)
             return
         self._cancel_requests += 1
@@ -365,7 +369,7 @@ class CancelScope:
         self._state = state
         self._phase = _ACTIVE
         self._entry_cancelling = task.cancelling()
-        self._anyio = anyio_scope(task) if ANYIO_BACKEND in _modules else None
+        self._anyio = anyio_scope(task) if _module(_ANYIO) is not _seen[0] or _seen[1] else None
         relative = self._relative
         if relative is not None:
             now = state.loop.time()

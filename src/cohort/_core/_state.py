@@ -550,7 +550,7 @@ class GroupState:
         """The group's scope, entered now (where it would have been) if deferred."""
         if self._scope is None:
             assert self._scope_state is not None  # open, without a timeout
-            self._scope_state.enter_deferred(self._body_scope)
+            self._scope_state.enter_deferred(self)
         assert self._scope is not None
         return self._scope
 

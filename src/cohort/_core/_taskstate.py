@@ -15,9 +15,8 @@ import enum
 import math
 import sys
 import weakref
-from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     from cohort._core._scopes import CancelScope
@@ -25,9 +24,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ANYIO_BACKEND",
     "ANYIO_POLL",
+    "Deferrable",
     "ScopePhase",
     "TaskScopes",
     "anyio_scope",
+    "anyio_seen",
     "anyio_shielded",
     "shielded",
     "state_for",
@@ -44,6 +45,12 @@ class ScopePhase(enum.IntEnum):
     IDLE = 0
     ACTIVE = 1
     EXITED = 2
+
+
+class Deferrable(Protocol):
+    """The owner of a deferred scope (a task group): makes the scope when needed."""
+
+    def _body_scope(self) -> CancelScope: ...
 
 
 _ACTIVE: Final = ScopePhase.ACTIVE
@@ -85,30 +92,34 @@ class TaskScopes:
         # A whole-task cancellation (from a group) held back by a shield.
         self.root_pending = False
         # Scopes entered only when first needed (see defer()), innermost last:
-        # (make the scope, task.cancelling() and anyio's scope at entry, base deadline).
-        self.deferred: list[tuple[Callable[[], CancelScope], int, object, float]] = []
+        # (their owner, task.cancelling() and anyio's scope at entry, base deadline).
+        self.deferred: list[tuple[Deferrable, int, object, float]] = []
 
-    def enter_deferred(self, upto: Callable[[], CancelScope] | None = None) -> None:
-        """Enter the deferred scopes, outermost first, up to the one ``upto`` makes
+    def enter_deferred(self, upto: Deferrable | None = None) -> None:
+        """Enter the deferred scopes, outermost first, up to that of ``upto``
         (all of them with None): on top of the stack, where they would have been."""
         deferred = self.deferred
         count = len(deferred)
         if upto is not None:
-            count = next(i for i, d in enumerate(deferred) if d[0] == upto) + 1
+            count = next(i for i, d in enumerate(deferred) if d[0] is upto) + 1
         entering = deferred[:count]
         del deferred[:count]
-        for make, cancelling, anyio, base in entering:
-            scope = make()
+        for owner, cancelling, anyio, base in entering:
+            scope = owner._body_scope()
             scope._enter_late(self, cancelling, anyio, base)
 
-    def undefer(self, make: Callable[[], CancelScope]) -> None:
-        """The block of a deferred scope ended before the scope was needed."""
+    def undefer(self, owner: Deferrable) -> None:
+        """The block of ``owner``'s deferred scope ended before the scope was needed.
+
+        Usually the innermost one; not always: a group held by an async generator
+        can exit, in this task, inside a group entered after it.
+        """
         deferred = self.deferred
-        if deferred and deferred[-1][0] == make:  # a bound method: equal, not the same
+        if deferred[-1][0] is owner:
             deferred.pop()
             return
-        for i, d in enumerate(deferred):  # pragma: no cover - blocks nest
-            if d[0] == make:
+        for i, d in enumerate(deferred):
+            if d[0] is owner:
                 del deferred[i]
                 return
 
@@ -247,17 +258,26 @@ ANYIO_POLL: Final = 0.002
 ANYIO_BACKEND: Final = "anyio._backends._asyncio"
 
 
+# What anyio_scope() last read: anyio's backend module (None: not loaded) and its
+# task states (the dict under its WeakKeyDictionary of TaskState, keyed by a weak
+# reference to the task; None when anyio's internals differ). While the module is
+# the same and no task holds anyio state, callers skip anyio_scope() altogether:
+# ``_modules.get(ANYIO_BACKEND) is anyio_seen[0] and not anyio_seen[1]``.
+anyio_seen: list[Any] = [None, None]
+
+
 def anyio_scope(task: asyncio.Task[object]) -> object:
     """anyio's innermost cancel scope in ``task`` (None without anyio or outside its scopes)."""
     backend = _modules.get(ANYIO_BACKEND)
-    if backend is None:
+    seen = anyio_seen
+    if backend is not seen[0]:  # loaded (or reloaded) since the last read
+        states = getattr(getattr(backend, "_task_states", None), "data", None)
+        seen[1] = states if isinstance(states, dict) else None
+        seen[0] = backend
+    states = seen[1]
+    if not states:  # no anyio, or no task holds anyio state now: no look-up
         return None
-    try:
-        # anyio's task states: a WeakKeyDictionary, read through its dict (the
-        # key a weak reference to the task) without a call to its get().
-        state = backend._task_states.data.get(_ref(task))
-    except (AttributeError, TypeError):  # an anyio whose internals differ: no deferral
-        return None
+    state = states.get(_ref(task))
     return None if state is None else getattr(state, "cancel_scope", None)
 
 
