@@ -82,6 +82,9 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
         "returns the deadline in force, not through __enter__ and current_deadline()"
     ),
     ("cohort/_core/_state.py", "g._tasks"): "same class (a group finds the group it runs in)",
+    ("cohort/_core/_taskstate.py", "owner._body_scope"): (
+        "the Deferrable protocol: a deferred scope's owner (a task group) makes it when needed"
+    ),
     **{("cohort/_core/_state.py", f"self._group.{attr}"): "the group's body scope, for its group"
        for attr in ("_cancel_reason", "_on_timeout", "_outside")},
     **{("cohort/bridge/_dask.py", f"self.executor.{attr}"): _SAME_MODULE
