@@ -95,6 +95,12 @@ def group_refusal(policy: object) -> str | None:
     return None
 
 
+def _group_keys(tag: str) -> list[str]:
+    """The keys of a group's scripts (the coordinator's and every member's): its state,
+    members, reports and completion order, in the order the scripts read them."""
+    return [f"{tag}:state", f"{tag}:members", f"{tag}:reports", f"{tag}:order"]
+
+
 class _Report:
     """One member's report, as a policy sees a finished child (``ChildView``)."""
 
@@ -179,12 +185,7 @@ class Group(Primitive):
         self._timeout = timeout
         self._partial = on_timeout == "partial"
         self._lease = lease
-        self._keys = [
-            f"{self.tag}:state",
-            f"{self.tag}:members",
-            f"{self.tag}:reports",
-            f"{self.tag}:order",
-        ]
+        self._keys = _group_keys(self.tag)
         self._reports: list[_Report] = []
         self._succeeded = 0
         self._failed = 0
@@ -435,12 +436,7 @@ class Member(Primitive):
         super().__init__(connection, group)
         self.member = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease = lease
-        self._keys = [
-            f"{self.tag}:state",
-            f"{self.tag}:members",
-            f"{self.tag}:reports",
-            f"{self.tag}:order",
-        ]
+        self._keys = _group_keys(self.tag)
         self._renewer: Renewer | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._scope: CancelScope | None = None
