@@ -399,24 +399,30 @@ _DBOS_SCRIPT = textwrap.dedent(
 )
 
 
+def dbos_per_step(python: Path, n: int, url: str) -> float | str:
+    """DBOS Transact's seconds per step over ``n`` sequential steps on the database at
+    ``url`` (SQLite or Postgres), run with ``python``; or why it did not run."""
+    done = subprocess.run(
+        [str(python), "-c", _DBOS_SCRIPT, str(n), url],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        return (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return float(done.stdout.split()[-1])
+
+
 def _bench_dbos(tmp: Path, quick: bool) -> str:
     n = 300 if quick else 1_000
     python = DBOS_PYTHON if DBOS_PYTHON.exists() else Path(sys.executable)
-    script = tmp / "dbos_seq.py"
-    script.write_text(_DBOS_SCRIPT)
     dbos_costs, cohort_costs, fsync_costs = [], [], []
     for _ in range(3):
-        done = subprocess.run(
-            [str(python), str(script), str(n), f"sqlite:///{_fresh(tmp, 'dbos.sqlite')}"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            return f"## DBOS Transact\n\nnot run: dbos not importable with {python} ({tail})\n"
-        dbos_costs.append(float(done.stdout.split()[-1]))
+        cost = dbos_per_step(python, n, f"sqlite:///{_fresh(tmp, 'dbos.sqlite')}")
+        if isinstance(cost, str):
+            return f"## DBOS Transact\n\nnot run: dbos not importable with {python} ({cost})\n"
+        dbos_costs.append(cost)
         each = asyncio.run(_steps(_fresh(tmp, "steps.db"), n))
         cohort_costs.append(sum(each) / n)
         each = asyncio.run(_steps(_fresh(tmp, "fsync.db"), n, sync="step"))

@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import cohort
 import cohort.durable as durable
-from benchmarks.bench_durable import _DBOS_SCRIPT, DBOS_PYTHON
+from benchmarks.bench_durable import DBOS_PYTHON, dbos_per_step
 
 ROOT = Path(__file__).resolve().parents[1]
 LEASE = 1.0
@@ -286,17 +286,10 @@ def _bench_dbos(pg: Any, quick: bool) -> str:
         return f"## DBOS Transact on Postgres\n\nnot run: no {DBOS_PYTHON}\n"
     costs: dict[str, list[float]] = {"dbos": [], "group": [], "step": [], "floor": []}
     for r in range(3):
-        done = subprocess.run(
-            [str(DBOS_PYTHON), "-c", _DBOS_SCRIPT, str(n), pg.dsn(f"dbos_{os.getpid()}_{r}")],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            return f"## DBOS Transact on Postgres\n\nnot run: {DBOS_PYTHON} failed ({tail})\n"
-        costs["dbos"].append(float(done.stdout.split()[-1]))
+        cost = dbos_per_step(DBOS_PYTHON, n, pg.dsn(f"dbos_{os.getpid()}_{r}"))
+        if isinstance(cost, str):
+            return f"## DBOS Transact on Postgres\n\nnot run: {DBOS_PYTHON} failed ({cost})\n"
+        costs["dbos"].append(cost)
         costs["group"].append(asyncio.run(_steps(pg.new_schema(), n, "group")))
         costs["step"].append(asyncio.run(_steps(pg.new_schema(), n, "step")))
         costs["floor"].append(_floor(pg.new_schema(), n))
