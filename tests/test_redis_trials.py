@@ -600,3 +600,58 @@ def test_many_randomized_trials_with_party_processes_are_safe(
         f"after a restart every party lost it within {max(lost, default=0):.3f} s "
         f"(over {len(lost)})"
     )
+
+
+# -- the restart checker, and what it found ------------------------------------------------
+
+
+def _restart_at(kill_at: float) -> Restart:
+    return Restart(kill_at=kill_at, up_at=kill_at + 0.01, fresh_from=1_000_000)
+
+
+def test_the_checker_flags_a_grant_of_the_fresh_state_to_a_party_that_saw_the_old_one() -> None:
+    before = {"party": "p0", "op": "write", "start": 1.0, "end": 1.0, "result": "sent",
+              "token": 900_000}  # fmt: skip
+    after = {"party": "p0", "op": "hold", "start": 3.0, "end": 3.5, "result": "held",
+             "token": 1_000_100}  # fmt: skip
+    fresh = {**after, "party": "p1"}  # p1 never saw the old state: a new epoch is its right
+    assert check_restart([before, after, fresh], _restart_at(2.0), SEEN["lock"]) == [
+        "p0 (it saw the state before the restart) hold held, token 1000100 of the restarted server"
+    ]
+
+
+def test_the_checker_flags_a_pass_or_an_open_by_a_wait_that_started_after_the_restart() -> None:
+    joined = {"party": "p0", "op": "join", "start": 1.0, "end": 1.0, "result": "ok"}
+    passed = {"party": "p0", "op": "wait", "gen": 1, "start": 2.5, "end": 2.6, "result": "passed"}
+    opened = {"party": "p0", "op": "wait", "start": 2.5, "end": 2.6, "result": "open"}
+    early = {**passed, "start": 1.5}  # it may have passed on the old server
+    bad = check_restart([joined, passed, opened, early], _restart_at(2.0), ["join"])
+    assert [b.split(" by ")[0] for b in bad] == [
+        "p0 (it saw the state before the restart) saw generation 1 passed",
+        "p0 (it saw the state before the restart) saw the latch open",
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="the epoch is kept per primitive object, not per coordinator: a new object of a "
+    "coordinator that saw the state starts a fresh epoch after a restart (cohort.redis "
+    "Primitive._epoch)",
+)
+async def test_a_coordinator_that_saw_the_state_gets_no_grant_from_a_restarted_server(
+    own_redis_server: RedisServer,
+) -> None:
+    """docs/semantics.md: a process that saw an epoch gets CoordinatorLost instead of
+    starting over on an empty primitive that would admit extra holders. Here a second
+    Semaphore(1) object of the same coordinator is admitted while the first still holds."""
+    admitted = False
+    url = own_redis_server.url  # a long lease: no renewal finds the loss before the ask
+    async with Coordinator(url, namespace="restart", lease=10.0, poll=0.05) as coord:
+        with contextlib.suppress(LeaseLost, cohort.CoordinatorLost):  # its release: gone
+            async with coord.semaphore("s", 1):
+                await asyncio.to_thread(own_redis_server.restart)
+                with contextlib.suppress(cohort.CoordinatorLost):
+                    async with asyncio.timeout(OP_BOUND), coord.semaphore("s", 1):
+                        admitted = True
+    assert not admitted, "a second holder of Semaphore(1) admitted by the empty server"
