@@ -3,14 +3,24 @@ own connections) of its own, under faults; every history goes through the checke
 (tests/_redis_history.py).
 
 Two forms. In one process: a waiter cancelled, one party's connection black-holed,
-delayed, dropped or refused through a TCP proxy (test_redis_proxy.Proxy). With each party a
-process of its own (tests/_redis_trial_party.py, kept from trial to trial): those proxy
-faults, SIGKILL, or SIGSTOP (mostly past the lease) then SIGCONT, drawn at random and sent
-at a random point after the victim joined, each process's history read from its stdout.
+delayed, dropped or refused through a TCP proxy (test_redis_proxy.Proxy), or the server
+restarted. With each party a process of its own (tests/_redis_trial_party.py, kept from
+trial to trial): those proxy faults, SIGKILL, SIGSTOP (mostly past the lease) then SIGCONT,
+or a restart, drawn at random and sent at a random point after the victim joined, each
+process's history read from its stdout.
+
+A restart kills the test's own redis-server (own_redis_server: no other test or copy of the
+suite meets it) and starts it empty on the same port; a barrier's or latch's restart comes
+once every party saw the state (a party whose first call came after it would start a fresh
+one and wait for the others forever), a lock's or semaphore's while the victim asks or
+holds. Each party keeps one object per primitive for the trial. The checker
+(_redis_history.check_restart) then asserts that no party that saw the old state gets a
+grant (a token of the new server), a pass or an open from the fresh one.
 
 A few trials run in the suite; the soak (`make soak`, pytest -m soak) runs
 COHORT_REDIS_TRIALS (default 500) of each primitive in each form and prints the faults
-drawn and the longest detection time (fault to the others' break or next grant)."""
+drawn and the longest detection time (fault to the others' break or next grant; restart to
+the last party's CoordinatorLost)."""
 
 from __future__ import annotations
 
