@@ -5,12 +5,21 @@ A history is a list of records, one per operation of one party: ``party``,
 (``time.monotonic()``, one clock for every process of the machine) and
 ``result``. ``check_*`` return the violations found, as sentences (empty:
 the history is safe).
+
+A restart of the server (killed, then started empty on the same port) is
+described by a :class:`Restart`: the party that completed a call on the
+primitive before the kill saw its epoch, and must never again succeed from the
+fresh state the restarted server would give it (docs/semantics.md, "A server
+that lost its state").
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 Record = dict[str, Any]
@@ -78,3 +87,72 @@ def check_bounds(history: list[Record], bound: float) -> list[str]:
     """Every operation ended, within ``bound`` seconds."""
     return [f"{r['party']} {r['op']} took {r['end'] - r['start']:.2f} s > {bound} s"
             for r in history if r["end"] - r["start"] > bound]  # fmt: skip
+
+
+def check_no_errors(history: list[Record]) -> list[str]:
+    """No operation ended with an exception the primitive does not document."""
+    return [f"{r['party']} {r['op']} ended with {r['result']}"
+            for r in history if str(r["result"]).startswith("error")]  # fmt: skip
+
+
+@dataclass
+class Restart:
+    """One restart of the server during a trial."""
+
+    kill_at: float = 0.0  # time.monotonic() just before the server was killed
+    up_at: float = 0.0  # time.monotonic() once the empty server answered
+    # time.time() in microseconds between the two: every fencing token the killed server
+    # granted is below it, every token of the new one above (tokens come from the server's
+    # clock, the machine's clock here)
+    fresh_from: int = 0
+
+    def kill(self) -> None:
+        self.kill_at = time.monotonic()
+
+    def starting(self) -> None:
+        self.fresh_from = int(time.time() * 1_000_000)
+
+    def up(self) -> None:
+        self.up_at = time.monotonic()
+
+    @property
+    def took(self) -> float:
+        return self.up_at - self.kill_at
+
+
+def saw_the_old_state(history: list[Record], restart: Restart, after: Iterable[str]) -> set[str]:
+    """The parties that completed a call on the primitive before the kill: a record that
+    ended before it with an outcome (not ``sent``), or one of the ops in ``after`` (made
+    only after a completed call: a barrier's first ``wait`` comes after its join, a
+    ``write`` after its grant)."""
+    after = set(after)
+    return {r["party"] for r in history if 0 < r["end"] < restart.kill_at
+            and (r["result"] != "sent" or r["op"] in after)}  # fmt: skip
+
+
+def check_restart(history: list[Record], restart: Restart, after: Iterable[str]) -> list[str]:
+    """After the restart, no party that saw the old state (``saw_the_old_state``) succeeds
+    from the new one: no grant with a token of the new server (``hold`` held or ``write``),
+    no barrier generation passed and no latch opened by a wait that started after the
+    kill. Its calls raise ``CoordinatorLost`` instead (a holder: ``LeaseLost``)."""
+    seen = saw_the_old_state(history, restart, after)
+    bad = []
+    for r in history:
+        if r["party"] not in seen:
+            continue
+        if r["op"] in ("hold", "write") and r.get("token", 0) >= restart.fresh_from > 0:
+            bad.append(f"{r['party']} (it saw the state before the restart) {r['op']} "
+                       f"{r['result']}, token {r['token']} of the restarted server")  # fmt: skip
+        if (r["op"] == "wait" and r["result"] in ("passed", "open")
+                and r["start"] > restart.kill_at):  # fmt: skip
+            what = f"generation {r['gen']} passed" if "gen" in r else "the latch open"
+            bad.append(f"{r['party']} (it saw the state before the restart) saw {what} "
+                       f"by a wait that started {r['start'] - restart.kill_at:.3f} s after "
+                       "the server was killed")  # fmt: skip
+    return bad
+
+
+def restart_detection(history: list[Record], restart: Restart) -> float | None:
+    """How long after the kill the last party learned of the lost state (its ``lost``)."""
+    ends = [r["end"] for r in history if r["result"] == "lost" and r["end"] > restart.kill_at]
+    return max(ends) - restart.kill_at if ends else None

@@ -68,10 +68,11 @@ async def barrier(coord: Coordinator, me: str, cmd: dict[str, Any], rng: random.
 
 async def holder(coord: Coordinator, me: str, cmd: dict[str, Any], rng: random.Random) -> None:
     kind = cmd["kind"]
+    # One object for the trial: it keeps the epoch it saw (a restarted server: CoordinatorLost).
+    grant = coord.lock("l") if kind == "lock" else coord.semaphore("s", cmd["permits"])
     for _ in range(2):
         asked = time.monotonic()
         say(party=me, op="ask", start=asked, end=asked, result="sent")
-        grant = coord.lock("l") if kind == "lock" else coord.semaphore("s", cmd["permits"])
         start = end = 0.0
         token = 0
         try:
@@ -97,21 +98,26 @@ async def latch(coord: Coordinator, me: str, cmd: dict[str, Any], rng: random.Ra
     count = parties - 2
     try:
         if index < count:  # a counter joins as a party: its lapse breaks the latch
-            async with coord.latch("c", count, party=me) as joined:
-                say(party=me, op="join", start=0, end=0, result="ok")
+            latch = coord.latch("c", count, party=me)
+            async with latch:
+                at = time.monotonic()
+                say(party=me, op="join", start=at, end=at, result="ok")
                 await work(rng)
                 start = time.monotonic()
                 say(party=me, op="count_down", token=f"t{index}", start=start, end=start,
                     result="sent")  # fmt: skip
-                await joined.count_down(f"t{index}")
-        else:  # the others repeat a counter's token, then wait
-            token = f"t{index - count}"
+                await latch.count_down(f"t{index}")
+        else:  # the others repeat a counter's token (a new one would be a ValueError), then wait
+            latch = coord.latch("c", count)  # one object: it keeps the epoch it saw
+            token = f"t{(index - count) % count}"  # with 3 parties: count 1, both repeat t0
             start = time.monotonic()
             say(party=me, op="count_down", token=token, start=start, end=start, result="sent")
-            await coord.latch("c", count).count_down(token)
+            await latch.count_down(token)
+            say(party=me, op="counted", token=token, start=start, end=time.monotonic(),
+                result="ok")  # fmt: skip
         start = time.monotonic()
         try:
-            await coord.latch("c", count).wait()
+            await latch.wait()
             result = "open"
         except Exception as exc:
             result = outcome(exc)
