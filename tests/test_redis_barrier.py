@@ -379,3 +379,29 @@ async def test_a_message_about_another_generation_does_not_end_a_wait(
             assert not waiting.done()
             assert await last.wait() == 1
             assert await waiting == 0
+
+
+async def test_messages_about_other_generations_do_not_put_off_a_waiters_poll(
+    redis_url: str, namespace: str
+) -> None:
+    """A waiter reads the state every poll from its arrival, however many other messages
+    come: a stream of them (each sent once the waiter got the one before) never holds off
+    the read that would find a lapsed lease."""
+    async with coordinator(redis_url, namespace, poll=0.05) as a:
+        first = a.barrier("phase", 2, party="first")
+        ran = _spy_scripts(first)
+        seen = first.connection.watch(first.channel)
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            async with first, asyncio.timeout(BOUND):
+                waiting = asyncio.create_task(first.wait())
+                while "BARRIER_CHECK" not in ran:
+                    seen.clear()
+                    await client.publish(first.channel, "passed 41")
+                    await seen.wait()
+                    await asyncio.sleep(0)  # the waiter sees it too
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+        finally:
+            await client.aclose()
