@@ -9,7 +9,9 @@
 * Barrier: 8 processes (spawned), each one party with a coordinator of its own, calling
   ``wait()`` back to back; a round is the time between two returns of ``wait()`` in
   a party (p50 and p90 over every party's rounds), and the scripts each party ran
-  per round are counted (target: p50 <= 2 ms on loopback, <= 2 round trips).
+  per round are counted (target: p50 <= 2 ms on loopback, <= 2 round trips), with
+  the CPU time a party spent per round (its process's, so less swayed by a loaded
+  machine than the round's wall time).
 
 The lock cases are sampled interleaved (one op of each in turn), so a noisy
 machine slows them alike; each line gives the median and the spread (p10-p90).
@@ -151,9 +153,9 @@ def _barrier_party(url: str, namespace: str, index: int, rounds: int, out: Any) 
         calls += 1
         return await call(self, *args)
 
-    Connection.call = counting  # type: ignore[method-assign]
+    Connection.call = counting  # type: ignore[method-assign,assignment]
 
-    async def run() -> tuple[list[float], float]:
+    async def run() -> tuple[list[float], float, float]:
         nonlocal calls
         async with Coordinator(url, namespace=namespace) as coord:
             barrier = coord.barrier("round", _BARRIER_PARTIES, party=f"p{index}")
@@ -162,21 +164,23 @@ def _barrier_party(url: str, namespace: str, index: int, rounds: int, out: Any) 
                     await barrier.wait()
                 calls = 0
                 times = []
+                cpu = time.process_time()
                 last = time.perf_counter()
                 for _ in range(rounds):
                     await barrier.wait()
                     now = time.perf_counter()
                     times.append(now - last)
                     last = now
+                cpu = (time.process_time() - cpu) / rounds
                 per_round = calls / rounds
                 # Leave together: nobody's leaving breaks the others' last round.
                 await barrier.wait()
-        return times, per_round
+        return times, per_round, cpu
 
     out.put(asyncio.run(run()))
 
 
-def _barrier_rounds(url: str, rounds: int) -> tuple[list[float], list[float]]:
+def _barrier_rounds(url: str, rounds: int) -> tuple[list[float], list[float], list[float]]:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -192,7 +196,7 @@ def _barrier_rounds(url: str, rounds: int) -> tuple[list[float], list[float]]:
     for p in procs:
         p.join(timeout=30)
     times = sorted(t for r in results for t in r[0])
-    return times, [r[1] for r in results]
+    return times, [r[1] for r in results], [r[2] for r in results]
 
 
 def main(quick: bool = False) -> str:
@@ -202,7 +206,7 @@ def main(quick: bool = False) -> str:
     try:
         url = f"redis://127.0.0.1:{port}/0"
         samples, note = asyncio.run(_run(url, _ROUNDS // (4 if quick else 1)))
-        rounds, scripts = _barrier_rounds(url, 100 if quick else 500)
+        rounds, scripts, cpu = _barrier_rounds(url, 100 if quick else 500)
     finally:
         proc.kill()
         proc.wait()
@@ -220,7 +224,8 @@ def main(quick: bool = False) -> str:
     p50, p90 = statistics.median(rounds), rounds[len(rounds) * 9 // 10]
     lines += ["", f"Barrier round, {_BARRIER_PARTIES} processes: p50 {p50 * 1e3:.2f} ms, "
               f"p90 {p90 * 1e3:.2f} ms; scripts (round trips) per party per round: "
-              f"max {max(scripts):.2f}, mean {statistics.mean(scripts):.2f}"]  # fmt: skip
+              f"max {max(scripts):.2f}, mean {statistics.mean(scripts):.2f}; CPU per party "
+              f"per round: mean {statistics.mean(cpu) * 1e6:.0f} µs"]  # fmt: skip
     return "\n".join(lines) + "\n" + (f"\n{note}" if note else "")
 
 

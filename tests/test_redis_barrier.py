@@ -16,6 +16,7 @@ import cohort
 from _redis_server import RedisServer
 from _util import popen_python
 from cohort.redis import Coordinator
+from cohort.redis import _scripts as scripts
 from cohort.redis._scripts import BARRIER_CHECK
 
 FAST: dict[str, Any] = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
@@ -299,3 +300,108 @@ async def test_an_arrival_whose_reply_was_lost_is_answered_as_passed_when_sent_a
             proxy.drop()  # b's reply is lost; its call goes again on a new connection
             assert await arriving == 1
             assert (await a.statistics()).generation == 1
+
+
+def _spy_scripts(barrier: cohort.redis.Barrier) -> list[str]:
+    """The scripts ``barrier`` runs from now on, by name."""
+    names = {id(lua): name for name, lua in vars(scripts).items() if name.startswith("BARRIER_")}
+    ran: list[str] = []
+    op = barrier._op
+
+    async def spy(lua: str, *more: object) -> Any:
+        ran.append(names[id(lua)])
+        return await op(lua, *more)
+
+    barrier._op = spy  # type: ignore[method-assign]
+    return ran
+
+
+async def test_a_waiter_learns_that_its_generation_passed_or_broke_from_the_message_alone(
+    redis_url: str, namespace: str
+) -> None:
+    """One round trip per party per round: the message that ends a generation says how
+    (passed, or broken and why), so a woken waiter reads no state (polls never come here)."""
+    slow = {"poll": 60.0, "lease": 60.0}
+    async with (
+        coordinator(redis_url, namespace, **slow) as a,
+        coordinator(redis_url, namespace, **slow) as b,
+    ):
+        first, last = a.barrier("phase", 2, party="first"), b.barrier("phase", 2, party="last")
+        ran = {"first": _spy_scripts(first), "last": _spy_scripts(last)}
+        async with first, last, asyncio.timeout(BOUND):
+            for _ in range(3):
+                waiting = asyncio.create_task(first.wait())
+                await _until_arrived(a, namespace, 1)
+                assert await last.wait() == 1
+                assert await waiting == 0
+            waiting = asyncio.create_task(first.wait())
+            await _until_arrived(a, namespace, 1)
+            await last.abort()
+            with pytest.raises(
+                cohort.BrokenBarrierError, match=r"abort\(\) was called by party last"
+            ):
+                await waiting
+    assert ran["first"] == ["BARRIER_JOIN", *["BARRIER_ARRIVE"] * 4, "BARRIER_LEAVE"], ran
+    assert ran["last"] == [
+        "BARRIER_JOIN",
+        *["BARRIER_ARRIVE"] * 3,
+        "BARRIER_BREAK",
+        "BARRIER_LEAVE",
+    ]
+
+
+async def test_a_message_about_another_generation_does_not_end_a_wait(
+    redis_url: str, namespace: str
+) -> None:
+    slow = {"poll": 60.0, "lease": 60.0}
+    async with (
+        coordinator(redis_url, namespace, **slow) as a,
+        coordinator(redis_url, namespace, **slow) as b,
+    ):
+        first, last = a.barrier("phase", 2, party="first"), b.barrier("phase", 2, party="last")
+        async with first, last, asyncio.timeout(BOUND):
+            await asyncio.gather(first.wait(), last.wait())  # generation 0 passed
+            waiting = asyncio.create_task(first.wait())
+            await _until_arrived(a, namespace, 1)
+            seen = first.connection.watch(first.channel)
+            client = aioredis.Redis.from_url(redis_url)
+            try:
+                for stale in ("passed 0", "broken 0 long ago", "passed 2", "broken 7 later"):
+                    await client.publish(first.channel, stale)
+                await client.publish(first.channel, "sentinel")
+            finally:
+                await client.aclose()
+            while "sentinel" not in seen.messages:  # the waiter was woken by every one
+                await seen.wait()
+                await asyncio.sleep(0)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not waiting.done()
+            assert await last.wait() == 1
+            assert await waiting == 0
+
+
+async def test_messages_about_other_generations_do_not_put_off_a_waiters_poll(
+    redis_url: str, namespace: str
+) -> None:
+    """A waiter reads the state every poll from its arrival, however many other messages
+    come: a stream of them (each sent once the waiter got the one before) never holds off
+    the read that would find a lapsed lease."""
+    async with coordinator(redis_url, namespace, poll=0.05) as a:
+        first = a.barrier("phase", 2, party="first")
+        ran = _spy_scripts(first)
+        seen = first.connection.watch(first.channel)
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            async with first, asyncio.timeout(BOUND):
+                waiting = asyncio.create_task(first.wait())
+                while "BARRIER_CHECK" not in ran:
+                    seen.clear()
+                    await client.publish(first.channel, "passed 41")
+                    await seen.wait()
+                    await asyncio.sleep(0)  # the waiter sees it too
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+        finally:
+            await client.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import socket
@@ -13,7 +14,7 @@ from typing import Any, Self
 
 from cohort._exceptions import BrokenBarrierError
 from cohort._sync._barrier import BarrierStatistics
-from cohort.redis._client import Connection, Primitive
+from cohort.redis._client import Connection, Primitive, Watch
 from cohort.redis._lease import Renewer, join_party
 from cohort.redis._scripts import (
     BARRIER_ARRIVE,
@@ -70,6 +71,8 @@ class Barrier(Primitive):
         self._action = action
         self._keys = [f"{self.tag}:state", f"{self.tag}:members", f"{self.tag}:arrived"]
         self._renewer: Renewer | None = None
+        self._nonce = f"{uuid.uuid4().hex}-"  # arrival ids: this prefix and a count
+        self._arrivals = 0
 
     def __repr__(self) -> str:
         return f"<cohort.redis.Barrier {self.name!r} parties={self.parties} party={self.party!r}>"
@@ -124,18 +127,19 @@ class Barrier(Primitive):
         if self._renewer is None:
             raise RuntimeError(f"{self!r}: join first, `async with barrier: await barrier.wait()`")
         connection = self.connection
-        event = connection.watch(self.channel)
+        watch = connection.watch(self.channel)
         try:
-            event.clear()
-            # Cancelled anywhere from here on, even while its arrival is on the
-            # wire (counted or not, perhaps completing the generation), the party
-            # breaks the barrier: it will not arrive again, and nobody may wait
-            # for it forever.
+            # Cancelled anywhere from here on, even while its arrival is on the wire
+            # (counted or not, perhaps completing the generation), the party breaks the
+            # barrier: it will not arrive again, and nobody may wait for it forever.
             try:
                 # An id of this arrival: if the reply is lost and the call sent again, the
                 # server answers the retry as it did the arrival, not as a new one.
+                self._arrivals += 1
                 _, status, gen, index, reason = await self._op(
-                    BARRIER_ARRIVE, "1" if self._action is not None else "", uuid.uuid4().hex
+                    BARRIER_ARRIVE,
+                    "1" if self._action is not None else "",
+                    f"{self._nonce}{self._arrivals}",
                 )
                 if status == "broken":
                     raise BrokenBarrierError(f"{self!r} is broken: {reason}; call reset() first")
@@ -144,20 +148,45 @@ class Barrier(Primitive):
                 if status == "action":
                     await self._run_action(gen)
                     return int(index)
-                while True:
-                    await connection.pause(event, connection.poll)
-                    event.clear()
-                    _, status, reason, _ = await self._op(BARRIER_CHECK, gen)
-                    if status == "passed":
-                        return int(index)
-                    if status == "broken":
-                        raise BrokenBarrierError(f"{self!r} broke: {reason}")
+                await self._outcome(watch, int(gen))
+                return int(index)
             except asyncio.CancelledError:
                 why = f"party {self.party} was cancelled while it waited"
                 await asyncio.shield(self._op(BARRIER_BREAK, why))
                 raise
         finally:
-            connection.unwatch(self.channel, event)
+            connection.unwatch(self.channel, watch)
+
+    async def _outcome(self, watch: Watch, gen: int) -> None:
+        """Wait until generation ``gen`` passed (return) or broke (raise). The message that
+        ends it says which; the state is read only when no such message came for a poll
+        interval (a lost message, or a lapsed lease that no script noticed yet: reading
+        the state makes the server notice) or the subscription was made again."""
+        connection = self.connection
+        loop = asyncio.get_running_loop()
+        passed, broken = f"passed {gen}", f"broken {gen} "
+        read_at = loop.time() + connection.poll  # not put off by other messages
+        while True:
+            if not watch.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(read_at):
+                        await watch.wait()
+            read = loop.time() >= read_at
+            for message in watch.messages:
+                if message == passed:
+                    return
+                if message is None:
+                    read = True
+                elif message.startswith(broken):
+                    raise BrokenBarrierError(f"{self!r} broke: {message[len(broken) :]}")
+            watch.clear()
+            if read:
+                read_at = loop.time() + connection.poll
+                _, status, reason, _ = await self._op(BARRIER_CHECK, gen)
+                if status == "passed":
+                    return
+                if status == "broken":
+                    raise BrokenBarrierError(f"{self!r} broke: {reason}")
 
     async def _run_action(self, gen: int) -> None:
         action = self._action

@@ -25,11 +25,29 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
         "cohort.redis needs redis-py (redis.asyncio): pip install 'cohort[redis]'"
     ) from exc
 
-__all__ = ["Connection", "Primitive"]
+__all__ = ["Connection", "Primitive", "Watch"]
 
 # What redis-py raises when the server cannot be reached or does not answer in time.
 _UNREACHABLE: Final = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 _LOST_PREFIX: Final = "COHORT_LOST"
+
+
+class Watch(asyncio.Event):
+    """Set by every message to one channel, and when the subscription was made again;
+    ``messages`` holds the payloads since the last ``clear()``, ``None`` for a subscription
+    made again (messages sent meanwhile are lost: the waiter must re-read the state)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str | None] = []
+
+    def wake(self, message: str | None) -> None:
+        self.messages.append(message)
+        self.set()
+
+    def clear(self) -> None:
+        super().clear()
+        self.messages.clear()
 
 
 class Connection:
@@ -58,7 +76,7 @@ class Connection:
         self.unreachable = unreachable
         self.opened = False
         self._reader: asyncio.Task[None] | None = None
-        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._watchers: dict[str, set[Watch]] = {}
         self._shas: dict[str, str] = {}
         self._wire = _wire_for(url, unreachable, ssl)
 
@@ -82,9 +100,9 @@ class Connection:
     async def _subscribe(self) -> None:
         await self._wire.listen(f"cohort:{self.namespace}:*", self._message)
 
-    def _message(self, channel: str) -> None:
-        for event in self._watchers.get(channel, ()):
-            event.set()
+    def _message(self, channel: str, message: str) -> None:
+        for watch in self._watchers.get(channel, ()):
+            watch.wake(message)
 
     async def close(self) -> None:
         self.opened = False
@@ -108,17 +126,17 @@ class Connection:
                     continue
                 break
             # Messages sent while unsubscribed are lost: every waiter re-reads the state.
-            for events in self._watchers.values():
-                for event in events:
-                    event.set()
+            for watches in self._watchers.values():
+                for watch in watches:
+                    watch.wake(None)
 
-    def watch(self, channel: str) -> asyncio.Event:
+    def watch(self, channel: str) -> Watch:
         """An event set on every message to ``channel`` (until ``unwatch``)."""
-        event = asyncio.Event()
-        self._watchers.setdefault(channel, set()).add(event)
-        return event
+        watch = Watch()
+        self._watchers.setdefault(channel, set()).add(watch)
+        return watch
 
-    def unwatch(self, channel: str, event: asyncio.Event) -> None:
+    def unwatch(self, channel: str, event: Watch) -> None:
         watchers = self._watchers.get(channel)
         if watchers is not None:
             watchers.discard(event)

@@ -13,7 +13,7 @@ from typing import Any
 
 from cohort._core._scopes import CancelScope
 from cohort._exceptions import CoordinatorLost, LeaseLost
-from cohort.redis._client import Connection, Primitive
+from cohort.redis._client import Connection, Primitive, Watch
 from cohort.redis._lease import Lease, Renewer
 from cohort.redis._scripts import (
     LOCK_ACQUIRE,
@@ -93,7 +93,7 @@ class Leased:
         # A waiter re-tries at least every poll: its mark outlives two of them.
         waiting_ms = max(1, round(prim.connection.poll * 3000))
         loop = asyncio.get_running_loop()
-        event: asyncio.Event | None = None  # watched only once the grant was refused
+        event: Watch | None = None  # watched only once the grant was refused
         try:
             while True:
                 if event is not None:

@@ -174,6 +174,8 @@ return {epoch, redis.call('ZCARD', holders)}
 # -- Barrier: KEYS[2] state (gen, parties, tripping, 'broken:<gen>' reasons),
 # KEYS[3] members (party -> lease expiry, server ms), KEYS[4] arrived (party -> index)
 # ARGV[3] party, ARGV[4] lease ms, ARGV[5] parties, ARGV[6] channel, ARGV[7] op arg
+# A generation's outcome is published with it, 'passed <gen>' or 'broken <gen> <reason>':
+# a waiter woken by it has nothing to read.
 
 BARRIER_PRELUDE: Final = """
 local state, members, arrived = KEYS[2], KEYS[3], KEYS[4]
@@ -195,7 +197,7 @@ local function break_gen(reason)
     redis.call('HSET', state, 'broken:' .. gen, reason)
     redis.call('HDEL', state, 'tripping')
     redis.call('DEL', arrived)
-    redis.call('PUBLISH', channel, 'broken')
+    redis.call('PUBLISH', channel, 'broken ' .. gen .. ' ' .. reason)
   end
 end
 -- A party whose lease lapsed (server time) breaks the current generation.
@@ -263,7 +265,7 @@ if index + 1 >= parties then
   end
   redis.call('DEL', arrived)
   redis.call('HSET', state, 'gen', gen + 1)
-  redis.call('PUBLISH', channel, 'passed')
+  redis.call('PUBLISH', channel, 'passed ' .. gen)
   return {epoch, 'passed', gen, index, ''}
 end
 return {epoch, 'wait', gen, index, ''}
@@ -296,7 +298,7 @@ if gen == g and redis.call('HGET', state, 'tripping') == party then
   redis.call('HDEL', state, 'tripping')
   redis.call('DEL', arrived)
   redis.call('HSET', state, 'gen', gen + 1)
-  redis.call('PUBLISH', channel, 'passed')
+  redis.call('PUBLISH', channel, 'passed ' .. gen)
 end
 return {epoch, 'passed', ''}
 """

@@ -194,15 +194,16 @@ class Wire:
         protocol.on_push = on_push
         return protocol
 
-    async def listen(self, pattern: str, on_message: Callable[[str], None]) -> None:
+    async def listen(self, pattern: str, on_message: Callable[[str, str], None]) -> None:
         """Subscribe to ``pattern`` on a connection of its own; call ``on_message`` with the
-        channel of each message. Returns once subscribed; ``listening()`` ends with it."""
+        channel and the payload of each message. Returns once subscribed; ``listening()``
+        ends with it."""
         subscribed = asyncio.get_running_loop().create_future()
 
         def push(value: object) -> None:
             if isinstance(value, list) and value:
                 if value[0] == "pmessage" and len(value) == 4:
-                    on_message(str(value[2]))
+                    on_message(str(value[2]), str(value[3]))
                 elif value[0] == "psubscribe" and not subscribed.done():
                     subscribed.set_result(None)
 
