@@ -642,13 +642,6 @@ def test_the_checker_flags_a_pass_or_an_open_by_a_wait_that_started_after_the_re
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the epoch is kept per primitive object, not per coordinator: a new object of a "
-    "coordinator that saw the state starts a fresh epoch after a restart (cohort.redis "
-    "Primitive._epoch)",
-)
 async def test_a_coordinator_that_saw_the_state_gets_no_grant_from_a_restarted_server(
     own_redis_server: RedisServer,
 ) -> None:
@@ -665,3 +658,21 @@ async def test_a_coordinator_that_saw_the_state_gets_no_grant_from_a_restarted_s
                     async with asyncio.timeout(OP_BOUND), coord.semaphore("s", 1):
                         admitted = True
     assert not admitted, "a second holder of Semaphore(1) admitted by the empty server"
+
+
+async def test_a_new_latch_object_of_a_coordinator_that_saw_the_state_is_lost_after_a_restart(
+    own_redis_server: RedisServer,
+) -> None:
+    """A wait on a new object does not wait on a fresh count of the empty server; a
+    coordinator that never saw the state starts afresh."""
+    url = own_redis_server.url
+    async with Coordinator(url, namespace="restart", **FAST) as coord:
+        assert await coord.latch("c", 2).count_down("t1") == 1
+        await asyncio.to_thread(own_redis_server.restart)
+        with pytest.raises(cohort.CoordinatorLost, match="lost the state"):
+            async with asyncio.timeout(OP_BOUND):
+                await coord.latch("c", 2).wait()
+        async with Coordinator(url, namespace="restart", **FAST) as fresh:
+            assert await fresh.latch("c", 2).remaining() == 2
+        with pytest.raises(cohort.CoordinatorLost, match="lost the state"):
+            await coord.latch("c", 2).count_down("t2")
