@@ -32,7 +32,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -52,6 +52,7 @@ from _redis_history import (
 )
 from _redis_server import RedisServer
 from cohort.redis import Coordinator, LeaseLost
+from cohort.redis._client import Connection, Primitive
 from test_redis_proxy import Proxy
 
 PARTIES = 8
@@ -676,3 +677,55 @@ async def test_a_new_latch_object_of_a_coordinator_that_saw_the_state_is_lost_af
             assert await fresh.latch("c", 2).remaining() == 2
         with pytest.raises(cohort.CoordinatorLost, match="lost the state"):
             await coord.latch("c", 2).count_down("t2")
+
+
+class _Scripted(Connection):
+    """A connection whose script calls wait for replies the test gives, in any order."""
+
+    def __init__(self) -> None:
+        super().__init__("redis://127.0.0.1:1/0", "scripted", poll=0.05, unreachable=0.5)
+        self.calls: list[tuple[object, asyncio.Future[list[Any]]]] = []
+        self.called = asyncio.Event()
+
+    async def call(self, lua: str, keys: Sequence[str], args: Sequence[object]) -> list[Any]:
+        reply: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.calls.append((args[0], reply))
+        self.called.set()
+        return await reply
+
+
+class _Latchish(Primitive):
+    kind = "latch"
+
+
+@pytest.mark.parametrize("objects", ["one object", "two objects"])
+async def test_a_first_call_answered_with_another_epoch_than_the_coordinator_saw_is_lost(
+    objects: str,
+) -> None:
+    """A call sent before the coordinator saw an epoch (a latch's first wait beside its first
+    count-down), retried onto a restarted server, comes back with the new server's epoch:
+    CoordinatorLost, not a wait on a fresh count that nobody will count down."""
+    connection = _Scripted()
+    prims = [_Latchish(connection, "c") for _ in range(1 if objects == "one object" else 2)]
+
+    async def sent(count: int) -> None:
+        while len(connection.calls) < count:
+            connection.called.clear()
+            await connection.called.wait()
+
+    early = asyncio.create_task(prims[0].run("lua", [], []))
+    await sent(1)
+    first = asyncio.create_task(prims[-1].run("lua", [], []))
+    await sent(2)
+    assert [seen for seen, _ in connection.calls] == ["", ""]
+    connection.calls[1][1].set_result(["old-epoch"])
+    assert await first == ["old-epoch"]
+    connection.calls[0][1].set_result(["new-epoch"])  # the restarted server's
+    with pytest.raises(cohort.CoordinatorLost, match="created again"):
+        await early
+    later = asyncio.create_task(_Latchish(connection, "c").run("lua", [], []))
+    await sent(3)
+    assert connection.calls[2][0] == "old-epoch"  # every object sends what the coordinator saw
+    later.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await later

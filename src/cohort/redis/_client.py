@@ -268,5 +268,12 @@ class Primitive:
         # A fresh epoch only matters on first use (the script ignores it once it saw one).
         fresh = uuid.uuid4().hex if not seen else "-"
         reply = await self.connection.call(lua, [self.meta, *keys], [seen, fresh, *args])
-        epochs[self.meta] = reply[0]
+        # A call sent before this coordinator saw an epoch may come back with another one
+        # (it was retried on a restarted server): the coordinator saw the state lost.
+        if epochs.setdefault(self.meta, reply[0]) != reply[0]:
+            raise CoordinatorLost(
+                f"the Redis server at {self.connection.url} lost the state of a primitive "
+                f"({self.meta} was created again): it restarted or failed over; "
+                "start again with a new Coordinator"
+            )
         return reply
