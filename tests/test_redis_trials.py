@@ -32,7 +32,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -52,6 +52,7 @@ from _redis_history import (
 )
 from _redis_server import RedisServer
 from cohort.redis import Coordinator, LeaseLost
+from cohort.redis._client import Connection, Primitive
 from test_redis_proxy import Proxy
 
 PARTIES = 8
@@ -642,13 +643,6 @@ def test_the_checker_flags_a_pass_or_an_open_by_a_wait_that_started_after_the_re
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the epoch is kept per primitive object, not per coordinator: a new object of a "
-    "coordinator that saw the state starts a fresh epoch after a restart (cohort.redis "
-    "Primitive._epoch)",
-)
 async def test_a_coordinator_that_saw_the_state_gets_no_grant_from_a_restarted_server(
     own_redis_server: RedisServer,
 ) -> None:
@@ -665,3 +659,73 @@ async def test_a_coordinator_that_saw_the_state_gets_no_grant_from_a_restarted_s
                     async with asyncio.timeout(OP_BOUND), coord.semaphore("s", 1):
                         admitted = True
     assert not admitted, "a second holder of Semaphore(1) admitted by the empty server"
+
+
+async def test_a_new_latch_object_of_a_coordinator_that_saw_the_state_is_lost_after_a_restart(
+    own_redis_server: RedisServer,
+) -> None:
+    """A wait on a new object does not wait on a fresh count of the empty server; a
+    coordinator that never saw the state starts afresh."""
+    url = own_redis_server.url
+    async with Coordinator(url, namespace="restart", **FAST) as coord:
+        assert await coord.latch("c", 2).count_down("t1") == 1
+        await asyncio.to_thread(own_redis_server.restart)
+        with pytest.raises(cohort.CoordinatorLost, match="lost the state"):
+            async with asyncio.timeout(OP_BOUND):
+                await coord.latch("c", 2).wait()
+        async with Coordinator(url, namespace="restart", **FAST) as fresh:
+            assert await fresh.latch("c", 2).remaining() == 2
+        with pytest.raises(cohort.CoordinatorLost, match="lost the state"):
+            await coord.latch("c", 2).count_down("t2")
+
+
+class _Scripted(Connection):
+    """A connection whose script calls wait for replies the test gives, in any order."""
+
+    def __init__(self) -> None:
+        super().__init__("redis://127.0.0.1:1/0", "scripted", poll=0.05, unreachable=0.5)
+        self.calls: list[tuple[object, asyncio.Future[list[Any]]]] = []
+        self.called = asyncio.Event()
+
+    async def call(self, lua: str, keys: Sequence[str], args: Sequence[object]) -> list[Any]:
+        reply: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.calls.append((args[0], reply))
+        self.called.set()
+        return await reply
+
+
+class _Latchish(Primitive):
+    kind = "latch"
+
+
+@pytest.mark.parametrize("objects", ["one object", "two objects"])
+async def test_a_first_call_answered_with_another_epoch_than_the_coordinator_saw_is_lost(
+    objects: str,
+) -> None:
+    """A call sent before the coordinator saw an epoch (a latch's first wait beside its first
+    count-down), retried onto a restarted server, comes back with the new server's epoch:
+    CoordinatorLost, not a wait on a fresh count that nobody will count down."""
+    connection = _Scripted()
+    prims = [_Latchish(connection, "c") for _ in range(1 if objects == "one object" else 2)]
+
+    async def sent(count: int) -> None:
+        while len(connection.calls) < count:
+            connection.called.clear()
+            await connection.called.wait()
+
+    early = asyncio.create_task(prims[0].run("lua", [], []))
+    await sent(1)
+    first = asyncio.create_task(prims[-1].run("lua", [], []))
+    await sent(2)
+    assert [seen for seen, _ in connection.calls] == ["", ""]
+    connection.calls[1][1].set_result(["old-epoch"])
+    assert await first == ["old-epoch"]
+    connection.calls[0][1].set_result(["new-epoch"])  # the restarted server's
+    with pytest.raises(cohort.CoordinatorLost, match="created again"):
+        await early
+    later = asyncio.create_task(_Latchish(connection, "c").run("lua", [], []))
+    await sent(3)
+    assert connection.calls[2][0] == "old-epoch"  # every object sends what the coordinator saw
+    later.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await later

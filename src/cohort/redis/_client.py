@@ -78,6 +78,9 @@ class Connection:
         self._reader: asyncio.Task[None] | None = None
         self._watchers: dict[str, set[Watch]] = {}
         self._shas: dict[str, str] = {}
+        # The epoch this coordinator saw last, per primitive (its meta key): shared by every
+        # object of the primitive, so a new object after a restart cannot start afresh.
+        self.epochs: dict[str, str] = {}
         self._wire = _wire_for(url, unreachable, ssl)
 
     def key(self, kind: str, name: str) -> str:
@@ -262,7 +265,7 @@ def _context_of(url: str, options: dict[str, Any]) -> _ssl.SSLContext:
 
 
 class Primitive:
-    """What every primitive shares: its keys, its channel, the epoch it saw last."""
+    """What every primitive shares: its keys, its channel; the epoch its coordinator saw."""
 
     kind: str = ""
 
@@ -275,12 +278,20 @@ class Primitive:
         self.meta = f"{tag}:meta"
         self.tag = tag
         self.channel = connection.channel(self.kind, name)
-        self._epoch = ""
 
     async def run(self, lua: str, keys: Sequence[str], args: Sequence[object]) -> list[Any]:
-        """One script on this primitive; checks and remembers its epoch."""
+        """One script on this primitive; checks and remembers the coordinator's epoch of it."""
+        epochs = self.connection.epochs
+        seen = epochs.get(self.meta, "")
         # A fresh epoch only matters on first use (the script ignores it once it saw one).
-        fresh = uuid.uuid4().hex if not self._epoch else "-"
-        reply = await self.connection.call(lua, [self.meta, *keys], [self._epoch, fresh, *args])
-        self._epoch = reply[0]
+        fresh = uuid.uuid4().hex if not seen else "-"
+        reply = await self.connection.call(lua, [self.meta, *keys], [seen, fresh, *args])
+        # A call sent before this coordinator saw an epoch may come back with another one
+        # (it was retried on a restarted server): the coordinator saw the state lost.
+        if epochs.setdefault(self.meta, reply[0]) != reply[0]:
+            raise CoordinatorLost(
+                f"the Redis server at {self.connection.url} lost the state of a primitive "
+                f"({self.meta} was created again): it restarted or failed over; "
+                "start again with a new Coordinator"
+            )
         return reply
