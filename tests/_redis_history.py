@@ -100,6 +100,9 @@ class Restart:
     """One restart of the server during a trial."""
 
     kill_at: float = 0.0  # time.monotonic() just before the server was killed
+    # time.monotonic() once it was reaped: until then it may still answer (a SIGKILL is
+    # not instant), so only a call begun after this cannot have reached the old state
+    dead_at: float = 0.0
     up_at: float = 0.0  # time.monotonic() once the empty server answered
     # time.time() in microseconds between the two: every fencing token the killed server
     # granted is below it, every token of the new one above (tokens come from the server's
@@ -108,6 +111,9 @@ class Restart:
 
     def kill(self) -> None:
         self.kill_at = time.monotonic()
+
+    def dead(self) -> None:
+        self.dead_at = time.monotonic()
 
     def starting(self) -> None:
         self.fresh_from = int(time.time() * 1_000_000)
@@ -133,8 +139,9 @@ def saw_the_old_state(history: list[Record], restart: Restart, after: Iterable[s
 def check_restart(history: list[Record], restart: Restart, after: Iterable[str]) -> list[str]:
     """After the restart, no party that saw the old state (``saw_the_old_state``) succeeds
     from the new one: no grant with a token of the new server (``hold`` held or ``write``),
-    no barrier generation passed and no latch opened by a wait that started after the
-    kill. Its calls raise ``CoordinatorLost`` instead (a holder: ``LeaseLost``)."""
+    no barrier generation passed and no latch opened by a wait that started once the
+    killed server was gone (``dead_at``). Its calls raise ``CoordinatorLost`` instead (a
+    holder: ``LeaseLost``)."""
     seen = saw_the_old_state(history, restart, after)
     bad = []
     for r in history:
@@ -144,7 +151,7 @@ def check_restart(history: list[Record], restart: Restart, after: Iterable[str])
             bad.append(f"{r['party']} (it saw the state before the restart) {r['op']} "
                        f"{r['result']}, token {r['token']} of the restarted server")  # fmt: skip
         if (r["op"] == "wait" and r["result"] in ("passed", "open")
-                and r["start"] > restart.kill_at):  # fmt: skip
+                and r["start"] > (restart.dead_at or restart.kill_at)):  # fmt: skip
             what = f"generation {r['gen']} passed" if "gen" in r else "the latch open"
             bad.append(f"{r['party']} (it saw the state before the restart) saw {what} "
                        f"by a wait that started {r['start'] - restart.kill_at:.3f} s after "
