@@ -52,6 +52,7 @@ class Node(Generic[R]):
         "executor",
         "flow",
         "fn",
+        "gathers",
         "join",
         "kind",
         "limit",
@@ -60,6 +61,7 @@ class Node(Generic[R]):
         "name",
         "outcomes",
         "params",
+        "plain_args",
         "retry",
         "simple",
         "target",
@@ -87,6 +89,10 @@ class Node(Generic[R]):
         join = self.join
         self.traits = traits_of(join)  # what the policy's class asks to see, as a group does
         self.outcomes = _join.takes_outcomes(join)  # it takes each upstream's Outcome
+        # Starts once every upstream is counted, its policy asked nothing (Gather).
+        self.gathers = _join.starts_when_all_counted(self.traits)
+        # Every parameter is an upstream's value (no input, no Outcome).
+        self.plain_args = not self.outcomes and self.n_deps == len(self.params)
         # What a worker process is sent: a reference to the function by its module
         # and name. The decorator rebinds that name to this node, so the node leads
         # back to the function (as a @cohort.cpu wrapper or a cpu stage does).

@@ -226,13 +226,13 @@ class Run:
         record.state = _RUNNING
         records = self.records
         kwargs = {}
-        if node.outcomes:
+        if node.plain_args:  # it takes upstreams' values only: the common case
+            for p in node.params:
+                kwargs[p] = records[p].value
+        elif node.outcomes:
             inputs = self.inputs
             for p in node.params:
                 kwargs[p] = inputs[p] if p in inputs else records[p].outcome()
-        elif node.n_deps == len(node.params):  # it takes no input: the common case
-            for p in node.params:
-                kwargs[p] = records[p].value
         else:
             inputs = self.inputs
             for p in node.params:
@@ -426,8 +426,21 @@ class Run:
             waiting = records[dependent.name]
             if counted:
                 count = waiting.n_ok = waiting.n_ok + 1
+                if dependent.gathers:  # decide() asks its policy nothing: START once all ended
+                    if (
+                        count + waiting.n_bad < dependent.n_deps
+                        or waiting.state is not _PENDING
+                        or cancelled
+                        or self.failure is not None
+                    ):
+                        continue
+                    if carry_on and carried is None and not dependent.cancellable:
+                        carried = (dependent, waiting, self._launch(dependent, waiting))
+                    else:
+                        self._start(dependent, waiting)
+                    continue
                 if not dependent.traits.sees_successes and count + waiting.n_bad < dependent.n_deps:
-                    continue  # a policy not shown successes (Gather): nothing to decide yet
+                    continue  # a policy not shown successes: nothing to decide yet
             else:
                 waiting.n_bad += 1
             if waiting.state is _PENDING and not cancelled and self.failure is None:
@@ -505,6 +518,8 @@ class _RunJoin(Settle):
     """The policy of a run's group: wait for every node task, never fail for one (the
     run decides); a task cancelled by anything but the run before it ran its node is
     reported to the run, which would otherwise wait for that node for ever."""
+
+    __slots__ = ("run",)  # its instance dict stays empty: traits_of() reads no per-instance switch
 
     consults_on_success = False
 
