@@ -36,6 +36,8 @@ _FAILED = ChildStatus.FAILED
 _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
 
+_new_record = object.__new__
+
 # A node carried on by the task of the node that unblocked it: its record and arguments.
 Carried = tuple["Node[Any]", "NodeRecord", dict[str, Any]]
 
@@ -78,19 +80,18 @@ class NodeRecord:
         "value",
     )
 
-    def __init__(self, node: Node[Any]) -> None:
-        self.node = node
-        self.state = _PENDING
-        self.value: Any = None  # set if it succeeded
-        self.error: BaseException | None = None  # set if it failed or timed out
-        self.started: float | None = None  # the loop's clock, if it ran
-        self.ended: float | None = None
-        self.tally: list[int] | None = None  # attempts, where a retry may make several
-        self.handle: Handle[Any] | None = None  # the child, if it may be cut short
-        self.task: asyncio.Task[Any] | None = None  # else its task, once it runs the node
-        self.n_ok = 0
-        self.n_bad = 0
-        self.reason: CancelReason | None = None  # why the run cancelled it, if it did
+    node: Node[Any]
+    state: ChildStatus
+    value: Any  # set if it succeeded
+    error: BaseException | None  # set if it failed or timed out
+    started: float | None  # the loop's clock, if it ran
+    ended: float | None
+    tally: list[int] | None  # attempts, where a retry may make several
+    handle: Handle[Any] | None  # the child, if it may be cut short
+    task: asyncio.Task[Any] | None  # else its task, once it runs the node
+    n_ok: int
+    n_bad: int
+    reason: CancelReason | None  # why the run cancelled it, if it did
 
     @property
     def succeeded(self) -> bool:
@@ -141,7 +142,17 @@ class Run:
         self.plan = plan
         self.inputs = inputs
         nodes = plan.nodes
-        self.records = dict(zip(nodes, map(NodeRecord, nodes.values()), strict=True))
+        self.records: dict[str, NodeRecord] = {}
+        records = self.records
+        for name, node in nodes.items():
+            # A record per node, made inline (no __init__ call: a run makes one per node).
+            record: NodeRecord = _new_record(NodeRecord)
+            records[name] = record
+            record.node = node
+            record.state = _PENDING
+            record.value = record.error = record.started = record.ended = None
+            record.tally = record.handle = record.task = record.reason = None
+            record.n_ok = record.n_bad = 0
         self.clock = time.monotonic
         # The run ends when every critical node ended; a flow of optional nodes
         # only, when every node ended.
