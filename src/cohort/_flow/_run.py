@@ -488,15 +488,25 @@ class Run:
         ]
         error: Exception = policy_error or UpstreamFailed(
             f"node {node.name!r} needed {failed}, which did not succeed"
+            if failed
+            else f"node {node.name!r}: its join {node.join!r} answered FAIL, no upstream failing"
         )
         record.state = _FAILED
         record.error = error
         emit("warning", "flow.node_skipped", flow=self.flow.name, node=node.name, missing=failed)
         if node.critical:
+            # The failure it comes from: that of the upstream that just ended, else (a
+            # policy may answer FAIL once every upstream ended, the last a success) of
+            # the last upstream that failed; none failed: the node's own.
+            culprits = [d for d in failed if records[d].error is not None]
             if policy_error is not None:
                 self._fail(node.name, policy_error)
-            else:
+            elif trigger.error is not None:
                 self._fail(*self._root_cause(trigger.node.name))
+            elif culprits:
+                self._fail(*self._root_cause(culprits[-1]))
+            else:
+                self._fail(node.name, error)
         self._ended(node, record, False)
         if self.failure is None:
             self._cancel_unneeded(node)  # what it was waiting for may be needed no more
