@@ -6,6 +6,7 @@ Timing semantics on the virtual clock: every assertion on times is exact.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 from typing import Any, assert_type
 
@@ -1003,3 +1004,36 @@ async def test_a_policy_answering_fail_in_on_all_done_after_a_success_fails_the_
     assert info.value.result.outcome(c).status is cohort.ChildStatus.FAILED
     assert ran == []
     assert now() == 1.0
+
+
+def _forward_by_name(fn: Any) -> Any:
+    """A decorator whose wrapper shows ``fn``'s parameters but takes keywords only."""
+
+    @functools.wraps(fn)
+    async def wrapper(**kwargs: Any) -> Any:
+        return await fn(**kwargs)
+
+    return wrapper
+
+
+async def test_each_node_gets_its_arguments_by_the_parameters_its_own_code_takes() -> None:
+    flow = cohort.Flow("by name or position", inputs=["x"])
+
+    @flow.node
+    async def a(x: int) -> int:
+        return x
+
+    @flow.node
+    async def b(x: int, a: int) -> str:  # an input, then a node
+        return f"b{x}{a}"
+
+    @flow.node
+    async def c(*, a: int, x: int) -> str:  # keyword-only
+        return f"c{a}{x}"
+
+    @flow.node
+    @_forward_by_name
+    async def d(b: str, c: str) -> str:  # its wrapper takes keywords only
+        return b + c
+
+    assert (await flow.run(x=1))[d] == "b11c11"

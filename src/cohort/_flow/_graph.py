@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from types import MappingProxyType
+from types import FunctionType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeAlias, TypeVar, overload
 
 import cohort._flow as package
@@ -45,6 +45,7 @@ class Node(Generic[R]):
 
     __slots__ = (
         "_cohort_cpu_target",
+        "by_position",
         "cancellable",
         "critical",
         "dependents",
@@ -105,6 +106,9 @@ class Node(Generic[R]):
             and self.retry is None
             and not self.map_over
         )
+        # Called as fn(*values) where its own code takes exactly its parameters by
+        # position (a plain async def): the same call as by name, for less.
+        self.by_position = self.simple and _takes_by_position(fn, self.params)
 
     def __repr__(self) -> str:
         return f"<cohort.Node {self.flow.name}.{self.name}>"
@@ -448,6 +452,16 @@ class Flow:
     def to_mermaid(self) -> str:
         """The graph as a Mermaid flowchart; fan-in edges carry the join policy."""
         return mermaid(self.inputs, self._nodes.values())
+
+
+def _takes_by_position(fn: Callable[..., Any], params: list[str]) -> bool:
+    """Whether ``fn`` is a function whose code takes ``params``, in that order, as
+    its positional-or-keyword parameters, and no other (a wrapper's signature may
+    show another function's parameters: its own code decides)."""
+    if type(fn) is not FunctionType:
+        return False
+    code = fn.__code__
+    return code.co_posonlyargcount == 0 and list(code.co_varnames[: code.co_argcount]) == params
 
 
 def _parameters(fn: Callable[..., Any], where: str) -> list[str]:

@@ -39,7 +39,9 @@ _TIMED_OUT = ChildStatus.TIMED_OUT
 _new_record = object.__new__
 
 # A node carried on by the task of the node that unblocked it: its record and arguments.
-Carried = tuple["Node[Any]", "NodeRecord", dict[str, Any]]
+Carried = tuple["Node[Any]", "NodeRecord", "Args"]
+# A node's arguments: its values in parameter order (Node.by_position), else by name.
+Args = list[Any] | dict[str, Any]
 
 
 class Plan:
@@ -222,35 +224,38 @@ class Run:
 
     def _start(self, node: Node[Any], record: NodeRecord) -> None:
         """Start ``node`` as a child of the run's group."""
-        kwargs = self._launch(node, record)
+        args = self._launch(node, record)
         group = self.group
         assert group is not None
         self.alive += 1
         if node.cancellable:  # it may be cut short, even before its task runs: keep a handle
-            record.handle = group.spawn(self._run_node, node, record, kwargs, name=node.name)
+            record.handle = group.spawn(self._run_node, node, record, args, name=node.name)
         else:
-            group.start_soon(self._run_node, node, record, kwargs, name=node.name)
+            group.start_soon(self._run_node, node, record, args, name=node.name)
 
-    def _launch(self, node: Node[Any], record: NodeRecord) -> dict[str, Any]:
+    def _launch(self, node: Node[Any], record: NodeRecord) -> Args:
         """Mark ``node`` started and return its arguments: an upstream that did not
-        make it (quorum, first-wins, optional) is passed as ``None``."""
+        make it (quorum, first-wins, optional) is passed as ``None``. In parameter
+        order for a node called by position, else by name."""
         record.state = _RUNNING
         records = self.records
-        kwargs = {}
+        values = []
         if node.plain_args:  # it takes upstreams' values only: the common case
             for p in node.params:
-                kwargs[p] = records[p].value
+                values.append(records[p].value)
         elif node.outcomes:
             inputs = self.inputs
             for p in node.params:
-                kwargs[p] = inputs[p] if p in inputs else records[p].outcome()
+                values.append(inputs[p] if p in inputs else records[p].outcome())
         else:
             inputs = self.inputs
             for p in node.params:
-                kwargs[p] = inputs[p] if p in inputs else records[p].value
+                values.append(inputs[p] if p in inputs else records[p].value)
         if node.n_deps > record.n_ok + record.n_bad:
             self._cancel_unneeded(node)
-        return kwargs
+        if node.by_position:
+            return values
+        return dict(zip(node.params, values, strict=True))
 
     def _cancel_unneeded(self, started: Node[Any]) -> None:
         """Cancel what nothing that can still run needs any more, now that ``started``
@@ -291,7 +296,7 @@ class Run:
 
     # -- running a node ----------------------------------------------------------------
 
-    async def _run_node(self, node: Node[Any], record: NodeRecord, kwargs: dict[str, Any]) -> None:
+    async def _run_node(self, node: Node[Any], record: NodeRecord, args: Args) -> None:
         """Run ``node``, then, in the same task, a node it was the last to unblock
         (one task per chain instead of one per node)."""
         # A node without a handle is cancelled through its task, while it runs (the
@@ -305,11 +310,15 @@ class Run:
                 if EVENTS.on:
                     emit("debug", "flow.node_started", flow=self.flow.name, node=node.name)
                 try:
-                    if node.simple:
-                        value = await node.fn(**kwargs)
+                    if node.by_position:
+                        value = await node.fn(*args)
                     else:
-                        tally = record.tally = [1]
-                        value = await call(node, kwargs, tally, self.threads)
+                        assert isinstance(args, dict)
+                        if node.simple:
+                            value = await node.fn(**args)
+                        else:
+                            tally = record.tally = [1]
+                            value = await call(node, args, tally, self.threads)
                 except BaseException as exc:
                     record.started = started
                     record.ended = clock()
@@ -332,7 +341,7 @@ class Run:
                 carried = self._ended(node, record, True, task is not None)
                 if carried is None:
                     return
-                node, record, kwargs = carried
+                node, record, args = carried
                 assert task is not None
                 task.set_name(node.name)  # task_tree() shows the node now running
         finally:
