@@ -6,6 +6,7 @@ Timing semantics on the virtual clock: every assertion on times is exact.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 from typing import Any, assert_type
 
@@ -949,3 +950,90 @@ async def test_a_node_cancelled_as_not_needed_says_which_node_went_on_without_it
     assert s3_reason.kind == "not needed"
     assert s3_reason.child == "merged"
     assert result.outcome("s1").cancel_reason is None
+
+
+class _NoneMayFail(cohort.JoinPolicy):
+    """Decides only once every child ended: FAIL if any failed (or always, with
+    ``refuse``); it sees no success."""
+
+    consults_on_success = False
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+
+    def on_child_done(self, group: cohort.GroupView, handle: cohort.ChildView) -> cohort.Decision:
+        return cohort.Decision.CONTINUE
+
+    def on_all_done(self, group: cohort.GroupView) -> cohort.Decision:
+        return cohort.Decision.FAIL if group.failed or self.refuse else cohort.Decision.DONE
+
+
+@vc
+@pytest.mark.parametrize("case", ["succeeds", "upstream fails", "policy refuses"])
+async def test_a_policy_answering_fail_in_on_all_done_after_a_success_fails_the_run(
+    case: str,
+) -> None:
+    flow = cohort.Flow("all done", inputs=["x"])
+
+    @flow.node
+    async def a(x: int) -> int:
+        if case == "upstream fails":
+            raise ValueError("a")
+        return x
+
+    @flow.node
+    async def b(x: int) -> int:
+        await asyncio.sleep(1)  # ends last, a success: the policy decides then
+        return x
+
+    ran: list[str] = []
+
+    @flow.node(join=_NoneMayFail(refuse=case == "policy refuses"))
+    async def c(a: int | None, b: int) -> int:
+        ran.append("c")
+        return b
+
+    if case == "succeeds":
+        assert (await flow.run(x=1))[c] == 1
+        assert ran == ["c"]
+        return
+    culprit = "a" if case == "upstream fails" else "c"
+    with pytest.raises(cohort.FlowError, match=f"node '{culprit}' failed") as info:
+        await flow.run(x=1)
+    assert info.value.node == culprit
+    assert info.value.result.outcome(c).status is cohort.ChildStatus.FAILED
+    assert ran == []
+    assert now() == 1.0
+
+
+def _forward_by_name(fn: Any) -> Any:
+    """A decorator whose wrapper shows ``fn``'s parameters but takes keywords only."""
+
+    @functools.wraps(fn)
+    async def wrapper(**kwargs: Any) -> Any:
+        return await fn(**kwargs)
+
+    return wrapper
+
+
+async def test_each_node_gets_its_arguments_by_the_parameters_its_own_code_takes() -> None:
+    flow = cohort.Flow("by name or position", inputs=["x"])
+
+    @flow.node
+    async def a(x: int) -> int:
+        return x
+
+    @flow.node
+    async def b(x: int, a: int) -> str:  # an input, then a node
+        return f"b{x}{a}"
+
+    @flow.node
+    async def c(*, a: int, x: int) -> str:  # keyword-only
+        return f"c{a}{x}"
+
+    @flow.node
+    @_forward_by_name
+    async def d(b: str, c: str) -> str:  # its wrapper takes keywords only
+        return b + c
+
+    assert (await flow.run(x=1))[d] == "b11c11"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from types import MappingProxyType
+from types import FunctionType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeAlias, TypeVar, overload
 
 import cohort._flow as package
@@ -45,6 +45,7 @@ class Node(Generic[R]):
 
     __slots__ = (
         "_cohort_cpu_target",
+        "by_position",
         "cancellable",
         "critical",
         "dependents",
@@ -52,6 +53,7 @@ class Node(Generic[R]):
         "executor",
         "flow",
         "fn",
+        "gathers",
         "join",
         "kind",
         "limit",
@@ -60,6 +62,7 @@ class Node(Generic[R]):
         "name",
         "outcomes",
         "params",
+        "plain_args",
         "retry",
         "simple",
         "target",
@@ -87,6 +90,10 @@ class Node(Generic[R]):
         join = self.join
         self.traits = traits_of(join)  # what the policy's class asks to see, as a group does
         self.outcomes = _join.takes_outcomes(join)  # it takes each upstream's Outcome
+        # Starts once every upstream is counted, its policy asked nothing (Gather).
+        self.gathers = _join.starts_when_all_counted(self.traits)
+        # Every parameter is an upstream's value (no input, no Outcome).
+        self.plain_args = not self.outcomes and self.n_deps == len(self.params)
         # What a worker process is sent: a reference to the function by its module
         # and name. The decorator rebinds that name to this node, so the node leads
         # back to the function (as a @cohort.cpu wrapper or a cpu stage does).
@@ -99,6 +106,9 @@ class Node(Generic[R]):
             and self.retry is None
             and not self.map_over
         )
+        # Called as fn(*values) where its own code takes exactly its parameters by
+        # position (a plain async def): the same call as by name, for less.
+        self.by_position = self.simple and _takes_by_position(fn, self.params)
 
     def __repr__(self) -> str:
         return f"<cohort.Node {self.flow.name}.{self.name}>"
@@ -442,6 +452,16 @@ class Flow:
     def to_mermaid(self) -> str:
         """The graph as a Mermaid flowchart; fan-in edges carry the join policy."""
         return mermaid(self.inputs, self._nodes.values())
+
+
+def _takes_by_position(fn: Callable[..., Any], params: list[str]) -> bool:
+    """Whether ``fn`` is a function whose code takes ``params``, in that order, as
+    its positional-or-keyword parameters, and no other (a wrapper's signature may
+    show another function's parameters: its own code decides)."""
+    if type(fn) is not FunctionType:
+        return False
+    code = fn.__code__
+    return code.co_posonlyargcount == 0 and list(code.co_varnames[: code.co_argcount]) == params
 
 
 def _parameters(fn: Callable[..., Any], where: str) -> list[str]:

@@ -18,6 +18,7 @@ from cohort._core._policies import (
     GroupView,
     JoinPolicy,
     Settle,
+    Traits,
     ask_all_done,
     ask_child_done,
     fan_in_refusal,
@@ -34,6 +35,7 @@ __all__ = [
     "check_join",
     "decide",
     "may_start_early",
+    "starts_when_all_counted",
     "takes_outcomes",
 ]
 
@@ -59,6 +61,13 @@ def may_start_early(join: JoinPolicy) -> bool:
     """Whether a node joined by ``join`` may start before every upstream ended (only
     ``Gather`` and ``Settle`` themselves are known not to)."""
     return type(join) is not Gather and type(join) is not Settle
+
+
+def starts_when_all_counted(traits: Traits) -> bool:
+    """Whether a node whose policy has these ``traits`` starts once every upstream
+    ended counted (succeeded, or optional), its policy asked nothing: ``decide``'s
+    answer then, known without asking (``Gather``)."""
+    return not traits.sees_successes and not traits.sees_all_done
 
 
 def takes_outcomes(join: JoinPolicy) -> bool:

@@ -36,8 +36,12 @@ _FAILED = ChildStatus.FAILED
 _CANCELLED = ChildStatus.CANCELLED
 _TIMED_OUT = ChildStatus.TIMED_OUT
 
+_new_record = object.__new__
+
 # A node carried on by the task of the node that unblocked it: its record and arguments.
-Carried = tuple["Node[Any]", "NodeRecord", dict[str, Any]]
+Carried = tuple["Node[Any]", "NodeRecord", "Args"]
+# A node's arguments: its values in parameter order (Node.by_position), else by name.
+Args = list[Any] | dict[str, Any]
 
 
 class Plan:
@@ -78,19 +82,18 @@ class NodeRecord:
         "value",
     )
 
-    def __init__(self, node: Node[Any]) -> None:
-        self.node = node
-        self.state = _PENDING
-        self.value: Any = None  # set if it succeeded
-        self.error: BaseException | None = None  # set if it failed or timed out
-        self.started: float | None = None  # the loop's clock, if it ran
-        self.ended: float | None = None
-        self.tally: list[int] | None = None  # attempts, where a retry may make several
-        self.handle: Handle[Any] | None = None  # the child, if it may be cut short
-        self.task: asyncio.Task[Any] | None = None  # else its task, once it runs the node
-        self.n_ok = 0
-        self.n_bad = 0
-        self.reason: CancelReason | None = None  # why the run cancelled it, if it did
+    node: Node[Any]
+    state: ChildStatus
+    value: Any  # set if it succeeded
+    error: BaseException | None  # set if it failed or timed out
+    started: float | None  # the loop's clock, if it ran
+    ended: float | None
+    tally: list[int] | None  # attempts, where a retry may make several
+    handle: Handle[Any] | None  # the child, if it may be cut short
+    task: asyncio.Task[Any] | None  # else its task, once it runs the node
+    n_ok: int
+    n_bad: int
+    reason: CancelReason | None  # why the run cancelled it, if it did
 
     @property
     def succeeded(self) -> bool:
@@ -141,7 +144,17 @@ class Run:
         self.plan = plan
         self.inputs = inputs
         nodes = plan.nodes
-        self.records = dict(zip(nodes, map(NodeRecord, nodes.values()), strict=True))
+        self.records: dict[str, NodeRecord] = {}
+        records = self.records
+        for name, node in nodes.items():
+            # A record per node, made inline (no __init__ call: a run makes one per node).
+            record: NodeRecord = _new_record(NodeRecord)
+            records[name] = record
+            record.node = node
+            record.state = _PENDING
+            record.value = record.error = record.started = record.ended = None
+            record.tally = record.handle = record.task = record.reason = None
+            record.n_ok = record.n_bad = 0
         self.clock = time.monotonic
         # The run ends when every critical node ended; a flow of optional nodes
         # only, when every node ended.
@@ -211,35 +224,38 @@ class Run:
 
     def _start(self, node: Node[Any], record: NodeRecord) -> None:
         """Start ``node`` as a child of the run's group."""
-        kwargs = self._launch(node, record)
+        args = self._launch(node, record)
         group = self.group
         assert group is not None
         self.alive += 1
         if node.cancellable:  # it may be cut short, even before its task runs: keep a handle
-            record.handle = group.spawn(self._run_node, node, record, kwargs, name=node.name)
+            record.handle = group.spawn(self._run_node, node, record, args, name=node.name)
         else:
-            group.start_soon(self._run_node, node, record, kwargs, name=node.name)
+            group.start_soon(self._run_node, node, record, args, name=node.name)
 
-    def _launch(self, node: Node[Any], record: NodeRecord) -> dict[str, Any]:
+    def _launch(self, node: Node[Any], record: NodeRecord) -> Args:
         """Mark ``node`` started and return its arguments: an upstream that did not
-        make it (quorum, first-wins, optional) is passed as ``None``."""
+        make it (quorum, first-wins, optional) is passed as ``None``. In parameter
+        order for a node called by position, else by name."""
         record.state = _RUNNING
         records = self.records
-        kwargs = {}
-        if node.outcomes:
+        values = []
+        if node.plain_args:  # it takes upstreams' values only: the common case
+            for p in node.params:
+                values.append(records[p].value)
+        elif node.outcomes:
             inputs = self.inputs
             for p in node.params:
-                kwargs[p] = inputs[p] if p in inputs else records[p].outcome()
-        elif node.n_deps == len(node.params):  # it takes no input: the common case
-            for p in node.params:
-                kwargs[p] = records[p].value
+                values.append(inputs[p] if p in inputs else records[p].outcome())
         else:
             inputs = self.inputs
             for p in node.params:
-                kwargs[p] = inputs[p] if p in inputs else records[p].value
+                values.append(inputs[p] if p in inputs else records[p].value)
         if node.n_deps > record.n_ok + record.n_bad:
             self._cancel_unneeded(node)
-        return kwargs
+        if node.by_position:
+            return values
+        return dict(zip(node.params, values, strict=True))
 
     def _cancel_unneeded(self, started: Node[Any]) -> None:
         """Cancel what nothing that can still run needs any more, now that ``started``
@@ -280,7 +296,7 @@ class Run:
 
     # -- running a node ----------------------------------------------------------------
 
-    async def _run_node(self, node: Node[Any], record: NodeRecord, kwargs: dict[str, Any]) -> None:
+    async def _run_node(self, node: Node[Any], record: NodeRecord, args: Args) -> None:
         """Run ``node``, then, in the same task, a node it was the last to unblock
         (one task per chain instead of one per node)."""
         # A node without a handle is cancelled through its task, while it runs (the
@@ -294,11 +310,15 @@ class Run:
                 if EVENTS.on:
                     emit("debug", "flow.node_started", flow=self.flow.name, node=node.name)
                 try:
-                    if node.simple:
-                        value = await node.fn(**kwargs)
+                    if node.by_position:
+                        value = await node.fn(*args)
                     else:
-                        tally = record.tally = [1]
-                        value = await call(node, kwargs, tally, self.threads)
+                        assert isinstance(args, dict)
+                        if node.simple:
+                            value = await node.fn(**args)
+                        else:
+                            tally = record.tally = [1]
+                            value = await call(node, args, tally, self.threads)
                 except BaseException as exc:
                     record.started = started
                     record.ended = clock()
@@ -321,7 +341,7 @@ class Run:
                 carried = self._ended(node, record, True, task is not None)
                 if carried is None:
                     return
-                node, record, kwargs = carried
+                node, record, args = carried
                 assert task is not None
                 task.set_name(node.name)  # task_tree() shows the node now running
         finally:
@@ -426,8 +446,21 @@ class Run:
             waiting = records[dependent.name]
             if counted:
                 count = waiting.n_ok = waiting.n_ok + 1
+                if dependent.gathers:  # decide() asks its policy nothing: START once all ended
+                    if (
+                        count + waiting.n_bad < dependent.n_deps
+                        or waiting.state is not _PENDING
+                        or cancelled
+                        or self.failure is not None
+                    ):
+                        continue
+                    if carry_on and carried is None and not dependent.cancellable:
+                        carried = (dependent, waiting, self._launch(dependent, waiting))
+                    else:
+                        self._start(dependent, waiting)
+                    continue
                 if not dependent.traits.sees_successes and count + waiting.n_bad < dependent.n_deps:
-                    continue  # a policy not shown successes (Gather): nothing to decide yet
+                    continue  # a policy not shown successes: nothing to decide yet
             else:
                 waiting.n_bad += 1
             if waiting.state is _PENDING and not cancelled and self.failure is None:
@@ -464,15 +497,25 @@ class Run:
         ]
         error: Exception = policy_error or UpstreamFailed(
             f"node {node.name!r} needed {failed}, which did not succeed"
+            if failed
+            else f"node {node.name!r}: its join {node.join!r} answered FAIL, no upstream failing"
         )
         record.state = _FAILED
         record.error = error
         emit("warning", "flow.node_skipped", flow=self.flow.name, node=node.name, missing=failed)
         if node.critical:
+            # The failure it comes from: that of the upstream that just ended, else (a
+            # policy may answer FAIL once every upstream ended, the last a success) of
+            # the last upstream that failed; none failed: the node's own.
+            culprits = [d for d in failed if records[d].error is not None]
             if policy_error is not None:
                 self._fail(node.name, policy_error)
-            else:
+            elif trigger.error is not None:
                 self._fail(*self._root_cause(trigger.node.name))
+            elif culprits:
+                self._fail(*self._root_cause(culprits[-1]))
+            else:
+                self._fail(node.name, error)
         self._ended(node, record, False)
         if self.failure is None:
             self._cancel_unneeded(node)  # what it was waiting for may be needed no more
@@ -505,6 +548,8 @@ class _RunJoin(Settle):
     """The policy of a run's group: wait for every node task, never fail for one (the
     run decides); a task cancelled by anything but the run before it ran its node is
     reported to the run, which would otherwise wait for that node for ever."""
+
+    __slots__ = ("run",)  # its instance dict stays empty: traits_of() reads no per-instance switch
 
     consults_on_success = False
 
