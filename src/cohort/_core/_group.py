@@ -41,7 +41,7 @@ from cohort._core._coros import (
     retrying,
     spawn_hook,
 )
-from cohort._core._handle import Handle, new_handle, set_handle_child
+from cohort._core._handle import Handle
 from cohort._core._policies import (
     Decision,
     ask_all_done,
@@ -75,7 +75,6 @@ _INF: Final = math.inf
 _get_ident = threading.get_ident
 _current_task = asyncio.current_task
 _get_running_loop = asyncio.get_running_loop
-_new_child = Child.__new__
 
 # Bound once: an enum member's look-up on its class costs a descriptor call.
 _CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
@@ -139,9 +138,7 @@ class TaskGroup(GroupState):
             raise keywords_refused("spawn", fn, args, kwargs, SPAWN_OPTIONS)
         child = self._add(fn, args, name, timeout, critical, retry, context, True)
         assert child is not None  # spawned: recorded
-        handle: Handle[T] = new_handle(Handle)  # Handle(child), without a Python call
-        set_handle_child(handle, child)
-        return handle
+        return Handle(child)
 
     def start_soon(
         self,
@@ -182,7 +179,7 @@ class TaskGroup(GroupState):
             self._refuse_spawn(fn)
         if context is not None:
             context = child_context(context, fn)
-        hook = spawn_hook.get()
+        hook = spawn_hook.get() if spawn_hook.used else None
         if hook is not None:  # an optional layer wraps the child (see spawn_hook)
             name, wrap = hook(self, fn, name)
         tally: list[int] | None = None
@@ -208,7 +205,7 @@ class TaskGroup(GroupState):
             coro = self._started_plain(coro)  # a plain start_soon child: no record yet
             if coro is None:
                 return None
-        child = _new_child(Child)
+        child = Child()  # no __init__: a cheaper call than Child.__new__(Child)
         child.seq = self._count
         child.coro = coro
         child.label = name
@@ -285,14 +282,15 @@ class TaskGroup(GroupState):
 
     def _on_task_done(self, task: asyncio.Task[Any]) -> None:
         """A child's task ended (the done callback of every child): how, then record it."""
-        # A record: a plain start_soon child's entry is one by now (_on_plain_done).
-        child: Child = self._tasks.pop(task)  # type: ignore[assignment]
+        child = self._tasks.pop(task)
         if discard_awaited_by is not None:
             discard_awaited_by(task, self._task)
         try:
             value = task.result()
         except BaseException as exc:
             pop_caller_frame(exc)  # this frame: the error keeps only the child's own
+            if isinstance(child, tuple):  # a plain start_soon child (_started_plain): recorded
+                child = record_of(task, *child)
             child.coro.close()  # a task cancelled before its first step never ran it
             if task.cancelled():
                 if task.cancelling():  # by the group, its timeout, or Handle.cancel()
@@ -306,20 +304,25 @@ class TaskGroup(GroupState):
             else:
                 self._ended(child, _FAILED, None, exc)
             return
-        if not self._lean or self._queue or EVENTS.on:
+        if isinstance(child, tuple):  # a plain start_soon child: its success only counts
+            if EVENTS.on:
+                self._ended(record_of(task, *child), _SUCCEEDED, value, None)
+                return
+            self._succeeded += 1
+        elif not self._lean or self._queue or EVENTS.on:
             self._ended(child, _SUCCEEDED, value, None)
             return
-        # _ended() of a success that only counts (no queue to start from, no policy
-        # to ask, no event), inlined: every such child ends here.
-        child.status = _SUCCEEDED
-        child.value = value
-        child.task = None
-        child.ended = self._clock()
-        waiter = child.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if child.critical:
-            self._succeeded += 1
+        else:  # _ended() of a success that only counts (no queue to start from, no
+            # policy to ask, no event), inlined: every such child ends here.
+            child.status = _SUCCEEDED
+            child.value = value
+            child.task = None
+            child.ended = self._clock()
+            waiter = child.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if child.critical:
+                self._succeeded += 1
         waiter = self._waiter  # _wake_exit(), inlined (no queue here)
         if waiter is not None and not waiter.done():
             pending = self._spawned - self._succeeded - self._failed
@@ -336,25 +339,12 @@ class TaskGroup(GroupState):
             coro.close()
             raise
         self._tasks[task] = (self._count, self._clock())
-        task.add_done_callback(self._on_plain_done)
+        task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
         if add_awaited_by is not None:
             add_awaited_by(task, self._task)
         self._count += 1
         self._spawned += 1
         return None
-
-    def _on_plain_done(self, task: asyncio.Task[Any]) -> None:
-        """A plain ``start_soon`` child's done callback: a success only counts."""
-        if EVENTS.on or task.cancelled() or task.exception() is not None:
-            seq, started = self._tasks[task]  # type: ignore[misc]  # made so above
-            self._tasks[task] = record_of(task, seq, started)
-            self._on_task_done(task)  # as for any child, with its record
-            return
-        del self._tasks[task]
-        if discard_awaited_by is not None:
-            discard_awaited_by(task, self._task)
-        self._succeeded += 1
-        self._wake_exit()
 
     def _ended(
         self,

@@ -10,8 +10,8 @@ is queued, the group's ``on_cancel``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator
-from typing import Any, Final, Generic, TypeVar
+from collections.abc import Generator
+from typing import Any, Generic, TypeVar
 
 from cohort._core._child import Child, ChildStatus, Outcome
 from cohort._core._scopes import cancel_task
@@ -19,7 +19,7 @@ from cohort._core._why import handle_cancelled
 
 # ChildStatus and Outcome are shown here too: the handle's module is where
 # the layers above look for a child's public types.
-__all__ = ["ChildStatus", "Handle", "Outcome", "new_handle", "set_handle_child"]
+__all__ = ["ChildStatus", "Handle", "Outcome"]
 
 T = TypeVar("T")
 
@@ -166,8 +166,3 @@ class Handle(Generic[T]):
             # Shielded: a cancelled waiter must not cancel the shared future.
             await asyncio.shield(child.waiter)
 
-
-# spawn() makes a handle per child without a Python call (Handle(child) runs
-# __init__ in a frame of its own): object.__new__, then the slot's setter, both C.
-new_handle: Final = Handle.__new__
-set_handle_child: Final[Callable[[Handle[Any], Child], None]] = Handle.__dict__["_child"].__set__
