@@ -81,7 +81,6 @@ _CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
 _CoroutineType = types.CoroutineType
 _PENDING, _RUNNING, _SUCCEEDED = ChildStatus.PENDING, ChildStatus.RUNNING, ChildStatus.SUCCEEDED
 _FAILED, _CANCELLED, _TIMED_OUT = ChildStatus.FAILED, ChildStatus.CANCELLED, ChildStatus.TIMED_OUT
-_PLAIN: Final = (None, None, None, None, True)  # no name, timeout, context or retry; critical
 _NEW, _OPEN, _EXITING, _CLOSED = Phase.NEW, Phase.OPEN, Phase.EXITING, Phase.CLOSED
 
 
@@ -136,9 +135,7 @@ class TaskGroup(GroupState):
         """
         if kwargs:
             raise keywords_refused("spawn", fn, args, kwargs, SPAWN_OPTIONS)
-        child = self._add(fn, args, name, timeout, critical, retry, context, True)
-        assert child is not None  # spawned: recorded
-        return Handle(child)
+        return Handle(self._add(fn, args, name, timeout, critical, retry, context, True))
 
     def start_soon(
         self,
@@ -160,6 +157,34 @@ class TaskGroup(GroupState):
         """
         if kwargs:
             raise keywords_refused("start_soon", fn, args, kwargs, SPAWN_OPTIONS)
+        if (  # a plain child (see record_of), started here: no record, no other call
+            name is None
+            and timeout is None
+            and critical is True
+            and retry is None
+            and context is None
+            and self._plain
+            and self._accepting
+            and not spawn_hook.used
+            and not EVENTS.on
+            and _get_ident() == self._thread
+            and callable(fn)
+        ):
+            coro = fn(*args)
+            if type(coro) is _CoroutineType:
+                try:
+                    task = self._loop.create_task(coro)
+                except BaseException:
+                    coro.close()
+                    raise
+                self._tasks[task] = (self._count, self._clock())
+                task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
+                if add_awaited_by is not None:
+                    add_awaited_by(task, self._task)
+                self._count += 1
+                self._spawned += 1
+                return
+            fn, args = check_coro(fn, coro), ()  # type: ignore[assignment]  # another coroutine
         self._add(fn, args, name, timeout, critical, retry, context, False)
 
     def _add(
@@ -172,7 +197,7 @@ class TaskGroup(GroupState):
         retry: Retry | None,
         context: contextvars.Context | None,
         shown: bool,
-    ) -> Child | None:
+    ) -> Child:
         """``spawn``/``start_soon``: check, make the coroutine and the record (see
         ``record_of``), start or queue it, count it; nothing is recorded on failure."""
         if not self._accepting or _get_ident() != self._thread:
@@ -201,10 +226,6 @@ class TaskGroup(GroupState):
             coro = coro_object(fn, args)
         if hook is not None:
             coro = wrap(coro)
-        elif not shown and (name, timeout, context, tally, critical) == _PLAIN and self._plain:
-            coro = self._started_plain(coro)  # a plain start_soon child: no record yet
-            if coro is None:
-                return None
         child = Child()  # no __init__: a cheaper call than Child.__new__(Child)
         child.seq = self._count
         child.coro = coro
@@ -289,7 +310,7 @@ class TaskGroup(GroupState):
             value = task.result()
         except BaseException as exc:
             pop_caller_frame(exc)  # this frame: the error keeps only the child's own
-            if isinstance(child, tuple):  # a plain start_soon child (_started_plain): recorded
+            if isinstance(child, tuple):  # a plain start_soon child (start_soon): recorded
                 child = record_of(task, *child)
             child.coro.close()  # a task cancelled before its first step never ran it
             if task.cancelled():
@@ -328,23 +349,6 @@ class TaskGroup(GroupState):
             pending = self._spawned - self._succeeded - self._failed
             if not self._tasks or (not pending and self._decision is _CONTINUE):
                 waiter.set_result(None)
-
-    def _started_plain(self, coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T] | None:
-        """Start a plain ``start_soon`` child with no record (``record_of``); events on: not."""
-        if EVENTS.on:
-            return coro
-        try:
-            task = self._loop.create_task(coro)
-        except BaseException:
-            coro.close()
-            raise
-        self._tasks[task] = (self._count, self._clock())
-        task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
-        if add_awaited_by is not None:
-            add_awaited_by(task, self._task)
-        self._count += 1
-        self._spawned += 1
-        return None
 
     def _ended(
         self,

@@ -165,4 +165,3 @@ class Handle(Generic[T]):
                 child.waiter = asyncio.get_running_loop().create_future()
             # Shielded: a cancelled waiter must not cancel the shared future.
             await asyncio.shield(child.waiter)
-
