@@ -375,10 +375,11 @@ def _sections(quick: bool) -> list[_Section]:
     """What one run measures, in order, on one loop (trio rows: on trio's own loop).
 
     ``COHORT_BENCH_ONLY='K = (2|10)$|fires'`` keeps the sections whose title
-    matches that regular expression (for a few rows; a full run for the figures).
+    matches that regular expression, in any case (``spawn`` keeps "Spawn + join";
+    for a few rows; a full run for the figures).
     """
     only = os.environ.get("COHORT_BENCH_ONLY")
-    return [s for s in _all_sections(quick) if not only or re.search(only, s.title)]
+    return [s for s in _all_sections(quick) if not only or re.search(only, s.title, re.I)]
 
 
 def _all_sections(quick: bool) -> list[_Section]:

@@ -14,6 +14,7 @@ import pytest
 import cohort
 from _util import bad, closed, now, ok, start
 from cohort import ChildStatus, Decision
+from cohort._core._coros import spawn_hook
 from cohort.testing import wait_all_tasks_blocked
 
 S = ChildStatus
@@ -1150,3 +1151,25 @@ async def test_a_group_ending_in_an_async_generator_inside_a_later_group_leaves_
         scope.cancel()
         await asyncio.sleep(0)
     assert scope.cancelled_caught
+
+
+async def test_a_spawn_hook_set_while_a_group_is_open_wraps_the_next_children() -> None:
+    wrapped: list[str | None] = []
+
+    def hook(group: object, fn: object, name: str | None) -> tuple[str, Any]:
+        wrapped.append(name)
+        return name or "hooked", lambda coro: coro
+
+    async with cohort.TaskGroup() as g:
+        g.start_soon(ok, 1, 0)  # no hook yet
+        token = spawn_hook.set(hook)
+        try:
+            g.start_soon(ok, 2, 0, name="a")
+            g.start_soon(ok, 3, 0)  # a plain child: the hook sees it too
+            h = g.spawn(ok, 4, 0)
+        finally:
+            spawn_hook.reset(token)
+        g.start_soon(ok, 5, 0)  # reset: not seen
+    assert wrapped == ["a", None, None]
+    assert h.name == "hooked"
+    assert spawn_hook.get() is None

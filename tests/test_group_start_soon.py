@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Coroutine, Generator, MutableMapping
 from typing import Any
 
 import pytest
@@ -309,3 +309,34 @@ async def test_an_unnamed_childs_end_is_told_when_events_were_switched_on_while_
         ("child succeeded", "Event.wait")
     ]
     assert g.outcomes == []
+
+
+class _Wrapped(Coroutine[Any, None, Any]):
+    """A coroutine that is not a native one (as a compiled extension may make)."""
+
+    def __init__(self, inner: Coroutine[Any, None, Any]) -> None:
+        self.inner = inner
+
+    def send(self, value: None) -> Any:
+        return self.inner.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self.inner.throw(*args)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.inner.__await__()
+
+
+async def test_a_function_returning_another_kind_of_coroutine_runs_as_a_plain_child() -> None:
+    async def doubled(x: int, seen: list[int]) -> None:
+        seen.append(2 * x)
+
+    seen: list[int] = []
+    async with cohort.TaskGroup() as g:
+        g.start_soon(lambda: _Wrapped(doubled(1, seen)))
+        g.start_soon(lambda x: _Wrapped(doubled(x, seen)), 2)
+    assert sorted(seen) == [2, 4]
+    assert (g.succeeded, g.outcomes) == (2, [])

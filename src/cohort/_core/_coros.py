@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SPAWN_OPTIONS",
     "SpawnHook",
+    "SpawnHookVar",
     "check_coro",
     "child_context",
     "clock_of",
@@ -31,17 +32,44 @@ __all__ = [
     "spawn_hook",
 ]
 
-# The hook of an optional layer (cohort.durable): read once per child; None (the
-# default) costs nothing more. A layer that sets it is called with the group, the
-# callable (or coroutine object) and the name given, before the coroutine is
-# made, and answers the child's name and a function that wraps its coroutine.
+# The hook of an optional layer (cohort.durable). A layer that sets it is called
+# with the group, the callable (or coroutine object) and the name given, before the
+# coroutine is made, and answers the child's name and a function that wraps its
+# coroutine.
 SpawnHook = Callable[
     ["TaskGroup", object, "str | None"],
     tuple[str, Callable[[Coroutine[Any, Any, Any]], Coroutine[Any, Any, Any]]],
 ]
-spawn_hook: contextvars.ContextVar[SpawnHook | None] = contextvars.ContextVar(
+_hook_var: contextvars.ContextVar[SpawnHook | None] = contextvars.ContextVar(
     "cohort_spawn_hook", default=None
 )
+
+
+class SpawnHookVar:
+    """The spawn hook's context variable (``get``/``set``/``reset`` as a ContextVar's).
+
+    ``used`` turns True once a hook is set, and stays so: until then a child
+    does not read the variable at all (``None``, the default, is its value).
+    """
+
+    __slots__ = ("used",)
+
+    def __init__(self) -> None:
+        self.used = False
+
+    def get(self) -> SpawnHook | None:
+        return _hook_var.get()
+
+    def set(self, hook: SpawnHook | None) -> contextvars.Token[SpawnHook | None]:
+        if hook is not None:
+            self.used = True
+        return _hook_var.set(hook)
+
+    def reset(self, token: contextvars.Token[SpawnHook | None]) -> None:
+        _hook_var.reset(token)
+
+
+spawn_hook: Final = SpawnHookVar()
 
 
 def detached_context() -> contextvars.Context:

@@ -41,7 +41,7 @@ from cohort._core._coros import (
     retrying,
     spawn_hook,
 )
-from cohort._core._handle import Handle, new_handle, set_handle_child
+from cohort._core._handle import Handle
 from cohort._core._policies import (
     Decision,
     ask_all_done,
@@ -75,14 +75,12 @@ _INF: Final = math.inf
 _get_ident = threading.get_ident
 _current_task = asyncio.current_task
 _get_running_loop = asyncio.get_running_loop
-_new_child = Child.__new__
 
 # Bound once: an enum member's look-up on its class costs a descriptor call.
 _CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
 _CoroutineType = types.CoroutineType
 _PENDING, _RUNNING, _SUCCEEDED = ChildStatus.PENDING, ChildStatus.RUNNING, ChildStatus.SUCCEEDED
 _FAILED, _CANCELLED, _TIMED_OUT = ChildStatus.FAILED, ChildStatus.CANCELLED, ChildStatus.TIMED_OUT
-_PLAIN: Final = (None, None, None, None, True)  # no name, timeout, context or retry; critical
 _NEW, _OPEN, _EXITING, _CLOSED = Phase.NEW, Phase.OPEN, Phase.EXITING, Phase.CLOSED
 
 
@@ -137,11 +135,7 @@ class TaskGroup(GroupState):
         """
         if kwargs:
             raise keywords_refused("spawn", fn, args, kwargs, SPAWN_OPTIONS)
-        child = self._add(fn, args, name, timeout, critical, retry, context, True)
-        assert child is not None  # spawned: recorded
-        handle: Handle[T] = new_handle(Handle)  # Handle(child), without a Python call
-        set_handle_child(handle, child)
-        return handle
+        return self._add(fn, args, name, timeout, critical, retry, context, True)
 
     def start_soon(
         self,
@@ -163,6 +157,34 @@ class TaskGroup(GroupState):
         """
         if kwargs:
             raise keywords_refused("start_soon", fn, args, kwargs, SPAWN_OPTIONS)
+        if (  # a plain child (see record_of), started here: no record, no other call
+            name is None
+            and timeout is None
+            and critical is True
+            and retry is None
+            and context is None
+            and self._plain
+            and self._accepting
+            and not spawn_hook.used
+            and not EVENTS.on
+            and _get_ident() == self._thread
+            and callable(fn)
+        ):
+            coro = fn(*args)
+            if type(coro) is _CoroutineType:
+                try:
+                    task = self._loop.create_task(coro)
+                except BaseException:
+                    coro.close()
+                    raise
+                self._tasks[task] = (self._count, self._clock())
+                task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
+                if add_awaited_by is not None:
+                    add_awaited_by(task, self._task)
+                self._count += 1
+                self._spawned += 1
+                return
+            fn, args = check_coro(fn, coro), ()  # type: ignore[assignment]  # another coroutine
         self._add(fn, args, name, timeout, critical, retry, context, False)
 
     def _add(
@@ -175,14 +197,14 @@ class TaskGroup(GroupState):
         retry: Retry | None,
         context: contextvars.Context | None,
         shown: bool,
-    ) -> Child | None:
+    ) -> Child:
         """``spawn``/``start_soon``: check, make the coroutine and the record (see
         ``record_of``), start or queue it, count it; nothing is recorded on failure."""
         if not self._accepting or _get_ident() != self._thread:
             self._refuse_spawn(fn)
         if context is not None:
             context = child_context(context, fn)
-        hook = spawn_hook.get()
+        hook = spawn_hook.get() if spawn_hook.used else None
         if hook is not None:  # an optional layer wraps the child (see spawn_hook)
             name, wrap = hook(self, fn, name)
         tally: list[int] | None = None
@@ -204,11 +226,7 @@ class TaskGroup(GroupState):
             coro = coro_object(fn, args)
         if hook is not None:
             coro = wrap(coro)
-        elif not shown and (name, timeout, context, tally, critical) == _PLAIN and self._plain:
-            coro = self._started_plain(coro)  # a plain start_soon child: no record yet
-            if coro is None:
-                return None
-        child = _new_child(Child)
+        child: Child = Handle()  # no __init__: cheaper than Handle.__new__(Handle)
         child.seq = self._count
         child.coro = coro
         child.label = name
@@ -285,14 +303,15 @@ class TaskGroup(GroupState):
 
     def _on_task_done(self, task: asyncio.Task[Any]) -> None:
         """A child's task ended (the done callback of every child): how, then record it."""
-        # A record: a plain start_soon child's entry is one by now (_on_plain_done).
-        child: Child = self._tasks.pop(task)  # type: ignore[assignment]
+        child = self._tasks.pop(task)
         if discard_awaited_by is not None:
             discard_awaited_by(task, self._task)
         try:
             value = task.result()
         except BaseException as exc:
             pop_caller_frame(exc)  # this frame: the error keeps only the child's own
+            if isinstance(child, tuple):  # a plain start_soon child (start_soon): recorded
+                child = record_of(task, *child)
             child.coro.close()  # a task cancelled before its first step never ran it
             if task.cancelled():
                 if task.cancelling():  # by the group, its timeout, or Handle.cancel()
@@ -306,55 +325,30 @@ class TaskGroup(GroupState):
             else:
                 self._ended(child, _FAILED, None, exc)
             return
-        if not self._lean or self._queue or EVENTS.on:
+        if isinstance(child, tuple):  # a plain start_soon child: its success only counts
+            if EVENTS.on:
+                self._ended(record_of(task, *child), _SUCCEEDED, value, None)
+                return
+            self._succeeded += 1
+        elif not self._lean or self._queue or EVENTS.on:
             self._ended(child, _SUCCEEDED, value, None)
             return
-        # _ended() of a success that only counts (no queue to start from, no policy
-        # to ask, no event), inlined: every such child ends here.
-        child.status = _SUCCEEDED
-        child.value = value
-        child.task = None
-        child.ended = self._clock()
-        waiter = child.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if child.critical:
-            self._succeeded += 1
+        else:  # _ended() of a success that only counts (no queue to start from, no
+            # policy to ask, no event), inlined: every such child ends here.
+            child.status = _SUCCEEDED
+            child.value = value
+            child.task = None
+            child.ended = self._clock()
+            waiter = child.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if child.critical:
+                self._succeeded += 1
         waiter = self._waiter  # _wake_exit(), inlined (no queue here)
         if waiter is not None and not waiter.done():
             pending = self._spawned - self._succeeded - self._failed
             if not self._tasks or (not pending and self._decision is _CONTINUE):
                 waiter.set_result(None)
-
-    def _started_plain(self, coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T] | None:
-        """Start a plain ``start_soon`` child with no record (``record_of``); events on: not."""
-        if EVENTS.on:
-            return coro
-        try:
-            task = self._loop.create_task(coro)
-        except BaseException:
-            coro.close()
-            raise
-        self._tasks[task] = (self._count, self._clock())
-        task.add_done_callback(self._on_plain_done)
-        if add_awaited_by is not None:
-            add_awaited_by(task, self._task)
-        self._count += 1
-        self._spawned += 1
-        return None
-
-    def _on_plain_done(self, task: asyncio.Task[Any]) -> None:
-        """A plain ``start_soon`` child's done callback: a success only counts."""
-        if EVENTS.on or task.cancelled() or task.exception() is not None:
-            seq, started = self._tasks[task]  # type: ignore[misc]  # made so above
-            self._tasks[task] = record_of(task, seq, started)
-            self._on_task_done(task)  # as for any child, with its record
-            return
-        del self._tasks[task]
-        if discard_awaited_by is not None:
-            discard_awaited_by(task, self._task)
-        self._succeeded += 1
-        self._wake_exit()
 
     def _ended(
         self,
