@@ -72,24 +72,3 @@ async def test_two_handles_of_one_child_are_equal_and_outlive_the_group() -> Non
         False,
     )
     assert await other.wait() == other.outcome()
-
-
-async def test_spawn_returns_the_groups_record_and_handles_lists_the_same_objects() -> None:
-    seen: list[cohort.ChildView] = []
-
-    class Watch(cohort.Gather):
-        consults_on_success = True
-
-        def on_child_done(
-            self, group: cohort.GroupView, handle: cohort.ChildView
-        ) -> cohort.Decision:
-            seen.append(handle)
-            return cohort.Decision.CONTINUE
-
-    async with cohort.TaskGroup(Watch()) as g:
-        first = g.spawn(ok, "a", 1)
-        second = g.spawn(ok, "b", 2)
-        assert g.handles == [first, second]
-    assert all(h is h2 for h, h2 in zip(g.handles, (first, second), strict=True))
-    assert [id(h) for h in seen] == [id(first), id(second)]  # the policy reads the same
-    assert first.result() == "a"

@@ -1,11 +1,10 @@
-"""A task group's child: its ``Handle`` (the group's record of it), ``ChildStatus``, ``Outcome``.
+"""A task group's child as its group records it: ``Child``, ``ChildStatus``, ``Outcome``.
 
-A ``Handle`` is one slotted object per child, owned by its group: the group
-writes it (at spawn, when its task starts, when it ends), while the caller
-(``spawn`` returns it) and the join policies (as a ``ChildView``) only read
-it. ``Child`` is its name in the group's code. Its fields are plain
-attributes: there is no protocol between the group and the handle beyond
-this record.
+A ``Child`` is one slotted record per child, owned by its group: the group
+writes it (at spawn, when its task starts, when it ends), while a ``Handle``
+(the public view that ``spawn`` returns) and the join policies only read it.
+Its fields are plain attributes: there is no protocol between the group and
+the handle beyond this record.
 """
 
 from __future__ import annotations
@@ -13,21 +12,18 @@ from __future__ import annotations
 import asyncio
 import enum
 import sys
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import Any, TypeVar
 
 from cohort._core import _scopes
-from cohort._core._scopes import cancel_task
 from cohort._observe._reasons import CancelReason
 
 __all__ = [
     "Child",
     "ChildStatus",
-    "Handle",
     "Outcome",
     "coro_name",
-    "handle_cancelled",
     "pop_caller_frame",
     "record_of",
     "run_with_timeout",
@@ -49,11 +45,6 @@ class ChildStatus(enum.Enum):
 
 _PENDING = ChildStatus.PENDING
 _RUNNING = ChildStatus.RUNNING
-_SUCCEEDED = ChildStatus.SUCCEEDED
-_FAILED = ChildStatus.FAILED
-_CANCELLED = ChildStatus.CANCELLED
-_TIMED_OUT = ChildStatus.TIMED_OUT
-_CancelledError = asyncio.CancelledError
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +63,17 @@ class Outcome:
     cancel_reason: CancelReason | None = None
 
 
-class Handle(Generic[T]):
-    """A child of a task group: awaitable, and a view of its state.
+class Child:
+    """One child of a task group: the record its group keeps (a ``ChildView``).
 
-    ``await handle`` returns the value or raises what the child raised;
-    awaiting never cancels the child. Made by the group (``spawn``), as its
-    record of the child: ``g.handles`` lists the same objects.
+    Made by the group (``Child.__new__`` and plain stores: no ``__init__`` call
+    on the spawn path); every slot but ``reason`` (set only for a child cohort
+    cancelled, read with ``getattr``) is set before the record is shared.
     """
 
     __slots__ = (
         "coro",  # the child's own coroutine (closed if it never runs, named from)
-        "critical",  # False for an optional child (critical=False)
+        "critical",
         "ended",  # on the loop's clock; None until the child ends
         "error",  # what it failed or timed out with; None otherwise
         "label",  # the name given at spawn, or None
@@ -91,16 +82,13 @@ class Handle(Generic[T]):
         "seq",  # its place in spawn order
         "shown",  # in handles/outcomes: spawned, or a start_soon child that did not succeed
         "started",  # on the loop's clock; None while queued
-        "status",  # where the child is: pending, running, succeeded, failed, ...
+        "status",
         "tally",  # spawn(retry=): [attempts so far]; None otherwise
-        "task",  # the task running the child: None while queued and once finished
+        "task",  # while running; None before and after
         "value",  # once succeeded; while running, the TimeoutError of its own timeout
         "waiter",  # a future set when the child ends, made by the first awaiter
     )
 
-    # Made by the group (Handle() and plain stores: no __init__ call on the spawn
-    # path); every slot but reason (set only for a child cohort cancelled, read
-    # with getattr) is set before the record is shared.
     coro: Coroutine[Any, Any, Any]
     critical: bool
     ended: float | None
@@ -113,12 +101,12 @@ class Handle(Generic[T]):
     started: float | None
     status: ChildStatus
     tally: list[int] | None
-    task: asyncio.Task[T] | None
+    task: asyncio.Task[Any] | None
     value: Any
     waiter: asyncio.Future[None] | None
 
     def __repr__(self) -> str:
-        return f"<Handle {self.name!r} {self.status.value}>"
+        return f"<Child {self.name!r} {self.status.value}>"
 
     @property
     def name(self) -> str:
@@ -141,42 +129,8 @@ class Handle(Generic[T]):
         """True once the child has finished, whichever way."""
         return self.status is not _PENDING and self.status is not _RUNNING
 
-    def result(self) -> T:
-        """The value; raises the child's error, ``CancelledError`` if it was cancelled."""
-        status = self.status
-        if status is _SUCCEEDED:
-            return self.value  # type: ignore[no-any-return]
-        if status is _CANCELLED:
-            raise _CancelledError(f"child {self.name!r} was cancelled")
-        if status is _FAILED or status is _TIMED_OUT:
-            assert self.error is not None
-            raise self.error
-        raise asyncio.InvalidStateError(f"{self!r} has not finished; await it first")
-
-    def exception(self) -> BaseException | None:
-        """The child's error (``None`` on success); ``CancelledError`` raised if cancelled."""
-        status = self.status
-        if status is _SUCCEEDED:
-            return None
-        if status is _CANCELLED:
-            raise _CancelledError(f"child {self.name!r} was cancelled")
-        if status is _FAILED or status is _TIMED_OUT:
-            return self.error
-        raise asyncio.InvalidStateError(f"{self!r} has not finished; await it first")
-
-    def cancel(self) -> bool:
-        """Cancel this child (not a failure: it ends CANCELLED). False if already done."""
-        if self.done():
-            return False
-        if self.task is not None:
-            cancel_task(self.task, handle_cancelled(self.name))
-        else:
-            assert self.on_cancel is not None  # queued
-            self.on_cancel(self)
-        return True
-
     def outcome(self) -> Outcome:
-        """A frozen record of the child now: status, value or error, times, attempts."""
+        """A frozen record of the child now."""
         return Outcome(
             self.name,
             self.status,
@@ -188,38 +142,6 @@ class Handle(Generic[T]):
             self.attempts,
             getattr(self, "reason", None),
         )
-
-    def __await__(self) -> Generator[Any, None, T]:
-        yield from self._finished().__await__()
-        return self.result()
-
-    async def wait(self) -> Outcome:
-        """Wait for the child to finish and return its outcome; never raises for it.
-
-        Useful for optional children and graceful shutdowns, where a failure or
-        a cancellation of the child is an answer, not an error of the waiter.
-        """
-        await self._finished()
-        return self.outcome()
-
-    async def _finished(self) -> None:
-        if not self.done():
-            if self.waiter is None:
-                self.waiter = asyncio.get_running_loop().create_future()
-            # Shielded: a cancelled waiter must not cancel the shared future.
-            await asyncio.shield(self.waiter)
-
-
-# The group's record of a child is its handle: Child in the group's code.
-if TYPE_CHECKING:
-    Child: TypeAlias = Handle[Any]
-else:
-    Child = Handle
-
-
-def handle_cancelled(child: str) -> CancelReason:
-    return CancelReason("handle cancelled", f"child {child!r} was cancelled by its handle",
-                        child=child)  # fmt: skip
 
 
 async def run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, child: Child) -> T:
@@ -239,7 +161,7 @@ def record_of(task: asyncio.Task[Any], seq: int, started: float) -> Child:
     """The record of a plain ``start_soon`` child, which its group keeps without one
     while it runs (its task keyed to its place in spawn order and its start): made
     when a reader needs it (``task_tree()``) or the child ends without succeeding."""
-    child: Child = Handle()
+    child = Child.__new__(Child)
     child.seq = seq
     child.coro = task.get_coro()  # type: ignore[assignment]  # a coroutine: made so
     child.label = child.tally = child.value = child.error = child.ended = None

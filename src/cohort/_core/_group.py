@@ -135,7 +135,7 @@ class TaskGroup(GroupState):
         """
         if kwargs:
             raise keywords_refused("spawn", fn, args, kwargs, SPAWN_OPTIONS)
-        return self._add(fn, args, name, timeout, critical, retry, context, True)
+        return Handle(self._add(fn, args, name, timeout, critical, retry, context, True))
 
     def start_soon(
         self,
@@ -226,7 +226,7 @@ class TaskGroup(GroupState):
             coro = coro_object(fn, args)
         if hook is not None:
             coro = wrap(coro)
-        child: Child = Handle()  # no __init__: cheaper than Handle.__new__(Handle)
+        child = Child()  # no __init__: a cheaper call than Child.__new__(Child)
         child.seq = self._count
         child.coro = coro
         child.label = name

@@ -342,7 +342,7 @@ class GroupState:
     def handles(self) -> list[Handle[Any]]:
         """The children's handles in spawn order (a ``start_soon`` child's only if it
         ended without succeeding)."""
-        return self._records().copy()
+        return [Handle(c) for c in self._records()]
 
     def _records(self) -> list[Child]:
         if self._unsorted:

@@ -6,7 +6,7 @@ records themselves are ``cohort._observe._reasons.CancelReason``.
 
 from __future__ import annotations
 
-from cohort._core._child import Child, ChildStatus, handle_cancelled
+from cohort._core._child import Child, ChildStatus
 from cohort._core._policies import Decision, FirstWins, JoinPolicy, Quorum
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
 from cohort._observe._reasons import CancelReason
@@ -63,6 +63,11 @@ def body_failed(group: str, error: BaseException) -> CancelReason:
 
 def group_cancelled(group: str) -> CancelReason:
     return CancelReason("group cancelled", f"group {group!r} was cancelled", source=group)
+
+
+def handle_cancelled(child: str) -> CancelReason:
+    return CancelReason("handle cancelled", f"child {child!r} was cancelled by its handle",
+                        child=child)  # fmt: skip
 
 
 def outside(group: str) -> CancelReason:
