@@ -287,9 +287,9 @@ class CancelScope:
         # The timer fires (no task runs), nothing shields: _deliver(), inlined.
         elif (_seen[1] or _module(_ANYIO) is not _seen[0]) and anyio_shielded(state, self._anyio):
             state.hold_for_anyio(self)
-        else:
+        else:  # _why(), inlined too: GroupScope, which has its own, has its own _expire
             self._cancel_requests += 1
-            state.task.cancel(self._why())
+            state.task.cancel(LazyReason(self._reason_now))
 
     def _request(self) -> None:
         state = self._state

@@ -89,7 +89,10 @@ class TaskScopes:
     def __init__(self, task: asyncio.Task[object], loop: asyncio.AbstractEventLoop) -> None:
         self.task = task
         self.loop = loop
-        self.stack: list[CancelScope] = []
+        # Made with room for one (a list emptied by pop() from a larger room
+        # frees it, and the next append allocates again: once per scope).
+        self.stack: list[CancelScope] = [None]  # type: ignore[list-item]
+        self.stack.pop()
         # The deadline in force below the stack (a group's child inherits it),
         # read when the first scope of the stack was entered.
         self.base = math.inf
