@@ -15,7 +15,9 @@
   trio. Cost per use.
 * Scopes, deadline fires: the same scopes with a 0 s deadline around a wait
   that never ends on its own (the timer fires, the wait is cancelled, the
-  scope exits silently or raises ``TimeoutError``, caught). Cost per use.
+  scope exits silently or raises ``TimeoutError``, caught). Cost per use. One
+  row has another task hold anyio state meanwhile (a program using anyio
+  somewhere), which makes each scope look up anyio's state of its own task.
 
 Each loop (the default loop and uvloop) is measured in several fresh
 interpreters, run one after the other, the loops' runs interleaved; in each,
@@ -328,10 +330,27 @@ def _firing_cases(uses: int) -> dict[str, Callable[[], Coroutine[Any, Any, objec
             except TimeoutError:
                 pass
 
+    async def cohort_move_on_anyio_elsewhere() -> None:
+        # A program that uses anyio somewhere: another task holds anyio state.
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            with anyio.CancelScope():
+                await release.wait()
+
+        holder = asyncio.create_task(hold())
+        await asyncio.sleep(0)
+        try:
+            await cohort_move_on()
+        finally:
+            release.set()
+            await holder
+
     return {
         "asyncio.timeout": asyncio_timeout,
         "cohort.move_on_after": cohort_move_on,
         "cohort.fail_after": cohort_fail,
+        "cohort.move_on_after, anyio state in another task": cohort_move_on_anyio_elsewhere,
         "anyio.move_on_after": anyio_move_on,
         "anyio.fail_after": anyio_fail,
     }

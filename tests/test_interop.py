@@ -1021,6 +1021,56 @@ def test_anyio_shield_holds_back_a_deadline_entered_before_any_task_held_anyio_s
     run(main)
 
 
+def test_anyio_shield_holds_back_a_deadline_while_another_task_holds_anyio_state() -> None:
+    """Another task holds anyio state, this one none when its scope is entered: the
+    anyio shield it enters afterwards still counts (no answer is kept for a task that
+    anyio knows nothing about yet)."""
+
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            with anyio.CancelScope():
+                await release.wait()
+
+        holder = asyncio.create_task(hold())
+        await asyncio.sleep(0)
+        with cohort.move_on_after(1) as scope:
+            await asyncio.sleep(0)
+            with anyio.CancelScope(shield=True):
+                await asyncio.sleep(5)
+            await asyncio.sleep(100)
+        assert scope.cancelled_caught
+        assert 5 <= now() < 5.1  # retried every few ms after the shield exits
+        release.set()
+        await holder
+
+    run(main)
+
+
+def test_anyio_scopes_are_read_afresh_in_a_task_anyio_already_knows() -> None:
+    """In an anyio task, each cohort scope reads anyio's innermost scope at its entry:
+    a shield outside it does not hold it back, one inside does, in any order."""
+
+    async def main() -> None:
+        with cohort.move_on_after(1) as first:  # anyio's state of the task found here
+            await asyncio.sleep(10)
+        assert first.cancelled_caught
+        assert now() == 1
+        with anyio.CancelScope(shield=True), cohort.move_on_after(1) as outside:
+            await asyncio.sleep(10)
+        assert outside.cancelled_caught
+        assert now() == 2
+        with cohort.move_on_after(1) as inside:
+            with anyio.CancelScope(shield=True):
+                await asyncio.sleep(5)
+            await asyncio.sleep(100)
+        assert inside.cancelled_caught
+        assert 7 <= now() < 7.1
+
+    anyio_run(main)
+
+
 def test_cohort_deadline_inside_an_anyio_shield_still_fires() -> None:
     """Only anyio shields entered inside the cohort scope hold it back."""
 

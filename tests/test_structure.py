@@ -59,8 +59,8 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     # Within one module: a class and the class it works for.
     **{("cohort/_core/_scopes.py", f"{name}.{attr}"): "same module (the scope machinery)"
        for name, attrs in {
-           "scope": ("_cancel_requests", "_effective", "_fail", "_raised",
-                     "_reason", "_relative", "_shield"),
+           "scope": ("_cancel_requests", "_deadline", "_effective", "_fail", "_phase",
+                     "_raised", "_reason", "_relative", "_shield", "_state"),
            "pending[0]": ("_why",),
        }.items()
        for attr in attrs},

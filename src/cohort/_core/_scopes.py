@@ -46,6 +46,10 @@ from cohort._core._taskstate import (
     shielded,
     state_for,
     state_var,
+    stray,
+    stray_cancellation,
+    task_anyio_shielded,
+    wait_finished,
 )
 from cohort._observe._reasons import CancelReason, LazyReason, site
 from cohort._validate import is_real
@@ -69,6 +73,7 @@ __all__ = [
 ]
 
 _current_task = asyncio.current_task
+_new = object.__new__
 _getframe = sys._getframe
 _modules = sys.modules
 _module, _ANYIO, _seen = _modules.get, ANYIO_BACKEND, anyio_seen  # see anyio_seen
@@ -118,7 +123,7 @@ def defer(task: asyncio.Task[object], owner: Deferrable) -> tuple[TaskScopes, fl
         state = state_for(task)
     base = _base_deadline.get()
     stack = state.stack
-    anyio = anyio_scope(task) if _module(_ANYIO) is not _seen[0] or _seen[1] else None
+    anyio = anyio_scope(state) if _seen[1] or _module(_ANYIO) is not _seen[0] else None
     state.deferred.append((owner, task.cancelling(), anyio, base))
     if stack:
         scope = stack[-1]
@@ -134,7 +139,7 @@ def cancel_task(task: asyncio.Task[object], msg: object = None) -> None:
         _held_reasons[task] = msg
         state.hold(None)
         return
-    if (_module(_ANYIO) is not _seen[0] or _seen[1]) and anyio_shielded(task, None):
+    if (_seen[1] or _module(_ANYIO) is not _seen[0]) and task_anyio_shielded(task):
         task.get_loop().call_later(ANYIO_POLL, cancel_task, task, msg)
         return
     task.cancel(msg)
@@ -181,6 +186,7 @@ class CancelScope:
     )
 
     def __init__(self, *, deadline: float = math.inf, shield: bool = False) -> None:
+        # _relative_scope sets the same fields without calling this.
         if type(deadline) is not float or deadline != deadline:  # not the common case
             deadline = _check_deadline(deadline)
         self._deadline = deadline
@@ -275,7 +281,15 @@ class CancelScope:
     def _expire(self) -> None:
         """Called by the task's timer when the deadline has passed."""
         self._reason = _DEADLINE
-        self._request()
+        state = self._state
+        if state is None or not state.firing or state.shields:
+            self._request()
+        # The timer fires (no task runs), nothing shields: _deliver(), inlined.
+        elif (_seen[1] or _module(_ANYIO) is not _seen[0]) and anyio_shielded(state, self._anyio):
+            state.hold_for_anyio(self)
+        else:  # _why(), inlined too: GroupScope, which has its own, has its own _expire
+            self._cancel_requests += 1
+            state.task.cancel(LazyReason(self._reason_now))
 
     def _request(self) -> None:
         state = self._state
@@ -297,9 +311,7 @@ class CancelScope:
     def _deliver(self) -> None:
         state = self._state
         assert state is not None
-        if (_module(_ANYIO) is not _seen[0] or _seen[1]) and anyio_shielded(
-            state.task, self._anyio
-        ):
+        if (_seen[1] or _module(_ANYIO) is not _seen[0]) and anyio_shielded(state, self._anyio):
             state.hold_for_anyio(self)
             return
         self._cancel_requests += 1
@@ -369,7 +381,7 @@ class CancelScope:
         self._state = state
         self._phase = _ACTIVE
         self._entry_cancelling = task.cancelling()
-        self._anyio = anyio_scope(task) if _module(_ANYIO) is not _seen[0] or _seen[1] else None
+        self._anyio = anyio_scope(state) if _seen[1] or _module(_ANYIO) is not _seen[0] else None
         relative = self._relative
         if relative is not None:
             now = state.loop.time()
@@ -413,18 +425,6 @@ class CancelScope:
         if self._reason:
             state.loop.call_soon(state.deliver_later, self)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        if self._exit(exc):
-            if self._fail and self._reason is _DEADLINE:
-                raise TimeoutError(self._timeout_message()) from exc
-            return True
-        return False
-
     def _timeout_message(self) -> str:
         relative = self._relative
         if relative is None:
@@ -437,8 +437,13 @@ class CancelScope:
             _fail_after_messages[relative] = message
         return message
 
-    def _exit(self, exc: BaseException | None) -> bool:
-        """Leave the scope; True when ``exc`` is this scope's own cancellation (caught)."""
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        """Leave the scope: True (swallow ``exc``) when it is this scope's own cancellation."""
         state = self._state
         if state is None or self._phase is not _ACTIVE:
             raise RuntimeError(f"{self!r} exited without being entered")
@@ -483,7 +488,14 @@ class CancelScope:
             # the outermost such scope catches it.
             caught = task.cancelling() <= self._entry_cancelling and not _outer_raised(stack)
         self.cancelled_caught = caught
+        if caught and self._fail and self._reason is _DEADLINE:
+            message = _fail_after_messages.get(self._relative) or self._timeout_message()
+            raise TimeoutError(message) from exc
         return caught
+
+    def _exit(self, exc: BaseException | None) -> bool:
+        """Leave the scope; True when ``exc`` is this scope's own cancellation (caught)."""
+        return self.__exit__(None, exc, None)  # a group's scope never fails: no raise
 
     def _cancelled_from_outside(self, task: asyncio.Task[object]) -> bool:
         """Whether a ``CancelledError`` seen inside this active scope is not its own.
@@ -545,7 +557,7 @@ class CancelScope:
 
 _SHIELD_MSG: Final = "cohort: cancellation held back by a shield"
 # The message of fail_after(seconds)'s TimeoutError, by seconds (a few kept).
-_fail_after_messages: dict[float, str] = {}
+_fail_after_messages: dict[float | None, str] = {}
 
 
 def _outer_raised(stack: list[CancelScope]) -> bool:
@@ -556,22 +568,6 @@ def _outer_raised(stack: list[CancelScope]) -> bool:
         if scope._shield:
             return False
     return False
-
-
-async def wait_finished(task: asyncio.Task[object]) -> _CancelledError | None:
-    """Wait until ``task`` has finished, even if the waiter is cancelled meanwhile.
-
-    For cleanup that must not leave work behind (a stream stopping its run):
-    returns the cancellation that arrived while waiting, for the caller to
-    re-raise once the task is done, else ``None``.
-    """
-    interrupted: _CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.wait((task,))
-        except _CancelledError as cancelled:
-            interrupted = cancelled
-    return interrupted
 
 
 def foreign_cancels(task: asyncio.Task[object]) -> int:
@@ -599,31 +595,6 @@ def redeliver(task: asyncio.Task[object]) -> None:
             return
 
 
-def stray_cancellation(what: str, exc: BaseException) -> RuntimeError:
-    """The failure for ``what`` ending with ``CancelledError`` although nothing cancelled it.
-
-    It awaited a future that was cancelled elsewhere (a shared cache entry, a
-    pooled connection). Treated as cancelled, its result or item would go
-    missing without an error; so it is a ``RuntimeError``, the
-    ``CancelledError`` as its cause.
-    """
-    error = RuntimeError(
-        f"{what} raised CancelledError without being cancelled "
-        "(did it await something that was cancelled elsewhere?)"
-    )
-    error.__cause__ = exc
-    return error
-
-
-def stray(exc: BaseException, what: str) -> RuntimeError | None:
-    """In the task that caught ``exc`` (a ``CancelledError``): the failure to report
-    instead, or ``None`` when the task itself is being cancelled (re-raise then)."""
-    task = _current_task()
-    if task is None or task.cancelling():
-        return None
-    return stray_cancellation(what, exc)
-
-
 def _check_deadline(value: object) -> float:
     if type(value) is float and value == value:  # the common case, without the ABC check
         return value
@@ -641,9 +612,19 @@ def _relative_scope(delay: float, fail: bool, shield: bool) -> CancelScope:
         raise TypeError(f"the delay must be a number of seconds, got {delay!r}")
     if delay != delay:
         raise ValueError("the delay must be a number of seconds, not NaN")
-    scope = CancelScope(shield=shield)
+    # CancelScope(shield=shield), without the type call and its keywords' dict (this
+    # runs at every use); the same fields as __init__.
+    scope = _new(CancelScope)
+    scope._deadline = _INF
     scope._relative = delay if kind is float else float(delay)
+    scope._shield = shield
     scope._fail = fail
+    scope._phase = _IDLE
+    scope._reason = _NO_REASON
+    scope._state = None
+    scope._cancel_requests = 0
+    scope._raised = False
+    scope.cancelled_caught = False
     return scope
 
 

@@ -5,7 +5,9 @@ stack of active scopes with the deadline in force at each level, the one timer
 shared by their deadlines (armed for the nearest; it re-arms itself when it
 fires), the count of shields and what they hold back, the scopes deferred until
 first needed, and what anyio's own shields hold back (anyio keeps that state to
-itself: read here, through its backend, and nowhere else).
+itself: read here, through its backend, and nowhere else). Below them, helpers
+for whole tasks: waiting for one to finish, and a ``CancelledError`` that nothing
+asked for (``stray``).
 """
 
 from __future__ import annotations
@@ -30,9 +32,16 @@ __all__ = [
     "anyio_scope",
     "anyio_seen",
     "anyio_shielded",
+    "anyio_states",
+    "fire",
+    "shield_between",
     "shielded",
     "state_for",
     "state_var",
+    "stray",
+    "stray_cancellation",
+    "task_anyio_shielded",
+    "wait_finished",
 ]
 
 _modules = sys.modules
@@ -62,9 +71,11 @@ class TaskScopes:
 
     __slots__ = (
         "__weakref__",
+        "anyio",
         "base",
         "deferred",
         "firing",
+        "key",
         "loop",
         "ref",
         "root_pending",
@@ -78,7 +89,10 @@ class TaskScopes:
     def __init__(self, task: asyncio.Task[object], loop: asyncio.AbstractEventLoop) -> None:
         self.task = task
         self.loop = loop
-        self.stack: list[CancelScope] = []
+        # Made with room for one (a list emptied by pop() from a larger room
+        # frees it, and the next append allocates again: once per scope).
+        self.stack: list[CancelScope] = [None]  # type: ignore[list-item]
+        self.stack.pop()
         # The deadline in force below the stack (a group's child inherits it),
         # read when the first scope of the stack was entered.
         self.base = math.inf
@@ -94,6 +108,10 @@ class TaskScopes:
         # Scopes entered only when first needed (see defer()), innermost last:
         # (their owner, task.cancelling() and anyio's scope at entry, base deadline).
         self.deferred: list[tuple[Deferrable, int, object, float]] = []
+        # anyio's TaskState of the task once found (anyio keeps it for the task's
+        # life), and the weak reference to the task its dict is keyed by.
+        self.anyio: Any = None
+        self.key: weakref.ref[asyncio.Task[object]] | None = None
 
     def enter_deferred(self, upto: Deferrable | None = None) -> None:
         """Enter the deferred scopes, outermost first, up to that of ``upto``
@@ -140,28 +158,6 @@ class TaskScopes:
             self.timer = self.loop.call_soon(fire, ref)
         else:
             self.timer = self.loop.call_at(when, fire, ref)
-
-    def on_timer(self) -> None:
-        fired = self.timer_when
-        self.timer = None
-        self.timer_when = _INF
-        now = self.loop.time()
-        if now < fired:
-            now = fired
-        upcoming = _INF
-        self.firing = True  # no task runs: a scope delivers its cancellation at once
-        try:
-            for scope in self.stack[:]:  # a copy: expiring may enter deferred scopes
-                if scope._reason:
-                    continue
-                if scope._deadline <= now:
-                    scope._expire()
-                elif scope._deadline < upcoming:
-                    upcoming = scope._deadline
-        finally:
-            self.firing = False
-        if upcoming < self.timer_when:
-            self.arm(upcoming, now)
 
     def refresh(self, start: int) -> None:
         """The deadline of ``stack[start]`` changed, or a scope left from there:
@@ -212,7 +208,7 @@ class TaskScopes:
         stack = self.stack
         for i in range(stack.index(scope) + 1, len(stack)):
             inner = stack[i]
-            if inner._shield or not anyio_shielded(self.task, inner._anyio):
+            if inner._shield or not anyio_shielded(self, inner._anyio):
                 break
             inner._held_back()
         self.loop.call_later(ANYIO_POLL, self.deliver_later, scope)
@@ -234,9 +230,30 @@ class TaskScopes:
 
 
 def fire(ref: weakref.ref[TaskScopes]) -> None:
+    """The timer's callback: expire the scopes whose deadline passed, re-arm for the next."""
     state = ref()
-    if state is not None:
-        state.on_timer()
+    if state is None:
+        return
+    fired = state.timer_when
+    state.timer = None
+    state.timer_when = _INF
+    now = state.loop.time()
+    if now < fired:
+        now = fired
+    upcoming = _INF
+    state.firing = True  # no task runs: a scope delivers its cancellation at once
+    try:
+        for scope in state.stack[:]:  # a copy: expiring may enter deferred scopes
+            if scope._reason:
+                continue
+            if scope._deadline <= now:
+                scope._expire()
+            elif scope._deadline < upcoming:
+                upcoming = scope._deadline
+    finally:
+        state.firing = False
+    if upcoming < state.timer_when:
+        state.arm(upcoming, now)
 
 
 state_var: ContextVar[TaskScopes | None] = ContextVar("cohort_task_state", default=None)
@@ -262,33 +279,72 @@ ANYIO_BACKEND: Final = "anyio._backends._asyncio"
 # task states (the dict under its WeakKeyDictionary of TaskState, keyed by a weak
 # reference to the task; None when anyio's internals differ). While the module is
 # the same and no task holds anyio state, callers skip anyio_scope() altogether:
-# ``_modules.get(ANYIO_BACKEND) is anyio_seen[0] and not anyio_seen[1]``.
+# ``anyio_seen[1] or _modules.get(ANYIO_BACKEND) is not anyio_seen[0]`` is false.
+# While some task holds anyio state, the module is not looked up again (a backend
+# reloaded then is seen once no task holds state in the old one).
 anyio_seen: list[Any] = [None, None]
 
 
-def anyio_scope(task: asyncio.Task[object]) -> object:
-    """anyio's innermost cancel scope in ``task`` (None without anyio or outside its scopes)."""
+def anyio_scope(state: TaskScopes) -> object:
+    """anyio's innermost cancel scope in ``state``'s task (None without anyio or outside
+    its scopes). The task's TaskState is looked up until found, then kept: anyio
+    makes it before the task's first scope and keeps it while the task runs."""
+    found = state.anyio
+    if found is None:
+        states = anyio_seen[1] or anyio_states()
+        if not states:  # no anyio, or no task holds anyio state now: no look-up
+            return None
+        key = state.key
+        if key is None:
+            key = state.key = _ref(state.task)
+        found = states.get(key)
+        if found is None:
+            return None
+        state.anyio = found
+    return found.cancel_scope
+
+
+def anyio_states() -> dict[Any, Any] | None:
+    """anyio's task states (see ``anyio_seen``), read again if its backend changed."""
     backend = _modules.get(ANYIO_BACKEND)
     seen = anyio_seen
     if backend is not seen[0]:  # loaded (or reloaded) since the last read
-        states = getattr(getattr(backend, "_task_states", None), "data", None)
-        seen[1] = states if isinstance(states, dict) else None
+        data = getattr(getattr(backend, "_task_states", None), "data", None)
+        seen[1] = data if isinstance(data, dict) else None
         seen[0] = backend
-    states = seen[1]
-    if not states:  # no anyio, or no task holds anyio state now: no look-up
-        return None
-    state = states.get(_ref(task))
-    return None if state is None else getattr(state, "cancel_scope", None)
+    states: dict[Any, Any] | None = seen[1]
+    return states
 
 
-def anyio_shielded(task: asyncio.Task[object], since: object) -> bool:
-    """True when ``task`` is inside an anyio shield entered after anyio scope ``since``.
+def anyio_shielded(state: TaskScopes, since: object) -> bool:
+    """True when ``state``'s task is inside an anyio shield entered after anyio scope
+    ``since`` (the innermost one when a cohort scope was entered)."""
+    found = state.anyio
+    if found is None:  # anyio_scope(), inlined: this runs at each delivery
+        states = anyio_seen[1] or anyio_states()
+        if not states:
+            return False
+        key = state.key
+        if key is None:
+            key = state.key = _ref(state.task)
+        found = states.get(key)
+        if found is None:
+            return False
+        state.anyio = found
+    scope = found.cancel_scope
+    return scope is not since and shield_between(state.task, scope, since)
 
-    Walks anyio's scopes of this task from the innermost out to ``since`` (the
-    innermost one when the cohort scope was entered); scopes of an enclosing
-    task are anyio's business, not this task's.
-    """
-    scope = anyio_scope(task)
+
+def task_anyio_shielded(task: asyncio.Task[object]) -> bool:
+    """True when ``task`` (any task) is inside an anyio shield."""
+    states = anyio_seen[1] or anyio_states()
+    found = states.get(_ref(task)) if states else None
+    return found is not None and shield_between(task, found.cancel_scope, None)
+
+
+def shield_between(task: asyncio.Task[object], scope: object, since: object) -> bool:
+    """Walks anyio's scopes of ``task`` from ``scope`` out to ``since``; scopes of an
+    enclosing task are anyio's business, not this task's."""
     while scope is not None and scope is not since:
         if getattr(scope, "_host_task", None) is not task:
             return False
@@ -296,3 +352,47 @@ def anyio_shielded(task: asyncio.Task[object], since: object) -> bool:
             return True
         scope = getattr(scope, "_parent_scope", None)
     return False
+
+
+# Whole tasks: waiting for one to finish, a cancellation nothing asked for.
+
+
+async def wait_finished(task: asyncio.Task[object]) -> asyncio.CancelledError | None:
+    """Wait until ``task`` has finished, even if the waiter is cancelled meanwhile.
+
+    For cleanup that must not leave work behind (a stream stopping its run):
+    returns the cancellation that arrived while waiting, for the caller to
+    re-raise once the task is done, else ``None``.
+    """
+    interrupted: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError as cancelled:
+            interrupted = cancelled
+    return interrupted
+
+
+def stray_cancellation(what: str, exc: BaseException) -> RuntimeError:
+    """The failure for ``what`` ending with ``CancelledError`` although nothing cancelled it.
+
+    It awaited a future that was cancelled elsewhere (a shared cache entry, a
+    pooled connection). Treated as cancelled, its result or item would go
+    missing without an error; so it is a ``RuntimeError``, the
+    ``CancelledError`` as its cause.
+    """
+    error = RuntimeError(
+        f"{what} raised CancelledError without being cancelled "
+        "(did it await something that was cancelled elsewhere?)"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def stray(exc: BaseException, what: str) -> RuntimeError | None:
+    """In the task that caught ``exc`` (a ``CancelledError``): the failure to report
+    instead, or ``None`` when the task itself is being cancelled (re-raise then)."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        return None
+    return stray_cancellation(what, exc)
