@@ -52,6 +52,7 @@ from cohort._core._policies import (
 )
 from cohort._core._scopes import CancelScope, cancel_task, stray_cancellation
 from cohort._core._state import GroupScope, GroupState, Phase, live_groups, open_groups
+from cohort._core._state import current_task_of as _current_task
 from cohort._observe import _events as _observe
 from cohort._observe._awaited import add_awaited_by, discard_awaited_by
 from cohort._observe._events import EVENTS
@@ -73,7 +74,6 @@ _monotonic: Final = time.monotonic
 _INF: Final = math.inf
 # spawn()'s thread check: a thread's id is a plain read (_get_running_loop: getpid()).
 _get_ident = threading.get_ident
-_current_task = asyncio.current_task
 _get_running_loop = asyncio.get_running_loop
 _new_child = Child.__new__
 

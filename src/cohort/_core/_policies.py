@@ -314,7 +314,7 @@ def traits_of(policy: JoinPolicy) -> Traits:
     class-level switches (``results_order``, ``consults_on_success``) itself."""
     kind = type(policy)
     own = getattr(policy, "__dict__", None)
-    if own and any(name in own for name in _PER_INSTANCE):
+    if own and not own.keys().isdisjoint(_PER_INSTANCE):
         return _traits(policy, kind)
     traits = _by_class.get(kind)
     if traits is None:
