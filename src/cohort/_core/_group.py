@@ -501,9 +501,8 @@ class TaskGroup(GroupState):
             if scope is None:
                 if _current_task(self._loop) is not task:
                     scope = self._entered_scope()  # left in another task: the scope says so
-                else:  # never needed: no longer deferred
-                    assert self._scope_state is not None
-                    self._scope_state.undefer(self)
+                else:  # never needed: no longer deferred (_scope_state: set while open)
+                    self._scope_state.undefer(self)  # type: ignore[union-attr]
             saw_cancel = False
             body_error: BaseException | None = None
             if exc is not None:

@@ -26,7 +26,8 @@ class TwoOrThreeStrikes(cohort.JoinPolicy):
 from __future__ import annotations
 
 import enum
-from typing import Any, Final, NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 from cohort._core._child import ChildStatus
 from cohort._exceptions import CohortError, QuorumError
@@ -280,8 +281,10 @@ class FirstWins(Quorum):
 # JoinPolicy's own is not called, its answer is known.
 
 
-class Traits(NamedTuple):
-    """What a joiner needs to know of a policy's class, worked out once per class."""
+@dataclass(frozen=True, slots=True)
+class Traits:
+    """What a joiner needs to know of a policy's class, worked out once per class
+    (slots: each read on a group's hot path is a plain slot read)."""
 
     #: ``results`` in completion order (the joiner keeps the finished children in order).
     completion_order: bool
