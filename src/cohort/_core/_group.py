@@ -566,7 +566,7 @@ class TaskGroup(GroupState):
                 _scopes._base_deadline.reset(self._base_token)  # the entering task's context
             if EVENTS.on:
                 _observe.group_event("group exited", self, self._parent_name)
-            live_groups.pop(self, None)
+            del live_groups[self]  # added at entry (a statement: no method call)
 
     if TYPE_CHECKING:
 
