@@ -10,6 +10,9 @@
 * Expiring scopes: a scope whose deadline fires while its body awaits
   (``move_on_after(0)``, ``fail_after(0)``, caught) against ``asyncio.timeout(0)``.
 
+``COHORT_BENCH_ONLY='Groups of 1 '`` keeps the sections whose title matches that
+regular expression (as in bench_core; the memory table's title included).
+
 Each case runs on the default loop and on uvloop, in interleaved rounds; the
 time is the process's CPU time (``time.process_time``), so that other load on
 a shared machine counts less. Targets: small groups <= 1.2x asyncio.TaskGroup,
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import re
 import sys
 import time
 import tracemalloc
@@ -196,9 +201,16 @@ def _cpu_compare(
     ]
 
 
+def _selected(title: str) -> bool:
+    only = os.environ.get("COHORT_BENCH_ONLY")
+    return not only or re.search(only, title) is not None
+
+
 def _measure(
     title: str, unit: str, factory: LoopFactory, cases: _Cases, rounds: int, per: int
 ) -> str:
+    if not _selected(title):
+        return ""
     runners = [asyncio.Runner(loop_factory=factory) for _ in cases]
     try:
         timed: list[tuple[str, Callable[[], object]]] = [
@@ -257,9 +269,9 @@ def main(quick: bool) -> str:
                     depth * repeat,
                 )
             )
-        out.append(
-            _memory_table([10_000] if quick else [10_000, 100_000, 1_000_000], factory, loop_name)
-        )
+        if _selected(f"Memory per waiting child ({loop_name}"):
+            sizes = [10_000] if quick else [10_000, 100_000, 1_000_000]
+            out.append(_memory_table(sizes, factory, loop_name))
         out.append(
             _measure(
                 f"Scope whose deadline fires (x{uses:,}, {loop_name})",
@@ -270,4 +282,4 @@ def main(quick: bool) -> str:
                 uses,
             )
         )
-    return "\n".join(out)
+    return "\n".join(part for part in out if part)

@@ -399,3 +399,15 @@ async def test_each_helper_is_a_task_group_with_the_policy_of_its_name(helper: s
     }
     function, group = await _ended(by_function[helper]), await _ended(by_group[helper])
     assert function == group
+
+
+def test_race_closes_its_awaitables_when_its_group_cannot_open() -> None:
+    async def value(v: int) -> int:
+        return v
+
+    first, second = value(1), value(2)
+    racing = cohort.race(first, second)
+    with pytest.raises(RuntimeError, match="inside an asyncio task"):
+        racing.send(None)  # no running loop: the group cannot be entered
+    assert closed(first)  # never awaited, and no warning of it
+    assert closed(second)

@@ -127,6 +127,9 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     ("cohort/bridge/_leftovers.py", "asyncio._get_running_loop"): (
         "in asyncio.__all__: the running loop or None, without raising"
     ),
+    ("cohort/_core/_state.py", "asyncio.tasks._current_tasks"): (
+        "3.11 only: the dict behind asyncio.current_task, read without its Python wrapper"
+    ),
     ("cohort/bridge/_pool.py", "multiprocessing.current_process()._inheriting"): (
         "the stdlib has no public way to tell a worker's import of __main__"
     ),

@@ -370,8 +370,16 @@ async def race(*aws: Awaitable[Any]) -> Any:
     coros = coroutines_of(aws, "race")
     if not coros:
         raise ValueError("race() needs at least one awaitable")
-    group = _new_group(coros, join=_FIRST_WINS, name="cohort.race")
-    await _run_group(group, coros)
+    # _run_group(_new_group(...)), inlined: a race is often small and frequent.
+    spawned = 0
+    try:
+        async with TaskGroup(_FIRST_WINS, name="cohort.race") as group:
+            for coro in coros:
+                group.spawn(coro)
+                spawned += 1
+    except BaseException:
+        close_coroutines(coros[spawned:])  # only those that never got a task
+        raise
     return group.results[0]
 
 

@@ -52,6 +52,7 @@ from cohort._core._policies import (
 )
 from cohort._core._scopes import CancelScope, cancel_task, stray_cancellation
 from cohort._core._state import GroupScope, GroupState, Phase, live_groups, open_groups
+from cohort._core._state import current_task_of as _current_task
 from cohort._observe import _events as _observe
 from cohort._observe._awaited import add_awaited_by, discard_awaited_by
 from cohort._observe._events import EVENTS
@@ -73,7 +74,6 @@ _monotonic: Final = time.monotonic
 _INF: Final = math.inf
 # spawn()'s thread check: a thread's id is a plain read (_get_running_loop: getpid()).
 _get_ident = threading.get_ident
-_current_task = asyncio.current_task
 _get_running_loop = asyncio.get_running_loop
 
 # Bound once: an enum member's look-up on its class costs a descriptor call.
@@ -495,9 +495,8 @@ class TaskGroup(GroupState):
             if scope is None:
                 if _current_task(self._loop) is not task:
                     scope = self._entered_scope()  # left in another task: the scope says so
-                else:  # never needed: no longer deferred
-                    assert self._scope_state is not None
-                    self._scope_state.undefer(self)
+                else:  # never needed: no longer deferred (_scope_state: set while open)
+                    self._scope_state.undefer(self)  # type: ignore[union-attr]
             saw_cancel = False
             body_error: BaseException | None = None
             if exc is not None:
@@ -561,7 +560,7 @@ class TaskGroup(GroupState):
                 _scopes._base_deadline.reset(self._base_token)  # the entering task's context
             if EVENTS.on:
                 _observe.group_event("group exited", self, self._parent_name)
-            live_groups.pop(self, None)
+            del live_groups[self]  # added at entry (a statement: no method call)
 
     if TYPE_CHECKING:
 

@@ -26,7 +26,8 @@ class TwoOrThreeStrikes(cohort.JoinPolicy):
 from __future__ import annotations
 
 import enum
-from typing import Any, Final, NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 from cohort._core._child import ChildStatus
 from cohort._exceptions import CohortError, QuorumError
@@ -280,8 +281,10 @@ class FirstWins(Quorum):
 # JoinPolicy's own is not called, its answer is known.
 
 
-class Traits(NamedTuple):
-    """What a joiner needs to know of a policy's class, worked out once per class."""
+@dataclass(frozen=True, slots=True)
+class Traits:
+    """What a joiner needs to know of a policy's class, worked out once per class
+    (slots: each read on a group's hot path is a plain slot read)."""
 
     #: ``results`` in completion order (the joiner keeps the finished children in order).
     completion_order: bool
@@ -314,7 +317,7 @@ def traits_of(policy: JoinPolicy) -> Traits:
     class-level switches (``results_order``, ``consults_on_success``) itself."""
     kind = type(policy)
     own = getattr(policy, "__dict__", None)
-    if own and any(name in own for name in _PER_INSTANCE):
+    if own and not own.keys().isdisjoint(_PER_INSTANCE):
         return _traits(policy, kind)
     traits = _by_class.get(kind)
     if traits is None:
