@@ -18,6 +18,7 @@ from cohort._core._group import TaskGroup, clock_of
 from cohort._core._handle import ChildStatus, Handle, Outcome
 from cohort._core._policies import ChildView, Decision, GroupView, Settle
 from cohort._core._scopes import cancel_task, stray_cancellation
+from cohort._core._state import current_task_of
 from cohort._flow._invoke import Threads, call
 from cohort._flow._join import decide
 from cohort._flow._result import FlowError, FlowResult, UpstreamFailed
@@ -299,7 +300,7 @@ class Run:
         (one task per chain instead of one per node)."""
         # A node without a handle is cancelled through its task, while it runs (the
         # task stays in the record after the node ended, when it is never looked at).
-        task = None if node.cancellable else asyncio.current_task()
+        task = None if node.cancellable else current_task_of(self.loop)  # type: ignore[arg-type]
         clock = self.clock
         try:
             while True:
