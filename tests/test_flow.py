@@ -343,6 +343,22 @@ async def test_the_same_flow_runs_concurrently_and_cancelling_leaves_nothing() -
 
 
 @vc
+async def test_nodes_running_when_the_caller_cancels_the_run_end_cancelled_not_failed(
+    events: list[Any],
+) -> None:
+    """The run's task cancelled while it waits for its nodes: the nodes it cuts
+    short are cancelled by the run, not stray cancellations (failures)."""
+    flow, _ = diamond()
+    task = asyncio.ensure_future(flow.run(x=1))
+    await asyncio.sleep(1.5)  # b and c run
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    done = {e["node"]: e["status"] for e in events if e["event"] == "flow.node_done"}
+    assert done == {"a": "succeeded", "b": "cancelled", "c": "cancelled"}
+
+
+@vc
 async def test_task_tree_shows_a_running_flow_and_events_are_emitted(
     events: list[Any],
 ) -> None:

@@ -18,6 +18,7 @@ from cohort._core._group import TaskGroup, clock_of
 from cohort._core._handle import ChildStatus, Handle, Outcome
 from cohort._core._policies import ChildView, Decision, GroupView, Settle
 from cohort._core._scopes import cancel_task, stray_cancellation
+from cohort._core._state import current_task_of
 from cohort._flow._invoke import Threads, call
 from cohort._flow._join import decide
 from cohort._flow._result import FlowError, FlowResult, UpstreamFailed
@@ -127,12 +128,13 @@ class Run:
         "alive",
         "clock",
         "critical_left",
-        "done",
         "ending",
         "failure",
+        "finished",
         "flow",
         "group",
         "inputs",
+        "loop",
         "plan",
         "records",
         "threads",
@@ -161,7 +163,8 @@ class Run:
         self.whole = plan.n_critical == 0
         self.critical_left = len(self.records) if self.whole else plan.n_critical
         self.group: TaskGroup | None = None
-        self.done: asyncio.Future[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.finished = False  # set once the run is decided (every critical node ended, or failed)
         self.ending = False  # set once the run cancels what still runs
         self.failure: tuple[str, BaseException] | None = None
         self.threads: Threads = []  # of plain-def nodes cut short
@@ -170,20 +173,16 @@ class Run:
     async def execute(self) -> None:
         loop = asyncio.get_running_loop()
         self.clock = clock_of(loop)
-        self.done = loop.create_future()
+        self.loop = loop
         join = _RunJoin(self)
         try:
+            # The group's exit waits for the node tasks: the run ends with the last one,
+            # or, once it is decided (_finish_now), by cancelling what still runs.
             async with TaskGroup(join=join, name=self.plan.group_name) as group:
                 self.group = group
                 records = self.records
                 for node in self.plan.roots:
                     self._start(node, records[node.name])
-                try:
-                    await self.done
-                finally:
-                    self.ending = True  # a node cancelled from now on was cancelled by the run
-                    if self.alive:
-                        group.cancel()  # whatever still runs is not needed any more
         finally:
             # The node tasks' contexts hold the group, its policy this run: break the
             # cycle, so that refcounting frees a run (the collector would, much later).
@@ -301,7 +300,7 @@ class Run:
         (one task per chain instead of one per node)."""
         # A node without a handle is cancelled through its task, while it runs (the
         # task stays in the record after the node ended, when it is never looked at).
-        task = None if node.cancellable else asyncio.current_task()
+        task = None if node.cancellable else current_task_of(self.loop)  # type: ignore[arg-type]
         clock = self.clock
         try:
             while True:
@@ -356,7 +355,7 @@ class Run:
         name = node.name
         error: BaseException = exc
         if isinstance(exc, asyncio.CancelledError):
-            if self.ending:
+            if self._cancelled_by_run():
                 # The run is ending: there is no one to start.
                 record.state = _CANCELLED
                 if EVENTS.on:
@@ -409,7 +408,7 @@ class Run:
         record = self.records[name]
         if record.state is _CANCELLED and record.started is None and EVENTS.on:
             self._cancelled_event(record.node, record.reason, 0)  # cancelled before it ran
-        if self.ending or record.state is not _RUNNING:
+        if record.state is not _RUNNING or self._cancelled_by_run():
             return
         node = record.node
         cause = asyncio.CancelledError()
@@ -540,8 +539,34 @@ class Run:
         self._finish_now()
 
     def _finish_now(self) -> None:
-        if self.done is not None and not self.done.done():
-            self.done.set_result(None)
+        """The run is decided: what still runs is not needed any more. The group is
+        cancelled from the loop's next step, not from the node task that decided (it
+        returns on its own; cancelled, it would end cancelled)."""
+        if self.finished:
+            return
+        self.finished = True
+        # ``alive`` counts the node task deciding, or the one cancelled before it ran
+        # whose end decided: more than that one is still running.
+        if self.alive > 1:
+            assert self.loop is not None
+            self.loop.call_soon(self._cancel_rest)
+
+    def _cancel_rest(self) -> None:
+        self.ending = True  # a node cancelled from now on was cancelled by the run
+        group = self.group
+        if group is not None:
+            group.cancel()
+
+    def _cancelled_by_run(self) -> bool:
+        """Whether a node's cancellation came from the run: it is ending, or its group
+        was cancelled (the task running the run was) or failed."""
+        if self.ending:
+            return True
+        group = self.group
+        if group is not None and group.statistics().decision is not Decision.CONTINUE:
+            self.ending = True
+            return True
+        return False
 
 
 class _RunJoin(Settle):
