@@ -465,14 +465,14 @@ class TaskGroup(GroupState):
         self._clock = clock = _monotonic if type(loop).time is _base_time else loop.time
         self._entered_at = now = clock()
         if self._timeout is None:  # the group's scope is entered when first needed
-            self._scope_state, deadline_for_children = _scopes.defer(task, self)
+            state, deadline = _scopes.defer(task, self)
+            self._scope_state = state
+            same = not state.stack  # no scope active: defer() gave the base deadline itself
         else:
             scope = self._scope = GroupScope(self, now + self._timeout)
-            deadline_for_children = scope._enter_in(task)
+            deadline, same = scope._enter_in(task), False
         base = _scopes._base_deadline
-        self._base_token = (
-            None if deadline_for_children == base.get() else base.set(deadline_for_children)
-        )
+        self._base_token = None if same or deadline == base.get() else base.set(deadline)
         self._phase = _OPEN
         self._accepting = True
         self._done_cb = self._on_task_done
@@ -523,9 +523,9 @@ class TaskGroup(GroupState):
                     )
                     if self._tasks or self._queue or decision is not _DONE:
                         self._decide(decision)
-                    else:  # with nothing left to cancel or wake, _decide(DONE) is this:
-                        self._decision = _DONE
-                        self._accepting = False
+                    else:  # nothing left to cancel or wake: _decide(DONE) is this (and the
+                        self._decision = _DONE  # finally: below, that stops spawns)
+                        break
                 if not self._tasks and not self._queue:
                     break
                 waiter = self._waiter = self._loop.create_future()
@@ -546,8 +546,7 @@ class TaskGroup(GroupState):
             elif (
                 body_error is None
                 and not self._child_errors
-                and not self._outside_cancel
-                and self._base_error is None
+                and not self._outside_cancel  # (a _base_error comes with one of these)
                 and self._decision is _DONE
             ):
                 return True  # what _raise_outcome() answers then, without its work

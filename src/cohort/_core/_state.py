@@ -132,6 +132,7 @@ class GroupState:
         "__weakref__",
         "_accepting",
         "_base_token",
+        "_child_errors",
         "_clock",
         "_count",
         "_decision",
@@ -142,6 +143,7 @@ class GroupState:
         "_lean",
         "_limit",
         "_loop",
+        "_outside_cancel",
         "_phase",
         "_plain",
         "_policy",
@@ -174,14 +176,12 @@ class GroupState:
     # Rarely set, so not slots: these class-level values serve until an instance
     # sets its own (in its __dict__), and a group that never needs them pays no store.
     _unsorted: bool = False  # a start_soon child's record was added out of spawn order
-    _child_errors: bool = False  # a child failed or timed out (critical or not)
     _timed_out: bool = False
     # KeyboardInterrupt/SystemExit seen in the body or a child: re-raised bare.
     _base_error: BaseException | None = None
     # Any error that is not an Exception (those two included): no policy may
     # swallow it, the group fails.
     _fatal: bool = False
-    _outside_cancel: bool = False
     _cancel_exc: _CancelledError | None = None
     # Why the group cancels its children and body, from its first decision on.
     _cancel_reason: CancelReason | None = None
@@ -248,6 +248,9 @@ class GroupState:
         self._succeeded = 0
         self._failed = 0
         self._decision = _CONTINUE
+        # Read at every exit (slots: a class-level default read costs more than a store):
+        # a child failed or timed out (critical or not); the group was cancelled from outside.
+        self._child_errors = self._outside_cancel = False
         self._waiter: asyncio.Future[None] | None = None
         self._scope: CancelScope | None = None
 
