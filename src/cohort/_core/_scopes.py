@@ -76,7 +76,7 @@ _current_task = asyncio.current_task
 _new = object.__new__
 _getframe = sys._getframe
 _modules = sys.modules
-_module, _ANYIO, _seen = _modules.get, ANYIO_BACKEND, anyio_seen  # see anyio_seen
+_ANYIO, _seen = ANYIO_BACKEND, anyio_seen  # see anyio_seen
 _CancelledError = asyncio.CancelledError
 _INF: Final = math.inf
 
@@ -116,19 +116,32 @@ def defer(task: asyncio.Task[object], owner: Deferrable) -> tuple[TaskScopes, fl
     holds a cancellation back, or when its owner calls ``enter_deferred``.
 
     Returns the task's scope state and the deadline in force (that of the scope).
-    A task group's own scope, which most groups never use, costs nothing so.
+    A task group's own scope, which most groups never use, costs nothing so: what
+    the scope needs from its entry (``task.cancelling()``, anyio's scope, the deadline
+    in force below the stack) is kept only when it is not the default (see
+    ``TaskScopes.deferred``).
     """
     state = _state_var.get()
     if state is None or state.task is not task:
         state = state_for(task)
-    base = _base_deadline.get()
     stack = state.stack
-    anyio = anyio_scope(state) if _seen[1] or _module(_ANYIO) is not _seen[0] else None
-    state.deferred.append((owner, task.cancelling(), anyio, base))
     if stack:
         scope = stack[-1]
-        return state, scope._effective
-    return state, base
+        deadline = scope._effective
+        base = _INF  # not read when entered late: the scopes below say it
+    else:
+        deadline = base = _base_deadline.get()
+    if _seen[1] or (_seen[1] is None and _ANYIO in _modules):
+        anyio = anyio_scope(state)
+        if anyio is not None:
+            state.deferred.append((owner, task.cancelling(), anyio, base))
+            return state, deadline
+    cancelling = task.cancelling()
+    if cancelling or base != _INF:
+        state.deferred.append((owner, cancelling, None, base))
+    else:
+        state.deferred.append(owner)  # the common case: the owner alone
+    return state, deadline
 
 
 def cancel_task(task: asyncio.Task[object], msg: object = None) -> None:
@@ -139,7 +152,7 @@ def cancel_task(task: asyncio.Task[object], msg: object = None) -> None:
         _held_reasons[task] = msg
         state.hold(None)
         return
-    if (_seen[1] or _module(_ANYIO) is not _seen[0]) and task_anyio_shielded(task):
+    if (_seen[1] or (_seen[1] is None and _ANYIO in _modules)) and task_anyio_shielded(task):
         task.get_loop().call_later(ANYIO_POLL, cancel_task, task, msg)
         return
     task.cancel(msg)
@@ -285,7 +298,9 @@ class CancelScope:
         if state is None or not state.firing or state.shields:
             self._request()
         # The timer fires (no task runs), nothing shields: _deliver(), inlined.
-        elif (_seen[1] or _module(_ANYIO) is not _seen[0]) and anyio_shielded(state, self._anyio):
+        elif (_seen[1] or (_seen[1] is None and _ANYIO in _modules)) and anyio_shielded(
+            state, self._anyio
+        ):
             state.hold_for_anyio(self)
         else:  # _why(), inlined too: GroupScope, which has its own, has its own _expire
             self._cancel_requests += 1
@@ -311,7 +326,9 @@ class CancelScope:
     def _deliver(self) -> None:
         state = self._state
         assert state is not None
-        if (_seen[1] or _module(_ANYIO) is not _seen[0]) and anyio_shielded(state, self._anyio):
+        if (_seen[1] or (_seen[1] is None and _ANYIO in _modules)) and anyio_shielded(
+            state, self._anyio
+        ):
             state.hold_for_anyio(self)
             return
         self._cancel_requests += 1
@@ -381,7 +398,9 @@ class CancelScope:
         self._state = state
         self._phase = _ACTIVE
         self._entry_cancelling = task.cancelling()
-        self._anyio = anyio_scope(state) if _seen[1] or _module(_ANYIO) is not _seen[0] else None
+        self._anyio = (
+            anyio_scope(state) if _seen[1] or (_seen[1] is None and _ANYIO in _modules) else None
+        )
         relative = self._relative
         if relative is not None:
             now = state.loop.time()

@@ -106,8 +106,11 @@ class TaskScopes:
         # A whole-task cancellation (from a group) held back by a shield.
         self.root_pending = False
         # Scopes entered only when first needed (see defer()), innermost last:
-        # (their owner, task.cancelling() and anyio's scope at entry, base deadline).
-        self.deferred: list[tuple[Deferrable, int, object, float]] = []
+        # (their owner, task.cancelling() and anyio's scope at entry, base deadline),
+        # or the owner alone for (owner, 0, None, math.inf). Made with room for one,
+        # as the stack.
+        self.deferred: list[Deferrable | tuple[Deferrable, int, object, float]] = [None]  # type: ignore[list-item]
+        self.deferred.pop()
         # anyio's TaskState of the task once found (anyio keeps it for the task's
         # life), and the weak reference to the task its dict is keyed by.
         self.anyio: Any = None
@@ -119,10 +122,14 @@ class TaskScopes:
         deferred = self.deferred
         count = len(deferred)
         if upto is not None:
-            count = next(i for i, d in enumerate(deferred) if d[0] is upto) + 1
+            count = next(i for i, d in enumerate(deferred) if _owner(d) is upto) + 1
         entering = deferred[:count]
         del deferred[:count]
-        for owner, cancelling, anyio, base in entering:
+        for d in entering:
+            if isinstance(d, tuple):
+                owner, cancelling, anyio, base = d
+            else:
+                owner, cancelling, anyio, base = d, 0, None, _INF
             scope = owner._body_scope()
             scope._enter_late(self, cancelling, anyio, base)
 
@@ -133,11 +140,11 @@ class TaskScopes:
         can exit, in this task, inside a group entered after it.
         """
         deferred = self.deferred
-        if deferred[-1][0] is owner:
+        if deferred[-1] is owner:
             deferred.pop()
             return
         for i, d in enumerate(deferred):
-            if d[0] is owner:
+            if _owner(d) is owner:
                 del deferred[i]
                 return
 
@@ -229,6 +236,11 @@ class TaskScopes:
             inner._held_back()
 
 
+def _owner(deferred: Deferrable | tuple[Deferrable, int, object, float]) -> Deferrable:
+    """The owner of an entry of ``TaskScopes.deferred``."""
+    return deferred[0] if isinstance(deferred, tuple) else deferred
+
+
 def fire(ref: weakref.ref[TaskScopes]) -> None:
     """The timer's callback: expire the scopes whose deadline passed, re-arm for the next."""
     state = ref()
@@ -277,11 +289,11 @@ ANYIO_BACKEND: Final = "anyio._backends._asyncio"
 
 # What anyio_scope() last read: anyio's backend module (None: not loaded) and its
 # task states (the dict under its WeakKeyDictionary of TaskState, keyed by a weak
-# reference to the task; None when anyio's internals differ). While the module is
-# the same and no task holds anyio state, callers skip anyio_scope() altogether:
-# ``anyio_seen[1] or _modules.get(ANYIO_BACKEND) is not anyio_seen[0]`` is false.
-# While some task holds anyio state, the module is not looked up again (a backend
-# reloaded then is seen once no task holds state in the old one).
+# reference to the task; None when anyio is not loaded or its internals differ).
+# While no task holds anyio state, callers skip anyio_scope() altogether:
+# ``anyio_seen[1] or (anyio_seen[1] is None and ANYIO_BACKEND in sys.modules)`` is
+# false (once anyio is loaded, an empty dict: no look-up in sys.modules at all;
+# a backend reloaded later is not seen).
 anyio_seen: list[Any] = [None, None]
 
 
