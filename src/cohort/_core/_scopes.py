@@ -43,6 +43,7 @@ from cohort._core._taskstate import (
     anyio_scope,
     anyio_seen,
     anyio_shielded,
+    current_task_of,
     shielded,
     state_for,
     state_var,
@@ -72,7 +73,8 @@ __all__ = [
     "wait_finished",
 ]
 
-_current_task = asyncio.current_task
+_current_task = current_task_of  # with the loop: no Python wrapper on 3.11
+_running_loop = asyncio.get_running_loop
 _new = object.__new__
 _getframe = sys._getframe
 _modules = sys.modules
@@ -375,7 +377,7 @@ class CancelScope:
 
     def __enter__(self) -> CancelScope:
         try:
-            task = _current_task()
+            task = _current_task(_running_loop())
         except RuntimeError:  # no running loop
             task = None
         if task is None:
@@ -466,7 +468,7 @@ class CancelScope:
         state = self._state
         if state is None or self._phase is not _ACTIVE:
             raise RuntimeError(f"{self!r} exited without being entered")
-        here = _current_task(state.loop)  # with the loop: no lookup of the running one
+        here = _current_task(state.loop)
         if here is not state.task:
             # The scope stays active for the task that entered it, which exits it
             # as usual; unless its block is being closed (an async generator
@@ -690,7 +692,10 @@ def current_deadline() -> float:
     Counts the task's enclosing cohort scopes up to the nearest shield and, in a
     task group's child, the deadlines in force where the group was opened.
     """
-    task = _current_task()
+    try:
+        task = _current_task(_running_loop())
+    except RuntimeError:  # no running loop
+        task = None
     if task is None:
         raise RuntimeError("current_deadline() must be called inside an asyncio task")
     state = _state_var.get()

@@ -17,6 +17,7 @@ import enum
 import math
 import sys
 import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -33,6 +34,7 @@ __all__ = [
     "anyio_seen",
     "anyio_shielded",
     "anyio_states",
+    "current_task_of",
     "fire",
     "shield_between",
     "shielded",
@@ -46,6 +48,15 @@ __all__ = [
 
 _modules = sys.modules
 _ref = weakref.ref
+
+# The task running on a loop (never None inside a coroutine a task runs). On 3.11
+# asyncio.current_task is a Python function around the get of this dict (kept by
+# the C tasks); on 3.12+ it is a C function itself.
+current_task_of: Final[Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]] = (
+    asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+    if sys.version_info < (3, 12)
+    else asyncio.current_task
+)
 
 
 class ScopePhase(enum.IntEnum):
@@ -404,7 +415,10 @@ def stray_cancellation(what: str, exc: BaseException) -> RuntimeError:
 def stray(exc: BaseException, what: str) -> RuntimeError | None:
     """In the task that caught ``exc`` (a ``CancelledError``): the failure to report
     instead, or ``None`` when the task itself is being cancelled (re-raise then)."""
-    task = asyncio.current_task()
+    try:
+        task = current_task_of(asyncio.get_running_loop())
+    except RuntimeError:  # no running loop
+        return None
     if task is None or task.cancelling():
         return None
     return stray_cancellation(what, exc)
