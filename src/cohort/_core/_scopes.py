@@ -260,7 +260,7 @@ class CancelScope:
         if self._phase is _ACTIVE and state is not None:
             state.refresh(state.stack.index(self))
         if self._phase is _ACTIVE and state is not None and not self._reason:
-            now = state.loop.time()
+            now = state.clock()
             if self._deadline <= now:
                 self._expire()
             elif self._deadline < state.timer_when:
@@ -405,7 +405,7 @@ class CancelScope:
         )
         relative = self._relative
         if relative is not None:
-            now = state.loop.time()
+            now = state.clock()
             self._deadline = now + relative
         stack = state.stack
         deadline = self._deadline
@@ -426,7 +426,7 @@ class CancelScope:
         elif deadline < state.timer_when:
             # A deadline already passed arms a timer in the past: it fires at
             # the task's next await, and not at all if the block never awaits.
-            state.arm(deadline, now if relative is not None else state.loop.time())
+            state.arm(deadline, now if relative is not None else state.clock())
         return effective
 
     def _enter_late(self, state: TaskScopes, cancelling: int, anyio: object, base: float) -> None:
