@@ -9,6 +9,7 @@ import math
 import pytest
 
 import cohort
+from cohort.testing import VirtualClockLoop
 
 pytestmark = pytest.mark.virtual_clock
 
@@ -57,3 +58,21 @@ async def test_a_deferred_scope_under_another_scope_takes_its_deadline_when_ente
             g.cancel()
             await asyncio.sleep(0)
     assert not outer.cancelled_caught
+
+
+def test_a_group_opened_inside_an_anyio_shield_still_cancels_its_body() -> None:
+    """The anyio scope in force where the group was opened is kept with its deferred
+    scope: that shield lies outside the group and holds nothing of it back."""
+    anyio = pytest.importorskip("anyio")
+    reached: list[str] = []
+
+    async def main() -> None:
+        with anyio.CancelScope(shield=True):
+            async with cohort.TaskGroup() as g:
+                g.cancel()
+                await asyncio.sleep(100)
+                reached.append("after the sleep")
+            reached.append("after the group")
+
+    anyio.run(main, backend="asyncio", backend_options={"loop_factory": VirtualClockLoop})
+    assert reached == ["after the group"]
