@@ -118,10 +118,8 @@ def defer(task: asyncio.Task[object], owner: Deferrable) -> tuple[TaskScopes, fl
     holds a cancellation back, or when its owner calls ``enter_deferred``.
 
     Returns the task's scope state and the deadline in force (that of the scope).
-    A task group's own scope, which most groups never use, costs nothing so: what
-    the scope needs from its entry (``task.cancelling()``, anyio's scope, the deadline
-    in force below the stack) is kept only when it is not the default (see
-    ``TaskScopes.deferred``).
+    A task group's own scope, which most groups never use, costs nothing so (what it
+    needs from its entry is kept only when not the default: ``TaskScopes.deferred``).
     """
     state = _state_var.get()
     if state is None or state.task is not task:
@@ -133,14 +131,10 @@ def defer(task: asyncio.Task[object], owner: Deferrable) -> tuple[TaskScopes, fl
         base = _INF  # not read when entered late: the scopes below say it
     else:
         deadline = base = _base_deadline.get()
-    if _seen[1] or (_seen[1] is None and _ANYIO in _modules):
-        anyio = anyio_scope(state)
-        if anyio is not None:
-            state.deferred.append((owner, task.cancelling(), anyio, base))
-            return state, deadline
+    anyio = anyio_scope(state) if _seen[1] or (_seen[1] is None and _ANYIO in _modules) else None
     cancelling = task.cancelling()
-    if cancelling or base != _INF:
-        state.deferred.append((owner, cancelling, None, base))
+    if cancelling or base != _INF or anyio is not None:
+        state.deferred.append((owner, cancelling, anyio, base))
     else:
         state.deferred.append(owner)  # the common case: the owner alone
     return state, deadline
