@@ -130,6 +130,9 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     ("cohort/_core/_state.py", "asyncio.tasks._current_tasks"): (
         "3.11 only: the dict behind asyncio.current_task, read without its Python wrapper"
     ),
+    ("cohort/_core/_taskstate.py", "asyncio.tasks._current_tasks"): (
+        "3.11 only: the dict behind asyncio.current_task, read without its Python wrapper"
+    ),
     ("cohort/bridge/_pool.py", "multiprocessing.current_process()._inheriting"): (
         "the stdlib has no public way to tell a worker's import of __main__"
     ),

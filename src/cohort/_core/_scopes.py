@@ -43,6 +43,7 @@ from cohort._core._taskstate import (
     anyio_scope,
     anyio_seen,
     anyio_shielded,
+    current_task_of,
     shielded,
     state_for,
     state_var,
@@ -72,11 +73,12 @@ __all__ = [
     "wait_finished",
 ]
 
-_current_task = asyncio.current_task
+_current_task = current_task_of  # with the loop: no Python wrapper on 3.11
+_running_loop = asyncio.get_running_loop
 _new = object.__new__
 _getframe = sys._getframe
 _modules = sys.modules
-_module, _ANYIO, _seen = _modules.get, ANYIO_BACKEND, anyio_seen  # see anyio_seen
+_ANYIO, _seen = ANYIO_BACKEND, anyio_seen  # see anyio_seen
 _CancelledError = asyncio.CancelledError
 _INF: Final = math.inf
 
@@ -116,19 +118,26 @@ def defer(task: asyncio.Task[object], owner: Deferrable) -> tuple[TaskScopes, fl
     holds a cancellation back, or when its owner calls ``enter_deferred``.
 
     Returns the task's scope state and the deadline in force (that of the scope).
-    A task group's own scope, which most groups never use, costs nothing so.
+    A task group's own scope, which most groups never use, costs nothing so (what it
+    needs from its entry is kept only when not the default: ``TaskScopes.deferred``).
     """
     state = _state_var.get()
     if state is None or state.task is not task:
         state = state_for(task)
-    base = _base_deadline.get()
     stack = state.stack
-    anyio = anyio_scope(state) if _seen[1] or _module(_ANYIO) is not _seen[0] else None
-    state.deferred.append((owner, task.cancelling(), anyio, base))
     if stack:
         scope = stack[-1]
-        return state, scope._effective
-    return state, base
+        deadline = scope._effective
+        base = _INF  # not read when entered late: the scopes below say it
+    else:
+        deadline = base = _base_deadline.get()
+    anyio = anyio_scope(state) if _seen[1] or (_seen[1] is None and _ANYIO in _modules) else None
+    cancelling = task.cancelling()
+    if cancelling or base != _INF or anyio is not None:
+        state.deferred.append((owner, cancelling, anyio, base))
+    else:
+        state.deferred.append(owner)  # the common case: the owner alone
+    return state, deadline
 
 
 def cancel_task(task: asyncio.Task[object], msg: object = None) -> None:
@@ -139,7 +148,7 @@ def cancel_task(task: asyncio.Task[object], msg: object = None) -> None:
         _held_reasons[task] = msg
         state.hold(None)
         return
-    if (_seen[1] or _module(_ANYIO) is not _seen[0]) and task_anyio_shielded(task):
+    if (_seen[1] or (_seen[1] is None and _ANYIO in _modules)) and task_anyio_shielded(task):
         task.get_loop().call_later(ANYIO_POLL, cancel_task, task, msg)
         return
     task.cancel(msg)
@@ -245,7 +254,7 @@ class CancelScope:
         if self._phase is _ACTIVE and state is not None:
             state.refresh(state.stack.index(self))
         if self._phase is _ACTIVE and state is not None and not self._reason:
-            now = state.loop.time()
+            now = state.clock()
             if self._deadline <= now:
                 self._expire()
             elif self._deadline < state.timer_when:
@@ -285,7 +294,9 @@ class CancelScope:
         if state is None or not state.firing or state.shields:
             self._request()
         # The timer fires (no task runs), nothing shields: _deliver(), inlined.
-        elif (_seen[1] or _module(_ANYIO) is not _seen[0]) and anyio_shielded(state, self._anyio):
+        elif (_seen[1] or (_seen[1] is None and _ANYIO in _modules)) and anyio_shielded(
+            state, self._anyio
+        ):
             state.hold_for_anyio(self)
         else:  # _why(), inlined too: GroupScope, which has its own, has its own _expire
             self._cancel_requests += 1
@@ -311,7 +322,9 @@ class CancelScope:
     def _deliver(self) -> None:
         state = self._state
         assert state is not None
-        if (_seen[1] or _module(_ANYIO) is not _seen[0]) and anyio_shielded(state, self._anyio):
+        if (_seen[1] or (_seen[1] is None and _ANYIO in _modules)) and anyio_shielded(
+            state, self._anyio
+        ):
             state.hold_for_anyio(self)
             return
         self._cancel_requests += 1
@@ -358,7 +371,7 @@ class CancelScope:
 
     def __enter__(self) -> CancelScope:
         try:
-            task = _current_task()
+            task = _current_task(_running_loop())
         except RuntimeError:  # no running loop
             task = None
         if task is None:
@@ -381,10 +394,12 @@ class CancelScope:
         self._state = state
         self._phase = _ACTIVE
         self._entry_cancelling = task.cancelling()
-        self._anyio = anyio_scope(state) if _seen[1] or _module(_ANYIO) is not _seen[0] else None
+        self._anyio = (
+            anyio_scope(state) if _seen[1] or (_seen[1] is None and _ANYIO in _modules) else None
+        )
         relative = self._relative
         if relative is not None:
-            now = state.loop.time()
+            now = state.clock()
             self._deadline = now + relative
         stack = state.stack
         deadline = self._deadline
@@ -405,7 +420,7 @@ class CancelScope:
         elif deadline < state.timer_when:
             # A deadline already passed arms a timer in the past: it fires at
             # the task's next await, and not at all if the block never awaits.
-            state.arm(deadline, now if relative is not None else state.loop.time())
+            state.arm(deadline, now if relative is not None else state.clock())
         return effective
 
     def _enter_late(self, state: TaskScopes, cancelling: int, anyio: object, base: float) -> None:
@@ -447,7 +462,7 @@ class CancelScope:
         state = self._state
         if state is None or self._phase is not _ACTIVE:
             raise RuntimeError(f"{self!r} exited without being entered")
-        here = _current_task(state.loop)  # with the loop: no lookup of the running one
+        here = _current_task(state.loop)
         if here is not state.task:
             # The scope stays active for the task that entered it, which exits it
             # as usual; unless its block is being closed (an async generator
@@ -671,7 +686,10 @@ def current_deadline() -> float:
     Counts the task's enclosing cohort scopes up to the nearest shield and, in a
     task group's child, the deadlines in force where the group was opened.
     """
-    task = _current_task()
+    try:
+        task = _current_task(_running_loop())
+    except RuntimeError:  # no running loop
+        task = None
     if task is None:
         raise RuntimeError("current_deadline() must be called inside an asyncio task")
     state = _state_var.get()

@@ -16,7 +16,9 @@ import asyncio
 import enum
 import math
 import sys
+import time
 import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -33,6 +35,7 @@ __all__ = [
     "anyio_seen",
     "anyio_shielded",
     "anyio_states",
+    "current_task_of",
     "fire",
     "shield_between",
     "shielded",
@@ -46,6 +49,17 @@ __all__ = [
 
 _modules = sys.modules
 _ref = weakref.ref
+_monotonic = time.monotonic
+_base_time: Final = asyncio.BaseEventLoop.time
+
+# The task running on a loop (never None inside a coroutine a task runs). On 3.11
+# asyncio.current_task is a Python function around the get of this dict (kept by
+# the C tasks); on 3.12+ it is a C function itself.
+current_task_of: Final[Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]] = (
+    asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+    if sys.version_info < (3, 12)
+    else asyncio.current_task
+)
 
 
 class ScopePhase(enum.IntEnum):
@@ -73,6 +87,7 @@ class TaskScopes:
         "__weakref__",
         "anyio",
         "base",
+        "clock",
         "deferred",
         "firing",
         "key",
@@ -89,6 +104,9 @@ class TaskScopes:
     def __init__(self, task: asyncio.Task[object], loop: asyncio.AbstractEventLoop) -> None:
         self.task = task
         self.loop = loop
+        # loop.time, or time.monotonic itself where that is all loop.time does (a
+        # Python method call less per reading; a virtual clock's loop has its own).
+        self.clock: Callable[[], float] = _monotonic if type(loop).time is _base_time else loop.time
         # Made with room for one (a list emptied by pop() from a larger room
         # frees it, and the next append allocates again: once per scope).
         self.stack: list[CancelScope] = [None]  # type: ignore[list-item]
@@ -106,8 +124,11 @@ class TaskScopes:
         # A whole-task cancellation (from a group) held back by a shield.
         self.root_pending = False
         # Scopes entered only when first needed (see defer()), innermost last:
-        # (their owner, task.cancelling() and anyio's scope at entry, base deadline).
-        self.deferred: list[tuple[Deferrable, int, object, float]] = []
+        # (their owner, task.cancelling() and anyio's scope at entry, base deadline),
+        # or the owner alone for (owner, 0, None, math.inf). Made with room for one,
+        # as the stack.
+        self.deferred: list[Deferrable | tuple[Deferrable, int, object, float]] = [None]  # type: ignore[list-item]
+        self.deferred.pop()
         # anyio's TaskState of the task once found (anyio keeps it for the task's
         # life), and the weak reference to the task its dict is keyed by.
         self.anyio: Any = None
@@ -119,10 +140,14 @@ class TaskScopes:
         deferred = self.deferred
         count = len(deferred)
         if upto is not None:
-            count = next(i for i, d in enumerate(deferred) if d[0] is upto) + 1
+            count = next(i for i, d in enumerate(deferred) if _owner(d) is upto) + 1
         entering = deferred[:count]
         del deferred[:count]
-        for owner, cancelling, anyio, base in entering:
+        for d in entering:
+            if isinstance(d, tuple):
+                owner, cancelling, anyio, base = d
+            else:
+                owner, cancelling, anyio, base = d, 0, None, _INF
             scope = owner._body_scope()
             scope._enter_late(self, cancelling, anyio, base)
 
@@ -133,11 +158,11 @@ class TaskScopes:
         can exit, in this task, inside a group entered after it.
         """
         deferred = self.deferred
-        if deferred[-1][0] is owner:
+        if deferred[-1] is owner:
             deferred.pop()
             return
         for i, d in enumerate(deferred):
-            if d[0] is owner:
+            if _owner(d) is owner:
                 del deferred[i]
                 return
 
@@ -229,6 +254,11 @@ class TaskScopes:
             inner._held_back()
 
 
+def _owner(deferred: Deferrable | tuple[Deferrable, int, object, float]) -> Deferrable:
+    """The owner of an entry of ``TaskScopes.deferred``."""
+    return deferred[0] if isinstance(deferred, tuple) else deferred
+
+
 def fire(ref: weakref.ref[TaskScopes]) -> None:
     """The timer's callback: expire the scopes whose deadline passed, re-arm for the next."""
     state = ref()
@@ -237,7 +267,7 @@ def fire(ref: weakref.ref[TaskScopes]) -> None:
     fired = state.timer_when
     state.timer = None
     state.timer_when = _INF
-    now = state.loop.time()
+    now = state.clock()
     if now < fired:
         now = fired
     upcoming = _INF
@@ -277,11 +307,11 @@ ANYIO_BACKEND: Final = "anyio._backends._asyncio"
 
 # What anyio_scope() last read: anyio's backend module (None: not loaded) and its
 # task states (the dict under its WeakKeyDictionary of TaskState, keyed by a weak
-# reference to the task; None when anyio's internals differ). While the module is
-# the same and no task holds anyio state, callers skip anyio_scope() altogether:
-# ``anyio_seen[1] or _modules.get(ANYIO_BACKEND) is not anyio_seen[0]`` is false.
-# While some task holds anyio state, the module is not looked up again (a backend
-# reloaded then is seen once no task holds state in the old one).
+# reference to the task; None when anyio is not loaded or its internals differ).
+# While no task holds anyio state, callers skip anyio_scope() altogether:
+# ``anyio_seen[1] or (anyio_seen[1] is None and ANYIO_BACKEND in sys.modules)`` is
+# false (once anyio is loaded, an empty dict: no look-up in sys.modules at all;
+# a backend reloaded later is not seen).
 anyio_seen: list[Any] = [None, None]
 
 
@@ -392,7 +422,10 @@ def stray_cancellation(what: str, exc: BaseException) -> RuntimeError:
 def stray(exc: BaseException, what: str) -> RuntimeError | None:
     """In the task that caught ``exc`` (a ``CancelledError``): the failure to report
     instead, or ``None`` when the task itself is being cancelled (re-raise then)."""
-    task = asyncio.current_task()
+    try:
+        task = current_task_of(asyncio.get_running_loop())
+    except RuntimeError:  # no running loop
+        return None
     if task is None or task.cancelling():
         return None
     return stray_cancellation(what, exc)

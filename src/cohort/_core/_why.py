@@ -9,7 +9,7 @@ from __future__ import annotations
 from cohort._core._child import Child, ChildStatus
 from cohort._core._policies import Decision, FirstWins, JoinPolicy, Quorum
 from cohort._exceptions import BulkheadFullError, CircuitOpenError
-from cohort._observe._reasons import CancelReason
+from cohort._observe._reasons import CancelReason, lazy_reason
 
 __all__ = [
     "after_child",
@@ -22,7 +22,14 @@ __all__ = [
 
 
 def after_child(group: str, policy: JoinPolicy, decision: Decision, child: Child) -> CancelReason:
-    """The policy decided once ``child`` ended: a sibling failed, a winner, a quorum."""
+    """The policy decided once ``child`` ended: a sibling failed, a winner, a quorum.
+
+    Made when read (the child has ended: its name, status and error no longer change).
+    """
+    return lazy_reason(_after_child, group, policy, decision, child)
+
+
+def _after_child(group: str, policy: JoinPolicy, decision: Decision, child: Child) -> CancelReason:
     name = child.name
     status = child.status
     if status is not ChildStatus.SUCCEEDED and decision is Decision.FAIL:

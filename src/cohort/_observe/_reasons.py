@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType
-from typing import Literal
+from typing import Any, Literal
 
 _CancelledError = asyncio.CancelledError
 
-__all__ = ["CancelReason", "LazyReason", "ReasonKind", "cancel_reason", "site"]
+__all__ = ["CancelReason", "LazyReason", "ReasonKind", "cancel_reason", "lazy_reason", "site"]
 
 ReasonKind = Literal[
     "deadline",  # a scope's deadline passed (move_on_after, fail_after, ...)
@@ -85,13 +86,78 @@ class LazyReason(functools.partial[CancelReason]):
         return CancelReason, (r.kind, r.message, r.source, r.child, r.error, r.where)
 
 
+class _Unread(CancelReason):
+    """A ``CancelReason`` whose fields are made when first read (see ``lazy_reason``).
+
+    An instance of ``CancelReason`` in every way a reader can tell, but its type:
+    equal to (and hashed as) the reason it stands for, with its ``repr()``, pickled
+    and copied as that reason itself.
+    """
+
+    # The LazyReason that makes the reason until it is read, then the reason.
+    __slots__ = ("_lazy",)
+    _lazy: CancelReason | LazyReason
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Called with a reason's fields (dataclasses.replace): made at once.
+        _set_lazy(self, CancelReason(*args, **kwargs))
+
+    def _made(self) -> CancelReason:
+        made = self._lazy
+        if isinstance(made, LazyReason):
+            made = made()
+            _set_lazy(self, made)
+        return made
+
+    def __str__(self) -> str:
+        return self._made().message
+
+    def __repr__(self) -> str:
+        return repr(self._made())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Unread):
+            return other == self._made()  # made by other.__eq__
+        return self._made() == other
+
+    def __hash__(self) -> int:
+        return hash(self._made())
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        r = self._made()
+        return CancelReason, (r.kind, r.message, r.source, r.child, r.error, r.where)
+
+
+def _field(name: str) -> property:
+    return property(lambda self: getattr(self._made(), name), doc=f"the reason's {name}")
+
+
+for _name in ("kind", "message", "source", "child", "error", "where"):
+    setattr(_Unread, _name, _field(_name))
+# The slot's own setter: the class is frozen (its __setattr__ raises).
+_set_lazy: Callable[[_Unread, object], None] = _Unread.__dict__["_lazy"].__set__
+_new = object.__new__
+
+
+def lazy_reason(make: Callable[..., CancelReason], *args: object) -> CancelReason:
+    """A ``CancelReason`` that ``make(*args)`` makes when any of it is first read (a
+    race's losers are cancelled for a reason that nobody reads, most of the time).
+
+    ``make`` must give the same reason whenever it is called: its arguments are
+    read when the reason is, not now.
+    """
+    reason = _new(_Unread)
+    _set_lazy(reason, LazyReason(make, *args))
+    return reason
+
+
 def cancel_reason(exc: BaseException) -> CancelReason | None:
     """Why cohort cancelled: the reason carried by ``exc`` (a ``CancelledError``, or an
     error raised from one, such as ``fail_after``'s ``TimeoutError``), or ``None``
     for a cancellation cohort did not cause (a bare ``task.cancel()``)."""
     if type(exc) is _CancelledError and exc.args:  # the common case: no walk
         reason = exc.args[0]
-        if type(reason) is CancelReason:
+        if type(reason) is CancelReason or type(reason) is _Unread:
             return reason
     seen = 0
     current: BaseException | None = exc
