@@ -127,9 +127,6 @@ REACH_THROUGHS: dict[tuple[str, str], str] = {
     ("cohort/bridge/_leftovers.py", "asyncio._get_running_loop"): (
         "in asyncio.__all__: the running loop or None, without raising"
     ),
-    ("cohort/_core/_state.py", "asyncio.tasks._current_tasks"): (
-        "3.11 only: the dict behind asyncio.current_task, read without its Python wrapper"
-    ),
     ("cohort/_core/_taskstate.py", "asyncio.tasks._current_tasks"): (
         "3.11 only: the dict behind asyncio.current_task, read without its Python wrapper"
     ),

@@ -52,7 +52,7 @@ from cohort._core._policies import (
 )
 from cohort._core._scopes import CancelScope, cancel_task, stray_cancellation
 from cohort._core._state import GroupScope, GroupState, Phase, live_groups, open_groups
-from cohort._core._state import current_task_of as _current_task
+from cohort._core._taskstate import current_task_of as _current_task
 from cohort._observe import _events as _observe
 from cohort._observe._awaited import add_awaited_by, discard_awaited_by
 from cohort._observe._events import EVENTS

@@ -14,7 +14,6 @@ import contextvars
 import enum
 import itertools
 import operator
-import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
@@ -38,7 +37,6 @@ __all__ = [
     "Phase",
     "Queued",
     "TreeRow",
-    "current_task_of",
     "live_groups",
     "open_groups",
 ]
@@ -69,15 +67,6 @@ TreeRow = tuple[
 ]
 # A child waiting for a ``limit`` slot: its record, the coroutine to run, the context.
 Queued = tuple[Child, Coroutine[Any, Any, Any], contextvars.Context]
-
-# The task running on a loop (never None inside a coroutine a task runs). On 3.11
-# asyncio.current_task is a Python function around the get of this dict (kept by
-# the C tasks); on 3.12+ it is a C function itself.
-current_task_of: Final[Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]] = (
-    asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
-    if sys.version_info < (3, 12)
-    else asyncio.current_task
-)
 
 _group_numbers = itertools.count(1)
 # Every open group and the task it runs in, in entry order, for task_tree() and

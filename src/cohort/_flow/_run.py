@@ -18,7 +18,7 @@ from cohort._core._group import TaskGroup, clock_of
 from cohort._core._handle import ChildStatus, Handle, Outcome
 from cohort._core._policies import ChildView, Decision, GroupView, Settle
 from cohort._core._scopes import cancel_task, stray_cancellation
-from cohort._core._state import current_task_of
+from cohort._core._taskstate import current_task_of
 from cohort._flow._invoke import Threads, call
 from cohort._flow._join import decide
 from cohort._flow._result import FlowError, FlowResult, UpstreamFailed
