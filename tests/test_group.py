@@ -1173,3 +1173,33 @@ async def test_a_spawn_hook_set_while_a_group_is_open_wraps_the_next_children() 
     assert wrapped == ["a", None, None]
     assert h.name == "hooked"
     assert spawn_hook.get() is None
+
+
+_where = contextvars.ContextVar("_where", default="unset")
+
+
+class _SeesContext(cohort.Gather):
+    """Gather that notes the context variable its hook runs with."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_child_done(self, group: cohort.GroupView, handle: cohort.ChildView) -> Decision:
+        self.seen.append(_where.get())
+        _where.set("set by the hook")  # lands in the callbacks' context, not the body's
+        return super().on_child_done(group, handle)
+
+
+@pytest.mark.parametrize("how", ["spawn", "start_soon"])
+async def test_a_childs_end_is_judged_in_a_copy_of_the_context_of_the_groups_first_spawn(
+    how: str,
+) -> None:
+    policy = _SeesContext()
+    _where.set("body")
+    with pytest.raises(ExceptionGroup):
+        async with cohort.TaskGroup(join=policy) as g:
+            getattr(g, how)(bad, "x", 0)
+            _where.set("after the spawn")
+            getattr(g, how)(bad, "y", 0)
+    assert policy.seen == ["body"]  # the first end decides (FAIL): no more hooks
+    assert _where.get() == "after the spawn"
