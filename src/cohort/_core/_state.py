@@ -195,8 +195,8 @@ class GroupState:
     # The finished children in completion order, for a policy that orders results
     # so (a list of its own then): never appended to otherwise.
     _completed: list[Child] = _NOT_KEPT
-    # The context the done callbacks of plain children run in (see _group.spawn): a
-    # copy of the context of the group's first such spawn, shared by them.
+    # The context every child's done callback runs in: a copy of the context of the
+    # group's first spawn, shared (one context per group, not one per child).
     _cb_context: contextvars.Context | None = None
 
     def __init__(
@@ -460,7 +460,10 @@ class GroupState:
         child.status = _RUNNING
         child.started = self._clock()
         self._tasks[task] = child
-        task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
+        cb_context = self._cb_context
+        if cb_context is None:
+            cb_context = self._cb_context = contextvars.copy_context()
+        task.add_done_callback(self._done_cb, context=cb_context)  # type: ignore[arg-type]
         if add_awaited_by is not None:
             add_awaited_by(task, self._task)
         if EVENTS.on:
