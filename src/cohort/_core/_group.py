@@ -201,8 +201,7 @@ class TaskGroup(GroupState):
         if kwargs:
             raise keywords_refused("start_soon", fn, args, kwargs, SPAWN_OPTIONS)
         if (  # a plain child (see record_of), started here: no record, no other call
-            name is None
-            and timeout is None
+            timeout is None
             and critical is True
             and retry is None
             and context is None
@@ -216,11 +215,15 @@ class TaskGroup(GroupState):
             coro = fn(*args)
             if type(coro) is _CoroutineType:
                 try:
-                    task = self._loop.create_task(coro)
+                    if name is None:
+                        task = self._loop.create_task(coro)
+                        self._tasks[task] = (self._count, self._clock())
+                    else:  # the name is its task's (as task_tree() shows a record's)
+                        task = self._loop.create_task(coro, name=name)
+                        self._tasks[task] = (self._count, self._clock(), name)
                 except BaseException:
                     coro.close()
                     raise
-                self._tasks[task] = (self._count, self._clock())
                 cb_context = self._cb_context
                 if cb_context is None:
                     cb_context = self._cb_context = contextvars.copy_context()

@@ -70,6 +70,9 @@ _NEW, _EXITING, _CLOSED = Phase.NEW, Phase.EXITING, Phase.CLOSED
 TreeRow = tuple[
     str, ChildStatus, float | None, float | None, asyncio.Task[Any] | None, CancelReason | None
 ]
+# A plain start_soon child while it runs without a record (record_of's arguments
+# after its task): its place in spawn order, its start, and the name given if any.
+Plain = tuple[int, float] | tuple[int, float, str]
 # A child waiting for a ``limit`` slot: its record, the coroutine to run, the context.
 Queued = tuple[Child, Coroutine[Any, Any, Any], contextvars.Context]
 
@@ -244,7 +247,7 @@ class GroupState:
         # The running children by their task; the records shown in handles/outcomes
         # (in spawn order unless _unsorted); the finished ones in completion order
         # (for a policy that orders results so).
-        self._tasks: dict[asyncio.Task[Any], Child | tuple[int, float]] = {}
+        self._tasks: dict[asyncio.Task[Any], Child | Plain] = {}
         self._kept: list[Child] = []
         if traits.completion_order:
             self._completed = []
