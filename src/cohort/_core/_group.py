@@ -144,10 +144,9 @@ class TaskGroup(GroupState):
             and not spawn_hook.used
             and not EVENTS.on
             and _get_ident() == self._thread
-            and callable(fn)
         ):
-            coro = fn(*args)
-            if type(coro) is _CoroutineType:
+            coro = fn(*args) if callable(fn) else fn  # fn: a coroutine object, checked below
+            if type(coro) is _CoroutineType and (coro is not fn or not args):
                 try:
                     task = self._loop.create_task(coro)
                 except BaseException:
@@ -177,7 +176,8 @@ class TaskGroup(GroupState):
                     if self._traits.sees_spawns:
                         self._apply(ask_spawned(self._policy, self._traits, self, child))
                 return Handle(child)
-            fn, args = check_coro(fn, coro), ()  # type: ignore[assignment]  # another coroutine
+            if coro is not fn:  # another coroutine, or raises
+                fn, args = check_coro(fn, coro), ()  # type: ignore[assignment]
         return Handle(self._add(fn, args, name, timeout, critical, retry, context, True))
 
     def start_soon(
