@@ -3,8 +3,9 @@
 The records of the children (running by task, kept in spawn order, finished in
 completion order, queued), the counters the policies read, the results, and the
 phase, and the queue of children waiting for a ``limit`` slot (started or
-dropped here). ``TaskGroup`` (``cohort._core._group``) adds what changes the
-rest: spawning, the completion path, decisions, entry and exit.
+dropped here); a child's task made (``_start``) and its end judged (``_judge``).
+``TaskGroup`` (``cohort._core._group``) adds what changes the rest: spawning,
+the completion path, decisions, entry and exit.
 """
 
 from __future__ import annotations
