@@ -1173,3 +1173,34 @@ async def test_a_spawn_hook_set_while_a_group_is_open_wraps_the_next_children() 
     assert wrapped == ["a", None, None]
     assert h.name == "hooked"
     assert spawn_hook.get() is None
+
+
+_where = contextvars.ContextVar("_where", default="unset")
+
+
+class _SeesContext(cohort.Settle):
+    """Settle that notes the context variable its hook runs with."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_child_done(self, group: cohort.GroupView, handle: cohort.ChildView) -> Decision:
+        self.seen.append(_where.get())
+        _where.set(f"set by the hook for {handle.name}")
+        return super().on_child_done(group, handle)
+
+
+@vc
+@pytest.mark.parametrize("how", ["spawn", "start_soon"])
+async def test_every_childs_end_is_recorded_in_one_copy_of_the_context_of_the_first_spawn(
+    how: str,
+) -> None:
+    policy = _SeesContext()
+    _where.set("body")
+    async with cohort.TaskGroup(join=policy) as g:
+        getattr(g, how)(bad, "x", 1, name="a")
+        _where.set("after the first spawn")
+        getattr(g, how)(bad, "y", 2, name="b")
+        g.spawn(ok, "z", 3, name="c")
+    assert policy.seen == ["body", "set by the hook for a", "set by the hook for b"]
+    assert _where.get() == "after the first spawn"

@@ -340,3 +340,30 @@ async def test_a_function_returning_another_kind_of_coroutine_runs_as_a_plain_ch
         g.start_soon(lambda x: _Wrapped(doubled(x, seen)), 2)
     assert sorted(seen) == [2, 4]
     assert (g.succeeded, g.outcomes) == (2, [])
+
+
+@vc
+async def test_a_named_child_without_a_record_shows_its_tasks_name_and_is_recorded_by_it() -> None:
+    renamed = asyncio.Event()
+
+    async def waits() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.get_name() == "waits"
+        await asyncio.sleep(1)
+        task.set_name("renamed")
+        renamed.set()
+        await asyncio.sleep(10)
+
+    with pytest.raises(ExceptionGroup):
+        async with cohort.TaskGroup(name="g") as g:
+            g.start_soon(waits, name="waits")
+            g.start_soon(bad, "x", 5, name="fails")
+            await renamed.wait()
+            await asyncio.sleep(1)
+            (root,) = cohort.task_tree().groups
+            assert [(c.name, c.elapsed) for c in root.children] == [("renamed", 2), ("fails", 2)]
+    assert [(o.name, o.status, o.started, o.ended) for o in g.outcomes] == [
+        ("waits", S.CANCELLED, 0, 5),
+        ("fails", S.FAILED, 0, 5),
+    ]

@@ -157,14 +157,16 @@ async def run_with_timeout(coro: Coroutine[Any, Any, T], timeout: float, child: 
     raise error
 
 
-def record_of(task: asyncio.Task[Any], seq: int, started: float) -> Child:
+def record_of(task: asyncio.Task[Any], seq: int, started: float, label: str | None = None) -> Child:
     """The record of a plain ``start_soon`` child, which its group keeps without one
-    while it runs (its task keyed to its place in spawn order and its start): made
-    when a reader needs it (``task_tree()``) or the child ends without succeeding."""
+    while it runs (its task keyed to its place in spawn order, its start, and the
+    name given, if any): made when a reader needs it (``task_tree()``) or the child
+    ends without succeeding."""
     child = Child.__new__(Child)
     child.seq = seq
     child.coro = task.get_coro()  # type: ignore[assignment]  # a coroutine: made so
-    child.label = child.tally = child.value = child.error = child.ended = None
+    child.label = label
+    child.tally = child.value = child.error = child.ended = None
     child.waiter = child.on_cancel = None
     child.critical = True
     child.shown = False

@@ -46,7 +46,6 @@ from cohort._core._policies import (
     Decision,
     ask_all_done,
     ask_body_done,
-    ask_child_done,
     ask_spawned,
     ask_timeout,
 )
@@ -135,6 +134,50 @@ class TaskGroup(GroupState):
         """
         if kwargs:
             raise keywords_refused("spawn", fn, args, kwargs, SPAWN_OPTIONS)
+        if (  # _add(), inlined for a child with no options, started at once
+            name is None
+            and timeout is None
+            and retry is None
+            and context is None
+            and self._limit is None
+            and self._accepting
+            and not spawn_hook.used
+            and not EVENTS.on
+            and _get_ident() == self._thread
+        ):
+            coro = fn(*args) if callable(fn) else fn  # fn: a coroutine object, checked below
+            if type(coro) is _CoroutineType and (coro is not fn or not args):
+                try:
+                    task = self._loop.create_task(coro)
+                except BaseException:
+                    coro.close()
+                    raise
+                child = Child()
+                child.seq = self._count
+                child.coro = coro
+                child.critical = critical
+                child.shown = True
+                child.task = task
+                child.status = _RUNNING
+                child.started = self._clock()
+                child.label = child.tally = child.value = child.error = child.ended = None
+                child.waiter = child.on_cancel = None
+                self._tasks[task] = child
+                cb_context = self._cb_context
+                if cb_context is None:
+                    cb_context = self._cb_context = contextvars.copy_context()
+                task.add_done_callback(self._done_cb, context=cb_context)  # type: ignore[arg-type]
+                if add_awaited_by is not None:
+                    add_awaited_by(task, self._task)
+                self._count += 1
+                self._kept.append(child)
+                if critical:
+                    self._spawned += 1
+                    if self._traits.sees_spawns:
+                        self._apply(ask_spawned(self._policy, self._traits, self, child))
+                return Handle(child)
+            if coro is not fn:  # another coroutine, or raises
+                fn, args = check_coro(fn, coro), ()  # type: ignore[assignment]
         return Handle(self._add(fn, args, name, timeout, critical, retry, context, True))
 
     def start_soon(
@@ -158,8 +201,7 @@ class TaskGroup(GroupState):
         if kwargs:
             raise keywords_refused("start_soon", fn, args, kwargs, SPAWN_OPTIONS)
         if (  # a plain child (see record_of), started here: no record, no other call
-            name is None
-            and timeout is None
+            timeout is None
             and critical is True
             and retry is None
             and context is None
@@ -173,12 +215,19 @@ class TaskGroup(GroupState):
             coro = fn(*args)
             if type(coro) is _CoroutineType:
                 try:
-                    task = self._loop.create_task(coro)
+                    if name is None:
+                        task = self._loop.create_task(coro)
+                        self._tasks[task] = (self._count, self._clock())
+                    else:  # the name is its task's (as task_tree() shows a record's)
+                        task = self._loop.create_task(coro, name=name)
+                        self._tasks[task] = (self._count, self._clock(), name)
                 except BaseException:
                     coro.close()
                     raise
-                self._tasks[task] = (self._count, self._clock())
-                task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
+                cb_context = self._cb_context
+                if cb_context is None:
+                    cb_context = self._cb_context = contextvars.copy_context()
+                task.add_done_callback(self._done_cb, context=cb_context)  # type: ignore[arg-type]
                 if add_awaited_by is not None:
                     add_awaited_by(task, self._task)
                 self._count += 1
@@ -246,22 +295,6 @@ class TaskGroup(GroupState):
             if context is None:
                 context = contextvars.copy_context()
             self._queue.append((child, run, context))
-        elif child.label is None and context is None:  # _start(), inlined: every child
-            try:
-                task = self._loop.create_task(run)  # no keywords to pass: a cheaper call
-            except BaseException:
-                run.close()
-                coro.close()
-                raise
-            child.task = task
-            child.status = _RUNNING
-            child.started = self._clock()
-            self._tasks[task] = child
-            task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
-            if add_awaited_by is not None:  # Python 3.14+: asyncio pstree shows it
-                add_awaited_by(task, self._task)
-            if EVENTS.on:
-                _observe.child_started(child, self, self._parent_name)
         else:
             self._start(child, run, context)
         self._count += 1
@@ -272,27 +305,6 @@ class TaskGroup(GroupState):
             if self._traits.sees_spawns:
                 self._apply(ask_spawned(self._policy, self._traits, self, child))
         return child
-
-    def _start(
-        self, child: Child, run: Coroutine[Any, Any, Any], context: contextvars.Context | None
-    ) -> None:
-        """A child's coroutine becomes its task (inlined in ``_add`` without name or context)."""
-        loop = self._loop
-        try:
-            task = loop.create_task(run, name=child.label, context=context)
-        except BaseException:
-            run.close()
-            child.coro.close()
-            raise
-        child.task = task
-        child.status = _RUNNING
-        child.started = self._clock()
-        self._tasks[task] = child
-        task.add_done_callback(self._done_cb)  # type: ignore[arg-type]  # open
-        if add_awaited_by is not None:
-            add_awaited_by(task, self._task)
-        if EVENTS.on:
-            _observe.child_started(child, self, self._parent_name)
 
     def cancel(self) -> None:
         """Stop the group now: cancel every child and the body; exit normally."""
@@ -387,25 +399,6 @@ class TaskGroup(GroupState):
             self._judge(child, status)
         if self._waiter is not None:
             self._wake_exit()
-
-    def _judge(self, child: Child, status: ChildStatus) -> None:
-        """A child's end as the policy sees it: counted, and asked about if critical."""
-        if self._traits.completion_order:
-            self._completed.append(child)
-        if child.critical:
-            if status is _SUCCEEDED:
-                self._succeeded += 1
-            else:
-                self._failed += 1
-            if self._decision is _CONTINUE:
-                if self._fatal:
-                    self._decide(_FAIL, child)
-                else:
-                    self._apply(ask_child_done(self._policy, self._traits, self, child), child)
-        elif self._fatal and self._decision is _CONTINUE:
-            self._decide(_FAIL, child)
-        if EVENTS.on:
-            _observe.child_ended(child, self, self._parent_name)
 
     def _apply(self, decision: Decision, cause: Child | None = None) -> None:
         if decision is not _CONTINUE and self._decision is _CONTINUE:

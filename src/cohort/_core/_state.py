@@ -3,8 +3,9 @@
 The records of the children (running by task, kept in spawn order, finished in
 completion order, queued), the counters the policies read, the results, and the
 phase, and the queue of children waiting for a ``limit`` slot (started or
-dropped here). ``TaskGroup`` (``cohort._core._group``) adds what changes the
-rest: spawning, the completion path, decisions, entry and exit.
+dropped here); a child's task made (``_start``) and its end judged (``_judge``).
+``TaskGroup`` (``cohort._core._group``) adds what changes the rest: spawning,
+the completion path, decisions, entry and exit.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from cohort._core import _scopes, _why
 from cohort._core._child import Child, ChildStatus, Outcome, record_of
 from cohort._core._coros import close_coroutines
 from cohort._core._handle import Handle
-from cohort._core._policies import Decision, Gather, JoinPolicy, traits_of
+from cohort._core._policies import Decision, Gather, JoinPolicy, ask_child_done, traits_of
 from cohort._core._scopes import CancelScope
-from cohort._observe._events import GroupStatistics
+from cohort._observe import _events as _observe
+from cohort._observe._awaited import add_awaited_by
+from cohort._observe._events import EVENTS, GroupStatistics
 from cohort._observe._reasons import CancelReason
 from cohort._validate import check_count, check_seconds
 
@@ -44,6 +47,7 @@ __all__ = [
 _CancelledError = asyncio.CancelledError
 _CONTINUE, _DONE, _FAIL = Decision.CONTINUE, Decision.DONE, Decision.FAIL
 _SUCCEEDED, _FAILED, _CANCELLED = ChildStatus.SUCCEEDED, ChildStatus.FAILED, ChildStatus.CANCELLED
+_RUNNING = ChildStatus.RUNNING
 _by_seq = operator.attrgetter("seq")
 # The completion order of a group whose policy does not read it: never appended to.
 _NOT_KEPT: Final[list[Child]] = []
@@ -65,6 +69,9 @@ _NEW, _EXITING, _CLOSED = Phase.NEW, Phase.EXITING, Phase.CLOSED
 TreeRow = tuple[
     str, ChildStatus, float | None, float | None, asyncio.Task[Any] | None, CancelReason | None
 ]
+# A plain start_soon child while it runs without a record (record_of's arguments
+# after its task): its place in spawn order, its start, and the name given if any.
+Plain = tuple[int, float] | tuple[int, float, str]
 # A child waiting for a ``limit`` slot: its record, the coroutine to run, the context.
 Queued = tuple[Child, Coroutine[Any, Any, Any], contextvars.Context]
 
@@ -181,6 +188,9 @@ class GroupState:
     # The finished children in completion order, for a policy that orders results
     # so (a list of its own then): never appended to otherwise.
     _completed: list[Child] = _NOT_KEPT
+    # The context every child's done callback runs in: a copy of the context of the
+    # group's first spawn, shared (one context per group, not one per child).
+    _cb_context: contextvars.Context | None = None
 
     def __init__(
         self,
@@ -227,7 +237,7 @@ class GroupState:
         # The running children by their task; the records shown in handles/outcomes
         # (in spawn order unless _unsorted); the finished ones in completion order
         # (for a policy that orders results so).
-        self._tasks: dict[asyncio.Task[Any], Child | tuple[int, float]] = {}
+        self._tasks: dict[asyncio.Task[Any], Child | Plain] = {}
         self._kept: list[Child] = []
         if traits.completion_order:
             self._completed = []
@@ -431,10 +441,55 @@ class GroupState:
             except Exception as exc:  # no task could be made: the child failed
                 self._ended(child, _FAILED, None, exc, False)
 
+    def _start(
+        self, child: Child, run: Coroutine[Any, Any, Any], context: contextvars.Context | None
+    ) -> None:
+        """A child's coroutine becomes its task."""
+        loop = self._loop
+        try:
+            task = loop.create_task(run, name=child.label, context=context)
+        except BaseException:
+            run.close()
+            child.coro.close()
+            raise
+        child.task = task
+        child.status = _RUNNING
+        child.started = self._clock()
+        self._tasks[task] = child
+        cb_context = self._cb_context
+        if cb_context is None:
+            cb_context = self._cb_context = contextvars.copy_context()
+        task.add_done_callback(self._done_cb, context=cb_context)  # type: ignore[arg-type]
+        if add_awaited_by is not None:
+            add_awaited_by(task, self._task)
+        if EVENTS.on:
+            _observe.child_started(child, self, self._parent_name)
+
+    def _judge(self, child: Child, status: ChildStatus) -> None:
+        """A child's end as the policy sees it: counted, and asked about if critical."""
+        if self._traits.completion_order:
+            self._completed.append(child)
+        if child.critical:
+            if status is _SUCCEEDED:
+                self._succeeded += 1
+            else:
+                self._failed += 1
+            if self._decision is _CONTINUE:
+                if self._fatal:
+                    self._decide(_FAIL, child)
+                else:
+                    self._apply(ask_child_done(self._policy, self._traits, self, child), child)
+        elif self._fatal and self._decision is _CONTINUE:
+            self._decide(_FAIL, child)
+        if EVENTS.on:
+            _observe.child_ended(child, self, self._parent_name)
+
     if TYPE_CHECKING:  # the group's own (TaskGroup)
 
-        def _start(
-            self, child: Child, run: Coroutine[Any, Any, Any], context: contextvars.Context
+        def _apply(self, decision: Decision, cause: Child | None = None) -> None: ...
+
+        def _decide(
+            self, decision: Decision, cause: Child | CancelReason | None = None
         ) -> None: ...
 
         def _ended(
