@@ -128,6 +128,7 @@ class GroupState:
         "__weakref__",
         "_accepting",
         "_base_token",
+        "_cb_context",
         "_child_errors",
         "_clock",
         "_count",
@@ -188,9 +189,6 @@ class GroupState:
     # The finished children in completion order, for a policy that orders results
     # so (a list of its own then): never appended to otherwise.
     _completed: list[Child] = _NOT_KEPT
-    # The context every child's done callback runs in: a copy of the context of the
-    # group's first spawn, shared (one context per group, not one per child).
-    _cb_context: contextvars.Context | None = None
 
     def __init__(
         self,
@@ -239,6 +237,9 @@ class GroupState:
         # (for a policy that orders results so).
         self._tasks: dict[asyncio.Task[Any], Child | Plain] = {}
         self._kept: list[Child] = []
+        # The context every child's done callback runs in: a copy of the context of
+        # the group's first spawn, shared (one context per group, not one per child).
+        self._cb_context: contextvars.Context | None = None
         if traits.completion_order:
             self._completed = []
         # Children waiting for a ``limit`` slot (None until the first one waits).
