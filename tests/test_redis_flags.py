@@ -49,8 +49,10 @@ async def test_consuming_waiters_each_take_one_setting(redis_url: str, namespace
         flags = a.event_flags("q", "item")
         async with asyncio.timeout(BOUND):
             for settings in range(1, 4):
-                await flags.set("item")
+                # The consumers still waiting, taken before the setting: one of them may take
+                # it (and end) before set() returns.
                 pending = [c for c in consumers if not c.done()]
+                await flags.set("item")
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 assert await flags.snapshot() == frozenset()  # consumed
                 assert sum(c.done() for c in consumers) == settings  # by exactly one
