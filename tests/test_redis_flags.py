@@ -49,12 +49,45 @@ async def test_consuming_waiters_each_take_one_setting(redis_url: str, namespace
         flags = a.event_flags("q", "item")
         async with asyncio.timeout(BOUND):
             for settings in range(1, 4):
-                await flags.set("item")
+                # The consumers still waiting, taken before the setting: one of them may take
+                # it (and end) before set() returns.
                 pending = [c for c in consumers if not c.done()]
+                await flags.set("item")
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 assert await flags.snapshot() == frozenset()  # consumed
                 assert sum(c.done() for c in consumers) == settings  # by exactly one
         assert all(c.result() == {"item"} for c in consumers)
+
+
+async def test_a_consumption_whose_reply_was_lost_is_answered_again_and_takes_no_second_setting(
+    redis_url: str, namespace: str
+) -> None:
+    # The consuming wait reaches the server and takes the setting; its reply is lost with
+    # the connection; the call is sent again on a new one. It must return what it took,
+    # not consume the next setting (which would lose one setting of the two).
+    from test_redis_proxy import Proxy
+
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    slow: dict[str, Any] = {"lease": 5.0, "poll": 0.05, "unreachable": 5.0}
+    async with (
+        Proxy(port) as proxy,
+        Coordinator(proxy.url, namespace=namespace, **slow) as cut,
+        Coordinator(redis_url, namespace=namespace, **slow) as ok,
+        asyncio.timeout(BOUND),
+    ):
+        flags = ok.event_flags("q", "item", "other")
+        await flags.set("item", "other")
+        proxy.mute_replies = True
+        consumer = asyncio.create_task(
+            cut.event_flags("q", "item", "other").wait_all("item", clear=True)
+        )
+        while "item" in await flags.snapshot():  # consumed on the server, the reply muted
+            await asyncio.sleep(0.01)
+        proxy.mute_replies = False
+        proxy.drop()  # the reply is lost; the call goes again on a new connection
+        await flags.set("item")  # a second setting, for another consumer
+        assert await consumer == {"item", "other"}  # what the first consumption saw
+        assert await flags.snapshot() == {"item", "other"}  # the second setting is still there
 
 
 async def test_unknown_names_and_empty_waits_raise_at_the_call_site(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import uuid
+from typing import Any, Final
 
 from cohort.redis._client import Connection, Primitive
 from cohort.redis._scripts import FLAGS_OP
 
 __all__ = ["EventFlags"]
+
+# How long (in `unreachable`s) the server keeps a consuming wait's reply for a retry: a
+# reply is lost within one `unreachable` of the script, and the call retried within another.
+_KEEP_UNREACHABLES: Final = 3
 
 
 class EventFlags(Primitive):
@@ -49,8 +55,13 @@ class EventFlags(Primitive):
                 raise KeyError(f"{self!r} has no flag {n!r}; known flags: {', '.join(self.names)}")
         return names
 
-    async def _op(self, op: str, names: tuple[str, ...]) -> list[Any]:
-        return await self.run(FLAGS_OP, self._keys, [self.channel, op, *names])
+    async def _op(self, op: str, names: tuple[str, ...], wait: str = "") -> list[Any]:
+        if not wait:
+            return await self.run(FLAGS_OP, self._keys, [self.channel, op, 0, *names])
+        # A consuming wait's record: its consumption, answered again to a retried call.
+        keep = math.ceil(1000 * _KEEP_UNREACHABLES * self.connection.unreachable)
+        keys = [*self._keys, f"{self.tag}:took:{wait}"]
+        return await self.run(FLAGS_OP, keys, [self.channel, op, keep, *names])
 
     async def set(self, *names: str) -> None:
         """Set ``names`` (already set ones stay set); wakes the waiters in every process."""
@@ -80,11 +91,14 @@ class EventFlags(Primitive):
 
     async def _wait(self, op: str, names: tuple[str, ...]) -> frozenset[str]:
         connection = self.connection
+        # The id of this wait: a consumption whose reply was lost is answered again, not
+        # made twice (a second setting taken, the first lost).
+        wait = uuid.uuid4().hex if op.endswith("!") else ""
         event = connection.watch(self.channel)
         try:
             while True:
                 event.clear()
-                _, taken, now = await self._op(op, names)
+                _, taken, now = await self._op(op, names, wait)
                 if taken:
                     return frozenset(now)
                 await connection.pause(event, connection.poll)

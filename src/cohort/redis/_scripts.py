@@ -15,8 +15,8 @@ microseconds)``, so a counter lost with the server's state starts again above
 every token granted before, as long as the server's clock does not step back.
 
 All keys of one primitive share one hash tag (``{ns:kind:name}``): one cluster
-slot. Scripts are idempotent per caller (holder or party id), so a call
-retried after a lost reply does no harm.
+slot. Scripts are idempotent per caller (holder or party id, an EventFlags
+wait's id), so a call retried after a lost reply does no harm.
 """
 
 from __future__ import annotations
@@ -429,16 +429,26 @@ return {epoch, 'ok', remaining, ''}
 """
 )
 
-# -- EventFlags: KEYS[2] the set of set flags. ARGV[3] channel, ARGV[4] op, ARGV[5...] names.
+# -- EventFlags: KEYS[2] the set of set flags; KEYS[3] (consuming ops only) the record of
+# one wait's consumption. ARGV[3] channel, ARGV[4] op, ARGV[5] how long the record is kept
+# (ms), ARGV[6...] names.
 # 'set' / 'clear' change the names; 'all' / 'any' / 'all!' / 'any!' (consume) try to take:
 # the reply is {epoch, taken (0/1), every set flag at that moment (before consuming)}.
+# A consuming op that takes records its reply in KEYS[3]: the same op sent again (its
+# reply was lost with the connection and the call retried) gets that reply, and consumes
+# nothing more.
 
 FLAGS_OP: Final = (
     PRELUDE
     + """
 local flags, op = KEYS[2], ARGV[4]
+local consume = string.sub(op, 4) == '!'
+if consume then
+  local took = redis.call('GET', KEYS[3])
+  if took then return {epoch, 1, cjson.decode(took)} end
+end
 local names = {}
-for i = 5, #ARGV do names[#names + 1] = ARGV[i] end
+for i = 6, #ARGV do names[#names + 1] = ARGV[i] end
 if op == 'set' then
   if redis.call('SADD', flags, unpack(names)) > 0 then redis.call('PUBLISH', ARGV[3], 'set') end
   return {epoch, 1, redis.call('SMEMBERS', flags)}
@@ -452,8 +462,9 @@ for _, name in ipairs(names) do found = found + redis.call('SISMEMBER', flags, n
 local base = string.sub(op, 1, 3)
 if (base == 'all' and found == #names) or (base == 'any' and found > 0) then
   local now = redis.call('SMEMBERS', flags)
-  if string.sub(op, 4) == '!' then
+  if consume then
     redis.call('SREM', flags, unpack(names))
+    redis.call('SET', KEYS[3], cjson.encode(now), 'PX', ARGV[5])
     redis.call('PUBLISH', ARGV[3], 'clear')
   end
   return {epoch, 1, now}
