@@ -319,19 +319,22 @@ def anyio_scope(state: TaskScopes) -> object:
     """anyio's innermost cancel scope in ``state``'s task (None without anyio or outside
     its scopes). The task's TaskState is looked up until found, then kept: anyio
     makes it before the task's first scope and keeps it while the task runs."""
-    found = state.anyio
-    if found is None:
-        states = anyio_seen[1] or anyio_states()
-        if not states:  # no anyio, or no task holds anyio state now: no look-up
-            return None
-        key = state.key
-        if key is None:
-            key = state.key = _ref(state.task)
-        found = states.get(key)
-        if found is None:
-            return None
+    found = state.anyio or _found_anyio_state(state)
+    return None if found is None else found.cancel_scope
+
+
+def _found_anyio_state(state: TaskScopes) -> Any:
+    """``state``'s task's anyio TaskState, kept once found; None while anyio has none."""
+    states = anyio_seen[1] or anyio_states()
+    if not states:  # no anyio, or no task holds anyio state now: no look-up
+        return None
+    key = state.key
+    if key is None:
+        key = state.key = _ref(state.task)
+    found = states.get(key)
+    if found is not None:
         state.anyio = found
-    return found.cancel_scope
+    return found
 
 
 def anyio_states() -> dict[Any, Any] | None:
@@ -349,18 +352,9 @@ def anyio_states() -> dict[Any, Any] | None:
 def anyio_shielded(state: TaskScopes, since: object) -> bool:
     """True when ``state``'s task is inside an anyio shield entered after anyio scope
     ``since`` (the innermost one when a cohort scope was entered)."""
-    found = state.anyio
-    if found is None:  # anyio_scope(), inlined: this runs at each delivery
-        states = anyio_seen[1] or anyio_states()
-        if not states:
-            return False
-        key = state.key
-        if key is None:
-            key = state.key = _ref(state.task)
-        found = states.get(key)
-        if found is None:
-            return False
-        state.anyio = found
+    found = state.anyio or _found_anyio_state(state)
+    if found is None:
+        return False
     scope = found.cancel_scope
     return scope is not since and shield_between(state.task, scope, since)
 
