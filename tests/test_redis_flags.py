@@ -90,6 +90,39 @@ async def test_a_consumption_whose_reply_was_lost_is_answered_again_and_takes_no
         assert await flags.snapshot() == {"item", "other"}  # the second setting is still there
 
 
+async def test_a_consuming_wait_cancelled_after_its_script_took_the_setting_gives_it_back(
+    redis_url: str, namespace: str
+) -> None:
+    # The consuming wait reaches the server and takes the setting; its reply is held back;
+    # the waiter is cancelled. The setting must go back, as the in-process EventFlags does.
+    from test_redis_proxy import Proxy
+
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    slow: dict[str, Any] = {"lease": 5.0, "poll": 0.05, "unreachable": 5.0}
+    async with (
+        Proxy(port) as proxy,
+        Coordinator(proxy.url, namespace=namespace, **slow) as cut,
+        Coordinator(redis_url, namespace=namespace, **slow) as ok,
+        asyncio.timeout(BOUND),
+    ):
+        flags = ok.event_flags("q", "item", "other")
+        await flags.set("item")
+        proxy.mute_replies = True
+        consumer = asyncio.create_task(
+            cut.event_flags("q", "item", "other").wait_any("item", "other", clear=True)
+        )
+        while "item" in await flags.snapshot():  # consumed on the server, the reply muted
+            await asyncio.sleep(0.01)
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        while "item" not in await flags.snapshot():  # given back (the reply still muted)
+            await asyncio.sleep(0.01)
+        assert await flags.snapshot() == {"item"}  # only what it took: not "other"
+        proxy.mute_replies = False
+        proxy.drop()
+
+
 async def test_unknown_names_and_empty_waits_raise_at_the_call_site(
     redis_url: str, namespace: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from typing import Any, Final
@@ -14,6 +15,16 @@ __all__ = ["EventFlags"]
 # How long (in `unreachable`s) the server keeps a consuming wait's reply for a retry: a
 # reply is lost within one `unreachable` of the script, and the call retried within another.
 _KEEP_UNREACHABLES: Final = 3
+# Give-backs of cancelled consuming waits in flight (kept referenced until done).
+_giving_back: set[asyncio.Task[Any]] = set()
+
+
+def _gave_back(task: asyncio.Task[Any]) -> None:
+    """A give-back ended. One that failed (the server lost or unreachable, or the
+    coordinator closed before it was sent) leaves the setting consumed."""
+    _giving_back.discard(task)
+    if not task.cancelled():
+        task.exception()
 
 
 class EventFlags(Primitive):
@@ -89,6 +100,14 @@ class EventFlags(Primitive):
         """Wait until at least one of ``names`` is set; ``clear`` consumes ``names``."""
         return await self._wait("any!" if clear else "any", self._check(names, "wait_any"))
 
+    def _give_back(self, names: tuple[str, ...], wait: str) -> None:
+        """Set again what the consuming wait ``wait`` took, if its script ran (in a task
+        of its own: the caller's cancellation goes on at once). Sent after the wait's own
+        script, so it finds its record; a wait that took nothing gives nothing back."""
+        task = asyncio.get_running_loop().create_task(self._op("back", names, wait))
+        _giving_back.add(task)
+        task.add_done_callback(_gave_back)
+
     async def _wait(self, op: str, names: tuple[str, ...]) -> frozenset[str]:
         connection = self.connection
         # The id of this wait: a consumption whose reply was lost is answered again, not
@@ -98,7 +117,12 @@ class EventFlags(Primitive):
         try:
             while True:
                 event.clear()
-                _, taken, now = await self._op(op, names, wait)
+                try:
+                    _, taken, now = await self._op(op, names, wait)
+                except asyncio.CancelledError:
+                    if wait:  # it may have consumed on the server: give that back
+                        self._give_back(names, wait)
+                    raise
                 if taken:
                     return frozenset(now)
                 await connection.pause(event, connection.poll)

@@ -449,6 +449,20 @@ if consume then
 end
 local names = {}
 for i = 6, #ARGV do names[#names + 1] = ARGV[i] end
+if op == 'back' then  -- a cancelled consuming wait: what it took (if it took) goes back
+  local took = redis.call('GET', KEYS[3])
+  if took then
+    redis.call('DEL', KEYS[3])
+    local was = {}
+    for _, n in ipairs(cjson.decode(took)) do was[n] = true end
+    local back = {}
+    for _, n in ipairs(names) do if was[n] then back[#back + 1] = n end end
+    if #back > 0 and redis.call('SADD', flags, unpack(back)) > 0 then
+      redis.call('PUBLISH', ARGV[3], 'set')
+    end
+  end
+  return {epoch, 0, {}}
+end
 if op == 'set' then
   if redis.call('SADD', flags, unpack(names)) > 0 then redis.call('PUBLISH', ARGV[3], 'set') end
   return {epoch, 1, redis.call('SMEMBERS', flags)}
