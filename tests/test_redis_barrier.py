@@ -278,16 +278,9 @@ async def test_an_arrival_whose_reply_was_lost_is_answered_as_passed_when_sent_a
     # The arrival reaches the server and completes the generation; its reply is lost with
     # the connection; the call is sent again on a new one. It must not count as an arrival
     # in the next generation (where it would wait for parties that have gone on).
-    from test_redis_proxy import Proxy
+    from test_redis_proxy import cut_and_direct
 
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    slow: dict[str, Any] = {"lease": 5.0, "poll": 0.05, "unreachable": 5.0}
-    async with (
-        Proxy(port) as proxy,
-        Coordinator(proxy.url, namespace=namespace, **slow) as cut,
-        Coordinator(redis_url, namespace=namespace, **slow) as ok,
-        asyncio.timeout(BOUND),
-    ):
+    async with cut_and_direct(redis_url, namespace, BOUND) as (proxy, cut, ok):
         a, b = ok.barrier("b", 2, party="a"), cut.barrier("b", 2, party="b")
         async with a, b:
             waiting = asyncio.create_task(a.wait())

@@ -65,16 +65,9 @@ async def test_a_consumption_whose_reply_was_lost_is_answered_again_and_takes_no
     # The consuming wait reaches the server and takes the setting; its reply is lost with
     # the connection; the call is sent again on a new one. It must return what it took,
     # not consume the next setting (which would lose one setting of the two).
-    from test_redis_proxy import Proxy
+    from test_redis_proxy import cut_and_direct
 
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    slow: dict[str, Any] = {"lease": 5.0, "poll": 0.05, "unreachable": 5.0}
-    async with (
-        Proxy(port) as proxy,
-        Coordinator(proxy.url, namespace=namespace, **slow) as cut,
-        Coordinator(redis_url, namespace=namespace, **slow) as ok,
-        asyncio.timeout(BOUND),
-    ):
+    async with cut_and_direct(redis_url, namespace, BOUND) as (proxy, cut, ok):
         flags = ok.event_flags("q", "item", "other")
         await flags.set("item", "other")
         proxy.mute_replies = True
@@ -95,16 +88,9 @@ async def test_a_consuming_wait_cancelled_after_its_script_took_the_setting_give
 ) -> None:
     # The consuming wait reaches the server and takes the setting; its reply is held back;
     # the waiter is cancelled. The setting must go back, as the in-process EventFlags does.
-    from test_redis_proxy import Proxy
+    from test_redis_proxy import cut_and_direct
 
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    slow: dict[str, Any] = {"lease": 5.0, "poll": 0.05, "unreachable": 5.0}
-    async with (
-        Proxy(port) as proxy,
-        Coordinator(proxy.url, namespace=namespace, **slow) as cut,
-        Coordinator(redis_url, namespace=namespace, **slow) as ok,
-        asyncio.timeout(BOUND),
-    ):
+    async with cut_and_direct(redis_url, namespace, BOUND) as (proxy, cut, ok):
         flags = ok.event_flags("q", "item", "other")
         await flags.set("item")
         proxy.mute_replies = True

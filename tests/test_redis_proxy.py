@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -118,6 +119,24 @@ class Proxy:
         finally:
             forwarder.cancel()
             writer.close()
+
+
+@contextlib.asynccontextmanager
+async def cut_and_direct(
+    redis_url: str, namespace: str, bound: float
+) -> AsyncIterator[tuple[Proxy, Coordinator, Coordinator]]:
+    """A proxy to the server, a coordinator through it (``cut``: its replies can be muted,
+    its connection dropped) and one straight to the server; long lease and `unreachable`,
+    a short poll; all within ``bound`` seconds. For a call whose reply is lost."""
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    slow: dict[str, Any] = {"lease": 5.0, "poll": 0.05, "unreachable": 5.0}
+    async with (
+        Proxy(port) as proxy,
+        Coordinator(proxy.url, namespace=namespace, **slow) as cut,
+        Coordinator(redis_url, namespace=namespace, **slow) as direct,
+        asyncio.timeout(bound),
+    ):
+        yield proxy, cut, direct
 
 
 async def test_a_black_holed_party_breaks_the_barrier_and_itself_gets_coordinator_lost(
