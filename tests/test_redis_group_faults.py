@@ -17,15 +17,11 @@ import cohort
 from _redis_server import RedisServer
 from _util import popen_python
 from cohort.redis import Coordinator, GroupDecided, Member
-from test_redis_proxy import Proxy
+from test_redis_proxy import cut_and_direct
 
 FAST: dict[str, Any] = {"lease": 0.3, "poll": 0.05, "unreachable": 1.0}
 BOUND = 10.0
 PARTY = Path(__file__).with_name("_redis_party.py")
-
-
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 async def work_until_stopped(member: Member, joined: asyncio.Event) -> BaseException:
@@ -42,12 +38,7 @@ async def work_until_stopped(member: Member, joined: asyncio.Event) -> BaseExcep
 async def test_a_black_holed_coordinator_is_decided_without_it_and_every_side_stops(
     redis_url: str, namespace: str
 ) -> None:
-    async with (
-        Proxy(_port(redis_url)) as proxy,
-        Coordinator(proxy.url, namespace=namespace, **FAST) as cut,
-        Coordinator(redis_url, namespace=namespace, **FAST) as ok,
-        asyncio.timeout(BOUND),
-    ):
+    async with cut_and_direct(redis_url, namespace, BOUND, FAST) as (proxy, cut, ok):
         joined = [asyncio.Event(), asyncio.Event()]
         members = [
             asyncio.create_task(work_until_stopped(ok.member("g", name=f"m{i}"), joined[i]))
@@ -128,12 +119,7 @@ async def test_a_server_restart_during_a_group_reaches_every_side_as_coordinator
 async def test_a_black_holed_member_counts_as_failed_under_the_policy(
     redis_url: str, namespace: str
 ) -> None:
-    async with (
-        Proxy(_port(redis_url)) as proxy,
-        Coordinator(proxy.url, namespace=namespace, **FAST) as cut,
-        Coordinator(redis_url, namespace=namespace, **FAST) as ok,
-        asyncio.timeout(BOUND),
-    ):
+    async with cut_and_direct(redis_url, namespace, BOUND, FAST) as (proxy, cut, ok):
         joined = asyncio.Event()
         async with ok.group("s", parties=2, join=cohort.Settle()) as g:
             lost = asyncio.create_task(work_until_stopped(cut.member("s", name="cut"), joined))

@@ -123,17 +123,19 @@ class Proxy:
 
 @contextlib.asynccontextmanager
 async def cut_and_direct(
-    redis_url: str, namespace: str, bound: float
+    redis_url: str, namespace: str, bound: float, options: dict[str, Any] | None = None
 ) -> AsyncIterator[tuple[Proxy, Coordinator, Coordinator]]:
     """A proxy to the server, a coordinator through it (``cut``: its replies can be muted,
-    its connection dropped) and one straight to the server; long lease and `unreachable`,
-    a short poll; all within ``bound`` seconds. For a call whose reply is lost."""
+    its connection dropped or black-holed) and one straight to the server, both made with
+    ``options`` (by default a long lease and `unreachable` and a short poll: for a call
+    whose reply is lost); all within ``bound`` seconds."""
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    slow: dict[str, Any] = {"lease": 5.0, "poll": 0.05, "unreachable": 5.0}
+    if options is None:
+        options = {"lease": 5.0, "poll": 0.05, "unreachable": 5.0}
     async with (
         Proxy(port) as proxy,
-        Coordinator(proxy.url, namespace=namespace, **slow) as cut,
-        Coordinator(redis_url, namespace=namespace, **slow) as direct,
+        Coordinator(proxy.url, namespace=namespace, **options) as cut,
+        Coordinator(redis_url, namespace=namespace, **options) as direct,
         asyncio.timeout(bound),
     ):
         yield proxy, cut, direct
